@@ -1,0 +1,41 @@
+# Set-up, build, run and test targets. Each target installs what it needs when missing: Debian packages through
+# apt-get (run as root, or with sudo available) and Python packages through pip.
+
+SWIFT ?= swift
+PYTHON ?= python3
+APT_PACKAGES := libssl-dev libcurl4-openssl-dev pkg-config
+BENCH_PACKAGES := nginx-light wrk
+PIP_PACKAGES := standardwebhooks==1.3.0
+
+.PHONY: build release run test bench deps test-deps bench-deps clean
+
+deps:
+	@tools/ensure-packages apt $(APT_PACKAGES)
+
+test-deps: deps
+	@tools/ensure-packages pip $(PIP_PACKAGES)
+
+bench-deps: test-deps
+	@tools/ensure-packages apt $(BENCH_PACKAGES)
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+# Starts a signature-checking sink and the relay on config.json, feeds it the signed fixture feed, prints what
+# happened and keeps both running until Ctrl-C.
+run: release test-deps
+	@$(PYTHON) tools/demo.py --binary .build/release/portout-relay --config config.json
+
+# Tests use loopback sockets and temporary directories only.
+test: test-deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+bench: release bench-deps
+	@$(PYTHON) bench/run.py --binary .build/release/portout-relay
+
+clean:
+	rm -rf .build

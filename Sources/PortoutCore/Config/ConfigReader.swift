@@ -1,0 +1,150 @@
+/// Reads typed values out of a JSON document while collecting every problem with its JSON path.
+///
+/// Each accessor returns nil (or the default) after recording a problem, so one pass over a file reports all its
+/// faults instead of stopping at the first.
+struct ConfigReader {
+    private(set) var problems: [ConfigProblem] = []
+
+    mutating func fail(_ path: String, _ message: String) {
+        self.problems.append(ConfigProblem(path: path, message: message))
+    }
+
+    /// Records a problem for each key of the object that is not in `known`, to catch misspelt keys.
+    mutating func rejectUnknownKeys(_ object: JSONObject, _ path: String, known: Set<String>) {
+        for key in object.keys where !known.contains(key) {
+            self.fail("\(path).\(key)", "unknown key; expected one of \(known.sorted().joined(separator: ", "))")
+        }
+    }
+
+    mutating func object(_ value: JSONValue?, _ path: String) -> JSONObject? {
+        guard let value else { return nil }
+        guard let object = value.objectValue else {
+            self.fail(path, "must be an object, not \(value.typeName)")
+            return nil
+        }
+        return object
+    }
+
+    mutating func requiredString(_ object: JSONObject, _ key: String, _ path: String) -> String? {
+        guard let value = object[key] else {
+            self.fail("\(path).\(key)", "is required")
+            return nil
+        }
+        return self.string(value, "\(path).\(key)")
+    }
+
+    mutating func optionalString(_ object: JSONObject, _ key: String, _ path: String) -> String? {
+        guard let value = object[key] else { return nil }
+        return self.string(value, "\(path).\(key)")
+    }
+
+    mutating func string(_ value: JSONValue, _ path: String) -> String? {
+        guard let string = value.stringValue else {
+            self.fail(path, "must be a string, not \(value.typeName)")
+            return nil
+        }
+        guard !string.isEmpty else {
+            self.fail(path, "must not be empty")
+            return nil
+        }
+        return string
+    }
+
+    mutating func integer(
+        _ object: JSONObject, _ key: String, _ path: String, default defaultValue: Int, range: ClosedRange<Int>
+    ) -> Int {
+        guard let value = object[key] else { return defaultValue }
+        guard let integer = value.intValue else {
+            self.fail("\(path).\(key)", "must be an integer, not \(value.typeName == "number" ? "a fraction" : value.typeName)")
+            return defaultValue
+        }
+        guard range.contains(integer) else {
+            self.fail("\(path).\(key)", "must be between \(range.lowerBound) and \(range.upperBound), not \(integer)")
+            return defaultValue
+        }
+        return integer
+    }
+
+    mutating func number(
+        _ object: JSONObject, _ key: String, _ path: String, default defaultValue: Double, range: ClosedRange<Double>
+    ) -> Double {
+        guard let value = object[key] else { return defaultValue }
+        guard let number = value.numberValue else {
+            self.fail("\(path).\(key)", "must be a number, not \(value.typeName)")
+            return defaultValue
+        }
+        guard range.contains(number) else {
+            self.fail("\(path).\(key)", "must be between \(range.lowerBound) and \(range.upperBound), not \(number)")
+            return defaultValue
+        }
+        return number
+    }
+
+    mutating func bool(_ object: JSONObject, _ key: String, _ path: String, default defaultValue: Bool) -> Bool {
+        guard let value = object[key] else { return defaultValue }
+        guard let flag = value.boolValue else {
+            self.fail("\(path).\(key)", "must be true or false, not \(value.typeName)")
+            return defaultValue
+        }
+        return flag
+    }
+
+    /// Reads an array of non-empty strings; a missing key gives nil.
+    mutating func stringArray(_ object: JSONObject, _ key: String, _ path: String) -> [String]? {
+        guard let value = object[key] else { return nil }
+        guard let elements = value.arrayValue else {
+            self.fail("\(path).\(key)", "must be an array of strings, not \(value.typeName)")
+            return nil
+        }
+        var strings: [String] = []
+        for (index, element) in elements.enumerated() {
+            if let string = self.string(element, "\(path).\(key)[\(index)]") {
+                strings.append(string)
+            }
+        }
+        return strings
+    }
+
+    /// Reads an array of objects; a missing key gives an empty array.
+    mutating func objectArray(_ object: JSONObject, _ key: String, _ path: String) -> [(JSONObject, String)] {
+        guard let value = object[key] else { return [] }
+        guard let elements = value.arrayValue else {
+            self.fail("\(path).\(key)", "must be an array, not \(value.typeName)")
+            return []
+        }
+        var objects: [(JSONObject, String)] = []
+        for (index, element) in elements.enumerated() {
+            let elementPath = "\(path).\(key)[\(index)]"
+            if let object = self.object(element, elementPath) {
+                objects.append((object, elementPath))
+            }
+        }
+        return objects
+    }
+}
+
+/// One fault in a configuration file, named by its JSON path (`$.tenants[0].verify.scheme`).
+public struct ConfigProblem: Sendable, Equatable, CustomStringConvertible {
+    public let path: String
+    public let message: String
+
+    public var description: String {
+        "\(self.path): \(self.message)"
+    }
+}
+
+/// A configuration file that cannot be used, with every problem found in it.
+public struct ConfigError: Error, Sendable, CustomStringConvertible {
+    public let file: String
+    public let problems: [ConfigProblem]
+
+    public init(file: String, problems: [ConfigProblem]) {
+        self.file = file
+        self.problems = problems
+    }
+
+    public var description: String {
+        let lines = self.problems.map { "  \($0)" }.joined(separator: "\n")
+        return "invalid configuration in \(self.file) (\(self.problems.count) problem(s)):\n\(lines)"
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+
+extension RelayConfig {
+    /// Reads and validates a configuration file, reporting every problem by its JSON path.
+    ///
+    /// Relative paths inside the file (`dataDir`, secret files) are resolved against the file's directory.
+    public static func load(path: String) throws(ConfigError) -> RelayConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(file: path, problems: [ConfigProblem(path: "$", message: "cannot read the file")])
+        }
+        let absolute = URL(fileURLWithPath: path).standardizedFileURL
+        return try self.parse(Array(data), file: path, baseDirectory: absolute.deletingLastPathComponent().path)
+    }
+
+    public static func parse(_ bytes: [UInt8], file: String, baseDirectory: String) throws(ConfigError) -> RelayConfig {
+        let document: JSONValue
+        do {
+            document = try JSONParser.parse(bytes)
+        } catch {
+            throw ConfigError(file: file, problems: [ConfigProblem(path: "$", message: error.description)])
+        }
+        var reader = ConfigReader()
+        let config = reader.relayConfig(document, baseDirectory: baseDirectory)
+        guard reader.problems.isEmpty, let config else {
+            throw ConfigError(file: file, problems: reader.problems)
+        }
+        return config
+    }
+}
+
+extension ConfigReader {
+    static let topLevelKeys: Set<String> = [
+        "listen", "dataDir", "logLevel", "eventLoops", "limits", "journal", "dedupe", "delivery", "tenants",
+    ]
+
+    mutating func relayConfig(_ document: JSONValue, baseDirectory: String) -> RelayConfig? {
+        guard let root = self.object(document, "$") else { return nil }
+        self.rejectUnknownKeys(root, "$", known: Self.topLevelKeys)
+
+        var listen = ListenAddress(host: "127.0.0.1", port: 8080)
+        if let text = self.optionalString(root, "listen", "$") {
+            if let parsed = ListenAddress(parsing: text) {
+                listen = parsed
+            } else {
+                self.fail("$.listen", "must be host:port, such as 127.0.0.1:8080 or [::1]:8080, not \"\(text)\"")
+            }
+        }
+        let dataDirText = self.optionalString(root, "dataDir", "$") ?? "data"
+        let dataDir = dataDirText.hasPrefix("/") ? dataDirText : "\(baseDirectory)/\(dataDirText)"
+
+        var logLevel = LogLevel.info
+        if let text = self.optionalString(root, "logLevel", "$") {
+            if let level = LogLevel(rawValue: text) {
+                logLevel = level
+            } else {
+                self.fail("$.logLevel", "must be one of \(LogLevel.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+        let eventLoops = self.integer(root, "eventLoops", "$", default: 2, range: 1...64)
+        let limits = self.limits(root["limits"])
+        let journal = self.journalSettings(root["journal"])
+        let dedupe = self.dedupeSettings(root["dedupe"])
+        let delivery = self.deliveryDefaults(root["delivery"])
+
+        if root["tenants"] == nil {
+            self.fail("$.tenants", "is required")
+        }
+        var tenants: [TenantConfig] = []
+        for (object, path) in self.objectArray(root, "tenants", "$") {
+            if let tenant = self.tenant(object, path, defaults: delivery, baseDirectory: baseDirectory) {
+                if tenants.contains(where: { $0.id == tenant.id }) {
+                    self.fail("\(path).id", "duplicates tenant id \"\(tenant.id)\"")
+                }
+                tenants.append(tenant)
+            }
+        }
+        return RelayConfig(
+            listen: listen, dataDir: dataDir, logLevel: logLevel, eventLoops: eventLoops, limits: limits,
+            journal: journal, dedupe: dedupe, delivery: delivery, tenants: tenants)
+    }
+
+    mutating func limits(_ value: JSONValue?) -> Limits {
+        var limits = Limits()
+        guard let object = self.object(value, "$.limits") else { return limits }
+        let path = "$.limits"
+        self.rejectUnknownKeys(
+            object, path,
+            known: [
+                "maxHeaderBytes", "maxBodyBytes", "maxConnections", "headerTimeoutMs", "bodyTimeoutMs", "idleTimeoutMs",
+            ])
+        limits.maxHeaderBytes = self.integer(object, "maxHeaderBytes", path, default: limits.maxHeaderBytes, range: 1024...1_048_576)
+        limits.maxBodyBytes = self.integer(object, "maxBodyBytes", path, default: limits.maxBodyBytes, range: 1024...67_108_864)
+        limits.maxConnections = self.integer(object, "maxConnections", path, default: limits.maxConnections, range: 1...1_000_000)
+        limits.headerTimeoutMs = self.integer(object, "headerTimeoutMs", path, default: limits.headerTimeoutMs, range: 100...3_600_000)
+        limits.bodyTimeoutMs = self.integer(object, "bodyTimeoutMs", path, default: limits.bodyTimeoutMs, range: 100...3_600_000)
+        limits.idleTimeoutMs = self.integer(object, "idleTimeoutMs", path, default: limits.idleTimeoutMs, range: 100...86_400_000)
+        return limits
+    }
+
+    mutating func journalSettings(_ value: JSONValue?) -> JournalSettings {
+        var settings = JournalSettings()
+        guard let object = self.object(value, "$.journal") else { return settings }
+        self.rejectUnknownKeys(object, "$.journal", known: ["segmentBytes", "retryAfterSeconds"])
+        settings.segmentBytes = self.integer(
+            object, "segmentBytes", "$.journal", default: settings.segmentBytes, range: 65_536...(1 << 34))
+        settings.retryAfterSeconds = self.integer(
+            object, "retryAfterSeconds", "$.journal", default: settings.retryAfterSeconds, range: 1...3600)
+        return settings
+    }
+
+    mutating func dedupeSettings(_ value: JSONValue?) -> DedupeSettings {
+        var settings = DedupeSettings()
+        guard let object = self.object(value, "$.dedupe") else { return settings }
+        self.rejectUnknownKeys(object, "$.dedupe", known: ["capacity"])
+        settings.capacity = self.integer(object, "capacity", "$.dedupe", default: settings.capacity, range: 1...100_000_000)
+        return settings
+    }
+
+    mutating func deliveryDefaults(_ value: JSONValue?) -> DeliveryDefaults {
+        var defaults = DeliveryDefaults()
+        guard let object = self.object(value, "$.delivery") else { return defaults }
+        let path = "$.delivery"
+        self.rejectUnknownKeys(object, path, known: Self.retryKeys.union(["timeoutMs", "concurrency", "maxRetryAfterSeconds"]))
+        defaults.retry = self.retryPolicy(object, path, inherited: defaults.retry)
+        defaults.timeoutMs = self.integer(object, "timeoutMs", path, default: defaults.timeoutMs, range: 100...600_000)
+        defaults.concurrency = self.integer(object, "concurrency", path, default: defaults.concurrency, range: 1...1024)
+        defaults.maxRetryAfterSeconds = self.integer(
+            object, "maxRetryAfterSeconds", path, default: defaults.maxRetryAfterSeconds, range: 0...604_800)
+        return defaults
+    }
+
+    static let retryKeys: Set<String> = ["retrySchedule", "jitter", "maxAttempts", "maxAgeSeconds"]
+
+    mutating func retryPolicy(_ object: JSONObject, _ path: String, inherited: RetryPolicy) -> RetryPolicy {
+        var policy = inherited
+        if let value = object["retrySchedule"] {
+            let schedulePath = "\(path).retrySchedule"
+            if let elements = value.arrayValue, !elements.isEmpty {
+                var schedule: [Double] = []
+                for (index, element) in elements.enumerated() {
+                    if let seconds = element.numberValue, seconds >= 0, seconds <= 604_800 {
+                        schedule.append(seconds)
+                    } else {
+                        self.fail("\(schedulePath)[\(index)]", "must be a number of seconds from 0 to 604800")
+                    }
+                }
+                policy.scheduleSeconds = schedule
+            } else {
+                self.fail(schedulePath, "must be a non-empty array of delays in seconds")
+            }
+        }
+        policy.jitter = self.number(object, "jitter", path, default: policy.jitter, range: 0...1)
+        policy.maxAttempts = self.integer(object, "maxAttempts", path, default: policy.maxAttempts, range: 1...1000)
+        policy.maxAgeSeconds = self.integer(object, "maxAgeSeconds", path, default: policy.maxAgeSeconds, range: 1...31_536_000)
+        return policy
+    }
+}

@@ -1,0 +1,124 @@
+/// The relay's whole configuration, read from `config.json`.
+public struct RelayConfig: Sendable {
+    public var listen: ListenAddress
+    /// Absolute path of the directory that holds the journal.
+    public var dataDir: String
+    public var logLevel: LogLevel
+    /// Number of HTTP event-loop threads.
+    public var eventLoops: Int
+    public var limits: Limits
+    public var journal: JournalSettings
+    public var dedupe: DedupeSettings
+    public var delivery: DeliveryDefaults
+    public var tenants: [TenantConfig]
+
+    public func tenant(_ id: String) -> TenantConfig? {
+        self.tenants.first { $0.id == id }
+    }
+}
+
+/// Limits that keep one client from holding up others.
+public struct Limits: Sendable, Equatable {
+    public var maxHeaderBytes = 16 * 1024
+    public var maxBodyBytes = 256 * 1024
+    public var maxConnections = 4096
+    public var headerTimeoutMs = 10_000
+    public var bodyTimeoutMs = 30_000
+    public var idleTimeoutMs = 60_000
+
+    public init() {}
+}
+
+public struct JournalSettings: Sendable, Equatable {
+    /// Size in bytes past which the active segment is closed and a new one started.
+    public var segmentBytes = 64 * 1024 * 1024
+    /// `Retry-After` seconds sent with a 503 when the journal cannot write.
+    public var retryAfterSeconds = 5
+
+    public init() {}
+}
+
+public struct DedupeSettings: Sendable, Equatable {
+    /// Maximum number of (tenant, port out, status) keys remembered; the least recently seen is forgotten first.
+    public var capacity = 1_000_000
+
+    public init() {}
+}
+
+/// Delivery settings that every destination inherits unless it sets its own.
+public struct DeliveryDefaults: Sendable, Equatable {
+    public var retry = RetryPolicy()
+    public var timeoutMs = 10_000
+    public var concurrency = 8
+    /// Upper bound on a destination's `Retry-After`, so one destination cannot stall its queue for days.
+    public var maxRetryAfterSeconds = 3600
+
+    public init() {}
+}
+
+/// When and how often a failed delivery is tried again.
+public struct RetryPolicy: Sendable, Equatable {
+    /// Delay in seconds before attempt n + 1 after attempt n failed; the last entry repeats.
+    public var scheduleSeconds: [Double] = [5, 60, 300, 1800, 7200, 21_600, 43_200, 86_400]
+    /// Each delay is scaled by a random factor in 1 ± jitter.
+    public var jitter = 0.2
+    public var maxAttempts = 9
+    /// A delivery still failing this long after its event was accepted is dead-lettered.
+    public var maxAgeSeconds = 3 * 86_400
+
+    public init() {}
+}
+
+public enum SignatureScheme: String, Sendable, CaseIterable {
+    case standardWebhooks = "standard-webhooks"
+    case timestampedHex = "timestamped-hex"
+    case hex
+}
+
+/// How a tenant's inbound webhooks are verified.
+public struct VerifyConfig: Sendable, Equatable {
+    public var scheme: SignatureScheme
+    /// Every secret that may have signed a request; several during a rotation.
+    public var secrets: [Secret]
+    /// Maximum distance in seconds between a signature's timestamp and the relay's clock.
+    public var toleranceSeconds: Int
+    /// The signature header for the hex schemes; `standard-webhooks` uses fixed header names.
+    public var header: String
+}
+
+public struct TenantConfig: Sendable {
+    public var id: String
+    public var projects: [String]
+    public var verify: VerifyConfig
+    /// Event types accepted beyond the port-out and credentials types.
+    public var acceptTypes: Set<String>
+    public var destinations: [DestinationConfig]
+}
+
+public struct DestinationConfig: Sendable {
+    public var id: String
+    public var url: String
+    /// The outbound Standard Webhooks secret the relay signs deliveries with.
+    public var secret: Secret
+    /// Port-out statuses to deliver; nil delivers all. An event without a status never matches a set filter.
+    public var statuses: Set<PortOutStatus>?
+    /// Event types to deliver; nil delivers all.
+    public var types: Set<String>?
+    /// Extra request headers, in configuration order.
+    public var headers: [(name: String, value: String)]
+    public var timeoutMs: Int
+    public var concurrency: Int
+    public var retry: RetryPolicy
+    /// Whether events journaled as stale are delivered too.
+    public var deliverStale: Bool
+
+    /// Whether this destination receives an event with the given type, status and staleness.
+    public func accepts(type: String, status: PortOutStatus?, stale: Bool) -> Bool {
+        if stale && !self.deliverStale { return false }
+        if let types = self.types, !types.contains(type) { return false }
+        if let statuses = self.statuses {
+            guard let status, statuses.contains(status) else { return false }
+        }
+        return true
+    }
+}

@@ -1,0 +1,123 @@
+/// A fixed-capacity map that forgets its least recently used entry when full.
+///
+/// Nodes live in parallel arrays linked by 32-bit indices, so each entry costs its key, its value and eight
+/// bytes of links, plus the dictionary slot; there is no allocation per entry. Not thread-safe: the owner
+/// serialises access.
+public struct LRUIndex<Key: Hashable, Value> {
+    public let capacity: Int
+    private var slots: [Key: Int32] = [:]
+    private var keys: [Key] = []
+    private var values: [Value] = []
+    private var previous: [Int32] = []
+    private var next: [Int32] = []
+    /// Most recently used node, or -1 when empty.
+    private var head: Int32 = -1
+    /// Least recently used node, or -1 when empty.
+    private var tail: Int32 = -1
+    private var freeNodes: [Int32] = []
+
+    public init(capacity: Int) {
+        precondition(capacity > 0 && capacity < Int(Int32.max), "LRU capacity must be between 1 and Int32.max")
+        self.capacity = capacity
+    }
+
+    public var count: Int {
+        self.slots.count
+    }
+
+    /// Returns the value for the key and marks the entry most recently used.
+    public mutating func lookup(_ key: Key) -> Value? {
+        guard let node = self.slots[key] else { return nil }
+        self.moveToFront(node)
+        return self.values[Int(node)]
+    }
+
+    /// Returns the value without changing the recency order.
+    public func peek(_ key: Key) -> Value? {
+        guard let node = self.slots[key] else { return nil }
+        return self.values[Int(node)]
+    }
+
+    /// Inserts or replaces the value, marks it most recently used, and returns the entry evicted to make room.
+    @discardableResult
+    public mutating func insert(_ key: Key, _ value: Value) -> (key: Key, value: Value)? {
+        if let node = self.slots[key] {
+            self.values[Int(node)] = value
+            self.moveToFront(node)
+            return nil
+        }
+        var evicted: (key: Key, value: Value)?
+        if self.slots.count >= self.capacity {
+            let victim = self.tail
+            evicted = (self.keys[Int(victim)], self.values[Int(victim)])
+            self.unlink(victim)
+            self.slots.removeValue(forKey: self.keys[Int(victim)])
+            self.freeNodes.append(victim)
+        }
+        let node: Int32
+        if let reused = self.freeNodes.popLast() {
+            node = reused
+            self.keys[Int(node)] = key
+            self.values[Int(node)] = value
+        } else {
+            node = Int32(self.keys.count)
+            self.keys.append(key)
+            self.values.append(value)
+            self.previous.append(-1)
+            self.next.append(-1)
+        }
+        self.slots[key] = node
+        self.linkAtFront(node)
+        return evicted
+    }
+
+    /// Replaces the value of an existing entry without changing the recency order; returns false if absent.
+    @discardableResult
+    public mutating func update(_ key: Key, _ value: Value) -> Bool {
+        guard let node = self.slots[key] else { return false }
+        self.values[Int(node)] = value
+        return true
+    }
+
+    @discardableResult
+    public mutating func remove(_ key: Key) -> Value? {
+        guard let node = self.slots.removeValue(forKey: key) else { return nil }
+        self.unlink(node)
+        self.freeNodes.append(node)
+        return self.values[Int(node)]
+    }
+
+    /// Reserves room for `count` entries up front, to avoid rehashing while a journal is replayed.
+    public mutating func reserveCapacity(_ count: Int) {
+        let target = min(count, self.capacity)
+        self.slots.reserveCapacity(target)
+        self.keys.reserveCapacity(target)
+        self.values.reserveCapacity(target)
+        self.previous.reserveCapacity(target)
+        self.next.reserveCapacity(target)
+    }
+
+    private mutating func moveToFront(_ node: Int32) {
+        guard node != self.head else { return }
+        self.unlink(node)
+        self.linkAtFront(node)
+    }
+
+    private mutating func unlink(_ node: Int32) {
+        let before = self.previous[Int(node)]
+        let after = self.next[Int(node)]
+        if before >= 0 { self.next[Int(before)] = after } else { self.head = after }
+        if after >= 0 { self.previous[Int(after)] = before } else { self.tail = before }
+        self.previous[Int(node)] = -1
+        self.next[Int(node)] = -1
+    }
+
+    private mutating func linkAtFront(_ node: Int32) {
+        self.previous[Int(node)] = -1
+        self.next[Int(node)] = self.head
+        if self.head >= 0 { self.previous[Int(self.head)] = node }
+        self.head = node
+        if self.tail < 0 { self.tail = node }
+    }
+}
+extension LRUIndex: Sendable where Key: Sendable, Value: Sendable {}

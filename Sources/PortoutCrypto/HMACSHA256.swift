@@ -1,0 +1,106 @@
+import COpenSSL
+
+/// HMAC-SHA256 through OpenSSL's EVP_MAC interface.
+///
+/// Thread-safe: every call uses its own `EVP_MAC_CTX`; only the fetched algorithm, which OpenSSL documents as
+/// shareable, is common to all threads.
+public enum HMACSHA256 {
+    public static let byteCount = 32
+
+    /// The HMAC algorithm, fetched once. `EVP_MAC` objects are reference-counted and safe to share between threads.
+    nonisolated(unsafe) private static let algorithm: OpaquePointer = {
+        guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else {
+            fatalError("OpenSSL has no HMAC implementation: \(OpenSSLError.lastErrorText())")
+        }
+        return mac
+    }()
+
+    /// Computes the MAC of the concatenation of `parts` without copying them into one buffer.
+    public static func authenticate(key: [UInt8], parts: [UnsafeRawBufferPointer]) -> [UInt8] {
+        guard let context = EVP_MAC_CTX_new(self.algorithm) else {
+            fatalError("EVP_MAC_CTX_new failed: \(OpenSSLError.lastErrorText())")
+        }
+        defer { EVP_MAC_CTX_free(context) }
+
+        let initialised = "SHA256".withCString { digestName -> Int32 in
+            var parameters = [
+                OSSL_PARAM_construct_utf8_string("digest", UnsafeMutablePointer(mutating: digestName), 0),
+                OSSL_PARAM_construct_end(),
+            ]
+            return key.withUnsafeBufferPointer { keyBuffer in
+                // A zero-length key is legal HMAC, but OpenSSL wants a non-null pointer for it.
+                var empty: UInt8 = 0
+                let keyPointer = keyBuffer.baseAddress ?? withUnsafePointer(to: &empty) { $0 }
+                return EVP_MAC_init(context, keyPointer, keyBuffer.count, &parameters)
+            }
+        }
+        precondition(initialised == 1, "EVP_MAC_init failed: \(OpenSSLError.lastErrorText())")
+
+        for part in parts where part.count > 0 {
+            let updated = EVP_MAC_update(context, part.baseAddress!.assumingMemoryBound(to: UInt8.self), part.count)
+            precondition(updated == 1, "EVP_MAC_update failed: \(OpenSSLError.lastErrorText())")
+        }
+        var output = [UInt8](repeating: 0, count: self.byteCount)
+        var length = 0
+        let finished = output.withUnsafeMutableBufferPointer { buffer in
+            EVP_MAC_final(context, buffer.baseAddress, &length, buffer.count)
+        }
+        precondition(finished == 1 && length == self.byteCount, "EVP_MAC_final failed: \(OpenSSLError.lastErrorText())")
+        return output
+    }
+
+    public static func authenticate(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        message.withUnsafeBytes { self.authenticate(key: key, parts: [$0]) }
+    }
+}
+
+/// SHA-256 digests through OpenSSL.
+public enum SHA256Digest {
+    public static func hash(_ bytes: [UInt8]) -> [UInt8] {
+        var output = [UInt8](repeating: 0, count: 32)
+        bytes.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { buffer in
+                _ = SHA256(input.baseAddress, input.count, buffer.baseAddress)
+            }
+        }
+        return output
+    }
+}
+
+/// Comparison whose running time depends only on the lengths, never on where the inputs first differ.
+public enum ConstantTime {
+    public static func equals(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        guard !lhs.isEmpty else { return true }
+        return lhs.withUnsafeBytes { left in
+            rhs.withUnsafeBytes { right in
+                CRYPTO_memcmp(left.baseAddress, right.baseAddress, left.count) == 0
+            }
+        }
+    }
+}
+
+/// Cryptographically secure random bytes from OpenSSL's generator.
+public enum SecureRandom {
+    public static func bytes(_ count: Int) -> [UInt8] {
+        var output = [UInt8](repeating: 0, count: count)
+        let status = output.withUnsafeMutableBufferPointer { RAND_bytes($0.baseAddress, Int32(count)) }
+        precondition(status == 1, "RAND_bytes failed: \(OpenSSLError.lastErrorText())")
+        return output
+    }
+}
+
+enum OpenSSLError {
+    /// Drains OpenSSL's thread-local error queue into one line of text.
+    static func lastErrorText() -> String {
+        var messages: [String] = []
+        while true {
+            let code = ERR_get_error()
+            if code == 0 { break }
+            var buffer = [CChar](repeating: 0, count: 256)
+            ERR_error_string_n(code, &buffer, buffer.count)
+            messages.append(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        return messages.isEmpty ? "no OpenSSL error queued" : messages.joined(separator: "; ")
+    }
+}

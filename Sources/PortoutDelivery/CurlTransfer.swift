@@ -1,0 +1,126 @@
+import CCurl
+import CCurlShim
+import Foundation
+
+/// One libcurl easy handle sending one POST, with what came back.
+///
+/// Thread-safety: confined to the delivery thread, which is why it is `@unchecked Sendable`; libcurl handles
+/// must not be used from two threads at once.
+final class CurlTransfer: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    /// The first bytes of the response body, kept for the dead-letter reason.
+    private(set) var responseSnippet: [UInt8] = []
+    private(set) var retryAfterValue: String?
+    var delivery: PendingDelivery?
+    var startedAtMs: Int64 = 0
+
+    static let snippetBytes = 256
+
+    init() {
+        CurlGlobal.initialise()
+        guard let handle = curl_easy_init() else {
+            fatalError("curl_easy_init failed: libcurl could not allocate a handle")
+        }
+        self.handle = handle
+    }
+
+    deinit {
+        curl_slist_free_all(self.headerList)
+        curl_easy_cleanup(self.handle)
+    }
+
+    /// Prepares a POST of `body` with the given headers; libcurl copies the body and the header strings.
+    func prepare(url: String, headers: [String], body: [UInt8], timeoutMs: Int) {
+        curl_easy_reset(self.handle)
+        curl_slist_free_all(self.headerList)
+        self.headerList = nil
+        self.responseSnippet.removeAll(keepingCapacity: true)
+        self.retryAfterValue = nil
+        for header in headers {
+            self.headerList = curl_slist_append(self.headerList, header)
+        }
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        self.set(CURLOPT_URL, url)
+        self.set(CURLOPT_NOSIGNAL, 1)
+        self.set(CURLOPT_FOLLOWLOCATION, 0)
+        self.set(CURLOPT_PROTOCOLS_STR, "http,https")
+        self.set(CURLOPT_TIMEOUT_MS, timeoutMs)
+        self.set(CURLOPT_CONNECTTIMEOUT_MS, min(timeoutMs, 10_000))
+        self.set(CURLOPT_POST, 1)
+        _ = portout_curl_easy_setopt_offset(self.handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+        body.withUnsafeBytes { bytes in
+            _ = portout_curl_easy_setopt_pointer(self.handle, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
+        }
+        _ = portout_curl_easy_setopt_slist(self.handle, CURLOPT_HTTPHEADER, self.headerList)
+        _ = portout_curl_easy_setopt_data_callback(self.handle, CURLOPT_WRITEFUNCTION, curlWriteBody)
+        _ = portout_curl_easy_setopt_pointer(self.handle, CURLOPT_WRITEDATA, context)
+        _ = portout_curl_easy_setopt_data_callback(self.handle, CURLOPT_HEADERFUNCTION, curlReadHeader)
+        _ = portout_curl_easy_setopt_pointer(self.handle, CURLOPT_HEADERDATA, context)
+    }
+
+    var responseStatus: Int {
+        var status = 0
+        _ = portout_curl_easy_getinfo_long(self.handle, CURLINFO_RESPONSE_CODE, &status)
+        return status
+    }
+
+    fileprivate func receiveBody(_ bytes: UnsafeBufferPointer<UInt8>) {
+        let room = Self.snippetBytes - self.responseSnippet.count
+        if room > 0 {
+            self.responseSnippet.append(contentsOf: bytes.prefix(room))
+        }
+    }
+
+    fileprivate func receiveHeader(_ line: String) {
+        if line.hasPrefix("HTTP/") {
+            // A new response (after a 100 Continue, say): forget the previous one's fields.
+            self.retryAfterValue = nil
+            return
+        }
+        guard let colon = line.firstIndex(of: ":") else { return }
+        if line[..<colon].lowercased() == "retry-after" {
+            self.retryAfterValue = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+    }
+
+    private func set(_ option: CURLoption, _ value: Int) {
+        _ = portout_curl_easy_setopt_long(self.handle, option, value)
+    }
+
+    private func set(_ option: CURLoption, _ value: String) {
+        _ = portout_curl_easy_setopt_string(self.handle, option, value)
+    }
+}
+
+private func curlWriteBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let data, let context else { return 0 }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()
+    data.withMemoryRebound(to: UInt8.self, capacity: size * count) { bytes in
+        transfer.receiveBody(UnsafeBufferPointer(start: bytes, count: size * count))
+    }
+    return size * count
+}
+
+private func curlReadHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let data, let context else { return 0 }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()
+    let line = data.withMemoryRebound(to: UInt8.self, capacity: size * count) { bytes in
+        String(decoding: UnsafeBufferPointer(start: bytes, count: size * count), as: UTF8.self)
+    }
+    transfer.receiveHeader(line)
+    return size * count
+}
+
+/// `curl_global_init`, run once before the first handle is made.
+enum CurlGlobal {
+    private static let initialised: Bool = {
+        let code = curl_global_init(Int(CURL_GLOBAL_DEFAULT))
+        precondition(code == CURLE_OK, "curl_global_init failed: \(String(cString: curl_easy_strerror(code)))")
+        return true
+    }()
+
+    static func initialise() {
+        _ = self.initialised
+    }
+}

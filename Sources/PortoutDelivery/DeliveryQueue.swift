@@ -1,0 +1,133 @@
+/// The deliveries waiting for one destination, in one lane per ordering key.
+///
+/// Only the head of a lane is handed out. A lane whose head is in flight leaves the schedule until that attempt
+/// settles, so the statuses of one port out go out in order while other lanes proceed. Lanes whose
+/// head is waiting sit in a min-heap by due time, so finding the next delivery does not scan every lane.
+///
+/// Not thread-safe: owned by the delivery thread.
+struct DeliveryQueue {
+    private struct Lane {
+        var items: [PendingDelivery] = []
+        var head = 0
+
+        var isEmpty: Bool { self.head == self.items.count }
+        var first: PendingDelivery { self.items[self.head] }
+
+        mutating func removeFirst() {
+            self.head += 1
+            if self.head == self.items.count {
+                self.items.removeAll()
+                self.head = 0
+            } else if self.head >= 64 && self.head * 2 >= self.items.count {
+                self.items.removeFirst(self.head)
+                self.head = 0
+            }
+        }
+    }
+
+    private struct Scheduled: Comparable {
+        var dueMs: Int64
+        var sequence: UInt64
+        var key: String
+
+        static func < (lhs: Scheduled, rhs: Scheduled) -> Bool {
+            (lhs.dueMs, lhs.sequence) < (rhs.dueMs, rhs.sequence)
+        }
+    }
+
+    private var lanes: [String: Lane] = [:]
+    private var schedule = MinHeap<Scheduled>()
+    private(set) var inFlight = 0
+    /// Deliveries not yet settled, including those in flight.
+    private(set) var count = 0
+
+    mutating func enqueue(_ delivery: PendingDelivery) {
+        var lane = self.lanes[delivery.orderingKey] ?? Lane()
+        let wasEmpty = lane.isEmpty
+        lane.items.append(delivery)
+        self.lanes[delivery.orderingKey] = lane
+        self.count += 1
+        if wasEmpty {
+            self.schedule.push(Scheduled(dueMs: delivery.nextAttemptAtMs, sequence: delivery.sequence, key: delivery.orderingKey))
+        }
+    }
+
+    /// When the earliest waiting lane head is due, or nil if none waits.
+    var nextDueMs: Int64? {
+        self.schedule.first?.dueMs
+    }
+
+    /// Hands out the earliest due lane head, if one is due by `nowMs`, and counts it in flight.
+    mutating func takeDue(nowMs: Int64) -> PendingDelivery? {
+        guard let next = self.schedule.first, next.dueMs <= nowMs else { return nil }
+        _ = self.schedule.pop()
+        self.inFlight += 1
+        return self.lanes[next.key]!.first
+    }
+
+    /// Settles the in-flight head of `key`: a retry puts it back at `retryAtMs`; otherwise it leaves the queue
+    /// and the lane's next delivery becomes due.
+    mutating func settle(key: String, retryAtMs: Int64?, attempts: Int) {
+        guard var lane = self.lanes[key], !lane.isEmpty else {
+            preconditionFailure("settled a delivery that is not in flight")
+        }
+        self.inFlight -= 1
+        if let retryAtMs {
+            lane.items[lane.head].attempts = attempts
+            lane.items[lane.head].nextAttemptAtMs = retryAtMs
+            self.schedule.push(Scheduled(dueMs: retryAtMs, sequence: lane.first.sequence, key: key))
+            self.lanes[key] = lane
+            return
+        }
+        lane.removeFirst()
+        self.count -= 1
+        if lane.isEmpty {
+            self.lanes.removeValue(forKey: key)
+        } else {
+            self.schedule.push(Scheduled(dueMs: lane.first.nextAttemptAtMs, sequence: lane.first.sequence, key: key))
+            self.lanes[key] = lane
+        }
+    }
+
+    /// The deliveries still queued, for tests and state reports.
+    var allPending: [PendingDelivery] {
+        self.lanes.values.flatMap { $0.items[$0.head...] }.sorted { $0.sequence < $1.sequence }
+    }
+}
+
+/// A binary min-heap.
+struct MinHeap<Element: Comparable> {
+    private var elements: [Element] = []
+
+    var first: Element? { self.elements.first }
+    var count: Int { self.elements.count }
+
+    mutating func push(_ element: Element) {
+        self.elements.append(element)
+        var child = self.elements.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard self.elements[child] < self.elements[parent] else { break }
+            self.elements.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> Element? {
+        guard !self.elements.isEmpty else { return nil }
+        self.elements.swapAt(0, self.elements.count - 1)
+        let top = self.elements.removeLast()
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1
+            let right = left + 1
+            var smallest = parent
+            if left < self.elements.count && self.elements[left] < self.elements[smallest] { smallest = left }
+            if right < self.elements.count && self.elements[right] < self.elements[smallest] { smallest = right }
+            if smallest == parent { break }
+            self.elements.swapAt(parent, smallest)
+            parent = smallest
+        }
+        return top
+    }
+}

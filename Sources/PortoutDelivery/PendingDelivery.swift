@@ -1,0 +1,33 @@
+import PortoutJournal
+
+/// One event waiting to reach one destination.
+public struct PendingDelivery: Sendable, Equatable {
+    public var sequence: UInt64
+    public var eventID: String
+    public var tenant: String
+    public var destination: String
+    /// Deliveries with the same key go out one at a time in sequence order: the port out's id, or the event id
+    /// for an event that belongs to no port out.
+    public var orderingKey: String
+    /// The event record's location, so the body is read back from the journal instead of held in memory.
+    public var location: JournalLocation
+    public var acceptedAtMs: Int64
+    /// Attempts already made.
+    public var attempts: Int
+    public var nextAttemptAtMs: Int64
+
+    public init(
+        sequence: UInt64, eventID: String, tenant: String, destination: String, orderingKey: String,
+        location: JournalLocation, acceptedAtMs: Int64, attempts: Int = 0, nextAttemptAtMs: Int64 = 0
+    ) {
+        self.sequence = sequence
+        self.eventID = eventID
+        self.tenant = tenant
+        self.destination = destination
+        self.orderingKey = orderingKey
+        self.location = location
+        self.acceptedAtMs = acceptedAtMs
+        self.attempts = attempts
+        self.nextAttemptAtMs = nextAttemptAtMs
+    }
+}

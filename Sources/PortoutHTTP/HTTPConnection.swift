@@ -1,0 +1,323 @@
+import CLinuxShim
+import PortoutCore
+
+/// One client connection: reads requests, hands them to the handler one at a time and writes responses in order.
+///
+/// Only one request is with the handler at a time. While it is, the connection stops polling for input, so
+/// pipelined requests wait in the socket and the receive buffer and their responses go out in request order.
+///
+/// Thread-safety: confined to its loop's thread.
+final class HTTPConnection: EventLoopHandler {
+    enum Phase {
+        /// Between requests: the idle timeout runs and a close by the client is normal.
+        case awaitingRequest
+        /// Some head bytes arrived: the header timeout runs from the first of them.
+        case readingHead
+        /// The head is parsed and the body timeout runs.
+        case readingBody
+        /// The handler has the request.
+        case handling
+        /// The last response is queued; after it is written the connection half-closes and drains input.
+        case closing
+    }
+
+    let id: UInt64
+    let fd: Int32
+    let peer: String
+    unowned let owner: LoopConnections
+    private(set) var phase = Phase.awaitingRequest
+    /// Monotonic milliseconds after which `deadlinePassed()` acts.
+    private(set) var deadline: UInt64
+    private var requestParser: HTTPRequestParser
+    private var received = ByteBuffer()
+    private var outbound: [UInt8] = []
+    private var outboundOffset = 0
+    private var pollingEvents: UInt32 = 0
+    private var peerClosedInput = false
+    private var hasHalfClosed = false
+    /// What the request being handled decided about the connection.
+    private var keepAlive = true
+    private var isHeadRequest = false
+    private var isHTTP10 = false
+    /// A response chosen from the head alone, sent in place of calling the handler when the request completes.
+    private var earlyResponse: HTTPResponse?
+
+    private static let inputEvents = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
+    private static let lingerMs: UInt64 = 2000
+
+    init(id: UInt64, fd: Int32, peer: String, owner: LoopConnections) {
+        self.id = id
+        self.fd = fd
+        self.peer = peer
+        self.owner = owner
+        self.requestParser = HTTPRequestParser(limits: owner.server.configuration.parserLimits)
+        self.deadline = owner.loop.now + owner.server.configuration.idleTimeoutMs
+        self.pollingEvents = Self.inputEvents
+    }
+
+    private var configuration: HTTPServer.Configuration {
+        self.owner.server.configuration
+    }
+
+    func handleEvents(_ events: UInt32) {
+        if events & EPOLLOUT.rawValue != 0 {
+            self.flush()
+        }
+        if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
+            self.readAvailable()
+        }
+    }
+
+    // MARK: Reading
+
+    private func readAvailable() {
+        let buffer = self.owner.loop.readBuffer
+        while !self.peerClosedInput {
+            let result: IOResult<Int>
+            do {
+                result = try Socket.read(self.fd, into: buffer)
+            } catch {
+                // ECONNRESET and the like: nothing more can be sent either.
+                self.close()
+                return
+            }
+            guard case .done(let count) = result else { break }
+            if count == 0 {
+                self.peerClosedInput = true
+                break
+            }
+            if self.phase == .closing {
+                // Draining after a final response: the bytes are discarded so the kernel does not answer them
+                // with a reset that could destroy the response before the client reads it.
+                continue
+            }
+            self.received.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            if self.received.readableCount > self.configuration.parserLimits.maxHeaderBytes
+                + self.configuration.parserLimits.maxBodyBytes + 65_536
+            {
+                // The parser bounds each request; this bounds what a client may pipeline behind one.
+                break
+            }
+        }
+        if self.phase == .closing {
+            if self.peerClosedInput {
+                self.close()
+            }
+            return
+        }
+        self.processReceived()
+        if self.peerClosedInput && self.phase != .handling && self.phase != .closing && self.outbound.isEmpty {
+            // The client finished sending; whatever it sent is answered, and a partial request never will be.
+            self.close()
+        } else if self.peerClosedInput && self.phase != .closing {
+            self.updatePolling()
+        }
+    }
+
+    /// Parses buffered bytes until a request goes to the handler or more data is needed.
+    private func processReceived() {
+        while self.phase != .handling && self.phase != .closing && self.outbound.isEmpty {
+            switch self.requestParser.parse(&self.received) {
+            case .needMoreData:
+                self.noteProgress()
+                return
+            case .head(let head):
+                self.begin(head)
+            case .request(let request):
+                self.dispatch(request)
+            case .failure(let error):
+                self.reject(error)
+                return
+            }
+        }
+    }
+
+    private func noteProgress() {
+        let now = self.owner.loop.now
+        if self.requestParser.isReadingBody {
+            if self.phase != .readingBody {
+                self.phase = .readingBody
+                self.deadline = now + self.configuration.bodyTimeoutMs
+            }
+        } else if self.requestParser.isMidRequest {
+            if self.phase != .readingHead {
+                self.phase = .readingHead
+                self.deadline = now + self.configuration.headerTimeoutMs
+            }
+        }
+    }
+
+    private func begin(_ head: HTTPRequestHead) {
+        self.keepAlive = head.keepAlive && !head.requestsUpgrade
+        self.isHeadRequest = head.method == "HEAD"
+        self.isHTTP10 = head.version == .http1_0
+        self.phase = .readingBody
+        self.deadline = self.owner.loop.now + self.configuration.bodyTimeoutMs
+        let hasBody: Bool
+        switch head.framing {
+        case .none, .contentLength(0): hasBody = false
+        default: hasBody = true
+        }
+        if let response = self.owner.server.handler.checkHead(head, peer: self.peer) {
+            if hasBody {
+                // The unread body would be taken for the next request, so the connection ends with this response.
+                self.keepAlive = false
+                self.phase = .handling
+                self.send(response)
+            } else {
+                self.earlyResponse = response
+            }
+            return
+        }
+        if hasBody && head.expectsContinue {
+            self.queue(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
+            self.flush()
+        }
+    }
+
+    private func dispatch(_ request: HTTPRequest) {
+        self.phase = .handling
+        self.deadline = UInt64.max
+        self.updatePolling()
+        if let response = self.earlyResponse {
+            self.earlyResponse = nil
+            self.send(response)
+            return
+        }
+        self.owner.server.handler.handle(request, peer: self.peer, responder: self.owner.responder(for: self.id))
+    }
+
+    private func reject(_ error: HTTPParseError) {
+        self.owner.server.logger.info(
+            "request rejected",
+            ["reason": .string(error.reason), "status": .number(Double(error.status)), "peer": .string(self.peer)])
+        let apiError: APIError
+        switch error.status {
+        case 413: apiError = .payloadTooLarge(limit: self.configuration.parserLimits.maxBodyBytes)
+        case 431: apiError = .headersTooLarge(limit: self.configuration.parserLimits.maxHeaderBytes)
+        case 505: apiError = .badRequest(code: "httpVersionNotSupported", error.reason)
+        default: apiError = .badRequest(code: "malformedRequest", error.reason)
+        }
+        var response = HTTPResponse(error: apiError, closeConnection: true)
+        response.status = error.status
+        self.keepAlive = false
+        self.isHeadRequest = false
+        self.phase = .handling
+        self.send(response)
+    }
+
+    // MARK: Writing
+
+    /// Sends the response to the request being handled. Called on the loop thread.
+    func send(_ response: HTTPResponse) {
+        guard self.phase == .handling else { return }
+        let close = response.closeConnection || !self.keepAlive
+        var response = response
+        if self.isHTTP10 && !close {
+            response.headers.add(name: "Connection", value: "keep-alive")
+        }
+        let date = self.owner.dateCache.current()
+        self.queue(response.serialize(date: date, includeBody: !self.isHeadRequest, close: close))
+        if close {
+            self.phase = .closing
+            self.deadline = self.owner.loop.now + Self.lingerMs
+        } else {
+            self.phase = .awaitingRequest
+            self.deadline = self.owner.loop.now + self.configuration.idleTimeoutMs
+        }
+        self.flush()
+        if self.phase == .awaitingRequest && self.outbound.isEmpty {
+            self.processReceived()
+            if self.peerClosedInput && self.phase != .handling && self.outbound.isEmpty {
+                self.close()
+                return
+            }
+        }
+        self.updatePolling()
+    }
+
+    private func queue(_ bytes: [UInt8]) {
+        if self.outbound.isEmpty {
+            self.outbound = bytes
+            self.outboundOffset = 0
+        } else {
+            self.outbound.append(contentsOf: bytes)
+        }
+    }
+
+    private func flush() {
+        while self.outboundOffset < self.outbound.count {
+            let result: IOResult<Int>
+            do {
+                result = try self.outbound.withUnsafeBytes { bytes throws(SystemError) in
+                    try Socket.write(self.fd, UnsafeRawBufferPointer(rebasing: bytes[self.outboundOffset...]))
+                }
+            } catch {
+                self.close()
+                return
+            }
+            guard case .done(let count) = result else {
+                self.updatePolling()
+                return
+            }
+            self.outboundOffset += count
+        }
+        self.outbound.removeAll(keepingCapacity: self.outbound.capacity <= 65_536)
+        self.outboundOffset = 0
+        if self.phase == .closing && !self.hasHalfClosed {
+            self.hasHalfClosed = true
+            Socket.shutdownWrite(self.fd)
+            if self.peerClosedInput {
+                self.close()
+                return
+            }
+        } else if self.phase == .awaitingRequest && !self.received.isEmpty {
+            self.processReceived()
+        }
+        self.updatePolling()
+    }
+
+    /// Polls for output while bytes wait to be written, and for input only when the next request may be read.
+    private func updatePolling() {
+        guard self.owner.isOpen(self.id) else { return }
+        var events: UInt32 = 0
+        if !self.outbound.isEmpty {
+            events |= EPOLLOUT.rawValue
+        }
+        let wantsInput = (self.phase == .closing && self.outbound.isEmpty)
+            || (self.phase != .handling && self.phase != .closing && self.outbound.isEmpty)
+        if wantsInput && !self.peerClosedInput {
+            events |= Self.inputEvents
+        }
+        if events != self.pollingEvents {
+            self.pollingEvents = events
+            self.owner.loop.modify(self.fd, events: events)
+        }
+    }
+
+    // MARK: Timeouts and closing
+
+    func deadlinePassed() {
+        switch self.phase {
+        case .awaitingRequest where self.outbound.isEmpty:
+            self.close()
+        case .readingHead, .readingBody:
+            self.owner.server.logger.info(
+                "request timed out",
+                ["phase": .string(self.phase == .readingHead ? "header" : "body"), "peer": .string(self.peer)])
+            let error = APIError(
+                status: 408, type: "invalidRequest", code: "requestTimeout",
+                message: "The request was not received in time.")
+            self.keepAlive = false
+            self.phase = .handling
+            self.send(HTTPResponse(error: error, closeConnection: true))
+        default:
+            // A client that stopped reading its responses, or one that never closed after the final response.
+            self.close()
+        }
+    }
+
+    func close() {
+        self.owner.remove(self)
+    }
+}

@@ -1,0 +1,186 @@
+/// Header fields in the order received, with names compared case-insensitively.
+public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
+    public private(set) var fields: [(name: String, value: String)] = []
+
+    public init() {}
+
+    public init(_ fields: [(name: String, value: String)]) {
+        self.fields = fields
+    }
+
+    public init(dictionaryLiteral elements: (String, String)...) {
+        self.fields = elements.map { (name: $0.0, value: $0.1) }
+    }
+
+    public mutating func add(name: String, value: String) {
+        self.fields.append((name, value))
+    }
+
+    /// The first value of the named field, or nil.
+    public subscript(name: String) -> String? {
+        self.fields.first { Self.equalNames($0.name, name) }?.value
+    }
+
+    public func values(_ name: String) -> [String] {
+        self.fields.filter { Self.equalNames($0.name, name) }.map(\.value)
+    }
+
+    /// The comma-separated elements of every field with this name, trimmed and lowercased.
+    public func tokens(_ name: String) -> [String] {
+        self.values(name).flatMap { value in
+            value.split(separator: ",").map { element in
+                element.trimmingOWS().lowercased()
+            }
+        }.filter { !$0.isEmpty }
+    }
+
+    public var count: Int {
+        self.fields.count
+    }
+
+    public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> {
+        self.fields.makeIterator()
+    }
+
+    static func equalNames(_ lhs: String, _ rhs: String) -> Bool {
+        lhs.utf8.count == rhs.utf8.count && lhs.lowercased() == rhs.lowercased()
+    }
+}
+
+extension StringProtocol {
+    /// Drops leading and trailing spaces and tabs (RFC 9110 optional white space).
+    func trimmingOWS() -> String {
+        let bytes = Array(self.utf8)
+        var start = 0
+        var end = bytes.count
+        while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+        while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+        return String(decoding: bytes[start..<end], as: UTF8.self)
+    }
+}
+
+public struct HTTPVersion: Sendable, Equatable, CustomStringConvertible {
+    public let major: Int
+    public let minor: Int
+
+    public static let http1_0 = HTTPVersion(major: 1, minor: 0)
+    public static let http1_1 = HTTPVersion(major: 1, minor: 1)
+
+    public var description: String {
+        "HTTP/\(self.major).\(self.minor)"
+    }
+}
+
+/// How a request's body is delimited.
+public enum BodyFraming: Sendable, Equatable {
+    case none
+    case contentLength(Int)
+    case chunked
+}
+
+/// A request line and its header fields.
+public struct HTTPRequestHead: Sendable {
+    public var method: String
+    /// The request-target exactly as sent.
+    public var target: String
+    public var version: HTTPVersion
+    public var headers: HTTPHeaders
+    public var framing: BodyFraming
+    /// Whether the connection stays open after the response, from the version and `Connection`.
+    public var keepAlive: Bool
+    /// Whether the client sent `Expect: 100-continue` and waits for an interim response before the body.
+    public var expectsContinue: Bool
+    /// Whether the client asked to switch protocols, which this server never does.
+    public var requestsUpgrade: Bool
+
+    /// The target's path, without the query.
+    public var path: Substring {
+        if let question = self.target.firstIndex(of: "?") {
+            return self.target[..<question]
+        }
+        return self.target[...]
+    }
+
+    /// The target's query, without the `?`, or nil.
+    public var query: Substring? {
+        guard let question = self.target.firstIndex(of: "?") else { return nil }
+        return self.target[self.target.index(after: question)...]
+    }
+}
+
+public struct HTTPRequest: Sendable {
+    public var head: HTTPRequestHead
+    public var body: [UInt8]
+    /// Trailer fields of a chunked body, kept apart from the header fields.
+    public var trailers: HTTPHeaders
+}
+
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+    /// Whether the server closes the connection after sending this response.
+    public var closeConnection: Bool
+
+    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], closeConnection: Bool = false) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.closeConnection = closeConnection
+    }
+
+    /// Standard reason phrases for the status codes this server sends.
+    public static func reasonPhrase(_ status: Int) -> String {
+        switch status {
+        case 100: return "Continue"
+        case 200: return "OK"
+        case 201: return "Created"
+        case 202: return "Accepted"
+        case 204: return "No Content"
+        case 400: return "Bad Request"
+        case 401: return "Unauthorized"
+        case 403: return "Forbidden"
+        case 404: return "Not Found"
+        case 405: return "Method Not Allowed"
+        case 408: return "Request Timeout"
+        case 409: return "Conflict"
+        case 410: return "Gone"
+        case 413: return "Content Too Large"
+        case 415: return "Unsupported Media Type"
+        case 417: return "Expectation Failed"
+        case 422: return "Unprocessable Content"
+        case 429: return "Too Many Requests"
+        case 431: return "Request Header Fields Too Large"
+        case 500: return "Internal Server Error"
+        case 501: return "Not Implemented"
+        case 502: return "Bad Gateway"
+        case 503: return "Service Unavailable"
+        case 504: return "Gateway Timeout"
+        case 505: return "HTTP Version Not Supported"
+        default: return "Status \(status)"
+        }
+    }
+
+    /// Serialises the status line, headers and body; `Content-Length` and `Connection` are added here.
+    func serialize(date: String, includeBody: Bool, close: Bool) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(128 + self.body.count)
+        output.append(contentsOf: "HTTP/1.1 \(self.status) \(Self.reasonPhrase(self.status))\r\n".utf8)
+        output.append(contentsOf: "Date: \(date)\r\n".utf8)
+        for field in self.headers {
+            output.append(contentsOf: field.name.utf8)
+            output.append(contentsOf: ": ".utf8)
+            output.append(contentsOf: field.value.utf8)
+            output.append(contentsOf: "\r\n".utf8)
+        }
+        output.append(contentsOf: "Content-Length: \(self.body.count)\r\n".utf8)
+        if close {
+            output.append(contentsOf: "Connection: close\r\n".utf8)
+        }
+        output.append(contentsOf: "\r\n".utf8)
+        if includeBody {
+            output.append(contentsOf: self.body)
+        }
+        return output
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+import PortoutCore
+import Synchronization
+
+/// An HTTP/1.1 server on POSIX sockets with one epoll event loop per thread.
+///
+/// Each loop holds its own SO_REUSEPORT listening socket, so the kernel spreads new connections across loops and
+/// a connection stays on one thread for its whole life.
+public final class HTTPServer: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var eventLoops: Int
+        public var parserLimits: HTTPParserLimits
+        public var maxConnections: Int
+        public var headerTimeoutMs: UInt64
+        public var bodyTimeoutMs: UInt64
+        public var idleTimeoutMs: UInt64
+
+        public init(host: String, port: Int, eventLoops: Int, limits: Limits) {
+            self.host = host
+            self.port = port
+            self.eventLoops = eventLoops
+            self.parserLimits = HTTPParserLimits(maxHeaderBytes: limits.maxHeaderBytes, maxBodyBytes: limits.maxBodyBytes)
+            self.maxConnections = limits.maxConnections
+            self.headerTimeoutMs = UInt64(limits.headerTimeoutMs)
+            self.bodyTimeoutMs = UInt64(limits.bodyTimeoutMs)
+            self.idleTimeoutMs = UInt64(limits.idleTimeoutMs)
+        }
+    }
+
+    public let configuration: Configuration
+    let handler: any HTTPRequestHandler
+    let logger: Logger
+    /// Open connections across all loops, checked against `maxConnections` on accept.
+    let openConnections = Atomic<Int>(0)
+    private let state = Mutex<RunState>(RunState())
+
+    private struct RunState {
+        var loops: [LoopConnections] = []
+        var finished: [DispatchSemaphore] = []
+        var port = 0
+    }
+
+    public init(configuration: Configuration, handler: any HTTPRequestHandler, logger: Logger) {
+        self.configuration = configuration
+        self.handler = handler
+        self.logger = logger
+    }
+
+    /// The port the server listens on, which differs from the configured one when that was 0.
+    public var port: Int {
+        self.state.withLock { $0.port }
+    }
+
+    public var connectionCount: Int {
+        self.openConnections.load(ordering: .relaxed)
+    }
+
+    /// Binds the listening sockets and starts the event-loop threads; returns the bound port.
+    @discardableResult
+    public func start() throws(SystemError) -> Int {
+        var port = self.configuration.port
+        var loops: [LoopConnections] = []
+        do {
+            for _ in 0..<self.configuration.eventLoops {
+                let listener = try Socket.listen(host: self.configuration.host, port: port)
+                if port == 0 {
+                    port = try Socket.localPort(listener)
+                }
+                let loop = try EventLoop()
+                loops.append(LoopConnections(loop: loop, listener: listener, server: self))
+            }
+        } catch {
+            for loop in loops {
+                Socket.close(loop.listener)
+            }
+            throw error
+        }
+        var finished: [DispatchSemaphore] = []
+        for (index, connections) in loops.enumerated() {
+            let done = DispatchSemaphore(value: 0)
+            let thread = Thread {
+                connections.runLoop()
+                done.signal()
+            }
+            thread.name = "http-loop-\(index)"
+            thread.start()
+            finished.append(done)
+        }
+        self.state.withLock { state in
+            state.loops = loops
+            state.finished = finished
+            state.port = port
+        }
+        return port
+    }
+
+    /// Closes the listeners and every connection, then waits for the loop threads to end.
+    public func shutdown() {
+        let (loops, finished) = self.state.withLock { state -> ([LoopConnections], [DispatchSemaphore]) in
+            let taken = (state.loops, state.finished)
+            state.loops = []
+            state.finished = []
+            return taken
+        }
+        for connections in loops {
+            connections.loop.execute {
+                connections.closeAll()
+            }
+        }
+        for done in finished {
+            done.wait()
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import CLinuxShim
+import PortoutCore
+
+/// The listener and connections of one event loop.
+///
+/// Thread-safety: confined to `loop`'s thread; other threads reach it only through `loop.execute`, which is why
+/// it is `@unchecked Sendable`.
+final class LoopConnections: EventLoopHandler, @unchecked Sendable {
+    let loop: EventLoop
+    let listener: Int32
+    unowned let server: HTTPServer
+    private var connections: [UInt64: HTTPConnection] = [:]
+    private var nextID: UInt64 = 1
+    let dateCache = HTTPDate.Cache()
+
+    init(loop: EventLoop, listener: Int32, server: HTTPServer) {
+        self.loop = loop
+        self.listener = listener
+        self.server = server
+    }
+
+    func runLoop() {
+        self.loop.register(self.listener, events: EPOLLIN.rawValue, handler: self)
+        self.loop.onTick { [unowned self] in
+            self.checkDeadlines()
+        }
+        self.loop.run()
+    }
+
+    /// Accepts every waiting connection.
+    func handleEvents(_ events: UInt32) {
+        while true {
+            let accepted: IOResult<(fd: Int32, peer: String)>
+            do {
+                accepted = try Socket.accept(self.listener)
+            } catch {
+                // EMFILE, ENFILE, ENOBUFS and the like: leave the rest in the backlog until the next wake-up.
+                self.server.logger.warning("accept failed", ["error": .string(error.description)])
+                return
+            }
+            guard case .done(let (fd, peer)) = accepted else { return }
+            let open = self.server.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+            if open > self.server.configuration.maxConnections {
+                self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
+                self.rejectOverLimit(fd, peer: peer)
+                continue
+            }
+            Socket.setNoDelay(fd)
+            let id = self.nextID
+            self.nextID += 1
+            let connection = HTTPConnection(id: id, fd: fd, peer: peer, owner: self)
+            self.connections[id] = connection
+            self.loop.register(fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, handler: connection)
+        }
+    }
+
+    /// Sends a short 503 to a connection over the limit and closes it without reading its request.
+    private func rejectOverLimit(_ fd: Int32, peer: String) {
+        let error = APIError.serviceUnavailable(
+            code: "tooManyConnections", "The server is at its connection limit.", retryAfterSeconds: 1)
+        let bytes = HTTPResponse(error: error, closeConnection: true)
+            .serialize(date: HTTPDate.now(), includeBody: true, close: true)
+        _ = bytes.withUnsafeBytes { try? Socket.write(fd, $0) }
+        Socket.close(fd)
+        self.server.logger.warning("connection rejected", ["reason": "connection limit reached", "peer": .string(peer)])
+    }
+
+    func deliver(_ response: HTTPResponse, to id: UInt64) {
+        self.connections[id]?.send(response)
+    }
+
+    func isOpen(_ id: UInt64) -> Bool {
+        self.connections[id] != nil
+    }
+
+    func responder(for id: UInt64) -> HTTPResponder {
+        HTTPResponder(connections: self, connectionID: id)
+    }
+
+    func remove(_ connection: HTTPConnection) {
+        guard self.connections.removeValue(forKey: connection.id) != nil else { return }
+        self.loop.deregister(connection.fd)
+        Socket.close(connection.fd)
+        self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    private func checkDeadlines() {
+        let now = self.loop.now
+        for connection in Array(self.connections.values) where connection.deadline <= now {
+            connection.deadlinePassed()
+        }
+    }
+
+    func closeAll() {
+        self.loop.deregister(self.listener)
+        Socket.close(self.listener)
+        for connection in Array(self.connections.values) {
+            self.remove(connection)
+        }
+        self.loop.stopRunning()
+    }
+}

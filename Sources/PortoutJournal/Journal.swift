@@ -1,0 +1,265 @@
+import Foundation
+import PortoutCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The append-only journal: segment files under one directory, written by one thread with group commit.
+///
+/// Records appended while a write is in progress are written together and share one `fdatasync`; each
+/// completion runs only after that sync returned, so a caller that sends 2xx from its completion never
+/// acknowledges a record that is not on disk. Completions run on the writer thread, in append order.
+///
+/// Thread-safety: `append`, `read` and `close` may be called from any thread.
+public final class Journal: Sendable {
+    public typealias Completion = @Sendable (Result<JournalLocation, JournalError>) -> Void
+
+    public let directory: String
+    private let segmentBytes: Int
+    private let logger: Logger
+    private let queue = Mutex<Queue>(Queue())
+    private let wakeUp = DispatchSemaphore(value: 0)
+    private let stopped = DispatchSemaphore(value: 0)
+    private let readers = Mutex<[UInt64: Int32]>([:])
+    private let writer: WriterState
+
+    private struct Queue {
+        var pending: [(payload: [UInt8], completion: Completion)] = []
+        var isClosing = false
+    }
+
+    /// The open segment; touched only by the writer thread after `open` returns.
+    final class WriterState: @unchecked Sendable {
+        var segment: UInt64
+        var fd: Int32
+        var size: Int
+
+        init(segment: UInt64, fd: Int32, size: Int) {
+            self.segment = segment
+            self.fd = fd
+            self.size = size
+        }
+    }
+
+    /// Opens the journal in `directory`, creating it if needed; recovers every segment, calling `visit` with
+    /// each valid record in order, then starts the writer thread.
+    public static func open(
+        directory: String, segmentBytes: Int, logger: Logger,
+        visit: (JournalRecord, JournalLocation) -> Void
+    ) throws(JournalError) -> Journal {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw JournalError(path: directory, reason: "cannot create the journal directory: \(error)")
+        }
+        let recovery = try JournalRecovery(directory: directory, logger: logger)
+        let (segment, size) = try recovery.run(visit: visit)
+        let writer = try self.openForAppend(directory: directory, segment: segment, size: size)
+        let journal = Journal(directory: directory, segmentBytes: segmentBytes, logger: logger, writer: writer)
+        let thread = Thread { journal.runWriter() }
+        thread.name = "journal-writer"
+        thread.start()
+        return journal
+    }
+
+    private init(directory: String, segmentBytes: Int, logger: Logger, writer: WriterState) {
+        self.directory = directory
+        self.segmentBytes = segmentBytes
+        self.logger = logger
+        self.writer = writer
+    }
+
+    private static func openForAppend(directory: String, segment: UInt64, size: Int) throws(JournalError)
+        -> WriterState
+    {
+        let path = directory + "/" + SegmentFile.name(for: segment)
+        do {
+            let fd = try systemCall("open") { Glibc.open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o640) }
+            if size == 0 {
+                try self.writeFully(fd, SegmentFile.magic, at: 0)
+                _ = try systemCall("fdatasync") { fdatasync(fd) }
+                try SegmentFile.syncDirectory(directory)
+                return WriterState(segment: segment, fd: fd, size: SegmentFile.magic.count)
+            }
+            return WriterState(segment: segment, fd: fd, size: size)
+        } catch let error as SystemError {
+            throw JournalError(path: path, error)
+        } catch {
+            throw error as! JournalError
+        }
+    }
+
+    /// Queues a record; `completion` runs on the writer thread once it is durable or has failed.
+    ///
+    /// Records are written in the order of `append` calls, so callers that need an order (event sequence
+    /// numbers) call it under their own lock.
+    public func append(_ record: JournalRecord, completion: @escaping Completion) {
+        let payload = record.encoded()
+        let accepted = self.queue.withLock { queue -> Bool in
+            guard !queue.isClosing else { return false }
+            queue.pending.append((payload, completion))
+            return true
+        }
+        if accepted {
+            self.wakeUp.signal()
+        } else {
+            completion(.failure(JournalError(path: self.directory, reason: "the journal is closed")))
+        }
+    }
+
+    /// Writes what is queued, then stops the writer thread. Later appends fail.
+    public func close() {
+        let alreadyClosing = self.queue.withLock { queue -> Bool in
+            defer { queue.isClosing = true }
+            return queue.isClosing
+        }
+        guard !alreadyClosing else { return }
+        self.wakeUp.signal()
+        self.stopped.wait()
+        self.readers.withLock { readers in
+            for fd in readers.values {
+                Glibc.close(fd)
+            }
+            readers.removeAll()
+        }
+    }
+
+    /// Reads one record back, as the delivery path does for a body it did not keep in memory.
+    public func read(at location: JournalLocation) throws(JournalError) -> JournalRecord {
+        let path = self.directory + "/" + SegmentFile.name(for: location.segment)
+        let fd = try self.readDescriptor(segment: location.segment, path: path)
+        let total = SegmentFile.frameHeaderBytes + Int(location.length)
+        var frame = [UInt8](repeating: 0, count: total)
+        let count: Int
+        do {
+            count = try systemCall("pread") {
+                frame.withUnsafeMutableBytes { pread(fd, $0.baseAddress, total, off_t(location.offset)) }
+            }
+        } catch {
+            throw JournalError(path: path, error)
+        }
+        guard count == total else {
+            throw JournalError(path: path, reason: "record at offset \(location.offset) is cut short")
+        }
+        let payload = Array(frame[SegmentFile.frameHeaderBytes...])
+        guard CRC32C.checksum(payload) == SegmentFile.readUInt32(frame, at: 4),
+            let record = JournalRecord.decode(payload)
+        else {
+            throw JournalError(path: path, reason: "record at offset \(location.offset) is corrupt")
+        }
+        return record
+    }
+
+    private func readDescriptor(segment: UInt64, path: String) throws(JournalError) -> Int32 {
+        if let fd = self.readers.withLock({ $0[segment] }) {
+            return fd
+        }
+        let fd: Int32
+        do {
+            fd = try systemCall("open") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
+        } catch {
+            throw JournalError(path: path, error)
+        }
+        return self.readers.withLock { readers in
+            if let existing = readers[segment] {
+                Glibc.close(fd)
+                return existing
+            }
+            readers[segment] = fd
+            return fd
+        }
+    }
+
+    // MARK: Writer thread
+
+    private func runWriter() {
+        while true {
+            self.wakeUp.wait()
+            let (batch, isClosing) = self.queue.withLock { queue in
+                let taken = queue.pending
+                queue.pending.removeAll(keepingCapacity: true)
+                return (taken, queue.isClosing)
+            }
+            if !batch.isEmpty {
+                self.write(batch)
+            }
+            if isClosing && self.queue.withLock({ $0.pending.isEmpty }) {
+                Glibc.close(self.writer.fd)
+                self.stopped.signal()
+                return
+            }
+        }
+    }
+
+    private func write(_ batch: [(payload: [UInt8], completion: Completion)]) {
+        let state = self.writer
+        do {
+            if state.size >= self.segmentBytes {
+                try self.rotate()
+            }
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(batch.reduce(0) { $0 + $1.payload.count + SegmentFile.frameHeaderBytes })
+            var locations: [JournalLocation] = []
+            locations.reserveCapacity(batch.count)
+            for entry in batch {
+                let offset = Int64(state.size + bytes.count)
+                locations.append(JournalLocation(segment: state.segment, offset: offset, length: Int32(entry.payload.count)))
+                SegmentFile.frame(entry.payload, into: &bytes)
+            }
+            try Self.writeFully(state.fd, bytes, at: state.size)
+            _ = try systemCall("fdatasync") { fdatasync(state.fd) }
+            state.size += bytes.count
+            for (entry, location) in zip(batch, locations) {
+                entry.completion(.success(location))
+            }
+        } catch {
+            let failure: JournalError
+            if let systemError = error as? SystemError {
+                failure = JournalError(path: self.directory + "/" + SegmentFile.name(for: state.segment), systemError)
+            } else {
+                failure = error as? JournalError ?? JournalError(path: self.directory, reason: "\(error)")
+            }
+            self.repairAfterFailure(failure, records: batch.count)
+            for entry in batch {
+                entry.completion(.failure(failure))
+            }
+        }
+    }
+
+    /// Cuts the segment back to its last durable size so a partly written batch never reaches a reader.
+    private func repairAfterFailure(_ failure: JournalError, records: Int) {
+        let state = self.writer
+        let truncated = ftruncate(state.fd, off_t(state.size)) == 0
+        self.logger.error(
+            "journal write failed",
+            [
+                "error": .string(failure.reason), "path": .string(failure.path),
+                "records": .number(Double(records)), "truncated": .bool(truncated),
+            ])
+    }
+
+    private func rotate() throws {
+        let state = self.writer
+        let next = state.segment + 1
+        let opened = try Self.openForAppend(directory: self.directory, segment: next, size: 0)
+        Glibc.close(state.fd)
+        state.segment = opened.segment
+        state.fd = opened.fd
+        state.size = opened.size
+        self.logger.info("journal segment started", ["segment": .string(SegmentFile.name(for: next))])
+    }
+
+    static func writeFully(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws(SystemError) {
+        var written = 0
+        while written < bytes.count {
+            let count = try systemCall("pwrite") {
+                bytes.withUnsafeBytes { buffer in
+                    pwrite(fd, buffer.baseAddress! + written, buffer.count - written, off_t(offset + written))
+                }
+            }
+            written += count
+        }
+    }
+}

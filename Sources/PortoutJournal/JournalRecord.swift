@@ -1,0 +1,204 @@
+import PortoutCore
+
+/// An accepted event as journaled: everything needed to rebuild dedupe and lifecycle state and to deliver it.
+public struct EventRecord: Sendable, Equatable {
+    /// Acceptance order, starting at 1; gaps appear where a write failed.
+    public var sequence: UInt64
+    public var acceptedAtMs: Int64
+    /// Whether the event's status did not move its port out forward when it was accepted.
+    public var isStale: Bool
+    /// Whether the body was a bare `portOut` object rather than an event envelope.
+    public var isBare: Bool
+    public var status: PortOutStatus?
+    public var dedupeKey: DigestKey
+    public var tenant: String
+    public var eventID: String
+    public var type: String
+    /// The port out's id, or empty for an event without one.
+    public var portOutID: String
+    public var project: String
+    /// Destinations the event was fanned out to when it was accepted.
+    public var destinations: [String]
+    /// The body exactly as received.
+    public var body: [UInt8]
+
+    public init(
+        sequence: UInt64, acceptedAtMs: Int64, isStale: Bool, isBare: Bool, status: PortOutStatus?,
+        dedupeKey: DigestKey, tenant: String, eventID: String, type: String, portOutID: String, project: String,
+        destinations: [String], body: [UInt8]
+    ) {
+        self.sequence = sequence
+        self.acceptedAtMs = acceptedAtMs
+        self.isStale = isStale
+        self.isBare = isBare
+        self.status = status
+        self.dedupeKey = dedupeKey
+        self.tenant = tenant
+        self.eventID = eventID
+        self.type = type
+        self.portOutID = portOutID
+        self.project = project
+        self.destinations = destinations
+        self.body = body
+    }
+}
+
+/// What became of one delivery attempt.
+public enum AttemptOutcome: UInt8, Sendable, CaseIterable {
+    case delivered = 1
+    case retryScheduled = 2
+    case deadLettered = 3
+
+    public var name: String {
+        switch self {
+        case .delivered: return "delivered"
+        case .retryScheduled: return "retryScheduled"
+        case .deadLettered: return "deadLettered"
+        }
+    }
+
+    /// Whether no further attempt follows.
+    public var isFinal: Bool {
+        self != .retryScheduled
+    }
+}
+
+/// The outcome of one delivery attempt of one event to one destination.
+public struct AttemptRecord: Sendable, Equatable {
+    public var eventSequence: UInt64
+    public var tenant: String
+    public var destination: String
+    /// 1 for the first attempt.
+    public var attempt: Int
+    public var outcome: AttemptOutcome
+    /// The destination's status code, or nil when no response arrived.
+    public var httpStatus: Int?
+    public var atMs: Int64
+    /// When the next attempt is due, for `retryScheduled`.
+    public var nextAttemptAtMs: Int64?
+    /// Why the attempt failed, empty when it succeeded.
+    public var error: String
+
+    public init(
+        eventSequence: UInt64, tenant: String, destination: String, attempt: Int, outcome: AttemptOutcome,
+        httpStatus: Int?, atMs: Int64, nextAttemptAtMs: Int64?, error: String
+    ) {
+        self.eventSequence = eventSequence
+        self.tenant = tenant
+        self.destination = destination
+        self.attempt = attempt
+        self.outcome = outcome
+        self.httpStatus = httpStatus
+        self.atMs = atMs
+        self.nextAttemptAtMs = nextAttemptAtMs
+        self.error = error
+    }
+}
+
+public enum JournalRecord: Sendable, Equatable {
+    case event(EventRecord)
+    case attempt(AttemptRecord)
+
+    private static let eventKind: UInt8 = 1
+    private static let attemptKind: UInt8 = 2
+    private static let staleFlag: UInt8 = 1
+    private static let bareFlag: UInt8 = 2
+
+    /// The record's payload, which a frame wraps with its length and checksum.
+    public func encoded() -> [UInt8] {
+        switch self {
+        case .event(let event):
+            var writer = BinaryWriter(capacity: 128 + event.body.count)
+            writer.write(Self.eventKind)
+            writer.write(event.sequence)
+            writer.write(event.acceptedAtMs)
+            writer.write((event.isStale ? Self.staleFlag : 0) | (event.isBare ? Self.bareFlag : 0))
+            writer.write(event.status?.code ?? 0)
+            writer.write(event.dedupeKey.high)
+            writer.write(event.dedupeKey.low)
+            writer.write(event.tenant)
+            writer.write(event.eventID)
+            writer.write(event.type)
+            writer.write(event.portOutID)
+            writer.write(event.project)
+            writer.write(UInt16(event.destinations.count))
+            for destination in event.destinations {
+                writer.write(destination)
+            }
+            writer.writeBlob(event.body)
+            return writer.bytes
+        case .attempt(let attempt):
+            var writer = BinaryWriter(capacity: 96 + attempt.error.utf8.count)
+            writer.write(Self.attemptKind)
+            writer.write(attempt.eventSequence)
+            writer.write(attempt.tenant)
+            writer.write(attempt.destination)
+            writer.write(UInt32(clamping: attempt.attempt))
+            writer.write(attempt.outcome.rawValue)
+            writer.write(UInt16(clamping: attempt.httpStatus ?? 0))
+            writer.write(attempt.atMs)
+            writer.write(attempt.nextAttemptAtMs ?? 0)
+            writer.write(String(decoding: Array(attempt.error.utf8.prefix(1024)), as: UTF8.self))
+            return writer.bytes
+        }
+    }
+
+    /// Decodes a payload; nil if it is not a well-formed record, which a matching checksum makes a bug or a
+    /// record from a newer version.
+    public static func decode(_ payload: [UInt8]) -> JournalRecord? {
+        var reader = BinaryReader(payload)
+        switch reader.read(UInt8.self) {
+        case Self.eventKind: return self.decodeEvent(&reader).map { .event($0) }
+        case Self.attemptKind: return self.decodeAttempt(&reader).map { .attempt($0) }
+        default: return nil
+        }
+    }
+
+    private static func decodeEvent(_ reader: inout BinaryReader) -> EventRecord? {
+        guard let sequence = reader.read(UInt64.self),
+            let acceptedAt = reader.read(Int64.self),
+            let flags = reader.read(UInt8.self),
+            let statusCode = reader.read(UInt8.self),
+            let high = reader.read(UInt64.self),
+            let low = reader.read(UInt64.self),
+            let tenant = reader.readString(),
+            let eventID = reader.readString(),
+            let type = reader.readString(),
+            let portOutID = reader.readString(),
+            let project = reader.readString(),
+            let destinationCount = reader.read(UInt16.self)
+        else { return nil }
+        var destinations: [String] = []
+        for _ in 0..<destinationCount {
+            guard let destination = reader.readString() else { return nil }
+            destinations.append(destination)
+        }
+        guard let body = reader.readBlob(), reader.isAtEnd else { return nil }
+        let status = statusCode == 0 ? nil : PortOutStatus(code: statusCode)
+        if statusCode != 0 && status == nil { return nil }
+        return EventRecord(
+            sequence: sequence, acceptedAtMs: acceptedAt, isStale: flags & self.staleFlag != 0,
+            isBare: flags & self.bareFlag != 0, status: status, dedupeKey: DigestKey(high: high, low: low),
+            tenant: tenant, eventID: eventID, type: type, portOutID: portOutID, project: project,
+            destinations: destinations, body: body)
+    }
+
+    private static func decodeAttempt(_ reader: inout BinaryReader) -> AttemptRecord? {
+        guard let sequence = reader.read(UInt64.self),
+            let tenant = reader.readString(),
+            let destination = reader.readString(),
+            let attempt = reader.read(UInt32.self),
+            let outcomeCode = reader.read(UInt8.self),
+            let outcome = AttemptOutcome(rawValue: outcomeCode),
+            let httpStatus = reader.read(UInt16.self),
+            let at = reader.read(Int64.self),
+            let nextAttempt = reader.read(Int64.self),
+            let error = reader.readString(),
+            reader.isAtEnd
+        else { return nil }
+        return AttemptRecord(
+            eventSequence: sequence, tenant: tenant, destination: destination, attempt: Int(attempt),
+            outcome: outcome, httpStatus: httpStatus == 0 ? nil : Int(httpStatus), atMs: at,
+            nextAttemptAtMs: outcome == .retryScheduled ? nextAttempt : nil, error: error)
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import PortoutCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a record's frame sits: which segment, the frame's byte offset and the payload's length.
+public struct JournalLocation: Sendable, Hashable, CustomStringConvertible {
+    public var segment: UInt64
+    public var offset: Int64
+    public var length: Int32
+
+    public init(segment: UInt64, offset: Int64, length: Int32) {
+        self.segment = segment
+        self.offset = offset
+        self.length = length
+    }
+
+    public var description: String {
+        "\(SegmentFile.name(for: self.segment))@\(self.offset)"
+    }
+}
+
+/// A failed journal operation on one file, with the system error.
+public struct JournalError: Error, Sendable, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+    /// The errno behind the failure, or 0 for a format problem.
+    public let errno: Int32
+
+    public init(path: String, reason: String, errno: Int32 = 0) {
+        self.path = path
+        self.reason = reason
+        self.errno = errno
+    }
+
+    init(path: String, _ error: SystemError) {
+        self.init(path: path, reason: error.description, errno: error.errno)
+    }
+
+    public var description: String {
+        "\(self.path): \(self.reason)"
+    }
+}
+
+/// Segment naming, framing and the file-level calls shared by the writer, recovery and the offline commands.
+///
+/// A segment starts with an 8-byte magic and version, then holds frames: a 32-bit little-endian payload length,
+/// the payload's CRC-32C, and the payload.
+public enum SegmentFile {
+    static let magic: [UInt8] = Array("PORTJNL1".utf8)
+    static let frameHeaderBytes = 8
+    /// Frames longer than this are treated as corrupt: no record the relay writes comes near it.
+    static let maxPayloadBytes = 16 * 1024 * 1024
+
+    public static func name(for segment: UInt64) -> String {
+        let digits = String(segment)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".seg"
+    }
+
+    /// The segment numbers in `directory`, in ascending order.
+    public static func segments(in directory: String) throws(JournalError) -> [UInt64] {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw JournalError(path: directory, reason: "cannot list the journal directory: \(error)")
+        }
+        return names.compactMap { name -> UInt64? in
+            guard name.hasSuffix(".seg"), name.count == 24 else { return nil }
+            return UInt64(name.prefix(20))
+        }.sorted()
+    }
+
+    static func frame(_ payload: [UInt8], into output: inout [UInt8]) {
+        withUnsafeBytes(of: UInt32(payload.count).littleEndian) { output.append(contentsOf: $0) }
+        withUnsafeBytes(of: CRC32C.checksum(payload).littleEndian) { output.append(contentsOf: $0) }
+        output.append(contentsOf: payload)
+    }
+
+    /// Reads a whole file into memory.
+    public static func readAll(_ path: String) throws(JournalError) -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw JournalError(path: path, reason: "cannot read the segment", errno: Glibc.errno)
+        }
+        return [UInt8](data)
+    }
+
+    /// The outcome of checking a segment's frames: where the valid prefix ends and, if it ends early, why.
+    public struct ScanResult: Sendable {
+        public var validBytes: Int
+        public var records: Int
+        /// Nil when every byte belongs to a valid frame.
+        public var problem: String?
+    }
+
+    /// Checks the magic and every frame of a segment's bytes, calling `visit` with each payload and its frame
+    /// offset, and stops at the first frame that is cut short or fails its checksum.
+    public static func scan(_ bytes: [UInt8], visit: (_ payload: [UInt8], _ offset: Int) -> Void) -> ScanResult {
+        guard bytes.count >= self.magic.count else {
+            return ScanResult(validBytes: 0, records: 0, problem: "segment header is cut short")
+        }
+        guard Array(bytes[0..<self.magic.count]) == self.magic else {
+            return ScanResult(validBytes: 0, records: 0, problem: "segment header is not a portout-relay journal")
+        }
+        var offset = self.magic.count
+        var records = 0
+        while offset < bytes.count {
+            guard bytes.count - offset >= self.frameHeaderBytes else {
+                return ScanResult(validBytes: offset, records: records, problem: "frame header is cut short")
+            }
+            let length = Int(self.readUInt32(bytes, at: offset))
+            let checksum = self.readUInt32(bytes, at: offset + 4)
+            guard length <= self.maxPayloadBytes else {
+                return ScanResult(validBytes: offset, records: records, problem: "frame length \(length) is implausible")
+            }
+            let start = offset + self.frameHeaderBytes
+            guard bytes.count - start >= length else {
+                return ScanResult(validBytes: offset, records: records, problem: "frame payload is cut short")
+            }
+            let payload = Array(bytes[start..<(start + length)])
+            guard CRC32C.checksum(payload) == checksum else {
+                return ScanResult(validBytes: offset, records: records, problem: "frame checksum does not match")
+            }
+            visit(payload, offset)
+            records += 1
+            offset = start + length
+        }
+        return ScanResult(validBytes: offset, records: records, problem: nil)
+    }
+
+    static func readUInt32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
+        UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16
+            | UInt32(bytes[offset + 3]) << 24
+    }
+
+    static func syncDirectory(_ directory: String) throws(JournalError) {
+        do {
+            let fd = try systemCall("open") { open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+            defer { _ = close(fd) }
+            _ = try systemCall("fsync") { fsync(fd) }
+        } catch {
+            throw JournalError(path: directory, error)
+        }
+    }
+}

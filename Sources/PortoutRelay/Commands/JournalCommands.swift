@@ -1,0 +1,198 @@
+import Foundation
+import PortoutCore
+import PortoutJournal
+
+/// `portout-relay journal verify|dump|stats`: read a journal offline, without opening it for writing.
+public enum JournalCommands {
+    /// Fields of a credentials event body that a dump replaces with `"[redacted]"` unless bodies are requested.
+    static let redactedFields: Set<String> = ["accountNumber", "accountPin"]
+
+    /// Checks every frame of every segment and prints one line per segment; returns false if any is damaged.
+    public static func verify(dataDirectory: String, output: (String) -> Void) throws(JournalError) -> Bool {
+        var healthy = true
+        try self.forEachSegment(dataDirectory) { name, bytes in
+            var undecodable = 0
+            let result = SegmentFile.scan(bytes) { payload, _ in
+                if JournalRecord.decode(payload) == nil { undecodable += 1 }
+            }
+            var line = "\(name): \(result.records) records, \(result.validBytes) of \(bytes.count) bytes valid"
+            if let problem = result.problem {
+                line += ", damaged at offset \(result.validBytes): \(problem)"
+                healthy = false
+            }
+            if undecodable > 0 {
+                line += ", \(undecodable) records of an unknown format"
+                healthy = false
+            }
+            output(line)
+        }
+        return healthy
+    }
+
+    /// Prints one JSON line per record. Bodies are left out unless `bodies` is set, and account numbers and
+    /// PINs are redacted even then.
+    public static func dump(
+        dataDirectory: String, bodies: Bool, deadLettersOnly: Bool, output: (String) -> Void
+    ) throws(JournalError) {
+        var events: [UInt64: EventRecord] = [:]
+        try self.forEachRecord(dataDirectory) { record, location in
+            switch record {
+            case .event(let event):
+                if deadLettersOnly {
+                    var kept = event
+                    if !bodies { kept.body = [] }
+                    events[event.sequence] = kept
+                } else {
+                    output(JSONWriter.encodeString(self.describe(event, location: location, bodies: bodies)))
+                }
+            case .attempt(let attempt):
+                if deadLettersOnly {
+                    guard attempt.outcome == .deadLettered else { return }
+                    var value = self.describe(attempt)
+                    if let event = events[attempt.eventSequence], case .object(var object) = value {
+                        object["event"] = self.describe(event, location: nil, bodies: bodies)
+                        value = .object(object)
+                    }
+                    output(JSONWriter.encodeString(value))
+                } else {
+                    output(JSONWriter.encodeString(self.describe(attempt)))
+                }
+            }
+        }
+    }
+
+    /// Prints totals for the journal: segments, bytes, records by kind, deliveries by outcome.
+    public static func stats(dataDirectory: String, output: (String) -> Void) throws(JournalError) {
+        var segments = 0
+        var bytes = 0
+        try self.forEachSegment(dataDirectory) { _, contents in
+            segments += 1
+            bytes += contents.count
+        }
+        var events = 0
+        var stale = 0
+        var outcomes: [AttemptOutcome: Int] = [:]
+        var unsettled = Set<String>()
+        var oldest: Int64?
+        var newest: Int64?
+        try self.forEachRecord(dataDirectory) { record, _ in
+            switch record {
+            case .event(let event):
+                events += 1
+                if event.isStale { stale += 1 }
+                oldest = min(oldest ?? event.acceptedAtMs, event.acceptedAtMs)
+                newest = max(newest ?? event.acceptedAtMs, event.acceptedAtMs)
+                for destination in event.destinations {
+                    unsettled.insert("\(event.sequence)/\(destination)")
+                }
+            case .attempt(let attempt):
+                outcomes[attempt.outcome, default: 0] += 1
+                if attempt.outcome.isFinal {
+                    unsettled.remove("\(attempt.eventSequence)/\(attempt.destination)")
+                }
+            }
+        }
+        var summary = JSONObject()
+        summary["segments"] = .number(Double(segments))
+        summary["bytes"] = .number(Double(bytes))
+        summary["events"] = .number(Double(events))
+        summary["staleEvents"] = .number(Double(stale))
+        for outcome in AttemptOutcome.allCases {
+            summary["attempts." + outcome.name] = .number(Double(outcomes[outcome] ?? 0))
+        }
+        summary["unsettledDeliveries"] = .number(Double(unsettled.count))
+        summary["oldestAcceptedAt"] = oldest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
+        summary["newestAcceptedAt"] = newest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
+        output(JSONWriter.encodeString(.object(summary)))
+    }
+
+    static func describe(_ event: EventRecord, location: JournalLocation?, bodies: Bool) -> JSONValue {
+        var object = JSONObject()
+        object["record"] = "event"
+        object["sequence"] = .number(Double(event.sequence))
+        object["acceptedAt"] = .string(RFC3339.format(epochMilliseconds: event.acceptedAtMs))
+        object["tenant"] = .string(event.tenant)
+        object["project"] = .string(event.project)
+        object["event"] = .string(event.eventID)
+        object["type"] = .string(event.type)
+        object["portOut"] = event.portOutID.isEmpty ? .null : .string(event.portOutID)
+        object["status"] = event.status.map { .string($0.rawValue) } ?? .null
+        object["stale"] = .bool(event.isStale)
+        object["bare"] = .bool(event.isBare)
+        object["destinations"] = .array(event.destinations.map { .string($0) })
+        if let location {
+            object["location"] = .string(location.description)
+        }
+        if bodies {
+            object["body"] = self.redactedBody(event.body)
+        }
+        return .object(object)
+    }
+
+    static func describe(_ attempt: AttemptRecord) -> JSONValue {
+        var object = JSONObject()
+        object["record"] = "attempt"
+        object["sequence"] = .number(Double(attempt.eventSequence))
+        object["tenant"] = .string(attempt.tenant)
+        object["destination"] = .string(attempt.destination)
+        object["attempt"] = .number(Double(attempt.attempt))
+        object["outcome"] = .string(attempt.outcome.name)
+        object["httpStatus"] = attempt.httpStatus.map { .number(Double($0)) } ?? .null
+        object["at"] = .string(RFC3339.format(epochMilliseconds: attempt.atMs))
+        object["nextAttemptAt"] = attempt.nextAttemptAtMs.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
+        object["error"] = attempt.error.isEmpty ? .null : .string(attempt.error)
+        return .object(object)
+    }
+
+    /// The body as JSON with account numbers and PINs replaced, or as a string if it does not parse.
+    static func redactedBody(_ body: [UInt8]) -> JSONValue {
+        guard let value = try? JSONParser.parse(body) else {
+            return .string("[unparseable body of \(body.count) bytes]")
+        }
+        return self.redact(value)
+    }
+
+    private static func redact(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .object(let object):
+            var copy = JSONObject()
+            for (key, member) in object.members {
+                copy[key] = self.redactedFields.contains(key) && member != .null ? "[redacted]" : self.redact(member)
+            }
+            return .object(copy)
+        case .array(let elements):
+            return .array(elements.map(self.redact))
+        default:
+            return value
+        }
+    }
+
+    private static func journalDirectory(_ dataDirectory: String) -> String {
+        dataDirectory + "/journal"
+    }
+
+    private static func forEachSegment(
+        _ dataDirectory: String, _ body: (String, [UInt8]) throws(JournalError) -> Void
+    ) throws(JournalError) {
+        let directory = self.journalDirectory(dataDirectory)
+        guard FileManager.default.fileExists(atPath: directory) else {
+            throw JournalError(path: directory, reason: "no journal here; pass the relay's dataDir with --data-dir")
+        }
+        for segment in try SegmentFile.segments(in: directory) {
+            let name = SegmentFile.name(for: segment)
+            try body(name, try SegmentFile.readAll(directory + "/" + name))
+        }
+    }
+
+    private static func forEachRecord(
+        _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
+    ) throws(JournalError) {
+        try self.forEachSegment(dataDirectory) { name, bytes in
+            let segment = UInt64(name.prefix(20)) ?? 0
+            _ = SegmentFile.scan(bytes) { payload, offset in
+                guard let record = JournalRecord.decode(payload) else { return }
+                body(record, JournalLocation(segment: segment, offset: Int64(offset), length: Int32(payload.count)))
+            }
+        }
+    }
+}

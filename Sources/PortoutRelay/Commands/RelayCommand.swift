@@ -1,0 +1,127 @@
+import Dispatch
+import Foundation
+import PortoutCore
+import PortoutJournal
+
+/// The `portout-relay` command line.
+public enum RelayCommand {
+    public static let usage = """
+        usage: portout-relay <command> [options]
+
+        commands:
+          serve [--config FILE] [--log-level LEVEL]
+                        run the relay (default config: ./config.json)
+          check-config [--config FILE]
+                        validate a configuration file and list every problem
+          journal verify --data-dir DIR
+                        check every journal frame; exit status 1 if any segment is damaged
+          journal dump --data-dir DIR [--bodies] [--dead-letters]
+                        print one JSON line per record; --dead-letters lists only deliveries that gave up
+          journal stats --data-dir DIR
+                        print totals for the journal as one JSON line
+          version       print the version
+        """
+
+    /// Runs the command and returns the process exit status.
+    public static func run(_ arguments: [String]) -> Int32 {
+        let words = Array(arguments.dropFirst())
+        do {
+            switch words.first {
+            case "serve":
+                return try self.serve(words.dropFirst())
+            case "check-config":
+                return try self.checkConfig(words.dropFirst())
+            case "journal":
+                return try self.journal(words.dropFirst())
+            case "version", "--version":
+                print("portout-relay \(RelayVersion.current)")
+                return 0
+            case "help", "--help", "-h":
+                print(self.usage)
+                return 0
+            case nil:
+                self.printError(self.usage)
+                return 2
+            case let other?:
+                throw UsageError("unknown command \(other)")
+            }
+        } catch let error as UsageError {
+            self.printError("portout-relay: \(error.description)\n\n\(self.usage)")
+            return 2
+        } catch let error as ConfigError {
+            self.printError(error.description)
+            return 1
+        } catch {
+            self.printError("portout-relay: \(error)")
+            return 1
+        }
+    }
+
+    private static func serve(_ arguments: ArraySlice<String>) throws -> Int32 {
+        let options = try CommandArguments(arguments, valueOptions: ["--config", "--log-level"])
+        var config = try RelayConfig.load(path: options["--config"] ?? "config.json")
+        if let levelName = options["--log-level"] {
+            guard let level = LogLevel(rawValue: levelName) else {
+                throw UsageError("--log-level must be one of \(LogLevel.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            config.logLevel = level
+        }
+        let logger = Logger(level: config.logLevel)
+        // Signals are taken by a dispatch source instead of a handler, so shutdown runs as ordinary code.
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let relay = try Relay(config: config, logger: logger)
+        let stop = DispatchSemaphore(value: 0)
+        let signalQueue = DispatchQueue(label: "signals")
+        var sources: [DispatchSourceSignal] = []
+        for number in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
+            source.setEventHandler {
+                logger.info("shutdown requested", ["signal": .string(number == SIGTERM ? "SIGTERM" : "SIGINT")])
+                stop.signal()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        stop.wait()
+        relay.shutdown()
+        sources.forEach { $0.cancel() }
+        return 0
+    }
+
+    private static func checkConfig(_ arguments: ArraySlice<String>) throws -> Int32 {
+        let options = try CommandArguments(arguments, valueOptions: ["--config"])
+        let path = options["--config"] ?? "config.json"
+        let config = try RelayConfig.load(path: path)
+        let destinations = config.tenants.reduce(0) { $0 + $1.destinations.count }
+        print("\(path): valid; \(config.tenants.count) tenants, \(destinations) destinations, listening on \(config.listen)")
+        return 0
+    }
+
+    private static func journal(_ arguments: ArraySlice<String>) throws -> Int32 {
+        guard let action = arguments.first else { throw UsageError("journal needs verify, dump or stats") }
+        let options = try CommandArguments(
+            arguments.dropFirst(), valueOptions: ["--data-dir"], flagOptions: ["--bodies", "--dead-letters"])
+        guard let dataDirectory = options["--data-dir"] else { throw UsageError("journal \(action) needs --data-dir") }
+        let output: (String) -> Void = { print($0) }
+        switch action {
+        case "verify":
+            return try JournalCommands.verify(dataDirectory: dataDirectory, output: output) ? 0 : 1
+        case "dump":
+            try JournalCommands.dump(
+                dataDirectory: dataDirectory, bodies: options.has("--bodies"),
+                deadLettersOnly: options.has("--dead-letters"), output: output)
+            return 0
+        case "stats":
+            try JournalCommands.stats(dataDirectory: dataDirectory, output: output)
+            return 0
+        default:
+            throw UsageError("unknown journal command \(action)")
+        }
+    }
+
+    private static func printError(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+}

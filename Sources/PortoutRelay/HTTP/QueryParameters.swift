@@ -1,0 +1,42 @@
+import PortoutCrypto
+
+/// The `name=value` pairs of a URL query, percent-decoded; the first occurrence of a name wins.
+struct QueryParameters {
+    private var values: [String: String] = [:]
+
+    init(_ query: Substring?) {
+        guard let query else { return }
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = Self.decode(parts[0]) else { continue }
+            let value = parts.count > 1 ? Self.decode(parts[1]) : ""
+            if self.values[name] == nil, let value {
+                self.values[name] = value
+            }
+        }
+    }
+
+    subscript(name: String) -> String? {
+        self.values[name]
+    }
+
+    /// Decodes `%XX` escapes and `+` as a space; nil if an escape is malformed or the result is not UTF-8.
+    static func decode(_ text: Substring) -> String? {
+        var bytes: [UInt8] = []
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            switch byte {
+            case UInt8(ascii: "+"):
+                bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "%"):
+                guard let high = iterator.next().flatMap(ByteEncoding.nibble), let low = iterator.next().flatMap(ByteEncoding.nibble)
+                else { return nil }
+                bytes.append(high << 4 | low)
+            default:
+                bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+}

@@ -1,0 +1,122 @@
+import PortoutCore
+import PortoutCrypto
+import PortoutJournal
+
+/// Dedupe keys, each port out's furthest status and the event sequence counter: the state every accepted event
+/// is checked against.
+///
+/// Not thread-safe: `Ingestor` keeps it behind a mutex, and the journal appends that follow a decision happen
+/// under the same lock so that sequence numbers reach the journal in order.
+struct IngestState: Sendable {
+    struct DedupeEntry: Sendable {
+        /// False while the event's journal write is in flight.
+        var isDurable: Bool
+        var isStale: Bool
+    }
+
+    /// The outcome of the dedupe and lifecycle checks for one event.
+    enum Decision: Equatable {
+        /// Already journaled, so the response is 200.
+        case duplicate(stale: Bool)
+        /// An identical event is being written now, so the response waits until that write settles.
+        case twinInFlight
+        /// New: journal it under this sequence number. `previousRank` restores the lifecycle if the write fails.
+        case accept(sequence: UInt64, stale: Bool, previousRank: Int?)
+    }
+
+    private(set) var dedupe: LRUIndex<DigestKey, DedupeEntry>
+    /// The highest lifecycle rank accepted per port out, keyed by (tenant, port out).
+    private(set) var lifecycle: LRUIndex<DigestKey, Int>
+    private(set) var nextSequence: UInt64 = 1
+    private var twinWaiters: [DigestKey: [@Sendable (Bool) -> Void]] = [:]
+
+    init(capacity: Int) {
+        self.dedupe = LRUIndex(capacity: capacity)
+        self.lifecycle = LRUIndex(capacity: capacity)
+    }
+
+    /// Checks an event and, if it is new, reserves its key and sequence number.
+    mutating func admit(dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?) -> Decision {
+        if let entry = self.dedupe.lookup(dedupeKey) {
+            return entry.isDurable ? .duplicate(stale: entry.isStale) : .twinInFlight
+        }
+        var stale = false
+        var previousRank: Int?
+        if let lifecycleKey, let status {
+            previousRank = self.lifecycle.peek(lifecycleKey)
+            if let previousRank, previousRank >= status.rank {
+                stale = true
+            } else {
+                _ = self.lifecycle.insert(lifecycleKey, status.rank)
+            }
+        }
+        _ = self.dedupe.insert(dedupeKey, DedupeEntry(isDurable: false, isStale: stale))
+        let sequence = self.nextSequence
+        self.nextSequence += 1
+        return .accept(sequence: sequence, stale: stale, previousRank: previousRank)
+    }
+
+    /// Registers a function to run with the outcome of the in-flight write of an identical event.
+    mutating func waitForTwin(_ dedupeKey: DigestKey, _ waiter: @escaping @Sendable (Bool) -> Void) {
+        self.twinWaiters[dedupeKey, default: []].append(waiter)
+    }
+
+    /// Marks an event durable and returns the waiters of its twins, which the caller calls with `true`.
+    mutating func confirm(_ dedupeKey: DigestKey) -> [@Sendable (Bool) -> Void] {
+        if var entry = self.dedupe.peek(dedupeKey) {
+            entry.isDurable = true
+            _ = self.dedupe.update(dedupeKey, entry)
+        }
+        return self.twinWaiters.removeValue(forKey: dedupeKey) ?? []
+    }
+
+    /// Removes an event whose write failed, so that the sender's retry is treated as new. Returns the waiters of
+    /// its twins, which the caller calls with `false`.
+    mutating func abandon(
+        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, previousRank: Int?, stale: Bool
+    ) -> [@Sendable (Bool) -> Void] {
+        _ = self.dedupe.remove(dedupeKey)
+        if let lifecycleKey, let status, !stale, self.lifecycle.peek(lifecycleKey) == status.rank {
+            if let previousRank {
+                _ = self.lifecycle.update(lifecycleKey, previousRank)
+            } else {
+                _ = self.lifecycle.remove(lifecycleKey)
+            }
+        }
+        return self.twinWaiters.removeValue(forKey: dedupeKey) ?? []
+    }
+
+    /// Replays one journaled event at start-up.
+    mutating func restore(_ record: EventRecord) {
+        _ = self.dedupe.insert(record.dedupeKey, DedupeEntry(isDurable: true, isStale: record.isStale))
+        if let status = record.status, !record.portOutID.isEmpty {
+            let key = IngestKeys.lifecycle(tenant: record.tenant, portOutID: record.portOutID)
+            if (self.lifecycle.peek(key) ?? -1) < status.rank {
+                _ = self.lifecycle.insert(key, status.rank)
+            }
+        }
+        self.nextSequence = max(self.nextSequence, record.sequence + 1)
+    }
+}
+
+/// The digests that stand in for dedupe and lifecycle keys.
+enum IngestKeys {
+    /// (tenant, port out, status) for status changes.
+    static func dedupe(tenant: String, portOutID: String, status: PortOutStatus) -> DigestKey {
+        self.digest(["status", tenant, portOutID, status.rawValue])
+    }
+
+    /// (tenant, event id) for events without a status.
+    static func dedupe(tenant: String, eventID: String) -> DigestKey {
+        self.digest(["event", tenant, eventID])
+    }
+
+    static func lifecycle(tenant: String, portOutID: String) -> DigestKey {
+        self.digest(["portOut", tenant, portOutID])
+    }
+
+    /// SHA-256 over the parts joined by NUL, which none of them may contain (ids and names are validated text).
+    private static func digest(_ parts: [String]) -> DigestKey {
+        DigestKey(digestPrefix: SHA256Digest.hash(Array(parts.joined(separator: "\u{0}").utf8)))
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import PortoutCore
+import PortoutCrypto
+import PortoutDelivery
+import PortoutHTTP
+import PortoutJournal
+import Synchronization
+
+/// The webhook intake: verifies, validates, dedupes and journals each event, and responds only after the
+/// journal write has settled.
+///
+/// Thread-safety: called from every event-loop thread; shared state is behind `state`, and journal completions
+/// arrive on the journal's writer thread.
+final class Ingestor: Sendable {
+    private let tenants: [String: TenantIntake]
+    private let journal: Journal
+    private let engine: DeliveryEngine
+    private let logger: Logger
+    private let retryAfterSeconds: Int
+    private let state: Mutex<IngestState>
+    /// False from a failed journal write until the next successful one; `/readyz` reports it.
+    let journalHealthy = Atomic<Bool>(true)
+
+    init(
+        config: RelayConfig, state: IngestState, journal: Journal, engine: DeliveryEngine, logger: Logger
+    ) {
+        var tenants: [String: TenantIntake] = [:]
+        for tenant in config.tenants {
+            tenants[tenant.id] = TenantIntake(config: tenant, verifier: SignatureVerifier(tenant.verify))
+        }
+        self.tenants = tenants
+        self.journal = journal
+        self.engine = engine
+        self.logger = logger
+        self.retryAfterSeconds = config.journal.retryAfterSeconds
+        self.state = Mutex(state)
+    }
+
+    func hasTenant(_ id: String) -> Bool {
+        self.tenants[id] != nil
+    }
+
+    /// Takes one webhook request for `tenantID` and calls `respond` exactly once.
+    func ingest(
+        tenantID: String, request: HTTPRequest, peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void
+    ) {
+        guard let tenant = self.tenants[tenantID] else {
+            respond(HTTPResponse(error: .notFound("No tenant \(tenantID) is configured.")))
+            return
+        }
+        switch self.check(request, tenant: tenant) {
+        case .failure(let rejection):
+            self.logRejection(rejection, tenant: tenantID, peer: peer)
+            respond(HTTPResponse(error: rejection.error))
+        case .success(let event):
+            self.admit(event, respond: respond)
+        }
+    }
+
+    private struct Rejection: Error {
+        var error: APIError
+        var reason: String
+    }
+
+    /// Runs every check that needs no shared state, in the order that reveals least to an unauthenticated sender.
+    private func check(_ request: HTTPRequest, tenant: TenantIntake) -> Result<IntakeEvent, Rejection> {
+        let now = Int(Date().timeIntervalSince1970)
+        if case .failure(let failure) = tenant.verifier.verify(headers: request.head.headers, body: request.body, nowSeconds: now) {
+            return .failure(Rejection(error: failure.apiError, reason: failure.logReason))
+        }
+        let contentType = request.head.headers["Content-Type"]
+        guard Self.isJSONMediaType(contentType) else {
+            return .failure(Rejection(error: .unsupportedMediaType(contentType), reason: "unsupported media type"))
+        }
+        let body: JSONValue
+        do {
+            body = try JSONParser.parse(request.body)
+        } catch {
+            return .failure(Rejection(
+                error: .badRequest(code: "invalidJSON", "The body is not valid JSON: \(error.description)."),
+                reason: "invalid JSON"))
+        }
+        let event: ValidatedEvent
+        switch EventValidator.validate(body) {
+        case .failure(let failure):
+            return .failure(Rejection(
+                error: .unprocessable(code: "invalidEvent", "The event does not match the schema.", details: failure.issues),
+                reason: "schema validation failed"))
+        case .success(let validated):
+            event = validated
+        }
+        return tenant.classify(event, body: request.body, query: request.head.query).mapError {
+            Rejection(error: $0, reason: $0.code ?? "rejected")
+        }
+    }
+
+    private func admit(_ event: IntakeEvent, respond: @escaping @Sendable (HTTPResponse) -> Void) {
+        self.state.withLock { state in
+            let decision = state.admit(dedupeKey: event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status)
+            switch decision {
+            case .duplicate(let stale):
+                respond(Self.receipt(event.eventID, duplicate: true, stale: stale))
+            case .twinInFlight:
+                let retryAfter = self.retryAfterSeconds
+                state.waitForTwin(event.dedupeKey) { succeeded in
+                    respond(succeeded
+                        ? Self.receipt(event.eventID, duplicate: true, stale: false)
+                        : HTTPResponse(error: Self.journalUnavailable(retryAfter)))
+                }
+            case .accept(let sequence, let stale, let previousRank):
+                let record = event.record(sequence: sequence, stale: stale, acceptedAtMs: WallClock.milliseconds())
+                self.journal.append(.event(record)) { result in
+                    self.finish(event, record: record, previousRank: previousRank, result: result, respond: respond)
+                }
+            }
+        }
+    }
+
+    /// Runs on the journal's writer thread once the event's write has settled.
+    private func finish(
+        _ event: IntakeEvent, record: EventRecord, previousRank: Int?, result: Result<JournalLocation, JournalError>,
+        respond: @Sendable (HTTPResponse) -> Void
+    ) {
+        switch result {
+        case .success(let location):
+            self.journalHealthy.store(true, ordering: .relaxed)
+            let waiters = self.state.withLock { $0.confirm(event.dedupeKey) }
+            self.engine.submit(record.destinations.map { destination in
+                PendingDelivery(
+                    sequence: record.sequence, eventID: record.eventID, tenant: record.tenant,
+                    destination: destination, orderingKey: event.orderingKey, location: location,
+                    acceptedAtMs: record.acceptedAtMs)
+            })
+            respond(Self.receipt(event.eventID, duplicate: false, stale: record.isStale))
+            for waiter in waiters {
+                waiter(true)
+            }
+        case .failure:
+            // The writer has logged the failure; here the key is released so the sender's retry is taken as new.
+            self.journalHealthy.store(false, ordering: .relaxed)
+            let waiters = self.state.withLock {
+                $0.abandon(event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status,
+                           previousRank: previousRank, stale: record.isStale)
+            }
+            respond(HTTPResponse(error: Self.journalUnavailable(self.retryAfterSeconds)))
+            for waiter in waiters {
+                waiter(false)
+            }
+        }
+    }
+
+    private static func journalUnavailable(_ retryAfter: Int) -> APIError {
+        .serviceUnavailable(
+            code: "journalUnavailable", "The event could not be stored; nothing was accepted.",
+            retryAfterSeconds: retryAfter)
+    }
+
+    private static func receipt(_ eventID: String, duplicate: Bool, stale: Bool) -> HTTPResponse {
+        HTTPResponse(
+            status: duplicate ? 200 : 202,
+            json: ["object": "receipt", "id": .string(eventID), "duplicate": .bool(duplicate), "stale": .bool(stale)])
+    }
+
+    static func isJSONMediaType(_ value: String?) -> Bool {
+        guard let value else { return false }
+        let mediaType = value.split(separator: ";", maxSplits: 1).first.map {
+            $0.trimmingCharacters(in: .whitespaces).lowercased()
+        }
+        return mediaType == "application/json" || mediaType == "application/cloudevents+json"
+    }
+
+    private func logRejection(_ rejection: Rejection, tenant: String, peer: String) {
+        self.logger.info(
+            "webhook rejected",
+            ["reason": .string(rejection.reason), "status": .number(Double(rejection.error.status)),
+             "tenant": .string(tenant), "peer": .string(peer)])
+    }
+}

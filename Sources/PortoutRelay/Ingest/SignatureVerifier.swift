@@ -1,0 +1,153 @@
+import PortoutCore
+import PortoutCrypto
+import PortoutHTTP
+
+/// Checks an inbound request's signature under its tenant's scheme, on the exact body bytes received.
+///
+/// Every configured secret is tried, so a sender may switch to a new secret at any point of a rotation. Each
+/// comparison is constant-time; which secret or which signature entry matched is never reported.
+struct SignatureVerifier: Sendable {
+    let config: VerifyConfig
+    /// Decoded once at start, because `whsec_` secrets are base64.
+    let keys: [[UInt8]]
+
+    init(_ config: VerifyConfig) {
+        self.config = config
+        self.keys = config.secrets.map(\.keyBytes)
+    }
+
+    enum Failure: Error, Equatable {
+        case missing(String)
+        case malformed(String)
+        case timestampOutOfRange(skewSeconds: Int)
+        case mismatch
+
+        var apiError: APIError {
+            switch self {
+            case .missing(let what):
+                return .unauthorized(code: "signatureMissing", "The request has no \(what).")
+            case .malformed(let what):
+                return .unauthorized(code: "signatureInvalid", "The \(what) is malformed.")
+            case .timestampOutOfRange(let skew):
+                return .unauthorized(
+                    code: "timestampOutOfRange",
+                    "The signature timestamp is \(abs(skew)) seconds \(skew > 0 ? "ahead of" : "behind") the relay's clock.",
+                    hint: "Check the sender's clock (NTP); timestamps more than the tenant's tolerance away are rejected.")
+            case .mismatch:
+                return .unauthorized(code: "signatureInvalid", "No signature matches the body.")
+            }
+        }
+
+        /// Short text for the rejection log line, which never carries the signature itself.
+        var logReason: String {
+            switch self {
+            case .missing: return "signature missing"
+            case .malformed: return "signature malformed"
+            case .timestampOutOfRange: return "timestamp outside tolerance"
+            case .mismatch: return "signature mismatch"
+            }
+        }
+    }
+
+    /// Verifies the request; `nowSeconds` is the relay's clock in Unix seconds.
+    func verify(headers: HTTPHeaders, body: [UInt8], nowSeconds: Int) -> Result<Void, Failure> {
+        switch self.config.scheme {
+        case .standardWebhooks: return self.verifyStandardWebhooks(headers, body, nowSeconds)
+        case .timestampedHex: return self.verifyTimestampedHex(headers, body, nowSeconds)
+        case .hex: return self.verifyHex(headers, body)
+        }
+    }
+
+    private func verifyStandardWebhooks(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
+        func header(_ suffix: String) -> String? {
+            headers["webhook-" + suffix] ?? headers["svix-" + suffix]
+        }
+        guard let id = header("id"), !id.isEmpty else { return .failure(.missing("webhook-id header")) }
+        guard let timestampText = header("timestamp") else { return .failure(.missing("webhook-timestamp header")) }
+        guard let signatureText = header("signature") else { return .failure(.missing("webhook-signature header")) }
+        guard let timestamp = Int(timestampText), timestampText.allSatisfy(\.isASCII) else {
+            return .failure(.malformed("webhook-timestamp header"))
+        }
+        if let failure = self.checkTolerance(timestamp, now) {
+            return .failure(failure)
+        }
+        let candidates = signatureText.split(separator: " ").compactMap { entry -> [UInt8]? in
+            guard entry.hasPrefix("v1,") else { return nil }
+            return ByteEncoding.decodeBase64(entry.dropFirst(3))
+        }
+        guard !candidates.isEmpty else { return .failure(.malformed("webhook-signature header")) }
+        var matched = false
+        for key in self.keys {
+            let expected = WebhookSignature.standardWebhooksMAC(key: key, id: id, timestamp: timestampText, body: body)
+            for candidate in candidates where ConstantTime.equals(candidate, expected) {
+                matched = true
+            }
+        }
+        return matched ? .success(()) : .failure(.mismatch)
+    }
+
+    private func verifyTimestampedHex(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
+        guard let value = headers[self.config.header] else {
+            return .failure(.missing("\(self.config.header) header"))
+        }
+        var timestampText: Substring?
+        var candidates: [[UInt8]] = []
+        for part in value.split(separator: ",") {
+            let pair = part.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2 else { continue }
+            let name = pair[0].trimmingSpaces()
+            if name == "t" {
+                timestampText = pair[1].trimmingSpaces()
+            } else if name == "v1", let bytes = ByteEncoding.decodeHex(pair[1].trimmingSpaces()) {
+                candidates.append(bytes)
+            }
+        }
+        guard let timestampText, let timestamp = Int(timestampText) else {
+            return .failure(.malformed("\(self.config.header) header's t= timestamp"))
+        }
+        guard !candidates.isEmpty else { return .failure(.malformed("\(self.config.header) header's v1= signature")) }
+        if let failure = self.checkTolerance(timestamp, now) {
+            return .failure(failure)
+        }
+        var matched = false
+        for key in self.keys {
+            let expected = WebhookSignature.timestamped(key: key, timestamp: String(timestampText), body: body)
+            for candidate in candidates where ConstantTime.equals(candidate, expected) {
+                matched = true
+            }
+        }
+        return matched ? .success(()) : .failure(.mismatch)
+    }
+
+    private func verifyHex(_ headers: HTTPHeaders, _ body: [UInt8]) -> Result<Void, Failure> {
+        guard let value = headers[self.config.header] else {
+            return .failure(.missing("\(self.config.header) header"))
+        }
+        var text = value[...]
+        if text.hasPrefix("sha256=") {
+            text = text.dropFirst("sha256=".count)
+        }
+        guard let candidate = ByteEncoding.decodeHex(text) else {
+            return .failure(.malformed("\(self.config.header) header"))
+        }
+        var matched = false
+        for key in self.keys where ConstantTime.equals(candidate, WebhookSignature.plain(key: key, body: body)) {
+            matched = true
+        }
+        return matched ? .success(()) : .failure(.mismatch)
+    }
+
+    private func checkTolerance(_ timestamp: Int, _ now: Int) -> Failure? {
+        let skew = timestamp - now
+        return abs(skew) > self.config.toleranceSeconds ? .timestampOutOfRange(skewSeconds: skew) : nil
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingSpaces() -> Substring {
+        var text = self
+        while text.first == " " { text = text.dropFirst() }
+        while text.last == " " { text = text.dropLast() }
+        return text
+    }
+}

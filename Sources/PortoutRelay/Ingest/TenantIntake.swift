@@ -1,0 +1,88 @@
+import PortoutCore
+import PortoutCrypto
+import PortoutJournal
+
+/// A tenant's intake rules: its signature check, projects, accepted types and destination filters.
+struct TenantIntake: Sendable {
+    let config: TenantConfig
+    let verifier: SignatureVerifier
+
+    /// Applies the tenant's project and type rules and derives the event's keys.
+    func classify(_ event: ValidatedEvent, body: [UInt8], query: Substring?) -> Result<IntakeEvent, APIError> {
+        let project: String
+        if let envelopeProject = event.project {
+            project = envelopeProject
+        } else if let requested = QueryParameters(query)["project"] {
+            project = requested
+        } else if self.config.projects.count == 1 {
+            project = self.config.projects[0]
+        } else {
+            return .failure(.unprocessable(
+                code: "projectRequired",
+                "A bare portOut object needs a project: add ?project= to the URL, since tenant \(self.config.id) has several."))
+        }
+        guard self.config.projects.contains(project) else {
+            return .failure(.unprocessable(
+                code: "projectNotAllowed", "Project \(project) is not one of tenant \(self.config.id)'s projects.",
+                details: [ValidationIssue(field: "project", message: "must be one of the tenant's projects")]))
+        }
+        switch event.kind {
+        case .statusChange, .credentialsIssued:
+            break
+        case .portOutUpdated, .other:
+            guard self.config.acceptTypes.contains(event.type) else {
+                return .failure(.unprocessable(
+                    code: "eventTypeNotAccepted", "Event type \(event.type) is not accepted for this tenant.",
+                    details: [ValidationIssue(field: "type", message: "is not in the tenant's acceptTypes")]))
+            }
+        }
+        return .success(IntakeEvent(tenant: self.config, event: event, project: project, body: body))
+    }
+}
+
+/// An event that passed every stateless check, with the keys dedupe, the lifecycle and ordering use.
+struct IntakeEvent: Sendable {
+    let tenant: TenantConfig
+    let eventID: String
+    let type: String
+    let project: String
+    let portOutID: String
+    let status: PortOutStatus?
+    let isBare: Bool
+    let dedupeKey: DigestKey
+    let lifecycleKey: DigestKey?
+    let orderingKey: String
+    let body: [UInt8]
+
+    init(tenant: TenantConfig, event: ValidatedEvent, project: String, body: [UInt8]) {
+        self.tenant = tenant
+        self.type = event.type
+        self.project = project
+        self.portOutID = event.portOut?.id ?? ""
+        self.status = event.lifecycleStatus
+        self.isBare = event.isBare
+        self.body = body
+        if let status = self.status {
+            self.dedupeKey = IngestKeys.dedupe(tenant: tenant.id, portOutID: self.portOutID, status: status)
+            self.lifecycleKey = IngestKeys.lifecycle(tenant: tenant.id, portOutID: self.portOutID)
+            // A bare object carries no event id; one derived from its dedupe key stays the same on every resend.
+            self.eventID = event.id ?? "evt_bare_" + self.dedupeKey.description
+        } else {
+            let eventID = event.id ?? ""
+            self.eventID = eventID
+            self.dedupeKey = IngestKeys.dedupe(tenant: tenant.id, eventID: eventID)
+            self.lifecycleKey = nil
+        }
+        self.orderingKey = self.portOutID.isEmpty ? self.eventID : self.portOutID
+    }
+
+    func record(sequence: UInt64, stale: Bool, acceptedAtMs: Int64) -> EventRecord {
+        let destinations = self.tenant.destinations.filter {
+            $0.accepts(type: self.type, status: self.status, stale: stale)
+        }.map(\.id)
+        return EventRecord(
+            sequence: sequence, acceptedAtMs: acceptedAtMs, isStale: stale, isBare: self.isBare, status: self.status,
+            dedupeKey: self.dedupeKey, tenant: self.tenant.id, eventID: self.eventID, type: self.type,
+            portOutID: self.portOutID, project: self.project, destinations: destinations, body: self.body)
+    }
+}

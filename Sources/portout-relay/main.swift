@@ -1,0 +1,4 @@
+import Foundation
+import PortoutRelay
+
+exit(RelayCommand.run(CommandLine.arguments))

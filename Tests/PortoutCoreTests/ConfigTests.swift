@@ -1,0 +1,78 @@
+import Foundation
+import Testing
+
+@testable import PortoutCore
+
+struct ConfigTests {
+    static func parse(_ text: String) throws(ConfigError) -> RelayConfig {
+        try RelayConfig.parse(Array(text.utf8), file: "config.json", baseDirectory: "/srv/relay")
+    }
+
+    @Test func defaultsFillOmittedKeys() throws {
+        let config = try Self.parse(
+            #"{"tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]}"#)
+        #expect(config.listen == ListenAddress(host: "127.0.0.1", port: 8080))
+        #expect(config.dataDir == "/srv/relay/data")
+        #expect(config.limits == Limits())
+        #expect(config.dedupe.capacity == 1_000_000)
+        #expect(config.tenants[0].verify.scheme == .standardWebhooks)
+        #expect(config.tenants[0].verify.toleranceSeconds == 300)
+    }
+
+    @Test func everyProblemNamedByPath() {
+        let text = """
+            {"listen": "nowhere", "limits": {"maxBodyBytes": -1}, "surprise": 1,
+             "tenants": [{"id": "t1", "projects": [], "verify": {"scheme": "rot13", "secrets": []},
+                          "destinations": [{"id": "d", "url": "ftp://x", "secret": "plain", "statuses": ["lost"]}]}]}
+            """
+        do {
+            _ = try Self.parse(text)
+            Issue.record("an invalid configuration was accepted")
+        } catch {
+            let paths = Set(error.problems.map(\.path))
+            for expected in [
+                "$.listen", "$.limits.maxBodyBytes", "$.surprise", "$.tenants[0].projects", "$.tenants[0].verify.scheme",
+                "$.tenants[0].destinations[0].url", "$.tenants[0].destinations[0].secret",
+                "$.tenants[0].destinations[0].statuses[0]",
+            ] {
+                #expect(paths.contains(expected), "missing problem at \(expected): \(error.problems)")
+            }
+        }
+    }
+
+    @Test func secretFromEnvironmentAndFile() throws {
+        setenv("PORTOUT_TEST_SECRET", "whsec_ZW52LXNlY3JldA==", 1)
+        let directory = NSTemporaryDirectory() + "portout-config-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "whsec_ZmlsZS1zZWNyZXQ=\n".write(toFile: directory + "/secret", atomically: true, encoding: .utf8)
+        let text = """
+            {"tenants": [{"id": "t1", "projects": ["p"],
+              "verify": {"secrets": [{"env": "PORTOUT_TEST_SECRET"}, {"file": "secret"}]}}]}
+            """
+        let config = try RelayConfig.parse(Array(text.utf8), file: "c", baseDirectory: directory)
+        #expect(config.tenants[0].verify.secrets.map(\.value) == ["whsec_ZW52LXNlY3JldA==", "whsec_ZmlsZS1zZWNyZXQ="])
+        // A secret's description names its source, never its value.
+        #expect(config.tenants[0].verify.secrets[0].description == "secret(env PORTOUT_TEST_SECRET)")
+    }
+
+    @Test func missingEnvironmentSecretReported() {
+        let text = #"{"tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": [{"env": "PORTOUT_UNSET_VARIABLE"}]}}]}"#
+        #expect(throws: ConfigError.self) { try Self.parse(text) }
+    }
+}
+
+struct LRUIndexTests {
+    @Test func evictsLeastRecentlyUsed() {
+        var index = LRUIndex<Int, String>(capacity: 2)
+        #expect(index.insert(1, "a") == nil)
+        #expect(index.insert(2, "b") == nil)
+        #expect(index.lookup(1) == "a")
+        let evicted = index.insert(3, "c")
+        #expect(evicted?.key == 2)
+        #expect(index.peek(2) == nil)
+        #expect(index.count == 2)
+        #expect(index.remove(1) == "a")
+        #expect(index.count == 1)
+    }
+}

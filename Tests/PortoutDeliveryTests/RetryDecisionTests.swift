@@ -1,0 +1,126 @@
+import PortoutCore
+import PortoutJournal
+import Testing
+
+@testable import PortoutDelivery
+
+struct RetryDecisionTests {
+    static var policy: RetryPolicy {
+        var policy = RetryPolicy()
+        policy.scheduleSeconds = [5, 60]
+        policy.jitter = 0
+        policy.maxAttempts = 4
+        policy.maxAgeSeconds = 3600
+        return policy
+    }
+
+    static func decide(_ result: AttemptResult, attempt: Int = 1, now: Int64 = 1_000_000) -> RetryDecision {
+        RetryDecision.decide(
+            result, attempt: attempt, policy: self.policy, maxRetryAfterSeconds: 120, nowMs: now,
+            acceptedAtMs: 1_000_000, random: { 0.5 })
+    }
+
+    @Test func successIsDelivered() {
+        #expect(Self.decide(.response(status: 200, retryAfterSeconds: nil)) == .delivered)
+        #expect(Self.decide(.response(status: 204, retryAfterSeconds: nil)) == .delivered)
+    }
+
+    @Test(arguments: [408, 425, 429, 500, 502, 503, 504])
+    func retryableStatusRetries(_ status: Int) {
+        #expect(Self.decide(.response(status: status, retryAfterSeconds: nil))
+            == .retry(atMs: 1_005_000, reason: "destination answered \(status)"))
+    }
+
+    @Test(arguments: [301, 302, 400, 401, 403, 404, 410, 422])
+    func otherStatusDeadLetters(_ status: Int) {
+        #expect(Self.decide(.response(status: status, retryAfterSeconds: nil))
+            == .deadLetter(reason: "destination answered \(status)"))
+    }
+
+    @Test func transportErrorRetriesOnSchedule() {
+        #expect(Self.decide(.transportError("Couldn't connect to server"), attempt: 2)
+            == .retry(atMs: 1_060_000, reason: "Couldn't connect to server"))
+        // The last delay repeats once the schedule runs out.
+        #expect(Self.decide(.transportError("Timeout was reached"), attempt: 3)
+            == .retry(atMs: 1_060_000, reason: "Timeout was reached"))
+    }
+
+    @Test func retryAfterLongerThanScheduleWinsAndIsCapped() {
+        #expect(Self.decide(.response(status: 429, retryAfterSeconds: 30))
+            == .retry(atMs: 1_030_000, reason: "destination answered 429"))
+        #expect(Self.decide(.response(status: 429, retryAfterSeconds: 1))
+            == .retry(atMs: 1_005_000, reason: "destination answered 429"))
+        #expect(Self.decide(.response(status: 503, retryAfterSeconds: 99_999))
+            == .retry(atMs: 1_120_000, reason: "destination answered 503"))
+    }
+
+    @Test func lastAttemptDeadLetters() {
+        #expect(Self.decide(.response(status: 503, retryAfterSeconds: nil), attempt: 4)
+            == .deadLetter(reason: "destination answered 503; gave up after 4 attempts"))
+    }
+
+    @Test func maximumAgeDeadLetters() {
+        let decision = Self.decide(.response(status: 500, retryAfterSeconds: nil), attempt: 2, now: 1_000_000 + 3_590_000)
+        #expect(decision == .deadLetter(reason: "destination answered 500; next attempt would pass the maximum age of 3600 s"))
+    }
+
+    @Test func jitterSpreadsDelay() {
+        var policy = Self.policy
+        policy.jitter = 0.2
+        let early = RetryDecision.decide(
+            .transportError("x"), attempt: 1, policy: policy, maxRetryAfterSeconds: 0, nowMs: 0, acceptedAtMs: 0,
+            random: { 0 })
+        let late = RetryDecision.decide(
+            .transportError("x"), attempt: 1, policy: policy, maxRetryAfterSeconds: 0, nowMs: 0, acceptedAtMs: 0,
+            random: { 0.999_999 })
+        #expect(early == .retry(atMs: 4000, reason: "x"))
+        #expect(late == .retry(atMs: 5999, reason: "x"))
+    }
+
+    @Test func retryAfterParsing() {
+        #expect(RetryAfter.seconds("120") == 120)
+        #expect(RetryAfter.seconds("-1") == nil)
+        #expect(RetryAfter.seconds("soon") == nil)
+        #expect(RetryAfter.seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0)
+        #expect(RetryAfter.seconds(nil) == nil)
+    }
+}
+
+struct DeliveryQueueTests {
+    static func delivery(_ sequence: UInt64, key: String, due: Int64 = 0) -> PendingDelivery {
+        PendingDelivery(
+            sequence: sequence, eventID: "evt_\(sequence)", tenant: "t1", destination: "d1", orderingKey: key,
+            location: JournalLocation(segment: 1, offset: 0, length: 0), acceptedAtMs: 0, nextAttemptAtMs: due)
+    }
+
+    @Test func laneHeadBlocksItsLaneOnly() {
+        var queue = DeliveryQueue()
+        queue.enqueue(Self.delivery(1, key: "a"))
+        queue.enqueue(Self.delivery(2, key: "a"))
+        queue.enqueue(Self.delivery(3, key: "b"))
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 1)
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 3)
+        // Sequence 2 waits behind 1, which is in flight.
+        #expect(queue.takeDue(nowMs: 0) == nil)
+        queue.settle(key: "a", retryAtMs: 100, attempts: 1)
+        #expect(queue.takeDue(nowMs: 50) == nil)
+        #expect(queue.nextDueMs == 100)
+        let retried = queue.takeDue(nowMs: 100)
+        #expect(retried?.sequence == 1)
+        #expect(retried?.attempts == 1)
+        queue.settle(key: "a", retryAtMs: nil, attempts: 2)
+        #expect(queue.takeDue(nowMs: 100)?.sequence == 2)
+        #expect(queue.inFlight == 2)
+        #expect(queue.count == 2)
+    }
+
+    @Test func dueOrderFollowsTimeThenSequence() {
+        var queue = DeliveryQueue()
+        queue.enqueue(Self.delivery(5, key: "x", due: 30))
+        queue.enqueue(Self.delivery(6, key: "y", due: 10))
+        queue.enqueue(Self.delivery(7, key: "z", due: 10))
+        #expect(queue.takeDue(nowMs: 100)?.sequence == 6)
+        #expect(queue.takeDue(nowMs: 100)?.sequence == 7)
+        #expect(queue.takeDue(nowMs: 100)?.sequence == 5)
+    }
+}

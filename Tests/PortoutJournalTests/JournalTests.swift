@@ -1,0 +1,167 @@
+import Foundation
+import PortoutCore
+import PortoutTestSupport
+import Synchronization
+import Testing
+
+@testable import PortoutJournal
+
+@Suite struct JournalTests {
+    static func event(_ sequence: UInt64, body: String = #"{"x":1}"#) -> JournalRecord {
+        .event(
+            EventRecord(
+                sequence: sequence, acceptedAtMs: 1_700_000_000_000 + Int64(sequence), isStale: sequence % 2 == 0,
+                isBare: false, status: .processing, dedupeKey: DigestKey(high: sequence, low: ~sequence), tenant: "t1",
+                eventID: "evt_\(sequence)", type: "com.gigs.portOut.processing", portOutID: "pout_\(sequence)",
+                project: "acme-mobile", destinations: ["billing", "crm"], body: Array(body.utf8)))
+    }
+
+    static func open(_ directory: String, segmentBytes: Int = 1 << 20) throws -> (Journal, [JournalRecord]) {
+        var records: [JournalRecord] = []
+        let journal = try Journal.open(directory: directory, segmentBytes: segmentBytes, logger: Logger(level: .error)) {
+            record, _ in records.append(record)
+        }
+        return (journal, records)
+    }
+
+    /// Appends and waits for each completion; returns the locations.
+    @discardableResult
+    static func appendAll(_ journal: Journal, _ records: [JournalRecord]) -> [Result<JournalLocation, JournalError>] {
+        let results = Mutex<[Int: Result<JournalLocation, JournalError>]>([:])
+        let done = DispatchSemaphore(value: 0)
+        for (index, record) in records.enumerated() {
+            journal.append(record) { result in
+                results.withLock { $0[index] = result }
+                done.signal()
+            }
+        }
+        for _ in records {
+            done.wait()
+        }
+        return results.withLock { stored in (0..<records.count).map { stored[$0]! } }
+    }
+
+    @Test func crc32cKnownValue() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+    }
+
+    @Test func recordsSurviveReopen() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let written = (1...50).map { Self.event($0) } + [
+            .attempt(AttemptRecord(
+                eventSequence: 3, tenant: "t1", destination: "crm", attempt: 2, outcome: .retryScheduled,
+                httpStatus: 503, atMs: 5, nextAttemptAtMs: 99, error: "destination answered 503"))
+        ]
+        let (journal, existing) = try Self.open(directory.path)
+        #expect(existing.isEmpty)
+        let results = Self.appendAll(journal, written)
+        #expect(results.allSatisfy { if case .success = $0 { true } else { false } })
+        if case .success(let location) = results[7] {
+            #expect(try journal.read(at: location) == written[7])
+        }
+        journal.close()
+        let (reopened, recovered) = try Self.open(directory.path)
+        reopened.close()
+        #expect(recovered == written)
+    }
+
+    @Test func tornTailIsTruncated() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path)
+        Self.appendAll(journal, (1...5).map { Self.event($0) })
+        journal.close()
+        let segment = directory.path + "/" + SegmentFile.name(for: 1)
+        let intactSize = try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int
+        // Half a frame, as a crash in the middle of a write leaves it.
+        let handle = FileHandle(forWritingAtPath: segment)!
+        handle.seekToEndOfFile()
+        handle.write(Data([200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]))
+        handle.closeFile()
+        let (reopened, recovered) = try Self.open(directory.path)
+        #expect(recovered.count == 5)
+        #expect(try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int == intactSize)
+        // Appends after recovery follow the last intact record.
+        Self.appendAll(reopened, [Self.event(6)])
+        reopened.close()
+        let (_, again) = try Self.open(directory.path)
+        #expect(again.count == 6)
+    }
+
+    @Test func corruptionInEarlierSegmentQuarantinesLaterOnes() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path, segmentBytes: 300)
+        for sequence in 1...6 {
+            Self.appendAll(journal, [Self.event(UInt64(sequence), body: String(repeating: "a", count: 100))])
+        }
+        journal.close()
+        let segments = try SegmentFile.segments(in: directory.path)
+        #expect(segments.count >= 3)
+        let first = directory.path + "/" + SegmentFile.name(for: segments[0])
+        var bytes = [UInt8](FileManager.default.contents(atPath: first)!)
+        bytes[bytes.count - 5] ^= 0xFF
+        FileManager.default.createFile(atPath: first, contents: Data(bytes))
+        let (reopened, recovered) = try Self.open(directory.path, segmentBytes: 300)
+        reopened.close()
+        #expect(recovered.count < 6)
+        #expect(try SegmentFile.segments(in: directory.path) == [segments[0]])
+        let quarantined = try FileManager.default.contentsOfDirectory(atPath: directory.path + "/quarantine")
+        #expect(quarantined.count == segments.count - 1)
+    }
+
+    @Test func rotationKeepsOrder() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path, segmentBytes: 512)
+        let records = (1...40).map { Self.event($0) }
+        for record in records {
+            Self.appendAll(journal, [record])
+        }
+        journal.close()
+        #expect(try SegmentFile.segments(in: directory.path).count > 1)
+        let (_, recovered) = try Self.open(directory.path, segmentBytes: 512)
+        #expect(recovered == records)
+    }
+
+    /// A tmpfs too small for the batch makes the write fail with ENOSPC; nothing is acknowledged and the
+    /// journal accepts writes again once space is freed. Needs root to mount.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func fullDiskFailsWithoutAcknowledging() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let mount = directory.path + "/mnt"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        #expect(Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mount]) == 0)
+        defer { _ = Self.run("/bin/umount", [mount]) }
+        let filler = mount + "/filler"
+        FileManager.default.createFile(atPath: filler, contents: Data(count: 48 * 1024))
+        let (journal, _) = try Self.open(mount + "/journal")
+        defer { journal.close() }
+        let big = String(repeating: "b", count: 30 * 1024)
+        let failed = Self.appendAll(journal, [Self.event(1, body: big)])
+        guard case .failure(let error) = failed[0] else {
+            Issue.record("write succeeded on a full disk")
+            return
+        }
+        #expect(error.errno == ENOSPC)
+        try FileManager.default.removeItem(atPath: filler)
+        let retried = Self.appendAll(journal, [Self.event(1, body: big)])
+        guard case .success(let location) = retried[0] else {
+            Issue.record("write failed after space was freed: \(retried[0])")
+            return
+        }
+        #expect(try journal.read(at: location) == Self.event(1, body: big))
+    }
+
+    static func run(_ executable: String, _ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        try? process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import PortoutCore
+import PortoutCrypto
+import PortoutTestSupport
+import Testing
+
+@testable import PortoutRelay
+
+/// Each inbound scheme with valid, tampered, expired and rotated-secret input.
+@Suite(.serialized)
+struct SignatureSchemeTests {
+    static let oldSecret = "whsec_b2xkLXNlY3JldC1mb3Itcm90YXRpb24tdGVzdA=="
+    static var now: Int { Int(Date().timeIntervalSince1970) }
+
+    static func key(_ secret: String) -> [UInt8] {
+        Secret(value: secret, source: "test").keyBytes
+    }
+
+    @Test func standardWebhooksCases() throws {
+        let harness = try RelayHarness(
+            verify: #"{"scheme": "standard-webhooks", "secrets": ["\#(RelayHarness.inboundSecret)", "\#(Self.oldSecret)"], "toleranceSeconds": 60}"#)
+        defer { harness.finish() }
+        let body = Events.portOut("pout_sw", status: "initiated")
+        let tampered = Array(String(decoding: body, as: UTF8.self).replacingOccurrences(of: "sub_1", with: "sub_2").utf8)
+        // Valid with the old secret of a rotation, and with the svix- header spelling.
+        let old = RelayHarness.standardWebhooksHeaders(body, secret: Self.oldSecret, id: "msg_1")
+        #expect(try harness.post(body, headers: old).status == 202)
+        let svix = RelayHarness.standardWebhooksHeaders(body, secret: RelayHarness.inboundSecret, id: "msg_1")
+            .map { ($0.0.replacingOccurrences(of: "webhook-", with: "svix-"), $0.1) }
+        #expect(try harness.post(body, headers: svix).status == 200)
+        // Several signatures in one header: one match is enough.
+        var several = RelayHarness.standardWebhooksHeaders(body, secret: RelayHarness.inboundSecret, id: "msg_1")
+        several[2].1 = "v1,AAAA " + several[2].1
+        #expect(try harness.post(body, headers: several).status == 200)
+
+        let wrong = try harness.post(tampered, headers: RelayHarness.standardWebhooksHeaders(body, secret: RelayHarness.inboundSecret, id: "msg_1"))
+        #expect(wrong.status == 401)
+        #expect(wrong.json?.objectValue?["code"] == "signatureInvalid")
+        let unknownSecret = RelayHarness.standardWebhooksHeaders(body, secret: "whsec_c29tZW9uZS1lbHNl", id: "msg_1")
+        #expect(try harness.post(body, headers: unknownSecret).status == 401)
+        let expired = RelayHarness.standardWebhooksHeaders(
+            body, secret: RelayHarness.inboundSecret, id: "msg_1", timestamp: Self.now - 600)
+        let expiredResponse = try harness.post(body, headers: expired)
+        #expect(expiredResponse.status == 401)
+        #expect(expiredResponse.json?.objectValue?["code"] == "timestampOutOfRange")
+        #expect(expiredResponse.json?.objectValue?["hint"]?.stringValue?.contains("clock") == true)
+        let future = RelayHarness.standardWebhooksHeaders(
+            body, secret: RelayHarness.inboundSecret, id: "msg_1", timestamp: Self.now + 600)
+        #expect(try harness.post(body, headers: future).status == 401)
+        let missing = try harness.post(body, headers: [])
+        #expect(missing.status == 401)
+        #expect(missing.json?.objectValue?["code"] == "signatureMissing")
+    }
+
+    static func timestampedHeader(_ body: [UInt8], secrets: [String], timestamp: Int) -> String {
+        let signatures = secrets.map {
+            "v1=" + ByteEncoding.hex(WebhookSignature.timestamped(key: Self.key($0), timestamp: String(timestamp), body: body))
+        }
+        return (["t=\(timestamp)"] + signatures).joined(separator: ",")
+    }
+
+    @Test func timestampedHexCases() throws {
+        let harness = try RelayHarness(
+            verify: #"{"scheme": "timestamped-hex", "header": "Carrier-Signature", "secrets": ["plain-text-secret", "\#(Self.oldSecret)"]}"#)
+        defer { harness.finish() }
+        let body = Events.portOut("pout_th", status: "initiated")
+        let valid = Self.timestampedHeader(body, secrets: ["plain-text-secret"], timestamp: Self.now)
+        #expect(try harness.post(body, headers: [("Carrier-Signature", valid)]).status == 202)
+        let rotated = Self.timestampedHeader(body, secrets: ["retired", Self.oldSecret], timestamp: Self.now)
+        #expect(try harness.post(body, headers: [("Carrier-Signature", rotated)]).status == 200)
+        let tampered = body + Array(" ".utf8)
+        #expect(try harness.post(tampered, headers: [("Carrier-Signature", valid)]).status == 401)
+        let expired = Self.timestampedHeader(body, secrets: ["plain-text-secret"], timestamp: Self.now - 301)
+        let expiredResponse = try harness.post(body, headers: [("Carrier-Signature", expired)])
+        #expect(expiredResponse.status == 401)
+        #expect(expiredResponse.json?.objectValue?["code"] == "timestampOutOfRange")
+        #expect(try harness.post(body, headers: [("Carrier-Signature", "v1=abcd")]).status == 401)
+    }
+
+    @Test func hexCases() throws {
+        let harness = try RelayHarness(
+            verify: #"{"scheme": "hex", "header": "X-Hub-Signature-256", "secrets": ["hex-secret", "next-secret"]}"#)
+        defer { harness.finish() }
+        let body = Events.portOut("pout_hex", status: "initiated")
+        let mac = ByteEncoding.hex(WebhookSignature.plain(key: Array("hex-secret".utf8), body: body))
+        #expect(try harness.post(body, headers: [("X-Hub-Signature-256", "sha256=" + mac)]).status == 202)
+        #expect(try harness.post(body, headers: [("X-Hub-Signature-256", mac.uppercased())]).status == 200)
+        let rotated = ByteEncoding.hex(WebhookSignature.plain(key: Array("next-secret".utf8), body: body))
+        #expect(try harness.post(body, headers: [("X-Hub-Signature-256", rotated)]).status == 200)
+        let tampered = body + Array("\n".utf8)
+        #expect(try harness.post(tampered, headers: [("X-Hub-Signature-256", mac)]).status == 401)
+        #expect(try harness.post(body, headers: [("X-Hub-Signature-256", "sha256=zz")]).status == 401)
+        #expect(try harness.post(body, headers: []).status == 401)
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import PortoutCore
+import PortoutCrypto
+import PortoutTestSupport
+import Testing
+
+@testable import PortoutRelay
+
+@Suite(.serialized)
+struct WebhookIntakeTests {
+    @Test func newEventAcceptedThenDuplicate() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let body = Events.portOut("pout_a", status: "initiated")
+        let first = try harness.post(body)
+        #expect(first.status == 202)
+        #expect(first.json == ["object": "receipt", "id": "evt_pout_a_initiated", "duplicate": false, "stale": false])
+        let second = try harness.post(body)
+        #expect(second.status == 200)
+        #expect(second.json?.objectValue?["duplicate"] == .bool(true))
+    }
+
+    @Test func resentUnderNewEventIDIsDuplicate() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_a", status: "processing", eventID: "evt_1")).status == 202)
+        let resent = try harness.post(Events.portOut("pout_a", status: "processing", eventID: "evt_2"))
+        #expect(resent.status == 200)
+        #expect(resent.json?.objectValue?["id"] == "evt_2")
+    }
+
+    @Test func backwardStatusIsStale() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_a", status: "issued")).status == 202)
+        let stale = try harness.post(Events.portOut("pout_a", status: "processing"))
+        #expect(stale.status == 202)
+        #expect(stale.json?.objectValue?["stale"] == .bool(true))
+        // A second terminal status does not move the port out forward either.
+        #expect(try harness.post(Events.portOut("pout_a", status: "completed")).json?.objectValue?["stale"] == .bool(false))
+        #expect(try harness.post(Events.portOut("pout_a", status: "failed")).json?.objectValue?["stale"] == .bool(true))
+    }
+
+    @Test func barePortOutObjectAccepted() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let body = Events.bareObject("pout_bare", status: "processing")
+        let missingProject = try harness.post(body)
+        #expect(missingProject.status == 422)
+        #expect(missingProject.json?.objectValue?["code"] == "projectRequired")
+        let accepted = try harness.post(body, query: "?project=brit-tel")
+        #expect(accepted.status == 202)
+        let id = try #require(accepted.json?.objectValue?["id"]?.stringValue)
+        #expect(id.hasPrefix("evt_bare_"))
+        let again = try harness.post(body, query: "?project=brit-tel")
+        #expect(again.status == 200)
+        #expect(again.json?.objectValue?["id"]?.stringValue == id)
+    }
+
+    @Test func schemaFaultsListEveryField() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let body = Array(#"{"object":"event","id":"evt_x","type":"com.gigs.portOut.created","project":"acme-mobile","data":{"object":"portOut","id":"pout_x","status":"flying"}}"#.utf8)
+        let response = try harness.post(body)
+        #expect(response.status == 422)
+        let details = response.json?.objectValue?["details"]?.arrayValue ?? []
+        let fields = Set(details.compactMap { $0.objectValue?["field"]?.stringValue })
+        #expect(fields.contains("data.status"))
+        #expect(fields.contains("data.behavior"))
+        #expect(fields.contains("specversion"))
+        #expect(fields.contains("time"))
+    }
+
+    @Test func invalidJSONIs400() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let response = try harness.post(Array(#"{"object": "event",}"#.utf8))
+        #expect(response.status == 400)
+        #expect(response.json?.objectValue?["code"] == "invalidJSON")
+    }
+
+    @Test func wrongContentTypeIs415() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let body = Events.portOut("pout_a", status: "initiated")
+        let client = try harness.client()
+        let headers = [("Content-Type", "text/plain")] + RelayHarness.standardWebhooksHeaders(
+            body, secret: RelayHarness.inboundSecret, id: "msg_1")
+        let response = try #require(client.request("POST", "/webhooks/t1", headers: headers, body: body))
+        #expect(response.status == 415)
+    }
+
+    @Test func projectOutsideTenantIs422() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let response = try harness.post(Events.portOut("pout_a", status: "initiated", project: "other-carrier"))
+        #expect(response.status == 422)
+        #expect(response.json?.objectValue?["code"] == "projectNotAllowed")
+    }
+
+    @Test func updatedTypeNeedsAcceptTypes() throws {
+        let body = Array(String(decoding: Events.portOut("pout_a", status: "processing", eventID: "evt_u"), as: UTF8.self)
+            .replacingOccurrences(of: "com.gigs.portOut.processing", with: "com.gigs.portOut.updated")
+            .replacingOccurrences(of: #""version":"2024-12-20","#, with: #""version":"2024-12-20","previousData":{"user":"usr_0"},"#).utf8)
+        let strict = try RelayHarness()
+        let rejected = try strict.post(body)
+        strict.finish()
+        #expect(rejected.status == 422)
+        #expect(rejected.json?.objectValue?["code"] == "eventTypeNotAccepted")
+        let open = try RelayHarness(tenantExtra: #""acceptTypes": ["com.gigs.portOut.updated"]"#)
+        defer { open.finish() }
+        #expect(try open.post(body).status == 202)
+        #expect(try open.post(body).status == 200)
+    }
+
+    @Test func unknownTenantAndPathAre404() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_a", status: "initiated"), tenant: "nobody").status == 404)
+        let client = try harness.client()
+        #expect(client.request("GET", "/nothing-here")?.status == 404)
+    }
+
+    @Test func wrongMethodIs405WithAllow() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let client = try harness.client()
+        let response = try #require(client.request("GET", "/webhooks/t1"))
+        #expect(response.status == 405)
+        #expect(response.header("Allow") == "POST")
+        let health = try #require(client.request("DELETE", "/healthz"))
+        #expect(health.status == 405)
+        #expect(health.header("Allow") == "GET, HEAD")
+    }
+
+    @Test func healthAndReadiness() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let client = try harness.client()
+        #expect(client.request("GET", "/healthz")?.json == ["status": "ok"])
+        #expect(client.request("GET", "/readyz")?.json == ["status": "ready"])
+    }
+
+    @Test func racingTwinsAcceptOnce() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let body = Events.portOut("pout_race", status: "issued")
+        let headers = RelayHarness.standardWebhooksHeaders(body, secret: RelayHarness.inboundSecret, id: "msg_race")
+        let clients = try (0..<16).map { _ in try harness.client() }
+        var request = "POST /webhooks/t1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        for (name, value) in headers {
+            request += "\(name): \(value)\r\n"
+        }
+        request += "Content-Length: \(body.count)\r\n\r\n"
+        let bytes = Array(request.utf8) + body
+        // Every request is written before any response is read, so they reach the relay together.
+        for client in clients {
+            client.send(bytes)
+        }
+        let statuses = clients.map { $0.readResponse()?.status }
+        #expect(statuses.filter { $0 == 202 }.count == 1)
+        #expect(statuses.filter { $0 == 200 }.count == 15)
+    }
+
+    @Test func restartKeepsDedupe() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_a", status: "initiated")).status == 202)
+        #expect(try harness.post(Events.portOut("pout_a", status: "completed")).status == 202)
+        try harness.restart()
+        #expect(try harness.post(Events.portOut("pout_a", status: "initiated")).status == 200)
+        let stale = try harness.post(Events.portOut("pout_a", status: "issued"))
+        #expect(stale.status == 202)
+        #expect(stale.json?.objectValue?["stale"] == .bool(true))
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import PortoutCore
+import PortoutHTTP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking HTTP/1.1 client over one TCP connection to 127.0.0.1, for tests that need control of every byte.
+public final class LoopbackClient {
+    public let fd: Int32
+    private var received: [UInt8] = []
+
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [(name: String, value: String)]
+        public var body: [UInt8]
+
+        public func header(_ name: String) -> String? {
+            self.headers.first { $0.name.lowercased() == name.lowercased() }?.value
+        }
+
+        public var json: JSONValue? {
+            try? JSONParser.parse(self.body)
+        }
+    }
+
+    /// Connects, with reads timing out after `readTimeoutSeconds` so a test never hangs on a silent server.
+    public init(port: Int, readTimeoutSeconds: Int = 10) throws {
+        self.fd = try Socket.connect(host: "127.0.0.1", port: port)
+        var timeout = timeval(tv_sec: readTimeoutSeconds, tv_usec: 0)
+        setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit {
+        Glibc.close(self.fd)
+    }
+
+    public func send(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes[offset...].withUnsafeBytes { Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count <= 0 { return }
+            offset += count
+        }
+    }
+
+    public func send(_ text: String) {
+        self.send(Array(text.utf8))
+    }
+
+    /// Sends a request with a `Content-Length` body.
+    public func request(
+        _ method: String, _ target: String, headers: [(String, String)] = [], body: [UInt8] = []
+    ) -> Response? {
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        for (name, value) in headers {
+            head += "\(name): \(value)\r\n"
+        }
+        if !body.isEmpty || method == "POST" {
+            head += "Content-Length: \(body.count)\r\n"
+        }
+        self.send(Array((head + "\r\n").utf8) + body)
+        return self.readResponse()
+    }
+
+    /// Reads one response; nil if the connection closed or timed out first.
+    public func readResponse() -> Response? {
+        while true {
+            if let response = self.parseBufferedResponse() {
+                return response
+            }
+            guard self.fill() else { return nil }
+        }
+    }
+
+    /// Whether the server closed the connection (reads return end of stream) within the read timeout.
+    public func isClosedByServer() -> Bool {
+        while true {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = buffer.withUnsafeMutableBytes { Glibc.recv(self.fd, $0.baseAddress, $0.count, 0) }
+            if count == 0 { return true }
+            if count < 0 { return errno == ECONNRESET }
+        }
+    }
+
+    private func fill() -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let count = buffer.withUnsafeMutableBytes { Glibc.recv(self.fd, $0.baseAddress, $0.count, 0) }
+        guard count > 0 else { return false }
+        self.received.append(contentsOf: buffer[0..<count])
+        return true
+    }
+
+    private func parseBufferedResponse() -> Response? {
+        let separator: [UInt8] = [13, 10, 13, 10]
+        guard let end = self.received.firstRange(of: separator) else { return nil }
+        let headText = String(decoding: self.received[..<end.lowerBound], as: UTF8.self)
+        var lines = headText.components(separatedBy: "\r\n")
+        let statusLine = lines.removeFirst().split(separator: " ")
+        guard statusLine.count >= 2, let status = Int(statusLine[1]) else { return nil }
+        let headers = lines.compactMap { line -> (name: String, value: String)? in
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+        }
+        let length = headers.first { $0.name.lowercased() == "content-length" }.flatMap { Int($0.value) } ?? 0
+        let bodyStart = end.upperBound
+        // An interim 1xx response has no body and is returned like any other.
+        guard self.received.count - bodyStart >= length else { return nil }
+        let body = Array(self.received[bodyStart..<(bodyStart + length)])
+        self.received.removeFirst(bodyStart + length)
+        return Response(status: status, headers: headers, body: body)
+    }
+}

@@ -1,0 +1,30 @@
+import Foundation
+
+/// A fresh directory under the system's temporary directory, removed by `remove()`.
+public struct TemporaryDirectory: Sendable {
+    public let path: String
+
+    public init(prefix: String = "portout-test") {
+        let name = "\(prefix)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
+        self.path = NSTemporaryDirectory() + name
+        try! FileManager.default.createDirectory(atPath: self.path, withIntermediateDirectories: true)
+    }
+
+    public func remove() {
+        try? FileManager.default.removeItem(atPath: self.path)
+    }
+
+    public func file(_ name: String) -> String {
+        self.path + "/" + name
+    }
+}
+
+/// Polls `condition` every 10 ms until it is true or `timeoutSeconds` pass, and returns its last value.
+public func waitUntil(timeoutSeconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(timeoutSeconds)
+    while Date() < deadline {
+        if condition() { return true }
+        Thread.sleep(forTimeInterval: 0.01)
+    }
+    return condition()
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""`make run`: start a signature-checking sink and the relay on config.json, feed the relay the signed fixture
+feed, print what happened, and keep both running until Ctrl-C.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FEED = os.path.join(ROOT, "Tests", "PortoutRelayTests", "Data", "carrier-feed.jsonl")
+LOG = os.path.join(ROOT, "portout-relay.log")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--binary", required=True, help="the built portout-relay executable")
+    parser.add_argument("--config", required=True, help="relay configuration")
+    parser.add_argument("--rate", type=float, default=60, help="events per second sent to the relay")
+    arguments = parser.parse_args()
+
+    config_path = os.path.abspath(arguments.config)
+    with open(config_path) as handle:
+        config = json.load(handle)
+    listen = config.get("listen", "127.0.0.1:8080")
+    tenant = config["tenants"][0]
+    secret = tenant["verify"]["secrets"][0]
+    if not isinstance(secret, str):
+        sys.exit("make run signs the feed with the first tenant's first secret, which must be inline in config.json")
+    data_dir = os.path.join(os.path.dirname(config_path), config.get("dataDir", "data"))
+    journal_existed = os.path.isdir(os.path.join(data_dir, "journal"))
+
+    processes = []
+    def stop(*_):
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        sys.exit(0)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    sink = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tools", "sink.py"), "--config", config_path, "--port", "8091"],
+        stdout=subprocess.PIPE, text=True)
+    processes.append(sink)
+    first_line = sink.stdout.readline().strip()
+    if not first_line.startswith("sink listening"):
+        stop()
+    print(f"== {first_line} (verifies each delivery's signature with the standardwebhooks package)")
+
+    log = open(LOG, "ab")
+    relay = subprocess.Popen([arguments.binary, "serve", "--config", config_path], stderr=log)
+    processes.append(relay)
+    base = f"http://{listen}"
+    if not wait_ready(base + "/readyz", relay):
+        print(f"the relay did not start; see {LOG}", file=sys.stderr)
+        stop()
+    print(f"== relay listening on {base}, journal in {data_dir}, log lines in {LOG}")
+    if journal_existed:
+        print("== the journal already holds events from an earlier run, so this feed is answered as duplicates;"
+              f" remove {data_dir} to start over")
+
+    print(f"== feeding {FEED} ({sum(1 for _ in open(FEED))} events with retries, resends and reordering)")
+    # Sink lines are printed as they arrive, interleaved with the feed's own lines.
+    relay_output = start_echo(sink)
+    feed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "feed.py"), FEED, "--url", f"{base}/webhooks/{tenant['id']}",
+         "--secret", secret, "--rate", str(arguments.rate)],
+        stdout=subprocess.PIPE, text=True)
+    lines = feed.stdout.strip().splitlines()
+    for line in lines[:-1]:
+        print(line)
+    summary = json.loads(lines[-1])
+    time.sleep(2)
+    relay_output.set()
+    print()
+    print("== carrier -> relay: {sent} sent, {accepted} accepted (of which {stale} stale, journaled but not "
+          "forwarded), {duplicates} duplicates answered 200, {rejected} rejected".format(**summary))
+    print(f"== relay -> sink: {sink_count[0]} deliveries, each signature checked by the sink")
+    print()
+    print("Next:")
+    print(f"  {arguments.binary} journal stats --data-dir {data_dir}")
+    print(f"  {arguments.binary} journal dump --data-dir {data_dir} | head")
+    print(f"  curl -s {base}/readyz")
+    print(f"  tail -f {LOG}")
+    print("The relay and the sink keep running; press Ctrl-C to stop both.")
+    while relay.poll() is None:
+        time.sleep(1)
+    stop()
+
+
+sink_count = [0]
+
+
+def start_echo(sink):
+    """Print the sink's lines on a background thread and count them; returns an event that silences it."""
+    import threading
+    quiet = threading.Event()
+
+    def echo():
+        for line in sink.stdout:
+            sink_count[0] += 1
+            if not quiet.is_set():
+                print(line.rstrip(), flush=True)
+    threading.Thread(target=echo, daemon=True).start()
+    return quiet
+
+
+def wait_ready(url, process, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+if __name__ == "__main__":
+    main()
