@@ -33,6 +33,10 @@ let package = Package(
             dependencies: ["PortoutCore", "PortoutCrypto", "PortoutHTTP", "PortoutJournal", "PortoutDelivery"]
         ),
         .executableTarget(name: "portout-relay", dependencies: ["PortoutRelay"]),
+        .executableTarget(
+            name: "portout-bench",
+            dependencies: ["PortoutCore", "PortoutJournal", "PortoutRelay"]
+        ),
         .target(
             name: "PortoutTestSupport",
             dependencies: ["PortoutCore", "PortoutHTTP"],

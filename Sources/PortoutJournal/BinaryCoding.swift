@@ -26,13 +26,15 @@ struct BinaryWriter {
 }
 
 /// Reads what `BinaryWriter` wrote; every read checks bounds and returns nil past the end.
+///
+/// It reads from memory the caller keeps alive for the reader's lifetime, so replay decodes straight from the
+/// segment bytes without copying each payload.
 struct BinaryReader {
-    private let bytes: [UInt8]
-    private(set) var offset: Int
+    private let bytes: UnsafeRawBufferPointer
+    private(set) var offset = 0
 
-    init(_ bytes: [UInt8], offset: Int = 0) {
+    init(_ bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
-        self.offset = offset
     }
 
     var isAtEnd: Bool {
@@ -42,24 +44,22 @@ struct BinaryReader {
     mutating func read<T: FixedWidthInteger>(_: T.Type = T.self) -> T? {
         let size = MemoryLayout<T>.size
         guard self.bytes.count - self.offset >= size else { return nil }
-        var value: T = 0
-        for index in 0..<size {
-            value |= T(truncatingIfNeeded: self.bytes[self.offset + index]) << (8 * index)
-        }
+        let value = self.bytes.loadUnaligned(fromByteOffset: self.offset, as: T.self)
         self.offset += size
-        return value
+        return T(littleEndian: value)
     }
 
     mutating func readString() -> String? {
         guard let count = self.read(UInt16.self), self.bytes.count - self.offset >= Int(count) else { return nil }
-        let text = String(decoding: self.bytes[self.offset..<(self.offset + Int(count))], as: UTF8.self)
+        let text = String(decoding: UnsafeRawBufferPointer(rebasing: self.bytes[self.offset..<(self.offset + Int(count))]), as: UTF8.self)
         self.offset += Int(count)
         return text
     }
 
-    mutating func readBlob() -> [UInt8]? {
+    /// Reads a length-prefixed blob; without `copy`, skips it and returns an empty array.
+    mutating func readBlob(copy: Bool = true) -> [UInt8]? {
         guard let count = self.read(UInt32.self), self.bytes.count - self.offset >= Int(count) else { return nil }
-        let blob = Array(self.bytes[self.offset..<(self.offset + Int(count))])
+        let blob = copy ? Array(self.bytes[self.offset..<(self.offset + Int(count))]) : []
         self.offset += Int(count)
         return blob
     }

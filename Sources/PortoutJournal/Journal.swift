@@ -44,9 +44,10 @@ public final class Journal: Sendable {
     }
 
     /// Opens the journal in `directory`, creating it if needed; recovers every segment, calling `visit` with
-    /// each valid record in order, then starts the writer thread.
+    /// each valid record in order, then starts the writer thread. Without `includeBodies`, events reach `visit`
+    /// with empty bodies, which `read(at:)` fetches when they are needed.
     public static func open(
-        directory: String, segmentBytes: Int, logger: Logger,
+        directory: String, segmentBytes: Int, logger: Logger, includeBodies: Bool = true,
         visit: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> Journal {
         do {
@@ -54,7 +55,7 @@ public final class Journal: Sendable {
         } catch {
             throw JournalError(path: directory, reason: "cannot create the journal directory: \(error)")
         }
-        let recovery = try JournalRecovery(directory: directory, logger: logger)
+        let recovery = try JournalRecovery(directory: directory, logger: logger, includeBodies: includeBodies)
         let (segment, size) = try recovery.run(visit: visit)
         let writer = try self.openForAppend(directory: directory, segment: segment, size: size)
         let journal = Journal(directory: directory, segmentBytes: segmentBytes, logger: logger, writer: writer)

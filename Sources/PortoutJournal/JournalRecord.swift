@@ -11,6 +11,8 @@ public struct EventRecord: Sendable, Equatable {
     public var isBare: Bool
     public var status: PortOutStatus?
     public var dedupeKey: DigestKey
+    /// The (tenant, port out) key of the lifecycle check, stored so that replay at start-up needs no hashing.
+    public var lifecycleKey: DigestKey?
     public var tenant: String
     public var eventID: String
     public var type: String
@@ -24,7 +26,7 @@ public struct EventRecord: Sendable, Equatable {
 
     public init(
         sequence: UInt64, acceptedAtMs: Int64, isStale: Bool, isBare: Bool, status: PortOutStatus?,
-        dedupeKey: DigestKey, tenant: String, eventID: String, type: String, portOutID: String, project: String,
+        dedupeKey: DigestKey, lifecycleKey: DigestKey?, tenant: String, eventID: String, type: String, portOutID: String, project: String,
         destinations: [String], body: [UInt8]
     ) {
         self.sequence = sequence
@@ -33,6 +35,7 @@ public struct EventRecord: Sendable, Equatable {
         self.isBare = isBare
         self.status = status
         self.dedupeKey = dedupeKey
+        self.lifecycleKey = lifecycleKey
         self.tenant = tenant
         self.eventID = eventID
         self.type = type
@@ -103,6 +106,7 @@ public enum JournalRecord: Sendable, Equatable {
     private static let attemptKind: UInt8 = 2
     private static let staleFlag: UInt8 = 1
     private static let bareFlag: UInt8 = 2
+    private static let lifecycleKeyFlag: UInt8 = 4
 
     /// The record's payload, which a frame wraps with its length and checksum.
     public func encoded() -> [UInt8] {
@@ -112,10 +116,16 @@ public enum JournalRecord: Sendable, Equatable {
             writer.write(Self.eventKind)
             writer.write(event.sequence)
             writer.write(event.acceptedAtMs)
-            writer.write((event.isStale ? Self.staleFlag : 0) | (event.isBare ? Self.bareFlag : 0))
+            writer.write(
+                (event.isStale ? Self.staleFlag : 0) | (event.isBare ? Self.bareFlag : 0)
+                    | (event.lifecycleKey != nil ? Self.lifecycleKeyFlag : 0))
             writer.write(event.status?.code ?? 0)
             writer.write(event.dedupeKey.high)
             writer.write(event.dedupeKey.low)
+            if let lifecycleKey = event.lifecycleKey {
+                writer.write(lifecycleKey.high)
+                writer.write(lifecycleKey.low)
+            }
             writer.write(event.tenant)
             writer.write(event.eventID)
             writer.write(event.type)
@@ -144,24 +154,37 @@ public enum JournalRecord: Sendable, Equatable {
     }
 
     /// Decodes a payload; nil if it is not a well-formed record, which a matching checksum makes a bug or a
-    /// record from a newer version.
-    public static func decode(_ payload: [UInt8]) -> JournalRecord? {
+    /// record from a newer version. Without `includeBody`, an event's body is left empty, which saves a copy per
+    /// record when the journal is replayed at start-up.
+    public static func decode(_ payload: [UInt8], includeBody: Bool = true) -> JournalRecord? {
+        payload.withUnsafeBytes { self.decode($0, includeBody: includeBody) }
+    }
+
+    public static func decode(_ payload: UnsafeRawBufferPointer, includeBody: Bool = true) -> JournalRecord? {
         var reader = BinaryReader(payload)
         switch reader.read(UInt8.self) {
-        case Self.eventKind: return self.decodeEvent(&reader).map { .event($0) }
+        case Self.eventKind: return self.decodeEvent(&reader, includeBody: includeBody).map { .event($0) }
         case Self.attemptKind: return self.decodeAttempt(&reader).map { .attempt($0) }
         default: return nil
         }
     }
 
-    private static func decodeEvent(_ reader: inout BinaryReader) -> EventRecord? {
+    private static func decodeEvent(_ reader: inout BinaryReader, includeBody: Bool) -> EventRecord? {
         guard let sequence = reader.read(UInt64.self),
             let acceptedAt = reader.read(Int64.self),
             let flags = reader.read(UInt8.self),
             let statusCode = reader.read(UInt8.self),
             let high = reader.read(UInt64.self),
-            let low = reader.read(UInt64.self),
-            let tenant = reader.readString(),
+            let low = reader.read(UInt64.self)
+        else { return nil }
+        var lifecycleKey: DigestKey?
+        if flags & self.lifecycleKeyFlag != 0 {
+            guard let lifecycleHigh = reader.read(UInt64.self), let lifecycleLow = reader.read(UInt64.self) else {
+                return nil
+            }
+            lifecycleKey = DigestKey(high: lifecycleHigh, low: lifecycleLow)
+        }
+        guard let tenant = reader.readString(),
             let eventID = reader.readString(),
             let type = reader.readString(),
             let portOutID = reader.readString(),
@@ -173,13 +196,13 @@ public enum JournalRecord: Sendable, Equatable {
             guard let destination = reader.readString() else { return nil }
             destinations.append(destination)
         }
-        guard let body = reader.readBlob(), reader.isAtEnd else { return nil }
+        guard let body = reader.readBlob(copy: includeBody), reader.isAtEnd else { return nil }
         let status = statusCode == 0 ? nil : PortOutStatus(code: statusCode)
         if statusCode != 0 && status == nil { return nil }
         return EventRecord(
             sequence: sequence, acceptedAtMs: acceptedAt, isStale: flags & self.staleFlag != 0,
             isBare: flags & self.bareFlag != 0, status: status, dedupeKey: DigestKey(high: high, low: low),
-            tenant: tenant, eventID: eventID, type: type, portOutID: portOutID, project: project,
+            lifecycleKey: lifecycleKey, tenant: tenant, eventID: eventID, type: type, portOutID: portOutID, project: project,
             destinations: destinations, body: body)
     }
 

@@ -15,10 +15,12 @@ import Glibc
 struct JournalRecovery {
     let directory: String
     let logger: Logger
+    let includeBodies: Bool
 
-    init(directory: String, logger: Logger) throws(JournalError) {
+    init(directory: String, logger: Logger, includeBodies: Bool) throws(JournalError) {
         self.directory = directory
         self.logger = logger
+        self.includeBodies = includeBodies
     }
 
     /// Visits every valid record and returns the segment to append to with its valid size (0 for a new one).
@@ -31,7 +33,7 @@ struct JournalRecovery {
             let bytes = try SegmentFile.readAll(path)
             var undecodable = 0
             let result = SegmentFile.scan(bytes) { payload, offset in
-                guard let record = JournalRecord.decode(payload) else {
+                guard let record = JournalRecord.decode(payload, includeBody: self.includeBodies) else {
                     undecodable += 1
                     return
                 }

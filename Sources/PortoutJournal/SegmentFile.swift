@@ -81,10 +81,25 @@ public enum SegmentFile {
 
     /// Reads a whole file into memory.
     public static func readAll(_ path: String) throws(JournalError) -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw JournalError(path: path, reason: "cannot read the segment", errno: Glibc.errno)
+        do {
+            let fd = try systemCall("open") { open(path, O_RDONLY | O_CLOEXEC) }
+            defer { _ = close(fd) }
+            var info = stat()
+            _ = try systemCall("fstat") { fstat(fd, &info) }
+            let size = Int(info.st_size)
+            var bytes = [UInt8](repeating: 0, count: size)
+            var filled = 0
+            while filled < size {
+                let count = try systemCall("pread") {
+                    bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + filled, size - filled, off_t(filled)) }
+                }
+                if count == 0 { break }
+                filled += count
+            }
+            return filled == size ? bytes : Array(bytes[0..<filled])
+        } catch {
+            throw JournalError(path: path, error)
         }
-        return [UInt8](data)
     }
 
     /// The outcome of checking a segment's frames: where the valid prefix ends and, if it ends early, why.
@@ -97,11 +112,19 @@ public enum SegmentFile {
 
     /// Checks the magic and every frame of a segment's bytes, calling `visit` with each payload and its frame
     /// offset, and stops at the first frame that is cut short or fails its checksum.
-    public static func scan(_ bytes: [UInt8], visit: (_ payload: [UInt8], _ offset: Int) -> Void) -> ScanResult {
+    public static func scan(_ bytes: [UInt8], visit: (_ payload: UnsafeRawBufferPointer, _ offset: Int) -> Void)
+        -> ScanResult
+    {
+        bytes.withUnsafeBytes { self.scan($0, visit: visit) }
+    }
+
+    static func scan(
+        _ bytes: UnsafeRawBufferPointer, visit: (_ payload: UnsafeRawBufferPointer, _ offset: Int) -> Void
+    ) -> ScanResult {
         guard bytes.count >= self.magic.count else {
             return ScanResult(validBytes: 0, records: 0, problem: "segment header is cut short")
         }
-        guard Array(bytes[0..<self.magic.count]) == self.magic else {
+        guard bytes.prefix(self.magic.count).elementsEqual(self.magic) else {
             return ScanResult(validBytes: 0, records: 0, problem: "segment header is not a portout-relay journal")
         }
         var offset = self.magic.count
@@ -119,7 +142,7 @@ public enum SegmentFile {
             guard bytes.count - start >= length else {
                 return ScanResult(validBytes: offset, records: records, problem: "frame payload is cut short")
             }
-            let payload = Array(bytes[start..<(start + length)])
+            let payload = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)])
             guard CRC32C.checksum(payload) == checksum else {
                 return ScanResult(validBytes: offset, records: records, problem: "frame checksum does not match")
             }
@@ -130,9 +153,12 @@ public enum SegmentFile {
         return ScanResult(validBytes: offset, records: records, problem: nil)
     }
 
+    static func readUInt32(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {
+        UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
     static func readUInt32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
-        UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16
-            | UInt32(bytes[offset + 3]) << 24
+        bytes.withUnsafeBytes { self.readUInt32($0, at: offset) }
     }
 
     static func syncDirectory(_ directory: String) throws(JournalError) {

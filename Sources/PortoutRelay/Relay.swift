@@ -1,3 +1,4 @@
+import Foundation
 import PortoutCore
 import PortoutDelivery
 import PortoutHTTP
@@ -16,11 +17,14 @@ public final class Relay: Sendable {
     public init(config: RelayConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
-        var state = IngestState(capacity: config.dedupe.capacity)
-        var unsettled = UnsettledDeliveries()
         let startedAt = WallClock.milliseconds()
+        let journalDirectory = config.dataDir + "/journal"
+        var state = IngestState(capacity: config.dedupe.capacity)
+        state.reserveCapacity(Self.estimatedEvents(journalDirectory: journalDirectory))
+        var unsettled = UnsettledDeliveries()
         let journal = try Journal.open(
-            directory: config.dataDir + "/journal", segmentBytes: config.journal.segmentBytes, logger: logger
+            directory: journalDirectory, segmentBytes: config.journal.segmentBytes, logger: logger,
+            includeBodies: false
         ) { record, location in
             switch record {
             case .event(let event):
@@ -62,6 +66,18 @@ public final class Relay: Sendable {
             "relay started",
             ["listen": .string("\(config.listen.host):\(self.port)"), "dataDir": .string(config.dataDir),
              "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current)])
+    }
+
+    /// Estimates the events in an existing journal from its size, so the dedupe maps are sized once instead of
+    /// rehashing as replay grows them. Records are rarely under 400 bytes, so this rarely overshoots.
+    private static func estimatedEvents(journalDirectory: String) -> Int {
+        let segments = (try? SegmentFile.segments(in: journalDirectory)) ?? []
+        var bytes = 0
+        for segment in segments {
+            let path = journalDirectory + "/" + SegmentFile.name(for: segment)
+            bytes += ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+        }
+        return bytes / 400
     }
 
     public func deliveryStatistics() -> [DestinationStatistics] {

@@ -11,7 +11,8 @@ import Testing
         .event(
             EventRecord(
                 sequence: sequence, acceptedAtMs: 1_700_000_000_000 + Int64(sequence), isStale: sequence % 2 == 0,
-                isBare: false, status: .processing, dedupeKey: DigestKey(high: sequence, low: ~sequence), tenant: "t1",
+                isBare: false, status: .processing, dedupeKey: DigestKey(high: sequence, low: ~sequence),
+                lifecycleKey: sequence % 3 == 0 ? nil : DigestKey(high: ~sequence, low: sequence), tenant: "t1",
                 eventID: "evt_\(sequence)", type: "com.gigs.portOut.processing", portOutID: "pout_\(sequence)",
                 project: "acme-mobile", destinations: ["billing", "crm"], body: Array(body.utf8)))
     }

@@ -27,16 +27,17 @@ final class RelayHarness {
     }
 
     /// One tenant `t1` with projects `acme-mobile` and `brit-tel` and the given destinations JSON array.
-    convenience init(destinations: String = "[]", verify: String? = nil, tenantExtra: String = "", extra: String = "")
-        throws
-    {
+    convenience init(
+        destinations: String = "[]", verify: String? = nil, tenantExtra: String = "", extra: String = "",
+        directory: TemporaryDirectory = TemporaryDirectory()
+    ) throws {
         let verifyJSON = verify ?? #"{"secrets": ["\#(Self.inboundSecret)"]}"#
         try self.init(
             tenantsJSON: """
                 [{"id": "t1", "projects": ["acme-mobile", "brit-tel"], "verify": \(verifyJSON),
                   \(tenantExtra.isEmpty ? "" : tenantExtra + ",") "destinations": \(destinations)}]
                 """,
-            extra: extra)
+            extra: extra, directory: directory)
     }
 
     var config: RelayConfig {

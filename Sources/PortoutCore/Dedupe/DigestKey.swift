@@ -12,16 +12,13 @@ public struct DigestKey: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Builds a key from the first 16 bytes of a digest, read big-endian.
-    public init(digestPrefix bytes: some Collection<UInt8>) {
+    public init(digestPrefix bytes: [UInt8]) {
         precondition(bytes.count >= 16, "a digest key needs 16 bytes")
         var high: UInt64 = 0
         var low: UInt64 = 0
-        for (index, byte) in bytes.prefix(16).enumerated() {
-            if index < 8 {
-                high = high << 8 | UInt64(byte)
-            } else {
-                low = low << 8 | UInt64(byte)
-            }
+        for index in 0..<8 {
+            high = high << 8 | UInt64(bytes[index])
+            low = low << 8 | UInt64(bytes[index + 8])
         }
         self.high = high
         self.low = low

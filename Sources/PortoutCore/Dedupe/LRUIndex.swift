@@ -3,43 +3,46 @@
 /// Nodes live in parallel arrays linked by 32-bit indices, so each entry costs its key, its value and eight
 /// bytes of links, plus the dictionary slot; there is no allocation per entry. Not thread-safe: the owner
 /// serialises access.
+///
+/// Every member is inlinable so that callers in other modules get code specialised for their key and value
+/// types; unspecialised generic code made journal replay several times slower.
 public struct LRUIndex<Key: Hashable, Value> {
     public let capacity: Int
-    private var slots: [Key: Int32] = [:]
-    private var keys: [Key] = []
-    private var values: [Value] = []
-    private var previous: [Int32] = []
-    private var next: [Int32] = []
+    @usableFromInline var slots: [Key: Int32] = [:]
+    @usableFromInline var keys: [Key] = []
+    @usableFromInline var values: [Value] = []
+    @usableFromInline var previous: [Int32] = []
+    @usableFromInline var next: [Int32] = []
     /// Most recently used node, or -1 when empty.
-    private var head: Int32 = -1
+    @usableFromInline var head: Int32 = -1
     /// Least recently used node, or -1 when empty.
-    private var tail: Int32 = -1
-    private var freeNodes: [Int32] = []
+    @usableFromInline var tail: Int32 = -1
+    @usableFromInline var freeNodes: [Int32] = []
 
-    public init(capacity: Int) {
+    @inlinable public init(capacity: Int) {
         precondition(capacity > 0 && capacity < Int(Int32.max), "LRU capacity must be between 1 and Int32.max")
         self.capacity = capacity
     }
 
-    public var count: Int {
+    @inlinable public var count: Int {
         self.slots.count
     }
 
     /// Returns the value for the key and marks the entry most recently used.
-    public mutating func lookup(_ key: Key) -> Value? {
+    @inlinable public mutating func lookup(_ key: Key) -> Value? {
         guard let node = self.slots[key] else { return nil }
         self.moveToFront(node)
         return self.values[Int(node)]
     }
 
     /// Returns the value without changing the recency order.
-    public func peek(_ key: Key) -> Value? {
+    @inlinable public func peek(_ key: Key) -> Value? {
         guard let node = self.slots[key] else { return nil }
         return self.values[Int(node)]
     }
 
     /// Inserts or replaces the value, marks it most recently used, and returns the entry evicted to make room.
-    @discardableResult
+    @inlinable @discardableResult
     public mutating func insert(_ key: Key, _ value: Value) -> (key: Key, value: Value)? {
         if let node = self.slots[key] {
             self.values[Int(node)] = value
@@ -72,14 +75,14 @@ public struct LRUIndex<Key: Hashable, Value> {
     }
 
     /// Replaces the value of an existing entry without changing the recency order; returns false if absent.
-    @discardableResult
+    @inlinable @discardableResult
     public mutating func update(_ key: Key, _ value: Value) -> Bool {
         guard let node = self.slots[key] else { return false }
         self.values[Int(node)] = value
         return true
     }
 
-    @discardableResult
+    @inlinable @discardableResult
     public mutating func remove(_ key: Key) -> Value? {
         guard let node = self.slots.removeValue(forKey: key) else { return nil }
         self.unlink(node)
@@ -88,7 +91,7 @@ public struct LRUIndex<Key: Hashable, Value> {
     }
 
     /// Reserves room for `count` entries up front, to avoid rehashing while a journal is replayed.
-    public mutating func reserveCapacity(_ count: Int) {
+    @inlinable public mutating func reserveCapacity(_ count: Int) {
         let target = min(count, self.capacity)
         self.slots.reserveCapacity(target)
         self.keys.reserveCapacity(target)
@@ -97,13 +100,13 @@ public struct LRUIndex<Key: Hashable, Value> {
         self.next.reserveCapacity(target)
     }
 
-    private mutating func moveToFront(_ node: Int32) {
+    @inlinable mutating func moveToFront(_ node: Int32) {
         guard node != self.head else { return }
         self.unlink(node)
         self.linkAtFront(node)
     }
 
-    private mutating func unlink(_ node: Int32) {
+    @inlinable mutating func unlink(_ node: Int32) {
         let before = self.previous[Int(node)]
         let after = self.next[Int(node)]
         if before >= 0 { self.next[Int(before)] = after } else { self.head = after }
@@ -112,7 +115,7 @@ public struct LRUIndex<Key: Hashable, Value> {
         self.next[Int(node)] = -1
     }
 
-    private mutating func linkAtFront(_ node: Int32) {
+    @inlinable mutating func linkAtFront(_ node: Int32) {
         self.previous[Int(node)] = -1
         self.next[Int(node)] = self.head
         if self.head >= 0 { self.previous[Int(self.head)] = node }

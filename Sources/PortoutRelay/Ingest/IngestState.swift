@@ -35,6 +35,11 @@ struct IngestState: Sendable {
         self.lifecycle = LRUIndex(capacity: capacity)
     }
 
+    mutating func reserveCapacity(_ count: Int) {
+        self.dedupe.reserveCapacity(count)
+        self.lifecycle.reserveCapacity(count)
+    }
+
     /// Checks an event and, if it is new, reserves its key and sequence number.
     mutating func admit(dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?) -> Decision {
         if let entry = self.dedupe.lookup(dedupeKey) {
@@ -89,8 +94,7 @@ struct IngestState: Sendable {
     /// Replays one journaled event at start-up.
     mutating func restore(_ record: EventRecord) {
         _ = self.dedupe.insert(record.dedupeKey, DedupeEntry(isDurable: true, isStale: record.isStale))
-        if let status = record.status, !record.portOutID.isEmpty {
-            let key = IngestKeys.lifecycle(tenant: record.tenant, portOutID: record.portOutID)
+        if let status = record.status, let key = record.lifecycleKey {
             if (self.lifecycle.peek(key) ?? -1) < status.rank {
                 _ = self.lifecycle.insert(key, status.rank)
             }
@@ -100,18 +104,18 @@ struct IngestState: Sendable {
 }
 
 /// The digests that stand in for dedupe and lifecycle keys.
-enum IngestKeys {
+public enum IngestKeys {
     /// (tenant, port out, status) for status changes.
-    static func dedupe(tenant: String, portOutID: String, status: PortOutStatus) -> DigestKey {
+    public static func dedupe(tenant: String, portOutID: String, status: PortOutStatus) -> DigestKey {
         self.digest(["status", tenant, portOutID, status.rawValue])
     }
 
     /// (tenant, event id) for events without a status.
-    static func dedupe(tenant: String, eventID: String) -> DigestKey {
+    public static func dedupe(tenant: String, eventID: String) -> DigestKey {
         self.digest(["event", tenant, eventID])
     }
 
-    static func lifecycle(tenant: String, portOutID: String) -> DigestKey {
+    public static func lifecycle(tenant: String, portOutID: String) -> DigestKey {
         self.digest(["portOut", tenant, portOutID])
     }
 

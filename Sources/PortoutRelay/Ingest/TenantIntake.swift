@@ -82,7 +82,7 @@ struct IntakeEvent: Sendable {
         }.map(\.id)
         return EventRecord(
             sequence: sequence, acceptedAtMs: acceptedAtMs, isStale: stale, isBare: self.isBare, status: self.status,
-            dedupeKey: self.dedupeKey, tenant: self.tenant.id, eventID: self.eventID, type: self.type,
+            dedupeKey: self.dedupeKey, lifecycleKey: self.lifecycleKey, tenant: self.tenant.id, eventID: self.eventID, type: self.type,
             portOutID: self.portOutID, project: self.project, destinations: destinations, body: self.body)
     }
 }

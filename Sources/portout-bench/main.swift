@@ -1,0 +1,81 @@
+// portout-bench: writes a synthetic journal for the start-up, memory and delivery benchmarks, so they do not
+// depend on pushing a million events through HTTP first.
+import Dispatch
+import Foundation
+import Synchronization
+import PortoutCore
+import PortoutJournal
+import PortoutRelay
+
+let usage = """
+    usage: portout-bench journal --data-dir DIR --records N [--tenant ID] [--project ID] [--destinations A,B]
+
+    Writes N accepted port-out events (one per port out, status initiated) to DIR/journal, as the relay would
+    journal them, each fanned out to the listed destinations and not yet delivered.
+    """
+
+func option(_ name: String, in arguments: [String]) -> String? {
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+    return arguments[index + 1]
+}
+
+func body(eventID: String, portOutID: String, project: String) -> [UInt8] {
+    Array(
+        """
+        {"object":"event","id":"\(eventID)","type":"com.gigs.portOut.created","datacontenttype":"application/json",\
+        "project":"\(project)","source":"https://api.gigs.com","specversion":"1.0","time":"2026-11-02T09:38:11Z",\
+        "version":"2024-12-20","data":{"object":"portOut","id":"\(portOutID)","behavior":"portOut",\
+        "completedAt":null,"createdAt":"2026-11-02T08:47:00Z","expiredAt":null,"failureReason":null,\
+        "status":"initiated","subscription":"sub_0SNTORy8HZRd6PFFxSbd414RhJyC","user":"usr_0SNtWG5jUMVDc8uEia875rjmL6KG"}}
+        """.utf8)
+}
+
+func writeJournal(_ arguments: [String]) throws -> Int32 {
+    guard let dataDirectory = option("--data-dir", in: arguments),
+        let records = option("--records", in: arguments).flatMap(Int.init), records > 0
+    else {
+        FileHandle.standardError.write(Data((usage + "\n").utf8))
+        return 2
+    }
+    let tenant = option("--tenant", in: arguments) ?? "bench"
+    let project = option("--project", in: arguments) ?? "acme-mobile"
+    let destinations = option("--destinations", in: arguments)?.split(separator: ",").map(String.init) ?? []
+    let journal = try Journal.open(
+        directory: dataDirectory + "/journal", segmentBytes: 64 << 20, logger: Logger(level: .warning)
+    ) { _, _ in }
+    let failures = Mutex<Int>(0)
+    let acceptedAt = Int64(Date().timeIntervalSince1970 * 1000)
+    for index in 0..<records {
+        let portOutID = String(format: "pout_s%012d", index)
+        let eventID = String(format: "evt_s%014d", index)
+        let record = EventRecord(
+            sequence: UInt64(index + 1), acceptedAtMs: acceptedAt, isStale: false, isBare: false,
+            status: .initiated, dedupeKey: IngestKeys.dedupe(tenant: tenant, portOutID: portOutID, status: .initiated),
+            lifecycleKey: IngestKeys.lifecycle(tenant: tenant, portOutID: portOutID),
+            tenant: tenant, eventID: eventID, type: "com.gigs.portOut.created", portOutID: portOutID,
+            project: project, destinations: destinations,
+            body: body(eventID: eventID, portOutID: portOutID, project: project))
+        journal.append(.event(record)) { result in
+            if case .failure = result {
+                failures.withLock { $0 += 1 }
+            }
+        }
+    }
+    journal.close()
+    let failed = failures.withLock { $0 }
+    print("wrote \(records - failed) records to \(dataDirectory)/journal")
+    return failed == 0 ? 0 : 1
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+do {
+    switch arguments.first {
+    case "journal": exit(try writeJournal(arguments))
+    default:
+        FileHandle.standardError.write(Data((usage + "\n").utf8))
+        exit(2)
+    }
+} catch {
+    FileHandle.standardError.write(Data("portout-bench: \(error)\n".utf8))
+    exit(1)
+}

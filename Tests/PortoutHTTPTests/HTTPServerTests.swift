@@ -1,0 +1,201 @@
+import Foundation
+import PortoutCore
+import PortoutTestSupport
+import Testing
+
+@testable import PortoutHTTP
+
+/// The server over real loopback sockets, with a handler that echoes what it received.
+@Suite(.serialized)
+struct HTTPServerTests {
+    struct EchoHandler: HTTPRequestHandler {
+        func checkHead(_ head: HTTPRequestHead, peer: String) -> HTTPResponse? {
+            head.path == "/reject-early" ? HTTPResponse(status: 403, body: Array("early".utf8)) : nil
+        }
+
+        func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
+            let text = "\(request.head.method) \(request.head.target) \(request.body.count)"
+            if request.head.path == "/slow" {
+                DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) {
+                    responder.respond(HTTPResponse(status: 200, body: Array(text.utf8)))
+                }
+            } else {
+                responder.respond(HTTPResponse(status: 200, body: Array(text.utf8)))
+            }
+        }
+    }
+
+    static func start(_ change: (inout Limits) -> Void = { _ in }) throws -> HTTPServer {
+        var limits = Limits()
+        limits.maxHeaderBytes = 1024
+        limits.maxBodyBytes = 4096
+        change(&limits)
+        let server = HTTPServer(
+            configuration: HTTPServer.Configuration(host: "127.0.0.1", port: 0, eventLoops: 2, limits: limits),
+            handler: EchoHandler(), logger: Logger(level: .error))
+        try server.start()
+        return server
+    }
+
+    @Test func keepAliveServesSeveralRequests() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        for index in 0..<3 {
+            let response = client.request("POST", "/r\(index)", body: Array("abc".utf8))
+            #expect(response?.status == 200)
+            #expect(response.map { String(decoding: $0.body, as: UTF8.self) } == "POST /r\(index) 3")
+        }
+    }
+
+    @Test func pipelinedRequestsAnsweredInOrder() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        // The slow one first: its response must still come first.
+        client.send(
+            "GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n"
+                + "POST /third HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        let bodies = (0..<3).compactMap { _ in client.readResponse().map { String(decoding: $0.body, as: UTF8.self) } }
+        #expect(bodies == ["GET /slow 0", "GET /second 0", "POST /third 2"])
+    }
+
+    @Test func chunkedBodyDecoded() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n")
+        #expect(client.readResponse().map { String(decoding: $0.body, as: UTF8.self) } == "POST /c 8")
+    }
+
+    @Test func expectContinueGetsInterimResponse() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        #expect(client.readResponse()?.status == 100)
+        client.send("body")
+        #expect(client.readResponse()?.status == 200)
+    }
+
+    @Test func earlyResponseClosesWhenBodyUnread() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("POST /reject-early HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        let response = client.readResponse()
+        #expect(response?.status == 403)
+        #expect(response?.header("Connection") == "close")
+        #expect(client.isClosedByServer())
+    }
+
+    @Test func oversizedHeadIs431() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("GET / HTTP/1.1\r\nHost: x\r\nX-Filler: \(String(repeating: "a", count: 2000))\r\n\r\n")
+        #expect(client.readResponse()?.status == 431)
+        #expect(client.isClosedByServer())
+    }
+
+    @Test func oversizedBodyIs413() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+        let response = client.readResponse()
+        #expect(response?.status == 413)
+        #expect(response?.json?.objectValue?["code"] == "bodyTooLarge")
+        #expect(client.isClosedByServer())
+    }
+
+    @Test(arguments: [
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "GET / HTTP/1.1\nHost: x\n\n",
+        "GET / HTTP/1.1\r\nHo\u{1}st: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+    ])
+    func ambiguousFramingIs400AndCloses(_ request: String) throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send(request)
+        let response = client.readResponse()
+        #expect(response?.status == 400)
+        #expect(response?.json?.objectValue?["object"] == "error")
+        #expect(client.isClosedByServer())
+    }
+
+    @Test func slowHeadTimesOutWith408() throws {
+        let server = try Self.start { $0.headerTimeoutMs = 300 }
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("GET / HTTP/1.1\r\nHost: x\r\n")
+        let response = client.readResponse()
+        #expect(response?.status == 408)
+        #expect(client.isClosedByServer())
+        // Other clients are served meanwhile.
+        let other = try LoopbackClient(port: server.port)
+        #expect(other.request("GET", "/ok")?.status == 200)
+    }
+
+    @Test func slowBodyTimesOutWith408() throws {
+        let server = try Self.start { $0.bodyTimeoutMs = 300 }
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        #expect(client.readResponse()?.status == 408)
+    }
+
+    @Test func idleConnectionClosedSilently() throws {
+        let server = try Self.start { $0.idleTimeoutMs = 300 }
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        #expect(client.request("GET", "/one")?.status == 200)
+        let started = Date()
+        #expect(client.isClosedByServer())
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(waitUntil { server.connectionCount == 0 })
+    }
+
+    @Test func connectionLimitRejectsExtra() throws {
+        let server = try Self.start { $0.maxConnections = 2 }
+        defer { server.shutdown() }
+        let first = try LoopbackClient(port: server.port)
+        let second = try LoopbackClient(port: server.port)
+        #expect(first.request("GET", "/a")?.status == 200)
+        #expect(second.request("GET", "/b")?.status == 200)
+        let third = try LoopbackClient(port: server.port)
+        let rejected = third.readResponse()
+        #expect(rejected?.status == 503)
+        #expect(rejected?.json?.objectValue?["code"] == "tooManyConnections")
+        // The first two are still served.
+        #expect(first.request("GET", "/c")?.status == 200)
+    }
+
+    @Test func http10ClosesUnlessKeepAlive() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("GET /a HTTP/1.0\r\n\r\n")
+        #expect(client.readResponse()?.status == 200)
+        #expect(client.isClosedByServer())
+        let keeping = try LoopbackClient(port: server.port)
+        keeping.send("GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        #expect(keeping.readResponse()?.header("Connection") == "keep-alive")
+        keeping.send("GET /b HTTP/1.0\r\n\r\n")
+        #expect(keeping.readResponse()?.status == 200)
+    }
+
+    @Test func halfClosedClientStillGetsResponse() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        shutdown(client.fd, Int32(SHUT_WR))
+        #expect(client.readResponse()?.status == 200)
+        #expect(client.isClosedByServer())
+    }
+}

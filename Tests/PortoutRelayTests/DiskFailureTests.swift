@@ -1,0 +1,98 @@
+import Foundation
+import PortoutCore
+import PortoutJournal
+import PortoutTestSupport
+import Testing
+
+@testable import PortoutRelay
+
+@Suite(.serialized)
+struct DiskFailureTests {
+    static func run(_ executable: String, _ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        try? process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    static func eventCount(_ dataDirectory: String) throws -> Int {
+        var count = 0
+        try JournalCommands.dump(dataDirectory: dataDirectory, bodies: false, deadLettersOnly: false) { line in
+            if line.contains(#""record":"event""#) { count += 1 }
+        }
+        return count
+    }
+
+    /// The data directory on a 256 KiB tmpfs filled to the brim: 503 with Retry-After and no 2xx until space
+    /// returns, then 202 again without a restart.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func fullDiskGives503ThenRecovers() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let mount = directory.path + "/data"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        #expect(Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mount]) == 0)
+        defer { _ = Self.run("/bin/umount", ["-l", mount]) }
+        let harness = try RelayHarness(destinations: "[]", directory: directory)
+        defer { harness.stop() }
+        #expect(try harness.post(Events.portOut("pout_disk", status: "initiated")).status == 202)
+        // Fill what is left; tmpfs allocates whole pages, so the next append cannot fit.
+        let filler = mount + "/filler"
+        FileManager.default.createFile(atPath: filler, contents: nil)
+        let handle = FileHandle(forWritingAtPath: filler)!
+        while (try? handle.write(contentsOf: Data(count: 4096))) != nil {}
+        try? handle.close()
+
+        // Space left in the segment's last page still takes a few events; the first that needs a new page fails.
+        var accepted = 1
+        var refused: LoopbackClient.Response?
+        for index in 0..<20 {
+            let response = try harness.post(Events.portOut("pout_full_\(index)", status: "initiated"))
+            if response.status == 202 {
+                accepted += 1
+            } else {
+                refused = response
+                break
+            }
+        }
+        let failure = try #require(refused)
+        #expect(failure.status == 503)
+        #expect(failure.header("Retry-After") == "5")
+        #expect(failure.json?.objectValue?["code"] == "journalUnavailable")
+        let client = try harness.client()
+        #expect(client.request("GET", "/readyz")?.status == 503)
+        // The refused event was not remembered: the same request is refused again, not answered as a duplicate.
+        let retryBody = Events.portOut("pout_full_\(accepted - 1)", status: "initiated")
+        #expect(try harness.post(retryBody).status == 503)
+
+        try FileManager.default.removeItem(atPath: filler)
+        #expect(try harness.post(retryBody).status == 202)
+        accepted += 1
+        #expect(client.request("GET", "/readyz")?.status == 200)
+        harness.stop()
+        // Every 202 is in the journal, and nothing else is.
+        #expect(try Self.eventCount(mount) == accepted)
+    }
+
+    @Test func tornTailRecoveredAtStart() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_torn", status: "initiated")).status == 202)
+        #expect(try harness.post(Events.portOut("pout_torn", status: "processing")).status == 202)
+        harness.stop()
+        let segment = harness.directory.path + "/data/journal/" + SegmentFile.name(for: 1)
+        let handle = FileHandle(forWritingAtPath: segment)!
+        handle.seekToEndOfFile()
+        handle.write(Data([0x40, 0, 0, 0, 0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3]))
+        handle.closeFile()
+        #expect(!(try JournalCommands.verify(dataDirectory: harness.directory.path + "/data") { _ in }))
+        try harness.start()
+        #expect(try harness.post(Events.portOut("pout_torn", status: "processing")).status == 200)
+        #expect(try harness.post(Events.portOut("pout_torn", status: "issued")).status == 202)
+        harness.stop()
+        #expect(try JournalCommands.verify(dataDirectory: harness.directory.path + "/data") { _ in })
+        #expect(try Self.eventCount(harness.directory.path + "/data") == 3)
+    }
+}
