@@ -35,7 +35,7 @@ test: test-deps
 	$(SWIFT) test --skip-build
 
 bench: release bench-deps
-	@$(PYTHON) bench/run.py --binary .build/release/portout-relay
+	@$(PYTHON) bench/run.py --binary .build/release/portout-relay --bench-binary .build/release/portout-bench
 
 clean:
 	rm -rf .build

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""`make bench`: measure the relay beside reference servers in the same run, on this machine, and print a table.
+
+Ingest: wrk posts unique pre-signed events over 32 keep-alive connections to the relay (each one verified,
+journaled with fdatasync and acknowledged), and the same wrk configuration to nginx answering a fixed 202.
+Delivery: the relay starts on a journal of undelivered events and sends them to an nginx sink, beside wrk's own
+rate against that sink with as many connections as the relay uses. Memory and start-up: RSS of an idle relay
+and of one that replayed a 1,000,000-record journal, and the time until that one answers /readyz.
+
+Everything listens on 127.0.0.1; every run is bounded in time. Figures go to standard output and to
+bench/out/results.json.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+INBOUND_SECRET = "whsec_YmVuY2gtaW5ib3VuZC1zZWNyZXQtMDAwMDAwMDA="
+OUTBOUND_SECRET = "whsec_YmVuY2gtb3V0Ym91bmQtc2VjcmV0LTAwMDAwMDA="
+NGINX_PORT = 18180
+SINK_PORT = 18181
+RELAY_PORT = 18182
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--binary", required=True, help="release build of portout-relay")
+    parser.add_argument("--bench-binary", help="release build of portout-bench (default: beside --binary)")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--delivery-events", type=int, default=60000, help="undelivered events per delivery run")
+    parser.add_argument("--replay-records", type=int, default=1000000, help="records in the start-up journal")
+    arguments = parser.parse_args()
+    bench_binary = arguments.bench_binary or os.path.join(os.path.dirname(arguments.binary), "portout-bench")
+    work = tempfile.mkdtemp(prefix="portout-bench-")
+    results = []
+    try:
+        results += ingest(arguments, work)
+        results += delivery(arguments, bench_binary, work, destinations=1)
+        results += delivery(arguments, bench_binary, work, destinations=4)
+        results += memory_and_startup(arguments, bench_binary, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(results)
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    with open(os.path.join(HERE, "out", "results.json"), "w") as handle:
+        json.dump({"machine": machine(), "results": results}, handle, indent=1)
+
+
+# ---- ingest ------------------------------------------------------------------------------------------------
+
+def ingest(arguments, work):
+    events = os.path.join(work, "events.tsv")
+    # Enough unique events that wrk never wraps around to duplicates at up to 60,000 requests a second.
+    count = 60000 * arguments.duration
+    subprocess.run([sys.executable, os.path.join(HERE, "signed-events.py"), "--count", str(count),
+                    "--secret", INBOUND_SECRET, "--out", events], check=True)
+    nginx = start_nginx(work, NGINX_PORT, "return 202 '{\"object\":\"receipt\",\"id\":\"evt_x\",\"duplicate\":false,\"stale\":false}';")
+    try:
+        reference = run_wrk(NGINX_PORT, events, arguments.duration, "/webhooks/bench")
+    finally:
+        stop(nginx)
+    relay = start_relay(arguments.binary, work, "ingest", destinations=[])
+    try:
+        measured = run_wrk(RELAY_PORT, events, arguments.duration, "/webhooks/bench")
+    finally:
+        stop(relay)
+    assert measured["non2xx"] == 0, f"relay answered {measured['non2xx']} requests with non-2xx"
+    return [
+        row("ingest rate, 32 connections", measured["rate"], reference["rate"], "req/s", "nginx fixed 202",
+            target=">= 0.5x", ok=measured["rate"] >= 0.5 * reference["rate"]),
+        row("ingest latency p50", measured["p50Us"] / 1000, reference["p50Us"] / 1000, "ms", "nginx fixed 202"),
+        row("ingest latency p99", measured["p99Us"] / 1000, reference["p99Us"] / 1000, "ms", "nginx fixed 202",
+            target="<= 5 ms", ok=measured["p99Us"] <= 5000),
+        row("ingest latency p99.9", measured["p999Us"] / 1000, reference["p999Us"] / 1000, "ms", "nginx fixed 202"),
+    ]
+
+
+def run_wrk(port, events, duration, target):
+    output = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{duration}s", "--timeout", "5s", "-s", os.path.join(HERE, "signed-events.lua"),
+         f"http://127.0.0.1:{port}", "--", events, "2", target],
+        check=True, capture_output=True, text=True).stdout
+    figures = json.loads(output.strip().splitlines()[-1])
+    figures["rate"] = figures["requests"] / (figures["durationUs"] / 1e6)
+    return figures
+
+
+# ---- delivery ----------------------------------------------------------------------------------------------
+
+def delivery(arguments, bench_binary, work, destinations):
+    names = [f"sink{index}" for index in range(destinations)]
+    data = os.path.join(work, f"delivery-{destinations}")
+    subprocess.run([bench_binary, "journal", "--data-dir", data, "--records", str(arguments.delivery_events),
+                    "--tenant", "bench", "--destinations", ",".join(names)], check=True, capture_output=True)
+    access_log = os.path.join(work, f"sink-{destinations}.log")
+    sink = start_nginx(work, SINK_PORT, "return 204;", access_log=access_log)
+    expected = arguments.delivery_events * destinations
+    try:
+        relay = start_relay(arguments.binary, work, f"delivery-{destinations}", destinations=names, data=data)
+        try:
+            started = time.time()
+            deadline = started + 300
+            while count_lines(access_log) < expected and time.time() < deadline:
+                time.sleep(0.05)
+            elapsed = time.time() - started
+            delivered = count_lines(access_log)
+        finally:
+            stop(relay)
+        body_file = os.path.join(work, "body.json")
+        with open(body_file, "w") as handle:
+            handle.write("x" * 560)
+        connections = 8 * destinations
+        output = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{arguments.duration}s", "-s",
+             os.path.join(HERE, "post-body.lua"), f"http://127.0.0.1:{SINK_PORT}/sink0", "--", body_file],
+            check=True, capture_output=True, text=True).stdout
+        reference = json.loads(output.strip().splitlines()[-1])
+        reference_rate = reference["requests"] / (reference["durationUs"] / 1e6)
+    finally:
+        stop(sink)
+    assert delivered >= expected, f"only {delivered} of {expected} deliveries arrived"
+    # The clock starts at process start, so it includes replaying the journal; the rate is a lower bound.
+    rate = expected / elapsed
+    return [row(f"delivery rate, {destinations} destination(s)", rate, reference_rate, "req/s",
+                f"wrk -c{connections} to the same nginx sink", target=">= 0.5x", ok=rate >= 0.5 * reference_rate)]
+
+
+def count_lines(path):
+    try:
+        with open(path, "rb") as handle:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+# ---- memory and start-up -----------------------------------------------------------------------------------
+
+def memory_and_startup(arguments, bench_binary, work):
+    idle = start_relay(arguments.binary, work, "idle", destinations=[])
+    time.sleep(1)
+    idle_rss = rss_mib(idle.pid)
+    stop(idle)
+    data = os.path.join(work, "replay")
+    subprocess.run([bench_binary, "journal", "--data-dir", data, "--records", str(arguments.replay_records),
+                    "--tenant", "bench"], check=True, capture_output=True)
+    started = time.time()
+    relay = start_relay(arguments.binary, work, "replay", destinations=[], data=data, wait=False)
+    wait_ready(RELAY_PORT, relay, timeout=120)
+    startup = time.time() - started
+    loaded_rss = rss_mib(relay.pid)
+    stop(relay)
+    return [
+        row("RSS idle", idle_rss, None, "MiB", None, target="<= 64 MiB", ok=idle_rss <= 64),
+        row(f"RSS with {arguments.replay_records:,} dedupe keys", loaded_rss, None, "MiB", None,
+            target="<= 300 MiB", ok=loaded_rss <= 300),
+        row(f"start-up on a {arguments.replay_records:,}-record journal", startup, None, "s", None,
+            target="<= 3 s", ok=startup <= 3),
+    ]
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---- processes ---------------------------------------------------------------------------------------------
+
+def start_relay(binary, work, name, destinations, data=None, wait=True):
+    data = data or os.path.join(work, f"relay-{name}")
+    config = {
+        "listen": f"127.0.0.1:{RELAY_PORT}", "dataDir": data, "logLevel": "warning", "eventLoops": 2,
+        "tenants": [{
+            "id": "bench", "projects": ["acme-mobile"], "verify": {"secrets": [INBOUND_SECRET]},
+            "destinations": [{"id": destination, "url": f"http://127.0.0.1:{SINK_PORT}/{destination}",
+                              "secret": OUTBOUND_SECRET} for destination in destinations],
+        }],
+    }
+    path = os.path.join(work, f"relay-{name}.json")
+    with open(path, "w") as handle:
+        json.dump(config, handle)
+    log = open(os.path.join(work, f"relay-{name}.log"), "ab")
+    process = subprocess.Popen([binary, "serve", "--config", path], stderr=log)
+    if wait:
+        wait_ready(RELAY_PORT, process)
+    return process
+
+
+def start_nginx(work, port, location_body, access_log=None):
+    prefix = os.path.join(work, f"nginx-{port}")
+    os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
+    log_line = f"access_log {access_log} bare;" if access_log else "access_log off;"
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = f"""
+{user}
+worker_processes 2;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format bare '$status';
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        {log_line}
+        location / {{ default_type application/json; {location_body} }}
+    }}
+}}
+"""
+    path = os.path.join(prefix, "nginx.conf")
+    with open(path, "w") as handle:
+        handle.write(conf)
+    process = subprocess.Popen(["nginx", "-p", prefix, "-c", path], stderr=subprocess.DEVNULL)
+    wait_ready(port, process, path="/")
+    return process
+
+
+def wait_ready(port, process, path="/readyz", timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process on port {port} exited with status {process.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1).read()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing answered on port {port} within {timeout} s")
+
+
+def stop(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ---- output ------------------------------------------------------------------------------------------------
+
+def row(name, value, reference, unit, reference_name, target=None, ok=None):
+    return {"name": name, "value": value, "reference": reference, "unit": unit, "referenceName": reference_name,
+            "target": target, "ok": ok}
+
+
+def print_table(results):
+    print(f"\n{'measure':<44} {'relay':>12} {'reference':>12} {'ratio':>7}  {'target':<10} {'':<4} reference")
+    for result in results:
+        reference = result["reference"]
+        ratio = f"{result['value'] / reference:.2f}x" if reference else ""
+        verdict = "" if result["ok"] is None else ("ok" if result["ok"] else "MISS")
+        print(f"{result['name']:<44} {format_value(result['value'], result['unit']):>12} "
+              f"{format_value(reference, result['unit']) if reference else '':>12} {ratio:>7}  "
+              f"{result['target'] or '':<10} {verdict:<4} {result['referenceName'] or ''}")
+    print(f"\nmachine: {machine()}")
+
+
+def format_value(value, unit):
+    if unit == "req/s":
+        return f"{value:,.0f} {unit}"
+    return f"{value:.2f} {unit}"
+
+
+def machine():
+    cpus = os.cpu_count()
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{cpus} CPUs, {model}"
+
+
+if __name__ == "__main__":
+    main()
