@@ -97,6 +97,7 @@ public final class DeliveryEngine: Sendable {
             var running: Int32 = 0
             curl_multi_perform(loop.multi, &running)
             self.collectFinished()
+            self.journalOutcomes()
             let timeout = self.pollTimeoutMs()
             if timeout > 0 {
                 curl_multi_poll(loop.multi, nil, 0, Int32(timeout), nil)
@@ -165,6 +166,24 @@ public final class DeliveryEngine: Sendable {
         self.updateCounters(key) { $0.inFlight = destination.queue.inFlight }
     }
 
+    /// Journals the outcomes settled in this pass as one batch.
+    ///
+    /// Outcomes are advisory: if a crash loses one, the attempt is made again after the restart, which
+    /// at-least-once delivery allows. So they are not synced on their own, and a failed write is only logged.
+    private func journalOutcomes() {
+        guard !self.loop.outcomes.isEmpty else { return }
+        let count = self.loop.outcomes.count
+        let logger = self.logger
+        self.journal.appendAdvisory(self.loop.outcomes) { result in
+            if case .failure(let error) = result {
+                logger.error(
+                    "delivery outcomes not journaled",
+                    ["error": .string(error.description), "records": .number(Double(count))])
+            }
+        }
+        self.loop.outcomes.removeAll(keepingCapacity: true)
+    }
+
     private func collectFinished() {
         var remaining: Int32 = 0
         while let message = curl_multi_info_read(self.loop.multi, &remaining) {
@@ -219,16 +238,7 @@ public final class DeliveryEngine: Sendable {
             eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
             attempt: attempt, outcome: outcome, httpStatus: httpStatus, atMs: now, nextAttemptAtMs: nextAttemptAt,
             error: reason)
-        let logger = self.logger
-        self.journal.append(.attempt(record)) { result in
-            if case .failure(let error) = result {
-                // The attempt is made again after a restart, which at-least-once delivery allows.
-                logger.error(
-                    "delivery outcome not journaled",
-                    ["error": .string(error.description), "event": .string(delivery.eventID),
-                     "destination": .string(delivery.destination)])
-            }
-        }
+        self.loop.outcomes.append(.attempt(record))
         self.log(delivery, attempt: attempt, outcome: outcome, httpStatus: httpStatus, reason: reason, nextAttemptAt: nextAttemptAt)
         self.updateCounters(key) { statistics in
             statistics.pending = destination.queue.count
@@ -332,6 +342,8 @@ final class DeliveryLoop: @unchecked Sendable {
     let destinations: [String: DestinationRuntime]
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var idle: [CurlTransfer] = []
+    /// Attempt records settled in the current pass, journaled together at its end.
+    var outcomes: [JournalRecord] = []
 
     init(destinations: [String: DestinationRuntime]) {
         CurlGlobal.initialise()

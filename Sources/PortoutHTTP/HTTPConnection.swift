@@ -72,7 +72,7 @@ final class HTTPConnection: EventLoopHandler {
 
     private func readAvailable() {
         let buffer = self.owner.loop.readBuffer
-        while !self.peerClosedInput {
+        while !self.peerClosedInput && self.received.readableCount < self.maxBuffered {
             let result: IOResult<Int>
             do {
                 result = try Socket.read(self.fd, into: buffer)
@@ -86,16 +86,14 @@ final class HTTPConnection: EventLoopHandler {
                 self.peerClosedInput = true
                 break
             }
-            if self.phase == .closing {
-                // Draining after a final response: the bytes are discarded so the kernel does not answer them
-                // with a reset that could destroy the response before the client reads it.
-                continue
+            if self.phase != .closing {
+                self.received.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             }
-            self.received.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            if self.received.readableCount > self.configuration.parserLimits.maxHeaderBytes
-                + self.configuration.parserLimits.maxBodyBytes + 65_536
-            {
-                // The parser bounds each request; this bounds what a client may pipeline behind one.
+            // Otherwise the connection is draining after its final response, and the bytes are discarded so the
+            // kernel does not answer them with a reset that could destroy the response before the client reads it.
+            if count < buffer.count {
+                // A short read almost always drained the socket; polling is level-triggered, so any rest wakes
+                // the loop again and an extra read that would only return EAGAIN is saved.
                 break
             }
         }
@@ -109,9 +107,15 @@ final class HTTPConnection: EventLoopHandler {
         if self.peerClosedInput && self.phase != .handling && self.phase != .closing && self.outbound.isEmpty {
             // The client finished sending; whatever it sent is answered, and a partial request never will be.
             self.close()
-        } else if self.peerClosedInput && self.phase != .closing {
-            self.updatePolling()
+            return
         }
+        self.updatePolling()
+    }
+
+    /// The most received bytes kept unparsed: the parser bounds each request, and this bounds what a client may
+    /// pipeline behind the one being handled.
+    private var maxBuffered: Int {
+        self.configuration.parserLimits.maxHeaderBytes + self.configuration.parserLimits.maxBodyBytes + 65_536
     }
 
     /// Parses buffered bytes until a request goes to the handler or more data is needed.
@@ -277,16 +281,18 @@ final class HTTPConnection: EventLoopHandler {
         self.updatePolling()
     }
 
-    /// Polls for output while bytes wait to be written, and for input only when the next request may be read.
+    /// Polls for output while bytes wait to be written, and for input unless the buffer is full, output is
+    /// pending or the client has finished sending.
+    ///
+    /// Input stays polled while the handler has a request, so the usual client, which sends nothing more until
+    /// it has its response, costs no `epoll_ctl` call per request. Pipelined bytes are read into the buffer and
+    /// parsed after the response.
     private func updatePolling() {
         guard self.owner.isOpen(self.id) else { return }
         var events: UInt32 = 0
         if !self.outbound.isEmpty {
             events |= EPOLLOUT.rawValue
-        }
-        let wantsInput = (self.phase == .closing && self.outbound.isEmpty)
-            || (self.phase != .handling && self.phase != .closing && self.outbound.isEmpty)
-        if wantsInput && !self.peerClosedInput {
+        } else if !self.peerClosedInput && self.received.readableCount < self.maxBuffered {
             events |= Self.inputEvents
         }
         if events != self.pollingEvents {

@@ -1,3 +1,5 @@
+import PortoutCore
+
 /// Header fields in the order received, with names compared case-insensitively.
 public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
     public private(set) var fields: [(name: String, value: String)] = []
@@ -42,8 +44,10 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
         self.fields.makeIterator()
     }
 
+    /// Compares field names ASCII case-insensitively, without allocating: names are tokens, so ASCII suffices.
     static func equalNames(_ lhs: String, _ rhs: String) -> Bool {
-        lhs.utf8.count == rhs.utf8.count && lhs.lowercased() == rhs.lowercased()
+        guard lhs.utf8.count == rhs.utf8.count else { return false }
+        return zip(lhs.utf8, rhs.utf8).allSatisfy { ASCII.lowercased($0) == ASCII.lowercased($1) }
     }
 }
 

@@ -25,8 +25,15 @@ public final class Journal: Sendable {
     private let readers = Mutex<[UInt64: Int32]>([:])
     private let writer: WriterState
 
+    private struct Entry {
+        var payload: [UInt8]
+        /// Whether the completion waits for `fdatasync`.
+        var durable: Bool
+        var completion: Completion?
+    }
+
     private struct Queue {
-        var pending: [(payload: [UInt8], completion: Completion)] = []
+        var pending: [Entry] = []
         var isClosing = false
     }
 
@@ -97,16 +104,32 @@ public final class Journal: Sendable {
     /// Records are written in the order of `append` calls, so callers that need an order (event sequence
     /// numbers) call it under their own lock.
     public func append(_ record: JournalRecord, completion: @escaping Completion) {
-        let payload = record.encoded()
+        self.enqueue([Entry(payload: record.encoded(), durable: true, completion: completion)])
+    }
+
+    /// Queues records whose loss in a crash is tolerable, such as delivery outcomes: a lost one only means an
+    /// attempt is made again. A batch holding only such records is written without waiting for `fdatasync`;
+    /// the next durable write syncs them too. `completion` runs once, after the last record is written.
+    public func appendAdvisory(_ records: [JournalRecord], completion: @escaping Completion) {
+        guard !records.isEmpty else { return }
+        var entries = records.map { Entry(payload: $0.encoded(), durable: false, completion: nil) }
+        entries[entries.count - 1].completion = completion
+        self.enqueue(entries)
+    }
+
+    private func enqueue(_ entries: [Entry]) {
         let accepted = self.queue.withLock { queue -> Bool in
             guard !queue.isClosing else { return false }
-            queue.pending.append((payload, completion))
+            queue.pending.append(contentsOf: entries)
             return true
         }
         if accepted {
             self.wakeUp.signal()
         } else {
-            completion(.failure(JournalError(path: self.directory, reason: "the journal is closed")))
+            let error = JournalError(path: self.directory, reason: "the journal is closed")
+            for entry in entries {
+                entry.completion?(.failure(error))
+            }
         }
     }
 
@@ -187,6 +210,8 @@ public final class Journal: Sendable {
                 self.write(batch)
             }
             if isClosing && self.queue.withLock({ $0.pending.isEmpty }) {
+                // Advisory records may still be unsynced; a clean stop keeps them too.
+                _ = fdatasync(self.writer.fd)
                 Glibc.close(self.writer.fd)
                 self.stopped.signal()
                 return
@@ -194,7 +219,7 @@ public final class Journal: Sendable {
         }
     }
 
-    private func write(_ batch: [(payload: [UInt8], completion: Completion)]) {
+    private func write(_ batch: [Entry]) {
         let state = self.writer
         do {
             if state.size >= self.segmentBytes {
@@ -210,10 +235,12 @@ public final class Journal: Sendable {
                 SegmentFile.frame(entry.payload, into: &bytes)
             }
             try Self.writeFully(state.fd, bytes, at: state.size)
-            _ = try systemCall("fdatasync") { fdatasync(state.fd) }
+            if batch.contains(where: \.durable) {
+                _ = try systemCall("fdatasync") { fdatasync(state.fd) }
+            }
             state.size += bytes.count
             for (entry, location) in zip(batch, locations) {
-                entry.completion(.success(location))
+                entry.completion?(.success(location))
             }
         } catch {
             let failure: JournalError
@@ -224,7 +251,7 @@ public final class Journal: Sendable {
             }
             self.repairAfterFailure(failure, records: batch.count)
             for entry in batch {
-                entry.completion(.failure(failure))
+                entry.completion?(.failure(failure))
             }
         }
     }

@@ -20,13 +20,14 @@ struct QueryParameters {
         self.values[name]
     }
 
-    /// Decodes `%XX` escapes and `+` as a space; nil if an escape is malformed or the result is not UTF-8.
-    static func decode(_ text: Substring) -> String? {
+    /// Decodes `%XX` escapes, and `+` as a space unless `plusIsSpace` is false (as in a path); nil if an escape
+    /// is malformed or the result is not UTF-8.
+    static func decode(_ text: Substring, plusIsSpace: Bool = true) -> String? {
         var bytes: [UInt8] = []
         var iterator = text.utf8.makeIterator()
         while let byte = iterator.next() {
             switch byte {
-            case UInt8(ascii: "+"):
+            case UInt8(ascii: "+") where plusIsSpace:
                 bytes.append(UInt8(ascii: " "))
             case UInt8(ascii: "%"):
                 guard let high = iterator.next().flatMap(ByteEncoding.nibble), let low = iterator.next().flatMap(ByteEncoding.nibble)

@@ -21,9 +21,12 @@ struct RelayRequestHandler: HTTPRequestHandler {
         default:
             guard path.hasPrefix(self.webhookPrefix) else { return nil }
             let tenant = path.dropFirst(self.webhookPrefix.count)
-            guard !tenant.isEmpty, !tenant.contains("/"), let decoded = QueryParameters.decode(tenant) else {
-                return nil
+            guard !tenant.isEmpty, !tenant.utf8.contains(UInt8(ascii: "/")) else { return nil }
+            // Tenant ids rarely need escapes, so the common case skips decoding.
+            if !tenant.utf8.contains(UInt8(ascii: "%")) {
+                return (.webhook(tenant: String(tenant)), ["POST"])
             }
+            guard let decoded = QueryParameters.decode(tenant, plusIsSpace: false) else { return nil }
             return (.webhook(tenant: decoded), ["POST"])
         }
     }
@@ -37,6 +40,8 @@ struct RelayRequestHandler: HTTPRequestHandler {
             return HTTPResponse(error: .methodNotAllowed(head.method, allowed: allowed))
         }
         if case .webhook(let tenant) = route, !self.ingestor.hasTenant(tenant) {
+            self.ingestor.logger.info(
+                "webhook rejected", ["reason": "unknown tenant", "status": 404, "tenant": .string(tenant), "peer": .string(peer)])
             return HTTPResponse(error: .notFound("No tenant \(tenant) is configured."))
         }
         return nil

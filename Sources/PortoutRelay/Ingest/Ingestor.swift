@@ -15,7 +15,7 @@ final class Ingestor: Sendable {
     private let tenants: [String: TenantIntake]
     private let journal: Journal
     private let engine: DeliveryEngine
-    private let logger: Logger
+    let logger: Logger
     private let retryAfterSeconds: Int
     private let state: Mutex<IngestState>
     /// False from a failed journal write until the next successful one; `/readyz` reports it.
@@ -161,12 +161,20 @@ final class Ingestor: Sendable {
             json: ["object": "receipt", "id": .string(eventID), "duplicate": .bool(duplicate), "stale": .bool(stale)])
     }
 
+    /// Whether the media type, ignoring parameters, case and surrounding white space, is `application/json` or
+    /// `application/cloudevents+json`. Compared on bytes because this runs on every webhook.
     static func isJSONMediaType(_ value: String?) -> Bool {
         guard let value else { return false }
-        let mediaType = value.split(separator: ";", maxSplits: 1).first.map {
-            $0.trimmingCharacters(in: .whitespaces).lowercased()
+        var mediaType = value.utf8.prefix { $0 != UInt8(ascii: ";") }[...]
+        while let first = mediaType.first, first == 0x20 || first == 0x09 {
+            mediaType = mediaType.dropFirst()
         }
-        return mediaType == "application/json" || mediaType == "application/cloudevents+json"
+        while let last = mediaType.last, last == 0x20 || last == 0x09 {
+            mediaType = mediaType.dropLast()
+        }
+        let lowercased = mediaType.map(ASCII.lowercased)
+        return lowercased.elementsEqual("application/json".utf8)
+            || lowercased.elementsEqual("application/cloudevents+json".utf8)
     }
 
     private func logRejection(_ rejection: Rejection, tenant: String, peer: String) {
