@@ -91,6 +91,10 @@ def main():
     print(f"  {arguments.binary} journal stats --data-dir {data_dir}")
     print(f"  {arguments.binary} journal dump --data-dir {data_dir} | head")
     print(f"  curl -s {base}/readyz")
+    if tenant.get("apiKeys") and isinstance(tenant["apiKeys"][0], str):
+        project = tenant["projects"][0]
+        print(f"  curl -s -H 'Authorization: Bearer {tenant['apiKeys'][0]}' "
+              f"'{base}/projects/{project}/portOuts?status=completed&limit=3'")
     print(f"  tail -f {LOG}")
     print("The relay and the sink keep running; press Ctrl-C to stop both.")
     while relay.poll() is None:

@@ -9,6 +9,7 @@ public struct EventRecord: Sendable, Equatable {
     public var isStale: Bool
     /// Whether the body was a bare `portOut` object rather than an event envelope.
     public var isBare: Bool
+    /// The port out's status: set for status changes and `.updated` events, nil for events without a port out.
     public var status: PortOutStatus?
     public var dedupeKey: DigestKey
     /// The (tenant, port out) key of the lifecycle check, stored so that replay at start-up needs no hashing.
@@ -19,6 +20,10 @@ public struct EventRecord: Sendable, Equatable {
     /// The port out's id, or empty for an event without one.
     public var portOutID: String
     public var project: String
+    /// The port out's `createdAt` in Unix milliseconds and its subscription, for the read API's order and
+    /// filter; 0 and empty for an event without a port out.
+    public var portOutCreatedAtMs: Int64 = 0
+    public var subscription = ""
     /// Destinations the event was fanned out to when it was accepted.
     public var destinations: [String]
     /// The body exactly as received.
@@ -131,6 +136,8 @@ public enum JournalRecord: Sendable, Equatable {
             writer.write(event.type)
             writer.write(event.portOutID)
             writer.write(event.project)
+            writer.write(event.portOutCreatedAtMs)
+            writer.write(event.subscription)
             writer.write(UInt16(event.destinations.count))
             for destination in event.destinations {
                 writer.write(destination)
@@ -189,6 +196,8 @@ public enum JournalRecord: Sendable, Equatable {
             let type = reader.readString(),
             let portOutID = reader.readString(),
             let project = reader.readString(),
+            let createdAt = reader.read(Int64.self),
+            let subscription = reader.readString(),
             let destinationCount = reader.read(UInt16.self)
         else { return nil }
         var destinations: [String] = []
@@ -199,11 +208,14 @@ public enum JournalRecord: Sendable, Equatable {
         guard let body = reader.readBlob(copy: includeBody), reader.isAtEnd else { return nil }
         let status = statusCode == 0 ? nil : PortOutStatus(code: statusCode)
         if statusCode != 0 && status == nil { return nil }
-        return EventRecord(
+        var record = EventRecord(
             sequence: sequence, acceptedAtMs: acceptedAt, isStale: flags & self.staleFlag != 0,
             isBare: flags & self.bareFlag != 0, status: status, dedupeKey: DigestKey(high: high, low: low),
             lifecycleKey: lifecycleKey, tenant: tenant, eventID: eventID, type: type, portOutID: portOutID, project: project,
             destinations: destinations, body: body)
+        record.portOutCreatedAtMs = createdAt
+        record.subscription = subscription
+        return record
     }
 
     private static func decodeAttempt(_ reader: inout BinaryReader) -> AttemptRecord? {

@@ -22,6 +22,7 @@ public final class Relay: Sendable {
         var state = IngestState(capacity: config.dedupe.capacity)
         state.reserveCapacity(Self.estimatedEvents(journalDirectory: journalDirectory))
         var unsettled = UnsettledDeliveries()
+        var portOuts = PortOutIndex()
         let journal = try Journal.open(
             directory: journalDirectory, segmentBytes: config.journal.segmentBytes, logger: logger,
             includeBodies: false
@@ -30,6 +31,7 @@ public final class Relay: Sendable {
             case .event(let event):
                 state.restore(event)
                 unsettled.add(event, at: location)
+                portOuts.apply(event, at: location)
             case .attempt(let attempt):
                 unsettled.apply(attempt)
             }
@@ -41,17 +43,21 @@ public final class Relay: Sendable {
                 "dedupeKeys": .number(Double(state.dedupe.count)),
                 "nextSequence": .number(Double(state.nextSequence)),
                 "unsettledDeliveries": .number(Double(pending.count)),
+                "portOuts": .number(Double(portOuts.count)),
                 "milliseconds": .number(Double(WallClock.milliseconds() - startedAt)),
             ])
         let engine = DeliveryEngine(tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger)
         engine.submit(pending)
         engine.start()
-        let ingestor = Ingestor(config: config, state: state, journal: journal, engine: engine, logger: logger)
+        let store = PortOutStore(index: portOuts, journal: journal)
+        let ingestor = Ingestor(
+            config: config, state: state, journal: journal, engine: engine, portOuts: store, logger: logger)
+        let readAPI = PortOutReadAPI(tenants: config.tenants, store: store, logger: logger)
         let server = HTTPServer(
             configuration: HTTPServer.Configuration(
                 host: config.listen.host, port: config.listen.port, eventLoops: config.eventLoops,
                 limits: config.limits),
-            handler: RelayRequestHandler(ingestor: ingestor), logger: logger)
+            handler: RelayRequestHandler(ingestor: ingestor, readAPI: readAPI), logger: logger)
         do {
             self.port = try server.start()
         } catch {

@@ -93,6 +93,8 @@ public struct TenantConfig: Sendable {
     /// Event types accepted beyond the port-out and credentials types.
     public var acceptTypes: Set<String>
     public var destinations: [DestinationConfig]
+    /// Bearer tokens of the read API, each granting access to this tenant's projects.
+    public var apiKeys: [Secret] = []
 }
 
 public struct DestinationConfig: Sendable {

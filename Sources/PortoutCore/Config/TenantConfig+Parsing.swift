@@ -1,5 +1,5 @@
 extension ConfigReader {
-    static let tenantKeys: Set<String> = ["id", "projects", "verify", "acceptTypes", "destinations"]
+    static let tenantKeys: Set<String> = ["id", "projects", "verify", "acceptTypes", "destinations", "apiKeys"]
     static let verifyKeys: Set<String> = ["scheme", "secrets", "toleranceSeconds", "header"]
     static let destinationKeys: Set<String> = retryKeys.union([
         "id", "url", "secret", "statuses", "types", "headers", "timeoutMs", "concurrency", "deliverStale",
@@ -38,6 +38,21 @@ extension ConfigReader {
         }
         let verify = self.verify(object["verify"], "\(path).verify", baseDirectory: baseDirectory)
         let acceptTypes = self.stringArray(object, "acceptTypes", path) ?? []
+        var apiKeys: [Secret] = []
+        if let keys = object["apiKeys"] {
+            if let array = keys.arrayValue {
+                for (index, key) in array.enumerated() {
+                    if let secret = self.secret(key, "\(path).apiKeys[\(index)]", baseDirectory: baseDirectory) {
+                        if secret.value.utf8.count < 16 {
+                            self.fail("\(path).apiKeys[\(index)]", "must be at least 16 characters, so it cannot be guessed")
+                        }
+                        apiKeys.append(secret)
+                    }
+                }
+            } else {
+                self.fail("\(path).apiKeys", "must be an array of secrets")
+            }
+        }
 
         var destinations: [DestinationConfig] = []
         for (destinationObject, destinationPath) in self.objectArray(object, "destinations", path) {
@@ -52,7 +67,8 @@ extension ConfigReader {
         }
         guard let id, let projects, let verify else { return nil }
         return TenantConfig(
-            id: id, projects: projects, verify: verify, acceptTypes: Set(acceptTypes), destinations: destinations)
+            id: id, projects: projects, verify: verify, acceptTypes: Set(acceptTypes), destinations: destinations,
+            apiKeys: apiKeys)
     }
 
     mutating func verify(_ value: JSONValue?, _ path: String, baseDirectory: String) -> VerifyConfig? {

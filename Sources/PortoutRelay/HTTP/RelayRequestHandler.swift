@@ -4,11 +4,14 @@ import PortoutHTTP
 /// Routes requests on the main listener: webhook intake and the health endpoints.
 struct RelayRequestHandler: HTTPRequestHandler {
     let ingestor: Ingestor
+    let readAPI: PortOutReadAPI
 
     private enum Route {
         case webhook(tenant: String)
         case health
         case readiness
+        case listPortOuts(project: String)
+        case retrievePortOut(project: String, id: String)
     }
 
     private static let webhookPrefix = "/webhooks/"
@@ -19,6 +22,9 @@ struct RelayRequestHandler: HTTPRequestHandler {
         case "/healthz": return (.health, ["GET", "HEAD"])
         case "/readyz": return (.readiness, ["GET", "HEAD"])
         default:
+            if path.hasPrefix("/projects/") {
+                return self.portOutRoute(path)
+            }
             guard path.hasPrefix(self.webhookPrefix) else { return nil }
             let tenant = path.dropFirst(self.webhookPrefix.count)
             guard !tenant.isEmpty, !tenant.utf8.contains(UInt8(ascii: "/")) else { return nil }
@@ -29,6 +35,22 @@ struct RelayRequestHandler: HTTPRequestHandler {
             guard let decoded = QueryParameters.decode(tenant, plusIsSpace: false) else { return nil }
             return (.webhook(tenant: decoded), ["POST"])
         }
+    }
+
+    /// Matches `/projects/{project}/portOuts` and `/projects/{project}/portOuts/{portOut}`.
+    private static func portOutRoute(_ path: Substring) -> (Route, allowed: [String])? {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard segments.count == 3 || segments.count == 4, segments[segments.startIndex + 2] == "portOuts",
+            let project = QueryParameters.decode(segments[segments.startIndex + 1], plusIsSpace: false),
+            !project.isEmpty
+        else { return nil }
+        if segments.count == 3 {
+            return (.listPortOuts(project: project), ["GET", "HEAD"])
+        }
+        guard let id = QueryParameters.decode(segments[segments.startIndex + 3], plusIsSpace: false), !id.isEmpty else {
+            return nil
+        }
+        return (.retrievePortOut(project: project, id: id), ["GET", "HEAD"])
     }
 
     /// Rejects unknown paths, wrong methods and unknown tenants before their bodies are read.
@@ -63,6 +85,11 @@ struct RelayRequestHandler: HTTPRequestHandler {
                     status: 503,
                     json: ["status": "notReady", "reason": "the last journal write failed"]))
             }
+        case .listPortOuts(let project):
+            responder.respond(
+                self.readAPI.list(project: project, query: request.head.query, headers: request.head.headers, peer: peer))
+        case .retrievePortOut(let project, let id):
+            responder.respond(self.readAPI.retrieve(project: project, id: id, headers: request.head.headers, peer: peer))
         case .webhook(let tenant):
             self.ingestor.ingest(tenantID: tenant, request: request, peer: peer) { response in
                 responder.respond(response)

@@ -15,6 +15,7 @@ final class Ingestor: Sendable {
     private let tenants: [String: TenantIntake]
     private let journal: Journal
     private let engine: DeliveryEngine
+    private let portOuts: PortOutStore
     let logger: Logger
     private let retryAfterSeconds: Int
     private let state: Mutex<IngestState>
@@ -22,7 +23,8 @@ final class Ingestor: Sendable {
     let journalHealthy = Atomic<Bool>(true)
 
     init(
-        config: RelayConfig, state: IngestState, journal: Journal, engine: DeliveryEngine, logger: Logger
+        config: RelayConfig, state: IngestState, journal: Journal, engine: DeliveryEngine, portOuts: PortOutStore,
+        logger: Logger
     ) {
         var tenants: [String: TenantIntake] = [:]
         for tenant in config.tenants {
@@ -31,6 +33,7 @@ final class Ingestor: Sendable {
         self.tenants = tenants
         self.journal = journal
         self.engine = engine
+        self.portOuts = portOuts
         self.logger = logger
         self.retryAfterSeconds = config.journal.retryAfterSeconds
         self.state = Mutex(state)
@@ -125,6 +128,7 @@ final class Ingestor: Sendable {
         case .success(let location):
             self.journalHealthy.store(true, ordering: .relaxed)
             let waiters = self.state.withLock { $0.confirm(event.dedupeKey) }
+            self.portOuts.apply(record, at: location)
             self.engine.submit(record.destinations.map { destination in
                 PendingDelivery(
                     sequence: record.sequence, eventID: record.eventID, tenant: record.tenant,

@@ -53,6 +53,7 @@ struct IntakeEvent: Sendable {
     let lifecycleKey: DigestKey?
     let orderingKey: String
     let body: [UInt8]
+    let portOut: PortOut?
 
     init(tenant: TenantConfig, event: ValidatedEvent, project: String, body: [UInt8]) {
         self.tenant = tenant
@@ -62,6 +63,7 @@ struct IntakeEvent: Sendable {
         self.status = event.lifecycleStatus
         self.isBare = event.isBare
         self.body = body
+        self.portOut = event.portOut
         if let status = self.status {
             self.dedupeKey = IngestKeys.dedupe(tenant: tenant.id, portOutID: self.portOutID, status: status)
             self.lifecycleKey = IngestKeys.lifecycle(tenant: tenant.id, portOutID: self.portOutID)
@@ -80,9 +82,17 @@ struct IntakeEvent: Sendable {
         let destinations = self.tenant.destinations.filter {
             $0.accepts(type: self.type, status: self.status, stale: stale)
         }.map(\.id)
-        return EventRecord(
-            sequence: sequence, acceptedAtMs: acceptedAtMs, isStale: stale, isBare: self.isBare, status: self.status,
-            dedupeKey: self.dedupeKey, lifecycleKey: self.lifecycleKey, tenant: self.tenant.id, eventID: self.eventID, type: self.type,
-            portOutID: self.portOutID, project: self.project, destinations: destinations, body: self.body)
+        var record = EventRecord(
+            // `.updated` events keep their port out's status too, though it plays no part in dedupe.
+            sequence: sequence, acceptedAtMs: acceptedAtMs, isStale: stale, isBare: self.isBare,
+            status: self.portOut?.status,
+            dedupeKey: self.dedupeKey, lifecycleKey: self.lifecycleKey, tenant: self.tenant.id, eventID: self.eventID,
+            type: self.type, portOutID: self.portOutID, project: self.project, destinations: destinations,
+            body: self.body)
+        if let portOut = self.portOut {
+            record.portOutCreatedAtMs = Int64((RFC3339.parseSeconds(portOut.createdAt) ?? 0) * 1000)
+            record.subscription = portOut.subscription
+        }
+        return record
     }
 }

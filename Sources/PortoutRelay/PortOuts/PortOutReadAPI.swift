@@ -1,0 +1,157 @@
+import PortoutCore
+import PortoutCrypto
+import PortoutHTTP
+import PortoutJournal
+
+/// `GET /projects/{project}/portOuts` and `GET /projects/{project}/portOuts/{portOut}`, in the carrier's API
+/// shape, answered from the port outs the relay has accepted.
+///
+/// Requests carry `Authorization: Bearer <key>` with one of a tenant's `apiKeys`, and see only that tenant's
+/// projects: a project of another tenant is answered 404 exactly like a project that does not exist.
+struct PortOutReadAPI: Sendable {
+    let store: PortOutStore
+    let logger: Logger
+    private let keys: [(key: [UInt8], tenant: TenantConfig)]
+
+    static let defaultStatuses: Set<PortOutStatus> = [.initiated, .processing, .issued]
+    static let maxLimit = 200
+    static let defaultLimit = 10
+
+    init(tenants: [TenantConfig], store: PortOutStore, logger: Logger) {
+        self.store = store
+        self.logger = logger
+        self.keys = tenants.flatMap { tenant in tenant.apiKeys.map { (Array($0.value.utf8), tenant) } }
+    }
+
+    /// The tenant whose key the request carries; every configured key is compared, in constant time each.
+    func authenticate(_ headers: HTTPHeaders) -> Result<TenantConfig, APIError> {
+        guard let authorization = headers["Authorization"] else {
+            return .failure(.unauthorized(code: "apiKeyMissing", "The request has no Authorization header.",
+                                          hint: "Send Authorization: Bearer <key> with one of the tenant's apiKeys."))
+        }
+        let parts = authorization.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            return .failure(.unauthorized(code: "apiKeyInvalid", "The Authorization header is not a Bearer token."))
+        }
+        let presented = Array(parts[1].utf8)
+        var found: TenantConfig?
+        for candidate in self.keys where ConstantTime.equals(candidate.key, presented) {
+            found = candidate.tenant
+        }
+        guard let found else {
+            return .failure(.unauthorized(code: "apiKeyInvalid", "The API key is not valid."))
+        }
+        return .success(found)
+    }
+
+    func retrieve(project: String, id: String, headers: HTTPHeaders, peer: String) -> HTTPResponse {
+        let tenant: TenantConfig
+        switch self.authorize(project: project, headers: headers, peer: peer) {
+        case .failure(let error): return HTTPResponse(error: error)
+        case .success(let authorized): tenant = authorized
+        }
+        do {
+            guard let portOut = try self.store.portOut(tenant: tenant.id, project: project, id: id) else {
+                return HTTPResponse(error: .notFound("No port out \(id) in project \(project)."))
+            }
+            return HTTPResponse(status: 200, json: portOut)
+        } catch {
+            return self.readFailed(error)
+        }
+    }
+
+    func list(project: String, query: Substring?, headers: HTTPHeaders, peer: String) -> HTTPResponse {
+        let tenant: TenantConfig
+        switch self.authorize(project: project, headers: headers, peer: peer) {
+        case .failure(let error): return HTTPResponse(error: error)
+        case .success(let authorized): tenant = authorized
+        }
+        let listQuery: PortOutIndex.ListQuery
+        switch Self.parseListQuery(QueryParameters(query)) {
+        case .failure(let failure):
+            return HTTPResponse(
+                error: .unprocessable(code: "invalidParameters", "The query is invalid.", details: failure.issues))
+        case .success(let parsed):
+            listQuery = parsed
+        }
+        do {
+            switch try self.store.list(tenant: tenant.id, project: project, listQuery) {
+            case .failure(.unknownCursor(let parameter, let id)):
+                return HTTPResponse(error: .unprocessable(
+                    code: "invalidParameters", "The \(parameter) cursor names no port out of this project.",
+                    details: [ValidationIssue(field: parameter, message: "no port out \(id) in project \(project)")]))
+            case .success(let (items, page)):
+                return HTTPResponse(
+                    status: 200,
+                    json: [
+                        "object": "list", "items": .array(items),
+                        "moreItemsAfter": page.moreItemsAfter.map { .string($0) } ?? .null,
+                        "moreItemsBefore": page.moreItemsBefore.map { .string($0) } ?? .null,
+                    ])
+            }
+        } catch {
+            return self.readFailed(error)
+        }
+    }
+
+    static func parseListQuery(_ parameters: QueryParameters) -> Result<PortOutIndex.ListQuery, ValidationFailure> {
+        var issues: [ValidationIssue] = []
+        var statuses = self.defaultStatuses
+        if let text = parameters["status"] {
+            statuses = []
+            for name in text.split(separator: ",", omittingEmptySubsequences: false) {
+                if let status = PortOutStatus(rawValue: String(name)) {
+                    statuses.insert(status)
+                } else {
+                    issues.append(ValidationIssue(
+                        field: "status",
+                        message: "\"\(name)\" is not one of \(PortOutStatus.allCases.map(\.rawValue).joined(separator: ", "))"))
+                }
+            }
+        }
+        var limit = self.defaultLimit
+        if let text = parameters["limit"] {
+            if let value = Int(text), (0...self.maxLimit).contains(value) {
+                limit = value
+            } else {
+                issues.append(ValidationIssue(field: "limit", message: "must be an integer from 0 to \(self.maxLimit)"))
+            }
+        }
+        let after = parameters["after"]
+        let before = parameters["before"]
+        if after != nil && before != nil {
+            issues.append(ValidationIssue(field: "before", message: "cannot be combined with after"))
+        }
+        for (name, value) in [("after", after), ("before", before), ("subscription", parameters["subscription"])] {
+            if value?.isEmpty == true {
+                issues.append(ValidationIssue(field: name, message: "must not be empty"))
+            }
+        }
+        guard issues.isEmpty else { return .failure(ValidationFailure(issues)) }
+        return .success(
+            PortOutIndex.ListQuery(
+                statuses: statuses, subscription: parameters["subscription"], after: after, before: before,
+                limit: limit))
+    }
+
+    private func authorize(project: String, headers: HTTPHeaders, peer: String) -> Result<TenantConfig, APIError> {
+        switch self.authenticate(headers) {
+        case .failure(let error):
+            self.logger.info(
+                "read request rejected", ["reason": .string(error.code ?? "unauthorized"), "peer": .string(peer)])
+            return .failure(error)
+        case .success(let tenant):
+            guard tenant.projects.contains(project) else {
+                return .failure(.notFound("No project \(project)."))
+            }
+            return .success(tenant)
+        }
+    }
+
+    private func readFailed(_ error: JournalError) -> HTTPResponse {
+        self.logger.error("port out read failed", ["error": .string(error.description)])
+        return HTTPResponse(error: APIError(
+            status: 500, type: "internalError", code: "journalReadFailed",
+            message: "The port out could not be read from the journal."))
+    }
+}

@@ -1,0 +1,71 @@
+import PortoutCore
+import PortoutJournal
+import Synchronization
+
+/// The port-out index shared between the journal's writer thread, which applies accepted events, and the
+/// event loops, which read it; the port-out objects are read back from the journal outside the lock.
+final class PortOutStore: Sendable {
+    private let index: Mutex<PortOutIndex>
+    private let journal: Journal
+
+    init(index: PortOutIndex, journal: Journal) {
+        self.index = Mutex(index)
+        self.journal = journal
+    }
+
+    func apply(_ record: EventRecord, at location: JournalLocation) {
+        self.index.withLock { $0.apply(record, at: location) }
+    }
+
+    var count: Int {
+        self.index.withLock { $0.count }
+    }
+
+    /// The port-out object as last accepted, or nil if the project has no such port out.
+    func portOut(tenant: String, project: String, id: String) throws(JournalError) -> JSONValue? {
+        guard let entry = self.index.withLock({ $0.entry(tenant: tenant, project: project, id: id) }) else {
+            return nil
+        }
+        return try self.object(at: entry.location)
+    }
+
+    func list(tenant: String, project: String, _ query: PortOutIndex.ListQuery) throws(JournalError)
+        -> Result<(items: [JSONValue], page: PortOutIndex.Page), PortOutIndex.ListError>
+    {
+        let (result, locations) = self.index.withLock { index in
+            let result = index.list(tenant: tenant, project: project, query)
+            let locations = (try? result.get())?.ids.compactMap {
+                index.entry(tenant: tenant, project: project, id: $0)?.location
+            } ?? []
+            return (result, locations)
+        }
+        switch result {
+        case .failure(let error):
+            return .failure(error)
+        case .success(let page):
+            var items: [JSONValue] = []
+            items.reserveCapacity(locations.count)
+            for location in locations {
+                items.append(try self.object(at: location))
+            }
+            return .success((items, page))
+        }
+    }
+
+    /// Reads the event at `location` and returns its port-out object: the body itself for a bare object, or
+    /// the envelope's `data`.
+    private func object(at location: JournalLocation) throws(JournalError) -> JSONValue {
+        guard case .event(let record) = try self.journal.read(at: location),
+            let body = try? JSONParser.parse(record.body)
+        else {
+            throw JournalError(path: self.journal.directory, reason: "record at \(location) is not a readable event")
+        }
+        if record.isBare {
+            return body
+        }
+        guard let data = body.objectValue?["data"] else {
+            throw JournalError(path: self.journal.directory, reason: "event at \(location) has no data")
+        }
+        return data
+    }
+}

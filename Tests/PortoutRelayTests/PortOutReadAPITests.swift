@@ -1,0 +1,160 @@
+import Foundation
+import PortoutCore
+import PortoutTestSupport
+import Testing
+
+@testable import PortoutRelay
+
+@Suite(.serialized)
+struct PortOutReadAPITests {
+    static let key = "read-key-t1-0123456789"
+    static let otherKey = "read-key-t2-0123456789"
+
+    /// Tenant t1 owns acme-mobile and brit-tel; tenant t2 owns other-carrier.
+    static func harness() throws -> RelayHarness {
+        try RelayHarness(
+            tenantsJSON: """
+                [{"id": "t1", "projects": ["acme-mobile", "brit-tel"], "apiKeys": ["\(Self.key)"],
+                  "verify": {"secrets": ["\(RelayHarness.inboundSecret)"]}},
+                 {"id": "t2", "projects": ["other-carrier"], "apiKeys": ["\(Self.otherKey)"],
+                  "verify": {"secrets": ["\(RelayHarness.inboundSecret)"]}}]
+                """)
+    }
+
+    static func event(_ id: String, status: String, createdMinute: Int, subscription: String = "sub_1") -> [UInt8] {
+        let created = String(format: "2026-11-02T%02d:%02d:00Z", createdMinute / 60, createdMinute % 60)
+        let text = String(decoding: Events.portOut(id, status: status), as: UTF8.self)
+            .replacingOccurrences(of: "\"createdAt\":\"2026-11-02T08:47:00Z\"", with: "\"createdAt\":\"\(created)\"")
+            .replacingOccurrences(of: "\"subscription\":\"sub_1\"", with: "\"subscription\":\"\(subscription)\"")
+        return Array(text.utf8)
+    }
+
+    static func get(_ harness: RelayHarness, _ target: String, key: String? = PortOutReadAPITests.key)
+        throws -> LoopbackClient.Response
+    {
+        let client = try harness.client()
+        let headers = key.map { [("Authorization", "Bearer \($0)")] } ?? []
+        return try #require(client.request("GET", target, headers: headers))
+    }
+
+    static func page(_ response: LoopbackClient.Response) -> (ids: [String], after: String?, before: String?) {
+        let object = response.json?.objectValue
+        let ids = object?["items"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } ?? []
+        return (ids, object?["moreItemsAfter"]?.stringValue, object?["moreItemsBefore"]?.stringValue)
+    }
+
+    @Test func retrieveReturnsLatestStatus() throws {
+        let harness = try Self.harness()
+        defer { harness.finish() }
+        #expect(try harness.post(Self.event("pout_1", status: "initiated", createdMinute: 1)).status == 202)
+        #expect(try harness.post(Self.event("pout_1", status: "issued", createdMinute: 1)).status == 202)
+        // A stale status never replaces a later one.
+        #expect(try harness.post(Self.event("pout_1", status: "processing", createdMinute: 1)).status == 202)
+        let response = try Self.get(harness, "/projects/acme-mobile/portOuts/pout_1")
+        #expect(response.status == 200)
+        let object = try #require(response.json?.objectValue)
+        #expect(object["object"] == "portOut")
+        #expect(object["status"] == "issued")
+        #expect(object.keys == ["object", "id", "behavior", "completedAt", "createdAt", "expiredAt", "failureReason",
+                                "status", "subscription", "user"])
+        #expect(try Self.get(harness, "/projects/acme-mobile/portOuts/pout_none").status == 404)
+    }
+
+    @Test func authAndScoping() throws {
+        let harness = try Self.harness()
+        defer { harness.finish() }
+        #expect(try harness.post(Self.event("pout_1", status: "initiated", createdMinute: 1)).status == 202)
+        let missing = try Self.get(harness, "/projects/acme-mobile/portOuts", key: nil)
+        #expect(missing.status == 401)
+        #expect(missing.json?.objectValue?["type"] == "unauthorized")
+        #expect(try Self.get(harness, "/projects/acme-mobile/portOuts", key: "wrong-key-0123456789").status == 401)
+        // Another tenant's key sees neither the project nor the port out: 404 as for a project that is not there.
+        let foreign = try Self.get(harness, "/projects/acme-mobile/portOuts/pout_1", key: Self.otherKey)
+        #expect(foreign.status == 404)
+        let unknown = try Self.get(harness, "/projects/no-such-project/portOuts/pout_1", key: Self.otherKey)
+        #expect(unknown.status == 404)
+        #expect(foreign.json?.objectValue?["code"] == unknown.json?.objectValue?["code"])
+        #expect(foreign.json?.objectValue?["message"] == "No project acme-mobile.")
+        #expect(try Self.get(harness, "/projects/other-carrier/portOuts", key: Self.otherKey).status == 200)
+    }
+
+    @Test func invalidParametersAre422() throws {
+        let harness = try Self.harness()
+        defer { harness.finish() }
+        for target in [
+            "/projects/acme-mobile/portOuts?limit=201", "/projects/acme-mobile/portOuts?limit=-1",
+            "/projects/acme-mobile/portOuts?limit=ten", "/projects/acme-mobile/portOuts?status=lost",
+            "/projects/acme-mobile/portOuts?after=a&before=b", "/projects/acme-mobile/portOuts?after=pout_missing",
+        ] {
+            let response = try Self.get(harness, target)
+            #expect(response.status == 422, "\(target)")
+            #expect(response.json?.objectValue?["details"]?.arrayValue?.isEmpty == false, "\(target)")
+        }
+        let combined = try Self.get(harness, "/projects/acme-mobile/portOuts?after=a&before=b")
+        #expect(combined.json?.objectValue?["details"]?.arrayValue?.first?.objectValue?["field"] == "before")
+    }
+
+    /// 250 port outs with mixed statuses, paged forward to the end and back to the start.
+    @Test func pagingForwardAndBackward() throws {
+        let harness = try Self.harness()
+        defer { harness.finish() }
+        let statuses = ["initiated", "processing", "issued", "completed", "failed"]
+        var expectedActive: [String] = []
+        for index in 0..<250 {
+            let id = String(format: "pout_%03d", index)
+            let status = statuses[index % statuses.count]
+            // createdAt repeats every 100 port outs, so ties are ordered by id.
+            #expect(try harness.post(Self.event(id, status: status, createdMinute: index % 100)).status == 202)
+            if ["initiated", "processing", "issued"].contains(status) {
+                expectedActive.append(id)
+            }
+        }
+        expectedActive.sort { (Int($0.suffix(3))! % 100, $0) > (Int($1.suffix(3))! % 100, $1) }
+
+        var forward: [String] = []
+        var cursor: String?
+        var pages: [[String]] = []
+        repeat {
+            let target = "/projects/acme-mobile/portOuts?limit=20" + (cursor.map { "&after=\($0)" } ?? "")
+            let page = Self.page(try Self.get(harness, target))
+            forward += page.ids
+            pages.append(page.ids)
+            cursor = page.after
+            if pages.count > 1 {
+                #expect(page.before == page.ids.first)
+            }
+        } while cursor != nil && pages.count < 50
+        #expect(forward == expectedActive)
+        #expect(Set(forward).count == forward.count)
+
+        var backward: [String] = []
+        cursor = pages.last?.first
+        backward = pages.last ?? []
+        while let before = cursor {
+            let page = Self.page(try Self.get(harness, "/projects/acme-mobile/portOuts?limit=20&before=\(before)"))
+            backward = page.ids + backward
+            cursor = page.before
+        }
+        #expect(backward == expectedActive)
+
+        let all = Self.page(try Self.get(harness, "/projects/acme-mobile/portOuts?limit=200&status=completed,failed"))
+        #expect(all.ids.count == 100)
+        #expect(all.after == nil)
+        let bySubscription = try Self.get(harness, "/projects/acme-mobile/portOuts?subscription=sub_other")
+        #expect(Self.page(bySubscription).ids.isEmpty)
+        let empty = Self.page(try Self.get(harness, "/projects/brit-tel/portOuts"))
+        #expect(empty.ids.isEmpty)
+    }
+
+    @Test func subscriptionFilterAndRestart() throws {
+        let harness = try Self.harness()
+        defer { harness.finish() }
+        #expect(try harness.post(Self.event("pout_a", status: "initiated", createdMinute: 1, subscription: "sub_a")).status == 202)
+        #expect(try harness.post(Self.event("pout_b", status: "issued", createdMinute: 2, subscription: "sub_b")).status == 202)
+        try harness.restart()
+        let page = Self.page(try Self.get(harness, "/projects/acme-mobile/portOuts?subscription=sub_b"))
+        #expect(page.ids == ["pout_b"])
+        let retrieved = try Self.get(harness, "/projects/acme-mobile/portOuts/pout_a")
+        #expect(retrieved.json?.objectValue?["subscription"] == "sub_a")
+    }
+}
