@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -55,7 +56,7 @@ def main():
     first_line = sink.stdout.readline().strip()
     if not first_line.startswith("sink listening"):
         stop()
-    print(f"== {first_line} (verifies each delivery's signature with the standardwebhooks package)")
+    say(f"== {first_line} (verifies each delivery's signature with the standardwebhooks package)")
 
     log = open(LOG, "ab")
     relay = subprocess.Popen([arguments.binary, "serve", "--config", config_path], stderr=log)
@@ -64,59 +65,63 @@ def main():
     if not wait_ready(base + "/readyz", relay):
         print(f"the relay did not start; see {LOG}", file=sys.stderr)
         stop()
-    print(f"== relay listening on {base}, journal in {data_dir}, log lines in {LOG}")
+    say(f"== relay listening on {base}, journal in {data_dir}, log lines in {LOG}")
     if journal_existed:
-        print("== the journal already holds events from an earlier run, so this feed is answered as duplicates;"
-              f" remove {data_dir} to start over")
+        say("== the journal already holds events from an earlier run, so this feed is answered as duplicates;"
+            f" remove {data_dir} to start over")
 
-    print(f"== feeding {FEED} ({sum(1 for _ in open(FEED))} events with retries, resends and reordering)")
-    # Sink lines are printed as they arrive, interleaved with the feed's own lines.
-    relay_output = start_echo(sink)
-    feed = subprocess.run(
+    say(f"== feeding {FEED} ({sum(1 for _ in open(FEED))} events with retries, resends and reordering)")
+    # The feed's lines and the sink's lines are printed as they arrive, one whole line at a time.
+    start_echo(sink)
+    feed = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "tools", "feed.py"), FEED, "--url", f"{base}/webhooks/{tenant['id']}",
          "--secret", secret, "--rate", str(arguments.rate)],
         stdout=subprocess.PIPE, text=True)
-    lines = feed.stdout.strip().splitlines()
-    for line in lines[:-1]:
-        print(line)
-    summary = json.loads(lines[-1])
+    last_line = ""
+    for line in feed.stdout:
+        last_line = line.strip()
+        if not last_line.startswith("{"):
+            say(last_line)
+    feed.wait()
+    summary = json.loads(last_line)
     time.sleep(2)
-    relay_output.set()
-    print()
-    print("== carrier -> relay: {sent} sent, {accepted} accepted (of which {stale} stale, journaled but not "
-          "forwarded), {duplicates} duplicates answered 200, {rejected} rejected".format(**summary))
-    print(f"== relay -> sink: {sink_count[0]} deliveries, each signature checked by the sink")
-    print()
-    print("Next:")
-    print(f"  {arguments.binary} journal stats --data-dir {data_dir}")
-    print(f"  {arguments.binary} journal dump --data-dir {data_dir} | head")
-    print(f"  curl -s {base}/readyz")
+    say("")
+    say("== carrier -> relay: {sent} sent, {accepted} accepted (of which {stale} stale, journaled but not "
+        "forwarded), {duplicates} duplicates answered 200, {rejected} rejected".format(**summary))
+    say(f"== relay -> sink: {sink_count[0]} deliveries so far, each signature checked by the sink")
+    say("")
+    say("Next:")
+    say(f"  {arguments.binary} journal stats --data-dir {data_dir}")
+    say(f"  {arguments.binary} journal dump --data-dir {data_dir} | head")
+    say(f"  curl -s {base}/readyz")
     if tenant.get("apiKeys") and isinstance(tenant["apiKeys"][0], str):
         project = tenant["projects"][0]
-        print(f"  curl -s -H 'Authorization: Bearer {tenant['apiKeys'][0]}' "
-              f"'{base}/projects/{project}/portOuts?status=completed&limit=3'")
-    print(f"  tail -f {LOG}")
-    print("The relay and the sink keep running; press Ctrl-C to stop both.")
+        say(f"  curl -s -H 'Authorization: Bearer {tenant['apiKeys'][0]}' "
+            f"'{base}/projects/{project}/portOuts?status=completed&limit=3'")
+    say(f"  tail -f {LOG}")
+    say("The relay and the sink keep running and further deliveries are printed here; press Ctrl-C to stop both.")
     while relay.poll() is None:
         time.sleep(1)
     stop()
 
 
 sink_count = [0]
+print_lock = threading.Lock()
+
+
+def say(line):
+    """Print one whole line; the sink's lines come from another thread."""
+    with print_lock:
+        print(line, flush=True)
 
 
 def start_echo(sink):
-    """Print the sink's lines on a background thread and count them; returns an event that silences it."""
-    import threading
-    quiet = threading.Event()
-
+    """Print the sink's lines on a background thread and count them."""
     def echo():
         for line in sink.stdout:
             sink_count[0] += 1
-            if not quiet.is_set():
-                print(line.rstrip(), flush=True)
+            say(line.rstrip())
     threading.Thread(target=echo, daemon=True).start()
-    return quiet
 
 
 def wait_ready(url, process, timeout=15):

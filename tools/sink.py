@@ -54,11 +54,12 @@ class SinkHandler(http.server.BaseHTTPRequestHandler):
             except Exception:  # Any verification failure is reported, not raised.
                 verified = False
         event = json.loads(body)
-        data = event.get("data", {})
+        # A bare portOut object is its own data and has no event type.
+        data = event if event.get("object") == "portOut" else event.get("data", {})
         entry = {
             "destination": destination,
             "webhookId": self.headers.get("webhook-id"),
-            "type": event.get("type"),
+            "type": event.get("type") or "portOut (bare object)",
             "portOut": data.get("id") if data.get("object") == "portOut" else None,
             "status": data.get("status"),
             "verified": verified,
@@ -70,8 +71,12 @@ class SinkHandler(http.server.BaseHTTPRequestHandler):
                 server.record.flush()
         if not server.quiet:
             mark = "signature ok" if verified else "SIGNATURE INVALID"
-            print(f"relay -> {destination:<10} {entry['type']:<36} {entry['portOut'] or ''} "
-                  f"{entry['status'] or ''}  {mark}", flush=True)
+            line = (f"relay -> {destination:<10} {entry['type']:<36} {entry['portOut'] or ''} "
+                    f"{entry['status'] or ''}  {mark}\n")
+            # One write per line, so lines from concurrent requests never run together.
+            with server.lock:
+                sys.stdout.write(line)
+                sys.stdout.flush()
         self.reply(204 if verified else 401, b"")
 
     def reply(self, status, body):

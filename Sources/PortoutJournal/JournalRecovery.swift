@@ -47,26 +47,30 @@ struct JournalRecovery {
                      "reason": "checksum matched but the record format is unknown"])
             }
             guard let problem = result.problem else { continue }
-            try self.truncate(path: path, to: result.validBytes, dropping: bytes.count - result.validBytes)
             let isLast = index == segments.count - 1
-            if isLast {
+            let dropped = bytes.count - result.validBytes
+            if isLast && result.isTornTail {
+                try self.truncate(path: path, to: result.validBytes, dropping: dropped)
                 self.logger.warning(
                     "journal tail truncated",
                     [
                         "segment": .string(path), "reason": .string(problem),
-                        "validBytes": .number(Double(result.validBytes)),
-                        "droppedBytes": .number(Double(bytes.count - result.validBytes)),
+                        "validBytes": .number(Double(result.validBytes)), "droppedBytes": .number(Double(dropped)),
                     ])
             } else {
+                // Damage, not a torn write: records after it were acknowledged, so the whole segment is kept in
+                // quarantine before the active copy is cut, along with every later segment.
                 let later = Array(segments[(index + 1)...])
+                try self.quarantine(copyOf: segment)
+                try self.truncate(path: path, to: result.validBytes, dropping: dropped)
                 try self.quarantine(later)
                 self.logger.error(
                     "journal segment damaged",
                     [
                         "segment": .string(path), "reason": .string(problem),
-                        "validBytes": .number(Double(result.validBytes)),
-                        "droppedBytes": .number(Double(bytes.count - result.validBytes)),
-                        "quarantinedSegments": .number(Double(later.count)),
+                        "validBytes": .number(Double(result.validBytes)), "droppedBytes": .number(Double(dropped)),
+                        "quarantinedSegments": .number(Double(later.count + 1)),
+                        "quarantine": .string(self.directory + "/quarantine"),
                     ])
             }
             self.logger.info("journal recovered", ["records": .number(Double(totalRecords))])
@@ -88,6 +92,19 @@ struct JournalRecovery {
             _ = try systemCall("fsync") { fsync(fd) }
         } catch {
             throw JournalError(path: path, error)
+        }
+    }
+
+    /// Copies a segment into `quarantine/` as it is, before recovery cuts it.
+    private func quarantine(copyOf segment: UInt64) throws(JournalError) {
+        let quarantine = self.directory + "/quarantine"
+        let name = SegmentFile.name(for: segment)
+        do {
+            try FileManager.default.createDirectory(atPath: quarantine, withIntermediateDirectories: true)
+            let target = quarantine + "/" + name + ".damaged." + String(Int(Date().timeIntervalSince1970))
+            try FileManager.default.copyItem(atPath: self.directory + "/" + name, toPath: target)
+        } catch {
+            throw JournalError(path: quarantine, reason: "cannot copy the damaged segment aside: \(error)")
         }
     }
 

@@ -108,6 +108,9 @@ public enum SegmentFile {
         public var records: Int
         /// Nil when every byte belongs to a valid frame.
         public var problem: String?
+        /// Whether the bad bytes are only a last frame that was not completely written, the trace of a crash
+        /// during a write; anything else is damage to data that was once written whole.
+        public var isTornTail = false
     }
 
     /// Checks the magic and every frame of a segment's bytes, calling `visit` with each payload and its frame
@@ -131,7 +134,7 @@ public enum SegmentFile {
         var records = 0
         while offset < bytes.count {
             guard bytes.count - offset >= self.frameHeaderBytes else {
-                return ScanResult(validBytes: offset, records: records, problem: "frame header is cut short")
+                return ScanResult(validBytes: offset, records: records, problem: "frame header is cut short", isTornTail: true)
             }
             let length = Int(self.readUInt32(bytes, at: offset))
             let checksum = self.readUInt32(bytes, at: offset + 4)
@@ -140,11 +143,14 @@ public enum SegmentFile {
             }
             let start = offset + self.frameHeaderBytes
             guard bytes.count - start >= length else {
-                return ScanResult(validBytes: offset, records: records, problem: "frame payload is cut short")
+                return ScanResult(validBytes: offset, records: records, problem: "frame payload is cut short", isTornTail: true)
             }
             let payload = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)])
             guard CRC32C.checksum(payload) == checksum else {
-                return ScanResult(validBytes: offset, records: records, problem: "frame checksum does not match")
+                // A last frame whose pages were only partly written also fails its checksum.
+                return ScanResult(
+                    validBytes: offset, records: records, problem: "frame checksum does not match",
+                    isTornTail: start + length == bytes.count)
             }
             visit(payload, offset)
             records += 1

@@ -104,13 +104,35 @@ import Testing
         let first = directory.path + "/" + SegmentFile.name(for: segments[0])
         var bytes = [UInt8](FileManager.default.contents(atPath: first)!)
         bytes[bytes.count - 5] ^= 0xFF
-        FileManager.default.createFile(atPath: first, contents: Data(bytes))
+        #expect(FileManager.default.createFile(atPath: first, contents: Data(bytes)))
         let (reopened, recovered) = try Self.open(directory.path, segmentBytes: 300)
         reopened.close()
         #expect(recovered.count < 6)
         #expect(try SegmentFile.segments(in: directory.path) == [segments[0]])
         let quarantined = try FileManager.default.contentsOfDirectory(atPath: directory.path + "/quarantine")
-        #expect(quarantined.count == segments.count - 1)
+        // The damaged segment is copied there whole, and every later one is moved there.
+        #expect(quarantined.count == segments.count)
+    }
+
+    @Test func damageBeforeTailIsNotTreatedAsTear() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path)
+        Self.appendAll(journal, (1...10).map { Self.event($0) })
+        journal.close()
+        let segment = directory.path + "/" + SegmentFile.name(for: 1)
+        var bytes = [UInt8](FileManager.default.contents(atPath: segment)!)
+        let original = bytes
+        bytes[bytes.count / 2] ^= 0xFF
+        #expect(FileManager.default.createFile(atPath: segment, contents: Data(bytes)))
+        let (reopened, recovered) = try Self.open(directory.path)
+        reopened.close()
+        #expect(recovered.count < 10)
+        let quarantined = try FileManager.default.contentsOfDirectory(atPath: directory.path + "/quarantine")
+        #expect(quarantined.count == 1)
+        // The copy holds every byte as found, including the records after the damage.
+        let copy = [UInt8](FileManager.default.contents(atPath: directory.path + "/quarantine/" + quarantined[0])!)
+        #expect(copy.count == original.count)
     }
 
     @Test func rotationKeepsOrder() throws {
@@ -138,7 +160,7 @@ import Testing
         #expect(Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mount]) == 0)
         defer { _ = Self.run("/bin/umount", [mount]) }
         let filler = mount + "/filler"
-        FileManager.default.createFile(atPath: filler, contents: Data(count: 48 * 1024))
+        #expect(FileManager.default.createFile(atPath: filler, contents: Data(count: 48 * 1024)))
         let (journal, _) = try Self.open(mount + "/journal")
         defer { journal.close() }
         let big = String(repeating: "b", count: 30 * 1024)

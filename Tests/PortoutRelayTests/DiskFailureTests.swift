@@ -40,7 +40,7 @@ struct DiskFailureTests {
         #expect(try harness.post(Events.portOut("pout_disk", status: "initiated")).status == 202)
         // Fill what is left; tmpfs allocates whole pages, so the next append cannot fit.
         let filler = mount + "/filler"
-        FileManager.default.createFile(atPath: filler, contents: nil)
+        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
         let handle = FileHandle(forWritingAtPath: filler)!
         while (try? handle.write(contentsOf: Data(count: 4096))) != nil {}
         try? handle.close()

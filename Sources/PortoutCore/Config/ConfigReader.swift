@@ -145,6 +145,6 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
 
     public var description: String {
         let lines = self.problems.map { "  \($0)" }.joined(separator: "\n")
-        return "invalid configuration in \(self.file) (\(self.problems.count) problem(s)):\n\(lines)"
+        return "invalid configuration in \(self.file) (\(self.problems.count) \(self.problems.count == 1 ? "problem" : "problems")):\n\(lines)"
     }
 }

@@ -6,7 +6,8 @@ extension RelayConfig {
     /// Relative paths inside the file (`dataDir`, secret files) are resolved against the file's directory.
     public static func load(path: String) throws(ConfigError) -> RelayConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(file: path, problems: [ConfigProblem(path: "$", message: "cannot read the file")])
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file"
+            throw ConfigError(file: path, problems: [ConfigProblem(path: "$", message: reason)])
         }
         let absolute = URL(fileURLWithPath: path).standardizedFileURL
         return try self.parse(Array(data), file: path, baseDirectory: absolute.deletingLastPathComponent().path)
@@ -53,7 +54,9 @@ extension ConfigReader {
             if let level = LogLevel(rawValue: text) {
                 logLevel = level
             } else {
-                self.fail("$.logLevel", "must be one of \(LogLevel.allCases.map(\.rawValue).joined(separator: ", "))")
+                self.fail(
+                    "$.logLevel",
+                    "must be one of \(LogLevel.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(text)\"")
             }
         }
         let eventLoops = self.integer(root, "eventLoops", "$", default: 2, range: 1...64)

@@ -30,12 +30,13 @@ public enum JournalCommands {
     }
 
     /// Prints one JSON line per record. Bodies are left out unless `bodies` is set, and account numbers and
-    /// PINs are redacted even then.
+    /// PINs are redacted even then. Returns the damage found, after which a segment's records are not shown.
+    @discardableResult
     public static func dump(
         dataDirectory: String, bodies: Bool, deadLettersOnly: Bool, output: (String) -> Void
-    ) throws(JournalError) {
+    ) throws(JournalError) -> [String] {
         var events: [UInt64: EventRecord] = [:]
-        try self.forEachRecord(dataDirectory) { record, location in
+        return try self.forEachRecord(dataDirectory) { record, location in
             switch record {
             case .event(let event):
                 if deadLettersOnly {
@@ -61,8 +62,10 @@ public enum JournalCommands {
         }
     }
 
-    /// Prints totals for the journal: segments, bytes, records by kind, deliveries by outcome.
-    public static func stats(dataDirectory: String, output: (String) -> Void) throws(JournalError) {
+    /// Prints totals for the journal: segments, bytes, records by kind, deliveries by outcome. Returns the damage
+    /// found, after which a segment's records are not counted.
+    @discardableResult
+    public static func stats(dataDirectory: String, output: (String) -> Void) throws(JournalError) -> [String] {
         var segments = 0
         var bytes = 0
         try self.forEachSegment(dataDirectory) { _, contents in
@@ -75,7 +78,7 @@ public enum JournalCommands {
         var unsettled = Set<String>()
         var oldest: Int64?
         var newest: Int64?
-        try self.forEachRecord(dataDirectory) { record, _ in
+        let damage = try self.forEachRecord(dataDirectory) { record, _ in
             switch record {
             case .event(let event):
                 events += 1
@@ -103,7 +106,9 @@ public enum JournalCommands {
         summary["unsettledDeliveries"] = .number(Double(unsettled.count))
         summary["oldestAcceptedAt"] = oldest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
         summary["newestAcceptedAt"] = newest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
+        summary["damagedSegments"] = .number(Double(damage.count))
         output(JSONWriter.encodeString(.object(summary)))
+        return damage
     }
 
     static func describe(_ event: EventRecord, location: JournalLocation?, bodies: Bool) -> JSONValue {
@@ -184,15 +189,23 @@ public enum JournalCommands {
         }
     }
 
+    /// Visits the valid records of every segment in order; returns one line per segment whose frames stop at
+    /// damage, because the records after it are not visited.
     private static func forEachRecord(
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
-    ) throws(JournalError) {
+    ) throws(JournalError) -> [String] {
+        var damage: [String] = []
         try self.forEachSegment(dataDirectory) { name, bytes in
             let segment = UInt64(name.prefix(20)) ?? 0
-            _ = SegmentFile.scan(bytes) { payload, offset in
+            let result = SegmentFile.scan(bytes) { payload, offset in
                 guard let record = JournalRecord.decode(payload) else { return }
                 body(record, JournalLocation(segment: segment, offset: Int64(offset), length: Int32(payload.count)))
             }
+            if let problem = result.problem {
+                damage.append(
+                    "\(name): \(problem) at offset \(result.validBytes); the \(bytes.count - result.validBytes) bytes after it are not read")
+            }
         }
+        return damage
     }
 }

@@ -25,6 +25,10 @@ public enum RelayCommand {
     /// Runs the command and returns the process exit status.
     public static func run(_ arguments: [String]) -> Int32 {
         let words = Array(arguments.dropFirst())
+        if words.count > 1 && words.dropFirst().contains(where: { $0 == "--help" || $0 == "-h" }) {
+            print(self.usage)
+            return 0
+        }
         do {
             switch words.first {
             case "serve":
@@ -95,7 +99,10 @@ public enum RelayCommand {
         let path = options["--config"] ?? "config.json"
         let config = try RelayConfig.load(path: path)
         let destinations = config.tenants.reduce(0) { $0 + $1.destinations.count }
-        print("\(path): valid; \(config.tenants.count) tenants, \(destinations) destinations, listening on \(config.listen)")
+        let tenants = config.tenants.count
+        print(
+            "\(path): valid; \(tenants) \(tenants == 1 ? "tenant" : "tenants"), \(destinations) "
+                + "\(destinations == 1 ? "destination" : "destinations"), listening on \(config.listen)")
         return 0
     }
 
@@ -109,16 +116,23 @@ public enum RelayCommand {
         case "verify":
             return try JournalCommands.verify(dataDirectory: dataDirectory, output: output) ? 0 : 1
         case "dump":
-            try JournalCommands.dump(
+            let damage = try JournalCommands.dump(
                 dataDirectory: dataDirectory, bodies: options.has("--bodies"),
                 deadLettersOnly: options.has("--dead-letters"), output: output)
-            return 0
+            return self.reportDamage(damage)
         case "stats":
-            try JournalCommands.stats(dataDirectory: dataDirectory, output: output)
-            return 0
+            return self.reportDamage(try JournalCommands.stats(dataDirectory: dataDirectory, output: output))
         default:
             throw UsageError("unknown journal command \(action)")
         }
+    }
+
+    /// Prints each damaged segment to standard error; exit status 1 if there was any.
+    private static func reportDamage(_ damage: [String]) -> Int32 {
+        for line in damage {
+            self.printError("portout-relay: journal damaged: \(line); run journal verify")
+        }
+        return damage.isEmpty ? 0 : 1
     }
 
     private static func printError(_ text: String) {
