@@ -5,7 +5,7 @@ SWIFT ?= swift
 PYTHON ?= python3
 APT_PACKAGES := libssl-dev libcurl4-openssl-dev pkg-config
 BENCH_PACKAGES := nginx-light wrk
-PIP_PACKAGES := standardwebhooks==1.3.0
+PIP_PACKAGES := standardwebhooks==1.3.0 schemathesis==4.32.5
 
 .PHONY: build release run test bench deps test-deps bench-deps clean
 

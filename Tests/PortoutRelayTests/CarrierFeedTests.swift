@@ -16,65 +16,15 @@ struct CarrierFeedTests {
         Array(FileManager.default.contents(atPath: Bundle.module.path(forResource: "Data/carrier-feed.expected", ofType: "json")!)!)
     ).objectValue!
 
-    /// A Python tool running in the background, with its standard output.
-    final class Tool {
-        let process = Process()
-        let output = Pipe()
-
-        /// The interpreter itself rather than a wrapper such as a pyenv shim, so that terminating the process
-        /// stops the tool and not only the wrapper.
-        static let python: String = {
-            let probe = Process()
-            let output = Pipe()
-            probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            probe.arguments = ["python3", "-c", "import sys; print(sys.executable)"]
-            probe.standardOutput = output
-            try! probe.run()
-            probe.waitUntilExit()
-            let path = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            return path.trimmingCharacters(in: .whitespacesAndNewlines)
-        }()
-
-        init(_ script: String, _ arguments: [String]) throws {
-            self.process.executableURL = URL(fileURLWithPath: Self.python)
-            self.process.arguments = [CarrierFeedTests.repositoryRoot + "/tools/" + script] + arguments
-            self.process.standardOutput = self.output
-            try self.process.run()
-        }
-
-        func firstLine() -> String {
-            var line: [UInt8] = []
-            while let byte = try? self.output.fileHandleForReading.read(upToCount: 1), let first = byte.first,
-                first != 10
-            {
-                line.append(first)
-            }
-            return String(decoding: line, as: UTF8.self)
-        }
-
-        func finish() -> String {
-            self.process.waitUntilExit()
-            return String(decoding: self.output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        }
-
-        func stop() {
-            // SIGKILL because the test runner's threads block SIGTERM and a spawned child inherits that mask.
-            if self.process.isRunning {
-                kill(self.process.processIdentifier, SIGKILL)
-            }
-            self.process.waitUntilExit()
-        }
-    }
-
     /// Starts the relay with one destination pointing at a Python sink that records to `record`.
-    static func start(_ directory: TemporaryDirectory, record: String) throws -> (RelayHarness, Tool) {
+    static func start(_ directory: TemporaryDirectory, record: String) throws -> (RelayHarness, PythonProcess) {
         let destinations = """
             [{"id": "everything", "url": "http://127.0.0.1:PORT/everything", "secret": "\(RelayHarness.outboundSecret)"}]
             """
         // The sink reads destination secrets from a config file, so it gets one with the same destination.
         let sinkConfig = directory.file("sink-config.json")
         try #"{"tenants": [{"destinations": \#(destinations)}]}"#.write(toFile: sinkConfig, atomically: true, encoding: .utf8)
-        let sink = try Tool("sink.py", ["--config", sinkConfig, "--port", "0", "--record", record, "--quiet"])
+        let sink = try PythonProcess(script: Self.repositoryRoot + "/tools/sink.py", arguments: ["--config", sinkConfig, "--port", "0", "--record", record, "--quiet"])
         let line = sink.firstLine()
         let port = try #require(line.split(separator: ":").last.map(String.init))
         let harness = try RelayHarness(
@@ -94,7 +44,7 @@ struct CarrierFeedTests {
         if let count {
             arguments += ["--count", String(count)]
         }
-        let output = try Tool("feed.py", arguments).finish()
+        let output = try PythonProcess(script: Self.repositoryRoot + "/tools/feed.py", arguments: arguments).finish()
         return try #require(try JSONParser.parse(output.trimmingCharacters(in: .whitespacesAndNewlines)).objectValue)
     }
 

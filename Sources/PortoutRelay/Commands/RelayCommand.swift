@@ -19,6 +19,7 @@ public enum RelayCommand {
                         print one JSON line per record; --dead-letters lists only deliveries that gave up
           journal stats --data-dir DIR
                         print totals for the journal as one JSON line
+          openapi       print the OpenAPI document of the HTTP API
           version       print the version
         """
 
@@ -37,6 +38,9 @@ public enum RelayCommand {
                 return try self.checkConfig(words.dropFirst())
             case "journal":
                 return try self.journal(words.dropFirst())
+            case "openapi":
+                print(OpenAPIDocument.text)
+                return 0
             case "version", "--version":
                 print("portout-relay \(RelayVersion.current)")
                 return 0

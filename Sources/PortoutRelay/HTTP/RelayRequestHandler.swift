@@ -10,6 +10,7 @@ struct RelayRequestHandler: HTTPRequestHandler {
         case webhook(tenant: String)
         case health
         case readiness
+        case openAPI
         case listPortOuts(project: String)
         case retrievePortOut(project: String, id: String)
     }
@@ -21,6 +22,7 @@ struct RelayRequestHandler: HTTPRequestHandler {
         switch path {
         case "/healthz": return (.health, ["GET", "HEAD"])
         case "/readyz": return (.readiness, ["GET", "HEAD"])
+        case "/openapi.json": return (.openAPI, ["GET", "HEAD"])
         default:
             if path.hasPrefix("/projects/") {
                 return self.portOutRoute(path)
@@ -85,6 +87,10 @@ struct RelayRequestHandler: HTTPRequestHandler {
                     status: 503,
                     json: ["status": "notReady", "reason": "the last journal write failed"]))
             }
+        case .openAPI:
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "application/json")
+            responder.respond(HTTPResponse(status: 200, headers: headers, body: OpenAPIDocument.bytes))
         case .listPortOuts(let project):
             responder.respond(
                 self.readAPI.list(project: project, query: request.head.query, headers: request.head.headers, peer: peer))
