@@ -9,13 +9,13 @@ import Foundation
 final class CurlTransfer: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
     private var headerList: UnsafeMutablePointer<curl_slist>?
-    /// The first bytes of the response body, kept for the dead-letter reason.
-    private(set) var responseSnippet: [UInt8] = []
+    /// The first `bodyLimit` bytes of the response body.
+    private(set) var responseBody: [UInt8] = []
+    private var bodyLimit = 0
     private(set) var retryAfterValue: String?
+    private(set) var contentType: String?
     var delivery: PendingDelivery?
     var startedAtMs: Int64 = 0
-
-    static let snippetBytes = 256
 
     init() {
         CurlGlobal.initialise()
@@ -30,13 +30,18 @@ final class CurlTransfer: @unchecked Sendable {
         curl_easy_cleanup(self.handle)
     }
 
-    /// Prepares a POST of `body` with the given headers; libcurl copies the body and the header strings.
-    func prepare(url: String, headers: [String], body: [UInt8], timeoutMs: Int) {
+    /// Prepares a request; libcurl copies the body and the header strings. A POST always sends its body, even
+    /// an empty one, and GET sends none. Redirects are never followed.
+    func prepare(
+        method: String = "POST", url: String, headers: [String], body: [UInt8], timeoutMs: Int, bodyLimit: Int = 256
+    ) {
         curl_easy_reset(self.handle)
         curl_slist_free_all(self.headerList)
         self.headerList = nil
-        self.responseSnippet.removeAll(keepingCapacity: true)
+        self.responseBody.removeAll(keepingCapacity: true)
+        self.bodyLimit = bodyLimit
         self.retryAfterValue = nil
+        self.contentType = nil
         for header in headers {
             self.headerList = curl_slist_append(self.headerList, header)
         }
@@ -47,10 +52,20 @@ final class CurlTransfer: @unchecked Sendable {
         self.set(CURLOPT_PROTOCOLS_STR, "http,https")
         self.set(CURLOPT_TIMEOUT_MS, timeoutMs)
         self.set(CURLOPT_CONNECTTIMEOUT_MS, min(timeoutMs, 10_000))
-        self.set(CURLOPT_POST, 1)
-        _ = portout_curl_easy_setopt_offset(self.handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
-        body.withUnsafeBytes { bytes in
-            _ = portout_curl_easy_setopt_pointer(self.handle, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
+        if method == "GET" {
+            self.set(CURLOPT_HTTPGET, 1)
+        } else {
+            self.set(CURLOPT_POST, 1)
+            _ = portout_curl_easy_setopt_offset(self.handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+            var empty: UInt8 = 0
+            body.withUnsafeBytes { bytes in
+                let pointer = bytes.baseAddress.map { UnsafeMutableRawPointer(mutating: $0) }
+                    ?? withUnsafeMutablePointer(to: &empty) { UnsafeMutableRawPointer($0) }
+                _ = portout_curl_easy_setopt_pointer(self.handle, CURLOPT_COPYPOSTFIELDS, pointer)
+            }
+            if method != "POST" {
+                self.set(CURLOPT_CUSTOMREQUEST, method)
+            }
         }
         _ = portout_curl_easy_setopt_slist(self.handle, CURLOPT_HTTPHEADER, self.headerList)
         _ = portout_curl_easy_setopt_data_callback(self.handle, CURLOPT_WRITEFUNCTION, curlWriteBody)
@@ -66,9 +81,9 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     fileprivate func receiveBody(_ bytes: UnsafeBufferPointer<UInt8>) {
-        let room = Self.snippetBytes - self.responseSnippet.count
+        let room = self.bodyLimit - self.responseBody.count
         if room > 0 {
-            self.responseSnippet.append(contentsOf: bytes.prefix(room))
+            self.responseBody.append(contentsOf: bytes.prefix(room))
         }
     }
 
@@ -76,11 +91,15 @@ final class CurlTransfer: @unchecked Sendable {
         if line.hasPrefix("HTTP/") {
             // A new response (after a 100 Continue, say): forget the previous one's fields.
             self.retryAfterValue = nil
+            self.contentType = nil
             return
         }
         guard let colon = line.firstIndex(of: ":") else { return }
-        if line[..<colon].lowercased() == "retry-after" {
-            self.retryAfterValue = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        switch line[..<colon].lowercased() {
+        case "retry-after": self.retryAfterValue = value
+        case "content-type": self.contentType = value
+        default: break
         }
     }
 

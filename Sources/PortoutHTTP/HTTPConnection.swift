@@ -152,6 +152,11 @@ final class HTTPConnection: EventLoopHandler {
     }
 
     private func begin(_ head: HTTPRequestHead) {
+        // RFC 9112 section 3.2: an HTTP/1.1 request carries exactly one Host field.
+        if head.version == .http1_1 && head.headers.values("Host").count != 1 {
+            self.reject(.badRequest("an HTTP/1.1 request needs exactly one Host header"))
+            return
+        }
         self.keepAlive = head.keepAlive && !head.requestsUpgrade
         self.isHeadRequest = head.method == "HEAD"
         self.isHTTP10 = head.version == .http1_0

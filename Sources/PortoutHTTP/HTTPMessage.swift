@@ -97,12 +97,21 @@ public struct HTTPRequestHead: Sendable {
     /// Whether the client asked to switch protocols, which this server never does.
     public var requestsUpgrade: Bool
 
-    /// The target's path, without the query.
+    /// The target's path, without the query. An absolute-form target (`http://host/path`, which RFC 9112
+    /// requires servers to accept) yields its path, or `/` when it has none.
     public var path: Substring {
-        if let question = self.target.firstIndex(of: "?") {
-            return self.target[..<question]
+        var target = self.target[...]
+        if target.first != "/", let schemeEnd = target.range(of: "://") {
+            let authorityAndPath = target[schemeEnd.upperBound...]
+            target = authorityAndPath.firstIndex(where: { $0 == "/" || $0 == "?" }).map { authorityAndPath[$0...] } ?? "/"
+            if target.first == "?" {
+                return "/"
+            }
         }
-        return self.target[...]
+        if let question = target.firstIndex(of: "?") {
+            return target[..<question]
+        }
+        return target
     }
 
     /// The target's query, without the `?`, or nil.

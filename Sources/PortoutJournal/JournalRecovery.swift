@@ -5,13 +5,12 @@ import PortoutCore
 import Glibc
 #endif
 
-/// Start-up recovery: reads every segment in order and cuts the journal at the first frame that is torn or
-/// corrupt.
+/// Start-up recovery: reads every segment in order and visits each valid record.
 ///
-/// A bad frame at the end of the last segment is the normal trace of a crash during a write, and nothing after
-/// it was acknowledged, so it is truncated with a warning. A bad frame anywhere earlier is damage: the segment
-/// is truncated there and every later segment is moved to `quarantine/` with an error, so an operator can look
-/// at it and no later record is read out of order.
+/// A torn frame at the end of the last segment is the normal trace of a crash during a write, and nothing after
+/// it was acknowledged, so it is truncated with a warning. Bad bytes anywhere else are damage: they are skipped,
+/// the records after them are still read, an error is logged at every start, and a copy of the segment as
+/// found is kept in `quarantine/`.
 struct JournalRecovery {
     let directory: String
     let logger: Logger
@@ -46,36 +45,44 @@ struct JournalRecovery {
                     ["segment": .string(path), "records": .number(Double(undecodable)),
                      "reason": "checksum matched but the record format is unknown"])
             }
-            guard let problem = result.problem else { continue }
-            let isLast = index == segments.count - 1
+            if !result.damage.isEmpty {
+                // Records after the damage were read, so nothing is cut; a copy of the segment as found is kept
+                // for the operator, once.
+                let copied = try self.quarantine(copyOf: segment)
+                for damage in result.damage {
+                    self.logger.error(
+                        "journal segment damaged",
+                        [
+                            "segment": .string(path), "reason": .string(damage.reason),
+                            "start": .number(Double(damage.start)), "skippedBytes": .number(Double(damage.end - damage.start)),
+                            "copy": .string(copied),
+                        ])
+                }
+            }
+            guard let tornTail = result.tornTail else { continue }
             let dropped = bytes.count - result.validBytes
-            if isLast && result.isTornTail {
+            if index == segments.count - 1 {
                 try self.truncate(path: path, to: result.validBytes, dropping: dropped)
                 self.logger.warning(
                     "journal tail truncated",
                     [
-                        "segment": .string(path), "reason": .string(problem),
+                        "segment": .string(path), "reason": .string(tornTail),
                         "validBytes": .number(Double(result.validBytes)), "droppedBytes": .number(Double(dropped)),
                     ])
-            } else {
-                // Damage, not a torn write: records after it were acknowledged, so the whole segment is kept in
-                // quarantine before the active copy is cut, along with every later segment.
-                let later = Array(segments[(index + 1)...])
-                try self.quarantine(copyOf: segment)
-                try self.truncate(path: path, to: result.validBytes, dropping: dropped)
-                try self.quarantine(later)
-                self.logger.error(
-                    "journal segment damaged",
-                    [
-                        "segment": .string(path), "reason": .string(problem),
-                        "validBytes": .number(Double(result.validBytes)), "droppedBytes": .number(Double(dropped)),
-                        "quarantinedSegments": .number(Double(later.count + 1)),
-                        "quarantine": .string(self.directory + "/quarantine"),
-                    ])
+                self.logger.info("journal recovered", ["records": .number(Double(totalRecords))])
+                // A segment cut below its header is rewritten from scratch by the writer.
+                return (segment, result.validBytes < SegmentFile.magic.count ? 0 : result.validBytes)
             }
-            self.logger.info("journal recovered", ["records": .number(Double(totalRecords))])
-            // A segment cut below its header is rewritten from scratch by the writer.
-            return (segment, result.validBytes < SegmentFile.magic.count ? 0 : result.validBytes)
+            // Only the active segment can end in a torn write; an earlier one was synced whole before the next
+            // began, so bad bytes at its end are damage and are left in place.
+            let copied = try self.quarantine(copyOf: segment)
+            self.logger.error(
+                "journal segment damaged",
+                [
+                    "segment": .string(path), "reason": .string(tornTail),
+                    "start": .number(Double(result.validBytes)), "skippedBytes": .number(Double(dropped)),
+                    "copy": .string(copied),
+                ])
         }
         self.logger.info("journal recovered", ["records": .number(Double(totalRecords)), "segments": .number(Double(segments.count))])
         let last = segments[segments.count - 1]
@@ -95,32 +102,23 @@ struct JournalRecovery {
         }
     }
 
-    /// Copies a segment into `quarantine/` as it is, before recovery cuts it.
-    private func quarantine(copyOf segment: UInt64) throws(JournalError) {
+    /// Copies a damaged segment into `quarantine/` as found, unless an earlier start already did; returns the
+    /// copy's path.
+    private func quarantine(copyOf segment: UInt64) throws(JournalError) -> String {
         let quarantine = self.directory + "/quarantine"
         let name = SegmentFile.name(for: segment)
         do {
             try FileManager.default.createDirectory(atPath: quarantine, withIntermediateDirectories: true)
+            let existing = try FileManager.default.contentsOfDirectory(atPath: quarantine)
+            if let copy = existing.first(where: { $0.hasPrefix(name + ".damaged.") }) {
+                return quarantine + "/" + copy
+            }
             let target = quarantine + "/" + name + ".damaged." + String(Int(Date().timeIntervalSince1970))
             try FileManager.default.copyItem(atPath: self.directory + "/" + name, toPath: target)
+            return target
         } catch {
             throw JournalError(path: quarantine, reason: "cannot copy the damaged segment aside: \(error)")
         }
-    }
-
-    private func quarantine(_ segments: [UInt64]) throws(JournalError) {
-        let quarantine = self.directory + "/quarantine"
-        do {
-            try FileManager.default.createDirectory(atPath: quarantine, withIntermediateDirectories: true)
-            for segment in segments {
-                let name = SegmentFile.name(for: segment)
-                let target = quarantine + "/" + name + "." + String(Int(Date().timeIntervalSince1970))
-                try FileManager.default.moveItem(atPath: self.directory + "/" + name, toPath: target)
-            }
-        } catch {
-            throw JournalError(path: quarantine, reason: "cannot move damaged segments aside: \(error)")
-        }
-        try SegmentFile.syncDirectory(self.directory)
     }
 
     private func fileSize(_ path: String) throws(JournalError) -> Int {

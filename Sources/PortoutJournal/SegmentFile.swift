@@ -103,18 +103,36 @@ public enum SegmentFile {
     }
 
     /// The outcome of checking a segment's frames: where the valid prefix ends and, if it ends early, why.
-    public struct ScanResult: Sendable {
-        public var validBytes: Int
-        public var records: Int
-        /// Nil when every byte belongs to a valid frame.
-        public var problem: String?
-        /// Whether the bad bytes are only a last frame that was not completely written, the trace of a crash
-        /// during a write; anything else is damage to data that was once written whole.
-        public var isTornTail = false
+    /// Bytes that belong to no valid frame, with why the first of them was rejected.
+    public struct Damage: Sendable, Equatable {
+        public var start: Int
+        public var end: Int
+        public var reason: String
     }
 
-    /// Checks the magic and every frame of a segment's bytes, calling `visit` with each payload and its frame
-    /// offset, and stops at the first frame that is cut short or fails its checksum.
+    public struct ScanResult: Sendable {
+        /// Where the last valid frame ends.
+        public var validBytes: Int
+        public var records: Int
+        /// Bad regions that valid frames follow, or that run to the end without being a torn tail.
+        public var damage: [Damage] = []
+        /// Set when the bytes after the last valid frame are only a last frame that was not completely
+        /// written, the trace of a crash during a write, with why it was rejected.
+        public var tornTail: String?
+
+        /// The first problem, for reports; nil when every byte belongs to a valid frame.
+        public var problem: String? {
+            self.damage.first.map { "\($0.reason) at offset \($0.start)" } ?? self.tornTail
+        }
+    }
+
+    /// Checks the magic and every frame of a segment's bytes, calling `visit` with each valid payload and its
+    /// frame offset.
+    ///
+    /// A frame that fails its checksum or is cut short at the end of the bytes is a torn tail when it is the last
+    /// thing in the segment. Anything else is damage: the scan then looks for the next offset where a whole
+    /// frame with a matching checksum starts and goes on from there, so records written after the damage are
+    /// still found. A 32-bit checksum over a plausible length makes a false match there vanishingly unlikely.
     public static func scan(_ bytes: [UInt8], visit: (_ payload: UnsafeRawBufferPointer, _ offset: Int) -> Void)
         -> ScanResult
     {
@@ -125,38 +143,65 @@ public enum SegmentFile {
         _ bytes: UnsafeRawBufferPointer, visit: (_ payload: UnsafeRawBufferPointer, _ offset: Int) -> Void
     ) -> ScanResult {
         guard bytes.count >= self.magic.count else {
-            return ScanResult(validBytes: 0, records: 0, problem: "segment header is cut short")
+            return ScanResult(validBytes: 0, records: 0, tornTail: "segment header is cut short")
         }
         guard bytes.prefix(self.magic.count).elementsEqual(self.magic) else {
-            return ScanResult(validBytes: 0, records: 0, problem: "segment header is not a portout-relay journal")
+            return ScanResult(
+                validBytes: 0, records: 0,
+                damage: [Damage(start: 0, end: bytes.count, reason: "segment header is not a portout-relay journal")])
         }
+        var result = ScanResult(validBytes: self.magic.count, records: 0)
         var offset = self.magic.count
-        var records = 0
         while offset < bytes.count {
-            guard bytes.count - offset >= self.frameHeaderBytes else {
-                return ScanResult(validBytes: offset, records: records, problem: "frame header is cut short", isTornTail: true)
+            switch self.checkFrame(bytes, at: offset) {
+            case .valid(let payload):
+                visit(payload, offset)
+                result.records += 1
+                offset += self.frameHeaderBytes + payload.count
+                result.validBytes = offset
+            case .tornTail(let reason), .bad(let reason):
+                let next = self.nextValidFrame(bytes, after: offset)
+                if next == bytes.count, case .tornTail = self.checkFrame(bytes, at: offset) {
+                    // Nothing valid follows, so this is the end of an interrupted write.
+                    result.tornTail = reason
+                    return result
+                }
+                // A damaged length field can look like a frame cut short; valid frames after it show damage.
+                result.damage.append(Damage(start: offset, end: next, reason: reason))
+                offset = next
             }
-            let length = Int(self.readUInt32(bytes, at: offset))
-            let checksum = self.readUInt32(bytes, at: offset + 4)
-            guard length <= self.maxPayloadBytes else {
-                return ScanResult(validBytes: offset, records: records, problem: "frame length \(length) is implausible")
-            }
-            let start = offset + self.frameHeaderBytes
-            guard bytes.count - start >= length else {
-                return ScanResult(validBytes: offset, records: records, problem: "frame payload is cut short", isTornTail: true)
-            }
-            let payload = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)])
-            guard CRC32C.checksum(payload) == checksum else {
-                // A last frame whose pages were only partly written also fails its checksum.
-                return ScanResult(
-                    validBytes: offset, records: records, problem: "frame checksum does not match",
-                    isTornTail: start + length == bytes.count)
-            }
-            visit(payload, offset)
-            records += 1
-            offset = start + length
         }
-        return ScanResult(validBytes: offset, records: records, problem: nil)
+        return result
+    }
+
+    private static func nextValidFrame(_ bytes: UnsafeRawBufferPointer, after offset: Int) -> Int {
+        var next = offset + 1
+        while next < bytes.count {
+            if case .valid = self.checkFrame(bytes, at: next) { return next }
+            next += 1
+        }
+        return bytes.count
+    }
+
+    private enum FrameCheck {
+        case valid(UnsafeRawBufferPointer)
+        case tornTail(String)
+        case bad(String)
+    }
+
+    private static func checkFrame(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> FrameCheck {
+        guard bytes.count - offset >= self.frameHeaderBytes else { return .tornTail("frame header is cut short") }
+        let length = Int(self.readUInt32(bytes, at: offset))
+        // The relay never writes an empty record, and a run of zero bytes would otherwise read as empty frames.
+        guard length > 0 && length <= self.maxPayloadBytes else { return .bad("frame length \(length) is implausible") }
+        let start = offset + self.frameHeaderBytes
+        guard bytes.count - start >= length else { return .tornTail("frame payload is cut short") }
+        let payload = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)])
+        guard CRC32C.checksum(payload) == self.readUInt32(bytes, at: offset + 4) else {
+            // A last frame whose pages were only partly written also fails its checksum.
+            return start + length == bytes.count ? .tornTail("frame checksum does not match") : .bad("frame checksum does not match")
+        }
+        return .valid(payload)
     }
 
     static func readUInt32(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {

@@ -91,7 +91,7 @@ import Testing
         #expect(again.count == 6)
     }
 
-    @Test func corruptionInEarlierSegmentQuarantinesLaterOnes() throws {
+    @Test func damageInEarlierSegmentSkipsOnlyItsRecord() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let (journal, _) = try Self.open(directory.path, segmentBytes: 300)
@@ -107,11 +107,15 @@ import Testing
         #expect(FileManager.default.createFile(atPath: first, contents: Data(bytes)))
         let (reopened, recovered) = try Self.open(directory.path, segmentBytes: 300)
         reopened.close()
-        #expect(recovered.count < 6)
-        #expect(try SegmentFile.segments(in: directory.path) == [segments[0]])
+        // Only the damaged record is lost; the later segments stay and are read.
+        #expect(recovered.count == 5)
+        #expect(try SegmentFile.segments(in: directory.path) == segments)
         let quarantined = try FileManager.default.contentsOfDirectory(atPath: directory.path + "/quarantine")
-        // The damaged segment is copied there whole, and every later one is moved there.
-        #expect(quarantined.count == segments.count)
+        #expect(quarantined.count == 1)
+        // A second start keeps the first copy instead of adding another.
+        let (again, _) = try Self.open(directory.path, segmentBytes: 300)
+        again.close()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path + "/quarantine").count == 1)
     }
 
     @Test func damageBeforeTailIsNotTreatedAsTear() throws {
@@ -126,11 +130,14 @@ import Testing
         bytes[bytes.count / 2] ^= 0xFF
         #expect(FileManager.default.createFile(atPath: segment, contents: Data(bytes)))
         let (reopened, recovered) = try Self.open(directory.path)
+        // The records on both sides of the damage are read, and appends go on after the last one.
+        #expect(recovered.count == 9)
+        Self.appendAll(reopened, [Self.event(11)])
         reopened.close()
-        #expect(recovered.count < 10)
+        let (_, again) = try Self.open(directory.path)
+        #expect(again.count == 10)
         let quarantined = try FileManager.default.contentsOfDirectory(atPath: directory.path + "/quarantine")
         #expect(quarantined.count == 1)
-        // The copy holds every byte as found, including the records after the damage.
         let copy = [UInt8](FileManager.default.contents(atPath: directory.path + "/quarantine/" + quarantined[0])!)
         #expect(copy.count == original.count)
     }

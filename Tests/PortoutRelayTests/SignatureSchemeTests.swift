@@ -47,6 +47,12 @@ struct SignatureSchemeTests {
         let future = RelayHarness.standardWebhooksHeaders(
             body, secret: RelayHarness.inboundSecret, id: "msg_1", timestamp: Self.now + 600)
         #expect(try harness.post(body, headers: future).status == 401)
+        for extreme in ["-9223372036854775808", "9223372036854775807"] {
+            let overflowing = [("webhook-id", "msg_1"), ("webhook-timestamp", extreme), ("webhook-signature", "v1,AAAA")]
+            let response = try harness.post(body, headers: overflowing)
+            #expect(response.status == 401)
+            #expect(response.json?.objectValue?["code"] == "timestampOutOfRange")
+        }
         let missing = try harness.post(body, headers: [])
         #expect(missing.status == 401)
         #expect(missing.json?.objectValue?["code"] == "signatureMissing")
@@ -75,6 +81,8 @@ struct SignatureSchemeTests {
         #expect(expiredResponse.status == 401)
         #expect(expiredResponse.json?.objectValue?["code"] == "timestampOutOfRange")
         #expect(try harness.post(body, headers: [("Carrier-Signature", "v1=abcd")]).status == 401)
+        let overflowing = "t=-9223372036854775808,v1=00"
+        #expect(try harness.post(body, headers: [("Carrier-Signature", overflowing)]).status == 401)
     }
 
     @Test func hexCases() throws {

@@ -173,4 +173,55 @@ struct WebhookIntakeTests {
         #expect(stale.status == 202)
         #expect(stale.json?.objectValue?["stale"] == .bool(true))
     }
+
+    @Test func hostileIdentifiersAre422() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let long = String(repeating: "a", count: 70_000)
+        let cases = [
+            ("id", Events.portOut("pout_long", status: "initiated", eventID: "evt_" + long)),
+            ("data.id", Events.portOut("pout_" + long, status: "initiated")),
+            ("id", Events.portOut("pout_crlf", status: "initiated", eventID: "evt_a\\r\\nX-Injected: 1")),
+            ("id", Events.portOut("pout_nul", status: "initiated", eventID: "evt_a\\u0000b")),
+        ]
+        for (field, body) in cases {
+            let response = try harness.post(body)
+            #expect(response.status == 422, "\(field)")
+            let fields = response.json?.objectValue?["details"]?.arrayValue?.compactMap { $0.objectValue?["field"]?.stringValue }
+            #expect(fields?.contains(field) == true, "\(field)")
+        }
+        // The relay is still up.
+        #expect(try harness.post(Events.portOut("pout_ok", status: "initiated")).status == 202)
+    }
+
+    @Test func staleTwinsReportStale() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_twin", status: "completed")).status == 202)
+        let body = Events.portOut("pout_twin", status: "processing")
+        let headers = RelayHarness.standardWebhooksHeaders(body, secret: RelayHarness.inboundSecret, id: "msg_twin")
+        var request = "POST /webhooks/t1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        for (name, value) in headers {
+            request += "\(name): \(value)\r\n"
+        }
+        request += "Content-Length: \(body.count)\r\n\r\n"
+        let clients = try (0..<16).map { _ in try harness.client() }
+        for client in clients {
+            client.send(Array(request.utf8) + body)
+        }
+        let receipts = clients.compactMap { $0.readResponse()?.json?.objectValue }
+        #expect(receipts.count == 16)
+        #expect(receipts.allSatisfy { $0["stale"] == .bool(true) })
+    }
+
+    @Test func hostHeaderAndAbsoluteForm() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let missingHost = try harness.client()
+        missingHost.send("GET /healthz HTTP/1.1\r\n\r\n")
+        #expect(missingHost.readResponse()?.status == 400)
+        let absolute = try harness.client()
+        absolute.send("GET http://127.0.0.1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        #expect(absolute.readResponse()?.status == 200)
+    }
 }

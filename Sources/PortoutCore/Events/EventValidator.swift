@@ -43,14 +43,14 @@ private struct FieldChecker {
 
     mutating func envelope(_ object: JSONObject) -> ValidatedEvent? {
         _ = self.constant(object, "", "object", "event")
-        let id = self.nonEmptyString(object, "", "id")
-        let type = self.nonEmptyString(object, "", "type")
+        let id = self.identifier(object, "", "id")
+        let type = self.identifier(object, "", "type")
         _ = self.constant(object, "", "datacontenttype", "application/json")
-        let project = self.nonEmptyString(object, "", "project")
-        _ = self.nonEmptyString(object, "", "source")
+        let project = self.identifier(object, "", "project")
+        _ = self.identifier(object, "", "source")
         _ = self.constant(object, "", "specversion", "1.0")
         _ = self.time(object, "", "time", nullable: false)
-        _ = self.nonEmptyString(object, "", "version")
+        _ = self.identifier(object, "", "version")
         if let type, !type.hasPrefix(CarrierEventType.prefix) {
             self.fail("type", "must start with \"\(CarrierEventType.prefix)\"")
         }
@@ -103,15 +103,15 @@ private struct FieldChecker {
 
     mutating func portOut(_ object: JSONObject, path: String) -> PortOut? {
         _ = self.constant(object, path, "object", "portOut")
-        let id = self.nonEmptyString(object, path, "id")
+        let id = self.identifier(object, path, "id")
         let behavior = self.oneOf(object, path, "behavior", PortOut.behaviors)
         let completedAt = self.time(object, path, "completedAt", nullable: true)
         let createdAt = self.time(object, path, "createdAt", nullable: false)
         let expiredAt = self.time(object, path, "expiredAt", nullable: true)
         let failureReason = self.nullableOneOf(object, path, "failureReason", PortOut.failureReasons)
         let statusText = self.oneOf(object, path, "status", Set(PortOutStatus.allCases.map(\.rawValue)))
-        let subscription = self.nonEmptyString(object, path, "subscription")
-        let user = self.nonEmptyString(object, path, "user")
+        let subscription = self.identifier(object, path, "subscription")
+        let user = self.identifier(object, path, "user")
         guard let id, let behavior, let completedAt, let createdAt, let expiredAt, let failureReason,
             let statusText, let status = PortOutStatus(rawValue: statusText), let subscription, let user
         else { return nil }
@@ -124,7 +124,7 @@ private struct FieldChecker {
     mutating func credentials(_ object: JSONObject) {
         _ = self.constant(object, "data", "object", "portOutCredentials")
         _ = self.nonEmptyString(object, "data", "accountNumber")
-        _ = self.nonEmptyString(object, "data", "subscription")
+        _ = self.identifier(object, "data", "subscription")
         _ = self.time(object, "data", "expiresAt", nullable: false)
         // Events never carry the PIN; one that does is refused rather than relayed to every destination.
         if let pin = object["accountPin"] {
@@ -152,6 +152,25 @@ private struct FieldChecker {
         }
         guard !string.isEmpty else {
             self.fail(Self.join(path, key), "must not be empty")
+            return nil
+        }
+        return string
+    }
+
+    /// Longest id, type or name accepted, in UTF-8 bytes; far above what the carrier sends, and short enough to
+    /// journal, log and send as a header value.
+    static let maxIdentifierBytes = 255
+
+    /// A non-empty string of at most `maxIdentifierBytes` with no control characters, because ids travel on
+    /// into log lines and into the `webhook-id` header of every delivery.
+    mutating func identifier(_ object: JSONObject, _ path: String, _ key: String) -> String? {
+        guard let string = self.nonEmptyString(object, path, key) else { return nil }
+        if string.utf8.count > Self.maxIdentifierBytes {
+            self.fail(Self.join(path, key), "must be at most \(Self.maxIdentifierBytes) bytes long")
+            return nil
+        }
+        if string.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            self.fail(Self.join(path, key), "must not contain control characters")
             return nil
         }
         return string

@@ -98,6 +98,10 @@ private struct Cursor {
         try self.enterContainer()
         self.index += 1
         var members: [(key: String, value: JSONValue)] = []
+        // Keys are compared by their UTF-8 bytes, since String equality would take canonically equivalent
+        // spellings ("café" and "cafe\u{301}") for one key, and through a set so that an object with tens of
+        // thousands of members is not checked in quadratic time.
+        var keys = Set<[UInt8]>()
         self.skipWhitespace()
         if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "}") {
             self.index += 1
@@ -111,7 +115,7 @@ private struct Cursor {
             }
             let keyOffset = self.index
             let key = try self.parseString()
-            if members.contains(where: { $0.key == key }) {
+            if !keys.insert(Array(key.utf8)).inserted {
                 throw JSONParseError(offset: keyOffset, reason: "duplicate key \"\(key)\"")
             }
             self.skipWhitespace()

@@ -15,13 +15,13 @@ public enum JournalCommands {
             let result = SegmentFile.scan(bytes) { payload, _ in
                 if JournalRecord.decode(payload) == nil { undecodable += 1 }
             }
-            var line = "\(name): \(result.records) records, \(result.validBytes) of \(bytes.count) bytes valid"
-            if let problem = result.problem {
-                line += ", damaged at offset \(result.validBytes): \(problem)"
+            var line = "\(name): \(result.records) records, \(bytes.count) bytes"
+            for damage in result.damage {
+                line += "; damaged: \(damage.reason), bytes \(damage.start) to \(damage.end) skipped"
                 healthy = false
             }
-            if undecodable > 0 {
-                line += ", \(undecodable) records of an unknown format"
+            if let tornTail = result.tornTail {
+                line += "; torn tail after byte \(result.validBytes): \(tornTail)"
                 healthy = false
             }
             output(line)
@@ -30,7 +30,7 @@ public enum JournalCommands {
     }
 
     /// Prints one JSON line per record. Bodies are left out unless `bodies` is set, and account numbers and
-    /// PINs are redacted even then. Returns the damage found, after which a segment's records are not shown.
+    /// PINs are redacted even then. Returns the damage found, whose bytes hold no readable records.
     @discardableResult
     public static func dump(
         dataDirectory: String, bodies: Bool, deadLettersOnly: Bool, output: (String) -> Void
@@ -63,7 +63,7 @@ public enum JournalCommands {
     }
 
     /// Prints totals for the journal: segments, bytes, records by kind, deliveries by outcome. Returns the damage
-    /// found, after which a segment's records are not counted.
+    /// found, whose bytes hold no readable records.
     @discardableResult
     public static func stats(dataDirectory: String, output: (String) -> Void) throws(JournalError) -> [String] {
         var segments = 0
@@ -189,8 +189,7 @@ public enum JournalCommands {
         }
     }
 
-    /// Visits the valid records of every segment in order; returns one line per segment whose frames stop at
-    /// damage, because the records after it are not visited.
+    /// Visits the valid records of every segment in order; returns one line per damaged region or torn tail.
     private static func forEachRecord(
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> [String] {
@@ -201,9 +200,11 @@ public enum JournalCommands {
                 guard let record = JournalRecord.decode(payload) else { return }
                 body(record, JournalLocation(segment: segment, offset: Int64(offset), length: Int32(payload.count)))
             }
-            if let problem = result.problem {
-                damage.append(
-                    "\(name): \(problem) at offset \(result.validBytes); the \(bytes.count - result.validBytes) bytes after it are not read")
+            for region in result.damage {
+                damage.append("\(name): \(region.reason); bytes \(region.start) to \(region.end) skipped")
+            }
+            if let tornTail = result.tornTail {
+                damage.append("\(name): torn tail after byte \(result.validBytes): \(tornTail)")
             }
         }
         return damage

@@ -19,7 +19,7 @@ struct IngestState: Sendable {
         /// Already journaled, so the response is 200.
         case duplicate(stale: Bool)
         /// An identical event is being written now, so the response waits until that write settles.
-        case twinInFlight
+        case twinInFlight(stale: Bool)
         /// New: journal it under this sequence number. `previousRank` restores the lifecycle if the write fails.
         case accept(sequence: UInt64, stale: Bool, previousRank: Int?)
     }
@@ -43,7 +43,7 @@ struct IngestState: Sendable {
     /// Checks an event and, if it is new, reserves its key and sequence number.
     mutating func admit(dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?) -> Decision {
         if let entry = self.dedupe.lookup(dedupeKey) {
-            return entry.isDurable ? .duplicate(stale: entry.isStale) : .twinInFlight
+            return entry.isDurable ? .duplicate(stale: entry.isStale) : .twinInFlight(stale: entry.isStale)
         }
         var stale = false
         var previousRank: Int?

@@ -103,11 +103,11 @@ final class Ingestor: Sendable {
             switch decision {
             case .duplicate(let stale):
                 respond(Self.receipt(event.eventID, duplicate: true, stale: stale))
-            case .twinInFlight:
+            case .twinInFlight(let stale):
                 let retryAfter = self.retryAfterSeconds
                 state.waitForTwin(event.dedupeKey) { succeeded in
                     respond(succeeded
-                        ? Self.receipt(event.eventID, duplicate: true, stale: false)
+                        ? Self.receipt(event.eventID, duplicate: true, stale: stale)
                         : HTTPResponse(error: Self.journalUnavailable(retryAfter)))
                 }
             case .accept(let sequence, let stale, let previousRank):

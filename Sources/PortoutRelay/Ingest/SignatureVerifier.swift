@@ -138,7 +138,11 @@ struct SignatureVerifier: Sendable {
     }
 
     private func checkTolerance(_ timestamp: Int, _ now: Int) -> Failure? {
-        let skew = timestamp - now
+        // Timestamps come from the sender, so the difference may overflow; such a skew is simply out of range.
+        let (skew, overflow) = timestamp.subtractingReportingOverflow(now)
+        if overflow || skew == Int.min {
+            return .timestampOutOfRange(skewSeconds: timestamp < 0 ? -Int.max : Int.max)
+        }
         return abs(skew) > self.config.toleranceSeconds ? .timestampOutOfRange(skewSeconds: skew) : nil
     }
 }
