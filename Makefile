@@ -24,8 +24,8 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
-# Starts a signature-checking sink and the relay on config.json, feeds it the signed fixture feed, prints what
-# happened and keeps both running until Ctrl-C.
+# Starts a signature-checking sink, the relay on config.json and the carrier emulator, prints what happens and
+# keeps them running until Ctrl-C.
 run: release test-deps
 	@$(PYTHON) tools/demo.py --binary .build/release/portout-relay --config config.json
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""`make run`: start a signature-checking sink and the relay on config.json, feed the relay the signed fixture
-feed, print what happened, and keep both running until Ctrl-C.
+"""`make run`: start a signature-checking sink, the relay on config.json and the carrier emulator, let the
+emulator drive port outs through their lifecycle with faulty webhook delivery, print what happened, and keep
+everything running until Ctrl-C.
 """
 import argparse
 import json
@@ -13,15 +14,15 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FEED = os.path.join(ROOT, "Tests", "PortoutRelayTests", "Data", "carrier-feed.jsonl")
-LOG = os.path.join(ROOT, "portout-relay.log")
+RELAY_LOG = os.path.join(ROOT, "portout-relay.log")
+EMULATOR_LOG = os.path.join(ROOT, "portout-emulator.log")
+PORT_OUTS = 30
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--binary", required=True, help="the built portout-relay executable")
     parser.add_argument("--config", required=True, help="relay configuration")
-    parser.add_argument("--rate", type=float, default=60, help="events per second sent to the relay")
     arguments = parser.parse_args()
 
     config_path = os.path.abspath(arguments.config)
@@ -30,12 +31,16 @@ def main():
     listen = config.get("listen", "127.0.0.1:8080")
     tenant = config["tenants"][0]
     secret = tenant["verify"]["secrets"][0]
-    if not isinstance(secret, str):
-        sys.exit("make run signs the feed with the first tenant's first secret, which must be inline in config.json")
+    upstream = tenant.get("upstream", {})
+    read_key = (tenant.get("apiKeys") or [None])[0]
+    if not all(isinstance(value, str) for value in (secret, upstream.get("apiKey"), read_key)):
+        sys.exit("make run needs the first tenant's first secret, apiKeys and upstream.apiKey inline in config.json")
+    emulator_address = upstream["baseUrl"].removeprefix("http://")
     data_dir = os.path.join(os.path.dirname(config_path), config.get("dataDir", "data"))
-    journal_existed = os.path.isdir(os.path.join(data_dir, "journal"))
+    base = f"http://{listen}"
 
     processes = []
+
     def stop(*_):
         for process in reversed(processes):
             if process.poll() is None:
@@ -56,50 +61,52 @@ def main():
     first_line = sink.stdout.readline().strip()
     if not first_line.startswith("sink listening"):
         stop()
-    say(f"== {first_line} (verifies each delivery's signature with the standardwebhooks package)")
+    say(f"== {first_line}: it checks each delivery's signature with the standardwebhooks package")
 
-    log = open(LOG, "ab")
-    relay = subprocess.Popen([arguments.binary, "serve", "--config", config_path], stderr=log)
+    relay = subprocess.Popen([arguments.binary, "serve", "--config", config_path], stderr=open(RELAY_LOG, "ab"))
     processes.append(relay)
-    base = f"http://{listen}"
     if not wait_ready(base + "/readyz", relay):
-        print(f"the relay did not start; see {LOG}", file=sys.stderr)
+        say(f"the relay did not start; see {RELAY_LOG}")
         stop()
-    say(f"== relay listening on {base}, journal in {data_dir}, log lines in {LOG}")
-    if journal_existed:
-        say("== the journal already holds events from an earlier run, so this feed is answered as duplicates;"
-            f" remove {data_dir} to start over")
+    say(f"== relay listening on {base}, journal in {data_dir}, log lines in {RELAY_LOG}")
 
-    say(f"== feeding {FEED} ({sum(1 for _ in open(FEED))} events with retries, resends and reordering)")
-    # The feed's lines and the sink's lines are printed as they arrive, one whole line at a time.
+    projects = ",".join(project + (":uk" if project == "brit-tel" else "") for project in tenant["projects"])
+    emulator = subprocess.Popen(
+        [arguments.binary, "emulate", "--listen", emulator_address, "--projects", projects,
+         "--api-keys", f"{upstream['apiKey']}:credentials", "--webhook-urls", f"{base}/webhooks/{tenant['id']}",
+         "--webhook-secret", secret, "--port-outs", str(PORT_OUTS), "--rate", "5", "--processing-after", "1",
+         "--issued-after", "2", "--finish-after", "2", "--retry-rate", "0.1", "--resend-rate", "0.1",
+         "--reorder-rate", "0.1"],
+        stderr=open(EMULATOR_LOG, "ab"))
+    processes.append(emulator)
+    if not wait_ready(f"http://{emulator_address}/healthz", emulator):
+        say(f"the emulator did not start; see {EMULATOR_LOG}")
+        stop()
+    say(f"== carrier emulator on http://{emulator_address}: creating {PORT_OUTS} port outs, 5 a second, and sending "
+        "each status change as a signed webhook, some twice, some again under a new id, some late")
     start_echo(sink)
-    feed = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "tools", "feed.py"), FEED, "--url", f"{base}/webhooks/{tenant['id']}",
-         "--secret", secret, "--rate", str(arguments.rate)],
-        stdout=subprocess.PIPE, text=True)
-    last_line = ""
-    for line in feed.stdout:
-        last_line = line.strip()
-        if not last_line.startswith("{"):
-            say(last_line)
-    feed.wait()
-    summary = json.loads(last_line)
+
+    deadline = time.time() + 90
+    while time.time() < deadline and terminal_count(emulator_address, upstream["apiKey"], tenant["projects"]) < PORT_OUTS:
+        time.sleep(1)
     time.sleep(2)
+    stats = subprocess.run([arguments.binary, "journal", "stats", "--data-dir", data_dir],
+                           capture_output=True, text=True).stdout.strip()
     say("")
-    say("== carrier -> relay: {sent} sent, {accepted} accepted (of which {stale} stale, journaled but not "
-        "forwarded), {duplicates} duplicates answered 200, {rejected} rejected".format(**summary))
-    say(f"== relay -> sink: {sink_count[0]} deliveries so far, each signature checked by the sink")
+    say(f"== every generated port out reached completed, expired or failed; relay -> sink: {sink_count[0]} "
+        "deliveries so far, each signature checked")
+    say(f"== journal: {stats}")
+    project = tenant["projects"][0]
     say("")
-    say("Next:")
-    say(f"  {arguments.binary} journal stats --data-dir {data_dir}")
-    say(f"  {arguments.binary} journal dump --data-dir {data_dir} | head")
-    say(f"  curl -s {base}/readyz")
-    if tenant.get("apiKeys") and isinstance(tenant["apiKeys"][0], str):
-        project = tenant["projects"][0]
-        say(f"  curl -s -H 'Authorization: Bearer {tenant['apiKeys'][0]}' "
-            f"'{base}/projects/{project}/portOuts?status=completed&limit=3'")
-    say(f"  tail -f {LOG}")
-    say("The relay and the sink keep running and further deliveries are printed here; press Ctrl-C to stop both.")
+    say("Next, with the relay's read API and the carrier calls it forwards to the emulator:")
+    auth = f"-H 'Authorization: Bearer {read_key}'"
+    say(f"  curl -s {auth} '{base}/projects/{project}/portOuts?status=completed&limit=3'")
+    say(f"  curl -s {auth} -H 'Content-Type: application/json' -d '{{\"subscription\":\"sub_demo\"}}' "
+        f"{base}/projects/{project}/portOuts")
+    say(f"  curl -s {auth} {base}/projects/{project}/portOuts/<id from the answer above>/credentials   # once issued")
+    say(f"  {arguments.binary} journal dump --data-dir {data_dir} | tail")
+    say(f"  tail -f {RELAY_LOG}")
+    say("Everything keeps running and further deliveries are printed here; press Ctrl-C to stop.")
     while relay.poll() is None:
         time.sleep(1)
     stop()
@@ -122,6 +129,20 @@ def start_echo(sink):
             sink_count[0] += 1
             say(line.rstrip())
     threading.Thread(target=echo, daemon=True).start()
+
+
+def terminal_count(address, key, projects):
+    total = 0
+    for project in projects:
+        request = urllib.request.Request(
+            f"http://{address}/projects/{project}/portOuts?status=completed,expired,failed&limit=200",
+            headers={"Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                total += len(json.load(response)["items"])
+        except OSError:
+            pass
+    return total
 
 
 def wait_ready(url, process, timeout=15):

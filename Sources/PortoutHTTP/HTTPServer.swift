@@ -62,6 +62,9 @@ public final class HTTPServer: Sendable {
     public func start() throws(SystemError) -> Int {
         var port = self.configuration.port
         var loops: [LoopConnections] = []
+        if port != 0 {
+            try Socket.checkAvailable(host: self.configuration.host, port: port)
+        }
         do {
             for _ in 0..<self.configuration.eventLoops {
                 let listener = try Socket.listen(host: self.configuration.host, port: port)

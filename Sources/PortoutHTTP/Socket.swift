@@ -30,6 +30,23 @@ public enum Socket {
         return fd
     }
 
+    /// Fails with EADDRINUSE if any socket already listens on the address, SO_REUSEPORT or not.
+    ///
+    /// SO_REUSEPORT lets a second process of the same user bind the same port and silently take half of the
+    /// connections, so the server checks first with a plain bind, which an existing listener makes fail.
+    public static func checkAvailable(host: String, port: Int) throws(SystemError) {
+        var storage = sockaddr_storage()
+        let length = try self.fillAddress(&storage, host: host, port: port)
+        let fd = try systemCall("socket") { socket(Int32(storage.ss_family), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        defer { Glibc.close(fd) }
+        try self.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+        _ = try withUnsafePointer(to: &storage) { pointer throws(SystemError) -> Int32 in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(SystemError) -> Int32 in
+                try systemCall("bind \(host):\(port)") { bind(fd, address, length) }
+            }
+        }
+    }
+
     /// Returns the port a socket is bound to, for listeners opened on port 0.
     public static func localPort(_ fd: Int32) throws(SystemError) -> Int {
         var storage = sockaddr_storage()

@@ -24,6 +24,8 @@ public final class Journal: Sendable {
     private let stopped = DispatchSemaphore(value: 0)
     private let readers = Mutex<[UInt64: Int32]>([:])
     private let writer: WriterState
+    /// Descriptor holding an exclusive `flock` on `journal.lock` while the journal is open.
+    private let lockFD: Int32
 
     private struct Entry {
         var payload: [UInt8]
@@ -62,21 +64,53 @@ public final class Journal: Sendable {
         } catch {
             throw JournalError(path: directory, reason: "cannot create the journal directory: \(error)")
         }
-        let recovery = try JournalRecovery(directory: directory, logger: logger, includeBodies: includeBodies)
-        let (segment, size) = try recovery.run(visit: visit)
-        let writer = try self.openForAppend(directory: directory, segment: segment, size: size)
-        let journal = Journal(directory: directory, segmentBytes: segmentBytes, logger: logger, writer: writer)
+        let lockFD = try self.lock(directory)
+        let journal: Journal
+        do {
+            let recovery = try JournalRecovery(directory: directory, logger: logger, includeBodies: includeBodies)
+            let (segment, size) = try recovery.run(visit: visit)
+            let writer = try self.openForAppend(directory: directory, segment: segment, size: size)
+            journal = Journal(
+                directory: directory, segmentBytes: segmentBytes, logger: logger, writer: writer, lockFD: lockFD)
+        } catch {
+            Glibc.close(lockFD)
+            throw error
+        }
         let thread = Thread { journal.runWriter() }
         thread.name = "journal-writer"
         thread.start()
         return journal
     }
 
-    private init(directory: String, segmentBytes: Int, logger: Logger, writer: WriterState) {
+    private init(directory: String, segmentBytes: Int, logger: Logger, writer: WriterState, lockFD: Int32) {
         self.directory = directory
         self.segmentBytes = segmentBytes
         self.logger = logger
         self.writer = writer
+        self.lockFD = lockFD
+    }
+
+    /// Takes an exclusive lock so that a second relay on the same data directory fails at start instead of
+    /// writing the same segments.
+    private static func lock(_ directory: String) throws(JournalError) -> Int32 {
+        let path = directory + "/journal.lock"
+        do {
+            let fd = try systemCall("open") { Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640) }
+            do {
+                _ = try systemCall("flock") { flock(fd, LOCK_EX | LOCK_NB) }
+            } catch {
+                Glibc.close(fd)
+                if error.errno == EWOULDBLOCK {
+                    throw JournalError(path: path, reason: "the journal is in use by another process", errno: error.errno)
+                }
+                throw JournalError(path: path, error)
+            }
+            return fd
+        } catch let error as JournalError {
+            throw error
+        } catch {
+            throw JournalError(path: path, reason: "\(error)")
+        }
     }
 
     private static func openForAppend(directory: String, segment: UInt64, size: Int) throws(JournalError)
@@ -148,6 +182,7 @@ public final class Journal: Sendable {
             }
             readers.removeAll()
         }
+        Glibc.close(self.lockFD)
     }
 
     /// Reads one record back, as the delivery path does for a body it did not keep in memory.

@@ -10,6 +10,7 @@ public final class Relay: Sendable {
     private let journal: Journal
     private let engine: DeliveryEngine
     private let server: HTTPServer
+    private let upstreamClient: HTTPClient
     private let logger: Logger
     public let port: Int
 
@@ -53,18 +54,24 @@ public final class Relay: Sendable {
         let ingestor = Ingestor(
             config: config, state: state, journal: journal, engine: engine, portOuts: store, logger: logger)
         let readAPI = PortOutReadAPI(tenants: config.tenants, store: store, logger: logger)
+        let upstreamClient = HTTPClient(name: "upstream-client")
         let server = HTTPServer(
             configuration: HTTPServer.Configuration(
                 host: config.listen.host, port: config.listen.port, eventLoops: config.eventLoops,
                 limits: config.limits),
-            handler: RelayRequestHandler(ingestor: ingestor, readAPI: readAPI), logger: logger)
+            handler: RelayRequestHandler(
+                ingestor: ingestor, readAPI: readAPI,
+                forwarder: PortOutForwarder(readAPI: readAPI, client: upstreamClient, logger: logger)),
+            logger: logger)
         do {
             self.port = try server.start()
         } catch {
+            upstreamClient.shutdown()
             engine.shutdown()
             journal.close()
             throw error
         }
+        self.upstreamClient = upstreamClient
         self.journal = journal
         self.engine = engine
         self.server = server
@@ -94,6 +101,7 @@ public final class Relay: Sendable {
     /// because unsettled deliveries resume from the journal at the next start.
     public func shutdown() {
         self.server.shutdown()
+        self.upstreamClient.shutdown()
         self.engine.shutdown()
         self.journal.close()
         self.logger.info("relay stopped", [:])

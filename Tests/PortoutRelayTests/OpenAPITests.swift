@@ -19,16 +19,21 @@ struct OpenAPITests {
         let paths = Set(document["paths"]?.objectValue?.keys ?? [])
         #expect(paths == [
             "/webhooks/{tenant}", "/projects/{project}/portOuts", "/projects/{project}/portOuts/{portOut}",
-            "/healthz", "/readyz", "/openapi.json",
+            "/projects/{project}/portOuts/{portOut}/expire", "/projects/{project}/portOuts/{portOut}/credentials",
+            "/testing/projects/{project}/portOuts/{portOut}/simulate", "/healthz", "/readyz", "/openapi.json",
         ])
     }
 
-    /// Runs schemathesis (PyPI) with every check against the running relay, with data in it to find.
+    /// Runs schemathesis (PyPI) with every check against the running relay, with data in it to find and the
+    /// emulator as the upstream of forwarded calls.
     @Test func schemathesisFindsNoFailures() throws {
+        let (emulator, emulatorPort) = try EmulatorTests.emulator()
+        defer { emulator.shutdown() }
         let harness = try RelayHarness(
             tenantsJSON: """
                 [{"id": "gigs", "projects": ["acme-mobile"], "apiKeys": ["\(Self.apiKey)"],
-                  "verify": {"secrets": ["\(RelayHarness.inboundSecret)"]}}]
+                  "verify": {"secrets": ["\(RelayHarness.inboundSecret)"]},
+                  "upstream": {"baseUrl": "http://127.0.0.1:\(emulatorPort)", "apiKey": "\(EmulatorTests.fullKey)"}}]
                 """)
         defer { harness.finish() }
         for (index, status) in ["initiated", "processing", "issued"].enumerated() {

@@ -95,6 +95,15 @@ public struct TenantConfig: Sendable {
     public var destinations: [DestinationConfig]
     /// Bearer tokens of the read API, each granting access to this tenant's projects.
     public var apiKeys: [Secret] = []
+    /// The carrier API that write calls are forwarded to; nil answers them 501.
+    public var upstream: UpstreamConfig?
+}
+
+/// Where a tenant's forwarded calls go: the carrier API's base URL and the key the relay sends with them.
+public struct UpstreamConfig: Sendable {
+    public var baseURL: String
+    public var apiKey: Secret
+    public var timeoutMs: Int
 }
 
 public struct DestinationConfig: Sendable {

@@ -1,5 +1,8 @@
 extension ConfigReader {
-    static let tenantKeys: Set<String> = ["id", "projects", "verify", "acceptTypes", "destinations", "apiKeys"]
+    static let tenantKeys: Set<String> = [
+        "id", "projects", "verify", "acceptTypes", "destinations", "apiKeys", "upstream",
+    ]
+    static let upstreamKeys: Set<String> = ["baseUrl", "apiKey", "timeoutMs"]
     static let verifyKeys: Set<String> = ["scheme", "secrets", "toleranceSeconds", "header"]
     static let destinationKeys: Set<String> = retryKeys.union([
         "id", "url", "secret", "statuses", "types", "headers", "timeoutMs", "concurrency", "deliverStale",
@@ -65,10 +68,35 @@ extension ConfigReader {
             }
             destinations.append(destination)
         }
+        var upstream: UpstreamConfig?
+        if let value = object["upstream"] {
+            upstream = self.upstream(value, "\(path).upstream", baseDirectory: baseDirectory)
+        }
         guard let id, let projects, let verify else { return nil }
         return TenantConfig(
             id: id, projects: projects, verify: verify, acceptTypes: Set(acceptTypes), destinations: destinations,
-            apiKeys: apiKeys)
+            apiKeys: apiKeys, upstream: upstream)
+    }
+
+    mutating func upstream(_ value: JSONValue, _ path: String, baseDirectory: String) -> UpstreamConfig? {
+        guard let object = self.object(value, path) else { return nil }
+        self.rejectUnknownKeys(object, path, known: Self.upstreamKeys)
+        var baseURL = self.requiredString(object, "baseUrl", path)
+        if let url = baseURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.contains(" ") {
+            self.fail("\(path).baseUrl", "must be an http:// or https:// URL without spaces")
+        }
+        while baseURL?.hasSuffix("/") == true {
+            baseURL?.removeLast()
+        }
+        var apiKey: Secret?
+        if let keyValue = object["apiKey"] {
+            apiKey = self.secret(keyValue, "\(path).apiKey", baseDirectory: baseDirectory)
+        } else {
+            self.fail("\(path).apiKey", "is required")
+        }
+        let timeoutMs = self.integer(object, "timeoutMs", path, default: 10_000, range: 100...120_000)
+        guard let baseURL, let apiKey else { return nil }
+        return UpstreamConfig(baseURL: baseURL, apiKey: apiKey, timeoutMs: timeoutMs)
     }
 
     mutating func verify(_ value: JSONValue?, _ path: String, baseDirectory: String) -> VerifyConfig? {

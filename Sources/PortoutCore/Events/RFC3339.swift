@@ -58,6 +58,12 @@ public enum RFC3339 {
     }
 
     /// Formats milliseconds since the Unix epoch as an RFC 3339 UTC time, such as `2026-11-02T09:38:11.250Z`.
+    /// Formats whole seconds, as the carrier writes its times: `2026-11-02T09:38:11Z`.
+    public static func format(epochSeconds: Int64) -> String {
+        let text = self.format(epochMilliseconds: epochSeconds * 1000)
+        return String(text.dropLast(5)) + "Z"
+    }
+
     public static func format(epochMilliseconds: Int64) -> String {
         var totalSeconds = Int(epochMilliseconds / 1000)
         var milliseconds = Int(epochMilliseconds % 1000)

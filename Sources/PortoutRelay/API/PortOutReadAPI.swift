@@ -66,7 +66,7 @@ struct PortOutReadAPI: Sendable {
         case .failure(let error): return HTTPResponse(error: error)
         case .success(let authorized): tenant = authorized
         }
-        let listQuery: PortOutIndex.ListQuery
+        let listQuery: PortOutPaging.ListQuery
         switch Self.parseListQuery(QueryParameters(query)) {
         case .failure(let failure):
             return HTTPResponse(
@@ -76,25 +76,37 @@ struct PortOutReadAPI: Sendable {
         }
         do {
             switch try self.store.list(tenant: tenant.id, project: project, listQuery) {
-            case .failure(.unknownCursor(let parameter, let id)):
-                return HTTPResponse(error: .unprocessable(
-                    code: "invalidParameters", "The \(parameter) cursor names no port out of this project.",
-                    details: [ValidationIssue(field: parameter, message: "no port out \(id) in project \(project)")]))
+            case .failure(let error):
+                return Self.listFailed(error, project: project)
             case .success(let (items, page)):
-                return HTTPResponse(
-                    status: 200,
-                    json: [
-                        "object": "list", "items": .array(items),
-                        "moreItemsAfter": page.moreItemsAfter.map { .string($0) } ?? .null,
-                        "moreItemsBefore": page.moreItemsBefore.map { .string($0) } ?? .null,
-                    ])
+                return Self.listResponse(items: items, page: page)
             }
         } catch {
             return self.readFailed(error)
         }
     }
 
-    static func parseListQuery(_ parameters: QueryParameters) -> Result<PortOutIndex.ListQuery, ValidationFailure> {
+    /// The carrier's list shape for one page.
+    static func listResponse(items: [JSONValue], page: PortOutPaging.Page) -> HTTPResponse {
+        HTTPResponse(
+            status: 200,
+            json: [
+                "object": "list", "items": .array(items),
+                "moreItemsAfter": page.moreItemsAfter.map { .string($0) } ?? .null,
+                "moreItemsBefore": page.moreItemsBefore.map { .string($0) } ?? .null,
+            ])
+    }
+
+    static func listFailed(_ error: PortOutPaging.ListError, project: String) -> HTTPResponse {
+        switch error {
+        case .unknownCursor(let parameter, let id):
+            return HTTPResponse(error: .unprocessable(
+                code: "invalidParameters", "The \(parameter) cursor names no port out of this project.",
+                details: [ValidationIssue(field: parameter, message: "no port out \(id) in project \(project)")]))
+        }
+    }
+
+    static func parseListQuery(_ parameters: QueryParameters) -> Result<PortOutPaging.ListQuery, ValidationFailure> {
         var issues: [ValidationIssue] = []
         var statuses = self.defaultStatuses
         if let text = parameters["status"] {
@@ -129,12 +141,12 @@ struct PortOutReadAPI: Sendable {
         }
         guard issues.isEmpty else { return .failure(ValidationFailure(issues)) }
         return .success(
-            PortOutIndex.ListQuery(
+            PortOutPaging.ListQuery(
                 statuses: statuses, subscription: parameters["subscription"], after: after, before: before,
                 limit: limit))
     }
 
-    private func authorize(project: String, headers: HTTPHeaders, peer: String) -> Result<TenantConfig, APIError> {
+    func authorize(project: String, headers: HTTPHeaders, peer: String) -> Result<TenantConfig, APIError> {
         switch self.authenticate(headers) {
         case .failure(let error):
             self.logger.info(

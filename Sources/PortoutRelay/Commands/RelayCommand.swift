@@ -19,6 +19,12 @@ public enum RelayCommand {
                         print one JSON line per record; --dead-letters lists only deliveries that gave up
           journal stats --data-dir DIR
                         print totals for the journal as one JSON line
+          emulate [--listen HOST:PORT] [--projects ID[:uk],...] [--api-keys KEY[:credentials],...]
+                  [--webhook-urls URL,...] [--webhook-secret whsec_...] [--processing-after S] [--issued-after S]
+                  [--retry-rate P] [--resend-rate P] [--reorder-rate P] [--port-outs N] [--rate R]
+                  [--finish-after S] [--seed N] [--log-level LEVEL]
+                        run a carrier that serves the Port Out API and sends signed webhooks; with --port-outs it
+                        creates N port outs at R a second and drives each to a terminal status
           openapi       print the OpenAPI document of the HTTP API
           version       print the version
         """
@@ -38,6 +44,8 @@ public enum RelayCommand {
                 return try self.checkConfig(words.dropFirst())
             case "journal":
                 return try self.journal(words.dropFirst())
+            case "emulate":
+                return try self.emulate(words.dropFirst())
             case "openapi":
                 print(OpenAPIDocument.text)
                 return 0
@@ -80,6 +88,62 @@ public enum RelayCommand {
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         let relay = try Relay(config: config, logger: logger)
+        self.waitForTermination(logger: logger)
+        relay.shutdown()
+        return 0
+    }
+
+    private static func emulate(_ arguments: ArraySlice<String>) throws -> Int32 {
+        let options = try CommandArguments(
+            arguments,
+            valueOptions: [
+                "--listen", "--projects", "--api-keys", "--webhook-urls", "--webhook-secret", "--processing-after",
+                "--issued-after", "--retry-rate", "--resend-rate", "--reorder-rate", "--port-outs", "--rate",
+                "--finish-after", "--seed", "--log-level",
+            ])
+        var settings = EmulatorSettings()
+        if let listen = options["--listen"] {
+            guard let address = ListenAddress(parsing: listen) else { throw UsageError("--listen must be HOST:PORT") }
+            settings.listen = address
+        }
+        if let projects = options["--projects"] {
+            settings.projects = EmulatorSettings.parseProjects(projects)
+        }
+        settings.apiKeys = EmulatorSettings.parseAPIKeys(options["--api-keys"] ?? "")
+        settings.webhookURLs = (options["--webhook-urls"] ?? "").split(separator: ",").map(String.init)
+        settings.webhookSecret = options["--webhook-secret"] ?? ""
+        if !settings.webhookURLs.isEmpty && !Secret(value: settings.webhookSecret, source: "flag").isStandardWebhooksSecret {
+            throw UsageError("--webhook-secret must be a whsec_ secret when --webhook-urls is given")
+        }
+        func number(_ name: String, _ range: ClosedRange<Double>) throws -> Double? {
+            guard let text = options[name] else { return nil }
+            guard let value = Double(text), range.contains(value) else {
+                throw UsageError("\(name) must be a number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return value
+        }
+        settings.processingAfterSeconds = try number("--processing-after", 0...86_400) ?? settings.processingAfterSeconds
+        settings.issuedAfterSeconds = try number("--issued-after", 0...86_400) ?? settings.issuedAfterSeconds
+        settings.finishAfterSeconds = try number("--finish-after", 0...86_400) ?? settings.finishAfterSeconds
+        settings.retryRate = try number("--retry-rate", 0...1) ?? 0
+        settings.resendRate = try number("--resend-rate", 0...1) ?? 0
+        settings.reorderRate = try number("--reorder-rate", 0...1) ?? 0
+        settings.rate = try number("--rate", 0.001...100_000) ?? settings.rate
+        settings.generatedPortOuts = Int(try number("--port-outs", 0...10_000_000) ?? 0)
+        settings.seed = options["--seed"].flatMap { UInt64($0) }
+        let level = LogLevel(rawValue: options["--log-level"] ?? "info") ?? .info
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let emulator = CarrierEmulator(settings: settings, logger: Logger(level: level))
+        try emulator.start()
+        self.waitForTermination(logger: Logger(level: level))
+        emulator.shutdown()
+        return 0
+    }
+
+    /// Blocks until SIGTERM or SIGINT, which the caller has set to be ignored so a dispatch source takes them.
+    private static func waitForTermination(logger: Logger) {
         let stop = DispatchSemaphore(value: 0)
         let signalQueue = DispatchQueue(label: "signals")
         var sources: [DispatchSourceSignal] = []
@@ -93,9 +157,7 @@ public enum RelayCommand {
             sources.append(source)
         }
         stop.wait()
-        relay.shutdown()
         sources.forEach { $0.cancel() }
-        return 0
     }
 
     private static func checkConfig(_ arguments: ArraySlice<String>) throws -> Int32 {

@@ -5,14 +5,14 @@ import PortoutHTTP
 struct RelayRequestHandler: HTTPRequestHandler {
     let ingestor: Ingestor
     let readAPI: PortOutReadAPI
+    let forwarder: PortOutForwarder
 
     private enum Route {
         case webhook(tenant: String)
         case health
         case readiness
         case openAPI
-        case listPortOuts(project: String)
-        case retrievePortOut(project: String, id: String)
+        case carrierAPI(CarrierAPIPath)
     }
 
     private static let webhookPrefix = "/webhooks/"
@@ -24,8 +24,8 @@ struct RelayRequestHandler: HTTPRequestHandler {
         case "/readyz": return (.readiness, ["GET", "HEAD"])
         case "/openapi.json": return (.openAPI, ["GET", "HEAD"])
         default:
-            if path.hasPrefix("/projects/") {
-                return self.portOutRoute(path)
+            if path.hasPrefix("/projects/") || path.hasPrefix("/testing/projects/") {
+                return CarrierAPIPath.parse(path).map { (.carrierAPI($0), $0.allowedMethods) }
             }
             guard path.hasPrefix(self.webhookPrefix) else { return nil }
             let tenant = path.dropFirst(self.webhookPrefix.count)
@@ -37,22 +37,6 @@ struct RelayRequestHandler: HTTPRequestHandler {
             guard let decoded = QueryParameters.decode(tenant, plusIsSpace: false) else { return nil }
             return (.webhook(tenant: decoded), ["POST"])
         }
-    }
-
-    /// Matches `/projects/{project}/portOuts` and `/projects/{project}/portOuts/{portOut}`.
-    private static func portOutRoute(_ path: Substring) -> (Route, allowed: [String])? {
-        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        guard segments.count == 3 || segments.count == 4, segments[segments.startIndex + 2] == "portOuts",
-            let project = QueryParameters.decode(segments[segments.startIndex + 1], plusIsSpace: false),
-            !project.isEmpty
-        else { return nil }
-        if segments.count == 3 {
-            return (.listPortOuts(project: project), ["GET", "HEAD"])
-        }
-        guard let id = QueryParameters.decode(segments[segments.startIndex + 3], plusIsSpace: false), !id.isEmpty else {
-            return nil
-        }
-        return (.retrievePortOut(project: project, id: id), ["GET", "HEAD"])
     }
 
     /// Rejects unknown paths, wrong methods and unknown tenants before their bodies are read.
@@ -91,11 +75,16 @@ struct RelayRequestHandler: HTTPRequestHandler {
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "application/json")
             responder.respond(HTTPResponse(status: 200, headers: headers, body: OpenAPIDocument.bytes))
-        case .listPortOuts(let project):
+        case .carrierAPI(.portOuts(let project)) where request.head.method == "POST":
+            self.forwarder.forward(request, project: project, peer: peer) { responder.respond($0) }
+        case .carrierAPI(.portOuts(let project)):
             responder.respond(
                 self.readAPI.list(project: project, query: request.head.query, headers: request.head.headers, peer: peer))
-        case .retrievePortOut(let project, let id):
+        case .carrierAPI(.portOut(let project, let id)):
             responder.respond(self.readAPI.retrieve(project: project, id: id, headers: request.head.headers, peer: peer))
+        case .carrierAPI(let path):
+            // Expire, credentials and simulate change or reveal carrier state, so the carrier answers them.
+            self.forwarder.forward(request, project: path.project, peer: peer) { responder.respond($0) }
         case .webhook(let tenant):
             self.ingestor.ingest(tenantID: tenant, request: request, peer: peer) { response in
                 responder.respond(response)

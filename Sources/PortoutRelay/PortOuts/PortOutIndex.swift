@@ -14,20 +14,10 @@ struct PortOutIndex {
         var location: JournalLocation
     }
 
-    /// The list order: newest `createdAt` first, ties broken by id so the order is total and stable.
-    struct SortKey: Comparable {
-        var createdAtMs: Int64
-        var id: String
-
-        static func < (lhs: SortKey, rhs: SortKey) -> Bool {
-            (lhs.createdAtMs, lhs.id) < (rhs.createdAtMs, rhs.id)
-        }
-    }
-
     struct Project {
         var entries: [String: Entry] = [:]
         /// Every port out of the project in ascending `SortKey` order; listing walks it backwards.
-        var order: [SortKey] = []
+        var order: [PortOutPaging.SortKey] = []
     }
 
     struct ProjectKey: Hashable {
@@ -56,31 +46,14 @@ struct PortOutIndex {
             project.entries[record.portOutID] = Entry(
                 status: status, subscription: record.subscription, createdAtMs: record.portOutCreatedAtMs,
                 location: location)
-            let sortKey = SortKey(createdAtMs: record.portOutCreatedAtMs, id: record.portOutID)
-            if let last = project.order.last, sortKey < last {
-                project.order.insert(sortKey, at: Self.insertionIndex(sortKey, in: project.order))
-            } else {
-                project.order.append(sortKey)
-            }
+            PortOutPaging.insert(
+                PortOutPaging.SortKey(createdAtMs: record.portOutCreatedAtMs, id: record.portOutID),
+                into: &project.order)
         }
         self.projects[key] = project
     }
 
     func entry(tenant: String, project: String, id: String) -> Entry? {
         self.projects[ProjectKey(tenant: tenant, project: project)]?.entries[id]
-    }
-
-    static func insertionIndex(_ key: SortKey, in order: [SortKey]) -> Int {
-        var low = 0
-        var high = order.count
-        while low < high {
-            let middle = (low + high) / 2
-            if order[middle] < key {
-                low = middle + 1
-            } else {
-                high = middle
-            }
-        }
-        return low
     }
 }

@@ -29,8 +29,8 @@ final class PortOutStore: Sendable {
         return try self.object(at: entry.location)
     }
 
-    func list(tenant: String, project: String, _ query: PortOutIndex.ListQuery) throws(JournalError)
-        -> Result<(items: [JSONValue], page: PortOutIndex.Page), PortOutIndex.ListError>
+    func list(tenant: String, project: String, _ query: PortOutPaging.ListQuery) throws(JournalError)
+        -> Result<(items: [JSONValue], page: PortOutPaging.Page), PortOutPaging.ListError>
     {
         let (result, locations) = self.index.withLock { index in
             let result = index.list(tenant: tenant, project: project, query)

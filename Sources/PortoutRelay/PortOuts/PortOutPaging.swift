@@ -1,6 +1,25 @@
 import PortoutCore
 
-extension PortOutIndex {
+/// Listing of one project's port outs, newest first, shared by the relay's read API and the emulator.
+enum PortOutPaging {
+    /// The list order: newest `createdAt` first, ties broken by id so the order is total and stable. Stored in
+    /// ascending order and walked backwards.
+    struct SortKey: Comparable {
+        var createdAtMs: Int64
+        var id: String
+
+        static func < (lhs: SortKey, rhs: SortKey) -> Bool {
+            (lhs.createdAtMs, lhs.id) < (rhs.createdAtMs, rhs.id)
+        }
+    }
+
+    /// What the filters need to know of one port out.
+    struct Summary {
+        var status: PortOutStatus
+        var subscription: String
+        var createdAtMs: Int64
+    }
+
     /// One page of a list request.
     struct Page: Equatable {
         var ids: [String]
@@ -21,25 +40,48 @@ extension PortOutIndex {
         case unknownCursor(parameter: String, id: String)
     }
 
-    /// Lists a project's port outs newest first.
+    /// Adds a port out to an ascending order; new port outs usually sort last, so that case costs no search.
+    static func insert(_ key: SortKey, into order: inout [SortKey]) {
+        if let last = order.last, key < last {
+            order.insert(key, at: self.insertionIndex(key, in: order))
+        } else {
+            order.append(key)
+        }
+    }
+
+    static func insertionIndex(_ key: SortKey, in order: [SortKey]) -> Int {
+        var low = 0
+        var high = order.count
+        while low < high {
+            let middle = (low + high) / 2
+            if order[middle] < key {
+                low = middle + 1
+            } else {
+                high = middle
+            }
+        }
+        return low
+    }
+
+    /// Lists port outs newest first.
     ///
     /// `after` continues with the items that follow the given id in that order, `before` with the items just
     /// preceding it. The cursor's own port out need not match the filters, so a page boundary stays put when
     /// the port out there changes status. `moreItemsAfter` is the last item's id when more matching items
     /// follow it, and `moreItemsBefore` the first item's id when more precede it.
-    func list(tenant: String, project: String, _ query: ListQuery) -> Result<Page, ListError> {
-        let projectIndex = self.projects[ProjectKey(tenant: tenant, project: project)] ?? Project()
-        let order = projectIndex.order
+    static func page(
+        order: [SortKey], _ query: ListQuery, summary: (String) -> Summary?
+    ) -> Result<Page, ListError> {
         func matches(_ position: Int) -> Bool {
-            guard let entry = projectIndex.entries[order[position].id] else { return false }
+            guard let entry = summary(order[position].id) else { return false }
             guard query.statuses.contains(entry.status) else { return false }
             return query.subscription.map { $0 == entry.subscription } ?? true
         }
         func position(of id: String, parameter: String) -> Result<Int, ListError> {
-            guard let entry = projectIndex.entries[id] else {
+            guard let entry = summary(id) else {
                 return .failure(.unknownCursor(parameter: parameter, id: id))
             }
-            return .success(Self.insertionIndex(SortKey(createdAtMs: entry.createdAtMs, id: id), in: order))
+            return .success(self.insertionIndex(SortKey(createdAtMs: entry.createdAtMs, id: id), in: order))
         }
 
         // Positions count down from the newest; a page is collected walking away from the cursor.
@@ -79,5 +121,18 @@ extension PortOutIndex {
                 ids: positions.map { order[$0].id },
                 moreItemsAfter: moreAfter ? order[oldest].id : nil,
                 moreItemsBefore: moreBefore ? order[newest].id : nil))
+    }
+}
+
+extension PortOutIndex {
+    func list(tenant: String, project: String, _ query: PortOutPaging.ListQuery)
+        -> Result<PortOutPaging.Page, PortOutPaging.ListError>
+    {
+        let projectIndex = self.projects[ProjectKey(tenant: tenant, project: project)] ?? Project()
+        return PortOutPaging.page(order: projectIndex.order, query) { id in
+            projectIndex.entries[id].map {
+                PortOutPaging.Summary(status: $0.status, subscription: $0.subscription, createdAtMs: $0.createdAtMs)
+            }
+        }
     }
 }

@@ -1,0 +1,58 @@
+import PortoutCore
+
+/// How `portout-relay emulate` behaves: its projects and keys, its lifecycle delays, where it sends webhooks,
+/// the faults it injects into them, and the optional load it generates.
+public struct EmulatorSettings: Sendable {
+    public struct Project: Sendable {
+        public var id: String
+        /// Only United Kingdom projects allow `cancelOnly` port outs.
+        public var isUnitedKingdom: Bool
+    }
+
+    public struct APIKey: Sendable {
+        public var key: String
+        /// Whether the key may read credentials (403 otherwise).
+        public var mayReadCredentials: Bool
+    }
+
+    public var listen = ListenAddress(host: "127.0.0.1", port: 8070)
+    public var projects: [Project] = [Project(id: "acme-mobile", isUnitedKingdom: false)]
+    public var apiKeys: [APIKey] = []
+    public var webhookURLs: [String] = []
+    /// The `whsec_` secret webhooks are signed with, as a Standard Webhooks sender does.
+    public var webhookSecret = ""
+    /// Seconds from creation to `processing`, and from creation to `issued`.
+    public var processingAfterSeconds = 1.0
+    public var issuedAfterSeconds = 2.0
+    /// Chances, per webhook, of sending it twice with the same id, of sending it again under a new id, and of
+    /// holding it back so that the next status overtakes it.
+    public var retryRate = 0.0
+    public var resendRate = 0.0
+    public var reorderRate = 0.0
+    /// Attempts per webhook; non-2xx answers and connection errors are retried with doubling delays from 1 s.
+    public var maxWebhookAttempts = 6
+    /// Port outs to create on their own at `rate` per second, each then driven to a terminal status.
+    public var generatedPortOuts = 0
+    public var rate = 10.0
+    /// Seconds from `issued` to the terminal status of a generated port out.
+    public var finishAfterSeconds = 1.0
+    public var seed: UInt64?
+
+    public init() {}
+
+    /// Parses `name[:uk]` entries.
+    static func parseProjects(_ text: String) -> [Project] {
+        text.split(separator: ",").map { entry in
+            let parts = entry.split(separator: ":")
+            return Project(id: String(parts[0]), isUnitedKingdom: parts.count > 1 && parts[1].lowercased() == "uk")
+        }
+    }
+
+    /// Parses `key[:credentials]` entries.
+    static func parseAPIKeys(_ text: String) -> [APIKey] {
+        text.split(separator: ",").map { entry in
+            let parts = entry.split(separator: ":")
+            return APIKey(key: String(parts[0]), mayReadCredentials: parts.count > 1 && parts[1] == "credentials")
+        }
+    }
+}
