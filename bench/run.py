@@ -37,6 +37,7 @@ def main():
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--delivery-events", type=int, default=60000, help="undelivered events per delivery run")
     parser.add_argument("--replay-records", type=int, default=1000000, help="records in the start-up journal")
+    parser.add_argument("--read-port-outs", type=int, default=100000, help="port outs in state for the read API")
     arguments = parser.parse_args()
     bench_binary = arguments.bench_binary or os.path.join(os.path.dirname(arguments.binary), "portout-bench")
     work = tempfile.mkdtemp(prefix="portout-bench-")
@@ -46,6 +47,7 @@ def main():
         results += delivery(arguments, bench_binary, work, destinations=1)
         results += delivery(arguments, bench_binary, work, destinations=4)
         results += memory_and_startup(arguments, bench_binary, work)
+        results += read_api(arguments, bench_binary, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(results)
@@ -174,14 +176,74 @@ def rss_mib(pid):
     return float("nan")
 
 
+# ---- read API ----------------------------------------------------------------------------------------------
+
+READ_KEY = "bench-read-key-0123456789"
+PORT_OUT_JSON = ('{"object":"portOut","id":"pout_s000000000000","behavior":"portOut","completedAt":null,'
+                 '"createdAt":"2026-11-02T08:47:00Z","expiredAt":null,"failureReason":null,"status":"initiated",'
+                 '"subscription":"sub_0SNTORy8HZRd6PFFxSbd414RhJyC","user":"usr_0SNtWG5jUMVDc8uEia875rjmL6KG"}')
+
+
+def read_api(arguments, bench_binary, work):
+    count = arguments.read_port_outs
+    idle = start_relay(arguments.binary, work, "read-idle", destinations=[], api_keys=[READ_KEY])
+    time.sleep(1)
+    idle_rss = rss_mib(idle.pid)
+    stop(idle)
+    data = os.path.join(work, "read")
+    subprocess.run([bench_binary, "journal", "--data-dir", data, "--records", str(count), "--tenant", "bench"],
+                   check=True, capture_output=True)
+    relay = start_relay(arguments.binary, work, "read", destinations=[], data=data, api_keys=[READ_KEY])
+    try:
+        time.sleep(1)
+        loaded_rss = rss_mib(relay.pid)
+        retrieve = run_read_wrk(RELAY_PORT, arguments.duration, "/", [READ_KEY, "acme-mobile", str(count)])
+        listing = run_read_wrk(RELAY_PORT, arguments.duration, "/projects/acme-mobile/portOuts?limit=10",
+                               [READ_KEY, "acme-mobile"])
+    finally:
+        stop(relay)
+    item_list = '{"object":"list","items":[' + ",".join([PORT_OUT_JSON] * 10) + '],"moreItemsAfter":"x","moreItemsBefore":null}'
+    nginx = start_nginx(work, NGINX_PORT, "return 200 '" + PORT_OUT_JSON + "';")
+    try:
+        reference_retrieve = run_read_wrk(NGINX_PORT, arguments.duration, "/", [READ_KEY, "acme-mobile", str(count)])
+    finally:
+        stop(nginx)
+    nginx = start_nginx(work, NGINX_PORT, "return 200 '" + item_list + "';")
+    try:
+        reference_list = run_read_wrk(NGINX_PORT, arguments.duration, "/projects/acme-mobile/portOuts?limit=10",
+                                      [READ_KEY, "acme-mobile"])
+    finally:
+        stop(nginx)
+    assert retrieve["non2xx"] == 0 and listing["non2xx"] == 0, "the read API answered non-2xx"
+    per_port_out = (loaded_rss - idle_rss) * 1024 * 1024 / count
+    return [
+        row(f"read API retrieve, {count:,} port outs", retrieve["rate"], reference_retrieve["rate"], "req/s",
+            "nginx fixed port out", target=">= 0.3x", ok=retrieve["rate"] >= 0.3 * reference_retrieve["rate"]),
+        row("read API list, limit 10", listing["rate"], reference_list["rate"], "req/s", "nginx fixed list",
+            target=">= 0.3x", ok=listing["rate"] >= 0.3 * reference_list["rate"]),
+        row("memory per accepted port out", per_port_out, None, "bytes", None),
+    ]
+
+
+def run_read_wrk(port, duration, path, script_arguments):
+    output = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{duration}s", "-s", os.path.join(HERE, "read-api.lua"),
+         f"http://127.0.0.1:{port}{path}", "--"] + script_arguments,
+        check=True, capture_output=True, text=True).stdout
+    figures = json.loads(output.strip().splitlines()[-1])
+    figures["rate"] = figures["requests"] / (figures["durationUs"] / 1e6)
+    return figures
+
+
 # ---- processes ---------------------------------------------------------------------------------------------
 
-def start_relay(binary, work, name, destinations, data=None, wait=True):
+def start_relay(binary, work, name, destinations, data=None, wait=True, api_keys=()):
     data = data or os.path.join(work, f"relay-{name}")
     config = {
         "listen": f"127.0.0.1:{RELAY_PORT}", "dataDir": data, "logLevel": "warning", "eventLoops": 2,
         "tenants": [{
             "id": "bench", "projects": ["acme-mobile"], "verify": {"secrets": [INBOUND_SECRET]},
+            "apiKeys": list(api_keys),
             "destinations": [{"id": destination, "url": f"http://127.0.0.1:{SINK_PORT}/{destination}",
                               "secret": OUTBOUND_SECRET} for destination in destinations],
         }],
@@ -276,7 +338,7 @@ def print_table(results):
 
 
 def format_value(value, unit):
-    if unit == "req/s":
+    if unit in ("req/s", "bytes"):
         return f"{value:,.0f} {unit}"
     return f"{value:.2f} {unit}"
 

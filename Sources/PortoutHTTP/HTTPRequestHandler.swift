@@ -50,6 +50,13 @@ extension HTTPResponse {
             closeConnection: closeConnection)
     }
 
+    /// A response whose body is JSON text already encoded.
+    public init(status: Int, jsonBytes: [UInt8]) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        self.init(status: status, headers: headers, body: jsonBytes)
+    }
+
     /// A JSON response with the given status and value.
     public init(status: Int, json: JSONValue, headers extraHeaders: [(name: String, value: String)] = []) {
         var headers = HTTPHeaders()

@@ -49,6 +49,17 @@ struct BinaryReader {
         return T(littleEndian: value)
     }
 
+    mutating func skip(_ count: Int) -> Bool {
+        guard self.bytes.count - self.offset >= count else { return false }
+        self.offset += count
+        return true
+    }
+
+    mutating func skipString() -> Bool {
+        guard let count = self.read(UInt16.self) else { return false }
+        return self.skip(Int(count))
+    }
+
     mutating func readString() -> String? {
         guard let count = self.read(UInt16.self), self.bytes.count - self.offset >= Int(count) else { return nil }
         let text = String(decoding: UnsafeRawBufferPointer(rebasing: self.bytes[self.offset..<(self.offset + Int(count))]), as: UTF8.self)

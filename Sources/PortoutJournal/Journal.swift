@@ -187,8 +187,32 @@ public final class Journal: Sendable {
 
     /// Reads one record back, as the delivery path does for a body it did not keep in memory.
     public func read(at location: JournalLocation) throws(JournalError) -> JournalRecord {
-        let path = self.directory + "/" + SegmentFile.name(for: location.segment)
-        let fd = try self.readDescriptor(segment: location.segment, path: path)
+        try self.withPayload(at: location) { payload, path throws(JournalError) in
+            guard let record = JournalRecord.decode(payload) else {
+                throw JournalError(path: path(), reason: "record at offset \(location.offset) is corrupt")
+            }
+            return record
+        }
+    }
+
+    /// Reads only an event's body and whether it is a bare object.
+    public func readEventBody(at location: JournalLocation) throws(JournalError) -> (body: [UInt8], isBare: Bool) {
+        try self.withPayload(at: location) { payload, path throws(JournalError) in
+            guard let event = JournalRecord.eventBody(payload) else {
+                throw JournalError(path: path(), reason: "record at offset \(location.offset) is not an event")
+            }
+            return event
+        }
+    }
+
+    /// Reads a frame, checks its checksum, which catches damage since the journal was recovered, and passes the
+    /// payload to `body` without copying it.
+    private func withPayload<Value>(
+        at location: JournalLocation, _ body: (UnsafeRawBufferPointer, () -> String) throws(JournalError) -> Value
+    ) throws(JournalError) -> Value {
+        // The path is built only for an error message, since reads are on the read API's hot path.
+        let path = { self.path(of: location.segment) }
+        let fd = try self.readDescriptor(segment: location.segment)
         let total = SegmentFile.frameHeaderBytes + Int(location.length)
         var frame = [UInt8](repeating: 0, count: total)
         let count: Int
@@ -197,24 +221,31 @@ public final class Journal: Sendable {
                 frame.withUnsafeMutableBytes { pread(fd, $0.baseAddress, total, off_t(location.offset)) }
             }
         } catch {
-            throw JournalError(path: path, error)
+            throw JournalError(path: path(), error)
         }
         guard count == total else {
-            throw JournalError(path: path, reason: "record at offset \(location.offset) is cut short")
+            throw JournalError(path: path(), reason: "record at offset \(location.offset) is cut short")
         }
-        let payload = Array(frame[SegmentFile.frameHeaderBytes...])
-        guard CRC32C.checksum(payload) == SegmentFile.readUInt32(frame, at: 4),
-            let record = JournalRecord.decode(payload)
-        else {
-            throw JournalError(path: path, reason: "record at offset \(location.offset) is corrupt")
+        let checksum = SegmentFile.readUInt32(frame, at: 4)
+        let outcome = frame.withUnsafeBytes { bytes -> Swift.Result<Value, JournalError> in
+            let payload = UnsafeRawBufferPointer(rebasing: bytes[SegmentFile.frameHeaderBytes...])
+            guard CRC32C.checksum(payload) == checksum else {
+                return .failure(JournalError(path: path(), reason: "record at offset \(location.offset) fails its checksum"))
+            }
+            do throws(JournalError) {
+                return .success(try body(payload, path))
+            } catch {
+                return .failure(error)
+            }
         }
-        return record
+        return try outcome.get()
     }
 
-    private func readDescriptor(segment: UInt64, path: String) throws(JournalError) -> Int32 {
+    private func readDescriptor(segment: UInt64) throws(JournalError) -> Int32 {
         if let fd = self.readers.withLock({ $0[segment] }) {
             return fd
         }
+        let path = self.path(of: segment)
         let fd: Int32
         do {
             fd = try systemCall("open") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
@@ -229,6 +260,10 @@ public final class Journal: Sendable {
             readers[segment] = fd
             return fd
         }
+    }
+
+    private func path(of segment: UInt64) -> String {
+        self.directory + "/" + SegmentFile.name(for: segment)
     }
 
     // MARK: Writer thread

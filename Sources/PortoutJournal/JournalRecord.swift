@@ -176,6 +176,24 @@ public enum JournalRecord: Sendable, Equatable {
         }
     }
 
+    /// Returns an event record's body and whether it is a bare object, skipping the other fields without
+    /// decoding them; nil for any other record. The read API calls this for every item it returns.
+    public static func eventBody(_ payload: UnsafeRawBufferPointer) -> (body: [UInt8], isBare: Bool)? {
+        var reader = BinaryReader(payload)
+        guard reader.read(UInt8.self) == Self.eventKind, reader.skip(16), let flags = reader.read(UInt8.self),
+            reader.skip(1 + 16 + (flags & self.lifecycleKeyFlag != 0 ? 16 : 0))
+        else { return nil }
+        for _ in 0..<5 {
+            guard reader.skipString() else { return nil }
+        }
+        guard reader.skip(8), reader.skipString(), let destinations = reader.read(UInt16.self) else { return nil }
+        for _ in 0..<destinations {
+            guard reader.skipString() else { return nil }
+        }
+        guard let body = reader.readBlob() else { return nil }
+        return (body, flags & self.bareFlag != 0)
+    }
+
     private static func decodeEvent(_ reader: inout BinaryReader, includeBody: Bool) -> EventRecord? {
         guard let sequence = reader.read(UInt64.self),
             let acceptedAt = reader.read(Int64.self),

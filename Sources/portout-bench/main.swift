@@ -19,13 +19,13 @@ func option(_ name: String, in arguments: [String]) -> String? {
     return arguments[index + 1]
 }
 
-func body(eventID: String, portOutID: String, project: String) -> [UInt8] {
+func body(eventID: String, portOutID: String, project: String, createdAt: String) -> [UInt8] {
     Array(
         """
         {"object":"event","id":"\(eventID)","type":"com.gigs.portOut.created","datacontenttype":"application/json",\
         "project":"\(project)","source":"https://api.gigs.com","specversion":"1.0","time":"2026-11-02T09:38:11Z",\
         "version":"2024-12-20","data":{"object":"portOut","id":"\(portOutID)","behavior":"portOut",\
-        "completedAt":null,"createdAt":"2026-11-02T08:47:00Z","expiredAt":null,"failureReason":null,\
+        "completedAt":null,"createdAt":"\(createdAt)","expiredAt":null,"failureReason":null,\
         "status":"initiated","subscription":"sub_0SNTORy8HZRd6PFFxSbd414RhJyC","user":"usr_0SNtWG5jUMVDc8uEia875rjmL6KG"}}
         """.utf8)
 }
@@ -48,13 +48,17 @@ func writeJournal(_ arguments: [String]) throws -> Int32 {
     for index in 0..<records {
         let portOutID = String(format: "pout_s%012d", index)
         let eventID = String(format: "evt_s%014d", index)
-        let record = EventRecord(
+        // One second apart from 2026-11-02T08:47:00Z, so every port out has its own place in the list order.
+        let createdAt = 1_793_609_220 + Int64(index)
+        var record = EventRecord(
             sequence: UInt64(index + 1), acceptedAtMs: acceptedAt, isStale: false, isBare: false,
             status: .initiated, dedupeKey: IngestKeys.dedupe(tenant: tenant, portOutID: portOutID, status: .initiated),
             lifecycleKey: IngestKeys.lifecycle(tenant: tenant, portOutID: portOutID),
             tenant: tenant, eventID: eventID, type: "com.gigs.portOut.created", portOutID: portOutID,
             project: project, destinations: destinations,
-            body: body(eventID: eventID, portOutID: portOutID, project: project))
+            body: body(eventID: eventID, portOutID: portOutID, project: project, createdAt: RFC3339.format(epochSeconds: createdAt)))
+        record.portOutCreatedAtMs = createdAt * 1000
+        record.subscription = "sub_0SNTORy8HZRd6PFFxSbd414RhJyC"
         journal.append(.event(record)) { result in
             if case .failure = result {
                 failures.withLock { $0 += 1 }

@@ -68,6 +68,19 @@ import Testing
         #expect(recovered == written)
     }
 
+    @Test func eventBodyMatchesFullDecode() {
+        for record in [Self.event(3), Self.event(4, body: "{}")] {
+            guard case .event(let event) = record else { continue }
+            let body = record.encoded().withUnsafeBytes { JournalRecord.eventBody($0) }
+            #expect(body?.body == event.body)
+            #expect(body?.isBare == event.isBare)
+        }
+        let attempt = JournalRecord.attempt(AttemptRecord(
+            eventSequence: 1, tenant: "t", destination: "d", attempt: 1, outcome: .delivered, httpStatus: 204, atMs: 0,
+            nextAttemptAtMs: nil, error: ""))
+        #expect(attempt.encoded().withUnsafeBytes { JournalRecord.eventBody($0) } == nil)
+    }
+
     @Test func tornTailIsTruncated() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }

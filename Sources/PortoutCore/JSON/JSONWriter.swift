@@ -63,6 +63,11 @@ public struct JSONWriter: Sendable {
         self.bytes.append(UInt8(ascii: "\""))
     }
 
+    /// Appends bytes that are already JSON.
+    public mutating func appendRaw(_ bytes: [UInt8]) {
+        self.bytes.append(contentsOf: bytes)
+    }
+
     public mutating func appendRaw(_ text: String) {
         self.bytes.append(contentsOf: text.utf8)
     }

@@ -54,7 +54,7 @@ struct PortOutReadAPI: Sendable {
             guard let portOut = try self.store.portOut(tenant: tenant.id, project: project, id: id) else {
                 return HTTPResponse(error: .notFound("No port out \(id) in project \(project)."))
             }
-            return HTTPResponse(status: 200, json: portOut)
+            return HTTPResponse(status: 200, jsonBytes: portOut)
         } catch {
             return self.readFailed(error)
         }
@@ -86,15 +86,22 @@ struct PortOutReadAPI: Sendable {
         }
     }
 
-    /// The carrier's list shape for one page.
-    static func listResponse(items: [JSONValue], page: PortOutPaging.Page) -> HTTPResponse {
-        HTTPResponse(
-            status: 200,
-            json: [
-                "object": "list", "items": .array(items),
-                "moreItemsAfter": page.moreItemsAfter.map { .string($0) } ?? .null,
-                "moreItemsBefore": page.moreItemsBefore.map { .string($0) } ?? .null,
-            ])
+    /// The carrier's list shape for one page, from items that are already JSON.
+    static func listResponse(items: [[UInt8]], page: PortOutPaging.Page) -> HTTPResponse {
+        var writer = JSONWriter(capacity: 64 + items.reduce(0) { $0 + $1.count + 1 })
+        writer.appendRaw(#"{"object":"list","items":["#)
+        for (index, item) in items.enumerated() {
+            if index > 0 {
+                writer.appendRaw(",")
+            }
+            writer.appendRaw(item)
+        }
+        writer.appendRaw(#"],"moreItemsAfter":"#)
+        writer.write(page.moreItemsAfter.map { .string($0) } ?? .null)
+        writer.appendRaw(#","moreItemsBefore":"#)
+        writer.write(page.moreItemsBefore.map { .string($0) } ?? .null)
+        writer.appendRaw("}")
+        return HTTPResponse(status: 200, jsonBytes: writer.bytes)
     }
 
     static func listFailed(_ error: PortOutPaging.ListError, project: String) -> HTTPResponse {

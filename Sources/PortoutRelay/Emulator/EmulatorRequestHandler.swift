@@ -179,7 +179,7 @@ extension CarrierEmulator {
         case .failure(let error):
             return PortOutReadAPI.listFailed(error, project: project)
         case .success(let page):
-            let items = page.ids.compactMap { self.state.portOuts[$0]?.portOut.jsonValue }
+            let items = page.ids.compactMap { self.state.portOuts[$0].map { JSONWriter.encode($0.portOut.jsonValue) } }
             return PortOutReadAPI.listResponse(items: items, page: page)
         }
     }

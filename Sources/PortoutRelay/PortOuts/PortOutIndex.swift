@@ -36,21 +36,26 @@ struct PortOutIndex {
     mutating func apply(_ record: EventRecord, at location: JournalLocation) {
         guard !record.isStale, !record.portOutID.isEmpty, let status = record.status else { return }
         let key = ProjectKey(tenant: record.tenant, project: record.project)
-        var project = self.projects[key] ?? Project()
+        // Mutated in place through the default subscript: copying a project out and back would copy its
+        // whole dictionary and order on every event.
+        Self.apply(record, status: status, at: location, to: &self.projects[key, default: Project()])
+    }
+
+    private static func apply(
+        _ record: EventRecord, status: PortOutStatus, at location: JournalLocation, to project: inout Project
+    ) {
         if let existing = project.entries[record.portOutID] {
             guard existing.status.rank <= status.rank else { return }
             project.entries[record.portOutID] = Entry(
                 status: status, subscription: record.subscription, createdAtMs: existing.createdAtMs,
                 location: location)
-        } else {
-            project.entries[record.portOutID] = Entry(
-                status: status, subscription: record.subscription, createdAtMs: record.portOutCreatedAtMs,
-                location: location)
-            PortOutPaging.insert(
-                PortOutPaging.SortKey(createdAtMs: record.portOutCreatedAtMs, id: record.portOutID),
-                into: &project.order)
+            return
         }
-        self.projects[key] = project
+        project.entries[record.portOutID] = Entry(
+            status: status, subscription: record.subscription, createdAtMs: record.portOutCreatedAtMs,
+            location: location)
+        PortOutPaging.insert(
+            PortOutPaging.SortKey(createdAtMs: record.portOutCreatedAtMs, id: record.portOutID), into: &project.order)
     }
 
     func entry(tenant: String, project: String, id: String) -> Entry? {

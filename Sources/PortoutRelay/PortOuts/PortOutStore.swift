@@ -21,8 +21,9 @@ final class PortOutStore: Sendable {
         self.index.withLock { $0.count }
     }
 
-    /// The port-out object as last accepted, or nil if the project has no such port out.
-    func portOut(tenant: String, project: String, id: String) throws(JournalError) -> JSONValue? {
+    /// The port-out object as last accepted, as the JSON bytes it arrived as, or nil if the project has no such
+    /// port out.
+    func portOut(tenant: String, project: String, id: String) throws(JournalError) -> [UInt8]? {
         guard let entry = self.index.withLock({ $0.entry(tenant: tenant, project: project, id: id) }) else {
             return nil
         }
@@ -30,7 +31,7 @@ final class PortOutStore: Sendable {
     }
 
     func list(tenant: String, project: String, _ query: PortOutPaging.ListQuery) throws(JournalError)
-        -> Result<(items: [JSONValue], page: PortOutPaging.Page), PortOutPaging.ListError>
+        -> Result<(items: [[UInt8]], page: PortOutPaging.Page), PortOutPaging.ListError>
     {
         let (result, locations) = self.index.withLock { index in
             let result = index.list(tenant: tenant, project: project, query)
@@ -43,7 +44,7 @@ final class PortOutStore: Sendable {
         case .failure(let error):
             return .failure(error)
         case .success(let page):
-            var items: [JSONValue] = []
+            var items: [[UInt8]] = []
             items.reserveCapacity(locations.count)
             for location in locations {
                 items.append(try self.object(at: location))
@@ -53,19 +54,18 @@ final class PortOutStore: Sendable {
     }
 
     /// Reads the event at `location` and returns its port-out object: the body itself for a bare object, or
-    /// the envelope's `data`.
-    private func object(at location: JournalLocation) throws(JournalError) -> JSONValue {
-        guard case .event(let record) = try self.journal.read(at: location),
-            let body = try? JSONParser.parse(record.body)
-        else {
-            throw JournalError(path: self.journal.directory, reason: "record at \(location) is not a readable event")
-        }
-        if record.isBare {
+    /// the envelope's `data`, sliced out of the body without parsing it when the key is spelled plainly.
+    private func object(at location: JournalLocation) throws(JournalError) -> [UInt8] {
+        let (body, isBare) = try self.journal.readEventBody(at: location)
+        if isBare {
             return body
         }
-        guard let data = body.objectValue?["data"] else {
+        if let span = JSONSpan.member("data", in: body) {
+            return Array(body[span])
+        }
+        guard let data = (try? JSONParser.parse(body))?.objectValue?["data"] else {
             throw JournalError(path: self.journal.directory, reason: "event at \(location) has no data")
         }
-        return data
+        return JSONWriter.encode(data)
     }
 }
