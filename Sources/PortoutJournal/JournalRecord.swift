@@ -51,7 +51,7 @@ public struct EventRecord: Sendable, Equatable {
     }
 }
 
-/// What became of one delivery attempt.
+/// The outcome of one delivery attempt.
 public enum AttemptOutcome: UInt8, Sendable, CaseIterable {
     case delivered = 1
     case retryScheduled = 2
@@ -84,7 +84,7 @@ public struct AttemptRecord: Sendable, Equatable {
     public var atMs: Int64
     /// When the next attempt is due, for `retryScheduled`.
     public var nextAttemptAtMs: Int64?
-    /// Why the attempt failed, empty when it succeeded.
+    /// The reason the attempt failed, empty when it succeeded.
     public var error: String
 
     public init(

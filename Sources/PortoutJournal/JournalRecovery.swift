@@ -73,7 +73,7 @@ struct JournalRecovery {
                 // A segment cut below its header is rewritten from scratch by the writer.
                 return (segment, result.validBytes < SegmentFile.magic.count ? 0 : result.validBytes)
             }
-            // Only the active segment can end in a torn write; an earlier one was synced whole before the next
+            // Only the active segment can end in a torn write. An earlier one was synced whole before the next
             // began, so bad bytes at its end are damage and are left in place.
             let copied = try self.quarantine(copyOf: segment)
             self.logger.error(

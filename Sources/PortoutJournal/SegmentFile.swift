@@ -5,7 +5,7 @@ import PortoutCore
 import Glibc
 #endif
 
-/// Where a record's frame sits: which segment, the frame's byte offset and the payload's length.
+/// A record frame's location: its segment, the frame's byte offset and the payload's length.
 public struct JournalLocation: Sendable, Hashable, CustomStringConvertible {
     public var segment: UInt64
     public var offset: Int64
@@ -46,7 +46,7 @@ public struct JournalError: Error, Sendable, CustomStringConvertible {
 
 /// Segment naming, framing and the file-level calls shared by the writer, recovery and the offline commands.
 ///
-/// A segment starts with an 8-byte magic and version, then holds frames: a 32-bit little-endian payload length,
+/// A segment starts with an 8-byte magic and version, then contains frames: a 32-bit little-endian payload length,
 /// the payload's CRC-32C, and the payload.
 public enum SegmentFile {
     static let magic: [UInt8] = Array("PORTJNL1".utf8)
@@ -111,7 +111,7 @@ public enum SegmentFile {
     }
 
     public struct ScanResult: Sendable {
-        /// Where the last valid frame ends.
+        /// The offset just past the last valid frame.
         public var validBytes: Int
         public var records: Int
         /// Bad regions that valid frames follow, or that run to the end without being a torn tail.

@@ -8,10 +8,12 @@ import PortoutJournal
 import PortoutRelay
 
 let usage = """
-    usage: portout-bench journal --data-dir DIR --records N [--tenant ID] [--project ID] [--destinations A,B]
+    usage: portout-bench journal --data-dir DIR --records N [--statuses-per-port-out K] [--tenant ID]
+                                 [--project ID] [--destinations A,B]
 
-    Writes N accepted port-out events (one per port out, status initiated) to DIR/journal, as the relay would
-    journal them, each fanned out to the listed destinations and not yet delivered.
+    Writes N accepted port-out events to DIR/journal, as the relay would journal them, each fanned out to the
+    listed destinations and not yet delivered. Each port out gets K consecutive events (1 to 4, default 1),
+    initiated, processing, issued and completed in turn, so N / K port outs.
     """
 
 func option(_ name: String, in arguments: [String]) -> String? {
@@ -19,14 +21,17 @@ func option(_ name: String, in arguments: [String]) -> String? {
     return arguments[index + 1]
 }
 
-func body(eventID: String, portOutID: String, project: String, createdAt: String) -> [UInt8] {
-    Array(
+let lifecycle: [PortOutStatus] = [.initiated, .processing, .issued, .completed]
+
+func body(eventID: String, portOutID: String, project: String, createdAt: String, status: PortOutStatus) -> [UInt8] {
+    let completedAt = status == .completed ? "\"\(createdAt)\"" : "null"
+    return Array(
         """
-        {"object":"event","id":"\(eventID)","type":"com.gigs.portOut.created","datacontenttype":"application/json",\
+        {"object":"event","id":"\(eventID)","type":"\(status.eventType)","datacontenttype":"application/json",\
         "project":"\(project)","source":"https://api.gigs.com","specversion":"1.0","time":"2026-11-02T09:38:11Z",\
         "version":"2024-12-20","data":{"object":"portOut","id":"\(portOutID)","behavior":"portOut",\
-        "completedAt":null,"createdAt":"\(createdAt)","expiredAt":null,"failureReason":null,\
-        "status":"initiated","subscription":"sub_0SNTORy8HZRd6PFFxSbd414RhJyC","user":"usr_0SNtWG5jUMVDc8uEia875rjmL6KG"}}
+        "completedAt":\(completedAt),"createdAt":"\(createdAt)","expiredAt":null,"failureReason":null,\
+        "status":"\(status.rawValue)","subscription":"sub_0SNTORy8HZRd6PFFxSbd414RhJyC","user":"usr_0SNtWG5jUMVDc8uEia875rjmL6KG"}}
         """.utf8)
 }
 
@@ -35,6 +40,11 @@ func writeJournal(_ arguments: [String]) throws -> Int32 {
         let records = option("--records", in: arguments).flatMap(Int.init), records > 0
     else {
         FileHandle.standardError.write(Data((usage + "\n").utf8))
+        return 2
+    }
+    let statusesPerPortOut = option("--statuses-per-port-out", in: arguments).flatMap(Int.init) ?? 1
+    guard (1...4).contains(statusesPerPortOut) else {
+        FileHandle.standardError.write(Data("--statuses-per-port-out must be 1 to 4\n".utf8))
         return 2
     }
     let tenant = option("--tenant", in: arguments) ?? "bench"
@@ -46,17 +56,21 @@ func writeJournal(_ arguments: [String]) throws -> Int32 {
     let failures = Mutex<Int>(0)
     let acceptedAt = Int64(Date().timeIntervalSince1970 * 1000)
     for index in 0..<records {
-        let portOutID = String(format: "pout_s%012d", index)
+        let portOutIndex = index / statusesPerPortOut
+        let status = lifecycle[index % statusesPerPortOut]
+        let portOutID = String(format: "pout_s%012d", portOutIndex)
         let eventID = String(format: "evt_s%014d", index)
         // One second apart from 2026-11-02T08:47:00Z, so every port out has its own place in the list order.
-        let createdAt = 1_793_609_220 + Int64(index)
+        let createdAt = 1_793_609_220 + Int64(portOutIndex)
         var record = EventRecord(
             sequence: UInt64(index + 1), acceptedAtMs: acceptedAt, isStale: false, isBare: false,
-            status: .initiated, dedupeKey: IngestKeys.dedupe(tenant: tenant, portOutID: portOutID, status: .initiated),
+            status: status, dedupeKey: IngestKeys.dedupe(tenant: tenant, portOutID: portOutID, status: status),
             lifecycleKey: IngestKeys.lifecycle(tenant: tenant, portOutID: portOutID),
-            tenant: tenant, eventID: eventID, type: "com.gigs.portOut.created", portOutID: portOutID,
+            tenant: tenant, eventID: eventID, type: status.eventType, portOutID: portOutID,
             project: project, destinations: destinations,
-            body: body(eventID: eventID, portOutID: portOutID, project: project, createdAt: RFC3339.format(epochSeconds: createdAt)))
+            body: body(
+                eventID: eventID, portOutID: portOutID, project: project,
+                createdAt: RFC3339.format(epochSeconds: createdAt), status: status))
         record.portOutCreatedAtMs = createdAt * 1000
         record.subscription = "sub_0SNTORy8HZRd6PFFxSbd414RhJyC"
         journal.append(.event(record)) { result in

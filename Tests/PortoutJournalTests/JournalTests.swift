@@ -177,8 +177,8 @@ import Testing
         defer { directory.remove() }
         let mount = directory.path + "/mnt"
         try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        #expect(Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mount]) == 0)
-        defer { _ = Self.run("/bin/umount", [mount]) }
+        #expect(runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mount]) == 0)
+        defer { _ = runProgram("/bin/umount", [mount]) }
         let filler = mount + "/filler"
         #expect(FileManager.default.createFile(atPath: filler, contents: Data(count: 48 * 1024)))
         let (journal, _) = try Self.open(mount + "/journal")
@@ -199,12 +199,4 @@ import Testing
         #expect(try journal.read(at: location) == Self.event(1, body: big))
     }
 
-    static func run(_ executable: String, _ arguments: [String]) -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        try? process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
 }

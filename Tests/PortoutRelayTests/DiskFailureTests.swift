@@ -8,14 +8,6 @@ import Testing
 
 @Suite(.serialized)
 struct DiskFailureTests {
-    static func run(_ executable: String, _ arguments: [String]) -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        try? process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
 
     static func eventCount(_ dataDirectory: String) throws -> Int {
         var count = 0
@@ -33,8 +25,8 @@ struct DiskFailureTests {
         defer { directory.remove() }
         let mount = directory.path + "/data"
         try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        #expect(Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mount]) == 0)
-        defer { _ = Self.run("/bin/umount", ["-l", mount]) }
+        #expect(runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mount]) == 0)
+        defer { _ = runProgram("/bin/umount", ["-l", mount]) }
         let harness = try RelayHarness(destinations: "[]", directory: directory)
         defer { harness.stop() }
         #expect(try harness.post(Events.portOut("pout_disk", status: "initiated")).status == 202)

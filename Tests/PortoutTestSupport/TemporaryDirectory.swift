@@ -28,3 +28,17 @@ public func waitUntil(timeoutSeconds: Double = 10, _ condition: () -> Bool) -> B
     }
     return condition()
 }
+
+/// Runs a program to completion and returns its exit status; -1 if it could not be started.
+public func runProgram(_ executable: String, _ arguments: [String]) -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    do {
+        try process.run()
+    } catch {
+        return -1
+    }
+    process.waitUntilExit()
+    return process.terminationStatus
+}

@@ -3,7 +3,7 @@ import PortoutDelivery
 import PortoutHTTP
 
 /// The carrier API's write calls (create, expire, credentials, simulate), forwarded to the tenant's `upstream`
-/// with the relay's own key, and answered with the carrier's status and body unchanged.
+/// with the relay's own key, and returned with the carrier's status and body unchanged.
 ///
 /// Callers authenticate as for the read API. Bodies pass through memory only: they are never logged or
 /// journaled, because credentials responses carry account numbers and PINs.
@@ -61,7 +61,7 @@ struct PortOutForwarder: Sendable {
                      "error": .string(error.description)])
                 respond(HTTPResponse(error: APIError(
                     status: 502, type: "badGateway", code: "upstreamUnreachable",
-                    message: "The carrier API did not answer: \(error.description).")))
+                    message: "The carrier API did not respond: \(error.description).")))
             }
         }
     }

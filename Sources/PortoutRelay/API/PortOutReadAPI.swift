@@ -4,7 +4,7 @@ import PortoutHTTP
 import PortoutJournal
 
 /// `GET /projects/{project}/portOuts` and `GET /projects/{project}/portOuts/{portOut}`, in the carrier's API
-/// shape, answered from the port outs the relay has accepted.
+/// shape, served from the port outs the relay has accepted.
 ///
 /// Requests carry `Authorization: Bearer <key>` with one of a tenant's `apiKeys`, and see only that tenant's
 /// projects: a project of another tenant is answered 404 exactly like a project that does not exist.
@@ -23,7 +23,7 @@ struct PortOutReadAPI: Sendable {
         self.keys = tenants.flatMap { tenant in tenant.apiKeys.map { (Array($0.value.utf8), tenant) } }
     }
 
-    /// The tenant whose key the request carries; every configured key is compared, in constant time each.
+    /// Finds the tenant whose key the request carries, comparing every configured key in constant time.
     func authenticate(_ headers: HTTPHeaders) -> Result<TenantConfig, APIError> {
         guard let authorization = headers["Authorization"] else {
             return .failure(.unauthorized(code: "apiKeyMissing", "The request has no Authorization header.",
@@ -86,7 +86,7 @@ struct PortOutReadAPI: Sendable {
         }
     }
 
-    /// The carrier's list shape for one page, from items that are already JSON.
+    /// Builds the carrier's list shape for one page from items that are already JSON.
     static func listResponse(items: [[UInt8]], page: PortOutPaging.Page) -> HTTPResponse {
         var writer = JSONWriter(capacity: 64 + items.reduce(0) { $0 + $1.count + 1 })
         writer.appendRaw(#"{"object":"list","items":["#)

@@ -43,7 +43,7 @@ final class EmulatorRequestHandler: HTTPRequestHandler {
 }
 
 extension CarrierEmulator {
-    /// Answers one API request. Call on `queue`.
+    /// Handles one API request and returns its response. Call on `queue`.
     func answer(_ request: HTTPRequest) -> HTTPResponse {
         guard let path = CarrierAPIPath.parse(request.head.path) else {
             return HTTPResponse(error: .notFound("No resource at \(request.head.path)."))

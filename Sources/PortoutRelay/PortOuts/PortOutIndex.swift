@@ -3,9 +3,9 @@ import PortoutJournal
 
 /// The latest accepted state of every port out, per tenant and project, for the read API.
 ///
-/// Each entry keeps what listing filters and sorts on, plus where the event that set it sits in the journal;
-/// the port-out object itself is read back from there when a request needs it, so an entry costs about
-/// 200 bytes however large the events are. Not thread-safe: `PortOutStore` keeps it behind a mutex.
+/// Each entry keeps what listing filters and sorts on, plus the journal location of the event that set it.
+/// The port-out object itself is read back from there when a request needs it, so an entry's size does not
+/// grow with the events. Not thread-safe: `PortOutStore` keeps it behind a mutex.
 struct PortOutIndex {
     struct Entry {
         var status: PortOutStatus
@@ -31,7 +31,7 @@ struct PortOutIndex {
         self.projects.values.reduce(0) { $0 + $1.entries.count }
     }
 
-    /// Records an accepted event's port out unless it would move the port out backwards; `.updated` events
+    /// Records an accepted event's port out unless it would move the port out backwards. `.updated` events
     /// carry the current status, so an equal rank replaces the entry.
     mutating func apply(_ record: EventRecord, at location: JournalLocation) {
         guard !record.isStale, !record.portOutID.isEmpty, let status = record.status else { return }

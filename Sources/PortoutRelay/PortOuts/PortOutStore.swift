@@ -21,8 +21,8 @@ final class PortOutStore: Sendable {
         self.index.withLock { $0.count }
     }
 
-    /// The port-out object as last accepted, as the JSON bytes it arrived as, or nil if the project has no such
-    /// port out.
+    /// Returns the port-out object as last accepted, in the JSON bytes it arrived as, or nil if the project has
+    /// no such port out.
     func portOut(tenant: String, project: String, id: String) throws(JournalError) -> [UInt8]? {
         guard let entry = self.index.withLock({ $0.entry(tenant: tenant, project: project, id: id) }) else {
             return nil
