@@ -44,12 +44,21 @@ public final class Journal: Sendable {
         var segment: UInt64
         var fd: Int32
         var size: Int
+        /// The next segment, created and synced ahead of time off the writer thread, so that rotating costs the
+        /// writer no file creation or directory sync while requests wait on it.
+        let prepared = Mutex<PreparedSegment?>(nil)
+        var isPreparing = false
 
         init(segment: UInt64, fd: Int32, size: Int) {
             self.segment = segment
             self.fd = fd
             self.size = size
         }
+    }
+
+    struct PreparedSegment: Sendable {
+        var segment: UInt64
+        var fd: Int32
     }
 
     /// Opens the journal in `directory`, creating it if needed; recovers every segment, calling `visit` with
@@ -283,6 +292,10 @@ public final class Journal: Sendable {
                 // Advisory records may still be unsynced; a clean stop keeps them too.
                 _ = fdatasync(self.writer.fd)
                 Glibc.close(self.writer.fd)
+                // A segment prepared ahead stays on disk, empty; the next start appends to it.
+                if let prepared = self.writer.prepared.withLock({ $0 }) {
+                    Glibc.close(prepared.fd)
+                }
                 self.stopped.signal()
                 return
             }
@@ -309,6 +322,7 @@ public final class Journal: Sendable {
                 _ = try systemCall("fdatasync") { fdatasync(state.fd) }
             }
             state.size += bytes.count
+            self.prepareNextSegmentIfDue()
             for (entry, location) in zip(batch, locations) {
                 entry.completion?(.success(location))
             }
@@ -341,12 +355,42 @@ public final class Journal: Sendable {
     private func rotate() throws {
         let state = self.writer
         let next = state.segment + 1
-        let opened = try Self.openForAppend(directory: self.directory, segment: next, size: 0)
+        let prepared = state.prepared.withLock { prepared -> PreparedSegment? in
+            defer { prepared = nil }
+            return prepared?.segment == next ? prepared : nil
+        }
+        let opened: PreparedSegment
+        if let prepared {
+            opened = prepared
+        } else {
+            let created = try Self.openForAppend(directory: self.directory, segment: next, size: 0)
+            opened = PreparedSegment(segment: created.segment, fd: created.fd)
+        }
         Glibc.close(state.fd)
         state.segment = opened.segment
         state.fd = opened.fd
-        state.size = opened.size
+        state.size = SegmentFile.magic.count
+        state.isPreparing = false
         self.logger.info("journal segment started", ["segment": .string(SegmentFile.name(for: next))])
+    }
+
+    /// Creates the next segment on another thread once the active one is three quarters full.
+    private func prepareNextSegmentIfDue() {
+        let state = self.writer
+        guard !state.isPreparing, state.size >= self.segmentBytes / 4 * 3 else { return }
+        state.isPreparing = true
+        let next = state.segment + 1
+        let directory = self.directory
+        let logger = self.logger
+        DispatchQueue.global(qos: .utility).async {
+            do {
+                let created = try Self.openForAppend(directory: directory, segment: next, size: 0)
+                state.prepared.withLock { $0 = PreparedSegment(segment: created.segment, fd: created.fd) }
+            } catch {
+                // The writer creates the segment itself when it rotates, so this only costs latency.
+                logger.warning("journal segment not prepared", ["error": .string("\(error)")])
+            }
+        }
     }
 
     static func writeFully(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws(SystemError) {

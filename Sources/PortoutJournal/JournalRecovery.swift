@@ -73,6 +73,23 @@ struct JournalRecovery {
                 // A segment cut below its header is rewritten from scratch by the writer.
                 return (segment, result.validBytes < SegmentFile.magic.count ? 0 : result.validBytes)
             }
+            // A segment followed only by empty ones, prepared ahead of rotation, was the active one when the
+            // writer stopped, so its torn end is cut like the last segment's.
+            var laterAreEmpty = true
+            for later in segments[(index + 1)...]
+            where try self.fileSize(self.directory + "/" + SegmentFile.name(for: later)) > SegmentFile.magic.count {
+                laterAreEmpty = false
+            }
+            if laterAreEmpty {
+                try self.truncate(path: path, to: result.validBytes, dropping: dropped)
+                self.logger.warning(
+                    "journal tail truncated",
+                    [
+                        "segment": .string(path), "reason": .string(tornTail),
+                        "validBytes": .number(Double(result.validBytes)), "droppedBytes": .number(Double(dropped)),
+                    ])
+                continue
+            }
             // Only the active segment can end in a torn write. An earlier one was synced whole before the next
             // began, so bad bytes at its end are damage and are left in place.
             let copied = try self.quarantine(copyOf: segment)

@@ -155,6 +155,30 @@ import Testing
         #expect(copy.count == original.count)
     }
 
+    @Test func preparedSegmentDoesNotTurnTearIntoDamage() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path, segmentBytes: 2000)
+        // Past three quarters of the segment, the next one is created ahead of rotation.
+        var written = 0
+        let segmentOne = directory.path + "/" + SegmentFile.name(for: 1)
+        while ((try? FileManager.default.attributesOfItem(atPath: segmentOne)[.size] as? Int) ?? 0) < 1500 {
+            written += 1
+            Self.appendAll(journal, [Self.event(UInt64(written))])
+        }
+        #expect(waitUntil { (try? SegmentFile.segments(in: directory.path).count) == 2 })
+        journal.close()
+        let active = directory.path + "/" + SegmentFile.name(for: 1)
+        let handle = FileHandle(forWritingAtPath: active)!
+        handle.seekToEndOfFile()
+        handle.write(Data([90, 0, 0, 0, 1, 2, 3, 4, 5]))
+        handle.closeFile()
+        let (reopened, recovered) = try Self.open(directory.path, segmentBytes: 2000)
+        reopened.close()
+        #expect(recovered.count == written)
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/quarantine"))
+    }
+
     @Test func rotationKeepsOrder() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
