@@ -32,7 +32,7 @@ run: release test-deps
 # Tests use loopback sockets and temporary directories only.
 test: test-deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --disable-xctest
 
 bench: release bench-deps
 	@$(PYTHON) bench/run.py --binary .build/release/portout-relay --bench-binary .build/release/portout-bench

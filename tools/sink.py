@@ -71,7 +71,9 @@ class SinkHandler(http.server.BaseHTTPRequestHandler):
                 server.record.flush()
         if not server.quiet:
             mark = "signature ok" if verified else "SIGNATURE INVALID"
-            line = (f"relay -> {destination:<10} {entry['type']:<36} {entry['portOut'] or ''} "
+            # A credentials event names no port out, only its subscription.
+            subject = entry["portOut"] or data.get("subscription") or ""
+            line = (f"relay -> {destination:<10} {entry['type']:<36} {subject} "
                     f"{entry['status'] or ''}  {mark}\n")
             # One write per line, so lines from concurrent requests never run together.
             with server.lock:

@@ -136,10 +136,7 @@ public final class DeliveryEngine: Sendable {
     private func start(_ delivery: PendingDelivery, to destination: DestinationRuntime, key: String, nowMs: Int64) {
         let body: [UInt8]
         do {
-            guard case .event(let record) = try self.journal.read(at: delivery.location) else {
-                throw JournalError(path: self.journal.directory, reason: "record at \(delivery.location) is not an event")
-            }
-            body = record.body
+            body = try self.journal.readEventBody(at: delivery.location).body
         } catch {
             self.settle(delivery, destination: destination, key: key, attempt: delivery.attempts + 1,
                         decision: .deadLetter(reason: "cannot read the event from the journal: \(error)"), httpStatus: nil)

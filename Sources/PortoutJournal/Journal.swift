@@ -48,6 +48,8 @@ public final class Journal: Sendable {
         /// writer no file creation or directory sync while requests wait on it.
         let prepared = Mutex<PreparedSegment?>(nil)
         var isPreparing = false
+        /// Entered while a segment is being prepared, so that closing waits for it.
+        let preparation = DispatchGroup()
 
         init(segment: UInt64, fd: Int32, size: Int) {
             self.segment = segment
@@ -293,6 +295,7 @@ public final class Journal: Sendable {
                 _ = fdatasync(self.writer.fd)
                 Glibc.close(self.writer.fd)
                 // A segment prepared ahead stays on disk, empty; the next start appends to it.
+                self.writer.preparation.wait()
                 if let prepared = self.writer.prepared.withLock({ $0 }) {
                     Glibc.close(prepared.fd)
                 }
@@ -382,7 +385,9 @@ public final class Journal: Sendable {
         let next = state.segment + 1
         let directory = self.directory
         let logger = self.logger
+        state.preparation.enter()
         DispatchQueue.global(qos: .utility).async {
+            defer { state.preparation.leave() }
             do {
                 let created = try Self.openForAppend(directory: directory, segment: next, size: 0)
                 state.prepared.withLock { $0 = PreparedSegment(segment: created.segment, fd: created.fd) }

@@ -125,6 +125,9 @@ public enum RelayCommand {
         settings.processingAfterSeconds = try number("--processing-after", 0...86_400) ?? settings.processingAfterSeconds
         settings.issuedAfterSeconds = try number("--issued-after", 0...86_400) ?? settings.issuedAfterSeconds
         settings.finishAfterSeconds = try number("--finish-after", 0...86_400) ?? settings.finishAfterSeconds
+        guard settings.issuedAfterSeconds >= settings.processingAfterSeconds else {
+            throw UsageError("--issued-after counts from creation too, so it must not be less than --processing-after")
+        }
         settings.retryRate = try number("--retry-rate", 0...1) ?? 0
         settings.resendRate = try number("--resend-rate", 0...1) ?? 0
         settings.reorderRate = try number("--reorder-rate", 0...1) ?? 0

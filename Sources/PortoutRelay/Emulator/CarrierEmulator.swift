@@ -57,6 +57,7 @@ public final class CarrierEmulator: Sendable {
         self.handler.attach(nil)
         self.queue.sync {}
         self.client.shutdown()
+        self.logger.info("emulator stopped", [:])
     }
 
     /// Counts of what the emulator did, for tests and the load generator's report.
