@@ -11,6 +11,8 @@ final class CurlTransfer: @unchecked Sendable {
     private var headerList: UnsafeMutablePointer<curl_slist>?
     /// The first `bodyLimit` bytes of the response body.
     private(set) var responseBody: [UInt8] = []
+    /// Whether the response body went past `bodyLimit`.
+    private(set) var isResponseTruncated = false
     private var bodyLimit = 0
     private(set) var retryAfterValue: String?
     private(set) var contentType: String?
@@ -39,6 +41,7 @@ final class CurlTransfer: @unchecked Sendable {
         curl_slist_free_all(self.headerList)
         self.headerList = nil
         self.responseBody.removeAll(keepingCapacity: true)
+        self.isResponseTruncated = false
         self.bodyLimit = bodyLimit
         self.retryAfterValue = nil
         self.contentType = nil
@@ -84,6 +87,9 @@ final class CurlTransfer: @unchecked Sendable {
         let room = self.bodyLimit - self.responseBody.count
         if room > 0 {
             self.responseBody.append(contentsOf: bytes.prefix(room))
+        }
+        if bytes.count > room {
+            self.isResponseTruncated = true
         }
     }
 

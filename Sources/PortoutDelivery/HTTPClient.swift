@@ -34,6 +34,8 @@ public final class HTTPClient: Sendable {
         public var contentType: String?
         public var retryAfter: String?
         public var body: [UInt8]
+        /// Whether the body was longer than `maxResponseBytes` and was cut.
+        public var isTruncated: Bool
     }
 
     /// A request that got no response: libcurl's text for the failure.
@@ -128,9 +130,13 @@ public final class HTTPClient: Sendable {
             }
             for (request, completion) in incoming {
                 let transfer = state.idle.popLast() ?? CurlTransfer()
+                var headers = request.headers.map { "\($0.name): \($0.value)" } + ["Expect:"]
+                if !request.headers.contains(where: { $0.name.lowercased() == "content-type" }) {
+                    // Otherwise libcurl labels every POST body as a form.
+                    headers.append("Content-Type:")
+                }
                 transfer.prepare(
-                    method: request.method, url: request.url,
-                    headers: request.headers.map { "\($0.name): \($0.value)" } + ["Expect:"], body: request.body,
+                    method: request.method, url: request.url, headers: headers, body: request.body,
                     timeoutMs: request.timeoutMs, bodyLimit: Self.maxResponseBytes)
                 state.active[transfer.handle] = (transfer, completion)
                 curl_multi_add_handle(state.multi, transfer.handle)
@@ -147,7 +153,8 @@ public final class HTTPClient: Sendable {
                 if code == CURLE_OK {
                     completion(.success(Response(
                         status: transfer.responseStatus, contentType: transfer.contentType,
-                        retryAfter: transfer.retryAfterValue, body: transfer.responseBody)))
+                        retryAfter: transfer.retryAfterValue, body: transfer.responseBody,
+                        isTruncated: transfer.isResponseTruncated)))
                 } else {
                     completion(.failure(TransportError(description: String(cString: curl_easy_strerror(code)))))
                 }

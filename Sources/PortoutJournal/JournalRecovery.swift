@@ -70,7 +70,11 @@ struct JournalRecovery {
                         "validBytes": .number(Double(result.validBytes)), "droppedBytes": .number(Double(dropped)),
                     ])
                 self.logger.info("journal recovered", ["records": .number(Double(totalRecords))])
-                // A segment cut below its header is rewritten from scratch by the writer.
+                // A segment cut below its header is rewritten from scratch by the writer, and one whose header is
+                // damaged is left alone for a new one.
+                if bytes.count >= SegmentFile.magic.count && !bytes.prefix(SegmentFile.magic.count).elementsEqual(SegmentFile.magic) {
+                    return (segment + 1, 0)
+                }
                 return (segment, result.validBytes < SegmentFile.magic.count ? 0 : result.validBytes)
             }
             // A segment followed only by empty ones, prepared ahead of rotation, was the active one when the
@@ -103,7 +107,12 @@ struct JournalRecovery {
         }
         self.logger.info("journal recovered", ["records": .number(Double(totalRecords)), "segments": .number(Double(segments.count))])
         let last = segments[segments.count - 1]
-        let size = try self.fileSize(self.directory + "/" + SegmentFile.name(for: last))
+        let path = self.directory + "/" + SegmentFile.name(for: last)
+        let size = try self.fileSize(path)
+        if size >= SegmentFile.magic.count, !(try self.hasValidHeader(path)) {
+            // Records appended behind a bad header would be skipped with it at the next start.
+            return (last + 1, 0)
+        }
         return (last, size)
     }
 
@@ -136,6 +145,11 @@ struct JournalRecovery {
         } catch {
             throw JournalError(path: quarantine, reason: "cannot copy the damaged segment aside: \(error)")
         }
+    }
+
+    private func hasValidHeader(_ path: String) throws(JournalError) -> Bool {
+        let bytes = try SegmentFile.readAll(path)
+        return bytes.prefix(SegmentFile.magic.count).elementsEqual(SegmentFile.magic)
     }
 
     private func fileSize(_ path: String) throws(JournalError) -> Int {

@@ -145,13 +145,14 @@ public enum SegmentFile {
         guard bytes.count >= self.magic.count else {
             return ScanResult(validBytes: 0, records: 0, tornTail: "segment header is cut short")
         }
-        guard bytes.prefix(self.magic.count).elementsEqual(self.magic) else {
-            return ScanResult(
-                validBytes: 0, records: 0,
-                damage: [Damage(start: 0, end: bytes.count, reason: "segment header is not a portout-relay journal")])
-        }
         var result = ScanResult(validBytes: self.magic.count, records: 0)
         var offset = self.magic.count
+        if !bytes.prefix(self.magic.count).elementsEqual(self.magic) {
+            // A damaged header hides no records: the frames after it are read as after any other damage.
+            let next = self.nextValidFrame(bytes, after: offset - 1)
+            result.damage.append(Damage(start: 0, end: next, reason: "segment header is not a portout-relay journal"))
+            offset = next
+        }
         while offset < bytes.count {
             switch self.checkFrame(bytes, at: offset) {
             case .valid(let payload):
@@ -160,6 +161,11 @@ public enum SegmentFile {
                 offset += self.frameHeaderBytes + payload.count
                 result.validBytes = offset
             case .tornTail(let reason), .bad(let reason):
+                if bytes[offset...].allSatisfy({ $0 == 0 }) {
+                    // Zeros to the end are what a file system can leave of a write that a crash interrupted.
+                    result.tornTail = "the segment ends in \(bytes.count - offset) zero bytes"
+                    return result
+                }
                 let next = self.nextValidFrame(bytes, after: offset)
                 if next == bytes.count, case .tornTail = self.checkFrame(bytes, at: offset) {
                     // Nothing valid follows, so this is the end of an interrupted write.
@@ -196,6 +202,9 @@ public enum SegmentFile {
         guard length > 0 && length <= self.maxPayloadBytes else { return .bad("frame length \(length) is implausible") }
         let start = offset + self.frameHeaderBytes
         guard bytes.count - start >= length else { return .tornTail("frame payload is cut short") }
+        // Every record starts with its kind, 1 or 2; checking it first keeps a scan across damaged bytes from
+        // computing a checksum at most offsets.
+        guard bytes[start] == 1 || bytes[start] == 2 else { return .bad("frame holds no known record kind") }
         let payload = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)])
         guard CRC32C.checksum(payload) == self.readUInt32(bytes, at: offset + 4) else {
             // A last frame whose pages were only partly written also fails its checksum.

@@ -56,6 +56,19 @@ struct ConfigTests {
         #expect(config.tenants[0].verify.secrets[0].description == "secret(env PORTOUT_TEST_SECRET)")
     }
 
+    @Test func sharedReadKeyRejected() {
+        let text = """
+            {"tenants": [{"id": "a", "projects": ["p"], "apiKeys": ["shared-key-0123456789"], "verify": {"secrets": ["whsec_c2VjcmV0"]}},
+                         {"id": "b", "projects": ["q"], "apiKeys": ["shared-key-0123456789"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]}
+            """
+        do {
+            _ = try Self.parse(text)
+            Issue.record("a read key shared by two tenants was accepted")
+        } catch {
+            #expect(error.problems.map(\.path) == ["$.tenants[1].apiKeys[0]"])
+        }
+    }
+
     @Test func missingEnvironmentSecretReported() {
         let text = #"{"tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": [{"env": "PORTOUT_UNSET_VARIABLE"}]}}]}"#
         #expect(throws: ConfigError.self) { try Self.parse(text) }

@@ -179,6 +179,66 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: directory.path + "/quarantine"))
     }
 
+    @Test func damagedHeaderKeepsRecordsAndNewWrites() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path)
+        Self.appendAll(journal, (1...3).map { Self.event($0) })
+        journal.close()
+        let segment = directory.path + "/" + SegmentFile.name(for: 1)
+        var bytes = [UInt8](FileManager.default.contents(atPath: segment)!)
+        bytes.replaceSubrange(0..<8, with: Array("XXXXXXXX".utf8))
+        #expect(FileManager.default.createFile(atPath: segment, contents: Data(bytes)))
+        let (reopened, recovered) = try Self.open(directory.path)
+        #expect(recovered.count == 3)
+        // New records go to a fresh segment, not behind the damaged header.
+        Self.appendAll(reopened, [Self.event(4)])
+        reopened.close()
+        let (_, again) = try Self.open(directory.path)
+        #expect(again.count == 4)
+        #expect(try SegmentFile.segments(in: directory.path).count == 2)
+    }
+
+    @Test func zeroFilledTailIsTorn() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path)
+        Self.appendAll(journal, (1...3).map { Self.event($0) })
+        journal.close()
+        let segment = directory.path + "/" + SegmentFile.name(for: 1)
+        let handle = FileHandle(forWritingAtPath: segment)!
+        handle.seekToEndOfFile()
+        handle.write(Data(count: 4096))
+        handle.closeFile()
+        let (reopened, recovered) = try Self.open(directory.path)
+        reopened.close()
+        #expect(recovered.count == 3)
+        #expect(try JournalTests.verify(directory.path))
+    }
+
+    static func verify(_ path: String) throws -> Bool {
+        var healthy = true
+        for segment in try SegmentFile.segments(in: path) {
+            let result = SegmentFile.scan(try SegmentFile.readAll(path + "/" + SegmentFile.name(for: segment))) { _, _ in }
+            healthy = healthy && result.problem == nil
+        }
+        return healthy
+    }
+
+    @Test func recordsFoundAcrossRandomDamage() throws {
+        // One MiB of random bytes between two valid records.
+        var random = SystemRandomNumberGenerator()
+        var bytes = SegmentFile.magic
+        let record = Self.event(1).encoded()
+        SegmentFile.frame(record, into: &bytes)
+        bytes += (0..<(1 << 20)).map { _ in UInt8.random(in: 0...255, using: &random) }
+        SegmentFile.frame(record, into: &bytes)
+        let result = SegmentFile.scan(bytes) { _, _ in }
+        #expect(result.records == 2)
+        #expect(result.damage.count == 1)
+        #expect(result.tornTail == nil)
+    }
+
     @Test func rotationKeepsOrder() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }

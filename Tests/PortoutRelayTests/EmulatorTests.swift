@@ -17,8 +17,8 @@ struct EmulatorTests {
     ) throws -> (CarrierEmulator, Int) {
         var settings = EmulatorSettings()
         settings.listen = ListenAddress(host: "127.0.0.1", port: 0)
-        settings.projects = EmulatorSettings.parseProjects("acme-mobile,brit-tel:uk")
-        settings.apiKeys = EmulatorSettings.parseAPIKeys("\(Self.fullKey):credentials,\(Self.limitedKey)")
+        settings.projects = EmulatorSettings.parseProjects("acme-mobile,brit-tel:uk")!
+        settings.apiKeys = EmulatorSettings.parseAPIKeys("\(Self.fullKey):credentials,\(Self.limitedKey)")!
         settings.webhookURLs = webhookURLs
         settings.webhookSecret = RelayHarness.inboundSecret
         settings.processingAfterSeconds = 0.2
@@ -95,6 +95,16 @@ struct EmulatorTests {
         #expect(try Self.call(port, "GET", "/projects/brit-tel/portOuts/\(ukID)/credentials").status == 422)
         let list = try Self.call(port, "GET", "/projects/acme-mobile/portOuts?status=completed,expired")
         #expect(list.json?.objectValue?["items"]?.arrayValue?.count == 2)
+    }
+
+    @Test func settingsRejectMalformedLists() {
+        #expect(EmulatorSettings.parseProjects(":") == nil)
+        #expect(EmulatorSettings.parseProjects(",") == nil)
+        #expect(EmulatorSettings.parseProjects("a:eu") == nil)
+        #expect(EmulatorSettings.parseProjects("a,b:uk")?.map(\.isUnitedKingdom) == [false, true])
+        #expect(EmulatorSettings.parseAPIKeys(",:") == nil)
+        #expect(EmulatorSettings.parseAPIKeys("k:admin") == nil)
+        #expect(EmulatorSettings.parseAPIKeys("k:credentials")?.first?.mayReadCredentials == true)
     }
 
     @Test func relayForwardsWriteCalls() throws {
@@ -182,5 +192,38 @@ struct EmulatorTests {
 
     static func project(of portOut: String, _ port: Int) throws -> String {
         (try? Self.call(port, "GET", "/projects/acme-mobile/portOuts/\(portOut)"))?.status == 200 ? "acme-mobile" : "brit-tel"
+    }
+
+    @Test func forwardingRejectsOddPathsAndResponses() throws {
+        let upstream = try RecordingSink { _, received in
+            switch received.path {
+            case let path where path.hasSuffix("/odd-status/expire"): return .init(status: 999)
+            case let path where path.hasSuffix("/huge/expire"):
+                return .init(status: 200, headers: [("Content-Type", "application/json")], body: [UInt8](repeating: 32, count: 2 << 20))
+            default: return .init(status: 200, headers: [("Content-Type", "application/json")], body: Array("{}".utf8))
+            }
+        }
+        defer { upstream.shutdown() }
+        let readKey = "relay-read-key-0123456789"
+        let harness = try RelayHarness(
+            tenantsJSON: """
+                [{"id": "t1", "projects": ["pa"], "apiKeys": ["\(readKey)"],
+                  "verify": {"secrets": ["\(RelayHarness.inboundSecret)"]},
+                  "upstream": {"baseUrl": "\(upstream.url)", "apiKey": "upstream-key-0123456789"}}]
+                """)
+        defer { harness.finish() }
+        for target in ["/projects/pa/portOuts/../expire", "/projects/pa/portOuts/a%2Fb/expire", "/projects/pa/portOuts/%2E%2E/expire"] {
+            #expect(try Self.call(harness.port, "POST", target, key: readKey).status == 404, "\(target)")
+        }
+        #expect(try Self.call(harness.port, "POST", "/projects/pa/portOuts/a%20b/expire", key: readKey).status == 200)
+        #expect(upstream.received.last?.path == "/projects/pa/portOuts/a%20b/expire")
+        #expect(upstream.received.last?.headers["Authorization"] == "Bearer upstream-key-0123456789")
+        #expect(try Self.call(harness.port, "POST", "/projects/pa/portOuts/odd-status/expire", key: readKey).status == 502)
+        #expect(try Self.call(harness.port, "POST", "/projects/pa/portOuts/huge/expire", key: readKey).status == 502)
+        let head = try LoopbackClient(port: harness.port)
+        head.send("HEAD /projects/pa/portOuts/x/credentials HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(readKey)\r\n\r\n")
+        let headResponse = head.readResponse(hasBody: false)
+        #expect(headResponse?.status == 200)
+        #expect(upstream.received.last?.path == "/projects/pa/portOuts/x/credentials")
     }
 }

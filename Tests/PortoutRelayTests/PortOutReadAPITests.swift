@@ -85,6 +85,7 @@ struct PortOutReadAPITests {
             "/projects/acme-mobile/portOuts?limit=201", "/projects/acme-mobile/portOuts?limit=-1",
             "/projects/acme-mobile/portOuts?limit=ten", "/projects/acme-mobile/portOuts?status=lost",
             "/projects/acme-mobile/portOuts?after=a&before=b", "/projects/acme-mobile/portOuts?after=pout_missing",
+            "/projects/acme-mobile/portOuts?subscription=%ffx", "/projects/acme-mobile/portOuts?status=completed%zz",
         ] {
             let response = try Self.get(harness, target)
             #expect(response.status == 422, "\(target)")

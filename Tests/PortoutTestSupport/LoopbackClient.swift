@@ -64,10 +64,11 @@ public final class LoopbackClient {
         return self.readResponse()
     }
 
-    /// Reads one response; nil if the connection closed or timed out first.
-    public func readResponse() -> Response? {
+    /// Reads one response; nil if the connection closed or timed out first. A response to HEAD has no body
+    /// whatever its Content-Length says, so pass `hasBody: false` for one.
+    public func readResponse(hasBody: Bool = true) -> Response? {
         while true {
-            if let response = self.parseBufferedResponse() {
+            if let response = self.parseBufferedResponse(hasBody: hasBody) {
                 return response
             }
             guard self.fill() else { return nil }
@@ -92,7 +93,7 @@ public final class LoopbackClient {
         return true
     }
 
-    private func parseBufferedResponse() -> Response? {
+    private func parseBufferedResponse(hasBody: Bool) -> Response? {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let end = self.received.firstRange(of: separator) else { return nil }
         let headText = String(decoding: self.received[..<end.lowerBound], as: UTF8.self)
@@ -103,7 +104,8 @@ public final class LoopbackClient {
             guard let colon = line.firstIndex(of: ":") else { return nil }
             return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
         }
-        let length = headers.first { $0.name.lowercased() == "content-length" }.flatMap { Int($0.value) } ?? 0
+        let declared = headers.first { $0.name.lowercased() == "content-length" }.flatMap { Int($0.value) } ?? 0
+        let length = hasBody ? declared : 0
         let bodyStart = end.upperBound
         // An interim 1xx response has no body and is returned like any other.
         guard self.received.count - bodyStart >= length else { return nil }

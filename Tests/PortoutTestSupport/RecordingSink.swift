@@ -34,12 +34,12 @@ public final class RecordingSink: Sendable {
         public var response: HTTPResponse
         public var delaySeconds: Double
 
-        public init(status: Int, headers: [(String, String)] = [], delaySeconds: Double = 0) {
+        public init(status: Int, headers: [(String, String)] = [], body: [UInt8] = [], delaySeconds: Double = 0) {
             var fields = HTTPHeaders()
             for (name, value) in headers {
                 fields.add(name: name, value: value)
             }
-            self.response = HTTPResponse(status: status, headers: fields)
+            self.response = HTTPResponse(status: status, headers: fields, body: body)
             self.delaySeconds = delaySeconds
         }
     }

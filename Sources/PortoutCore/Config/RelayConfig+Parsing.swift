@@ -74,6 +74,11 @@ extension ConfigReader {
                 if tenants.contains(where: { $0.id == tenant.id }) {
                     self.fail("\(path).id", "duplicates tenant id \"\(tenant.id)\"")
                 }
+                // A read key names one tenant; shared, it would open only the last tenant's projects.
+                for (keyIndex, key) in tenant.apiKeys.enumerated()
+                where tenants.contains(where: { $0.apiKeys.contains(key) }) {
+                    self.fail("\(path).apiKeys[\(keyIndex)]", "is already a key of another tenant")
+                }
                 tenants.append(tenant)
             }
         }

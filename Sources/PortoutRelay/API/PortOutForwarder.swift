@@ -13,8 +13,10 @@ struct PortOutForwarder: Sendable {
     let logger: Logger
 
     func forward(
-        _ request: HTTPRequest, project: String, peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void
+        _ request: HTTPRequest, path carrierPath: CarrierAPIPath, peer: String,
+        respond: @escaping @Sendable (HTTPResponse) -> Void
     ) {
+        let project = carrierPath.project
         let tenant: TenantConfig
         switch self.readAPI.authorize(project: project, headers: request.head.headers, peer: peer) {
         case .failure(let error):
@@ -30,8 +32,8 @@ struct PortOutForwarder: Sendable {
                 hint: "Set tenants[].upstream.baseUrl and apiKey in the relay's configuration.")))
             return
         }
-        let path = String(request.head.path)
-        let target = request.head.query.map { path + "?" + $0 } ?? path
+        // None of the forwarded calls takes query parameters, so the target is the checked path alone.
+        let path = carrierPath.canonicalPath
         var headers: [(name: String, value: String)] = [
             ("Authorization", "Bearer \(upstream.apiKey.value)"), ("Accept", "application/json"),
             ("User-Agent", DeliveryEngine.userAgent),
@@ -39,13 +41,22 @@ struct PortOutForwarder: Sendable {
         if let contentType = request.head.headers["Content-Type"] {
             headers.append(("Content-Type", contentType))
         }
+        // HEAD is sent as GET: the relay's server leaves out the body, and libcurl would wait for one otherwise.
+        let method = request.head.method == "HEAD" ? "GET" : request.head.method
         let outbound = HTTPClient.Request(
-            method: request.head.method, url: upstream.baseURL + target, headers: headers, body: request.body,
+            method: method, url: upstream.baseURL + path, headers: headers, body: request.body,
             timeoutMs: upstream.timeoutMs)
         let logger = self.logger
-        let method = request.head.method
         self.client.send(outbound) { result in
             switch result {
+            case .success(let response) where !Self.isRelayable(response):
+                logger.warning(
+                    "forwarded call failed",
+                    ["tenant": .string(tenant.id), "method": .string(method), "path": .string(path),
+                     "error": "the carrier's response cannot be relayed", "status": .number(Double(response.status))])
+                respond(HTTPResponse(error: APIError(
+                    status: 502, type: "badGateway", code: "upstreamInvalidResponse",
+                    message: "The carrier API's response was malformed or too large to relay.")))
             case .success(let response):
                 logger.info(
                     "call forwarded",
@@ -64,5 +75,13 @@ struct PortOutForwarder: Sendable {
                     message: "The carrier API did not respond: \(error.description).")))
             }
         }
+    }
+
+    /// Whether a carrier response can be passed on as it is: a final status, a whole body and a clean
+    /// Content-Type, which is copied into the relay's own response.
+    static func isRelayable(_ response: HTTPClient.Response) -> Bool {
+        guard (200...599).contains(response.status), !response.isTruncated else { return false }
+        guard let contentType = response.contentType else { return true }
+        return !contentType.utf8.contains { $0 < 0x20 || $0 == 0x7F }
     }
 }

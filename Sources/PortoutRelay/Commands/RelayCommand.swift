@@ -107,10 +107,21 @@ public enum RelayCommand {
             settings.listen = address
         }
         if let projects = options["--projects"] {
-            settings.projects = EmulatorSettings.parseProjects(projects)
+            guard let parsed = EmulatorSettings.parseProjects(projects) else {
+                throw UsageError("--projects must be a comma-separated list of NAME or NAME:uk")
+            }
+            settings.projects = parsed
         }
-        settings.apiKeys = EmulatorSettings.parseAPIKeys(options["--api-keys"] ?? "")
+        if let keys = options["--api-keys"] {
+            guard let parsed = EmulatorSettings.parseAPIKeys(keys) else {
+                throw UsageError("--api-keys must be a comma-separated list of KEY or KEY:credentials")
+            }
+            settings.apiKeys = parsed
+        }
         settings.webhookURLs = (options["--webhook-urls"] ?? "").split(separator: ",").map(String.init)
+        for url in settings.webhookURLs where !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+            throw UsageError("--webhook-urls entries must be http:// or https:// URLs, not \(url)")
+        }
         settings.webhookSecret = options["--webhook-secret"] ?? ""
         if !settings.webhookURLs.isEmpty && !Secret(value: settings.webhookSecret, source: "flag").isStandardWebhooksSecret {
             throw UsageError("--webhook-secret must be a whsec_ secret when --webhook-urls is given")

@@ -136,6 +136,9 @@ extension CarrierEmulator {
         let subscription = object["subscription"]?.stringValue
         if subscription?.isEmpty ?? true {
             issues.append(ValidationIssue(field: "subscription", message: "is required and must be a non-empty string"))
+        } else if let subscription, subscription.utf8.count > 255 || subscription.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            // The id goes into every webhook, which the relay rejects with such ids.
+            issues.append(ValidationIssue(field: "subscription", message: "must be at most 255 bytes with no control characters"))
         }
         var behavior = "portOut"
         if let value = object["behavior"] {

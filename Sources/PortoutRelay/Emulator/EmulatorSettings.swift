@@ -40,19 +40,28 @@ public struct EmulatorSettings: Sendable {
 
     public init() {}
 
-    /// Parses `name[:uk]` entries.
-    static func parseProjects(_ text: String) -> [Project] {
-        text.split(separator: ",").map { entry in
-            let parts = entry.split(separator: ":")
-            return Project(id: String(parts[0]), isUnitedKingdom: parts.count > 1 && parts[1].lowercased() == "uk")
+    /// Parses `name[:uk]` entries; nil if an entry has no name or an unknown suffix.
+    static func parseProjects(_ text: String) -> [Project]? {
+        var projects: [Project] = []
+        for entry in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = entry.split(separator: ":", omittingEmptySubsequences: false)
+            guard let name = parts.first, !name.isEmpty, parts.count <= 2, parts.count == 1 || parts[1] == "uk" else {
+                return nil
+            }
+            projects.append(Project(id: String(name), isUnitedKingdom: parts.count == 2))
         }
+        return projects
     }
 
-    /// Parses `key[:credentials]` entries.
-    static func parseAPIKeys(_ text: String) -> [APIKey] {
-        text.split(separator: ",").map { entry in
-            let parts = entry.split(separator: ":")
-            return APIKey(key: String(parts[0]), mayReadCredentials: parts.count > 1 && parts[1] == "credentials")
+    /// Parses `key[:credentials]` entries; nil if an entry has no key or an unknown suffix.
+    static func parseAPIKeys(_ text: String) -> [APIKey]? {
+        var keys: [APIKey] = []
+        for entry in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = entry.split(separator: ":", omittingEmptySubsequences: false)
+            guard let key = parts.first, !key.isEmpty, parts.count <= 2, parts.count == 1 || parts[1] == "credentials"
+            else { return nil }
+            keys.append(APIKey(key: String(key), mayReadCredentials: parts.count == 2))
         }
+        return keys
     }
 }

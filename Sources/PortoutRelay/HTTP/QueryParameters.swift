@@ -3,14 +3,23 @@ import PortoutCrypto
 /// The `name=value` pairs of a URL query, percent-decoded; the first occurrence of a name wins.
 struct QueryParameters {
     private var values: [String: String] = [:]
+    /// Names whose value is not valid percent-encoded UTF-8, so that callers reject them instead of acting as
+    /// if the parameter were absent.
+    private(set) var malformed: Set<String> = []
 
     init(_ query: Substring?) {
         guard let query else { return }
         for pair in query.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = Self.decode(parts[0]) else { continue }
-            let value = parts.count > 1 ? Self.decode(parts[1]) : ""
-            if self.values[name] == nil, let value {
+            guard let name = Self.decode(parts[0]) else {
+                self.malformed.insert(String(parts[0]))
+                continue
+            }
+            guard let value = parts.count > 1 ? Self.decode(parts[1]) : "" else {
+                self.malformed.insert(name)
+                continue
+            }
+            if self.values[name] == nil {
                 self.values[name] = value
             }
         }

@@ -75,8 +75,8 @@ struct RelayRequestHandler: HTTPRequestHandler {
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "application/json")
             responder.respond(HTTPResponse(status: 200, headers: headers, body: OpenAPIDocument.bytes))
-        case .carrierAPI(.portOuts(let project)) where request.head.method == "POST":
-            self.forwarder.forward(request, project: project, peer: peer) { responder.respond($0) }
+        case .carrierAPI(let path) where path == .portOuts(project: path.project) && request.head.method == "POST":
+            self.forwarder.forward(request, path: path, peer: peer) { responder.respond($0) }
         case .carrierAPI(.portOuts(let project)):
             responder.respond(
                 self.readAPI.list(project: project, query: request.head.query, headers: request.head.headers, peer: peer))
@@ -84,7 +84,7 @@ struct RelayRequestHandler: HTTPRequestHandler {
             responder.respond(self.readAPI.retrieve(project: project, id: id, headers: request.head.headers, peer: peer))
         case .carrierAPI(let path):
             // Expire, credentials and simulate change or reveal carrier state, so the carrier answers them.
-            self.forwarder.forward(request, project: path.project, peer: peer) { responder.respond($0) }
+            self.forwarder.forward(request, path: path, peer: peer) { responder.respond($0) }
         case .webhook(let tenant):
             self.ingestor.ingest(tenantID: tenant, request: request, peer: peer) { response in
                 responder.respond(response)
