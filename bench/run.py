@@ -2,7 +2,7 @@
 """`make bench`: measure the relay beside reference servers in the same run, on this machine, and print a table.
 
 Ingest: wrk posts unique pre-signed events over 32 keep-alive connections to the relay (each one verified,
-journaled with fdatasync and acknowledged), and the same wrk configuration to nginx answering a fixed 202.
+journaled with fdatasync and acknowledged), and the same wrk configuration to nginx returning a fixed 202.
 Delivery: the relay starts on a journal of undelivered events and sends them to an nginx sink, beside wrk's own
 rate against that sink with as many connections as the relay uses. Memory and start-up: RSS of an idle relay
 and of one that replayed a 1,000,000-record journal, and the time until that one answers /readyz.
@@ -175,7 +175,7 @@ def memory_and_startup(arguments, bench_binary, work):
 
 
 def measure_startup(binary, work, data):
-    """Seconds from process start until /readyz answers, and the RSS then."""
+    """Seconds from process start until /readyz responds, and the RSS then."""
     started = time.time()
     relay = start_relay(binary, work, "replay", destinations=[], data=data, wait=False)
     wait_ready(RELAY_PORT, relay, timeout=120)
@@ -231,7 +231,8 @@ def read_api(arguments, bench_binary, work):
                                       [READ_KEY, "acme-mobile"])
     finally:
         stop(nginx)
-    assert retrieve["non2xx"] == 0 and listing["non2xx"] == 0, "the read API answered non-2xx"
+    assert retrieve["non2xx"] == 0, "the read API returned non-2xx statuses to retrieve requests"
+    assert listing["non2xx"] == 0, "the read API returned non-2xx statuses to list requests"
     per_port_out = (loaded_rss - idle_rss) * 1024 * 1024 / count
     return [
         row(f"read API retrieve, {count:,} port outs", retrieve["rate"], reference_retrieve["rate"], "req/s",
@@ -322,7 +323,7 @@ def wait_ready(port, process, path="/readyz", timeout=30):
             return
         except OSError:
             time.sleep(0.02)
-    raise RuntimeError(f"nothing answered on port {port} within {timeout} s")
+    raise RuntimeError(f"nothing responded on port {port} within {timeout} s")
 
 
 def stop(process):
@@ -347,7 +348,9 @@ def print_table(results):
     for result in results:
         reference = result["reference"]
         ratio = f"{result['value'] / reference:.2f}x" if reference else ""
-        verdict = "" if result["ok"] is None else ("ok" if result["ok"] else "MISS")
+        verdict = ""
+        if result["ok"] is not None:
+            verdict = "ok" if result["ok"] else "MISS"
         print(f"{result['name']:<44} {format_value(result['value'], result['unit']):>12} "
               f"{format_value(reference, result['unit']) if reference else '':>12} {ratio:>7}  "
               f"{result['target'] or '':<10} {verdict:<4} {result['referenceName'] or ''}")

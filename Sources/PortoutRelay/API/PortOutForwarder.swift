@@ -77,7 +77,7 @@ struct PortOutForwarder: Sendable {
         }
     }
 
-    /// Whether a carrier response can be passed on as it is: a final status, a whole body and a clean
+    /// Checks that a carrier response can be passed on as it is: a final status, a whole body and a clean
     /// Content-Type, which is copied into the relay's own response.
     static func isRelayable(_ response: HTTPClient.Response) -> Bool {
         guard (200...599).contains(response.status), !response.isTruncated else { return false }

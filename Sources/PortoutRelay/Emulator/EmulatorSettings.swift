@@ -29,7 +29,7 @@ public struct EmulatorSettings: Sendable {
     public var retryRate = 0.0
     public var resendRate = 0.0
     public var reorderRate = 0.0
-    /// Attempts per webhook; non-2xx answers and connection errors are retried with doubling delays from 1 s.
+    /// Attempts per webhook; non-2xx responses and connection errors are retried with doubling delays from 1 s.
     public var maxWebhookAttempts = 6
     /// Port outs to create on their own at `rate` per second, each then driven to a terminal status.
     public var generatedPortOuts = 0
