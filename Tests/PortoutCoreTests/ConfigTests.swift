@@ -56,6 +56,22 @@ struct ConfigTests {
         #expect(config.tenants[0].verify.secrets[0].description == "secret(env PORTOUT_TEST_SECRET)")
     }
 
+    @Test func deployExampleIsValid() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        for name in [
+            "PORTOUT_GIGS_INBOUND_SECRET", "PORTOUT_BILLING_SECRET", "PORTOUT_INVENTORY_SECRET",
+        ] {
+            setenv(name, "whsec_ZGVwbG95LWV4YW1wbGUtc2VjcmV0", 1)
+        }
+        setenv("PORTOUT_GIGS_READ_KEY", "deploy-example-read-key", 1)
+        setenv("PORTOUT_GIGS_CARRIER_KEY", "deploy-example-carrier-key", 1)
+        let config = try RelayConfig.load(path: root.path + "/deploy/config.example.json")
+        #expect(config.dataDir == "/var/lib/portout-relay")
+        #expect(config.tenants.first?.destinations.count == 2)
+        #expect(config.tenants.first?.upstream?.baseURL == "https://api.gigs.com")
+    }
+
     @Test func sharedReadKeyRejected() {
         let text = """
             {"tenants": [{"id": "a", "projects": ["p"], "apiKeys": ["shared-key-0123456789"], "verify": {"secrets": ["whsec_c2VjcmV0"]}},
