@@ -97,6 +97,28 @@ struct EmulatorTests {
         #expect(list.json?.objectValue?["items"]?.arrayValue?.count == 2)
     }
 
+    /// The emulator signs under each scheme the relay verifies, so a tenant on any scheme can use it.
+    @Test(arguments: [SignatureScheme.timestampedHex, .hex])
+    func webhooksSignedUnderHexSchemes(_ scheme: SignatureScheme) throws {
+        let harness = try RelayHarness(
+            tenantsJSON: """
+                [{"id": "gigs", "projects": ["acme-mobile"],
+                  "verify": {"scheme": "\(scheme.rawValue)", "header": "X-Carrier-Signature", "secrets": ["hex-scheme-secret"]}}]
+                """)
+        defer { harness.finish() }
+        let (emulator, port) = try Self.emulator(webhookURLs: ["http://127.0.0.1:\(harness.port)/webhooks/gigs"]) {
+            $0.webhookScheme = scheme
+            $0.webhookSignatureHeader = "X-Carrier-Signature"
+            $0.webhookSecret = "hex-scheme-secret"
+        }
+        defer { emulator.shutdown() }
+        #expect(try Self.call(port, "POST", "/projects/acme-mobile/portOuts", body: #"{"subscription":"sub_h"}"#).status == 201)
+        #expect(waitUntil { emulator.statistics().webhooksSent >= 3 })
+        #expect(emulator.statistics().webhooksFailed == 0)
+        let stats = try JournalCommandsProbe.events(harness)
+        #expect(stats >= 3)
+    }
+
     @Test func settingsRejectMalformedLists() {
         #expect(EmulatorSettings.parseProjects(":") == nil)
         #expect(EmulatorSettings.parseProjects(",") == nil)
@@ -225,5 +247,16 @@ struct EmulatorTests {
         let headResponse = head.readResponse(hasBody: false)
         #expect(headResponse?.status == 200)
         #expect(upstream.received.last?.path == "/projects/pa/portOuts/x/credentials")
+    }
+}
+
+/// Counts the events a relay journaled, through the offline dump command.
+enum JournalCommandsProbe {
+    static func events(_ harness: RelayHarness) throws -> Int {
+        var count = 0
+        try JournalCommands.dump(dataDirectory: harness.directory.path + "/data", bodies: false, deadLettersOnly: false) {
+            if $0.contains(#""record":"event""#) { count += 1 }
+        }
+        return count
     }
 }

@@ -20,7 +20,8 @@ public enum RelayCommand {
           journal stats --data-dir DIR
                         print totals for the journal as one JSON line
           emulate [--listen HOST:PORT] [--projects ID[:uk],...] [--api-keys KEY[:credentials],...]
-                  [--webhook-urls URL,...] [--webhook-secret whsec_...] [--processing-after S] [--issued-after S]
+                  [--webhook-urls URL,...] [--webhook-secret SECRET] [--webhook-scheme SCHEME]
+                  [--webhook-header NAME] [--processing-after S] [--issued-after S]
                   [--retry-rate P] [--resend-rate P] [--reorder-rate P] [--port-outs N] [--rate R]
                   [--finish-after S] [--seed N] [--log-level LEVEL]
                         run a carrier that serves the Port Out API and sends signed webhooks; with --port-outs it
@@ -99,7 +100,7 @@ public enum RelayCommand {
             valueOptions: [
                 "--listen", "--projects", "--api-keys", "--webhook-urls", "--webhook-secret", "--processing-after",
                 "--issued-after", "--retry-rate", "--resend-rate", "--reorder-rate", "--port-outs", "--rate",
-                "--finish-after", "--seed", "--log-level",
+                "--finish-after", "--seed", "--log-level", "--webhook-scheme", "--webhook-header",
             ])
         var settings = EmulatorSettings()
         if let listen = options["--listen"] {
@@ -123,8 +124,19 @@ public enum RelayCommand {
             throw UsageError("--webhook-urls entries must be http:// or https:// URLs, not \(url)")
         }
         settings.webhookSecret = options["--webhook-secret"] ?? ""
-        if !settings.webhookURLs.isEmpty && !Secret(value: settings.webhookSecret, source: "flag").isStandardWebhooksSecret {
-            throw UsageError("--webhook-secret must be a whsec_ secret when --webhook-urls is given")
+        if let scheme = options["--webhook-scheme"] {
+            guard let parsed = SignatureScheme(rawValue: scheme) else {
+                throw UsageError("--webhook-scheme must be standard-webhooks, timestamped-hex or hex")
+            }
+            settings.webhookScheme = parsed
+        }
+        settings.webhookSignatureHeader = options["--webhook-header"] ?? settings.webhookSignatureHeader
+        let secret = Secret(value: settings.webhookSecret, source: "flag")
+        if !settings.webhookURLs.isEmpty && settings.webhookScheme == .standardWebhooks && !secret.isStandardWebhooksSecret {
+            throw UsageError("--webhook-secret must be a whsec_ secret for standard-webhooks when --webhook-urls is given")
+        }
+        if !settings.webhookURLs.isEmpty && settings.webhookSecret.isEmpty {
+            throw UsageError("--webhook-secret is required when --webhook-urls is given")
         }
         func number(_ name: String, _ range: ClosedRange<Double>) throws -> Double? {
             guard let text = options[name] else { return nil }

@@ -182,20 +182,30 @@ public final class CarrierEmulator: Sendable {
     private func deliver(_ body: [UInt8], id: String, to url: String, attempt: Int, after delay: Double) {
         self.state.webhooksPending += 1
         self.queue.asyncAfter(deadline: .now() + delay) {
-            let timestamp = String(Int(Date().timeIntervalSince1970))
-            let signature = WebhookSignature.standardWebhooks(key: self.webhookKey, id: id, timestamp: timestamp, body: body)
             let request = HTTPClient.Request(
-                method: "POST", url: url,
-                headers: [
-                    ("Content-Type", "application/json"), ("webhook-id", id), ("webhook-timestamp", timestamp),
-                    ("webhook-signature", "v1,\(signature)"),
-                ],
+                method: "POST", url: url, headers: [("Content-Type", "application/json")] + self.signatureHeaders(id: id, body: body),
                 body: body, timeoutMs: 10_000)
             self.client.send(request) { result in
                 self.queue.async {
                     self.settle(body, id: id, url: url, attempt: attempt, result: result)
                 }
             }
+        }
+    }
+
+    /// Signs a webhook under the configured scheme, as a carrier using that scheme would.
+    private func signatureHeaders(id: String, body: [UInt8]) -> [(name: String, value: String)] {
+        let timestamp = String(Int(Date().timeIntervalSince1970))
+        switch self.settings.webhookScheme {
+        case .standardWebhooks:
+            let signature = WebhookSignature.standardWebhooks(key: self.webhookKey, id: id, timestamp: timestamp, body: body)
+            return [("webhook-id", id), ("webhook-timestamp", timestamp), ("webhook-signature", "v1,\(signature)")]
+        case .timestampedHex:
+            let mac = WebhookSignature.timestamped(key: self.webhookKey, timestamp: timestamp, body: body)
+            return [(self.settings.webhookSignatureHeader, "t=\(timestamp),v1=\(ByteEncoding.hex(mac))")]
+        case .hex:
+            let mac = WebhookSignature.plain(key: self.webhookKey, body: body)
+            return [(self.settings.webhookSignatureHeader, "sha256=\(ByteEncoding.hex(mac))")]
         }
     }
 

@@ -19,8 +19,11 @@ public struct EmulatorSettings: Sendable {
     public var projects: [Project] = [Project(id: "acme-mobile", isUnitedKingdom: false)]
     public var apiKeys: [APIKey] = []
     public var webhookURLs: [String] = []
-    /// The `whsec_` secret webhooks are signed with, as a Standard Webhooks sender does.
+    /// The secret webhooks are signed with: `whsec_` for Standard Webhooks, any text for the hex schemes.
     public var webhookSecret = ""
+    /// How webhooks are signed, and the signature header of the hex schemes.
+    public var webhookScheme = SignatureScheme.standardWebhooks
+    public var webhookSignatureHeader = "X-Signature"
     /// Seconds from creation to `processing`, and from creation to `issued`.
     public var processingAfterSeconds = 1.0
     public var issuedAfterSeconds = 2.0
