@@ -39,12 +39,12 @@ func writeJournal(_ arguments: [String]) throws -> Int32 {
     guard let dataDirectory = option("--data-dir", in: arguments),
         let records = option("--records", in: arguments).flatMap(Int.init), records > 0
     else {
-        FileHandle.standardError.write(Data((usage + "\n").utf8))
+        StandardError.write(usage + "\n")
         return 2
     }
     let statusesPerPortOut = option("--statuses-per-port-out", in: arguments).flatMap(Int.init) ?? 1
     guard (1...4).contains(statusesPerPortOut) else {
-        FileHandle.standardError.write(Data("--statuses-per-port-out must be 1 to 4\n".utf8))
+        StandardError.write("--statuses-per-port-out must be 1 to 4\n")
         return 2
     }
     let tenant = option("--tenant", in: arguments) ?? "bench"
@@ -90,10 +90,10 @@ do {
     switch arguments.first {
     case "journal": exit(try writeJournal(arguments))
     default:
-        FileHandle.standardError.write(Data((usage + "\n").utf8))
+        StandardError.write(usage + "\n")
         exit(2)
     }
 } catch {
-    FileHandle.standardError.write(Data("portout-bench: \(error)\n".utf8))
+    StandardError.write("portout-bench: \(error)\n")
     exit(1)
 }

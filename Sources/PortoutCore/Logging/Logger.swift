@@ -81,7 +81,7 @@ public final class LogSink: Sendable {
     }
 
     public static let standardError = LogSink { bytes in
-        FileHandle.standardError.write(Data(bytes))
+        StandardError.write(bytes)
     }
 
     func emit(level: LogLevel, message: String, fields: KeyValuePairs<String, JSONValue>) {

@@ -119,9 +119,14 @@ public enum RelayCommand {
             }
             settings.apiKeys = parsed
         }
-        settings.webhookURLs = (options["--webhook-urls"] ?? "").split(separator: ",").map(String.init)
-        for url in settings.webhookURLs where !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
-            throw UsageError("--webhook-urls entries must be http:// or https:// URLs, not \(url)")
+        if let urls = options["--webhook-urls"] {
+            settings.webhookURLs = urls.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            for url in settings.webhookURLs {
+                let host = url.split(separator: "/", omittingEmptySubsequences: false).dropFirst(2).first ?? ""
+                guard url.hasPrefix("http://") || url.hasPrefix("https://"), !host.isEmpty else {
+                    throw UsageError("--webhook-urls entries must be http:// or https:// URLs with a host, not \"\(url)\"")
+                }
+            }
         }
         settings.webhookSecret = options["--webhook-secret"] ?? ""
         if let scheme = options["--webhook-scheme"] {
@@ -228,6 +233,6 @@ public enum RelayCommand {
     }
 
     private static func printError(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
+        StandardError.write((text + "\n"))
     }
 }
