@@ -88,11 +88,6 @@ struct DeliveryQueue {
             self.lanes[key] = lane
         }
     }
-
-    /// The deliveries still queued, for tests and state reports.
-    var allPending: [PendingDelivery] {
-        self.lanes.values.flatMap { $0.items[$0.head...] }.sorted { $0.sequence < $1.sequence }
-    }
 }
 
 /// A binary min-heap.

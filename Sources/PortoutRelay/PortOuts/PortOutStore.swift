@@ -17,10 +17,6 @@ final class PortOutStore: Sendable {
         self.index.withLock { $0.apply(record, at: location) }
     }
 
-    var count: Int {
-        self.index.withLock { $0.count }
-    }
-
     /// Returns the port-out object as last accepted, in the JSON bytes it arrived as, or nil if the project has
     /// no such port out.
     func portOut(tenant: String, project: String, id: String) throws(JournalError) -> [UInt8]? {
