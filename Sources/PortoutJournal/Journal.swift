@@ -107,16 +107,25 @@ public final class Journal: Sendable {
         let path = directory + "/journal.lock"
         do {
             let fd = try systemCall("open") { Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640) }
-            do {
-                _ = try systemCall("flock") { flock(fd, LOCK_EX | LOCK_NB) }
-            } catch {
-                Glibc.close(fd)
-                if error.errno == EWOULDBLOCK {
-                    throw JournalError(path: path, reason: "the journal is in use by another process", errno: error.errno)
+            // A child process forked by this one holds a copy of the lock until it executes its program, so a
+            // lock that was just released may still be held for a moment; only one held for a whole second
+            // means another relay.
+            var attempts = 0
+            while true {
+                do {
+                    _ = try systemCall("flock") { flock(fd, LOCK_EX | LOCK_NB) }
+                    return fd
+                } catch where error.errno == EWOULDBLOCK && attempts < 100 {
+                    attempts += 1
+                    usleep(10_000)
+                } catch {
+                    Glibc.close(fd)
+                    if error.errno == EWOULDBLOCK {
+                        throw JournalError(path: path, reason: "the journal is in use by another process", errno: error.errno)
+                    }
+                    throw JournalError(path: path, error)
                 }
-                throw JournalError(path: path, error)
             }
-            return fd
         } catch let error as JournalError {
             throw error
         } catch {
