@@ -4,8 +4,9 @@
 Ingest: wrk posts unique pre-signed events over 32 keep-alive connections to the relay (each one verified,
 journaled with fdatasync and acknowledged), and the same wrk configuration to nginx returning a fixed 202.
 Delivery: the relay starts on a journal of undelivered events and sends them to an nginx sink, beside wrk's own
-rate against that sink with as many connections as the relay uses. Memory and start-up: RSS of an idle relay
-and of one that replayed a 1,000,000-record journal, and the time until that one answers /readyz.
+rate against that sink with as many connections as the relay uses. Memory and start-up: the RSS of an idle
+relay and of a relay after replaying a 1,000,000-record journal, and the time until the latter's /readyz
+responds. Read API: retrieve and list over 100,000 port outs, beside nginx returning fixed bodies.
 
 Everything listens on 127.0.0.1; every run is bounded in time. Figures go to standard output and to
 bench/out/results.json.

@@ -3,7 +3,7 @@
 `standardwebhooks` package, prints a line per delivery and can record them as JSONL.
 
 Destination secrets come from the relay's configuration: a request to path P is checked with the secret of the
-destination whose URL ends in P. Fault options make it answer errors, so retries can be watched.
+destination whose URL ends in P. Fault options make it return errors, so retries can be watched.
 """
 import argparse
 import http.server

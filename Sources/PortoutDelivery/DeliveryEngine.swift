@@ -9,7 +9,7 @@ import Synchronization
 /// Sends accepted events to their destinations through one libcurl multi handle on its own thread.
 ///
 /// Each destination has a `DeliveryQueue` and a concurrency limit. Bodies are read back from the journal at send
-/// time, signed for the destination with Standard Webhooks headers and posted; every attempt's outcome is
+/// time, signed for the destination with Standard Webhooks headers and posted. Every attempt's outcome is
 /// journaled, so a restart resumes each unsettled delivery with its attempt count. libcurl keeps connections to
 /// each destination open between requests.
 ///
@@ -83,9 +83,9 @@ public final class DeliveryEngine: Sendable {
         let loop = self.loop
         while true {
             let (incoming, isStopping) = self.inbox.withLock { inbox in
-                let taken = inbox.deliveries
+                let deliveries = inbox.deliveries
                 inbox.deliveries.removeAll(keepingCapacity: true)
-                return (taken, inbox.isStopping)
+                return (deliveries, inbox.isStopping)
             }
             if isStopping {
                 loop.cancelAll()
@@ -332,8 +332,8 @@ final class DestinationRuntime {
 
 /// The multi handle, the transfers in it and a pool of idle ones.
 ///
-/// Thread-safety: `multi` is shared only for `curl_multi_wakeup`, which libcurl allows from any thread; all other
-/// members are confined to the delivery thread, which is why the class is `@unchecked Sendable`.
+/// Thread-safety: `multi` is shared only for `curl_multi_wakeup`, which libcurl allows from any thread. All other
+/// members are confined to the delivery thread, so the class is `@unchecked Sendable`.
 final class DeliveryLoop: @unchecked Sendable {
     let multi: UnsafeMutableRawPointer
     let destinations: [String: DestinationRuntime]

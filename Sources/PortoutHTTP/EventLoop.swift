@@ -129,9 +129,9 @@ public final class EventLoop: @unchecked Sendable {
     private func runPendingTasks() {
         while true {
             let tasks = self.pendingTasks.withLock { tasks -> [@Sendable () -> Void] in
-                let taken = tasks
+                let batch = tasks
                 tasks.removeAll(keepingCapacity: true)
-                return taken
+                return batch
             }
             if tasks.isEmpty { return }
             for task in tasks {

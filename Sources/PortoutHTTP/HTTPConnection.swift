@@ -35,7 +35,7 @@ final class HTTPConnection: EventLoopHandler {
     private var pollingEvents: UInt32 = 0
     private var peerClosedInput = false
     private var hasHalfClosed = false
-    /// What the request being handled decided about the connection.
+    /// The connection settings of the request being handled.
     private var keepAlive = true
     private var isHeadRequest = false
     private var isHTTP10 = false
@@ -89,11 +89,11 @@ final class HTTPConnection: EventLoopHandler {
             if self.phase != .closing {
                 self.received.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             }
-            // Otherwise the connection is draining after its final response, and the bytes are discarded so the
-            // kernel does not answer them with a reset that could destroy the response before the client reads it.
+            // Otherwise the connection is draining after its final response. The bytes are discarded so that the
+            // kernel does not send a reset that could destroy the response before the client reads it.
             if count < buffer.count {
-                // A short read almost always drained the socket; polling is level-triggered, so any rest wakes
-                // the loop again and an extra read that would only return EAGAIN is saved.
+                // A short read almost always drained the socket. Polling is level-triggered, so any rest wakes
+                // the loop again, and the read that would only return EAGAIN is saved.
                 break
             }
         }
@@ -105,7 +105,7 @@ final class HTTPConnection: EventLoopHandler {
         }
         self.processReceived()
         if self.peerClosedInput && self.phase != .handling && self.phase != .closing && self.outbound.isEmpty {
-            // The client finished sending; whatever it sent is answered, and a partial request never will be.
+            // The client finished sending. Every request it sent has a response, and a partial one never will.
             self.close()
             return
         }

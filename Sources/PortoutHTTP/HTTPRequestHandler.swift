@@ -38,7 +38,7 @@ public final class HTTPResponder: Sendable {
 }
 
 extension HTTPResponse {
-    /// A JSON response from an `APIError`, with its extra headers.
+    /// Creates a JSON response from an `APIError`, with its extra headers.
     public init(error: APIError, closeConnection: Bool = false) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
@@ -50,14 +50,14 @@ extension HTTPResponse {
             closeConnection: closeConnection)
     }
 
-    /// A response whose body is JSON text already encoded.
+    /// Creates a response whose body is JSON text already encoded.
     public init(status: Int, jsonBytes: [UInt8]) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         self.init(status: status, headers: headers, body: jsonBytes)
     }
 
-    /// A JSON response with the given status and value.
+    /// Creates a JSON response with the given status and value.
     public init(status: Int, json: JSONValue, headers extraHeaders: [(name: String, value: String)] = []) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")

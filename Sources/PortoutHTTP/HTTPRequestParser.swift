@@ -1,4 +1,4 @@
-/// A request that cannot be parsed, with the status code to answer it with before closing the connection.
+/// A request that cannot be parsed, with the status code to send before closing the connection.
 public struct HTTPParseError: Error, Sendable, Equatable, CustomStringConvertible {
     /// 400, 413, 431 or 505.
     public let status: Int

@@ -4,7 +4,7 @@ import Synchronization
 
 /// An HTTP/1.1 server on POSIX sockets with one epoll event loop per thread.
 ///
-/// Each loop holds its own SO_REUSEPORT listening socket, so the kernel spreads new connections across loops and
+/// Each loop has its own SO_REUSEPORT listening socket, so the kernel spreads new connections across loops and
 /// a connection stays on one thread for its whole life.
 public final class HTTPServer: Sendable {
     public struct Configuration: Sendable {
@@ -102,10 +102,10 @@ public final class HTTPServer: Sendable {
     /// Closes the listeners and every connection, then waits for the loop threads to end.
     public func shutdown() {
         let (loops, finished) = self.state.withLock { state -> ([LoopConnections], [DispatchSemaphore]) in
-            let taken = (state.loops, state.finished)
+            let loopsAndSignals = (state.loops, state.finished)
             state.loops = []
             state.finished = []
-            return taken
+            return loopsAndSignals
         }
         for connections in loops {
             connections.loop.execute {

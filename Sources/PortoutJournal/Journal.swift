@@ -8,7 +8,7 @@ import Glibc
 
 /// The append-only journal: segment files under one directory, written by one thread with group commit.
 ///
-/// Records appended while a write is in progress are written together and share one `fdatasync`; each
+/// Records appended while a write is in progress are written together and share one `fdatasync`. Each
 /// completion runs only after that sync returned, so a caller that sends 2xx from its completion never
 /// acknowledges a record that is not on disk. Completions run on the writer thread, in append order.
 ///
@@ -107,9 +107,9 @@ public final class Journal: Sendable {
         let path = directory + "/journal.lock"
         do {
             let fd = try systemCall("open") { Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640) }
-            // A child process forked by this one holds a copy of the lock until it executes its program, so a
-            // lock that was just released may still be held for a moment; only one held for a whole second
-            // means another relay.
+            // A child process spawned by this one keeps a copy of the lock until it executes its program, so a
+            // lock that was just released may stay taken for a moment. Only one taken for a whole second means
+            // another relay.
             var attempts = 0
             while true {
                 do {
@@ -292,9 +292,9 @@ public final class Journal: Sendable {
         while true {
             self.wakeUp.wait()
             let (batch, isClosing) = self.queue.withLock { queue in
-                let taken = queue.pending
+                let batch = queue.pending
                 queue.pending.removeAll(keepingCapacity: true)
-                return (taken, queue.isClosing)
+                return (batch, queue.isClosing)
             }
             if !batch.isEmpty {
                 self.write(batch)

@@ -113,7 +113,7 @@ public enum JournalRecord: Sendable, Equatable {
     private static let bareFlag: UInt8 = 2
     private static let lifecycleKeyFlag: UInt8 = 4
 
-    /// The record's payload, which a frame wraps with its length and checksum.
+    /// Encodes the record's payload, which a frame wraps with its length and checksum.
     public func encoded() -> [UInt8] {
         switch self {
         case .event(let event):

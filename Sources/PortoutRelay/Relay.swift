@@ -142,7 +142,7 @@ struct UnsettledDeliveries {
         self.entries[attempt.eventSequence] = entry.remaining.isEmpty ? nil : entry
     }
 
-    /// The unsettled deliveries in acceptance order, which keeps each port out's statuses in order.
+    /// Returns the unsettled deliveries in acceptance order, which keeps each port out's statuses in order.
     func pendingDeliveries() -> [PendingDelivery] {
         self.entries.keys.sorted().flatMap { sequence -> [PendingDelivery] in
             let entry = self.entries[sequence]!

@@ -39,23 +39,23 @@ struct DiskFailureTests {
 
         // Space left in the segment's last page still takes a few events; the first that needs a new page fails.
         var accepted = 1
-        var refused: LoopbackClient.Response?
+        var rejected: LoopbackClient.Response?
         for index in 0..<20 {
             let response = try harness.post(Events.portOut("pout_full_\(index)", status: "initiated"))
             if response.status == 202 {
                 accepted += 1
             } else {
-                refused = response
+                rejected = response
                 break
             }
         }
-        let failure = try #require(refused)
+        let failure = try #require(rejected)
         #expect(failure.status == 503)
         #expect(failure.header("Retry-After") == "5")
         #expect(failure.json?.objectValue?["code"] == "journalUnavailable")
         let client = try harness.client()
         #expect(client.request("GET", "/readyz")?.status == 503)
-        // The refused event was not remembered: the same request is refused again, not answered as a duplicate.
+        // The rejected event was not remembered, so the same request gets 503 again rather than 200 as a duplicate.
         let retryBody = Events.portOut("pout_full_\(accepted - 1)", status: "initiated")
         #expect(try harness.post(retryBody).status == 503)
 

@@ -1,7 +1,7 @@
 /// The relay's whole configuration, read from `config.json`.
 public struct RelayConfig: Sendable {
     public var listen: ListenAddress
-    /// Absolute path of the directory that holds the journal.
+    /// Absolute path of the directory that contains the journal.
     public var dataDir: String
     public var logLevel: LogLevel
     /// Number of HTTP event-loop threads.
@@ -75,7 +75,7 @@ public enum SignatureScheme: String, Sendable, CaseIterable {
     case hex
 }
 
-/// How a tenant's inbound webhooks are verified.
+/// A tenant's inbound signature check.
 public struct VerifyConfig: Sendable, Equatable {
     public var scheme: SignatureScheme
     /// Every secret that may have signed a request; several during a rotation.
@@ -95,11 +95,11 @@ public struct TenantConfig: Sendable {
     public var destinations: [DestinationConfig]
     /// Bearer tokens of the read API, each granting access to this tenant's projects.
     public var apiKeys: [Secret] = []
-    /// The carrier API that write calls are forwarded to; nil answers them 501.
+    /// The carrier API that write calls are forwarded to. Without one, they get 501.
     public var upstream: UpstreamConfig?
 }
 
-/// Where a tenant's forwarded calls go: the carrier API's base URL and the key the relay sends with them.
+/// The target of a tenant's forwarded calls: the carrier API's base URL and the key the relay sends with them.
 public struct UpstreamConfig: Sendable {
     public var baseURL: String
     public var apiKey: Secret
@@ -123,7 +123,7 @@ public struct DestinationConfig: Sendable {
     /// Whether events journaled as stale are delivered too.
     public var deliverStale: Bool
 
-    /// Whether this destination receives an event with the given type, status and staleness.
+    /// Returns whether this destination receives an event with the given type, status and staleness.
     public func accepts(type: String, status: PortOutStatus?, stale: Bool) -> Bool {
         if stale && !self.deliverStale { return false }
         if let types = self.types, !types.contains(type) { return false }

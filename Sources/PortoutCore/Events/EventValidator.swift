@@ -157,12 +157,12 @@ private struct FieldChecker {
         return string
     }
 
-    /// Longest id, type or name accepted, in UTF-8 bytes; far above what the carrier sends, and short enough to
-    /// journal, log and send as a header value.
+    /// Maximum length of an id, type or name, in UTF-8 bytes. It is far above what the carrier sends and short
+    /// enough to journal, log and send as a header value.
     static let maxIdentifierBytes = 255
 
-    /// A non-empty string of at most `maxIdentifierBytes` with no control characters, because ids travel on
-    /// into log lines and into the `webhook-id` header of every delivery.
+    /// Reads a non-empty string of at most `maxIdentifierBytes` with no control characters, because ids travel
+    /// on into log lines and into the `webhook-id` header of every delivery.
     mutating func identifier(_ object: JSONObject, _ path: String, _ key: String) -> String? {
         guard let string = self.nonEmptyString(object, path, key) else { return nil }
         if string.utf8.count > Self.maxIdentifierBytes {

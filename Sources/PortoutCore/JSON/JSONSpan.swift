@@ -2,10 +2,10 @@
 /// bytes it arrived as.
 public enum JSONSpan {
     /// Returns the byte range of the value of the top-level member `key` of a JSON object, or nil if there is
-    /// none. The text must already be valid JSON, as every journaled body is; a key spelled with escapes is not
+    /// none. The text must already be valid JSON, as every journaled body is. A key spelled with escapes is not
     /// recognised, so callers fall back to a full parse on nil.
     public static func member(_ key: String, in bytes: [UInt8]) -> Range<Int>? {
-        let wanted = Array(key.utf8)
+        let expectedKey = Array(key.utf8)
         var scanner = Scanner(bytes: bytes)
         scanner.skipWhitespace()
         guard scanner.take(UInt8(ascii: "{")) else { return nil }
@@ -17,7 +17,7 @@ public enum JSONSpan {
             scanner.skipWhitespace()
             let start = scanner.index
             guard scanner.skipValue() else { return nil }
-            if bytes[keyRange].elementsEqual(wanted) {
+            if bytes[keyRange].elementsEqual(expectedKey) {
                 return start..<scanner.index
             }
             scanner.skipWhitespace()

@@ -7,7 +7,7 @@ import PortoutJournal
 /// shape, served from the port outs the relay has accepted.
 ///
 /// Requests carry `Authorization: Bearer <key>` with one of a tenant's `apiKeys`, and see only that tenant's
-/// projects: a project of another tenant is answered 404 exactly like a project that does not exist.
+/// projects: a project of another tenant gets 404 exactly like a project that does not exist.
 struct PortOutReadAPI: Sendable {
     let store: PortOutStore
     let logger: Logger

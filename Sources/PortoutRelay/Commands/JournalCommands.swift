@@ -40,9 +40,9 @@ public enum JournalCommands {
             switch record {
             case .event(let event):
                 if deadLettersOnly {
-                    var kept = event
-                    if !bodies { kept.body = [] }
-                    events[event.sequence] = kept
+                    var stored = event
+                    if !bodies { stored.body = [] }
+                    events[event.sequence] = stored
                 } else {
                     output(JSONWriter.encodeString(self.describe(event, location: location, bodies: bodies)))
                 }
@@ -149,7 +149,7 @@ public enum JournalCommands {
         return .object(object)
     }
 
-    /// The body as JSON with account numbers and PINs replaced, or as a string if it does not parse.
+    /// Returns the body as JSON with account numbers and PINs replaced, or as a string if it does not parse.
     static func redactedBody(_ body: [UInt8]) -> JSONValue {
         guard let value = try? JSONParser.parse(body) else {
             return .string("[unparseable body of \(body.count) bytes]")

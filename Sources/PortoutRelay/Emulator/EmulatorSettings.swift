@@ -1,6 +1,6 @@
 import PortoutCore
 
-/// How `portout-relay emulate` behaves: its projects and keys, its lifecycle delays, where it sends webhooks,
+/// The settings of `portout-relay emulate`: its projects and keys, its lifecycle delays, where it sends webhooks,
 /// the faults it injects into them, and the optional load it generates.
 public struct EmulatorSettings: Sendable {
     public struct Project: Sendable {
@@ -21,7 +21,7 @@ public struct EmulatorSettings: Sendable {
     public var webhookURLs: [String] = []
     /// The secret webhooks are signed with: `whsec_` for Standard Webhooks, any text for the hex schemes.
     public var webhookSecret = ""
-    /// How webhooks are signed, and the signature header of the hex schemes.
+    /// The webhook signature scheme, and the signature header of the hex schemes.
     public var webhookScheme = SignatureScheme.standardWebhooks
     public var webhookSignatureHeader = "X-Signature"
     /// Seconds from creation to `processing`, and from creation to `issued`.

@@ -165,7 +165,7 @@ final class Ingestor: Sendable {
             json: ["object": "receipt", "id": .string(eventID), "duplicate": .bool(duplicate), "stale": .bool(stale)])
     }
 
-    /// Whether the media type, ignoring parameters, case and surrounding white space, is `application/json` or
+    /// Returns whether the media type, ignoring parameters, case and surrounding white space, is `application/json` or
     /// `application/cloudevents+json`. Compared on bytes because this runs on every webhook.
     static func isJSONMediaType(_ value: String?) -> Bool {
         guard let value else { return false }
