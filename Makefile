@@ -12,8 +12,10 @@ PIP_PACKAGES := standardwebhooks==1.3.0 schemathesis==4.32.5
 deps:
 	@tools/ensure-packages apt $(APT_PACKAGES)
 
+# promtool checks the metrics page in the tests.
 test-deps: deps
 	@tools/ensure-packages pip $(PIP_PACKAGES)
+	@tools/ensure-promtool .build/tools/promtool
 
 bench-deps: test-deps
 	@tools/ensure-packages apt $(BENCH_PACKAGES)

@@ -104,6 +104,13 @@ def main():
     say(f"  curl -s {auth} -H 'Content-Type: application/json' -d '{{\"subscription\":\"sub_demo\"}}' "
         f"{base}/projects/{project}/portOuts")
     say(f"  curl -s {auth} {base}/projects/{project}/portOuts/<id from the answer above>/credentials   # once issued")
+    admin = config.get("admin", {})
+    admin_base = f"http://{admin.get('listen', '127.0.0.1:9090')}"
+    admin_auth = f"-H 'Authorization: Bearer {admin['token']}' " if isinstance(admin.get("token"), str) else ""
+    say("And with the admin listener:")
+    say(f"  curl -s {admin_auth}{admin_base}/admin/destinations")
+    say(f"  curl -s {admin_auth}-X POST {admin_base}/admin/destinations/{tenant['id']}/billing/pause   # then .../resume")
+    say(f"  curl -s {admin_auth}{admin_base}/metrics | grep portout_delivery_queue_depth")
     say(f"  {arguments.binary} journal dump --data-dir {data_dir} | tail")
     say(f"  tail -f {RELAY_LOG}")
     say("Everything keeps running and further deliveries are printed here; press Ctrl-C to stop.")

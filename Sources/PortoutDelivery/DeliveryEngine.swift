@@ -8,44 +8,62 @@ import Synchronization
 
 /// Sends accepted events to their destinations through one libcurl multi handle on its own thread.
 ///
-/// Each destination has a `DeliveryQueue` and a concurrency limit. Bodies are read back from the journal at send
-/// time, signed for the destination with Standard Webhooks headers and posted. Every attempt's outcome is
+/// Each destination has a `DeliveryQueue`, a concurrency limit and a mode. Bodies are read back from the journal
+/// at send time, signed for the destination with Standard Webhooks headers and posted. Every attempt's outcome is
 /// journaled, so a restart resumes each unsettled delivery with its attempt count. libcurl keeps connections to
 /// each destination open between requests.
 ///
-/// Thread-safety: `submit`, `statistics` and `shutdown` may be called from any thread; everything else runs on
-/// the delivery thread.
+/// Thread-safety: the public methods may be called from any thread; everything else runs on the delivery thread.
+/// Requests that need the delivery thread's state (`snapshot`, `setMode`) are queued to it and completed there.
 public final class DeliveryEngine: Sendable {
     public static let userAgent = "portout-relay/\(RelayVersion.current)"
 
-    private let journal: Journal
-    private let logger: Logger
-    private let maxRetryAfterSeconds: Int
+    let journal: Journal
+    let logger: Logger
+    public let metrics: DeliveryMetrics
+    let maxRetryAfterSeconds: Int
+    let controlFile: DestinationControlFile?
     private let inbox = Mutex<Inbox>(Inbox())
-    private let counters = Mutex<[String: DestinationStatistics]>([:])
+    let counters = Mutex<[String: DestinationStatistics]>([:])
     private let stopped = DispatchSemaphore(value: 0)
-    private let loop: DeliveryLoop
+    let loop: DeliveryLoop
 
     private struct Inbox {
         var deliveries: [PendingDelivery] = []
-        var isStopping = false
+        /// Work queued for the delivery thread; each closure is passed whether the thread still runs.
+        var commands: [@Sendable (Bool) -> Void] = []
+        /// Set by `shutdown`: when in-flight attempts are abandoned.
+        var stopDeadlineMs: Int64?
+        var hasStopped = false
     }
 
-    public init(tenants: [TenantConfig], defaults: DeliveryDefaults, journal: Journal, logger: Logger) {
+    /// Creates the engine; `controlFile` is where paused and disabled destinations are kept across restarts.
+    public init(
+        tenants: [TenantConfig], defaults: DeliveryDefaults, journal: Journal, logger: Logger,
+        metrics: DeliveryMetrics = DeliveryMetrics(), controlFile: String? = nil
+    ) {
         self.journal = journal
         self.logger = logger
+        self.metrics = metrics
         self.maxRetryAfterSeconds = defaults.maxRetryAfterSeconds
+        self.controlFile = controlFile.map { DestinationControlFile(path: $0) }
         var destinations: [String: DestinationRuntime] = [:]
-        var counters: [String: DestinationStatistics] = [:]
         for tenant in tenants {
             for destination in tenant.destinations {
                 let key = Self.key(tenant: tenant.id, destination: destination.id)
                 destinations[key] = DestinationRuntime(tenant: tenant.id, config: destination)
-                counters[key] = DestinationStatistics(tenant: tenant.id, destination: destination.id)
             }
         }
         self.loop = DeliveryLoop(destinations: destinations)
-        self.counters.withLock { $0 = counters }
+        self.restoreModes()
+        self.counters.withLock { counters in
+            for (key, runtime) in destinations {
+                var statistics = DestinationStatistics(tenant: runtime.tenant, destination: runtime.config.id)
+                statistics.mode = runtime.mode
+                statistics.modeReason = runtime.modeReason
+                counters[key] = statistics
+            }
+        }
     }
 
     static func key(tenant: String, destination: String) -> String {
@@ -70,9 +88,28 @@ public final class DeliveryEngine: Sendable {
         self.counters.withLock { Array($0.values) }.sorted { ($0.tenant, $0.destination) < ($1.tenant, $1.destination) }
     }
 
-    /// Stops sending. Attempts in flight are abandoned unrecorded, so they are made again after a restart.
-    public func shutdown() {
-        self.inbox.withLock { $0.isStopping = true }
+    /// Runs `command` on the delivery thread, or at once with `false` if the engine has stopped.
+    func perform(_ command: @escaping @Sendable (Bool) -> Void) {
+        let queued = self.inbox.withLock { inbox -> Bool in
+            guard !inbox.hasStopped else { return false }
+            inbox.commands.append(command)
+            return true
+        }
+        if queued {
+            curl_multi_wakeup(self.loop.multi)
+        } else {
+            command(false)
+        }
+    }
+
+    /// Stops starting attempts, gives those in flight up to `graceMs` to finish and journals their outcomes.
+    /// Attempts still in flight after that are abandoned unrecorded, so they are made again after a restart.
+    public func shutdown(graceMs: Int64 = 0) {
+        let alreadyStopping = self.inbox.withLock { inbox -> Bool in
+            defer { inbox.stopDeadlineMs = inbox.stopDeadlineMs ?? WallClock.milliseconds() + graceMs }
+            return inbox.stopDeadlineMs != nil
+        }
+        guard !alreadyStopping else { return }
         curl_multi_wakeup(self.loop.multi)
         self.stopped.wait()
     }
@@ -82,27 +119,51 @@ public final class DeliveryEngine: Sendable {
     private func run() {
         let loop = self.loop
         while true {
-            let (incoming, isStopping) = self.inbox.withLock { inbox in
-                let deliveries = inbox.deliveries
+            let (incoming, commands, stopDeadline) = self.inbox.withLock { inbox in
+                let taken = (inbox.deliveries, inbox.commands, inbox.stopDeadlineMs)
                 inbox.deliveries.removeAll(keepingCapacity: true)
-                return (deliveries, inbox.isStopping)
-            }
-            if isStopping {
-                loop.cancelAll()
-                self.stopped.signal()
-                return
+                inbox.commands.removeAll()
+                return taken
             }
             self.enqueue(incoming)
-            self.startDueTransfers()
+            for command in commands {
+                command(true)
+            }
+            if let stopDeadline, loop.inFlightCount == 0 || WallClock.milliseconds() >= stopDeadline {
+                self.stop()
+                return
+            }
+            if stopDeadline == nil {
+                self.startDueTransfers()
+            }
             var running: Int32 = 0
             curl_multi_perform(loop.multi, &running)
             self.collectFinished()
             self.journalOutcomes()
-            let timeout = self.pollTimeoutMs()
+            let timeout = stopDeadline == nil ? self.pollTimeoutMs() : 50
             if timeout > 0 {
                 curl_multi_poll(loop.multi, nil, 0, Int32(timeout), nil)
             }
         }
+    }
+
+    private func stop() {
+        let abandoned = self.loop.inFlightCount
+        self.loop.cancelAll()
+        let late = self.inbox.withLock { inbox in
+            inbox.hasStopped = true
+            defer { inbox.commands.removeAll() }
+            return inbox.commands
+        }
+        for command in late {
+            command(false)
+        }
+        if abandoned > 0 {
+            self.logger.warning(
+                "in-flight deliveries abandoned at shutdown",
+                ["deliveries": .number(Double(abandoned)), "reason": "the shutdown grace period ended"])
+        }
+        self.stopped.signal()
     }
 
     private func enqueue(_ deliveries: [PendingDelivery]) {
@@ -125,7 +186,8 @@ public final class DeliveryEngine: Sendable {
     private func startDueTransfers() {
         let now = WallClock.milliseconds()
         for (key, destination) in self.loop.destinations {
-            while destination.queue.inFlight < destination.config.concurrency,
+            while destination.queue.inFlight < destination.sendLimit, destination.queue.hasDue(nowMs: now),
+                destination.rateLimiter?.take(nowMs: now) ?? true,
                 let delivery = destination.queue.takeDue(nowMs: now)
             {
                 self.start(delivery, to: destination, key: key, nowMs: now)
@@ -196,14 +258,23 @@ public final class DeliveryEngine: Sendable {
             }
             let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
             let destination = self.loop.destinations[key]!
+            let now = WallClock.milliseconds()
+            self.metrics.duration.labels(delivery.tenant, delivery.destination)
+                .observe(Double(now - transfer.startedAtMs) / 1000)
             let attempt = delivery.attempts + 1
-            let decision = RetryDecision.decide(
+            var decision = RetryDecision.decide(
                 result, attempt: attempt, policy: destination.config.retry,
-                maxRetryAfterSeconds: self.maxRetryAfterSeconds, nowMs: WallClock.milliseconds(),
+                maxRetryAfterSeconds: self.maxRetryAfterSeconds, nowMs: now,
                 acceptedAtMs: delivery.acceptedAtMs, random: { Double.random(in: 0..<1) })
             var httpStatus: Int?
             if case .response(let status, _) = result {
                 httpStatus = status
+                if status == 410 {
+                    // 410 means the endpoint is gone for good, so its deliveries are held instead of each being
+                    // dead-lettered. This one stays at the head of its lane for when an operator resumes it.
+                    decision = .retry(atMs: now, reason: "destination answered 410 Gone")
+                    self.disable(destination, key: key, reason: "destination answered 410 Gone")
+                }
             }
             self.settle(delivery, destination: destination, key: key, attempt: attempt, decision: decision, httpStatus: httpStatus)
             transfer.delivery = nil
@@ -231,23 +302,47 @@ public final class DeliveryEngine: Sendable {
             reason = why
         }
         destination.queue.settle(key: delivery.orderingKey, retryAtMs: nextAttemptAt, attempts: attempt)
+        self.recordHealth(destination, key: key, succeeded: outcome == .delivered)
         let record = AttemptRecord(
             eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
             attempt: attempt, outcome: outcome, httpStatus: httpStatus, atMs: now, nextAttemptAtMs: nextAttemptAt,
             error: reason)
         self.loop.outcomes.append(.attempt(record))
+        self.metrics.attempts.labels(
+            delivery.tenant, delivery.destination, outcome.name, DeliveryMetrics.statusClass(httpStatus)
+        ).increment()
         self.log(delivery, attempt: attempt, outcome: outcome, httpStatus: httpStatus, reason: reason, nextAttemptAt: nextAttemptAt)
         self.updateCounters(key) { statistics in
             statistics.pending = destination.queue.count
             statistics.inFlight = destination.queue.inFlight
+            statistics.consecutiveFailures = destination.consecutiveFailures
+            statistics.isBreakerOpen = destination.isBreakerOpen
             switch outcome {
-            case .delivered: statistics.delivered += 1
+            case .delivered:
+                statistics.delivered += 1
+                statistics.lastDeliveredAtMs = now
             case .retryScheduled: statistics.retries += 1
             case .deadLettered: statistics.deadLettered += 1
             }
             if outcome != .delivered {
                 statistics.lastError = reason
+                statistics.lastErrorAtMs = now
             }
+        }
+    }
+
+    /// Counts a success or failure towards the breaker, and logs when it opens or closes.
+    private func recordHealth(_ destination: DestinationRuntime, key: String, succeeded: Bool) {
+        let wasOpen = destination.isBreakerOpen
+        destination.consecutiveFailures = succeeded ? 0 : destination.consecutiveFailures + 1
+        let fields: KeyValuePairs<String, JSONValue> = [
+            "tenant": .string(destination.tenant), "destination": .string(destination.config.id),
+            "consecutiveFailures": .number(Double(destination.consecutiveFailures)),
+        ]
+        if !wasOpen && destination.isBreakerOpen {
+            self.logger.warning("destination breaker opened; sending one delivery at a time", fields)
+        } else if wasOpen && !destination.isBreakerOpen {
+            self.logger.info("destination breaker closed", fields)
         }
     }
 
@@ -282,15 +377,18 @@ public final class DeliveryEngine: Sendable {
         let now = WallClock.milliseconds()
         var timeout: Int64 = 1000
         for destination in self.loop.destinations.values
-        where destination.queue.inFlight < destination.config.concurrency {
-            if let due = destination.queue.nextDueMs {
+        where destination.queue.inFlight < destination.sendLimit {
+            if var due = destination.queue.nextDueMs {
+                if due <= now, let nextToken = destination.rateLimiter?.nextTokenAtMs(nowMs: now) {
+                    due = nextToken
+                }
                 timeout = min(timeout, max(0, due - now))
             }
         }
         return timeout
     }
 
-    private func updateCounters(_ key: String, _ change: (inout DestinationStatistics) -> Void) {
+    func updateCounters(_ key: String, _ change: (inout DestinationStatistics) -> Void) {
         self.counters.withLock { counters in
             if counters[key] != nil {
                 change(&counters[key]!)
@@ -299,108 +397,31 @@ public final class DeliveryEngine: Sendable {
     }
 }
 
-/// Counts for one destination since the relay started.
+/// A destination's counts since the relay started, with its mode and health.
 public struct DestinationStatistics: Sendable, Equatable {
     public var tenant: String
     public var destination: String
+    public var mode = DestinationMode.active
+    /// The reason the destination is paused or disabled; empty while it is active.
+    public var modeReason = ""
+    /// Deliveries not yet settled, including those in flight.
     public var pending = 0
     public var inFlight = 0
     public var delivered = 0
     public var retries = 0
     public var deadLettered = 0
+    /// Failed attempts since the last success.
+    public var consecutiveFailures = 0
+    /// Whether the failures reached the breaker threshold, so deliveries go out one at a time.
+    public var isBreakerOpen = false
     public var lastError: String?
+    public var lastErrorAtMs: Int64?
+    public var lastDeliveredAtMs: Int64?
+    /// When the oldest unsettled delivery's event was accepted; set only by `DeliveryEngine.snapshot`.
+    public var oldestPendingAcceptedAtMs: Int64?
 
     public init(tenant: String, destination: String) {
         self.tenant = tenant
         self.destination = destination
-    }
-}
-
-/// A destination's settings and queue. Confined to the delivery thread.
-final class DestinationRuntime {
-    let tenant: String
-    let config: DestinationConfig
-    let secretKey: [UInt8]
-    var queue = DeliveryQueue()
-
-    init(tenant: String, config: DestinationConfig) {
-        self.tenant = tenant
-        self.config = config
-        self.secretKey = config.secret.keyBytes
-    }
-}
-
-/// The multi handle, the transfers in it and a pool of idle ones.
-///
-/// Thread-safety: `multi` is shared only for `curl_multi_wakeup`, which libcurl allows from any thread. All other
-/// members are confined to the delivery thread, so the class is `@unchecked Sendable`.
-final class DeliveryLoop: @unchecked Sendable {
-    let multi: UnsafeMutableRawPointer
-    let destinations: [String: DestinationRuntime]
-    private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
-    private var idle: [CurlTransfer] = []
-    /// Attempt records settled in the current pass, journaled together at its end.
-    var outcomes: [JournalRecord] = []
-
-    init(destinations: [String: DestinationRuntime]) {
-        CurlGlobal.initialise()
-        guard let multi = curl_multi_init() else {
-            fatalError("curl_multi_init failed: libcurl could not allocate a handle")
-        }
-        self.multi = multi
-        self.destinations = destinations
-        let connections = destinations.values.reduce(0) { $0 + $1.config.concurrency }
-        _ = portout_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(16, connections))
-    }
-
-    deinit {
-        curl_multi_cleanup(self.multi)
-    }
-
-    func takeTransfer() -> CurlTransfer {
-        self.idle.popLast() ?? CurlTransfer()
-    }
-
-    func add(_ transfer: CurlTransfer) {
-        self.active[transfer.handle] = transfer
-        curl_multi_add_handle(self.multi, transfer.handle)
-    }
-
-    func remove(_ handle: UnsafeMutableRawPointer) -> CurlTransfer? {
-        curl_multi_remove_handle(self.multi, handle)
-        return self.active.removeValue(forKey: handle)
-    }
-
-    func recycle(_ transfer: CurlTransfer) {
-        self.idle.append(transfer)
-    }
-
-    func cancelAll() {
-        for handle in Array(self.active.keys) {
-            _ = self.remove(handle)
-        }
-    }
-}
-
-/// Parses `Retry-After`: delay seconds or an HTTP date.
-enum RetryAfter {
-    static func seconds(_ value: String?) -> Double? {
-        guard let value, !value.isEmpty else { return nil }
-        if let seconds = Int(value), seconds >= 0 {
-            return Double(seconds)
-        }
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "GMT")
-        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
-        guard let date = formatter.date(from: value) else { return nil }
-        return max(0, date.timeIntervalSinceNow)
-    }
-}
-
-public enum WallClock {
-    /// Milliseconds since the Unix epoch.
-    public static func milliseconds() -> Int64 {
-        Int64(Date().timeIntervalSince1970 * 1000)
     }
 }

@@ -57,6 +57,16 @@ struct DeliveryQueue {
         self.schedule.first?.dueMs
     }
 
+    /// Returns whether a lane head is due by `nowMs`.
+    func hasDue(nowMs: Int64) -> Bool {
+        (self.schedule.first?.dueMs ?? .max) <= nowMs
+    }
+
+    /// When the oldest unsettled delivery's event was accepted. Scans every lane, so it is for occasional reports.
+    var oldestAcceptedAtMs: Int64? {
+        self.lanes.values.lazy.filter { !$0.isEmpty }.map { $0.first.acceptedAtMs }.min()
+    }
+
     /// Hands out the earliest due lane head, if one is due by `nowMs`, and counts it in flight.
     mutating func takeDue(nowMs: Int64) -> PendingDelivery? {
         guard let next = self.schedule.first, next.dueMs <= nowMs else { return nil }

@@ -17,6 +17,7 @@ public final class Journal: Sendable {
     public typealias Completion = @Sendable (Result<JournalLocation, JournalError>) -> Void
 
     public let directory: String
+    public let metrics: JournalMetrics
     private let segmentBytes: Int
     private let logger: Logger
     private let queue = Mutex<Queue>(Queue())
@@ -68,7 +69,7 @@ public final class Journal: Sendable {
     /// with empty bodies, which `read(at:)` fetches when they are needed.
     public static func open(
         directory: String, segmentBytes: Int, logger: Logger, includeBodies: Bool = true,
-        visit: (JournalRecord, JournalLocation) -> Void
+        metrics: JournalMetrics = JournalMetrics(), visit: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> Journal {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -82,7 +83,8 @@ public final class Journal: Sendable {
             let (segment, size) = try recovery.run(visit: visit)
             let writer = try self.openForAppend(directory: directory, segment: segment, size: size)
             journal = Journal(
-                directory: directory, segmentBytes: segmentBytes, logger: logger, writer: writer, lockFD: lockFD)
+                directory: directory, segmentBytes: segmentBytes, logger: logger, metrics: metrics, writer: writer,
+                lockFD: lockFD)
         } catch {
             Glibc.close(lockFD)
             throw error
@@ -93,8 +95,11 @@ public final class Journal: Sendable {
         return journal
     }
 
-    private init(directory: String, segmentBytes: Int, logger: Logger, writer: WriterState, lockFD: Int32) {
+    private init(
+        directory: String, segmentBytes: Int, logger: Logger, metrics: JournalMetrics, writer: WriterState, lockFD: Int32
+    ) {
         self.directory = directory
+        self.metrics = metrics
         self.segmentBytes = segmentBytes
         self.logger = logger
         self.writer = writer
@@ -282,6 +287,24 @@ public final class Journal: Sendable {
         }
     }
 
+    /// Counts the segment files and their bytes on disk.
+    public func diskUsage() -> (segments: Int, bytes: Int) {
+        Self.diskUsage(directory: self.directory)
+    }
+
+    /// Counts the segment files in `directory` and their bytes; a journal not yet created has none.
+    public static func diskUsage(directory: String) -> (segments: Int, bytes: Int) {
+        let segments = (try? SegmentFile.segments(in: directory)) ?? []
+        var bytes = 0
+        for segment in segments {
+            var status = stat()
+            if stat(directory + "/" + SegmentFile.name(for: segment), &status) == 0 {
+                bytes += Int(status.st_size)
+            }
+        }
+        return (segments.count, bytes)
+    }
+
     private func path(of segment: UInt64) -> String {
         self.directory + "/" + SegmentFile.name(for: segment)
     }
@@ -331,8 +354,13 @@ public final class Journal: Sendable {
             }
             try Self.writeFully(state.fd, bytes, at: state.size)
             if batch.contains(where: \.durable) {
+                let syncStart = DispatchTime.now().uptimeNanoseconds
                 _ = try systemCall("fdatasync") { fdatasync(state.fd) }
+                self.metrics.syncDuration.observe(Double(DispatchTime.now().uptimeNanoseconds - syncStart) / 1e9)
             }
+            self.metrics.recordsWritten.increment(by: UInt64(batch.count))
+            self.metrics.bytesWritten.increment(by: UInt64(bytes.count))
+            self.metrics.groupCommitRecords.observe(Double(batch.count))
             state.size += bytes.count
             self.prepareNextSegmentIfDue()
             for (entry, location) in zip(batch, locations) {

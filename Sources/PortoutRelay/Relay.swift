@@ -10,9 +10,12 @@ public final class Relay: Sendable {
     private let journal: Journal
     private let engine: DeliveryEngine
     private let server: HTTPServer
+    private let adminServer: HTTPServer
     private let upstreamClient: HTTPClient
     private let logger: Logger
     public let port: Int
+    /// The admin listener's port, which differs from the configured one when that was 0.
+    public let adminPort: Int
 
     /// Recovers the journal, rebuilds dedupe state, resumes unsettled deliveries and starts listening.
     public init(config: RelayConfig, logger: Logger) throws {
@@ -26,7 +29,7 @@ public final class Relay: Sendable {
         var portOuts = PortOutIndex()
         let journal = try Journal.open(
             directory: journalDirectory, segmentBytes: config.journal.segmentBytes, logger: logger,
-            includeBodies: false
+            includeBodies: false, metrics: JournalMetrics()
         ) { record, location in
             switch record {
             case .event(let event):
@@ -47,12 +50,16 @@ public final class Relay: Sendable {
                 "portOuts": .number(Double(portOuts.count)),
                 "milliseconds": .number(Double(WallClock.milliseconds() - startedAt)),
             ])
-        let engine = DeliveryEngine(tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger)
+        let engine = DeliveryEngine(
+            tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
+            controlFile: config.dataDir + "/destinations.json")
         engine.submit(pending)
         engine.start()
         let store = PortOutStore(index: portOuts, journal: journal)
+        let ingestMetrics = IngestMetrics()
         let ingestor = Ingestor(
-            config: config, state: state, journal: journal, engine: engine, portOuts: store, logger: logger)
+            config: config, state: state, journal: journal, engine: engine, portOuts: store, logger: logger,
+            metrics: ingestMetrics)
         let readAPI = PortOutReadAPI(tenants: config.tenants, store: store, logger: logger)
         let upstreamClient = HTTPClient(name: "upstream-client")
         let server = HTTPServer(
@@ -63,34 +70,44 @@ public final class Relay: Sendable {
                 ingestor: ingestor, readAPI: readAPI,
                 forwarder: PortOutForwarder(readAPI: readAPI, client: upstreamClient, logger: logger)),
             logger: logger)
+        let metricsPage = MetricsPage(
+            ingest: ingestMetrics, journal: journal, engine: engine, server: server, startedAtMs: startedAt)
+        let adminServer = HTTPServer(
+            configuration: HTTPServer.Configuration(
+                host: config.admin.listen.host, port: config.admin.listen.port, eventLoops: 1, limits: Limits()),
+            handler: AdminRequestHandler(config: config.admin, engine: engine, metrics: metricsPage, logger: logger),
+            logger: logger)
         do {
             self.port = try server.start()
+            do {
+                self.adminPort = try adminServer.start()
+            } catch {
+                server.shutdown()
+                throw error
+            }
         } catch {
             upstreamClient.shutdown()
             engine.shutdown()
             journal.close()
             throw error
         }
+        self.adminServer = adminServer
         self.upstreamClient = upstreamClient
         self.journal = journal
         self.engine = engine
         self.server = server
         logger.info(
             "relay started",
-            ["listen": .string("\(config.listen.host):\(self.port)"), "dataDir": .string(config.dataDir),
+            ["listen": .string(ListenAddress(host: config.listen.host, port: self.port).description),
+             "adminListen": .string(ListenAddress(host: config.admin.listen.host, port: self.adminPort).description),
+             "dataDir": .string(config.dataDir),
              "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current)])
     }
 
     /// Estimates the events in an existing journal from its size, so the dedupe maps are sized once instead of
     /// rehashing as replay grows them. Records are rarely under 400 bytes, so this rarely overshoots.
     private static func estimatedEvents(journalDirectory: String) -> Int {
-        let segments = (try? SegmentFile.segments(in: journalDirectory)) ?? []
-        var bytes = 0
-        for segment in segments {
-            let path = journalDirectory + "/" + SegmentFile.name(for: segment)
-            bytes += ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
-        }
-        return bytes / 400
+        Journal.diskUsage(directory: journalDirectory).bytes / 400
     }
 
     public func deliveryStatistics() -> [DestinationStatistics] {
@@ -100,6 +117,7 @@ public final class Relay: Sendable {
     /// Stops accepting, writes what the journal has queued and stops delivering. Nothing acknowledged is lost
     /// because unsettled deliveries resume from the journal at the next start.
     public func shutdown() {
+        self.adminServer.shutdown()
         self.server.shutdown()
         self.upstreamClient.shutdown()
         self.engine.shutdown()

@@ -105,3 +105,23 @@ struct LRUIndexTests {
         #expect(index.count == 1)
     }
 }
+
+extension ConfigTests {
+    @Test func adminOffLoopbackNeedsToken() throws {
+        let tenants = #""tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]"#
+        do {
+            _ = try Self.parse(#"{"admin": {"listen": "0.0.0.0:9090"}, \#(tenants)}"#)
+            Issue.record("an admin listener on all interfaces without a token was accepted")
+        } catch {
+            #expect(error.problems.map(\.path) == ["$.admin.token"])
+        }
+        for loopback in ["127.0.0.1:9090", "127.8.0.1:0", "[::1]:9090", "localhost:9090"] {
+            let config = try Self.parse(#"{"admin": {"listen": "\#(loopback)"}, \#(tenants)}"#)
+            #expect(config.admin.token == nil)
+        }
+        let guarded = try Self.parse(
+            #"{"admin": {"listen": "10.1.2.3:9090", "token": "a-long-enough-admin-token"}, \#(tenants)}"#)
+        #expect(guarded.admin.token?.value == "a-long-enough-admin-token")
+        #expect(try Self.parse("{\(tenants)}").admin.listen == ListenAddress(host: "127.0.0.1", port: 9090))
+    }
+}

@@ -20,6 +20,7 @@ final class RelayHarness {
         self.directory = directory
         self.configText = """
             {"listen": "127.0.0.1:0", "dataDir": "\(directory.path)/data", "logLevel": "error", "eventLoops": 2,
+             \(extra.contains("\"admin\"") ? "" : #""admin": {"listen": "127.0.0.1:0"},"#)
              \(extra.isEmpty ? "" : extra + ",")
              "tenants": \(tenantsJSON)}
             """
@@ -52,6 +53,10 @@ final class RelayHarness {
 
     var port: Int {
         self.relay!.port
+    }
+
+    var adminPort: Int {
+        self.relay!.adminPort
     }
 
     func stop() {

@@ -11,6 +11,8 @@ public final class RecordingSink: Sendable {
         public var headers: HTTPHeaders
         public var body: [UInt8]
         public var atMs: Int64
+        /// Requests being handled when this one arrived, itself included.
+        public var activeAtArrival = 0
 
         public var json: JSONObject? {
             (try? JSONParser.parse(self.body))?.objectValue
@@ -77,6 +79,7 @@ public final class RecordingSink: Sendable {
         let script: @Sendable (Int, Received) -> Reply
         let received = Mutex<[Received]>([])
         let arrivals = Atomic<Int>(0)
+        let active = Atomic<Int>(0)
 
         init(script: @escaping @Sendable (Int, Received) -> Reply) {
             self.script = script
@@ -87,18 +90,22 @@ public final class RecordingSink: Sendable {
         }
 
         func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
-            let entry = Received(
+            var entry = Received(
                 path: String(request.head.path), headers: request.head.headers, body: request.body,
                 atMs: Int64(Date().timeIntervalSince1970 * 1000))
+            entry.activeAtArrival = self.active.wrappingAdd(1, ordering: .relaxed).newValue
             let index = self.arrivals.wrappingAdd(1, ordering: .relaxed).oldValue
             let reply = self.script(index, entry)
             self.received.withLock { $0.append(entry) }
-            if reply.delaySeconds > 0 {
-                DispatchQueue.global().asyncAfter(deadline: .now() + reply.delaySeconds) {
-                    responder.respond(reply.response)
-                }
-            } else {
+            // The count drops before the response leaves, so it never exceeds what the client has in flight.
+            let finish: @Sendable () -> Void = {
+                self.active.wrappingSubtract(1, ordering: .relaxed)
                 responder.respond(reply.response)
+            }
+            if reply.delaySeconds > 0 {
+                DispatchQueue.global().asyncAfter(deadline: .now() + reply.delaySeconds, execute: finish)
+            } else {
+                finish()
             }
         }
     }

@@ -42,3 +42,26 @@ public func runProgram(_ executable: String, _ arguments: [String]) -> Int32 {
     process.waitUntilExit()
     return process.terminationStatus
 }
+
+/// Runs a program with standard input from `inputPath` and returns its exit status and its output, standard
+/// error included.
+public func runProgramCapturingOutput(_ executable: String, _ arguments: [String], inputPath: String) -> (Int32, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    guard let input = FileHandle(forReadingAtPath: inputPath) else {
+        return (-1, "cannot open \(inputPath)")
+    }
+    process.standardInput = input
+    do {
+        try process.run()
+    } catch {
+        return (-1, "cannot run \(executable): \(error)")
+    }
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, text)
+}

@@ -32,6 +32,7 @@ extension RelayConfig {
 extension ConfigReader {
     static let topLevelKeys: Set<String> = [
         "listen", "dataDir", "logLevel", "eventLoops", "limits", "journal", "dedupe", "delivery", "tenants",
+        "admin",
     ]
 
     mutating func relayConfig(_ document: JSONValue, baseDirectory: String) -> RelayConfig? {
@@ -64,6 +65,7 @@ extension ConfigReader {
         let journal = self.journalSettings(root["journal"])
         let dedupe = self.dedupeSettings(root["dedupe"])
         let delivery = self.deliveryDefaults(root["delivery"])
+        let admin = self.adminConfig(root["admin"], baseDirectory: baseDirectory)
 
         if root["tenants"] == nil {
             self.fail("$.tenants", "is required")
@@ -84,7 +86,7 @@ extension ConfigReader {
         }
         return RelayConfig(
             listen: listen, dataDir: dataDir, logLevel: logLevel, eventLoops: eventLoops, limits: limits,
-            journal: journal, dedupe: dedupe, delivery: delivery, tenants: tenants)
+            journal: journal, dedupe: dedupe, delivery: delivery, tenants: tenants, admin: admin)
     }
 
     mutating func limits(_ value: JSONValue?) -> Limits {
@@ -128,12 +130,14 @@ extension ConfigReader {
         var defaults = DeliveryDefaults()
         guard let object = self.object(value, "$.delivery") else { return defaults }
         let path = "$.delivery"
-        self.rejectUnknownKeys(object, path, known: Self.retryKeys.union(["timeoutMs", "concurrency", "maxRetryAfterSeconds"]))
+        self.rejectUnknownKeys(object, path, known: Self.retryKeys.union(["timeoutMs", "concurrency", "maxRetryAfterSeconds", "breakerThreshold"]))
         defaults.retry = self.retryPolicy(object, path, inherited: defaults.retry)
         defaults.timeoutMs = self.integer(object, "timeoutMs", path, default: defaults.timeoutMs, range: 100...600_000)
         defaults.concurrency = self.integer(object, "concurrency", path, default: defaults.concurrency, range: 1...1024)
         defaults.maxRetryAfterSeconds = self.integer(
             object, "maxRetryAfterSeconds", path, default: defaults.maxRetryAfterSeconds, range: 0...604_800)
+        defaults.breakerThreshold = self.integer(
+            object, "breakerThreshold", path, default: defaults.breakerThreshold, range: 1...10_000)
         return defaults
     }
 

@@ -11,6 +11,7 @@ public struct RelayConfig: Sendable {
     public var dedupe: DedupeSettings
     public var delivery: DeliveryDefaults
     public var tenants: [TenantConfig]
+    public var admin: AdminConfig
 
     public func tenant(_ id: String) -> TenantConfig? {
         self.tenants.first { $0.id == id }
@@ -52,6 +53,8 @@ public struct DeliveryDefaults: Sendable, Equatable {
     public var concurrency = 8
     /// Upper bound on a destination's `Retry-After`, so one destination cannot stall its queue for days.
     public var maxRetryAfterSeconds = 3600
+    /// Consecutive failed attempts after which a destination gets one delivery at a time until one succeeds.
+    public var breakerThreshold = 5
 
     public init() {}
 }
@@ -122,6 +125,10 @@ public struct DestinationConfig: Sendable {
     public var retry: RetryPolicy
     /// Whether events journaled as stale are delivered too.
     public var deliverStale: Bool
+    /// Consecutive failed attempts after which deliveries go out one at a time until one succeeds.
+    public var breakerThreshold: Int
+    /// Maximum deliveries started per second, or nil for no limit.
+    public var rateLimit: Double?
 
     /// Returns whether this destination receives an event with the given type, status and staleness.
     public func accepts(type: String, status: PortOutStatus?, stale: Bool) -> Bool {

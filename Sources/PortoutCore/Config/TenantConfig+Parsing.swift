@@ -6,6 +6,7 @@ extension ConfigReader {
     static let verifyKeys: Set<String> = ["scheme", "secrets", "toleranceSeconds", "header"]
     static let destinationKeys: Set<String> = retryKeys.union([
         "id", "url", "secret", "statuses", "types", "headers", "timeoutMs", "concurrency", "deliverStale",
+        "breakerThreshold", "rateLimit",
     ])
     /// Headers the relay sets itself on every delivery, which a destination's `headers` may not replace.
     static let reservedHeaders: Set<String> = [
@@ -166,10 +167,17 @@ extension ConfigReader {
         let concurrency = self.integer(object, "concurrency", path, default: defaults.concurrency, range: 1...1024)
         let retry = self.retryPolicy(object, path, inherited: defaults.retry)
         let deliverStale = self.bool(object, "deliverStale", path, default: false)
+        let breakerThreshold = self.integer(
+            object, "breakerThreshold", path, default: defaults.breakerThreshold, range: 1...10_000)
+        var rateLimit: Double?
+        if object["rateLimit"] != nil {
+            rateLimit = self.number(object, "rateLimit", path, default: 1, range: 0.001...100_000)
+        }
         guard let id, let url, let secret else { return nil }
         return DestinationConfig(
             id: id, url: url, secret: secret, statuses: statuses, types: types, headers: headers,
-            timeoutMs: timeoutMs, concurrency: concurrency, retry: retry, deliverStale: deliverStale)
+            timeoutMs: timeoutMs, concurrency: concurrency, retry: retry, deliverStale: deliverStale,
+            breakerThreshold: breakerThreshold, rateLimit: rateLimit)
     }
 
     mutating func statusFilter(_ object: JSONObject, _ path: String) -> Set<PortOutStatus>? {

@@ -25,15 +25,11 @@ struct PortOutReadAPI: Sendable {
 
     /// Finds the tenant whose key the request carries, comparing every configured key in constant time.
     func authenticate(_ headers: HTTPHeaders) -> Result<TenantConfig, APIError> {
-        guard let authorization = headers["Authorization"] else {
-            return .failure(.unauthorized(code: "apiKeyMissing", "The request has no Authorization header.",
-                                          hint: "Send Authorization: Bearer <key> with one of the tenant's apiKeys."))
+        let presented: [UInt8]
+        switch BearerToken.presented(in: headers, hint: "Send Authorization: Bearer <key> with one of the tenant's apiKeys.") {
+        case .failure(let error): return .failure(error)
+        case .success(let token): presented = token
         }
-        let parts = authorization.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-            return .failure(.unauthorized(code: "apiKeyInvalid", "The Authorization header is not a Bearer token."))
-        }
-        let presented = Array(parts[1].utf8)
         var found: TenantConfig?
         for candidate in self.keys where ConstantTime.equals(candidate.key, presented) {
             found = candidate.tenant

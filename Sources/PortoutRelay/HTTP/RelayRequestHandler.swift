@@ -48,6 +48,7 @@ struct RelayRequestHandler: HTTPRequestHandler {
             return HTTPResponse(error: .methodNotAllowed(head.method, allowed: allowed))
         }
         if case .webhook(let tenant) = route, !self.ingestor.hasTenant(tenant) {
+            self.ingestor.metrics.countUnknownTenant()
             self.ingestor.logger.info(
                 "webhook rejected", ["reason": "unknown tenant", "status": 404, "tenant": .string(tenant), "peer": .string(peer)])
             return HTTPResponse(error: .notFound("No tenant \(tenant) is configured."))

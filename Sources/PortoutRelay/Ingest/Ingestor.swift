@@ -17,6 +17,7 @@ final class Ingestor: Sendable {
     private let engine: DeliveryEngine
     private let portOuts: PortOutStore
     let logger: Logger
+    let metrics: IngestMetrics
     private let retryAfterSeconds: Int
     private let state: Mutex<IngestState>
     /// False from a failed journal write until the next successful one; `/readyz` reports it.
@@ -24,12 +25,14 @@ final class Ingestor: Sendable {
 
     init(
         config: RelayConfig, state: IngestState, journal: Journal, engine: DeliveryEngine, portOuts: PortOutStore,
-        logger: Logger
+        logger: Logger, metrics: IngestMetrics
     ) {
         var tenants: [String: TenantIntake] = [:]
         for tenant in config.tenants {
-            tenants[tenant.id] = TenantIntake(config: tenant, verifier: SignatureVerifier(tenant.verify))
+            tenants[tenant.id] = TenantIntake(
+                config: tenant, verifier: SignatureVerifier(tenant.verify), counters: metrics.counters(tenant: tenant.id))
         }
+        self.metrics = metrics
         self.tenants = tenants
         self.journal = journal
         self.engine = engine
@@ -48,15 +51,22 @@ final class Ingestor: Sendable {
         tenantID: String, request: HTTPRequest, peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void
     ) {
         guard let tenant = self.tenants[tenantID] else {
+            self.metrics.countUnknownTenant()
             respond(HTTPResponse(error: .notFound("No tenant \(tenantID) is configured.")))
             return
         }
         switch self.check(request, tenant: tenant) {
         case .failure(let rejection):
+            if rejection.error.status == 401 {
+                tenant.counters.signatureFailed.increment()
+                tenant.counters.signatureFailures.increment()
+            } else {
+                tenant.counters.invalid.increment()
+            }
             self.logRejection(rejection, tenant: tenantID, peer: peer)
             respond(HTTPResponse(error: rejection.error))
         case .success(let event):
-            self.admit(event, respond: respond)
+            self.admit(event, counters: tenant.counters, respond: respond)
         }
     }
 
@@ -97,23 +107,34 @@ final class Ingestor: Sendable {
         }
     }
 
-    private func admit(_ event: IntakeEvent, respond: @escaping @Sendable (HTTPResponse) -> Void) {
+    private func admit(
+        _ event: IntakeEvent, counters: IngestMetrics.TenantCounters, respond: @escaping @Sendable (HTTPResponse) -> Void
+    ) {
         self.state.withLock { state in
             let decision = state.admit(dedupeKey: event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status)
             switch decision {
             case .duplicate(let stale):
+                counters.duplicate.increment()
+                counters.duplicates.increment()
                 respond(Self.receipt(event.eventID, duplicate: true, stale: stale))
             case .twinInFlight(let stale):
                 let retryAfter = self.retryAfterSeconds
                 state.waitForTwin(event.dedupeKey) { succeeded in
-                    respond(succeeded
-                        ? Self.receipt(event.eventID, duplicate: true, stale: stale)
-                        : HTTPResponse(error: Self.journalUnavailable(retryAfter)))
+                    if succeeded {
+                        counters.duplicate.increment()
+                        counters.duplicates.increment()
+                        respond(Self.receipt(event.eventID, duplicate: true, stale: stale))
+                    } else {
+                        counters.unavailable.increment()
+                        respond(HTTPResponse(error: Self.journalUnavailable(retryAfter)))
+                    }
                 }
             case .accept(let sequence, let stale, let previousRank):
                 let record = event.record(sequence: sequence, stale: stale, acceptedAtMs: WallClock.milliseconds())
                 self.journal.append(.event(record)) { result in
-                    self.finish(event, record: record, previousRank: previousRank, result: result, respond: respond)
+                    self.finish(
+                        event, record: record, previousRank: previousRank, result: result, counters: counters,
+                        respond: respond)
                 }
             }
         }
@@ -122,7 +143,7 @@ final class Ingestor: Sendable {
     /// Runs on the journal's writer thread once the event's write has settled.
     private func finish(
         _ event: IntakeEvent, record: EventRecord, previousRank: Int?, result: Result<JournalLocation, JournalError>,
-        respond: @Sendable (HTTPResponse) -> Void
+        counters: IngestMetrics.TenantCounters, respond: @Sendable (HTTPResponse) -> Void
     ) {
         switch result {
         case .success(let location):
@@ -135,6 +156,10 @@ final class Ingestor: Sendable {
                     destination: destination, orderingKey: event.orderingKey, location: location,
                     acceptedAtMs: record.acceptedAtMs)
             })
+            counters.accepted.increment()
+            if record.isStale {
+                counters.stale.increment()
+            }
             respond(Self.receipt(event.eventID, duplicate: false, stale: record.isStale))
             for waiter in waiters {
                 waiter(true)
@@ -146,6 +171,7 @@ final class Ingestor: Sendable {
                 $0.abandon(event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status,
                            previousRank: previousRank, stale: record.isStale)
             }
+            counters.unavailable.increment()
             respond(HTTPResponse(error: Self.journalUnavailable(self.retryAfterSeconds)))
             for waiter in waiters {
                 waiter(false)

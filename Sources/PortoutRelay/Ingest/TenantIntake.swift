@@ -6,6 +6,7 @@ import PortoutJournal
 struct TenantIntake: Sendable {
     let config: TenantConfig
     let verifier: SignatureVerifier
+    let counters: IngestMetrics.TenantCounters
 
     /// Applies the tenant's project and type rules and derives the event's keys.
     func classify(_ event: ValidatedEvent, body: [UInt8], query: Substring?) -> Result<IntakeEvent, APIError> {

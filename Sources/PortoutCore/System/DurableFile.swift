@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Small files replaced whole and durably: written beside the target, synced, renamed over it, and the directory
+/// synced, so a crash leaves either the old content or the new one.
+public enum DurableFile {
+    public static func replace(path: String, with bytes: [UInt8]) throws(SystemError) {
+        let temporary = path + ".tmp"
+        let fd = try systemCall("open") { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640) }
+        do {
+            var written = 0
+            while written < bytes.count {
+                written += try systemCall("write") {
+                    bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+                }
+            }
+            _ = try systemCall("fsync") { fsync(fd) }
+        } catch {
+            _ = close(fd)
+            throw error
+        }
+        _ = close(fd)
+        _ = try systemCall("rename") { rename(temporary, path) }
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        let directoryFD = try systemCall("open") { open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { _ = close(directoryFD) }
+        _ = try systemCall("fsync") { fsync(directoryFD) }
+    }
+
+    /// Reads a whole file, or returns nil if it does not exist.
+    public static func read(path: String) throws(SystemError) -> [UInt8]? {
+        let fd: Int32
+        do {
+            fd = try systemCall("open") { open(path, O_RDONLY | O_CLOEXEC) }
+        } catch where error.errno == ENOENT {
+            return nil
+        }
+        defer { _ = close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = try systemCall("read") { chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
+            if count == 0 {
+                return bytes
+            }
+            bytes.append(contentsOf: chunk[..<count])
+        }
+    }
+}

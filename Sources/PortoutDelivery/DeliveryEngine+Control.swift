@@ -1,0 +1,111 @@
+import CCurl
+import PortoutCore
+
+/// A failure to pause or resume a destination.
+public enum DestinationControlError: Error, Sendable, Equatable {
+    case notFound
+    /// The engine has stopped, as it does during shutdown.
+    case stopped
+    /// The change was made in memory but could not be saved, so it would not survive a restart.
+    case notSaved(String)
+}
+
+extension DeliveryEngine {
+    /// Returns every destination's statistics with the acceptance time of its oldest unsettled delivery. Only the
+    /// delivery thread can read that time, so it is missing once the engine has stopped.
+    public func snapshot(_ completion: @escaping @Sendable ([DestinationStatistics]) -> Void) {
+        self.perform { running in
+            var statistics = self.statistics()
+            if running {
+                for index in statistics.indices {
+                    let key = Self.key(tenant: statistics[index].tenant, destination: statistics[index].destination)
+                    statistics[index].oldestPendingAcceptedAtMs = self.loop.destinations[key]?.queue.oldestAcceptedAtMs
+                }
+            }
+            completion(statistics)
+        }
+    }
+
+    /// Pauses a destination or makes it active again; resuming also clears a 410 disable and the breaker's count.
+    /// Deliveries held meanwhile go out in their original order. The mode is saved in the data directory.
+    public func setMode(
+        tenant: String, destination: String, mode: DestinationMode, reason: String,
+        completion: @escaping @Sendable (Result<DestinationStatistics, DestinationControlError>) -> Void
+    ) {
+        self.perform { running in
+            guard running else { return completion(.failure(.stopped)) }
+            let key = Self.key(tenant: tenant, destination: destination)
+            guard let runtime = self.loop.destinations[key] else { return completion(.failure(.notFound)) }
+            if mode == .active {
+                runtime.consecutiveFailures = 0
+            }
+            let saveError = self.changeMode(runtime, key: key, to: mode, reason: mode == .active ? "" : reason)
+            let statistics = self.counters.withLock { $0[key]! }
+            completion(saveError.map { .failure(.notSaved($0)) } ?? .success(statistics))
+        }
+    }
+
+    /// Holds a destination that returned 410 Gone until an operator resumes it.
+    func disable(_ runtime: DestinationRuntime, key: String, reason: String) {
+        guard runtime.mode != .disabled else { return }
+        _ = self.changeMode(runtime, key: key, to: .disabled, reason: reason)
+        self.logger.error(
+            "destination disabled",
+            ["tenant": .string(runtime.tenant), "destination": .string(runtime.config.id), "reason": .string(reason)])
+    }
+
+    /// Changes the mode, publishes it and saves it; returns the save error, if any.
+    private func changeMode(_ runtime: DestinationRuntime, key: String, to mode: DestinationMode, reason: String) -> String? {
+        runtime.mode = mode
+        runtime.modeReason = reason
+        runtime.modeChangedAtMs = WallClock.milliseconds()
+        self.updateCounters(key) { statistics in
+            statistics.mode = mode
+            statistics.modeReason = reason
+            statistics.consecutiveFailures = runtime.consecutiveFailures
+            statistics.isBreakerOpen = runtime.isBreakerOpen
+        }
+        // A resumed destination may have deliveries due now, which the next pass starts.
+        curl_multi_wakeup(self.loop.multi)
+        guard let controlFile = self.controlFile else { return nil }
+        do {
+            try controlFile.save(Array(self.loop.destinations.values))
+            return nil
+        } catch {
+            self.logger.error(
+                "destination mode not saved",
+                ["tenant": .string(runtime.tenant), "destination": .string(runtime.config.id),
+                 "path": .string(controlFile.path), "error": .string(error.description)])
+            return error.description
+        }
+    }
+
+    /// Applies the modes saved before the last stop. Runs in `init`, before the delivery thread starts.
+    func restoreModes() {
+        guard let controlFile = self.controlFile else { return }
+        let entries: [String: DestinationControlFile.Entry]
+        do {
+            entries = try controlFile.load()
+        } catch {
+            // Starting with every destination active could send to one an operator stopped, so this is loud.
+            self.logger.error(
+                "destination modes not restored; every destination starts active",
+                ["path": .string(controlFile.path), "error": .string("\(error)")])
+            return
+        }
+        for (key, entry) in entries.sorted(by: { $0.key < $1.key }) {
+            guard let runtime = self.loop.destinations[key] else {
+                self.logger.warning(
+                    "held destination is no longer configured", ["destination": .string(key), "mode": .string(entry.mode.rawValue)])
+                continue
+            }
+            runtime.mode = entry.mode
+            runtime.modeReason = entry.reason
+            runtime.modeChangedAtMs = entry.changedAtMs
+            self.logger.warning(
+                "destination held since before the restart",
+                ["tenant": .string(runtime.tenant), "destination": .string(runtime.config.id),
+                 "mode": .string(entry.mode.rawValue), "reason": .string(entry.reason)])
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import PortoutCore
+
+/// Whether a destination is sent its deliveries.
+public enum DestinationMode: String, Sendable, CaseIterable {
+    case active
+    /// Held by an operator; deliveries queue up and go out in order on resume.
+    case paused
+    /// Held because the destination returned 410 Gone. Deliveries queue up until an operator resumes it.
+    case disabled
+}
+
+/// A destination's settings, queue and health. Confined to the delivery thread.
+final class DestinationRuntime {
+    let tenant: String
+    let config: DestinationConfig
+    let secretKey: [UInt8]
+    var queue = DeliveryQueue()
+    var mode = DestinationMode.active
+    /// The reason the destination was paused or disabled, for the admin API.
+    var modeReason = ""
+    var modeChangedAtMs: Int64 = 0
+    var consecutiveFailures = 0
+    var rateLimiter: RateLimiter?
+
+    init(tenant: String, config: DestinationConfig) {
+        self.tenant = tenant
+        self.config = config
+        self.secretKey = config.secret.keyBytes
+        self.rateLimiter = config.rateLimit.map { RateLimiter(perSecond: $0) }
+    }
+
+    /// Whether a run of failures has reached the breaker threshold, so attempts go out one at a time.
+    var isBreakerOpen: Bool {
+        self.consecutiveFailures >= self.config.breakerThreshold
+    }
+
+    /// How many attempts may be in flight now.
+    var sendLimit: Int {
+        guard self.mode == .active else { return 0 }
+        return self.isBreakerOpen ? 1 : self.config.concurrency
+    }
+}
+
+/// A token bucket that allows `perSecond` starts a second, with a burst of a tenth of a second's worth (at least one).
+struct RateLimiter {
+    let perSecond: Double
+    let burst: Double
+    private var tokens: Double
+    private var updatedAtMs: Int64 = 0
+
+    init(perSecond: Double) {
+        self.perSecond = perSecond
+        self.burst = max(1, perSecond / 10)
+        self.tokens = self.burst
+    }
+
+    /// Takes one token if one is available at `nowMs`.
+    mutating func take(nowMs: Int64) -> Bool {
+        self.refill(nowMs: nowMs)
+        guard self.tokens >= 1 else { return false }
+        self.tokens -= 1
+        return true
+    }
+
+    /// When the next token will be available.
+    mutating func nextTokenAtMs(nowMs: Int64) -> Int64 {
+        self.refill(nowMs: nowMs)
+        guard self.tokens < 1 else { return nowMs }
+        return nowMs + Int64(((1 - self.tokens) / self.perSecond * 1000).rounded(.up))
+    }
+
+    private mutating func refill(nowMs: Int64) {
+        if self.updatedAtMs != 0 {
+            let elapsed = Double(max(0, nowMs - self.updatedAtMs)) / 1000
+            self.tokens = min(self.burst, self.tokens + elapsed * self.perSecond)
+        }
+        self.updatedAtMs = nowMs
+    }
+}

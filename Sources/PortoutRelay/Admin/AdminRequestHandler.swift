@@ -1,0 +1,199 @@
+import Foundation
+import PortoutCore
+import PortoutCrypto
+import PortoutDelivery
+import PortoutHTTP
+
+/// Routes requests on the admin listener: metrics and destination control.
+///
+/// With `admin.token` set, every request needs `Authorization: Bearer <token>`. Without one, the listener is on
+/// loopback, which configuration checks, and requests are not authenticated.
+struct AdminRequestHandler: HTTPRequestHandler {
+    let config: AdminConfig
+    let engine: DeliveryEngine
+    let metrics: MetricsPage
+    let logger: Logger
+    private let token: [UInt8]?
+
+    init(config: AdminConfig, engine: DeliveryEngine, metrics: MetricsPage, logger: Logger) {
+        self.config = config
+        self.engine = engine
+        self.metrics = metrics
+        self.logger = logger
+        self.token = config.token.map { Array($0.value.utf8) }
+    }
+
+    enum Route: Equatable {
+        case metrics
+        case destinations
+        case destination(tenant: String, id: String)
+        case pause(tenant: String, id: String)
+        case resume(tenant: String, id: String)
+
+        var allowedMethods: [String] {
+            switch self {
+            case .metrics, .destinations, .destination: return ["GET", "HEAD"]
+            case .pause, .resume: return ["POST"]
+            }
+        }
+
+        /// Parses the path; identifiers are restricted to URL-safe characters, so no segment needs decoding.
+        static func parse(_ path: Substring) -> Route? {
+            if path == "/metrics" { return .metrics }
+            let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+            guard segments.count >= 2, segments.first == "admin", segments[segments.startIndex + 1] == "destinations" else {
+                return nil
+            }
+            let rest = Array(segments.dropFirst(2)).map(String.init)
+            guard !rest.contains(where: \.isEmpty) else { return rest.isEmpty ? .destinations : nil }
+            switch rest.count {
+            case 0: return .destinations
+            case 2: return .destination(tenant: rest[0], id: rest[1])
+            case 3 where rest[2] == "pause": return .pause(tenant: rest[0], id: rest[1])
+            case 3 where rest[2] == "resume": return .resume(tenant: rest[0], id: rest[1])
+            default: return nil
+            }
+        }
+    }
+
+    func checkHead(_ head: HTTPRequestHead, peer: String) -> HTTPResponse? {
+        if case .failure(let error) = self.authenticate(head.headers) {
+            self.logger.warning(
+                "admin request rejected", ["reason": .string(error.code ?? "unauthorized"), "path": .string(String(head.path)), "peer": .string(peer)])
+            return HTTPResponse(error: error)
+        }
+        guard let route = Route.parse(head.path) else {
+            return HTTPResponse(error: .notFound("No admin resource at \(head.path)."))
+        }
+        guard route.allowedMethods.contains(head.method) else {
+            return HTTPResponse(error: .methodNotAllowed(head.method, allowed: route.allowedMethods))
+        }
+        return nil
+    }
+
+    func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
+        let startedAt = DispatchTime.now().uptimeNanoseconds
+        let respond: @Sendable (HTTPResponse) -> Void = { [config, logger] response in
+            if config.accessLog {
+                logger.info(
+                    "admin request",
+                    ["method": .string(request.head.method), "path": .string(String(request.head.path)),
+                     "status": .number(Double(response.status)), "peer": .string(peer),
+                     "milliseconds": .number(Double((DispatchTime.now().uptimeNanoseconds - startedAt) / 1_000_000))])
+            }
+            responder.respond(response)
+        }
+        guard let route = Route.parse(request.head.path) else {
+            respond(HTTPResponse(error: .notFound("No admin resource at \(request.head.path).")))
+            return
+        }
+        switch route {
+        case .metrics:
+            self.metrics.render { text in
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: PrometheusText.contentType)
+                respond(HTTPResponse(status: 200, headers: headers, body: Array(text.utf8)))
+            }
+        case .destinations:
+            self.engine.snapshot { destinations in
+                let nowMs = WallClock.milliseconds()
+                respond(HTTPResponse(status: 200, json: [
+                    "object": "list", "data": .array(destinations.map { Self.destinationJSON($0, nowMs: nowMs) }),
+                ]))
+            }
+        case .destination(let tenant, let id):
+            self.engine.snapshot { destinations in
+                guard let found = destinations.first(where: { $0.tenant == tenant && $0.destination == id }) else {
+                    return respond(HTTPResponse(error: .notFound("No destination \(id) in tenant \(tenant).")))
+                }
+                respond(HTTPResponse(status: 200, json: Self.destinationJSON(found, nowMs: WallClock.milliseconds())))
+            }
+        case .pause(let tenant, let id), .resume(let tenant, let id):
+            self.changeMode(route, tenant: tenant, id: id, body: request.body, peer: peer, respond: respond)
+        }
+    }
+
+    private func changeMode(
+        _ route: Route, tenant: String, id: String, body: [UInt8], peer: String,
+        respond: @escaping @Sendable (HTTPResponse) -> Void
+    ) {
+        let mode: DestinationMode = route == .pause(tenant: tenant, id: id) ? .paused : .active
+        var reason = "paused by an operator"
+        if !body.isEmpty {
+            guard let object = (try? JSONParser.parse(body))?.objectValue else {
+                return respond(HTTPResponse(error: .badRequest(code: "invalidJSON", "The body must be a JSON object.")))
+            }
+            if let given = object["reason"] {
+                guard let text = given.stringValue, text.utf8.count <= 500 else {
+                    return respond(HTTPResponse(error: .unprocessable(
+                        code: "invalidParameters", "The request is invalid.",
+                        details: [ValidationIssue(field: "reason", message: "must be a string of at most 500 bytes")])))
+                }
+                reason = text
+            }
+        }
+        let logger = self.logger
+        self.engine.setMode(tenant: tenant, destination: id, mode: mode, reason: reason) { result in
+            let action = mode == .paused ? "pause destination" : "resume destination"
+            switch result {
+            case .success(let statistics):
+                logger.info(
+                    "admin action",
+                    ["action": .string(action), "tenant": .string(tenant), "destination": .string(id),
+                     "pending": .number(Double(statistics.pending)), "peer": .string(peer)])
+                respond(HTTPResponse(status: 200, json: Self.destinationJSON(statistics, nowMs: WallClock.milliseconds())))
+            case .failure(.notFound):
+                respond(HTTPResponse(error: .notFound("No destination \(id) in tenant \(tenant).")))
+            case .failure(.stopped):
+                respond(HTTPResponse(error: .serviceUnavailable(
+                    code: "shuttingDown", "The relay is shutting down; nothing was changed.", retryAfterSeconds: 5)))
+            case .failure(.notSaved(let error)):
+                logger.error(
+                    "admin action not saved",
+                    ["action": .string(action), "tenant": .string(tenant), "destination": .string(id),
+                     "error": .string(error), "peer": .string(peer)])
+                respond(HTTPResponse(error: APIError(
+                    status: 500, type: "internalError", code: "modeNotSaved",
+                    message: "The destination is \(mode.rawValue) now, but the change could not be saved and will not survive a restart: \(error)")))
+            }
+        }
+    }
+
+    private func authenticate(_ headers: HTTPHeaders) -> Result<Void, APIError> {
+        guard let token = self.token else { return .success(()) }
+        switch BearerToken.presented(in: headers, hint: "Send Authorization: Bearer <admin.token>.") {
+        case .failure(let error):
+            return .failure(error)
+        case .success(let presented):
+            guard ConstantTime.equals(token, presented) else {
+                return .failure(.unauthorized(code: "apiKeyInvalid", "The admin token is not valid."))
+            }
+            return .success(())
+        }
+    }
+
+    static func destinationJSON(_ statistics: DestinationStatistics, nowMs: Int64) -> JSONValue {
+        func time(_ ms: Int64?) -> JSONValue {
+            ms.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
+        }
+        return .object(JSONObject([
+            ("object", "destination"),
+            ("tenant", .string(statistics.tenant)),
+            ("id", .string(statistics.destination)),
+            ("mode", .string(statistics.mode.rawValue)),
+            ("modeReason", statistics.modeReason.isEmpty ? .null : .string(statistics.modeReason)),
+            ("breaker", statistics.isBreakerOpen ? "open" : "closed"),
+            ("queueDepth", .number(Double(statistics.pending))),
+            ("inFlight", .number(Double(statistics.inFlight))),
+            ("oldestPendingAgeSeconds",
+             statistics.oldestPendingAcceptedAtMs.map { .number(Double(max(0, nowMs - $0) / 1000)) } ?? .null),
+            ("consecutiveFailures", .number(Double(statistics.consecutiveFailures))),
+            ("lastError", statistics.lastError.map { .string($0) } ?? .null),
+            ("lastErrorAt", time(statistics.lastErrorAtMs)),
+            ("lastDeliveredAt", time(statistics.lastDeliveredAtMs)),
+            ("delivered", .number(Double(statistics.delivered))),
+            ("retries", .number(Double(statistics.retries))),
+            ("deadLettered", .number(Double(statistics.deadLettered))),
+        ]))
+    }
+}

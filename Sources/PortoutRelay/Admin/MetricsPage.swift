@@ -1,0 +1,94 @@
+import Foundation
+import PortoutCore
+import PortoutDelivery
+import PortoutHTTP
+import PortoutJournal
+
+/// Everything `/metrics` reports, gathered from the parts of a running relay.
+struct MetricsPage: Sendable {
+    let ingest: IngestMetrics
+    let journal: Journal
+    let engine: DeliveryEngine
+    let server: HTTPServer
+    let startedAtMs: Int64
+
+    /// Renders the page; destination gauges come from the delivery thread, so the text arrives in `completion`.
+    func render(_ completion: @escaping @Sendable (String) -> Void) {
+        self.engine.snapshot { destinations in
+            completion(self.text(destinations: destinations, nowMs: WallClock.milliseconds()))
+        }
+    }
+
+    private func text(destinations: [DestinationStatistics], nowMs: Int64) -> String {
+        var page = PrometheusText()
+        page.gauge(
+            "portout_build_info", help: "The running version; always 1.", labelNames: ["version"],
+            samples: [([RelayVersion.current], 1)])
+        page.gauge(
+            "portout_start_time_seconds", help: "When the relay started, in seconds since the Unix epoch.",
+            samples: [([], Double(self.startedAtMs) / 1000)])
+        page.gauge(
+            "portout_http_open_connections", help: "Open connections on the webhook and API listener.",
+            samples: [([], Double(self.server.connectionCount))])
+        page.counter(self.ingest.requests)
+        page.counter(self.ingest.signatureFailures)
+        page.counter(self.ingest.duplicates)
+        page.counter(self.ingest.staleEvents)
+        self.journalMetrics(into: &page)
+        self.deliveryMetrics(destinations, nowMs: nowMs, into: &page)
+        return page.text
+    }
+
+    private func journalMetrics(into page: inout PrometheusText) {
+        let usage = self.journal.diskUsage()
+        let metrics = self.journal.metrics
+        page.gauge("portout_journal_bytes", help: "Bytes of journal segments on disk.", samples: [([], Double(usage.bytes))])
+        page.gauge("portout_journal_segments", help: "Journal segment files on disk.", samples: [([], Double(usage.segments))])
+        page.counter(
+            "portout_journal_records_written_total", help: "Records written to the journal since start.",
+            value: metrics.recordsWritten.value)
+        page.counter(
+            "portout_journal_bytes_written_total", help: "Bytes written to the journal since start, framing included.",
+            value: metrics.bytesWritten.value)
+        page.histogram("portout_journal_fsync_seconds", help: "Duration of each journal fdatasync.", metrics.syncDuration)
+        page.histogram(
+            "portout_journal_group_commit_records", help: "Records written in one journal batch.", metrics.groupCommitRecords)
+    }
+
+    private func deliveryMetrics(_ destinations: [DestinationStatistics], nowMs: Int64, into page: inout PrometheusText) {
+        let labelNames = ["tenant", "destination"]
+        func gauge(_ name: String, _ help: String, _ value: (DestinationStatistics) -> Double) {
+            page.gauge(
+                name, help: help, labelNames: labelNames,
+                samples: destinations.map { ([$0.tenant, $0.destination], value($0)) })
+        }
+        page.counter(self.engine.metrics.attempts)
+        page.counter(
+            "portout_delivery_retries_total", help: "Failed delivery attempts that were scheduled again.",
+            labelNames: labelNames, samples: destinations.map { ([$0.tenant, $0.destination], Double($0.retries)) })
+        page.counter(
+            "portout_dead_letters_total", help: "Deliveries that gave up and were dead-lettered.",
+            labelNames: labelNames, samples: destinations.map { ([$0.tenant, $0.destination], Double($0.deadLettered)) })
+        gauge("portout_delivery_queue_depth", "Deliveries not yet settled, in flight included.") { Double($0.pending) }
+        gauge("portout_delivery_in_flight", "Delivery attempts in flight.") { Double($0.inFlight) }
+        gauge(
+            "portout_delivery_oldest_pending_age_seconds",
+            "Seconds since the oldest unsettled delivery's event was accepted; 0 when none is pending."
+        ) { statistics in
+            statistics.oldestPendingAcceptedAtMs.map { Double(max(0, nowMs - $0)) / 1000 } ?? 0
+        }
+        gauge("portout_delivery_consecutive_failures", "Failed attempts since the destination's last success.") {
+            Double($0.consecutiveFailures)
+        }
+        page.gauge(
+            "portout_destination_mode", help: "1 for the destination's current mode: active, paused or disabled.",
+            labelNames: ["tenant", "destination", "mode"],
+            samples: destinations.flatMap { statistics in
+                DestinationMode.allCases.map { ([statistics.tenant, statistics.destination, $0.rawValue], statistics.mode == $0 ? 1 : 0) }
+            })
+        gauge("portout_destination_breaker_open", "1 while the destination gets one delivery at a time after failures.") {
+            $0.isBreakerOpen ? 1 : 0
+        }
+        page.histogram(self.engine.metrics.duration)
+    }
+}

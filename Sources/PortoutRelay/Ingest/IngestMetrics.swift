@@ -1,0 +1,46 @@
+import PortoutCore
+
+/// Webhook intake counts, by tenant.
+final class IngestMetrics: Sendable {
+    let requests = CounterFamily(
+        name: "portout_webhook_requests_total",
+        help: "Webhook requests by tenant and outcome: accepted, duplicate, signatureFailed, invalid, unavailable, unknownTenant.",
+        labelNames: ["tenant", "outcome"])
+    let signatureFailures = CounterFamily(
+        name: "portout_signature_failures_total", help: "Webhooks rejected with 401 for a missing, wrong or expired signature.",
+        labelNames: ["tenant"])
+    let duplicates = CounterFamily(
+        name: "portout_duplicate_events_total", help: "Webhooks that got 200 because their port out and status were accepted before.",
+        labelNames: ["tenant"])
+    let staleEvents = CounterFamily(
+        name: "portout_stale_events_total",
+        help: "Accepted events whose status did not move their port out forward; journaled, not forwarded by default.",
+        labelNames: ["tenant"])
+
+    /// The counters of one tenant, looked up once so that the request path takes no lock for them.
+    struct TenantCounters: Sendable {
+        let accepted: Counter
+        let duplicate: Counter
+        let signatureFailed: Counter
+        let invalid: Counter
+        let unavailable: Counter
+        let signatureFailures: Counter
+        let duplicates: Counter
+        let stale: Counter
+    }
+
+    func counters(tenant: String) -> TenantCounters {
+        TenantCounters(
+            accepted: self.requests.labels(tenant, "accepted"), duplicate: self.requests.labels(tenant, "duplicate"),
+            signatureFailed: self.requests.labels(tenant, "signatureFailed"),
+            invalid: self.requests.labels(tenant, "invalid"), unavailable: self.requests.labels(tenant, "unavailable"),
+            signatureFailures: self.signatureFailures.labels(tenant), duplicates: self.duplicates.labels(tenant),
+            stale: self.staleEvents.labels(tenant))
+    }
+
+    /// Counts a request for a tenant that is not configured. The path's tenant is not used as a label, since any
+    /// client could create label values with it.
+    func countUnknownTenant() {
+        self.requests.labels("", "unknownTenant").increment()
+    }
+}

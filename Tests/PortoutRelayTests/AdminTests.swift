@@ -1,0 +1,203 @@
+import Foundation
+import PortoutCore
+import PortoutTestSupport
+import Synchronization
+import Testing
+
+@testable import PortoutRelay
+
+/// The admin listener: authentication, metrics, and destination pause, resume, breaker, 410 and rate limit.
+@Suite(.serialized)
+struct AdminTests {
+    static let token = "admin-token-for-tests-0001"
+    static let tokenConfig = #""admin": {"listen": "127.0.0.1:0", "token": "\#(token)"}"#
+
+    static func destination(_ url: String, extra: String = "") -> String {
+        DeliveryTests.destination(url, retrySchedule: "[0.3]", maxAttempts: 50, extra: extra)
+    }
+
+    static func admin(
+        _ harness: RelayHarness, _ method: String, _ path: String, token: String? = AdminTests.token, body: String = ""
+    ) throws -> LoopbackClient.Response {
+        let client = try LoopbackClient(port: harness.adminPort)
+        var headers: [(String, String)] = []
+        if let token {
+            headers.append(("Authorization", "Bearer \(token)"))
+        }
+        if !body.isEmpty {
+            headers.append(("Content-Type", "application/json"))
+        }
+        return try #require(client.request(method, path, headers: headers, body: Array(body.utf8)))
+    }
+
+    static func destinationState(_ harness: RelayHarness, tenant: String = "t1", id: String = "d1") throws -> JSONObject {
+        try #require(try Self.admin(harness, "GET", "/admin/destinations/\(tenant)/\(id)").json?.objectValue)
+    }
+
+    @Test func adminRequiresItsToken() throws {
+        let harness = try RelayHarness(extra: Self.tokenConfig)
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "GET", "/metrics", token: nil).status == 401)
+        #expect(try Self.admin(harness, "GET", "/admin/destinations", token: "wrong-token-wrong-token").status == 401)
+        #expect(try Self.admin(harness, "GET", "/no/such/path", token: nil).status == 401)
+        #expect(try Self.admin(harness, "GET", "/metrics").status == 200)
+        #expect(try Self.admin(harness, "GET", "/no/such/path").status == 404)
+        let wrongMethod = try Self.admin(harness, "DELETE", "/admin/destinations")
+        #expect(wrongMethod.status == 405)
+        #expect(wrongMethod.header("Allow") == "GET, HEAD")
+        // The webhook listener serves no admin paths.
+        #expect(try harness.client().request("GET", "/metrics")?.status == 404)
+    }
+
+    @Test func metricsPassPromtool() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url), extra: Self.tokenConfig)
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_m", status: "initiated")).status == 202)
+        #expect(try harness.post(Events.portOut("pout_m", status: "initiated")).status == 200)
+        #expect(try harness.post(Events.portOut("pout_m", status: "issued")).status == 202)
+        #expect(try harness.post(Events.portOut("pout_m", status: "issued"), secret: "whsec_d3Jvbmc=").status == 401)
+        // Processing after issued is stale: journaled and counted, not delivered.
+        #expect(try harness.post(Events.portOut("pout_m", status: "processing")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 2 })
+
+        let response = try Self.admin(harness, "GET", "/metrics")
+        #expect(response.status == 200)
+        #expect(response.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8")
+        let text = String(decoding: response.body, as: UTF8.self)
+        let lines = Set(text.split(separator: "\n").map(String.init))
+        #expect(lines.contains(#"portout_webhook_requests_total{tenant="t1",outcome="accepted"} 3"#))
+        #expect(lines.contains(#"portout_webhook_requests_total{tenant="t1",outcome="duplicate"} 1"#))
+        #expect(lines.contains(#"portout_webhook_requests_total{tenant="t1",outcome="signatureFailed"} 1"#))
+        #expect(lines.contains(#"portout_signature_failures_total{tenant="t1"} 1"#))
+        #expect(lines.contains(#"portout_stale_events_total{tenant="t1"} 1"#))
+        #expect(lines.contains(
+            #"portout_delivery_attempts_total{tenant="t1",destination="d1",outcome="delivered",status_class="2xx"} 2"#))
+        #expect(lines.contains(#"portout_delivery_queue_depth{tenant="t1",destination="d1"} 0"#))
+        #expect(lines.contains(#"portout_destination_mode{tenant="t1",destination="d1",mode="active"} 1"#))
+        #expect(lines.contains(#"portout_delivery_duration_seconds_count{tenant="t1",destination="d1"} 2"#))
+        let syncCount = lines.first { $0.hasPrefix("portout_journal_fsync_seconds_count ") }
+        #expect(syncCount != nil)
+        #expect(syncCount?.hasSuffix(" 0") == false)
+        #expect(lines.contains { $0.hasPrefix("portout_journal_bytes ") })
+
+        let directory = harness.directory
+        let page = directory.file("metrics.txt")
+        try text.write(toFile: page, atomically: true, encoding: .utf8)
+        let promtool = try #require(Self.promtool(), "promtool is missing; make test fetches it into .build/tools")
+        let (status, output) = runProgramCapturingOutput(promtool, ["check", "metrics"], inputPath: page)
+        #expect(status == 0, "promtool check metrics: \(output)")
+    }
+
+    static func promtool() -> String? {
+        let bundled = CarrierFeedTests.repositoryRoot + "/.build/tools/promtool"
+        if FileManager.default.isExecutableFile(atPath: bundled) {
+            return bundled
+        }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        return path.split(separator: ":").map { "\($0)/promtool" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    @Test func pauseHoldsDeliveriesAcrossRestartAndResumeSendsThemInOrder() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url), extra: Self.tokenConfig)
+        defer { harness.finish() }
+        let paused = try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", body: #"{"reason": "billing upgrade"}"#)
+        #expect(paused.status == 200)
+        #expect(paused.json?.objectValue?["mode"] == "paused")
+        #expect(paused.json?.objectValue?["modeReason"] == "billing upgrade")
+        for status in ["initiated", "processing", "issued"] {
+            #expect(try harness.post(Events.portOut("pout_p", status: status)).status == 202)
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.isEmpty)
+        #expect(try Self.destinationState(harness)["queueDepth"] == 3)
+
+        try harness.restart()
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.isEmpty)
+        let restored = try Self.destinationState(harness)
+        #expect(restored["mode"] == "paused")
+        #expect(restored["queueDepth"] == 3)
+        #expect((restored["oldestPendingAgeSeconds"]?.numberValue ?? -1) >= 0)
+
+        let resumed = try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume")
+        #expect(resumed.status == 200)
+        #expect(resumed.json?.objectValue?["mode"] == "active")
+        #expect(waitUntil { sink.received.count == 3 })
+        #expect(sink.received.map(\.status) == ["initiated", "processing", "issued"])
+    }
+
+    @Test func pauseOfUnknownDestinationIsNotFound() throws {
+        let harness = try RelayHarness(extra: Self.tokenConfig)
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/nope/pause").status == 404)
+        #expect(try Self.admin(harness, "GET", "/admin/destinations/t9/d1").status == 404)
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/nope/pause", body: "[1]").status == 400)
+    }
+
+    @Test func breakerSendsOneAtATimeUntilSuccess() throws {
+        let failures = 10
+        let sink = try RecordingSink { index, _ in
+            .init(status: index < failures ? 503 : 204, delaySeconds: 0.1)
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(
+            destinations: Self.destination(sink.url, extra: #""concurrency": 4, "breakerThreshold": 2"#))
+        defer { harness.finish() }
+        for index in 0..<6 {
+            #expect(try harness.post(Events.portOut("pout_b\(index)", status: "initiated")).status == 202)
+        }
+        #expect(waitUntil(timeoutSeconds: 20) { harness.relay!.deliveryStatistics().first?.delivered == 6 })
+        let received = sink.received
+        // Before the breaker opened, attempts overlapped.
+        #expect(received.prefix(4).map(\.activeAtArrival).max()! > 1)
+        // Two failures open it; from the seventh attempt until the first success, each went out alone.
+        for attempt in received[6...failures] {
+            #expect(attempt.activeAtArrival == 1)
+        }
+        let state = try Self.destinationState(harness)
+        #expect(state["breaker"] == "closed")
+        #expect(state["consecutiveFailures"] == 0)
+    }
+
+    @Test func goneDisablesDestinationUntilResumed() throws {
+        let sink = try RecordingSink { index, _ in .init(status: index == 0 ? 410 : 204) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url), extra: Self.tokenConfig)
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_g", status: "initiated")).status == 202)
+        #expect(waitUntil { (try? Self.destinationState(harness)["mode"]) == "disabled" })
+        #expect(try harness.post(Events.portOut("pout_g", status: "processing")).status == 202)
+        Thread.sleep(forTimeInterval: 0.8)
+        #expect(sink.received.count == 1)
+        let disabled = try Self.destinationState(harness)
+        #expect(disabled["queueDepth"] == 2)
+        #expect(disabled["modeReason"] == "destination answered 410 Gone")
+
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(waitUntil { sink.received.count == 3 })
+        #expect(sink.received.map(\.status) == ["initiated", "initiated", "processing"])
+        #expect(harness.relay!.deliveryStatistics().first?.deadLettered == 0)
+    }
+
+    @Test func rateLimitSpacesDeliveries() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url, extra: #""concurrency": 8, "rateLimit": 4"#))
+        defer { harness.finish() }
+        for index in 0..<9 {
+            #expect(try harness.post(Events.portOut("pout_rl\(index)", status: "initiated")).status == 202)
+        }
+        #expect(waitUntil(timeoutSeconds: 15) { sink.received.count == 9 })
+        let times = sink.received.map(\.atMs).sorted()
+        // At 4 a second with a burst of one, nine deliveries need at least two seconds; 100 ms allows for the
+        // sink's clock reading each arrival late.
+        #expect(times.last! - times.first! >= 1900)
+        for (earlier, later) in zip(times, times.dropFirst()) {
+            #expect(later - earlier >= 150)
+        }
+    }
+}
