@@ -69,7 +69,7 @@ extension DeliveryEngine {
         curl_multi_wakeup(self.loop.multi)
         guard let controlFile = self.controlFile else { return nil }
         do {
-            try controlFile.save(Array(self.loop.destinations.values))
+            try controlFile.save(Array(self.loop.destinations.values) + Array(self.loop.detached.values))
             return nil
         } catch {
             self.logger.error(

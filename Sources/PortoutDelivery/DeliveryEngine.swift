@@ -56,14 +56,7 @@ public final class DeliveryEngine: Sendable {
         }
         self.loop = DeliveryLoop(destinations: destinations)
         self.restoreModes()
-        self.counters.withLock { counters in
-            for (key, runtime) in destinations {
-                var statistics = DestinationStatistics(tenant: runtime.tenant, destination: runtime.config.id)
-                statistics.mode = runtime.mode
-                statistics.modeReason = runtime.modeReason
-                counters[key] = statistics
-            }
-        }
+        self.publishCounters()
     }
 
     static func key(tenant: String, destination: String) -> String {
@@ -169,7 +162,7 @@ public final class DeliveryEngine: Sendable {
     private func enqueue(_ deliveries: [PendingDelivery]) {
         for delivery in deliveries {
             let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
-            guard let destination = self.loop.destinations[key] else {
+            guard let destination = self.loop.runtime(key) else {
                 self.logger.warning(
                     "delivery skipped",
                     [
@@ -257,7 +250,8 @@ public final class DeliveryEngine: Sendable {
                 result = .transportError(String(cString: curl_easy_strerror(code)))
             }
             let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
-            let destination = self.loop.destinations[key]!
+            // A transfer belongs to a configured or detached destination, since detaching keeps in-flight ones.
+            let destination = self.loop.runtime(key)!
             let now = WallClock.milliseconds()
             self.metrics.duration.labels(delivery.tenant, delivery.destination)
                 .observe(Double(now - transfer.startedAtMs) / 1000)

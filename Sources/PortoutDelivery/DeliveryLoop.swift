@@ -8,11 +8,19 @@ import PortoutJournal
 /// members are confined to the delivery thread, so the class is `@unchecked Sendable`.
 final class DeliveryLoop: @unchecked Sendable {
     let multi: UnsafeMutableRawPointer
-    let destinations: [String: DestinationRuntime]
+    var destinations: [String: DestinationRuntime]
+    /// Destinations removed by a configuration reload, with the deliveries they still had. Nothing is started for
+    /// them; attempts in flight at the reload settle here, and a later reload that adds one back takes it over.
+    var detached: [String: DestinationRuntime] = [:]
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var idle: [CurlTransfer] = []
     /// Attempt records settled in the current pass, journaled together at its end.
     var outcomes: [JournalRecord] = []
+
+    /// Returns the runtime of a configured or detached destination.
+    func runtime(_ key: String) -> DestinationRuntime? {
+        self.destinations[key] ?? self.detached[key]
+    }
 
     init(destinations: [String: DestinationRuntime]) {
         CurlGlobal.initialise()
@@ -21,8 +29,13 @@ final class DeliveryLoop: @unchecked Sendable {
         }
         self.multi = multi
         self.destinations = destinations
-        let connections = destinations.values.reduce(0) { $0 + $1.config.concurrency }
-        _ = portout_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(16, connections))
+        self.updateConnectionLimit()
+    }
+
+    /// Lets libcurl keep as many idle connections as the destinations may use at once.
+    func updateConnectionLimit() {
+        let connections = self.destinations.values.reduce(0) { $0 + $1.config.concurrency }
+        _ = portout_curl_multi_setopt_long(self.multi, CURLMOPT_MAXCONNECTS, max(16, connections))
     }
 
     deinit {

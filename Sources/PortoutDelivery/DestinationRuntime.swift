@@ -29,6 +29,19 @@ final class DestinationRuntime {
         self.rateLimiter = config.rateLimit.map { RateLimiter(perSecond: $0) }
     }
 
+    /// Creates the runtime of a reconfigured destination, keeping the queue, mode and failure count of `previous`.
+    convenience init(config: DestinationConfig, takingOver previous: DestinationRuntime) {
+        self.init(tenant: previous.tenant, config: config)
+        self.queue = previous.queue
+        self.mode = previous.mode
+        self.modeReason = previous.modeReason
+        self.modeChangedAtMs = previous.modeChangedAtMs
+        self.consecutiveFailures = previous.consecutiveFailures
+        if config.rateLimit == previous.config.rateLimit {
+            self.rateLimiter = previous.rateLimiter
+        }
+    }
+
     /// Whether a run of failures has reached the breaker threshold, so attempts go out one at a time.
     var isBreakerOpen: Bool {
         self.consecutiveFailures >= self.config.breakerThreshold

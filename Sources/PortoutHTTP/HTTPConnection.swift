@@ -220,7 +220,7 @@ final class HTTPConnection: EventLoopHandler {
     /// Sends the response to the request being handled. Called on the loop thread.
     func send(_ response: HTTPResponse) {
         guard self.phase == .handling else { return }
-        let close = response.closeConnection || !self.keepAlive
+        let close = response.closeConnection || !self.keepAlive || self.owner.isDraining
         var response = response
         if self.isHTTP10 && !close {
             response.headers.add(name: "Connection", value: "keep-alive")
@@ -324,6 +324,16 @@ final class HTTPConnection: EventLoopHandler {
             self.send(HTTPResponse(error: error, closeConnection: true))
         default:
             // A client that stopped reading its responses, or one that never closed after the final response.
+            self.close()
+        }
+    }
+
+    /// Closes the connection now if it is between requests with nothing buffered. Otherwise the connection closes
+    /// after responding to the request under way, or to a request already in the buffer.
+    func drain() {
+        let isIdle = self.phase == .awaitingRequest && self.received.isEmpty
+        // A closing connection with its last response written waits only for the client's close.
+        if (isIdle || self.phase == .closing) && self.outbound.isEmpty {
             self.close()
         }
     }

@@ -99,6 +99,24 @@ public final class HTTPServer: Sendable {
         return port
     }
 
+    /// Stops accepting and waits up to `timeoutMs` for responses to the requests already read. Each connection
+    /// closes after its last response. Returns the connections still open when the time ran out, which
+    /// `shutdown` then closes.
+    @discardableResult
+    public func drain(timeoutMs: Int64) -> Int {
+        let loops = self.state.withLock { $0.loops }
+        for connections in loops {
+            connections.loop.execute {
+                connections.beginDraining()
+            }
+        }
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, timeoutMs)) * 1_000_000
+        while self.connectionCount > 0 && DispatchTime.now().uptimeNanoseconds < deadline {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return self.connectionCount
+    }
+
     /// Closes the listeners and every connection, then waits for the loop threads to end.
     public func shutdown() {
         let (loops, finished) = self.state.withLock { state -> ([LoopConnections], [DispatchSemaphore]) in

@@ -12,6 +12,8 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
     private var connections: [UInt64: HTTPConnection] = [:]
     private var nextID: UInt64 = 1
     let dateCache = HTTPDate.Cache()
+    /// Set once the server stops accepting: every connection closes after its current response.
+    private(set) var isDraining = false
 
     init(loop: EventLoop, listener: Int32, server: HTTPServer) {
         self.loop = loop
@@ -91,9 +93,23 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
         }
     }
 
-    func closeAll() {
+    /// Stops accepting and lets each connection finish the requests it has read, closing it after the response.
+    /// Idle connections close at once.
+    func beginDraining() {
+        guard !self.isDraining else { return }
+        self.isDraining = true
         self.loop.deregister(self.listener)
         Socket.close(self.listener)
+        for connection in Array(self.connections.values) {
+            connection.drain()
+        }
+    }
+
+    func closeAll() {
+        if !self.isDraining {
+            self.loop.deregister(self.listener)
+            Socket.close(self.listener)
+        }
         for connection in Array(self.connections.values) {
             self.remove(connection)
         }

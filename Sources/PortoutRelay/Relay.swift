@@ -3,23 +3,27 @@ import PortoutCore
 import PortoutDelivery
 import PortoutHTTP
 import PortoutJournal
+import Synchronization
 
 /// A running relay: journal, delivery engine and HTTP server, started from one configuration.
 public final class Relay: Sendable {
-    public let config: RelayConfig
+    let currentConfig: Mutex<RelayConfig>
     private let journal: Journal
-    private let engine: DeliveryEngine
+    let ingestor: Ingestor
+    let readAPI: PortOutReadAPI
+    let adminSettings: AdminRequestHandler.AdminSettings
+    let engine: DeliveryEngine
     private let server: HTTPServer
     private let adminServer: HTTPServer
     private let upstreamClient: HTTPClient
-    private let logger: Logger
+    let logger: Logger
     public let port: Int
     /// The admin listener's port, which differs from the configured one when that was 0.
     public let adminPort: Int
 
     /// Recovers the journal, rebuilds dedupe state, resumes unsettled deliveries and starts listening.
     public init(config: RelayConfig, logger: Logger) throws {
-        self.config = config
+        self.currentConfig = Mutex(config)
         self.logger = logger
         let startedAt = WallClock.milliseconds()
         let journalDirectory = config.dataDir + "/journal"
@@ -40,7 +44,7 @@ public final class Relay: Sendable {
                 unsettled.apply(attempt)
             }
         }
-        let pending = unsettled.pendingDeliveries()
+        let pending = Self.configuredOnly(unsettled.pendingDeliveries(), config: config, logger: logger)
         logger.info(
             "state rebuilt",
             [
@@ -72,10 +76,11 @@ public final class Relay: Sendable {
             logger: logger)
         let metricsPage = MetricsPage(
             ingest: ingestMetrics, journal: journal, engine: engine, server: server, startedAtMs: startedAt)
+        let adminSettings = AdminRequestHandler.AdminSettings(config.admin)
         let adminServer = HTTPServer(
             configuration: HTTPServer.Configuration(
                 host: config.admin.listen.host, port: config.admin.listen.port, eventLoops: 1, limits: Limits()),
-            handler: AdminRequestHandler(config: config.admin, engine: engine, metrics: metricsPage, logger: logger),
+            handler: AdminRequestHandler(settings: adminSettings, engine: engine, metrics: metricsPage, logger: logger),
             logger: logger)
         do {
             self.port = try server.start()
@@ -92,6 +97,9 @@ public final class Relay: Sendable {
             throw error
         }
         self.adminServer = adminServer
+        self.adminSettings = adminSettings
+        self.ingestor = ingestor
+        self.readAPI = readAPI
         self.upstreamClient = upstreamClient
         self.journal = journal
         self.engine = engine
@@ -104,25 +112,67 @@ public final class Relay: Sendable {
              "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current)])
     }
 
+    /// Drops unsettled deliveries to destinations that are no longer configured, logging one line per destination.
+    /// They stay unsettled in the journal, so a start with the destination configured again sends them.
+    private static func configuredOnly(
+        _ deliveries: [PendingDelivery], config: RelayConfig, logger: Logger
+    ) -> [PendingDelivery] {
+        var configured = Set<String>()
+        for tenant in config.tenants {
+            for destination in tenant.destinations {
+                configured.insert(tenant.id + "/" + destination.id)
+            }
+        }
+        var unconfigured: [String: Int] = [:]
+        let kept = deliveries.filter { delivery in
+            let key = delivery.tenant + "/" + delivery.destination
+            guard configured.contains(key) else {
+                unconfigured[key, default: 0] += 1
+                return false
+            }
+            return true
+        }
+        for (destination, count) in unconfigured.sorted(by: { $0.key < $1.key }) {
+            logger.warning(
+                "unsettled deliveries for a destination that is not configured",
+                ["destination": .string(destination), "pending": .number(Double(count)),
+                 "action": "kept in the journal; they go out after a start with the destination configured"])
+        }
+        return kept
+    }
+
     /// Estimates the events in an existing journal from its size, so the dedupe maps are sized once instead of
     /// rehashing as replay grows them. Records are rarely under 400 bytes, so this rarely overshoots.
     private static func estimatedEvents(journalDirectory: String) -> Int {
         Journal.diskUsage(directory: journalDirectory).bytes / 400
     }
 
+    /// The configuration in effect, which a reload may have replaced.
+    public var config: RelayConfig {
+        self.currentConfig.withLock { $0 }
+    }
+
     public func deliveryStatistics() -> [DestinationStatistics] {
         self.engine.statistics()
     }
 
-    /// Stops accepting, writes what the journal has queued and stops delivering. Nothing acknowledged is lost
-    /// because unsettled deliveries resume from the journal at the next start.
-    public func shutdown() {
+    /// Stops accepting, responds to the requests already read, gives deliveries in flight the rest of
+    /// `graceSeconds` (default: the configured `shutdownGraceSeconds`), then writes what the journal has queued.
+    /// Nothing acknowledged is lost: deliveries still unsettled resume from the journal at the next start.
+    public func shutdown(graceSeconds: Int? = nil) {
+        let graceMs = Int64(graceSeconds ?? self.config.shutdownGraceSeconds) * 1000
+        let deadline = WallClock.milliseconds() + graceMs
+        self.adminServer.drain(timeoutMs: graceMs)
+        let unanswered = self.server.drain(timeoutMs: graceMs)
         self.adminServer.shutdown()
         self.server.shutdown()
         self.upstreamClient.shutdown()
-        self.engine.shutdown()
+        self.engine.shutdown(graceMs: max(0, deadline - WallClock.milliseconds()))
         self.journal.close()
-        self.logger.info("relay stopped", [:])
+        let pending = self.engine.statistics().reduce(0) { $0 + $1.pending }
+        self.logger.info(
+            "relay stopped",
+            ["connectionsCut": .number(Double(unanswered)), "unsettledDeliveries": .number(Double(pending))])
     }
 }
 

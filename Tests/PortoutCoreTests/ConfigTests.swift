@@ -66,10 +66,12 @@ struct ConfigTests {
         }
         setenv("PORTOUT_GIGS_READ_KEY", "deploy-example-read-key", 1)
         setenv("PORTOUT_GIGS_CARRIER_KEY", "deploy-example-carrier-key", 1)
+        setenv("PORTOUT_ADMIN_TOKEN", "deploy-example-admin-token", 1)
         let config = try RelayConfig.load(path: root.path + "/deploy/config.example.json")
         #expect(config.dataDir == "/var/lib/portout-relay")
         #expect(config.tenants.first?.destinations.count == 2)
         #expect(config.tenants.first?.upstream?.baseURL == "https://api.gigs.com")
+        #expect(config.admin.token?.source == "env PORTOUT_ADMIN_TOKEN")
     }
 
     @Test func sharedReadKeyRejected() {

@@ -198,4 +198,25 @@ struct HTTPServerTests {
         #expect(client.readResponse()?.status == 200)
         #expect(client.isClosedByServer())
     }
+
+    @Test func drainAnswersRequestsAlreadyRead() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let port = server.port
+        let busy = try LoopbackClient(port: port)
+        let idle = try LoopbackClient(port: port)
+        #expect(idle.request("GET", "/warm")?.status == 200)
+        busy.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        Thread.sleep(forTimeInterval: 0.05)
+        let remaining = server.drain(timeoutMs: 5000)
+        #expect(remaining == 0)
+        // The request under way was answered, and its response said the connection closes.
+        let response = busy.readResponse()
+        #expect(response?.status == 200)
+        #expect(response?.header("Connection") == "close")
+        #expect(busy.isClosedByServer())
+        // The idle keep-alive connection was closed, and the listener no longer accepts.
+        #expect(idle.isClosedByServer())
+        #expect((try? LoopbackClient(port: port)) == nil)
+    }
 }

@@ -18,13 +18,23 @@ final class RelayHarness {
     /// Starts a relay whose `tenants` array is `tenantsJSON`; `extra` adds top-level members.
     init(tenantsJSON: String, extra: String = "", directory: TemporaryDirectory = TemporaryDirectory()) throws {
         self.directory = directory
-        self.configText = """
-            {"listen": "127.0.0.1:0", "dataDir": "\(directory.path)/data", "logLevel": "error", "eventLoops": 2,
-             \(extra.contains("\"admin\"") ? "" : #""admin": {"listen": "127.0.0.1:0"},"#)
-             \(extra.isEmpty ? "" : extra + ",")
-             "tenants": \(tenantsJSON)}
-            """
+        self.configText = Self.configText(tenantsJSON: tenantsJSON, extra: extra, directory: directory)
         try self.start()
+    }
+
+    static func configText(tenantsJSON: String, extra: String = "", directory: TemporaryDirectory) -> String {
+        """
+        {"listen": "127.0.0.1:0", "dataDir": "\(directory.path)/data", "logLevel": "error", "eventLoops": 2,
+         \(extra.contains("\"admin\"") ? "" : #""admin": {"listen": "127.0.0.1:0"},"#)
+         \(extra.isEmpty ? "" : extra + ",")
+         "tenants": \(tenantsJSON)}
+        """
+    }
+
+    /// Parses a configuration for this harness's directory, for reload tests.
+    func config(tenantsJSON: String, extra: String = "") throws -> RelayConfig {
+        let text = Self.configText(tenantsJSON: tenantsJSON, extra: extra, directory: self.directory)
+        return try RelayConfig.parse(Array(text.utf8), file: "test", baseDirectory: self.directory.path)
     }
 
     /// One tenant `t1` with projects `acme-mobile` and `brit-tel` and the given destinations JSON array.
@@ -59,8 +69,9 @@ final class RelayHarness {
         self.relay!.adminPort
     }
 
-    func stop() {
-        self.relay?.shutdown()
+    /// Stops the relay; without a grace period, connections are cut and in-flight deliveries abandoned at once.
+    func stop(graceSeconds: Int = 0) {
+        self.relay?.shutdown(graceSeconds: graceSeconds)
         self.relay = nil
     }
 

@@ -32,7 +32,7 @@ extension RelayConfig {
 extension ConfigReader {
     static let topLevelKeys: Set<String> = [
         "listen", "dataDir", "logLevel", "eventLoops", "limits", "journal", "dedupe", "delivery", "tenants",
-        "admin",
+        "admin", "shutdownGraceSeconds",
     ]
 
     mutating func relayConfig(_ document: JSONValue, baseDirectory: String) -> RelayConfig? {
@@ -61,6 +61,7 @@ extension ConfigReader {
             }
         }
         let eventLoops = self.integer(root, "eventLoops", "$", default: 2, range: 1...64)
+        let shutdownGraceSeconds = self.integer(root, "shutdownGraceSeconds", "$", default: 10, range: 0...3600)
         let limits = self.limits(root["limits"])
         let journal = self.journalSettings(root["journal"])
         let dedupe = self.dedupeSettings(root["dedupe"])
@@ -86,7 +87,8 @@ extension ConfigReader {
         }
         return RelayConfig(
             listen: listen, dataDir: dataDir, logLevel: logLevel, eventLoops: eventLoops, limits: limits,
-            journal: journal, dedupe: dedupe, delivery: delivery, tenants: tenants, admin: admin)
+            journal: journal, dedupe: dedupe, delivery: delivery, tenants: tenants, admin: admin,
+            shutdownGraceSeconds: shutdownGraceSeconds)
     }
 
     mutating func limits(_ value: JSONValue?) -> Limits {

@@ -12,6 +12,8 @@ public struct RelayConfig: Sendable {
     public var delivery: DeliveryDefaults
     public var tenants: [TenantConfig]
     public var admin: AdminConfig
+    /// Seconds that SIGTERM or SIGINT gives requests already read and deliveries in flight to finish.
+    public var shutdownGraceSeconds: Int
 
     public func tenant(_ id: String) -> TenantConfig? {
         self.tenants.first { $0.id == id }
@@ -138,5 +140,16 @@ public struct DestinationConfig: Sendable {
             guard let status, statuses.contains(status) else { return false }
         }
         return true
+    }
+}
+
+extension DestinationConfig: Equatable {
+    /// Compares every setting; headers compare in order, since they are sent in order.
+    public static func == (lhs: DestinationConfig, rhs: DestinationConfig) -> Bool {
+        lhs.id == rhs.id && lhs.url == rhs.url && lhs.secret == rhs.secret && lhs.statuses == rhs.statuses
+            && lhs.types == rhs.types && lhs.headers.map(\.name) == rhs.headers.map(\.name)
+            && lhs.headers.map(\.value) == rhs.headers.map(\.value) && lhs.timeoutMs == rhs.timeoutMs
+            && lhs.concurrency == rhs.concurrency && lhs.retry == rhs.retry && lhs.deliverStale == rhs.deliverStale
+            && lhs.breakerThreshold == rhs.breakerThreshold && lhs.rateLimit == rhs.rateLimit
     }
 }

@@ -25,14 +25,23 @@ public enum LogLevel: String, Sendable, CaseIterable, Comparable {
 ///
 /// The message text is a constant such as `"webhook rejected"`; values go in fields with camelCase keys
 /// (`tenant`, `destination`, `portOut`, `event`). Callers must never pass a secret, signature or account number.
-/// Safe to use from any thread.
+/// Safe to use from any thread. Copies of a logger share its level, so `setLevel` changes it for all of them.
 public struct Logger: Sendable {
-    public let level: LogLevel
     private let sink: LogSink
+    private let sharedLevel: SharedLogLevel
 
     public init(level: LogLevel, sink: LogSink = .standardError) {
-        self.level = level
         self.sink = sink
+        self.sharedLevel = SharedLogLevel(level)
+    }
+
+    public var level: LogLevel {
+        self.sharedLevel.level
+    }
+
+    /// Changes the level of this logger and of every copy of it, as a configuration reload does.
+    public func setLevel(_ level: LogLevel) {
+        self.sharedLevel.set(level)
     }
 
     public func debug(_ message: String, _ fields: KeyValuePairs<String, JSONValue> = [:]) {
@@ -123,5 +132,22 @@ public final class LogSink: Sendable {
         }
         writer.appendRaw("}\n")
         self.writer(writer.bytes)
+    }
+}
+
+/// A log level on the heap, so that copies of a `Logger` share it.
+final class SharedLogLevel: Sendable {
+    private let index: Atomic<Int>
+
+    init(_ level: LogLevel) {
+        self.index = Atomic(LogLevel.allCases.firstIndex(of: level)!)
+    }
+
+    var level: LogLevel {
+        LogLevel.allCases[self.index.load(ordering: .relaxed)]
+    }
+
+    func set(_ level: LogLevel) {
+        self.index.store(LogLevel.allCases.firstIndex(of: level)!, ordering: .relaxed)
     }
 }

@@ -2,16 +2,18 @@ import PortoutCore
 import PortoutCrypto
 import PortoutHTTP
 import PortoutJournal
+import Synchronization
 
 /// `GET /projects/{project}/portOuts` and `GET /projects/{project}/portOuts/{portOut}`, in the carrier's API
 /// shape, served from the port outs the relay has accepted.
 ///
 /// Requests carry `Authorization: Bearer <key>` with one of a tenant's `apiKeys`, and see only that tenant's
 /// projects: a project of another tenant gets 404 exactly like a project that does not exist.
-struct PortOutReadAPI: Sendable {
+final class PortOutReadAPI: Sendable {
     let store: PortOutStore
     let logger: Logger
-    private let keys: [(key: [UInt8], tenant: TenantConfig)]
+    /// Each API key with its tenant; replaced whole by a configuration reload.
+    private let keys: Mutex<[(key: [UInt8], tenant: TenantConfig)]>
 
     static let defaultStatuses: Set<PortOutStatus> = [.initiated, .processing, .issued]
     static let maxLimit = 200
@@ -20,7 +22,17 @@ struct PortOutReadAPI: Sendable {
     init(tenants: [TenantConfig], store: PortOutStore, logger: Logger) {
         self.store = store
         self.logger = logger
-        self.keys = tenants.flatMap { tenant in tenant.apiKeys.map { (Array($0.value.utf8), tenant) } }
+        self.keys = Mutex(Self.keys(of: tenants))
+    }
+
+    private static func keys(of tenants: [TenantConfig]) -> [(key: [UInt8], tenant: TenantConfig)] {
+        tenants.flatMap { tenant in tenant.apiKeys.map { (Array($0.value.utf8), tenant) } }
+    }
+
+    /// Swaps in the keys and tenants of a reloaded configuration.
+    func reload(tenants: [TenantConfig]) {
+        let keys = Self.keys(of: tenants)
+        self.keys.withLock { $0 = keys }
     }
 
     /// Finds the tenant whose key the request carries, comparing every configured key in constant time.
@@ -31,7 +43,7 @@ struct PortOutReadAPI: Sendable {
         case .success(let token): presented = token
         }
         var found: TenantConfig?
-        for candidate in self.keys where ConstantTime.equals(candidate.key, presented) {
+        for candidate in self.keys.withLock({ $0 }) where ConstantTime.equals(candidate.key, presented) {
             found = candidate.tenant
         }
         guard let found else {

@@ -3,24 +3,42 @@ import PortoutCore
 import PortoutCrypto
 import PortoutDelivery
 import PortoutHTTP
+import Synchronization
 
 /// Routes requests on the admin listener: metrics and destination control.
 ///
 /// With `admin.token` set, every request needs `Authorization: Bearer <token>`. Without one, the listener is on
 /// loopback, which configuration checks, and requests are not authenticated.
 struct AdminRequestHandler: HTTPRequestHandler {
-    let config: AdminConfig
+    let settings: AdminSettings
     let engine: DeliveryEngine
     let metrics: MetricsPage
     let logger: Logger
-    private let token: [UInt8]?
 
-    init(config: AdminConfig, engine: DeliveryEngine, metrics: MetricsPage, logger: Logger) {
-        self.config = config
-        self.engine = engine
-        self.metrics = metrics
-        self.logger = logger
-        self.token = config.token.map { Array($0.value.utf8) }
+    /// The token and access-log switch, which a configuration reload may change while the listener stays.
+    final class AdminSettings: Sendable {
+        private let current: Mutex<(token: [UInt8]?, accessLog: Bool)>
+
+        init(_ config: AdminConfig) {
+            self.current = Mutex(Self.values(config))
+        }
+
+        private static func values(_ config: AdminConfig) -> (token: [UInt8]?, accessLog: Bool) {
+            (config.token.map { Array($0.value.utf8) }, config.accessLog)
+        }
+
+        var token: [UInt8]? {
+            self.current.withLock { $0.token }
+        }
+
+        var accessLog: Bool {
+            self.current.withLock { $0.accessLog }
+        }
+
+        func reload(_ config: AdminConfig) {
+            let values = Self.values(config)
+            self.current.withLock { $0 = values }
+        }
     }
 
     enum Route: Equatable {
@@ -73,8 +91,8 @@ struct AdminRequestHandler: HTTPRequestHandler {
 
     func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
         let startedAt = DispatchTime.now().uptimeNanoseconds
-        let respond: @Sendable (HTTPResponse) -> Void = { [config, logger] response in
-            if config.accessLog {
+        let respond: @Sendable (HTTPResponse) -> Void = { [settings, logger] response in
+            if settings.accessLog {
                 logger.info(
                     "admin request",
                     ["method": .string(request.head.method), "path": .string(String(request.head.path)),
@@ -160,7 +178,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
     }
 
     private func authenticate(_ headers: HTTPHeaders) -> Result<Void, APIError> {
-        guard let token = self.token else { return .success(()) }
+        guard let token = self.settings.token else { return .success(()) }
         switch BearerToken.presented(in: headers, hint: "Send Authorization: Bearer <admin.token>.") {
         case .failure(let error):
             return .failure(error)

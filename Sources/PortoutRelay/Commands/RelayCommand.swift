@@ -10,7 +10,8 @@ public enum RelayCommand {
 
         commands:
           serve [--config FILE] [--log-level LEVEL]
-                        run the relay (default config: ./config.json)
+                        run the relay (default config: ./config.json); SIGHUP reloads the file, SIGTERM and
+                        SIGINT stop it after the configured shutdownGraceSeconds
           check-config [--config FILE]
                         validate a configuration file and list every problem
           journal verify --data-dir DIR
@@ -76,22 +77,59 @@ public enum RelayCommand {
 
     private static func serve(_ arguments: ArraySlice<String>) throws -> Int32 {
         let options = try CommandArguments(arguments, valueOptions: ["--config", "--log-level"])
-        var config = try RelayConfig.load(path: options["--config"] ?? "config.json")
+        let path = options["--config"] ?? "config.json"
+        var levelOverride: LogLevel?
         if let levelName = options["--log-level"] {
             guard let level = LogLevel(rawValue: levelName) else {
                 throw UsageError("--log-level must be one of \(LogLevel.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            config.logLevel = level
+            levelOverride = level
         }
+        var config = try RelayConfig.load(path: path)
+        config.logLevel = levelOverride ?? config.logLevel
         let logger = Logger(level: config.logLevel)
-        // Signals are taken by a dispatch source instead of a handler, so shutdown runs as ordinary code.
+        // Signals are taken by a dispatch source instead of a handler, so shutdown and reload run as ordinary code.
+        self.unblockSignals([SIGTERM, SIGINT, SIGHUP])
         signal(SIGPIPE, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
+        signal(SIGHUP, SIG_IGN)
         let relay = try Relay(config: config, logger: logger)
+        let reloadSource = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "reload"))
+        reloadSource.setEventHandler {
+            self.reload(relay, path: path, levelOverride: levelOverride, logger: logger)
+        }
+        reloadSource.resume()
         self.waitForTermination(logger: logger)
+        reloadSource.cancel()
         relay.shutdown()
         return 0
+    }
+
+    /// Unblocks signals that a parent process may have left blocked, since a child inherits the signal mask and a
+    /// blocked SIGTERM would never reach the dispatch source. Runs before the relay starts its threads, which
+    /// inherit the mask in turn.
+    private static func unblockSignals(_ numbers: [Int32]) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for number in numbers {
+            sigaddset(&set, number)
+        }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
+    /// Re-reads the configuration file on SIGHUP. An invalid file changes nothing, and every problem is logged.
+    private static func reload(_ relay: Relay, path: String, levelOverride: LogLevel?, logger: Logger) {
+        logger.info("configuration reload requested", ["path": .string(path)])
+        do {
+            var config = try RelayConfig.load(path: path)
+            config.logLevel = levelOverride ?? config.logLevel
+            relay.reload(config)
+        } catch {
+            logger.error(
+                "configuration reload rejected; the running configuration is unchanged",
+                ["path": .string(path), "problems": .array(error.problems.map { .string($0.description) })])
+        }
     }
 
     private static func emulate(_ arguments: ArraySlice<String>) throws -> Int32 {
@@ -163,6 +201,7 @@ public enum RelayCommand {
         settings.generatedPortOuts = Int(try number("--port-outs", 0...10_000_000) ?? 0)
         settings.seed = options["--seed"].flatMap { UInt64($0) }
         let level = LogLevel(rawValue: options["--log-level"] ?? "info") ?? .info
+        self.unblockSignals([SIGTERM, SIGINT])
         signal(SIGPIPE, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)

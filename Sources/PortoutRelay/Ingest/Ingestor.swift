@@ -12,7 +12,8 @@ import Synchronization
 /// Thread-safety: called from every event-loop thread; shared state is behind `state`, and journal completions
 /// arrive on the journal's writer thread.
 final class Ingestor: Sendable {
-    private let tenants: [String: TenantIntake]
+    /// Replaced whole by a configuration reload; a request uses the tenant as it was when the request arrived.
+    private let tenants: Mutex<[String: TenantIntake]>
     private let journal: Journal
     private let engine: DeliveryEngine
     private let portOuts: PortOutStore
@@ -27,13 +28,8 @@ final class Ingestor: Sendable {
         config: RelayConfig, state: IngestState, journal: Journal, engine: DeliveryEngine, portOuts: PortOutStore,
         logger: Logger, metrics: IngestMetrics
     ) {
-        var tenants: [String: TenantIntake] = [:]
-        for tenant in config.tenants {
-            tenants[tenant.id] = TenantIntake(
-                config: tenant, verifier: SignatureVerifier(tenant.verify), counters: metrics.counters(tenant: tenant.id))
-        }
         self.metrics = metrics
-        self.tenants = tenants
+        self.tenants = Mutex(Self.intakes(config.tenants, metrics: metrics))
         self.journal = journal
         self.engine = engine
         self.portOuts = portOuts
@@ -42,15 +38,30 @@ final class Ingestor: Sendable {
         self.state = Mutex(state)
     }
 
+    private static func intakes(_ tenants: [TenantConfig], metrics: IngestMetrics) -> [String: TenantIntake] {
+        var intakes: [String: TenantIntake] = [:]
+        for tenant in tenants {
+            intakes[tenant.id] = TenantIntake(
+                config: tenant, verifier: SignatureVerifier(tenant.verify), counters: metrics.counters(tenant: tenant.id))
+        }
+        return intakes
+    }
+
+    /// Swaps in the tenants of a reloaded configuration.
+    func reload(tenants: [TenantConfig]) {
+        let intakes = Self.intakes(tenants, metrics: self.metrics)
+        self.tenants.withLock { $0 = intakes }
+    }
+
     func hasTenant(_ id: String) -> Bool {
-        self.tenants[id] != nil
+        self.tenants.withLock { $0[id] != nil }
     }
 
     /// Takes one webhook request for `tenantID` and calls `respond` exactly once.
     func ingest(
         tenantID: String, request: HTTPRequest, peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void
     ) {
-        guard let tenant = self.tenants[tenantID] else {
+        guard let tenant = self.tenants.withLock({ $0[tenantID] }) else {
             self.metrics.countUnknownTenant()
             respond(HTTPResponse(error: .notFound("No tenant \(tenantID) is configured.")))
             return

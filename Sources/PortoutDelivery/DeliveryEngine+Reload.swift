@@ -1,0 +1,81 @@
+import PortoutCore
+
+/// The destinations a configuration reload added, changed and removed, by `tenant/destination` key.
+public struct DestinationChanges: Sendable, Equatable {
+    public var added: [String] = []
+    public var changed: [String] = []
+    public var removed: [String] = []
+    /// Unsettled deliveries of each removed destination. They stay in the journal and in memory, and go out if a
+    /// later reload or restart configures the destination again.
+    public var pendingOfRemoved: [String: Int] = [:]
+
+    public init() {}
+}
+
+extension DeliveryEngine {
+    /// Swaps in the destinations of a reloaded configuration on the delivery thread.
+    ///
+    /// A changed destination keeps its queue, mode and failure count. A removed one is detached: nothing more is
+    /// started for it, and attempts in flight settle as usual. `completion` gets nil if the engine has stopped.
+    public func reconfigure(
+        tenants: [TenantConfig], completion: @escaping @Sendable (DestinationChanges?) -> Void
+    ) {
+        self.perform { running in
+            guard running else { return completion(nil) }
+            completion(self.applyDestinations(tenants))
+        }
+    }
+
+    private func applyDestinations(_ tenants: [TenantConfig]) -> DestinationChanges {
+        var changes = DestinationChanges()
+        var updated: [String: DestinationRuntime] = [:]
+        for tenant in tenants {
+            for config in tenant.destinations {
+                let key = Self.key(tenant: tenant.id, destination: config.id)
+                if let current = self.loop.destinations[key] {
+                    if current.config != config {
+                        changes.changed.append(key)
+                    }
+                    updated[key] = current.config == config ? current : DestinationRuntime(config: config, takingOver: current)
+                } else if let detached = self.loop.detached.removeValue(forKey: key) {
+                    changes.added.append(key)
+                    updated[key] = DestinationRuntime(config: config, takingOver: detached)
+                } else {
+                    changes.added.append(key)
+                    updated[key] = DestinationRuntime(tenant: tenant.id, config: config)
+                }
+            }
+        }
+        for (key, runtime) in self.loop.destinations where updated[key] == nil {
+            changes.removed.append(key)
+            changes.pendingOfRemoved[key] = runtime.queue.count
+            self.loop.detached[key] = runtime
+        }
+        self.loop.destinations = updated
+        self.loop.updateConnectionLimit()
+        self.publishCounters()
+        changes.added.sort()
+        changes.changed.sort()
+        changes.removed.sort()
+        return changes
+    }
+
+    /// Rebuilds the published statistics for the configured destinations, keeping the counts of those that stay.
+    func publishCounters() {
+        let destinations = self.loop.destinations
+        self.counters.withLock { counters in
+            var published: [String: DestinationStatistics] = [:]
+            for (key, runtime) in destinations {
+                var statistics = counters[key] ?? DestinationStatistics(tenant: runtime.tenant, destination: runtime.config.id)
+                statistics.mode = runtime.mode
+                statistics.modeReason = runtime.modeReason
+                statistics.pending = runtime.queue.count
+                statistics.inFlight = runtime.queue.inFlight
+                statistics.consecutiveFailures = runtime.consecutiveFailures
+                statistics.isBreakerOpen = runtime.isBreakerOpen
+                published[key] = statistics
+            }
+            counters = published
+        }
+    }
+}

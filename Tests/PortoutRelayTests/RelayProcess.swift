@@ -1,0 +1,78 @@
+import Foundation
+import PortoutCore
+import PortoutTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `portout-relay serve` executable running as a child process, for tests of signal handling.
+final class RelayProcess {
+    static let binary = CarrierFeedTests.repositoryRoot + "/.build/debug/portout-relay"
+
+    let process = Process()
+    let logPath: String
+
+    /// Starts the relay on `configPath` and waits until it logs that it started.
+    init(configPath: String, logPath: String) throws {
+        self.logPath = logPath
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        self.process.executableURL = URL(fileURLWithPath: Self.binary)
+        self.process.arguments = ["serve", "--config", configPath]
+        self.process.standardError = FileHandle(forWritingAtPath: logPath)
+        try self.process.run()
+        guard waitUntil(timeoutSeconds: 20, { self.started != nil || !self.process.isRunning }), self.started != nil else {
+            self.kill()
+            throw RelayProcessError(log: self.logText)
+        }
+    }
+
+    var logText: String {
+        (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? ""
+    }
+
+    /// Log lines as JSON objects.
+    var logLines: [JSONObject] {
+        self.logText.split(separator: "\n").compactMap { (try? JSONParser.parse(String($0)))?.objectValue }
+    }
+
+    func logLines(_ message: String) -> [JSONObject] {
+        self.logLines.filter { $0["msg"]?.stringValue == message }
+    }
+
+    private var started: JSONObject? {
+        self.logLines("relay started").last
+    }
+
+    /// The port of the webhook listener, from the start line.
+    var port: Int {
+        let listen = self.started?["listen"]?.stringValue ?? ""
+        return Int(listen.split(separator: ":").last ?? "") ?? 0
+    }
+
+    func signal(_ number: Int32) {
+        Glibc.kill(self.process.processIdentifier, number)
+    }
+
+    /// Waits for the process to exit and returns its status, or nil if it is still running after the timeout.
+    func waitForExit(timeoutSeconds: Double) -> Int32? {
+        guard waitUntil(timeoutSeconds: timeoutSeconds, { !self.process.isRunning }) else { return nil }
+        return self.process.terminationStatus
+    }
+
+    /// Stops the process at once; test threads block SIGTERM, so only SIGKILL is sure to end it.
+    func kill() {
+        if self.process.isRunning {
+            Glibc.kill(self.process.processIdentifier, SIGKILL)
+            self.process.waitUntilExit()
+        }
+    }
+}
+
+struct RelayProcessError: Error, CustomStringConvertible {
+    let log: String
+
+    var description: String {
+        "the relay did not start:\n\(self.log)"
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+import PortoutCore
+import PortoutTestSupport
+import Synchronization
+import Testing
+
+@testable import PortoutRelay
+
+/// Configuration reload, in process and by SIGHUP, and graceful shutdown by SIGTERM under load.
+@Suite(.serialized)
+struct ReloadAndShutdownTests {
+    static let secondSecret = "whsec_c2Vjb25kLXRlbmFudC1pbmJvdW5kLXNlY3JldA=="
+
+    static func tenant(_ id: String, secret: String = RelayHarness.inboundSecret, destinations: String = "[]") -> String {
+        """
+        {"id": "\(id)", "projects": ["acme-mobile"], "verify": {"secrets": ["\(secret)"]}, "destinations": \(destinations)}
+        """
+    }
+
+    static func destination(_ id: String, url: String) -> String {
+        """
+        {"id": "\(id)", "url": "\(url)/\(id)", "secret": "\(RelayHarness.outboundSecret)", "retrySchedule": [0.2],
+         "jitter": 0, "maxAttempts": 100}
+        """
+    }
+
+    @Test func reloadSwapsDestinationsAndKeepsRemovedPending() throws {
+        let failing = Atomic<Bool>(true)
+        let first = try RecordingSink { _, _ in .init(status: failing.load(ordering: .relaxed) ? 503 : 204) }
+        defer { first.shutdown() }
+        let second = try RecordingSink()
+        defer { second.shutdown() }
+        let harness = try RelayHarness(
+            tenantsJSON: "[\(Self.tenant("t1", destinations: "[\(Self.destination("d1", url: first.url))]"))]")
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_x", status: "initiated")).status == 202)
+        #expect(waitUntil { first.received.count >= 2 })
+
+        let swapped = try harness.config(
+            tenantsJSON: "[\(Self.tenant("t1", destinations: "[\(Self.destination("d2", url: second.url))]"))]")
+        let report = harness.relay!.reload(swapped)
+        #expect(report.destinations.added == ["t1/d2"])
+        #expect(report.destinations.removed == ["t1/d1"])
+        #expect(report.destinations.pendingOfRemoved["t1/d1"] == 1)
+        #expect(report.needsRestart.isEmpty)
+        #expect(harness.relay!.deliveryStatistics().map(\.destination) == ["d2"])
+
+        #expect(try harness.post(Events.portOut("pout_y", status: "initiated")).status == 202)
+        #expect(waitUntil { second.received.count == 1 })
+        #expect(second.received.first?.portOut == "pout_y")
+        let firstCount = first.received.count
+        Thread.sleep(forTimeInterval: 0.6)
+        // A detached destination gets no new attempts, for its held delivery or for new events.
+        #expect(first.received.count == firstCount)
+
+        failing.store(false, ordering: .relaxed)
+        let both = try harness.config(
+            tenantsJSON: """
+                [\(Self.tenant("t1", destinations: "[\(Self.destination("d1", url: first.url)), \(Self.destination("d2", url: second.url))]"))]
+                """)
+        let restored = harness.relay!.reload(both)
+        #expect(restored.destinations.added == ["t1/d1"])
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first { $0.destination == "d1" }?.delivered == 1 })
+        #expect(first.received.last?.portOut == "pout_x")
+    }
+
+    @Test func reloadKeepsRestartOnlySettings() throws {
+        let harness = try RelayHarness(tenantsJSON: "[\(Self.tenant("t1"))]")
+        defer { harness.finish() }
+        let port = harness.port
+        let changed = try harness.config(
+            tenantsJSON: "[\(Self.tenant("t1")), \(Self.tenant("t2", secret: Self.secondSecret))]",
+            extra: #""limits": {"maxConnections": 10}, "dedupe": {"capacity": 10}, "shutdownGraceSeconds": 3"#)
+        let report = harness.relay!.reload(changed)
+        #expect(report.tenantsAdded == ["t2"])
+        #expect(report.needsRestart == ["limits", "dedupe"])
+        #expect(harness.relay!.config.limits.maxConnections == 4096)
+        #expect(harness.relay!.config.dedupe.capacity == 1_000_000)
+        #expect(harness.relay!.config.shutdownGraceSeconds == 3)
+        #expect(harness.port == port)
+        let body = Events.portOut("pout_t2", status: "initiated")
+        #expect(try harness.post(body, tenant: "t2", secret: Self.secondSecret).status == 202)
+    }
+
+    @Test func shutdownGivesInFlightDeliveriesGrace() throws {
+        let sink = try RecordingSink { _, _ in .init(status: 204, delaySeconds: 0.8) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(
+            tenantsJSON: "[\(Self.tenant("t1", destinations: "[\(Self.destination("d1", url: sink.url))]"))]")
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_grace", status: "initiated")).status == 202)
+        #expect(waitUntil { sink.received.count == 1 })
+        // The attempt is in flight; with a grace period its success is journaled before the relay stops.
+        harness.stop(graceSeconds: 5)
+        try harness.start()
+        Thread.sleep(forTimeInterval: 1)
+        #expect(sink.received.count == 1)
+        #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
+    }
+
+    @Test func shutdownWithoutGraceAbandonsInFlight() throws {
+        let sink = try RecordingSink { _, _ in .init(status: 204, delaySeconds: 0.8) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(
+            tenantsJSON: "[\(Self.tenant("t1", destinations: "[\(Self.destination("d1", url: sink.url))]"))]")
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_cut", status: "initiated")).status == 202)
+        #expect(waitUntil { sink.received.count == 1 })
+        harness.stop(graceSeconds: 0)
+        try harness.start()
+        // The abandoned attempt was not journaled, so the restarted relay makes it again.
+        #expect(waitUntil { sink.received.count == 2 })
+        #expect(sink.received.map { $0.headers["webhook-id"] } == ["evt_pout_cut_initiated", "evt_pout_cut_initiated"])
+    }
+
+    // MARK: Signals to a relay process
+
+    static func writeConfig(_ path: String, directory: TemporaryDirectory, tenants: String, extra: String = "") throws {
+        let text = """
+            {"listen": "127.0.0.1:0", "dataDir": "\(directory.path)/data", "logLevel": "info",
+             "admin": {"listen": "127.0.0.1:0"}, "shutdownGraceSeconds": 5,
+             \(extra.isEmpty ? "" : extra + ",") "tenants": \(tenants)}
+            """
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    static func post(port: Int, tenant: String, body: [UInt8], secret: String = RelayHarness.inboundSecret) -> Int? {
+        guard let client = try? LoopbackClient(port: port) else { return nil }
+        let headers = [("Content-Type", "application/json")]
+            + RelayHarness.standardWebhooksHeaders(body, secret: secret, id: "msg_signal")
+        return client.request("POST", "/webhooks/\(tenant)", headers: headers, body: body)?.status
+    }
+
+    @Test func sighupReloadsValidAndRejectsInvalid() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let configPath = directory.file("config.json")
+        try Self.writeConfig(configPath, directory: directory, tenants: "[\(Self.tenant("t1"))]")
+        let relay = try RelayProcess(configPath: configPath, logPath: directory.file("relay.log"))
+        defer { relay.kill() }
+        let body = Events.portOut("pout_h", status: "initiated")
+        #expect(Self.post(port: relay.port, tenant: "t2", body: body, secret: Self.secondSecret) == 404)
+
+        try Self.writeConfig(
+            configPath, directory: directory, tenants: "[\(Self.tenant("t1")), \(Self.tenant("t2", secret: Self.secondSecret))]")
+        relay.signal(SIGHUP)
+        #expect(waitUntil { !relay.logLines("configuration reloaded").isEmpty })
+        #expect(relay.logLines("configuration reloaded").first?["tenantsAdded"] == ["t2"])
+        #expect(Self.post(port: relay.port, tenant: "t2", body: body, secret: Self.secondSecret) == 202)
+
+        try Self.writeConfig(
+            configPath, directory: directory, tenants: #"[{"id": "t1", "projects": ["p"], "verify": {"scheme": "rot13"}}]"#)
+        relay.signal(SIGHUP)
+        #expect(waitUntil { !relay.logLines("configuration reload rejected; the running configuration is unchanged").isEmpty })
+        let rejection = relay.logLines("configuration reload rejected; the running configuration is unchanged").first
+        let problems = rejection?["problems"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        #expect(problems.contains { $0.hasPrefix("$.tenants[0].verify.scheme:") })
+        // Both tenants of the last valid file still work.
+        #expect(Self.post(port: relay.port, tenant: "t1", body: Events.portOut("pout_h1", status: "initiated")) == 202)
+        #expect(
+            Self.post(port: relay.port, tenant: "t2", body: Events.portOut("pout_h2", status: "initiated"), secret: Self.secondSecret)
+                == 202)
+
+        relay.signal(SIGTERM)
+        #expect(relay.waitForExit(timeoutSeconds: 20) == 0)
+    }
+
+    @Test func sigtermUnderLoadLosesNothingAcknowledged() throws {
+        let sink = try RecordingSink { _, _ in .init(status: 204, delaySeconds: 0.02) }
+        defer { sink.shutdown() }
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let configPath = directory.file("config.json")
+        try Self.writeConfig(
+            configPath, directory: directory, tenants: "[\(Self.tenant("t1", destinations: "[\(Self.destination("d1", url: sink.url))]"))]")
+        let relay = try RelayProcess(configPath: configPath, logPath: directory.file("relay.log"))
+        defer { relay.kill() }
+        let port = relay.port
+
+        // Four senders post distinct events on fresh connections until the relay stops listening, at most 200
+        // each. Every id that got a 2xx must reach the sink.
+        let acknowledged = Mutex<[String]>([])
+        let senders = DispatchGroup()
+        for sender in 0..<4 {
+            DispatchQueue.global().async(group: senders) {
+                for index in 0..<200 {
+                    let eventID = "evt_load_\(sender)_\(index)"
+                    let body = Events.portOut("pout_load_\(sender)_\(index)", status: "initiated", eventID: eventID)
+                    guard let status = Self.post(port: port, tenant: "t1", body: body) else { return }
+                    if (200..<300).contains(status) {
+                        acknowledged.withLock { $0.append(eventID) }
+                    }
+                }
+            }
+        }
+        #expect(waitUntil { acknowledged.withLock { $0.count } >= 100 })
+        relay.signal(SIGTERM)
+        senders.wait()
+        #expect(relay.waitForExit(timeoutSeconds: 30) == 0)
+        #expect(!relay.logLines("shutdown requested").isEmpty)
+        #expect(!relay.logLines("relay stopped").isEmpty)
+
+        let restarted = try RelayProcess(configPath: configPath, logPath: directory.file("relay-2.log"))
+        defer { restarted.kill() }
+        let expected = Set(acknowledged.withLock { $0 })
+        #expect(expected.count >= 100)
+        #expect(waitUntil(timeoutSeconds: 60) { expected.isSubset(of: Set(sink.received.compactMap { $0.headers["webhook-id"] })) })
+        restarted.signal(SIGTERM)
+        #expect(restarted.waitForExit(timeoutSeconds: 20) == 0)
+    }
+}
