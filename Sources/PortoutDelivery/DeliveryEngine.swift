@@ -23,6 +23,8 @@ public final class DeliveryEngine: Sendable {
     public let metrics: DeliveryMetrics
     let maxRetryAfterSeconds: Int
     let controlFile: DestinationControlFile?
+    /// Called on the delivery thread with each settled attempt, for replay progress and the dead-letter list.
+    let observer: (@Sendable (PendingDelivery, AttemptRecord) -> Void)?
     private let inbox = Mutex<Inbox>(Inbox())
     let counters = Mutex<[String: DestinationStatistics]>([:])
     private let stopped = DispatchSemaphore(value: 0)
@@ -40,8 +42,10 @@ public final class DeliveryEngine: Sendable {
     /// Creates the engine; `controlFile` is where paused and disabled destinations are kept across restarts.
     public init(
         tenants: [TenantConfig], defaults: DeliveryDefaults, journal: Journal, logger: Logger,
-        metrics: DeliveryMetrics = DeliveryMetrics(), controlFile: String? = nil
+        metrics: DeliveryMetrics = DeliveryMetrics(), controlFile: String? = nil,
+        observer: (@Sendable (PendingDelivery, AttemptRecord) -> Void)? = nil
     ) {
+        self.observer = observer
         self.journal = journal
         self.logger = logger
         self.metrics = metrics
@@ -302,6 +306,7 @@ public final class DeliveryEngine: Sendable {
             attempt: attempt, outcome: outcome, httpStatus: httpStatus, atMs: now, nextAttemptAtMs: nextAttemptAt,
             error: reason)
         self.loop.outcomes.append(.attempt(record))
+        self.observer?(delivery, record)
         self.metrics.attempts.labels(
             delivery.tenant, delivery.destination, outcome.name, DeliveryMetrics.statusClass(httpStatus)
         ).increment()
@@ -317,6 +322,7 @@ public final class DeliveryEngine: Sendable {
                 statistics.lastDeliveredAtMs = now
             case .retryScheduled: statistics.retries += 1
             case .deadLettered: statistics.deadLettered += 1
+            case .cancelled: break
             }
             if outcome != .delivered {
                 statistics.lastError = reason
@@ -364,6 +370,8 @@ public final class DeliveryEngine: Sendable {
                 ["tenant": .string(delivery.tenant), "destination": .string(delivery.destination),
                  "event": .string(delivery.eventID), "attempt": .number(Double(attempt)), "status": status,
                  "reason": .string(reason)])
+        case .cancelled:
+            break
         }
     }
 
@@ -372,7 +380,7 @@ public final class DeliveryEngine: Sendable {
         var timeout: Int64 = 1000
         for destination in self.loop.destinations.values
         where destination.queue.inFlight < destination.sendLimit {
-            if var due = destination.queue.nextDueMs {
+            if var due = destination.queue.nextDueMs() {
                 if due <= now, let nextToken = destination.rateLimiter?.nextTokenAtMs(nowMs: now) {
                     due = nextToken
                 }

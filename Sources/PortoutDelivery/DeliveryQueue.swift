@@ -1,14 +1,16 @@
 /// The deliveries waiting for one destination, in one lane per ordering key.
 ///
 /// Only the head of a lane is handed out. A lane whose head is in flight leaves the schedule until that attempt
-/// settles, so the statuses of one port out go out in order while other lanes proceed. Lanes whose
-/// head is waiting sit in a min-heap by due time, so finding the next delivery does not scan every lane.
+/// settles, so the statuses of one port out go out in order while other lanes proceed. Lanes whose head is
+/// waiting sit in a min-heap by due time, so finding the next delivery does not scan every lane. Each lane keeps
+/// its deliveries in sequence order, so a replayed delivery goes in before later statuses that have not gone out.
 ///
 /// Not thread-safe: owned by the delivery thread.
 struct DeliveryQueue {
     private struct Lane {
         var items: [PendingDelivery] = []
         var head = 0
+        var isHeadInFlight = false
 
         var isEmpty: Bool { self.head == self.items.count }
         var first: PendingDelivery { self.items[self.head] }
@@ -25,6 +27,8 @@ struct DeliveryQueue {
         }
     }
 
+    /// A lane's head waiting to be due. An entry whose sequence is no longer the lane's waiting head is stale, and
+    /// it is dropped when it reaches the top. A lane may have several entries after an insertion at its head.
     private struct Scheduled: Comparable {
         var dueMs: Int64
         var sequence: UInt64
@@ -41,25 +45,47 @@ struct DeliveryQueue {
     /// Deliveries not yet settled, including those in flight.
     private(set) var count = 0
 
+    /// Adds a delivery to its lane in sequence order, but never ahead of a head that is in flight.
     mutating func enqueue(_ delivery: PendingDelivery) {
         var lane = self.lanes[delivery.orderingKey] ?? Lane()
-        let wasEmpty = lane.isEmpty
-        lane.items.append(delivery)
+        let firstMovable = lane.head + (lane.isHeadInFlight ? 1 : 0)
+        var index = lane.items.count
+        while index > firstMovable && lane.items[index - 1].sequence > delivery.sequence {
+            index -= 1
+        }
+        lane.items.insert(delivery, at: index)
         self.lanes[delivery.orderingKey] = lane
         self.count += 1
-        if wasEmpty {
+        if index == lane.head {
             self.schedule.push(Scheduled(dueMs: delivery.nextAttemptAtMs, sequence: delivery.sequence, key: delivery.orderingKey))
         }
     }
 
-    /// When the earliest waiting lane head is due, or nil if none waits.
-    var nextDueMs: Int64? {
-        self.schedule.first?.dueMs
+    /// Returns whether the lane of `orderingKey` contains the delivery of event `sequence`.
+    func contains(sequence: UInt64, orderingKey: String) -> Bool {
+        guard let lane = self.lanes[orderingKey] else { return false }
+        return lane.items[lane.head...].contains { $0.sequence == sequence }
+    }
+
+    /// Returns the earliest entry that is still a waiting lane head, dropping stale entries above it.
+    private mutating func nextScheduled() -> Scheduled? {
+        while let top = self.schedule.first {
+            if let lane = self.lanes[top.key], !lane.isEmpty, !lane.isHeadInFlight, lane.first.sequence == top.sequence {
+                return top
+            }
+            _ = self.schedule.pop()
+        }
+        return nil
+    }
+
+    /// Returns when the earliest waiting lane head is due, or nil if none waits.
+    mutating func nextDueMs() -> Int64? {
+        self.nextScheduled()?.dueMs
     }
 
     /// Returns whether a lane head is due by `nowMs`.
-    func hasDue(nowMs: Int64) -> Bool {
-        (self.schedule.first?.dueMs ?? .max) <= nowMs
+    mutating func hasDue(nowMs: Int64) -> Bool {
+        (self.nextScheduled()?.dueMs ?? .max) <= nowMs
     }
 
     /// When the oldest unsettled delivery's event was accepted. Scans every lane, so it is for occasional reports.
@@ -69,19 +95,21 @@ struct DeliveryQueue {
 
     /// Hands out the earliest due lane head, if one is due by `nowMs`, and counts it in flight.
     mutating func takeDue(nowMs: Int64) -> PendingDelivery? {
-        guard let next = self.schedule.first, next.dueMs <= nowMs else { return nil }
+        guard let next = self.nextScheduled(), next.dueMs <= nowMs else { return nil }
         _ = self.schedule.pop()
         self.inFlight += 1
+        self.lanes[next.key]!.isHeadInFlight = true
         return self.lanes[next.key]!.first
     }
 
     /// Settles the in-flight head of `key`: a retry puts it back at `retryAtMs`; otherwise it leaves the queue
     /// and the lane's next delivery becomes due.
     mutating func settle(key: String, retryAtMs: Int64?, attempts: Int) {
-        guard var lane = self.lanes[key], !lane.isEmpty else {
+        guard var lane = self.lanes[key], !lane.isEmpty, lane.isHeadInFlight else {
             preconditionFailure("settled a delivery that is not in flight")
         }
         self.inFlight -= 1
+        lane.isHeadInFlight = false
         if let retryAtMs {
             lane.items[lane.head].attempts = attempts
             lane.items[lane.head].nextAttemptAtMs = retryAtMs
@@ -97,6 +125,34 @@ struct DeliveryQueue {
             self.schedule.push(Scheduled(dueMs: lane.first.nextAttemptAtMs, sequence: lane.first.sequence, key: key))
             self.lanes[key] = lane
         }
+    }
+
+    /// Removes and returns the deliveries that match and are not in flight, as cancelling a replay does.
+    mutating func removeWaiting(where shouldRemove: (PendingDelivery) -> Bool) -> [PendingDelivery] {
+        var removed: [PendingDelivery] = []
+        for key in Array(self.lanes.keys) {
+            var lane = self.lanes[key]!
+            let firstMovable = lane.head + (lane.isHeadInFlight ? 1 : 0)
+            let before = lane.items.count
+            let kept = lane.items[firstMovable...].filter { delivery in
+                guard shouldRemove(delivery) else { return true }
+                removed.append(delivery)
+                return false
+            }
+            guard kept.count != before - firstMovable else { continue }
+            lane.items = Array(lane.items[lane.head..<firstMovable]) + kept
+            lane.head = 0
+            if lane.isEmpty {
+                self.lanes.removeValue(forKey: key)
+                continue
+            }
+            if !lane.isHeadInFlight {
+                self.schedule.push(Scheduled(dueMs: lane.first.nextAttemptAtMs, sequence: lane.first.sequence, key: key))
+            }
+            self.lanes[key] = lane
+        }
+        self.count -= removed.count
+        return removed
     }
 }
 

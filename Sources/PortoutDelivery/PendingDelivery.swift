@@ -15,11 +15,15 @@ public struct PendingDelivery: Sendable, Equatable {
     /// Attempts already made.
     public var attempts: Int
     public var nextAttemptAtMs: Int64
+    /// The replay or redelivery that queued this delivery again, or nil for the first fan-out.
+    public var replayID: String?
 
     public init(
         sequence: UInt64, eventID: String, tenant: String, destination: String, orderingKey: String,
-        location: JournalLocation, acceptedAtMs: Int64, attempts: Int = 0, nextAttemptAtMs: Int64 = 0
+        location: JournalLocation, acceptedAtMs: Int64, attempts: Int = 0, nextAttemptAtMs: Int64 = 0,
+        replayID: String? = nil
     ) {
+        self.replayID = replayID
         self.sequence = sequence
         self.eventID = eventID
         self.tenant = tenant

@@ -170,8 +170,17 @@ public final class Journal: Sendable {
     /// attempt is made again. A batch holding only such records is written without waiting for `fdatasync`;
     /// the next durable write syncs them too. `completion` runs once, after the last record is written.
     public func appendAdvisory(_ records: [JournalRecord], completion: @escaping Completion) {
+        self.append(records, durable: false, completion: completion)
+    }
+
+    /// Queues records to be written in order; `completion` runs once, after the last is durable or has failed.
+    public func appendAll(_ records: [JournalRecord], completion: @escaping Completion) {
+        self.append(records, durable: true, completion: completion)
+    }
+
+    private func append(_ records: [JournalRecord], durable: Bool, completion: @escaping Completion) {
         guard !records.isEmpty else { return }
-        var entries = records.map { Entry(payload: $0.encoded(), durable: false, completion: nil) }
+        var entries = records.map { Entry(payload: $0.encoded(), durable: durable, completion: nil) }
         entries[entries.count - 1].completion = completion
         self.enqueue(entries)
     }

@@ -56,12 +56,15 @@ public enum AttemptOutcome: UInt8, Sendable, CaseIterable {
     case delivered = 1
     case retryScheduled = 2
     case deadLettered = 3
+    /// Withdrawn before it was sent, when an operator cancelled the replay that queued it.
+    case cancelled = 4
 
     public var name: String {
         switch self {
         case .delivered: return "delivered"
         case .retryScheduled: return "retryScheduled"
         case .deadLettered: return "deadLettered"
+        case .cancelled: return "cancelled"
         }
     }
 
@@ -103,12 +106,74 @@ public struct AttemptRecord: Sendable, Equatable {
     }
 }
 
+/// The fields of an accepted event that delivering, filtering and listing need, without its body.
+public struct EventSummary: Sendable, Equatable {
+    public var sequence: UInt64
+    public var tenant: String
+    public var eventID: String
+    public var type: String
+    /// The port out's id, or empty for an event without one.
+    public var portOutID: String
+    public var status: PortOutStatus?
+    public var acceptedAtMs: Int64
+    public var location: JournalLocation
+
+    public init(
+        sequence: UInt64, tenant: String, eventID: String, type: String, portOutID: String, status: PortOutStatus?,
+        acceptedAtMs: Int64, location: JournalLocation
+    ) {
+        self.sequence = sequence
+        self.tenant = tenant
+        self.eventID = eventID
+        self.type = type
+        self.portOutID = portOutID
+        self.status = status
+        self.acceptedAtMs = acceptedAtMs
+        self.location = location
+    }
+
+    public init(_ event: EventRecord, location: JournalLocation) {
+        self.init(
+            sequence: event.sequence, tenant: event.tenant, eventID: event.eventID, type: event.type,
+            portOutID: event.portOutID, status: event.status, acceptedAtMs: event.acceptedAtMs, location: location)
+    }
+
+    /// The key that orders deliveries: the port out's id, or the event id for an event without a port out.
+    public var orderingKey: String {
+        self.portOutID.isEmpty ? self.eventID : self.portOutID
+    }
+}
+
+/// A delivery queued again by a replay or a dead-letter redelivery: it is unsettled from here on, with no
+/// attempts made, until an attempt record settles it. It carries what delivering needs, so a restart can resume
+/// it without the event's record.
+public struct ReplayRecord: Sendable, Equatable {
+    public var replayID: String
+    public var destination: String
+    public var event: EventSummary
+    public var atMs: Int64
+
+    public init(replayID: String, destination: String, event: EventSummary, atMs: Int64) {
+        self.replayID = replayID
+        self.destination = destination
+        self.event = event
+        self.atMs = atMs
+    }
+}
+
 public enum JournalRecord: Sendable, Equatable {
     case event(EventRecord)
     case attempt(AttemptRecord)
+    case replay(ReplayRecord)
+
+    /// Returns whether a payload's first byte names a record kind, which a scan across damage checks first.
+    public static func isKnownKind(_ byte: UInt8) -> Bool {
+        byte == self.eventKind || byte == self.attemptKind || byte == self.replayKind
+    }
 
     private static let eventKind: UInt8 = 1
     private static let attemptKind: UInt8 = 2
+    private static let replayKind: UInt8 = 3
     private static let staleFlag: UInt8 = 1
     private static let bareFlag: UInt8 = 2
     private static let lifecycleKeyFlag: UInt8 = 4
@@ -157,6 +222,24 @@ public enum JournalRecord: Sendable, Equatable {
             writer.write(attempt.nextAttemptAtMs ?? 0)
             writer.write(String(decoding: Array(attempt.error.utf8.prefix(1024)), as: UTF8.self))
             return writer.bytes
+        case .replay(let replay):
+            let event = replay.event
+            var writer = BinaryWriter(capacity: 160)
+            writer.write(Self.replayKind)
+            writer.write(replay.replayID)
+            writer.write(replay.destination)
+            writer.write(replay.atMs)
+            writer.write(event.sequence)
+            writer.write(event.tenant)
+            writer.write(event.eventID)
+            writer.write(event.type)
+            writer.write(event.portOutID)
+            writer.write(event.status?.code ?? 0)
+            writer.write(event.acceptedAtMs)
+            writer.write(event.location.segment)
+            writer.write(event.location.offset)
+            writer.write(event.location.length)
+            return writer.bytes
         }
     }
 
@@ -172,6 +255,7 @@ public enum JournalRecord: Sendable, Equatable {
         switch reader.read(UInt8.self) {
         case Self.eventKind: return self.decodeEvent(&reader, includeBody: includeBody).map { .event($0) }
         case Self.attemptKind: return self.decodeAttempt(&reader).map { .attempt($0) }
+        case Self.replayKind: return self.decodeReplay(&reader).map { .replay($0) }
         default: return nil
         }
     }
@@ -253,5 +337,29 @@ public enum JournalRecord: Sendable, Equatable {
             eventSequence: sequence, tenant: tenant, destination: destination, attempt: Int(attempt),
             outcome: outcome, httpStatus: httpStatus == 0 ? nil : Int(httpStatus), atMs: at,
             nextAttemptAtMs: outcome == .retryScheduled ? nextAttempt : nil, error: error)
+    }
+
+    private static func decodeReplay(_ reader: inout BinaryReader) -> ReplayRecord? {
+        guard let replayID = reader.readString(),
+            let destination = reader.readString(),
+            let at = reader.read(Int64.self),
+            let sequence = reader.read(UInt64.self),
+            let tenant = reader.readString(),
+            let eventID = reader.readString(),
+            let type = reader.readString(),
+            let portOutID = reader.readString(),
+            let statusCode = reader.read(UInt8.self),
+            let acceptedAt = reader.read(Int64.self),
+            let segment = reader.read(UInt64.self),
+            let offset = reader.read(Int64.self),
+            let length = reader.read(Int32.self),
+            reader.isAtEnd
+        else { return nil }
+        let status = statusCode == 0 ? nil : PortOutStatus(code: statusCode)
+        if statusCode != 0 && status == nil { return nil }
+        let event = EventSummary(
+            sequence: sequence, tenant: tenant, eventID: eventID, type: type, portOutID: portOutID, status: status,
+            acceptedAtMs: acceptedAt, location: JournalLocation(segment: segment, offset: offset, length: length))
+        return ReplayRecord(replayID: replayID, destination: destination, event: event, atMs: at)
     }
 }

@@ -202,9 +202,9 @@ public enum SegmentFile {
         guard length > 0 && length <= self.maxPayloadBytes else { return .bad("frame length \(length) is implausible") }
         let start = offset + self.frameHeaderBytes
         guard bytes.count - start >= length else { return .tornTail("frame payload is cut short") }
-        // Every record starts with its kind, 1 or 2; checking it first keeps a scan across damaged bytes from
-        // computing a checksum at most offsets.
-        guard bytes[start] == 1 || bytes[start] == 2 else { return .bad("frame holds no known record kind") }
+        // Every record starts with its kind. Checking it first keeps a scan across damaged bytes from computing a
+        // checksum at most offsets.
+        guard JournalRecord.isKnownKind(bytes[start]) else { return .bad("frame holds no known record kind") }
         let payload = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)])
         guard CRC32C.checksum(payload) == self.readUInt32(bytes, at: offset + 4) else {
             // A last frame whose pages were only partly written also fails its checksum.

@@ -31,6 +31,7 @@ public final class Relay: Sendable {
         state.reserveCapacity(Self.estimatedEvents(journalDirectory: journalDirectory))
         var unsettled = UnsettledDeliveries()
         var portOuts = PortOutIndex()
+        let deadLetters = DeadLetterIndex()
         let journal = try Journal.open(
             directory: journalDirectory, segmentBytes: config.journal.segmentBytes, logger: logger,
             includeBodies: false, metrics: JournalMetrics()
@@ -41,7 +42,12 @@ public final class Relay: Sendable {
                 unsettled.add(event, at: location)
                 portOuts.apply(event, at: location)
             case .attempt(let attempt):
-                unsettled.apply(attempt)
+                if let deadLetter = unsettled.apply(attempt) {
+                    deadLetters.add(deadLetter)
+                }
+            case .replay(let replay):
+                unsettled.reopen(replay)
+                deadLetters.remove(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
             }
         }
         let pending = Self.configuredOnly(unsettled.pendingDeliveries(), config: config, logger: logger)
@@ -52,13 +58,19 @@ public final class Relay: Sendable {
                 "nextSequence": .number(Double(state.nextSequence)),
                 "unsettledDeliveries": .number(Double(pending.count)),
                 "portOuts": .number(Double(portOuts.count)),
+                "deadLetters": .number(Double(deadLetters.count)),
                 "milliseconds": .number(Double(WallClock.milliseconds() - startedAt)),
             ])
+        let replayRegistry = ReplayRegistry(logger: logger)
         let engine = DeliveryEngine(
             tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
-            controlFile: config.dataDir + "/destinations.json")
+            controlFile: config.dataDir + "/destinations.json",
+            observer: Self.settlementObserver(journal: journal, deadLetters: deadLetters, replays: replayRegistry, logger: logger))
         engine.submit(pending)
         engine.start()
+        let replays = ReplayJobs(
+            registry: replayRegistry, dataDirectory: config.dataDir, journal: journal, engine: engine,
+            deadLetters: deadLetters)
         let store = PortOutStore(index: portOuts, journal: journal)
         let ingestMetrics = IngestMetrics()
         let ingestor = Ingestor(
@@ -80,7 +92,9 @@ public final class Relay: Sendable {
         let adminServer = HTTPServer(
             configuration: HTTPServer.Configuration(
                 host: config.admin.listen.host, port: config.admin.listen.port, eventLoops: 1, limits: Limits()),
-            handler: AdminRequestHandler(settings: adminSettings, engine: engine, metrics: metricsPage, logger: logger),
+            handler: AdminRequestHandler(
+                settings: adminSettings, engine: engine, metrics: metricsPage, replays: replays, deadLetters: deadLetters,
+                logger: logger),
             logger: logger)
         do {
             self.port = try server.start()
@@ -110,6 +124,31 @@ public final class Relay: Sendable {
              "adminListen": .string(ListenAddress(host: config.admin.listen.host, port: self.adminPort).description),
              "dataDir": .string(config.dataDir),
              "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current)])
+    }
+
+    /// Returns the engine's observer, which keeps the dead-letter list and replay progress current.
+    private static func settlementObserver(
+        journal: Journal, deadLetters: DeadLetterIndex, replays: ReplayRegistry, logger: Logger
+    ) -> @Sendable (PendingDelivery, AttemptRecord) -> Void {
+        { delivery, attempt in
+            if let replayID = delivery.replayID {
+                replays.settled(replayID: replayID, outcome: attempt.outcome)
+            }
+            guard attempt.outcome == .deadLettered else { return }
+            // Dead letters are rare, so the event's type and status are read back from the journal here instead
+            // of being carried by every pending delivery.
+            do {
+                guard case .event(let event) = try journal.read(at: delivery.location) else { return }
+                deadLetters.add(DeadLetter(
+                    event: EventSummary(event, location: delivery.location), destination: delivery.destination,
+                    attempt: attempt))
+            } catch {
+                logger.error(
+                    "dead letter not listed",
+                    ["event": .string(delivery.eventID), "destination": .string(delivery.destination),
+                     "error": .string("\(error)")])
+            }
+        }
     }
 
     /// Drops unsettled deliveries to destinations that are no longer configured, logging one line per destination.
@@ -173,56 +212,5 @@ public final class Relay: Sendable {
         self.logger.info(
             "relay stopped",
             ["connectionsCut": .number(Double(unanswered)), "unsettledDeliveries": .number(Double(pending))])
-    }
-}
-
-/// Deliveries that the journal shows as not yet settled, gathered while it is replayed at start-up.
-struct UnsettledDeliveries {
-    private struct Entry {
-        var record: EventRecord
-        var location: JournalLocation
-        /// Per destination: attempts made and when the next is due.
-        var remaining: [String: (attempts: Int, nextAttemptAtMs: Int64)]
-    }
-
-    private var entries: [UInt64: Entry] = [:]
-
-    mutating func add(_ event: EventRecord, at location: JournalLocation) {
-        guard !event.destinations.isEmpty else { return }
-        var remaining: [String: (attempts: Int, nextAttemptAtMs: Int64)] = [:]
-        for destination in event.destinations {
-            remaining[destination] = (0, 0)
-        }
-        var stored = event
-        stored.body = []
-        self.entries[event.sequence] = Entry(record: stored, location: location, remaining: remaining)
-    }
-
-    mutating func apply(_ attempt: AttemptRecord) {
-        guard var entry = self.entries[attempt.eventSequence], entry.remaining[attempt.destination] != nil else {
-            return
-        }
-        if attempt.outcome.isFinal {
-            entry.remaining.removeValue(forKey: attempt.destination)
-        } else {
-            entry.remaining[attempt.destination] = (attempt.attempt, attempt.nextAttemptAtMs ?? 0)
-        }
-        self.entries[attempt.eventSequence] = entry.remaining.isEmpty ? nil : entry
-    }
-
-    /// Returns the unsettled deliveries in acceptance order, which keeps each port out's statuses in order.
-    func pendingDeliveries() -> [PendingDelivery] {
-        self.entries.keys.sorted().flatMap { sequence -> [PendingDelivery] in
-            let entry = self.entries[sequence]!
-            let record = entry.record
-            return entry.remaining.keys.sorted().map { destination in
-                let progress = entry.remaining[destination]!
-                return PendingDelivery(
-                    sequence: record.sequence, eventID: record.eventID, tenant: record.tenant,
-                    destination: destination, orderingKey: record.portOutID.isEmpty ? record.eventID : record.portOutID,
-                    location: entry.location, acceptedAtMs: record.acceptedAtMs, attempts: progress.attempts,
-                    nextAttemptAtMs: progress.nextAttemptAtMs)
-            }
-        }
     }
 }

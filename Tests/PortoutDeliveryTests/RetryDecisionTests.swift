@@ -104,7 +104,7 @@ struct DeliveryQueueTests {
         #expect(queue.takeDue(nowMs: 0) == nil)
         queue.settle(key: "a", retryAtMs: 100, attempts: 1)
         #expect(queue.takeDue(nowMs: 50) == nil)
-        #expect(queue.nextDueMs == 100)
+        #expect(queue.nextDueMs() == 100)
         let retried = queue.takeDue(nowMs: 100)
         #expect(retried?.sequence == 1)
         #expect(retried?.attempts == 1)
@@ -122,5 +122,50 @@ struct DeliveryQueueTests {
         #expect(queue.takeDue(nowMs: 100)?.sequence == 6)
         #expect(queue.takeDue(nowMs: 100)?.sequence == 7)
         #expect(queue.takeDue(nowMs: 100)?.sequence == 5)
+    }
+
+    @Test func replayedDeliveryGoesInSequenceOrder() {
+        var queue = DeliveryQueue()
+        queue.enqueue(Self.delivery(5, key: "a"))
+        queue.enqueue(Self.delivery(9, key: "a"))
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 5)
+        // A replay of sequence 2 goes behind the head in flight but ahead of 9, which has not gone out.
+        queue.enqueue(Self.delivery(2, key: "a"))
+        #expect(queue.contains(sequence: 2, orderingKey: "a"))
+        queue.settle(key: "a", retryAtMs: nil, attempts: 1)
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 2)
+        queue.settle(key: "a", retryAtMs: nil, attempts: 1)
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 9)
+        #expect(queue.takeDue(nowMs: 0) == nil)
+    }
+
+    @Test func insertAtWaitingHeadIsNotHandedOutTwice() {
+        var queue = DeliveryQueue()
+        queue.enqueue(Self.delivery(7, key: "a", due: 50))
+        queue.enqueue(Self.delivery(3, key: "a"))
+        #expect(queue.takeDue(nowMs: 60)?.sequence == 3)
+        // The entry scheduled for 7 is stale while 3 is in flight.
+        #expect(queue.takeDue(nowMs: 60) == nil)
+        queue.settle(key: "a", retryAtMs: nil, attempts: 1)
+        #expect(queue.takeDue(nowMs: 60)?.sequence == 7)
+        #expect(queue.takeDue(nowMs: 60) == nil)
+        #expect(queue.inFlight == 1)
+    }
+
+    @Test func removeWaitingSparesInFlight() {
+        var queue = DeliveryQueue()
+        var replayed = Self.delivery(1, key: "a")
+        replayed.replayID = "rpl_1"
+        queue.enqueue(replayed)
+        var second = Self.delivery(2, key: "a")
+        second.replayID = "rpl_1"
+        queue.enqueue(second)
+        queue.enqueue(Self.delivery(3, key: "a"))
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 1)
+        let removed = queue.removeWaiting { $0.replayID == "rpl_1" }
+        #expect(removed.map(\.sequence) == [2])
+        #expect(queue.count == 2)
+        queue.settle(key: "a", retryAtMs: nil, attempts: 1)
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 3)
     }
 }

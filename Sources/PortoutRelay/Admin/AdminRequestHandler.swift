@@ -13,6 +13,8 @@ struct AdminRequestHandler: HTTPRequestHandler {
     let settings: AdminSettings
     let engine: DeliveryEngine
     let metrics: MetricsPage
+    let replays: ReplayJobs
+    let deadLetters: DeadLetterIndex
     let logger: Logger
 
     /// The token and access-log switch, which a configuration reload may change while the listener stays.
@@ -47,28 +49,35 @@ struct AdminRequestHandler: HTTPRequestHandler {
         case destination(tenant: String, id: String)
         case pause(tenant: String, id: String)
         case resume(tenant: String, id: String)
+        case replays
+        case replay(id: String)
+        case deadLetters
+        case redeliver
 
         var allowedMethods: [String] {
             switch self {
-            case .metrics, .destinations, .destination: return ["GET", "HEAD"]
-            case .pause, .resume: return ["POST"]
+            case .metrics, .destinations, .destination, .deadLetters: return ["GET", "HEAD"]
+            case .pause, .resume, .redeliver: return ["POST"]
+            case .replays: return ["GET", "HEAD", "POST"]
+            case .replay: return ["GET", "HEAD", "DELETE"]
             }
         }
 
         /// Parses the path; identifiers are restricted to URL-safe characters, so no segment needs decoding.
         static func parse(_ path: Substring) -> Route? {
             if path == "/metrics" { return .metrics }
-            let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-            guard segments.count >= 2, segments.first == "admin", segments[segments.startIndex + 1] == "destinations" else {
-                return nil
-            }
-            let rest = Array(segments.dropFirst(2)).map(String.init)
-            guard !rest.contains(where: \.isEmpty) else { return rest.isEmpty ? .destinations : nil }
-            switch rest.count {
-            case 0: return .destinations
-            case 2: return .destination(tenant: rest[0], id: rest[1])
-            case 3 where rest[2] == "pause": return .pause(tenant: rest[0], id: rest[1])
-            case 3 where rest[2] == "resume": return .resume(tenant: rest[0], id: rest[1])
+            let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+            guard segments.count >= 2, segments[0] == "admin", !segments.contains(where: \.isEmpty) else { return nil }
+            let rest = Array(segments.dropFirst(2))
+            switch (segments[1], rest.count) {
+            case ("destinations", 0): return .destinations
+            case ("destinations", 2): return .destination(tenant: rest[0], id: rest[1])
+            case ("destinations", 3) where rest[2] == "pause": return .pause(tenant: rest[0], id: rest[1])
+            case ("destinations", 3) where rest[2] == "resume": return .resume(tenant: rest[0], id: rest[1])
+            case ("replays", 0): return .replays
+            case ("replays", 1): return .replay(id: rest[0])
+            case ("dead-letters", 0): return .deadLetters
+            case ("dead-letters", 1) where rest[0] == "redeliver": return .redeliver
             default: return nil
             }
         }
@@ -128,6 +137,16 @@ struct AdminRequestHandler: HTTPRequestHandler {
             }
         case .pause(let tenant, let id), .resume(let tenant, let id):
             self.changeMode(route, tenant: tenant, id: id, body: request.body, peer: peer, respond: respond)
+        case .replays where request.head.method == "POST":
+            self.startReplay(body: request.body, peer: peer, respond: respond)
+        case .replays:
+            respond(HTTPResponse(status: 200, json: ["object": "list", "data": .array(self.replays.registry.all().map(\.jsonValue))]))
+        case .replay(let id):
+            self.replay(id: id, method: request.head.method, peer: peer, respond: respond)
+        case .deadLetters:
+            respond(self.listDeadLetters(query: request.head.query))
+        case .redeliver:
+            self.redeliver(body: request.body, peer: peer, respond: respond)
         }
     }
 

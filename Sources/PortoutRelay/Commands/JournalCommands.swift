@@ -58,6 +58,10 @@ public enum JournalCommands {
                 } else {
                     output(JSONWriter.encodeString(self.describe(attempt)))
                 }
+            case .replay(let replay):
+                if !deadLettersOnly {
+                    output(JSONWriter.encodeString(self.describe(replay)))
+                }
             }
         }
     }
@@ -75,6 +79,7 @@ public enum JournalCommands {
         var events = 0
         var stale = 0
         var outcomes: [AttemptOutcome: Int] = [:]
+        var replayed = 0
         var unsettled = Set<String>()
         var oldest: Int64?
         var newest: Int64?
@@ -93,6 +98,9 @@ public enum JournalCommands {
                 if attempt.outcome.isFinal {
                     unsettled.remove("\(attempt.eventSequence)/\(attempt.destination)")
                 }
+            case .replay(let replay):
+                replayed += 1
+                unsettled.insert("\(replay.event.sequence)/\(replay.destination)")
             }
         }
         var summary = JSONObject()
@@ -103,6 +111,7 @@ public enum JournalCommands {
         for outcome in AttemptOutcome.allCases {
             summary["attempts." + outcome.name] = .number(Double(outcomes[outcome] ?? 0))
         }
+        summary["replayedDeliveries"] = .number(Double(replayed))
         summary["unsettledDeliveries"] = .number(Double(unsettled.count))
         summary["oldestAcceptedAt"] = oldest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
         summary["newestAcceptedAt"] = newest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
@@ -149,6 +158,18 @@ public enum JournalCommands {
         return .object(object)
     }
 
+    static func describe(_ replay: ReplayRecord) -> JSONValue {
+        var object = JSONObject()
+        object["record"] = "replay"
+        object["replay"] = .string(replay.replayID)
+        object["sequence"] = .number(Double(replay.event.sequence))
+        object["tenant"] = .string(replay.event.tenant)
+        object["destination"] = .string(replay.destination)
+        object["event"] = .string(replay.event.eventID)
+        object["at"] = .string(RFC3339.format(epochMilliseconds: replay.atMs))
+        return .object(object)
+    }
+
     /// Returns the body as JSON with account numbers and PINs replaced, or as a string if it does not parse.
     static func redactedBody(_ body: [UInt8]) -> JSONValue {
         guard let value = try? JSONParser.parse(body) else {
@@ -190,7 +211,7 @@ public enum JournalCommands {
     }
 
     /// Visits the valid records of every segment in order; returns one line per damaged region or torn tail.
-    private static func forEachRecord(
+    static func forEachRecord(
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> [String] {
         var damage: [String] = []

@@ -25,6 +25,11 @@ struct QueryParameters {
         }
     }
 
+    /// The names of the well-formed parameters.
+    var names: [String] {
+        Array(self.values.keys)
+    }
+
     subscript(name: String) -> String? {
         self.values[name]
     }

@@ -1,0 +1,68 @@
+import PortoutCore
+import PortoutJournal
+
+/// The counts of deliveries a replay submitted: queued, or left out and why.
+public struct ReplaySubmission: Sendable, Equatable {
+    public var queued = 0
+    /// Deliveries left out because the same event was still pending for the destination.
+    public var alreadyPending = 0
+    /// Deliveries left out because their destination is not configured.
+    public var notConfigured = 0
+
+    public init() {}
+}
+
+extension DeliveryEngine {
+    /// Queues replayed deliveries on the delivery thread, each in sequence order within its port out's lane.
+    /// A delivery whose event is still pending for its destination is left out, since it will go out anyway.
+    public func submitReplay(
+        _ deliveries: [PendingDelivery], completion: @escaping @Sendable (ReplaySubmission?) -> Void
+    ) {
+        self.perform { running in
+            guard running else { return completion(nil) }
+            var submission = ReplaySubmission()
+            for delivery in deliveries {
+                let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
+                guard let runtime = self.loop.destinations[key] else {
+                    submission.notConfigured += 1
+                    continue
+                }
+                if runtime.queue.contains(sequence: delivery.sequence, orderingKey: delivery.orderingKey) {
+                    submission.alreadyPending += 1
+                    continue
+                }
+                runtime.queue.enqueue(delivery)
+                submission.queued += 1
+                self.updateCounters(key) { $0.pending = runtime.queue.count }
+            }
+            completion(submission)
+        }
+    }
+
+    /// Withdraws the deliveries of replay `replayID` that have not gone out, journaling each as cancelled so that
+    /// a restart does not queue them again. Attempts in flight finish. `completion` gets the number withdrawn,
+    /// or nil if the engine has stopped.
+    public func cancelReplay(_ replayID: String, completion: @escaping @Sendable (Int?) -> Void) {
+        self.perform { running in
+            guard running else { return completion(nil) }
+            let now = WallClock.milliseconds()
+            var withdrawn = 0
+            for (key, runtime) in self.loop.destinations {
+                let removed = runtime.queue.removeWaiting { $0.replayID == replayID }
+                withdrawn += removed.count
+                for delivery in removed {
+                    let record = AttemptRecord(
+                        eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
+                        attempt: delivery.attempts, outcome: .cancelled, httpStatus: nil, atMs: now,
+                        nextAttemptAtMs: nil, error: "replay \(replayID) was cancelled")
+                    self.loop.outcomes.append(.attempt(record))
+                    self.observer?(delivery, record)
+                }
+                if !removed.isEmpty {
+                    self.updateCounters(key) { $0.pending = runtime.queue.count }
+                }
+            }
+            completion(withdrawn)
+        }
+    }
+}

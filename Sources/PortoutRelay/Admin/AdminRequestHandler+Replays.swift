@@ -1,0 +1,213 @@
+import PortoutCore
+import PortoutHTTP
+import PortoutJournal
+
+/// Replays and dead letters on the admin listener.
+extension AdminRequestHandler {
+    static let maxDeadLetterPage = 200
+    static let defaultDeadLetterPage = 50
+
+    /// `POST /admin/replays`: a filter, and `dryRun` to count and sample the matches instead of queueing them.
+    func startReplay(body: [UInt8], peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void) {
+        let object: JSONObject
+        switch Self.bodyObject(body, known: DeliveryFilter.fieldNames + ["dryRun"]) {
+        case .failure(let error): return respond(HTTPResponse(error: error))
+        case .success(let parsed): object = parsed
+        }
+        let filter: DeliveryFilter
+        switch Self.nonEmptyFilter(object, missingField: "tenant") {
+        case .failure(let error): return respond(HTTPResponse(error: error))
+        case .success(let parsed): filter = parsed
+        }
+        if object["dryRun"]?.boolValue == true {
+            self.replays.dryRun(filter) { result in
+                switch result {
+                case .failure(let failure):
+                    respond(HTTPResponse(error: .unprocessable(code: "replayTooLarge", failure.description)))
+                case .success(let preview):
+                    respond(HTTPResponse(status: 200, json: [
+                        "object": "replayPreview", "filter": filter.jsonValue, "count": .number(Double(preview.count)),
+                        "sample": .array(preview.sample.map(Self.matchJSON)),
+                    ]))
+                }
+            }
+            return
+        }
+        let job = self.replays.startReplay(filter)
+        self.logger.info(
+            "admin action",
+            ["action": "start replay", "replay": .string(job.id), "filter": filter.jsonValue, "peer": .string(peer)])
+        respond(HTTPResponse(status: 202, json: job.jsonValue, headers: [("Location", "/admin/replays/\(job.id)")]))
+    }
+
+    /// `GET` or `DELETE /admin/replays/{id}`.
+    func replay(id: String, method: String, peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void) {
+        guard let job = self.replays.registry.job(id) else {
+            return respond(HTTPResponse(error: .notFound("No replay \(id); replays are forgotten when the relay restarts.")))
+        }
+        guard method == "DELETE" else {
+            return respond(HTTPResponse(status: 200, json: job.jsonValue))
+        }
+        self.logger.info("admin action", ["action": "cancel replay", "replay": .string(id), "peer": .string(peer)])
+        self.replays.cancel(job) {
+            respond(HTTPResponse(status: 200, json: job.jsonValue))
+        }
+    }
+
+    /// `GET /admin/dead-letters`: filter fields, `limit` and `startingAfter` as query parameters.
+    func listDeadLetters(query: Substring?) -> HTTPResponse {
+        let parameters = QueryParameters(query)
+        var issues = parameters.malformed.sorted().map { ValidationIssue(field: $0, message: "is not valid percent-encoded UTF-8") }
+        let known = Set(DeliveryFilter.fieldNames + ["limit", "startingAfter"]).subtracting(["deadLetteredOnly"])
+        for name in parameters.names where !known.contains(name) {
+            issues.append(ValidationIssue(field: name, message: "is not a parameter of this list"))
+        }
+
+        var filter = DeliveryFilter()
+        switch DeliveryFilter.parse({ name in name == "deadLetteredOnly" ? nil : parameters[name].map { .string($0) } }) {
+        case .failure(let failure): issues += failure.issues
+        case .success(let parsed): filter = parsed
+        }
+        var limit = Self.defaultDeadLetterPage
+        if let text = parameters["limit"] {
+            if let value = Int(text), (1...Self.maxDeadLetterPage).contains(value) {
+                limit = value
+            } else {
+                issues.append(ValidationIssue(field: "limit", message: "must be an integer from 1 to \(Self.maxDeadLetterPage)"))
+            }
+        }
+
+        var after: DeliveryKey?
+        if let text = parameters["startingAfter"] {
+            after = DeadLetter.key(fromID: text)
+            if after == nil {
+                issues.append(ValidationIssue(field: "startingAfter", message: "must be a dead letter id such as dl_42_billing"))
+            }
+        }
+        guard issues.isEmpty else {
+            return HTTPResponse(error: .unprocessable(code: "invalidParameters", "The query is invalid.", details: issues))
+        }
+
+        let matching = self.deadLetters.matching(filter).filter { after == nil || $0.key > after! }
+        let page = matching.prefix(limit)
+        return HTTPResponse(status: 200, json: [
+            "object": "list", "data": .array(page.map(Self.deadLetterJSON)),
+            "hasMore": .bool(matching.count > limit),
+            "nextStartingAfter": matching.count > limit ? .string(page.last!.id) : .null,
+        ])
+    }
+
+    /// `POST /admin/dead-letters/redeliver`: `{"ids": [...]}` or filter fields.
+    func redeliver(body: [UInt8], peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void) {
+        let object: JSONObject
+        let known = DeliveryFilter.fieldNames.filter { $0 != "deadLetteredOnly" } + ["ids"]
+        switch Self.bodyObject(body, known: known) {
+        case .failure(let error): return respond(HTTPResponse(error: error))
+        case .success(let parsed): object = parsed
+        }
+        var chosen: [DeadLetter]
+        var filter = DeliveryFilter()
+        if let ids = object["ids"] {
+            guard object.members.count == 1 else {
+                return respond(HTTPResponse(error: .unprocessable(
+                    code: "invalidParameters", "Give ids or filter fields, not both.",
+                    details: [ValidationIssue(field: "ids", message: "cannot be combined with filter fields")])))
+            }
+            switch self.deadLetters(ids: ids) {
+            case .failure(let failure):
+                return respond(HTTPResponse(error: .unprocessable(code: "invalidParameters", "The ids are invalid.", details: failure.issues)))
+            case .success(let found): chosen = found
+            }
+        } else {
+            switch Self.nonEmptyFilter(object, missingField: "ids") {
+            case .failure(let error): return respond(HTTPResponse(error: error))
+            case .success(let parsed): filter = parsed
+            }
+            chosen = self.deadLetters.matching(filter)
+        }
+        filter.deadLetteredOnly = true
+        let job = self.replays.startRedelivery(chosen, filter: filter)
+        self.logger.info(
+            "admin action",
+            ["action": "redeliver dead letters", "replay": .string(job.id), "deadLetters": .number(Double(chosen.count)),
+             "filter": filter.jsonValue, "peer": .string(peer)])
+        respond(HTTPResponse(status: 202, json: job.jsonValue, headers: [("Location", "/admin/replays/\(job.id)")]))
+    }
+
+    private func deadLetters(ids: JSONValue) -> Result<[DeadLetter], ValidationFailure> {
+        guard let elements = ids.arrayValue, !elements.isEmpty, elements.count <= 10_000 else {
+            return .failure(ValidationFailure([ValidationIssue(field: "ids", message: "must be an array of 1 to 10000 dead letter ids")]))
+        }
+        var keys: [DeliveryKey] = []
+        var issues: [ValidationIssue] = []
+        for (index, element) in elements.enumerated() {
+            guard let key = element.stringValue.flatMap(DeadLetter.key(fromID:)) else {
+                issues.append(ValidationIssue(field: "ids[\(index)]", message: "must be a dead letter id such as dl_42_billing"))
+                continue
+            }
+            keys.append(key)
+        }
+        let found = self.deadLetters.lookup(keys)
+        let foundKeys = Set(found.map(\.key))
+        for (index, key) in keys.enumerated() where !foundKeys.contains(key) {
+            issues.append(ValidationIssue(field: "ids[\(index)]", message: "is not a dead letter, or was already redelivered"))
+        }
+        return issues.isEmpty ? .success(found) : .failure(ValidationFailure(issues))
+    }
+
+    /// Parses the filter fields of a body and requires at least one; `missingField` names what to add instead.
+    private static func nonEmptyFilter(_ object: JSONObject, missingField: String) -> Result<DeliveryFilter, APIError> {
+        switch DeliveryFilter.parse({ object[$0] }) {
+        case .failure(let failure):
+            return .failure(.unprocessable(code: "invalidParameters", "The filter is invalid.", details: failure.issues))
+        case .success(let filter) where filter.isEmpty:
+            let fields = DeliveryFilter.fieldNames.joined(separator: ", ")
+            return .failure(.unprocessable(
+                code: "filterRequired", "At least one filter field is required.",
+                details: [ValidationIssue(field: missingField, message: "is required unless another of \(fields) is set")]))
+        case .success(let filter):
+            return .success(filter)
+        }
+    }
+
+    /// Parses an optional JSON object body, rejecting keys outside `known`.
+    static func bodyObject(_ body: [UInt8], known: [String]) -> Result<JSONObject, APIError> {
+        guard !body.isEmpty else { return .success(JSONObject()) }
+        guard let object = (try? JSONParser.parse(body))?.objectValue else {
+            return .failure(.badRequest(code: "invalidJSON", "The body must be a JSON object."))
+        }
+        let unknown = object.keys.filter { !known.contains($0) }
+        guard unknown.isEmpty else {
+            return .failure(.unprocessable(
+                code: "invalidParameters", "The body has unknown fields.",
+                details: unknown.map { ValidationIssue(field: $0, message: "is not one of \(known.joined(separator: ", "))") }))
+        }
+        return .success(object)
+    }
+
+    static func matchJSON(_ match: ReplayScan.Match) -> JSONValue {
+        .object(JSONObject(self.eventMembers(match.event) + [("destination", .string(match.destination))]))
+    }
+
+    static func deadLetterJSON(_ deadLetter: DeadLetter) -> JSONValue {
+        .object(JSONObject(
+            [("object", "deadLetter"), ("id", .string(deadLetter.id))] + self.eventMembers(deadLetter.event) + [
+                ("destination", .string(deadLetter.destination)),
+                ("deadLetteredAt", .string(RFC3339.format(epochMilliseconds: deadLetter.deadLetteredAtMs))),
+                ("attempts", .number(Double(deadLetter.attempts))),
+                ("httpStatus", deadLetter.httpStatus.map { .number(Double($0)) } ?? .null),
+                ("reason", .string(deadLetter.reason)),
+            ]))
+    }
+
+    private static func eventMembers(_ event: EventSummary) -> [(key: String, value: JSONValue)] {
+        [
+            ("tenant", .string(event.tenant)),
+            ("event", .string(event.eventID)),
+            ("type", .string(event.type)),
+            ("portOut", event.portOutID.isEmpty ? .null : .string(event.portOutID)),
+            ("status", event.status.map { .string($0.rawValue) } ?? .null),
+            ("acceptedAt", .string(RFC3339.format(epochMilliseconds: event.acceptedAtMs))),
+        ]
+    }
+}

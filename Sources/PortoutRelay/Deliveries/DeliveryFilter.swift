@@ -1,0 +1,100 @@
+import PortoutCore
+import PortoutJournal
+
+/// The selection of deliveries for a replay, a redelivery or a dead-letter listing. Every set field must match.
+struct DeliveryFilter: Sendable, Equatable {
+    var tenant: String?
+    var destination: String?
+    var portOutID: String?
+    var statuses: Set<PortOutStatus>?
+    var type: String?
+    /// Acceptance time, from inclusive and to exclusive, in Unix milliseconds.
+    var acceptedFromMs: Int64?
+    var acceptedToMs: Int64?
+    /// Whether only deliveries whose last outcome was a dead letter are taken.
+    var deadLetteredOnly = false
+
+    /// The names a filter is written with, in a JSON body, a query string or command-line flags.
+    static let fieldNames = ["tenant", "destination", "portOut", "status", "type", "from", "to", "deadLetteredOnly"]
+
+    var isEmpty: Bool {
+        self == DeliveryFilter()
+    }
+
+    func matches(_ event: EventSummary, destination: String) -> Bool {
+        if let tenant = self.tenant, event.tenant != tenant { return false }
+        if let wanted = self.destination, destination != wanted { return false }
+        if let portOutID = self.portOutID, event.portOutID != portOutID { return false }
+        if let statuses = self.statuses {
+            guard let status = event.status, statuses.contains(status) else { return false }
+        }
+        if let type = self.type, event.type != type { return false }
+        if let from = self.acceptedFromMs, event.acceptedAtMs < from { return false }
+        if let to = self.acceptedToMs, event.acceptedAtMs >= to { return false }
+        return true
+    }
+
+    /// Parses the filter fields that `value(name)` returns, as strings (a query or flags) or as JSON values (a
+    /// body). Every invalid field is reported.
+    static func parse(_ value: (String) -> JSONValue?) -> Result<DeliveryFilter, ValidationFailure> {
+        var filter = DeliveryFilter()
+        var issues: [ValidationIssue] = []
+        func text(_ name: String) -> String? {
+            guard let raw = value(name) else { return nil }
+            guard let string = raw.stringValue, !string.isEmpty else {
+                issues.append(ValidationIssue(field: name, message: "must be a non-empty string"))
+                return nil
+            }
+            return string
+        }
+        filter.tenant = text("tenant")
+        filter.destination = text("destination")
+        filter.portOutID = text("portOut")
+        filter.type = text("type")
+        if let statuses = text("status") {
+            let parsed = statuses.split(separator: ",").map { PortOutStatus(rawValue: String($0)) }
+            if parsed.isEmpty || parsed.contains(nil) {
+                let names = PortOutStatus.allCases.map(\.rawValue).joined(separator: ", ")
+                issues.append(ValidationIssue(field: "status", message: "must be one or more of \(names), comma-separated"))
+            } else {
+                filter.statuses = Set(parsed.compactMap { $0 })
+            }
+        }
+        for (name, path) in [("from", \DeliveryFilter.acceptedFromMs), ("to", \DeliveryFilter.acceptedToMs)] {
+            guard let time = text(name) else { continue }
+            guard let seconds = RFC3339.parseSeconds(time) else {
+                issues.append(ValidationIssue(field: name, message: "must be an RFC 3339 date-time such as 2026-11-02T09:00:00Z"))
+                continue
+            }
+            filter[keyPath: path] = Int64((seconds * 1000).rounded(.down))
+        }
+        if let only = value("deadLetteredOnly") {
+            switch only {
+            case .bool(let flag): filter.deadLetteredOnly = flag
+            case .string("true"): filter.deadLetteredOnly = true
+            case .string("false"): filter.deadLetteredOnly = false
+            default: issues.append(ValidationIssue(field: "deadLetteredOnly", message: "must be true or false"))
+            }
+        }
+        if let from = filter.acceptedFromMs, let to = filter.acceptedToMs, from >= to {
+            issues.append(ValidationIssue(field: "to", message: "must be later than from"))
+        }
+        return issues.isEmpty ? .success(filter) : .failure(ValidationFailure(issues))
+    }
+
+    /// The filter as JSON, for job descriptions; unset fields are left out.
+    var jsonValue: JSONValue {
+        var object = JSONObject()
+        object["tenant"] = self.tenant.map { .string($0) }
+        object["destination"] = self.destination.map { .string($0) }
+        object["portOut"] = self.portOutID.map { .string($0) }
+        object["status"] = self.statuses.map { .string($0.map(\.rawValue).sorted().joined(separator: ",")) }
+        object["type"] = self.type.map { .string($0) }
+        object["from"] = self.acceptedFromMs.map { .string(RFC3339.format(epochMilliseconds: $0)) }
+        object["to"] = self.acceptedToMs.map { .string(RFC3339.format(epochMilliseconds: $0)) }
+        if self.deadLetteredOnly {
+            object["deadLetteredOnly"] = true
+        }
+        return .object(object)
+    }
+}

@@ -1,0 +1,69 @@
+import PortoutDelivery
+import PortoutJournal
+
+/// Deliveries that the journal shows as not yet settled, gathered while it is replayed at start-up.
+struct UnsettledDeliveries {
+    private struct Entry {
+        var event: EventSummary
+        /// Per destination: attempts made, when the next is due, and the replay that queued it, if any.
+        var remaining: [String: (attempts: Int, nextAttemptAtMs: Int64, replayID: String?)]
+    }
+
+    private var entries: [UInt64: Entry] = [:]
+
+    mutating func add(_ event: EventRecord, at location: JournalLocation) {
+        guard !event.destinations.isEmpty else { return }
+        var remaining: [String: (attempts: Int, nextAttemptAtMs: Int64, replayID: String?)] = [:]
+        for destination in event.destinations {
+            remaining[destination] = (0, 0, nil)
+        }
+        self.entries[event.sequence] = Entry(event: EventSummary(event, location: location), remaining: remaining)
+    }
+
+    /// Makes a replayed delivery unsettled again, with no attempts made.
+    mutating func reopen(_ replay: ReplayRecord) {
+        var entry = self.entries[replay.event.sequence] ?? Entry(event: replay.event, remaining: [:])
+        entry.remaining[replay.destination] = (0, 0, replay.replayID)
+        self.entries[replay.event.sequence] = entry
+    }
+
+    /// Applies an attempt's outcome; returns the dead letter it made, if it dead-lettered its delivery.
+    mutating func apply(_ attempt: AttemptRecord) -> DeadLetter? {
+        guard var entry = self.entries[attempt.eventSequence], let progress = entry.remaining[attempt.destination] else {
+            return nil
+        }
+        var deadLetter: DeadLetter?
+        if attempt.outcome.isFinal {
+            entry.remaining.removeValue(forKey: attempt.destination)
+            if attempt.outcome == .deadLettered {
+                deadLetter = DeadLetter(event: entry.event, destination: attempt.destination, attempt: attempt)
+            }
+        } else {
+            entry.remaining[attempt.destination] = (attempt.attempt, attempt.nextAttemptAtMs ?? 0, progress.replayID)
+        }
+        self.entries[attempt.eventSequence] = entry.remaining.isEmpty ? nil : entry
+        return deadLetter
+    }
+
+    /// Returns the unsettled deliveries in acceptance order, which keeps each port out's statuses in order.
+    func pendingDeliveries() -> [PendingDelivery] {
+        self.entries.keys.sorted().flatMap { sequence -> [PendingDelivery] in
+            let entry = self.entries[sequence]!
+            return entry.remaining.keys.sorted().map { destination in
+                let progress = entry.remaining[destination]!
+                return PendingDelivery(
+                    event: entry.event, destination: destination, attempts: progress.attempts,
+                    nextAttemptAtMs: progress.nextAttemptAtMs, replayID: progress.replayID)
+            }
+        }
+    }
+}
+
+extension PendingDelivery {
+    init(event: EventSummary, destination: String, attempts: Int = 0, nextAttemptAtMs: Int64 = 0, replayID: String? = nil) {
+        self.init(
+            sequence: event.sequence, eventID: event.eventID, tenant: event.tenant, destination: destination,
+            orderingKey: event.orderingKey, location: event.location, acceptedAtMs: event.acceptedAtMs,
+            attempts: attempts, nextAttemptAtMs: nextAttemptAtMs, replayID: replayID)
+    }
+}

@@ -1,0 +1,221 @@
+import Foundation
+import PortoutCore
+import PortoutTestSupport
+import Synchronization
+import Testing
+
+@testable import PortoutRelay
+
+/// Replays from the journal and dead-letter redelivery through the admin API, with a sink on loopback.
+@Suite(.serialized)
+struct ReplayTests {
+    static func admin(_ harness: RelayHarness, _ method: String, _ path: String, body: String = "") throws -> LoopbackClient.Response {
+        try AdminTests.admin(harness, method, path, token: nil, body: body)
+    }
+
+    static func json(_ response: LoopbackClient.Response) throws -> JSONObject {
+        try #require(response.json?.objectValue, "not a JSON object: \(String(decoding: response.body, as: UTF8.self))")
+    }
+
+    /// Starts a relay whose tenant `gigs` delivers everything to `sink`, and posts the whole fixture feed to it.
+    static func startWithFeed(_ sink: RecordingSink) throws -> RelayHarness {
+        let harness = try RelayHarness(
+            tenantsJSON: """
+                [{"id": "gigs", "projects": ["acme-mobile", "brit-tel"], "verify": {"secrets": ["\(RelayHarness.inboundSecret)"]},
+                  "destinations": \(DeliveryTests.destination(sink.url, retrySchedule: "[0.2]", maxAttempts: 50))}]
+                """)
+        let lines = try String(contentsOfFile: CarrierFeedTests.feed, encoding: .utf8).split(separator: "\n")
+        for (index, line) in lines.enumerated() {
+            let status = try harness.post(Array(line.utf8), tenant: "gigs", messageID: "msg_feed_\(index)").status
+            #expect((200..<300).contains(status))
+        }
+        return harness
+    }
+
+    static func waitForJob(_ harness: RelayHarness, _ id: String, status: String) throws -> JSONObject {
+        var last = JSONObject()
+        _ = waitUntil(timeoutSeconds: 20) {
+            last = (try? Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))) ?? JSONObject()
+            return last["status"] == .string(status)
+        }
+        #expect(last["status"] == .string(status), "replay \(id): \(last)")
+        return last
+    }
+
+    @Test func replayFiltersMatchExactly() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithFeed(sink)
+        defer { harness.finish() }
+        let forwarded = CarrierFeedTests.expected["forwarded"]?.objectValue
+        let expectedDeliveries = forwarded?.members.reduce(0) { $0 + ($1.value.arrayValue?.count ?? 0) } ?? 0
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered ?? 0 >= expectedDeliveries })
+        let original = sink.received
+
+        func preview(_ filter: String) throws -> Int {
+            let response = try Self.admin(harness, "POST", "/admin/replays", body: #"{"dryRun": true, \#(filter)}"#)
+            #expect(response.status == 200)
+            return Int(try Self.json(response)["count"]?.numberValue ?? -1)
+        }
+        let portOut = try #require(forwarded?.members.first { ($0.value.arrayValue?.count ?? 0) >= 3 }?.key)
+        #expect(try preview(#""portOut": "\#(portOut)""#) == original.filter { $0.portOut == portOut }.count)
+        #expect(try preview(#""status": "completed""#) == original.filter { $0.status == "completed" }.count)
+        #expect(try preview(#""status": "expired,failed""#) == original.filter { ["expired", "failed"].contains($0.status) }.count)
+        let credentials = "com.gigs.portOutCredentials.issued"
+        #expect(try preview(#""type": "\#(credentials)""#) == original.filter { $0.json?["type"] == .string(credentials) }.count)
+        #expect(try preview(#""tenant": "gigs""#) == original.count)
+        #expect(try preview(#""tenant": "gigs", "destination": "d1", "to": "2000-01-01T00:00:00Z""#) == 0)
+        #expect(try preview(#""tenant": "gigs", "from": "2000-01-01T00:00:00Z""#) == original.count)
+        #expect(try preview(#""tenant": "gigs", "deadLetteredOnly": true"#) == 0)
+        #expect(try preview(#""tenant": "other""#) == 0)
+
+        let rejected = try Self.admin(harness, "POST", "/admin/replays", body: #"{"status": "lost", "from": "yesterday"}"#)
+        #expect(rejected.status == 422)
+        let fields = try Self.json(rejected)["details"]?.arrayValue?.compactMap { $0.objectValue?["field"]?.stringValue }
+        #expect(fields == ["status", "from"])
+        #expect(try Self.admin(harness, "POST", "/admin/replays", body: "{}").status == 422)
+        #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "gigs", "surprise": 1}"#).status == 422)
+    }
+
+    @Test func replayKeepsEachPortOutsOrder() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithFeed(sink)
+        defer { harness.finish() }
+        let delivered = { harness.relay!.deliveryStatistics().first?.delivered ?? 0 }
+        #expect(waitUntil { delivered() > 0 })
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.pending == 0 })
+        let original = sink.received
+        let started = try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "gigs"}"#)
+        #expect(started.status == 202)
+        let id = try #require(try Self.json(started)["id"]?.stringValue)
+        #expect(started.header("Location") == "/admin/replays/\(id)")
+        let job = try Self.waitForJob(harness, id, status: "completed")
+        #expect(job["matched"] == .number(Double(original.count)))
+        #expect(job["queued"] == .number(Double(original.count)))
+        #expect(job["delivered"] == .number(Double(original.count)))
+
+        let replayed = Array(sink.received.dropFirst(original.count))
+        #expect(replayed.count == original.count)
+        func statusesByPortOut(_ deliveries: [RecordingSink.Received]) -> [String: [String]] {
+            var result: [String: [String]] = [:]
+            for delivery in deliveries {
+                if let portOut = delivery.portOut, let status = delivery.status {
+                    result[portOut, default: []].append(status)
+                }
+            }
+            return result
+        }
+        #expect(statusesByPortOut(replayed) == statusesByPortOut(original))
+        // The webhook-id stays the event id, so a receiver's dedupe recognises the replayed copies.
+        #expect(Set(replayed.compactMap { $0.headers["webhook-id"] }) == Set(original.compactMap { $0.headers["webhook-id"] }))
+    }
+
+    @Test func cancelWithdrawsQueuedReplay() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        for index in 0..<5 {
+            #expect(try harness.post(Events.portOut("pout_c\(index)", status: "initiated")).status == 202)
+        }
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 5 })
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let started = try Self.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        let id = try #require(started["id"]?.stringValue)
+        #expect(waitUntil { (try? Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["queued"]) == 5 })
+
+        let cancelled = try Self.admin(harness, "DELETE", "/admin/replays/\(id)")
+        #expect(cancelled.status == 200)
+        let job = try Self.waitForJob(harness, id, status: "cancelled")
+        #expect(job["withdrawn"] == 5)
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 5)
+        // The withdrawals are journaled, so a restart does not queue them again.
+        try harness.restart()
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 5)
+        #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
+    }
+
+    @Test func replayResumesAfterRestart() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        for status in ["initiated", "processing", "issued"] {
+            #expect(try harness.post(Events.portOut("pout_r", status: status)).status == 202)
+        }
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 3 })
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let id = try #require(try Self.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_r"}"#))["id"]?.stringValue)
+        #expect(waitUntil { (try? Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["queued"]) == 3 })
+        try harness.restart()
+        // The job is forgotten, but its journaled deliveries are pending again, in order.
+        #expect(try Self.admin(harness, "GET", "/admin/replays/\(id)").status == 404)
+        #expect(harness.relay!.deliveryStatistics().first?.pending == 3)
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(waitUntil { sink.received.count == 6 })
+        #expect(sink.received.suffix(3).map(\.status) == ["initiated", "processing", "issued"])
+    }
+
+    @Test func deadLettersListAndRedeliver() throws {
+        let rejecting = Atomic<Bool>(true)
+        let sink = try RecordingSink { _, received in
+            .init(status: rejecting.load(ordering: .relaxed) && received.portOut != "pout_ok" ? 400 : 204)
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_ok", status: "initiated")).status == 202)
+        for index in 0..<3 {
+            #expect(try harness.post(Events.portOut("pout_bad\(index)", status: "initiated")).status == 202)
+        }
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.deadLettered == 3 })
+
+        let list = try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))
+        let items = list["data"]?.arrayValue?.compactMap(\.objectValue) ?? []
+        #expect(items.map { $0["portOut"] } == ["pout_bad0", "pout_bad1", "pout_bad2"])
+        #expect(items.first?["httpStatus"] == 400)
+        #expect(items.first?["destination"] == "d1")
+        #expect(items.first?["reason"] == "destination answered 400")
+        #expect(list["hasMore"] == false)
+
+        let firstPage = try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters?limit=2"))
+        #expect(firstPage["data"]?.arrayValue?.count == 2)
+        #expect(firstPage["hasMore"] == true)
+        let cursor = try #require(firstPage["nextStartingAfter"]?.stringValue)
+        let secondPage = try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters?limit=2&startingAfter=\(cursor)"))
+        #expect(secondPage["data"]?.arrayValue?.compactMap { $0.objectValue?["portOut"] } == ["pout_bad2"])
+        let filtered = try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters?portOut=pout_bad1"))
+        #expect(filtered["data"]?.arrayValue?.count == 1)
+        #expect(try Self.admin(harness, "GET", "/admin/dead-letters?limit=0").status == 422)
+        #expect(try Self.admin(harness, "GET", "/admin/dead-letters?colour=red").status == 422)
+
+        // The list is rebuilt from the journal at start.
+        try harness.restart()
+        let ids = (try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? [])
+            .compactMap { $0.objectValue?["id"]?.stringValue }
+        #expect(ids.count == 3)
+
+        rejecting.store(false, ordering: .relaxed)
+        let unknown = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"ids": ["dl_999_d1"]}"#)
+        #expect(unknown.status == 422)
+        let redelivery = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"ids": ["\#(ids[0])", "\#(ids[2])"]}"#)
+        #expect(redelivery.status == 202)
+        let id = try #require(try Self.json(redelivery)["id"]?.stringValue)
+        let job = try Self.waitForJob(harness, id, status: "completed")
+        #expect(job["delivered"] == 2)
+        #expect(job["kind"] == "redelivery")
+        let remaining = try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? []
+        #expect(remaining.compactMap { $0.objectValue?["portOut"] } == ["pout_bad1"])
+
+        let byFilter = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"destination": "d1"}"#)
+        #expect(byFilter.status == 202)
+        let filterJob = try #require(try Self.json(byFilter)["id"]?.stringValue)
+        #expect(try Self.waitForJob(harness, filterJob, status: "completed")["delivered"] == 1)
+        try harness.restart()
+        #expect((try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? []).isEmpty)
+    }
+}
