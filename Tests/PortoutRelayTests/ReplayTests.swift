@@ -219,3 +219,76 @@ struct ReplayTests {
         #expect((try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? []).isEmpty)
     }
 }
+
+/// `portout-relay replay`, online through the admin listener and offline from the journal.
+@Suite(.serialized)
+struct ReplayCommandTests {
+    static func run(_ arguments: [String]) throws -> (status: Int32, lines: [String]) {
+        let lines = Mutex<[String]>([])
+        let status = try ReplayCommand.run(arguments[...]) { line in lines.withLock { $0.append(line) } }
+        return (status, lines.withLock { $0 })
+    }
+
+    static func startWithDeliveries(_ sink: RecordingSink) throws -> (RelayHarness, String) {
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        for status in ["initiated", "processing", "issued"] {
+            #expect(try harness.post(Events.portOut("pout_cli", status: status)).status == 202)
+        }
+        #expect(try harness.post(Events.portOut("pout_other", status: "initiated")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 4 })
+        let configPath = harness.directory.file("config.json")
+        try harness.configText.write(toFile: configPath, atomically: true, encoding: .utf8)
+        return (harness, configPath)
+    }
+
+    @Test func offlineReplaySendsFromJournal() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        do {
+            _ = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli"])
+            Issue.record("an offline replay ran beside a running relay")
+        } catch let error as UsageError {
+            #expect(error.description.contains("replay through it without --offline"))
+        }
+
+        harness.stop()
+        let preview = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--dry-run"])
+        #expect(preview.status == 0)
+        #expect(preview.lines.first == "3 deliveries match")
+        let result = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "20"])
+        #expect(result.status == 0, "\(result.lines)")
+        #expect(result.lines.last?.hasPrefix("3/3 settled: 3 delivered") == true)
+        #expect(sink.received.count == 7)
+        #expect(sink.received.suffix(3).map(\.status) == ["initiated", "processing", "issued"])
+
+        // The replayed deliveries were journaled as delivered, so the relay does not send them again.
+        try harness.start()
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 7)
+        #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
+    }
+
+    @Test func onlineReplayReportsProgress() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        let url = "http://127.0.0.1:\(harness.adminPort)"
+        let result = try Self.run(["--config", configPath, "--admin-url", url, "--tenant", "t1", "--status", "initiated"])
+        #expect(result.status == 0, "\(result.lines)")
+        #expect(result.lines.first?.hasPrefix("replay rpl_") == true)
+        #expect(result.lines.contains("2/2 settled: 2 delivered, 0 dead-lettered, 0 withdrawn"))
+        #expect(result.lines.last?.hasSuffix(" completed") == true)
+        #expect(waitUntil { sink.received.count == 6 })
+        #expect(Set(sink.received.suffix(2).compactMap(\.portOut)) == ["pout_cli", "pout_other"])
+
+        do {
+            _ = try Self.run(["--config", configPath, "--admin-url", url, "--status", "lost"])
+            Issue.record("an invalid status was accepted")
+        } catch let error as UsageError {
+            #expect(error.description.hasPrefix("--status must be one or more of"))
+        }
+    }
+}

@@ -20,6 +20,13 @@ public enum RelayCommand {
                         print one JSON line per record; --dead-letters lists only deliveries that gave up
           journal stats --data-dir DIR
                         print totals for the journal as one JSON line
+          replay [--config FILE] [--admin-url URL] [--tenant ID] [--destination ID] [--port-out ID]
+                 [--status S[,S...]] [--type TYPE] [--from TIME] [--to TIME] [--dead-lettered-only] [--dry-run]
+                        replay matching deliveries through the running relay's admin listener (address and token
+                        from the config) and show progress; TIME is RFC 3339, such as 2026-11-02T09:00:00Z
+          replay --offline [--config FILE] [--data-dir DIR] [--wait SECONDS] [filters as above]
+                        replay straight from the journal while the relay is stopped, waiting up to SECONDS
+                        (default 300) for the deliveries to settle
           emulate [--listen HOST:PORT] [--projects ID[:uk],...] [--api-keys KEY[:credentials],...]
                   [--webhook-urls URL,...] [--webhook-secret SECRET] [--webhook-scheme SCHEME]
                   [--webhook-header NAME] [--processing-after S] [--issued-after S]
@@ -48,6 +55,8 @@ public enum RelayCommand {
                 return try self.journal(words.dropFirst())
             case "emulate":
                 return try self.emulate(words.dropFirst())
+            case "replay":
+                return try ReplayCommand.run(words.dropFirst()) { print($0) }
             case "openapi":
                 print(OpenAPIDocument.text)
                 return 0

@@ -216,7 +216,7 @@ final class ReplayJobs: Sendable {
     }
 
     /// Journals a replay record for every match, then hands the deliveries to the engine.
-    private func queue(_ matches: [ReplayScan.Match], for job: ReplayJob) {
+    func queue(_ matches: [ReplayScan.Match], for job: ReplayJob) {
         let cancelled = job.progress.withLock { progress -> Bool in
             progress.matched = matches.count
             return progress.isCancelRequested

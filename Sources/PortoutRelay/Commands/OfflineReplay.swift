@@ -1,0 +1,99 @@
+import Dispatch
+import Foundation
+import PortoutCore
+import PortoutDelivery
+import PortoutJournal
+import Synchronization
+
+/// A replay straight from the journal while the relay is stopped: it takes the journal's lock, queues the matches
+/// like the admin API does, delivers them with the configured destinations and waits for them to settle.
+///
+/// Deliveries still unsettled when the wait ends stay unsettled in the journal, so the relay sends them when it
+/// starts.
+struct OfflineReplay {
+    let config: RelayConfig
+    let dataDirectory: String
+    let filter: DeliveryFilter
+    let dryRun: Bool
+    let waitSeconds: Double
+    let progress: ReplayProgressPrinter
+
+    func run() throws -> Int32 {
+        let logger = Logger(level: .warning)
+        let journal = try self.openJournal(logger: logger)
+        defer { journal.close() }
+        let matches: [ReplayScan.Match]
+        switch ReplayScan.run(dataDirectory: self.dataDirectory, filter: self.filter) {
+        case .failure(let failure): throw UsageError(failure.description)
+        case .success(let found): matches = found.matches
+        }
+        if self.dryRun {
+            self.progress.line("\(matches.count) deliveries match")
+            for match in matches.prefix(10) {
+                self.progress.line(JSONWriter.encodeString(AdminRequestHandler.matchJSON(match)))
+            }
+            return 0
+        }
+        return try self.deliver(matches, journal: journal, logger: logger)
+    }
+
+    /// Opens the journal, which recovers it as a start of the relay would, and takes its lock.
+    private func openJournal(logger: Logger) throws -> Journal {
+        let result = Result { () throws(JournalError) -> Journal in
+            try Journal.open(
+                directory: self.dataDirectory + "/journal", segmentBytes: self.config.journal.segmentBytes,
+                logger: logger, includeBodies: false) { _, _ in }
+        }
+        if case .failure(let error) = result, error.reason == "the journal is in use by another process" {
+            throw UsageError("the relay is running on \(self.dataDirectory); replay through it without --offline")
+        }
+        return try result.get()
+    }
+
+    private func deliver(_ matches: [ReplayScan.Match], journal: Journal, logger: Logger) throws -> Int32 {
+        let job = ReplayJob(kind: "replay", filter: self.filter)
+        let registry = ReplayRegistry(logger: logger)
+        registry.add(job)
+        let engine = DeliveryEngine(
+            tenants: self.config.tenants, defaults: self.config.delivery, journal: journal, logger: logger,
+            controlFile: self.dataDirectory + "/destinations.json"
+        ) { delivery, attempt in
+            if let replayID = delivery.replayID {
+                registry.settled(replayID: replayID, outcome: attempt.outcome)
+            }
+        }
+        engine.start()
+        defer { engine.shutdown(graceMs: 5000) }
+
+        let jobs = ReplayJobs(
+            registry: registry, dataDirectory: self.dataDirectory, journal: journal, engine: engine,
+            deadLetters: DeadLetterIndex())
+        jobs.queue(matches, for: job)
+        self.progress.line("replay \(job.id): \(matches.count) deliveries match")
+        let deadline = Date().addingTimeInterval(self.waitSeconds)
+        while !job.isFinished && Date() < deadline {
+            self.show(job, final: false)
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        self.show(job, final: true)
+
+        let progress = job.progress.withLock { $0 }
+        if !job.isFinished {
+            self.progress.line(
+                "\(progress.queued - progress.settled) deliveries are still retrying after \(Int(self.waitSeconds)) s; "
+                    + "they stay in the journal and go out when the relay starts")
+        }
+        if progress.notConfigured > 0 {
+            self.progress.line("\(progress.notConfigured) deliveries skipped: their destination is not configured")
+        }
+        return progress.status == .completed && progress.deadLettered == 0 ? 0 : 1
+    }
+
+    private func show(_ job: ReplayJob, final: Bool) {
+        let progress = job.progress.withLock { $0 }
+        guard progress.status != .scanning else { return }
+        self.progress.update(
+            queued: progress.queued, delivered: progress.delivered, deadLettered: progress.deadLettered,
+            withdrawn: progress.withdrawn, final: final)
+    }
+}

@@ -1,0 +1,183 @@
+import Dispatch
+import Foundation
+import PortoutCore
+import PortoutDelivery
+import PortoutJournal
+import Synchronization
+
+/// `portout-relay replay`: replays deliveries through a running relay's admin listener, or with `--offline`
+/// straight from the journal while the relay is stopped.
+enum ReplayCommand {
+    static let valueOptions: Set<String> = [
+        "--config", "--admin-url", "--data-dir", "--tenant", "--destination", "--port-out", "--status", "--type",
+        "--from", "--to", "--wait",
+    ]
+    static let flagOptions: Set<String> = ["--offline", "--dead-lettered-only", "--dry-run"]
+
+    /// Flag names by filter field.
+    private static let filterFlags: [String: String] = [
+        "tenant": "--tenant", "destination": "--destination", "portOut": "--port-out", "status": "--status",
+        "type": "--type", "from": "--from", "to": "--to",
+    ]
+
+    static func run(_ arguments: ArraySlice<String>, output: @escaping @Sendable (String) -> Void) throws -> Int32 {
+        let options = try CommandArguments(arguments, valueOptions: self.valueOptions, flagOptions: self.flagOptions)
+        let filter = try self.filter(options)
+        let config = try RelayConfig.load(path: options["--config"] ?? "config.json")
+        let progress = ReplayProgressPrinter(output: output)
+        if options.has("--offline") {
+            let wait = try options["--wait"].map { text -> Double in
+                guard let seconds = Double(text), seconds >= 0, seconds <= 86_400 else {
+                    throw UsageError("--wait must be a number of seconds from 0 to 86400")
+                }
+                return seconds
+            } ?? 300
+            return try OfflineReplay(
+                config: config, dataDirectory: options["--data-dir"] ?? config.dataDir, filter: filter,
+                dryRun: options.has("--dry-run"), waitSeconds: wait, progress: progress
+            ).run()
+        }
+        guard options["--data-dir"] == nil && options["--wait"] == nil else {
+            throw UsageError("--data-dir and --wait apply only with --offline")
+        }
+        let url = options["--admin-url"] ?? "http://\(config.admin.listen)"
+        return try OnlineReplay(
+            adminURL: url, token: config.admin.token?.value, filter: filter, dryRun: options.has("--dry-run"),
+            progress: progress
+        ).run()
+    }
+
+    private static func filter(_ options: CommandArguments) throws -> DeliveryFilter {
+        let parsed = DeliveryFilter.parse { field in
+            if field == "deadLetteredOnly" {
+                return options.has("--dead-lettered-only") ? .bool(true) : nil
+            }
+            return self.filterFlags[field].flatMap { options[$0] }.map { .string($0) }
+        }
+        switch parsed {
+        case .failure(let failure):
+            let problems = failure.issues.map { "\(self.filterFlags[$0.field] ?? "--" + $0.field) \($0.message)" }
+            throw UsageError(problems.joined(separator: "; "))
+        case .success(let filter) where filter.isEmpty:
+            throw UsageError("a replay needs at least one of \(self.filterFlags.values.sorted().joined(separator: ", ")) or --dead-lettered-only")
+        case .success(let filter):
+            return filter
+        }
+    }
+}
+
+/// Prints a replay's progress: a bar redrawn in place on a terminal, a plain line every two seconds otherwise.
+final class ReplayProgressPrinter: Sendable {
+    private let output: @Sendable (String) -> Void
+    private let isTerminal = isatty(STDOUT_FILENO) == 1
+    private let lastLineAtMs = Mutex<Int64>(0)
+
+    init(output: @escaping @Sendable (String) -> Void) {
+        self.output = output
+    }
+
+    func update(queued: Int, delivered: Int, deadLettered: Int, withdrawn: Int, final: Bool) {
+        let settled = delivered + deadLettered + withdrawn
+        let counts = "\(settled)/\(queued) settled: \(delivered) delivered, \(deadLettered) dead-lettered, \(withdrawn) withdrawn"
+        if self.isTerminal {
+            let width = 30
+            let filled = queued == 0 ? width : min(width, settled * width / queued)
+            let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+            FileHandle.standardOutput.write(Data("\r[\(bar)] \(counts)\(final ? "\n" : "")".utf8))
+            return
+        }
+        let now = WallClock.milliseconds()
+        let due = self.lastLineAtMs.withLock { last -> Bool in
+            guard final || now - last >= 2000 else { return false }
+            last = now
+            return true
+        }
+        if due {
+            self.output(counts)
+        }
+    }
+
+    func line(_ text: String) {
+        self.output(text)
+    }
+}
+
+/// A replay through the admin API of a running relay.
+struct OnlineReplay {
+    let adminURL: String
+    let token: String?
+    let filter: DeliveryFilter
+    let dryRun: Bool
+    let progress: ReplayProgressPrinter
+
+    func run() throws -> Int32 {
+        let client = HTTPClient(name: "replay-client")
+        defer { client.shutdown() }
+        var body = self.filter.jsonValue.objectValue ?? JSONObject()
+        if self.dryRun {
+            body["dryRun"] = true
+        }
+        let created = try self.call(client, "POST", "/admin/replays", body: JSONWriter.encode(.object(body)))
+        if self.dryRun {
+            self.progress.line("\(Int(created["count"]?.numberValue ?? 0)) deliveries match")
+            for match in created["sample"]?.arrayValue ?? [] {
+                self.progress.line(JSONWriter.encodeString(match))
+            }
+            return 0
+        }
+        guard let id = created["id"]?.stringValue else { throw UsageError("the relay returned no replay id") }
+        self.progress.line("replay \(id) started")
+        while true {
+            let job = try self.call(client, "GET", "/admin/replays/\(id)")
+            let status = job["status"]?.stringValue ?? ""
+            let finished = ["completed", "cancelled", "failed"].contains(status)
+            func count(_ name: String) -> Int { Int(job[name]?.numberValue ?? 0) }
+            if status != "scanning" || finished {
+                self.progress.update(
+                    queued: count("queued"), delivered: count("delivered"), deadLettered: count("deadLettered"),
+                    withdrawn: count("withdrawn"), final: finished)
+            }
+            if finished {
+                if let error = job["error"]?.stringValue {
+                    self.progress.line("replay \(id) \(status): \(error)")
+                } else {
+                    self.progress.line("replay \(id) \(status)")
+                }
+                return status == "completed" && count("deadLettered") == 0 ? 0 : 1
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+    }
+
+    /// Sends one admin request and returns its JSON object, or throws with the relay's error message.
+    private func call(_ client: HTTPClient, _ method: String, _ path: String, body: [UInt8] = []) throws -> JSONObject {
+        var headers: [(name: String, value: String)] = [("Content-Type", "application/json")]
+        if let token = self.token {
+            headers.append(("Authorization", "Bearer \(token)"))
+        }
+        let result = Mutex<Result<HTTPClient.Response, HTTPClient.TransportError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        client.send(HTTPClient.Request(method: method, url: self.adminURL + path, headers: headers, body: body)) { outcome in
+            result.withLock { $0 = outcome }
+            done.signal()
+        }
+        done.wait()
+        switch result.withLock({ $0 })! {
+        case .failure(let error):
+            throw UsageError("cannot reach the admin listener at \(self.adminURL): \(error.description); is the relay running? Use --offline if it is not")
+        case .success(let response):
+            let object = (try? JSONParser.parse(response.body))?.objectValue
+            guard (200..<300).contains(response.status), let object else {
+                let message = object?["message"]?.stringValue ?? "status \(response.status)"
+                let details = (object?["details"]?.arrayValue ?? []).compactMap { detail -> String? in
+                    guard let field = detail.objectValue?["field"]?.stringValue,
+                        let text = detail.objectValue?["message"]?.stringValue
+                    else { return nil }
+                    return "\(field) \(text)"
+                }
+                throw UsageError(([message] + details).joined(separator: "; "))
+            }
+            return object
+        }
+    }
+}
