@@ -59,6 +59,7 @@ extension Relay {
         self.ingestor.reload(tenants: effective.tenants)
         self.readAPI.reload(tenants: effective.tenants)
         self.adminSettings.reload(effective.admin)
+        self.stalled.reload(thresholds: effective.stalledAfterSeconds)
         self.logger.setLevel(effective.logLevel)
         self.currentConfig.withLock { $0 = effective }
         self.log(report)

@@ -12,6 +12,7 @@ public final class Relay: Sendable {
     let ingestor: Ingestor
     let readAPI: PortOutReadAPI
     let adminSettings: AdminRequestHandler.AdminSettings
+    let stalled: StalledPortOuts
     let engine: DeliveryEngine
     private let server: HTTPServer
     private let adminServer: HTTPServer
@@ -86,15 +87,17 @@ public final class Relay: Sendable {
                 ingestor: ingestor, readAPI: readAPI,
                 forwarder: PortOutForwarder(readAPI: readAPI, client: upstreamClient, logger: logger)),
             logger: logger)
+        let stalled = StalledPortOuts(store: store, thresholds: config.stalledAfterSeconds)
         let metricsPage = MetricsPage(
-            ingest: ingestMetrics, journal: journal, engine: engine, server: server, startedAtMs: startedAt)
+            ingest: ingestMetrics, journal: journal, engine: engine, server: server, stalled: stalled,
+            deadLetters: deadLetters, startedAtMs: startedAt)
         let adminSettings = AdminRequestHandler.AdminSettings(config.admin)
         let adminServer = HTTPServer(
             configuration: HTTPServer.Configuration(
                 host: config.admin.listen.host, port: config.admin.listen.port, eventLoops: 1, limits: Limits()),
             handler: AdminRequestHandler(
                 settings: adminSettings, engine: engine, metrics: metricsPage, replays: replays, deadLetters: deadLetters,
-                logger: logger),
+                stalled: stalled, logger: logger),
             logger: logger)
         do {
             self.port = try server.start()
@@ -112,6 +115,7 @@ public final class Relay: Sendable {
         }
         self.adminServer = adminServer
         self.adminSettings = adminSettings
+        self.stalled = stalled
         self.ingestor = ingestor
         self.readAPI = readAPI
         self.upstreamClient = upstreamClient

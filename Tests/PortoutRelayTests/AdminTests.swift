@@ -200,4 +200,32 @@ struct AdminTests {
             #expect(later - earlier >= 150)
         }
     }
+
+    @Test func stalledListsOldNonTerminalPortOuts() throws {
+        let harness = try RelayHarness(extra: #""stalledAfterSeconds": {"initiated": 1}"#)
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_s1", status: "initiated")).status == 202)
+        #expect(try harness.post(Events.portOut("pout_s2", status: "processing")).status == 202)
+        #expect(try harness.post(Events.portOut("pout_s3", status: "completed")).status == 202)
+        Thread.sleep(forTimeInterval: 1.2)
+
+        func ids(_ query: String) throws -> [String] {
+            let list = try #require(try Self.admin(harness, "GET", "/admin/stalled\(query)", token: nil).json?.objectValue)
+            return (list["data"]?.arrayValue ?? []).compactMap { $0.objectValue?["id"]?.stringValue }
+        }
+        #expect(try ids("") == ["pout_s1"])
+        #expect(try ids("?olderThan=1s") == ["pout_s1", "pout_s2"])
+        #expect(try ids("?olderThan=1h") == [])
+        #expect(try ids("?olderThan=1s&status=processing") == ["pout_s2"])
+        #expect(try ids("?tenant=nobody") == [])
+        #expect(try Self.admin(harness, "GET", "/admin/stalled?olderThan=soon", token: nil).status == 422)
+        #expect(try Self.admin(harness, "GET", "/admin/stalled?status=completed", token: nil).status == 422)
+
+        let metrics = String(decoding: try Self.admin(harness, "GET", "/metrics", token: nil).body, as: UTF8.self)
+        #expect(metrics.contains(#"portout_stalled_port_outs{tenant="t1",status="initiated"} 1"#))
+
+        // A status change restarts the clock.
+        #expect(try harness.post(Events.portOut("pout_s1", status: "processing")).status == 202)
+        #expect(try ids("") == [])
+    }
 }

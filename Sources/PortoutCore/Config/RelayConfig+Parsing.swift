@@ -32,7 +32,7 @@ extension RelayConfig {
 extension ConfigReader {
     static let topLevelKeys: Set<String> = [
         "listen", "dataDir", "logLevel", "eventLoops", "limits", "journal", "dedupe", "delivery", "tenants",
-        "admin", "shutdownGraceSeconds",
+        "admin", "shutdownGraceSeconds", "stalledAfterSeconds",
     ]
 
     mutating func relayConfig(_ document: JSONValue, baseDirectory: String) -> RelayConfig? {
@@ -85,10 +85,25 @@ extension ConfigReader {
                 tenants.append(tenant)
             }
         }
-        return RelayConfig(
+        var config = RelayConfig(
             listen: listen, dataDir: dataDir, logLevel: logLevel, eventLoops: eventLoops, limits: limits,
             journal: journal, dedupe: dedupe, delivery: delivery, tenants: tenants, admin: admin,
             shutdownGraceSeconds: shutdownGraceSeconds)
+        config.stalledAfterSeconds = self.stalledAfterSeconds(root["stalledAfterSeconds"])
+        return config
+    }
+
+    mutating func stalledAfterSeconds(_ value: JSONValue?) -> [PortOutStatus: Int] {
+        var thresholds = RelayConfig.defaultStalledAfterSeconds
+        let path = "$.stalledAfterSeconds"
+        guard let object = self.object(value, path) else { return thresholds }
+        let statuses: [PortOutStatus] = [.initiated, .processing, .issued]
+        self.rejectUnknownKeys(object, path, known: Set(statuses.map(\.rawValue)))
+        for status in statuses {
+            thresholds[status] = self.integer(
+                object, status.rawValue, path, default: thresholds[status]!, range: 1...31_536_000)
+        }
+        return thresholds
     }
 
     mutating func limits(_ value: JSONValue?) -> Limits {

@@ -14,6 +14,14 @@ public struct RelayConfig: Sendable {
     public var admin: AdminConfig
     /// Seconds that SIGTERM or SIGINT gives requests already read and deliveries in flight to finish.
     public var shutdownGraceSeconds: Int
+    /// Seconds a port out may sit in each non-terminal status before it counts as stalled.
+    public var stalledAfterSeconds: [PortOutStatus: Int] = RelayConfig.defaultStalledAfterSeconds
+
+    /// Starting points, not carrier guarantees: a port out usually moves on within minutes of `initiated`, within a
+    /// day of `processing`, and is completed or expired within days of `issued`. Tune them to the carrier.
+    public static let defaultStalledAfterSeconds: [PortOutStatus: Int] = [
+        .initiated: 3600, .processing: 86_400, .issued: 7 * 86_400,
+    ]
 
     public func tenant(_ id: String) -> TenantConfig? {
         self.tenants.first { $0.id == id }

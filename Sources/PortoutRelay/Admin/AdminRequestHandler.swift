@@ -15,6 +15,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
     let metrics: MetricsPage
     let replays: ReplayJobs
     let deadLetters: DeadLetterIndex
+    let stalled: StalledPortOuts
     let logger: Logger
 
     /// The token and access-log switch, which a configuration reload may change while the listener stays.
@@ -53,10 +54,11 @@ struct AdminRequestHandler: HTTPRequestHandler {
         case replay(id: String)
         case deadLetters
         case redeliver
+        case stalled
 
         var allowedMethods: [String] {
             switch self {
-            case .metrics, .destinations, .destination, .deadLetters: return ["GET", "HEAD"]
+            case .metrics, .destinations, .destination, .deadLetters, .stalled: return ["GET", "HEAD"]
             case .pause, .resume, .redeliver: return ["POST"]
             case .replays: return ["GET", "HEAD", "POST"]
             case .replay: return ["GET", "HEAD", "DELETE"]
@@ -78,6 +80,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
             case ("replays", 1): return .replay(id: rest[0])
             case ("dead-letters", 0): return .deadLetters
             case ("dead-letters", 1) where rest[0] == "redeliver": return .redeliver
+            case ("stalled", 0): return .stalled
             default: return nil
             }
         }
@@ -147,6 +150,8 @@ struct AdminRequestHandler: HTTPRequestHandler {
             respond(self.listDeadLetters(query: request.head.query))
         case .redeliver:
             self.redeliver(body: request.body, peer: peer, respond: respond)
+        case .stalled:
+            respond(self.listStalled(query: request.head.query))
         }
     }
 

@@ -10,6 +10,8 @@ struct MetricsPage: Sendable {
     let journal: Journal
     let engine: DeliveryEngine
     let server: HTTPServer
+    let stalled: StalledPortOuts
+    let deadLetters: DeadLetterIndex
     let startedAtMs: Int64
 
     /// Renders the page; destination gauges come from the delivery thread, so the text arrives in `completion`.
@@ -34,6 +36,14 @@ struct MetricsPage: Sendable {
         page.counter(self.ingest.signatureFailures)
         page.counter(self.ingest.duplicates)
         page.counter(self.ingest.staleEvents)
+        page.gauge(
+            "portout_stalled_port_outs",
+            help: "Port outs in a non-terminal status for longer than its stalledAfterSeconds threshold.",
+            labelNames: ["tenant", "status"],
+            samples: self.stalled.counts().map { ([$0.tenant, $0.status.rawValue], Double($0.count)) })
+        page.gauge(
+            "portout_dead_letters_listed", help: "Dead letters not yet redelivered, as GET /admin/dead-letters lists them.",
+            samples: [([], Double(self.deadLetters.count))])
         self.journalMetrics(into: &page)
         self.deliveryMetrics(destinations, nowMs: nowMs, into: &page)
         return page.text

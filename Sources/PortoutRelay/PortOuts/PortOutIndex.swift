@@ -12,6 +12,8 @@ struct PortOutIndex {
         var subscription: String
         var createdAtMs: Int64
         var location: JournalLocation
+        /// When the relay accepted the event that moved the port out to `status`, for finding stalls.
+        var statusSinceMs: Int64
     }
 
     struct Project {
@@ -46,16 +48,40 @@ struct PortOutIndex {
     ) {
         if let existing = project.entries[record.portOutID] {
             guard existing.status.rank <= status.rank else { return }
+            // An `.updated` event with the same status changes the object, not how long it has been waiting.
+            let since = existing.status == status ? existing.statusSinceMs : record.acceptedAtMs
             project.entries[record.portOutID] = Entry(
                 status: status, subscription: record.subscription, createdAtMs: existing.createdAtMs,
-                location: location)
+                location: location, statusSinceMs: since)
             return
         }
         project.entries[record.portOutID] = Entry(
             status: status, subscription: record.subscription, createdAtMs: record.portOutCreatedAtMs,
-            location: location)
+            location: location, statusSinceMs: record.acceptedAtMs)
         PortOutPaging.insert(
             PortOutPaging.SortKey(createdAtMs: record.portOutCreatedAtMs, id: record.portOutID), into: &project.order)
+    }
+
+    /// A port out waiting in a non-terminal status for longer than its threshold.
+    struct Stalled: Sendable {
+        var tenant: String
+        var project: String
+        var id: String
+        var status: PortOutStatus
+        var sinceMs: Int64
+    }
+
+    /// Returns the port outs whose non-terminal status is older than its threshold in `thresholdsMs`, oldest
+    /// first. Scans every port out.
+    func stalled(nowMs: Int64, thresholdsMs: [PortOutStatus: Int64], tenant: String?) -> [Stalled] {
+        var found: [Stalled] = []
+        for (key, project) in self.projects where tenant == nil || key.tenant == tenant {
+            for (id, entry) in project.entries {
+                guard let threshold = thresholdsMs[entry.status], nowMs - entry.statusSinceMs > threshold else { continue }
+                found.append(Stalled(tenant: key.tenant, project: key.project, id: id, status: entry.status, sinceMs: entry.statusSinceMs))
+            }
+        }
+        return found.sorted { ($0.sinceMs, $0.id) < ($1.sinceMs, $1.id) }
     }
 
     func entry(tenant: String, project: String, id: String) -> Entry? {

@@ -17,6 +17,10 @@ final class PortOutStore: Sendable {
         self.index.withLock { $0.apply(record, at: location) }
     }
 
+    func stalled(nowMs: Int64, thresholdsMs: [PortOutStatus: Int64], tenant: String? = nil) -> [PortOutIndex.Stalled] {
+        self.index.withLock { $0.stalled(nowMs: nowMs, thresholdsMs: thresholdsMs, tenant: tenant) }
+    }
+
     /// Returns the port-out object as last accepted, in the JSON bytes it arrived as, or nil if the project has
     /// no such port out.
     func portOut(tenant: String, project: String, id: String) throws(JournalError) -> [UInt8]? {
