@@ -26,6 +26,17 @@ extension DeliveryEngine {
         }
     }
 
+    /// Returns the oldest journal segment that holds the event of a delivery not yet settled, configured or
+    /// detached destinations alike, or nil when nothing is pending. `isRunning` is false once the engine has
+    /// stopped, when the segment is unknown.
+    public func oldestPendingSegment(_ completion: @escaping @Sendable (_ segment: UInt64?, _ isRunning: Bool) -> Void) {
+        self.perform { running in
+            guard running else { return completion(nil, false) }
+            let runtimes = Array(self.loop.destinations.values) + Array(self.loop.detached.values)
+            completion(runtimes.compactMap { $0.queue.oldestSegment }.min(), true)
+        }
+    }
+
     /// Pauses a destination or makes it active again; resuming also clears a 410 disable and the breaker's count.
     /// Deliveries held meanwhile go out in their original order. The mode is saved in the data directory.
     public func setMode(

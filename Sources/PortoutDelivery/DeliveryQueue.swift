@@ -88,6 +88,12 @@ struct DeliveryQueue {
         (self.nextScheduled()?.dueMs ?? .max) <= nowMs
     }
 
+    /// The oldest journal segment holding the event of a delivery here. Lanes are in sequence order, so their
+    /// heads have the oldest events.
+    var oldestSegment: UInt64? {
+        self.lanes.values.lazy.filter { !$0.isEmpty }.map { $0.first.location.segment }.min()
+    }
+
     /// When the oldest unsettled delivery's event was accepted. Scans every lane, so it is for occasional reports.
     var oldestAcceptedAtMs: Int64? {
         self.lanes.values.lazy.filter { !$0.isEmpty }.map { $0.first.acceptedAtMs }.min()

@@ -19,11 +19,15 @@ public final class Journal: Sendable {
     public let directory: String
     public let metrics: JournalMetrics
     private let segmentBytes: Int
-    private let logger: Logger
+    let logger: Logger
     private let queue = Mutex<Queue>(Queue())
     private let wakeUp = DispatchSemaphore(value: 0)
     private let stopped = DispatchSemaphore(value: 0)
     private let readers = Mutex<[UInt64: Int32]>([:])
+    /// The segment the writer appends to, published for retention, which must never remove it.
+    private let currentSegment: Atomic<UInt64>
+    /// Read descriptors of segments removed by retention, closed at its next pass.
+    private let retiredReaders = Mutex<[Int32]>([])
     private let writer: WriterState
     /// Descriptor holding an exclusive `flock` on `journal.lock` while the journal is open.
     private let lockFD: Int32
@@ -104,6 +108,7 @@ public final class Journal: Sendable {
         self.logger = logger
         self.writer = writer
         self.lockFD = lockFD
+        self.currentSegment = Atomic(writer.segment)
     }
 
     /// Takes an exclusive lock so that a second relay on the same data directory fails at start instead of
@@ -216,6 +221,7 @@ public final class Journal: Sendable {
             }
             readers.removeAll()
         }
+        self.closeRetiredReaders()
         Glibc.close(self.lockFD)
     }
 
@@ -296,6 +302,11 @@ public final class Journal: Sendable {
         }
     }
 
+    /// The segment the writer appends to now.
+    public var activeSegment: UInt64 {
+        self.currentSegment.load(ordering: .acquiring)
+    }
+
     /// Counts the segment files and their bytes on disk.
     public func diskUsage() -> (segments: Int, bytes: Int) {
         Self.diskUsage(directory: self.directory)
@@ -312,6 +323,24 @@ public final class Journal: Sendable {
             }
         }
         return (segments.count, bytes)
+    }
+
+    /// Takes the read descriptors of removed segments out of use; `closeRetiredReaders` closes them later.
+    func retireReaders(_ segments: [UInt64]) {
+        let descriptors = self.readers.withLock { readers in
+            segments.compactMap { readers.removeValue(forKey: $0) }
+        }
+        self.retiredReaders.withLock { $0.append(contentsOf: descriptors) }
+    }
+
+    func closeRetiredReaders() {
+        let descriptors = self.retiredReaders.withLock { retired -> [Int32] in
+            defer { retired.removeAll() }
+            return retired
+        }
+        for fd in descriptors {
+            Glibc.close(fd)
+        }
     }
 
     private func path(of segment: UInt64) -> String {
@@ -418,6 +447,7 @@ public final class Journal: Sendable {
         Glibc.close(state.fd)
         state.segment = opened.segment
         state.fd = opened.fd
+        self.currentSegment.store(opened.segment, ordering: .releasing)
         state.size = SegmentFile.magic.count
         state.isPreparing = false
         self.logger.info("journal segment started", ["segment": .string(SegmentFile.name(for: next))])

@@ -8,11 +8,19 @@ import Synchronization
 /// A running relay: journal, delivery engine and HTTP server, started from one configuration.
 public final class Relay: Sendable {
     let currentConfig: Mutex<RelayConfig>
-    private let journal: Journal
+    let journal: Journal
     let ingestor: Ingestor
     let readAPI: PortOutReadAPI
     let adminSettings: AdminRequestHandler.AdminSettings
     let stalled: StalledPortOuts
+    let replays: ReplayJobs
+    let store: PortOutStore
+    let deadLetters: DeadLetterIndex
+    /// The oldest segment holding an unsettled delivery to a destination that was not configured at start;
+    /// those deliveries are not in the engine, so retention must keep their segments itself.
+    let unconfiguredPendingSegment: UInt64?
+    /// Signalled at shutdown to end the retention thread's wait.
+    let retentionStop = DispatchSemaphore(value: 0)
     let engine: DeliveryEngine
     private let server: HTTPServer
     private let adminServer: HTTPServer
@@ -51,7 +59,9 @@ public final class Relay: Sendable {
                 deadLetters.remove(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
             }
         }
-        let pending = Self.configuredOnly(unsettled.pendingDeliveries(), config: config, logger: logger)
+        let (pending, unconfiguredPendingSegment) = Self.configuredOnly(
+            unsettled.pendingDeliveries(), config: config, logger: logger)
+        self.unconfiguredPendingSegment = unconfiguredPendingSegment
         logger.info(
             "state rebuilt",
             [
@@ -116,12 +126,18 @@ public final class Relay: Sendable {
         self.adminServer = adminServer
         self.adminSettings = adminSettings
         self.stalled = stalled
+        self.replays = replays
+        self.store = store
+        self.deadLetters = deadLetters
         self.ingestor = ingestor
         self.readAPI = readAPI
         self.upstreamClient = upstreamClient
         self.journal = journal
         self.engine = engine
         self.server = server
+        if config.journal.retentionSeconds != nil {
+            self.startRetentionThread()
+        }
         logger.info(
             "relay started",
             ["listen": .string(ListenAddress(host: config.listen.host, port: self.port).description),
@@ -159,7 +175,7 @@ public final class Relay: Sendable {
     /// They stay unsettled in the journal, so a start with the destination configured again sends them.
     private static func configuredOnly(
         _ deliveries: [PendingDelivery], config: RelayConfig, logger: Logger
-    ) -> [PendingDelivery] {
+    ) -> (deliveries: [PendingDelivery], oldestDroppedSegment: UInt64?) {
         var configured = Set<String>()
         for tenant in config.tenants {
             for destination in tenant.destinations {
@@ -167,10 +183,12 @@ public final class Relay: Sendable {
             }
         }
         var unconfigured: [String: Int] = [:]
+        var oldestDroppedSegment: UInt64?
         let kept = deliveries.filter { delivery in
             let key = delivery.tenant + "/" + delivery.destination
             guard configured.contains(key) else {
                 unconfigured[key, default: 0] += 1
+                oldestDroppedSegment = min(oldestDroppedSegment ?? .max, delivery.location.segment)
                 return false
             }
             return true
@@ -181,7 +199,7 @@ public final class Relay: Sendable {
                 ["destination": .string(destination), "pending": .number(Double(count)),
                  "action": "kept in the journal; they go out after a start with the destination configured"])
         }
-        return kept
+        return (kept, oldestDroppedSegment)
     }
 
     /// Estimates the events in an existing journal from its size, so the dedupe maps are sized once instead of
@@ -205,6 +223,7 @@ public final class Relay: Sendable {
     public func shutdown(graceSeconds: Int? = nil) {
         let graceMs = Int64(graceSeconds ?? self.config.shutdownGraceSeconds) * 1000
         let deadline = WallClock.milliseconds() + graceMs
+        self.retentionStop.signal()
         self.adminServer.drain(timeoutMs: graceMs)
         let unanswered = self.server.drain(timeoutMs: graceMs)
         self.adminServer.shutdown()

@@ -127,11 +127,15 @@ extension ConfigReader {
     mutating func journalSettings(_ value: JSONValue?) -> JournalSettings {
         var settings = JournalSettings()
         guard let object = self.object(value, "$.journal") else { return settings }
-        self.rejectUnknownKeys(object, "$.journal", known: ["segmentBytes", "retryAfterSeconds"])
+        self.rejectUnknownKeys(object, "$.journal", known: ["segmentBytes", "retryAfterSeconds", "retentionSeconds"])
         settings.segmentBytes = self.integer(
             object, "segmentBytes", "$.journal", default: settings.segmentBytes, range: 65_536...(1 << 34))
         settings.retryAfterSeconds = self.integer(
             object, "retryAfterSeconds", "$.journal", default: settings.retryAfterSeconds, range: 1...3600)
+        if object["retentionSeconds"] != nil {
+            settings.retentionSeconds = self.integer(
+                object, "retentionSeconds", "$.journal", default: 0, range: 60...(10 * 365 * 86_400))
+        }
         return settings
     }
 

@@ -45,6 +45,8 @@ public struct JournalSettings: Sendable, Equatable {
     public var segmentBytes = 64 * 1024 * 1024
     /// `Retry-After` seconds sent with a 503 when the journal cannot write.
     public var retryAfterSeconds = 5
+    /// Age after which segments are removed, unless they hold an unsettled delivery; nil keeps every segment.
+    public var retentionSeconds: Int?
 
     public init() {}
 }

@@ -66,10 +66,13 @@ public enum JournalCommands {
         }
     }
 
-    /// Prints totals for the journal: segments, bytes, records by kind, deliveries by outcome. Returns the damage
-    /// found, whose bytes hold no readable records.
+    /// Prints totals for the journal: segments, bytes, records by kind, deliveries by outcome, and with
+    /// `retentionSeconds` what a retention pass would remove now. Returns the damage found, whose bytes hold no
+    /// readable records.
     @discardableResult
-    public static func stats(dataDirectory: String, output: (String) -> Void) throws(JournalError) -> [String] {
+    public static func stats(
+        dataDirectory: String, retentionSeconds: Int? = nil, output: (String) -> Void
+    ) throws(JournalError) -> [String] {
         var segments = 0
         var bytes = 0
         try self.forEachSegment(dataDirectory) { _, contents in
@@ -80,10 +83,11 @@ public enum JournalCommands {
         var stale = 0
         var outcomes: [AttemptOutcome: Int] = [:]
         var replayed = 0
-        var unsettled = Set<String>()
+        // Each unsettled delivery, by sequence and destination, with the segment of its event.
+        var unsettled: [String: UInt64] = [:]
         var oldest: Int64?
         var newest: Int64?
-        let damage = try self.forEachRecord(dataDirectory) { record, _ in
+        let damage = try self.forEachRecord(dataDirectory) { record, location in
             switch record {
             case .event(let event):
                 events += 1
@@ -91,16 +95,16 @@ public enum JournalCommands {
                 oldest = min(oldest ?? event.acceptedAtMs, event.acceptedAtMs)
                 newest = max(newest ?? event.acceptedAtMs, event.acceptedAtMs)
                 for destination in event.destinations {
-                    unsettled.insert("\(event.sequence)/\(destination)")
+                    unsettled["\(event.sequence)/\(destination)"] = location.segment
                 }
             case .attempt(let attempt):
                 outcomes[attempt.outcome, default: 0] += 1
                 if attempt.outcome.isFinal {
-                    unsettled.remove("\(attempt.eventSequence)/\(attempt.destination)")
+                    unsettled.removeValue(forKey: "\(attempt.eventSequence)/\(attempt.destination)")
                 }
             case .replay(let replay):
                 replayed += 1
-                unsettled.insert("\(replay.event.sequence)/\(replay.destination)")
+                unsettled["\(replay.event.sequence)/\(replay.destination)"] = replay.event.location.segment
             }
         }
         var summary = JSONObject()
@@ -116,6 +120,18 @@ public enum JournalCommands {
         summary["oldestAcceptedAt"] = oldest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
         summary["newestAcceptedAt"] = newest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
         summary["damagedSegments"] = .number(Double(damage.count))
+        if let retentionSeconds {
+            let plan = JournalRetention.plan(
+                try JournalRetention.segments(in: self.journalDirectory(dataDirectory)),
+                nowMs: Int64(Date().timeIntervalSince1970 * 1000), retentionSeconds: retentionSeconds,
+                oldestUnsettledSegment: unsettled.values.min())
+            summary["retention"] = [
+                "retentionSeconds": .number(Double(retentionSeconds)),
+                "removableSegments": .number(Double(plan.removable.count)),
+                "removableBytes": .number(Double(plan.removableBytes)),
+                "keptForUnsettled": plan.keptForUnsettled.map { .string(SegmentFile.name(for: $0)) } ?? .null,
+            ]
+        }
         output(JSONWriter.encodeString(.object(summary)))
         return damage
     }

@@ -18,8 +18,9 @@ public enum RelayCommand {
                         check every journal frame; exit status 1 if any segment is damaged
           journal dump --data-dir DIR [--bodies] [--dead-letters]
                         print one JSON line per record; --dead-letters lists only deliveries that gave up
-          journal stats --data-dir DIR
-                        print totals for the journal as one JSON line
+          journal stats --data-dir DIR [--retention-seconds N]
+                        print totals for the journal as one JSON line, with what retention would remove now;
+                        --config FILE in place of --data-dir takes both from a relay configuration
           replay [--config FILE] [--admin-url URL] [--tenant ID] [--destination ID] [--port-out ID]
                  [--status S[,S...]] [--type TYPE] [--from TIME] [--to TIME] [--dead-lettered-only] [--dry-run]
                         replay matching deliveries through the running relay's admin listener (address and token
@@ -254,8 +255,12 @@ public enum RelayCommand {
     private static func journal(_ arguments: ArraySlice<String>) throws -> Int32 {
         guard let action = arguments.first else { throw UsageError("journal needs verify, dump or stats") }
         let options = try CommandArguments(
-            arguments.dropFirst(), valueOptions: ["--data-dir"], flagOptions: ["--bodies", "--dead-letters"])
-        guard let dataDirectory = options["--data-dir"] else { throw UsageError("journal \(action) needs --data-dir") }
+            arguments.dropFirst(), valueOptions: ["--data-dir", "--config", "--retention-seconds"],
+            flagOptions: ["--bodies", "--dead-letters"])
+        let config = try options["--config"].map { try RelayConfig.load(path: $0) }
+        guard let dataDirectory = options["--data-dir"] ?? config?.dataDir else {
+            throw UsageError("journal \(action) needs --data-dir or --config")
+        }
         let output: (String) -> Void = { print($0) }
         switch action {
         case "verify":
@@ -266,7 +271,15 @@ public enum RelayCommand {
                 deadLettersOnly: options.has("--dead-letters"), output: output)
             return self.reportDamage(damage)
         case "stats":
-            return self.reportDamage(try JournalCommands.stats(dataDirectory: dataDirectory, output: output))
+            var retention = config?.journal.retentionSeconds
+            if let text = options["--retention-seconds"] {
+                guard let seconds = Int(text), seconds >= 60 else {
+                    throw UsageError("--retention-seconds must be a whole number of seconds, at least 60")
+                }
+                retention = seconds
+            }
+            return self.reportDamage(
+                try JournalCommands.stats(dataDirectory: dataDirectory, retentionSeconds: retention, output: output))
         default:
             throw UsageError("unknown journal command \(action)")
         }

@@ -64,6 +64,15 @@ final class DeadLetterIndex: Sendable {
         self.entries.withLock { _ = $0.removeValue(forKey: key) }
     }
 
+    /// Forgets dead letters whose event is in a segment before `segment`, which retention removes.
+    func forget(before segment: UInt64) -> Int {
+        self.entries.withLock { entries in
+            let before = entries.count
+            entries = entries.filter { $0.value.event.location.segment >= segment }
+            return before - entries.count
+        }
+    }
+
     var count: Int {
         self.entries.withLock { $0.count }
     }

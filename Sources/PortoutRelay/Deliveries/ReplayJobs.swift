@@ -169,6 +169,12 @@ final class ReplayJobs: Sendable {
         self.registry.finish(job, status: status, error: error)
     }
 
+    /// Runs `work` on the queue that scans and queues replays, so that it never overlaps one; retention removes
+    /// segments this way.
+    func runExclusively<Value>(_ work: () -> Value) -> Value {
+        self.scans.sync(execute: work)
+    }
+
     /// Counts the deliveries a filter takes and returns up to `sampleSize` of them, without queueing anything.
     func dryRun(
         _ filter: DeliveryFilter, sampleSize: Int = 10,

@@ -84,6 +84,24 @@ struct PortOutIndex {
         return found.sorted { ($0.sinceMs, $0.id) < ($1.sinceMs, $1.id) }
     }
 
+    /// Forgets the port outs whose latest event is in a segment before `segment`, which retention removes.
+    /// Returns how many were forgotten.
+    mutating func forget(before segment: UInt64) -> Int {
+        var forgotten = 0
+        for key in Array(self.projects.keys) {
+            var project = self.projects[key]!
+            let removed = Set(project.entries.filter { $0.value.location.segment < segment }.map(\.key))
+            guard !removed.isEmpty else { continue }
+            for id in removed {
+                project.entries.removeValue(forKey: id)
+            }
+            project.order.removeAll { removed.contains($0.id) }
+            forgotten += removed.count
+            self.projects[key] = project.entries.isEmpty ? nil : project
+        }
+        return forgotten
+    }
+
     func entry(tenant: String, project: String, id: String) -> Entry? {
         self.projects[ProjectKey(tenant: tenant, project: project)]?.entries[id]
     }

@@ -17,6 +17,10 @@ final class PortOutStore: Sendable {
         self.index.withLock { $0.apply(record, at: location) }
     }
 
+    func forget(before segment: UInt64) -> Int {
+        self.index.withLock { $0.forget(before: segment) }
+    }
+
     func stalled(nowMs: Int64, thresholdsMs: [PortOutStatus: Int64], tenant: String? = nil) -> [PortOutIndex.Stalled] {
         self.index.withLock { $0.stalled(nowMs: nowMs, thresholdsMs: thresholdsMs, tenant: tenant) }
     }
