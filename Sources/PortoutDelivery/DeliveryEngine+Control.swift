@@ -63,6 +63,7 @@ extension DeliveryEngine {
         self.logger.error(
             "destination disabled",
             ["tenant": .string(runtime.tenant), "destination": .string(runtime.config.id), "reason": .string(reason)])
+        self.observer?.destinationDisabled(tenant: runtime.tenant, destination: runtime.config.id, reason: reason)
     }
 
     /// Changes the mode, publishes it and saves it; returns the save error, if any.

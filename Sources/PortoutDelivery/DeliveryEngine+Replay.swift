@@ -56,7 +56,7 @@ extension DeliveryEngine {
                         attempt: delivery.attempts, outcome: .cancelled, httpStatus: nil, atMs: now,
                         nextAttemptAtMs: nil, error: "replay \(replayID) was cancelled")
                     self.loop.outcomes.append(.attempt(record))
-                    self.observer?(delivery, record)
+                    self.observer?.settled(delivery, attempt: record)
                 }
                 if !removed.isEmpty {
                     self.updateCounters(key) { $0.pending = runtime.queue.count }

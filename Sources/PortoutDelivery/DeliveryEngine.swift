@@ -23,8 +23,7 @@ public final class DeliveryEngine: Sendable {
     public let metrics: DeliveryMetrics
     let maxRetryAfterSeconds: Int
     let controlFile: DestinationControlFile?
-    /// Called on the delivery thread with each settled attempt, for replay progress and the dead-letter list.
-    let observer: (@Sendable (PendingDelivery, AttemptRecord) -> Void)?
+    let observer: (any DeliveryObserver)?
     private let inbox = Mutex<Inbox>(Inbox())
     let counters = Mutex<[String: DestinationStatistics]>([:])
     private let stopped = DispatchSemaphore(value: 0)
@@ -43,7 +42,7 @@ public final class DeliveryEngine: Sendable {
     public init(
         tenants: [TenantConfig], defaults: DeliveryDefaults, journal: Journal, logger: Logger,
         metrics: DeliveryMetrics = DeliveryMetrics(), controlFile: String? = nil,
-        observer: (@Sendable (PendingDelivery, AttemptRecord) -> Void)? = nil
+        observer: (any DeliveryObserver)? = nil
     ) {
         self.observer = observer
         self.journal = journal
@@ -306,7 +305,7 @@ public final class DeliveryEngine: Sendable {
             attempt: attempt, outcome: outcome, httpStatus: httpStatus, atMs: now, nextAttemptAtMs: nextAttemptAt,
             error: reason)
         self.loop.outcomes.append(.attempt(record))
-        self.observer?(delivery, record)
+        self.observer?.settled(delivery, attempt: record)
         self.metrics.attempts.labels(
             delivery.tenant, delivery.destination, outcome.name, DeliveryMetrics.statusClass(httpStatus)
         ).increment()
@@ -397,6 +396,14 @@ public final class DeliveryEngine: Sendable {
             }
         }
     }
+}
+
+/// Receives what the engine does, on the delivery thread; implementations must not block.
+public protocol DeliveryObserver: Sendable {
+    /// Called with each attempt that settled or was scheduled again, and with each withdrawn delivery.
+    func settled(_ delivery: PendingDelivery, attempt: AttemptRecord)
+    /// Called when a destination is disabled because it returned 410 Gone.
+    func destinationDisabled(tenant: String, destination: String, reason: String)
 }
 
 /// A destination's counts since the relay started, with its mode and health.

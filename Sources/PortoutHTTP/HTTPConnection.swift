@@ -41,6 +41,10 @@ final class HTTPConnection: EventLoopHandler {
     private var isHTTP10 = false
     /// A response chosen from the head alone, sent in place of calling the handler when the request completes.
     private var earlyResponse: HTTPResponse?
+    /// The method, path and start of the request being handled, for the access log.
+    private var requestMethod = ""
+    private var requestPath = ""
+    private var requestStartedAt: UInt64 = 0
 
     private static let inputEvents = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
     private static let lingerMs: UInt64 = 2000
@@ -158,6 +162,9 @@ final class HTTPConnection: EventLoopHandler {
             return
         }
         self.keepAlive = head.keepAlive && !head.requestsUpgrade
+        self.requestMethod = head.method
+        self.requestPath = String(head.path)
+        self.requestStartedAt = self.owner.loop.now
         self.isHeadRequest = head.method == "HEAD"
         self.isHTTP10 = head.version == .http1_0
         self.phase = .readingBody
@@ -220,6 +227,9 @@ final class HTTPConnection: EventLoopHandler {
     /// Sends the response to the request being handled. Called on the loop thread.
     func send(_ response: HTTPResponse) {
         guard self.phase == .handling else { return }
+        if self.owner.server.accessLog.load(ordering: .relaxed) {
+            self.logAccess(response)
+        }
         let close = response.closeConnection || !self.keepAlive || self.owner.isDraining
         var response = response
         if self.isHTTP10 && !close {
@@ -243,6 +253,19 @@ final class HTTPConnection: EventLoopHandler {
             }
         }
         self.updatePolling()
+    }
+
+    /// Logs one line per response. The query string is left out, since it may carry subscription ids.
+    private func logAccess(_ response: HTTPResponse) {
+        let started = self.requestStartedAt == 0 ? self.owner.loop.now : self.requestStartedAt
+        self.owner.server.logger.info(
+            "request",
+            ["method": .string(self.requestMethod), "path": .string(self.requestPath),
+             "status": .number(Double(response.status)), "bytes": .number(Double(response.body.count)),
+             "milliseconds": .number(Double(self.owner.loop.now - started)), "peer": .string(self.peer)])
+        self.requestMethod = ""
+        self.requestPath = ""
+        self.requestStartedAt = 0
     }
 
     private func queue(_ bytes: [UInt8]) {

@@ -34,6 +34,8 @@ public final class HTTPServer: Sendable {
     let logger: Logger
     /// Open connections across all loops, checked against `maxConnections` on accept.
     let openConnections = Atomic<Int>(0)
+    /// Whether each response is logged as a `request` line; a configuration reload may switch it.
+    public let accessLog = Atomic<Bool>(false)
     private let state = Mutex<RunState>(RunState())
 
     private struct RunState {

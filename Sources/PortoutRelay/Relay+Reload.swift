@@ -60,7 +60,10 @@ extension Relay {
         self.readAPI.reload(tenants: effective.tenants)
         self.adminSettings.reload(effective.admin)
         self.stalled.reload(thresholds: effective.stalledAfterSeconds)
+        self.operational.reload(effective.operationalWebhook)
         self.logger.setLevel(effective.logLevel)
+        self.server.accessLog.store(effective.accessLog, ordering: .relaxed)
+        self.adminServer.accessLog.store(effective.accessLog, ordering: .relaxed)
         self.currentConfig.withLock { $0 = effective }
         self.log(report)
         return report

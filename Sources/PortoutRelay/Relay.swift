@@ -13,6 +13,7 @@ public final class Relay: Sendable {
     let readAPI: PortOutReadAPI
     let adminSettings: AdminRequestHandler.AdminSettings
     let stalled: StalledPortOuts
+    let operational: OperationalWebhook
     let replays: ReplayJobs
     let store: PortOutStore
     let deadLetters: DeadLetterIndex
@@ -22,8 +23,8 @@ public final class Relay: Sendable {
     /// Signalled at shutdown to end the retention thread's wait.
     let retentionStop = DispatchSemaphore(value: 0)
     let engine: DeliveryEngine
-    private let server: HTTPServer
-    private let adminServer: HTTPServer
+    let server: HTTPServer
+    let adminServer: HTTPServer
     private let upstreamClient: HTTPClient
     let logger: Logger
     public let port: Int
@@ -72,11 +73,16 @@ public final class Relay: Sendable {
                 "deadLetters": .number(Double(deadLetters.count)),
                 "milliseconds": .number(Double(WallClock.milliseconds() - startedAt)),
             ])
-        let replayRegistry = ReplayRegistry(logger: logger)
+        let operational = OperationalWebhook(config: config.operationalWebhook, logger: logger)
+        let replayRegistry = ReplayRegistry(logger: logger) { job in
+            operational.send(type: "replay.finished", data: job.jsonValue)
+        }
         let engine = DeliveryEngine(
             tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
             controlFile: config.dataDir + "/destinations.json",
-            observer: Self.settlementObserver(journal: journal, deadLetters: deadLetters, replays: replayRegistry, logger: logger))
+            observer: RelayDeliveryObserver(
+                journal: journal, deadLetters: deadLetters, replays: replayRegistry, operational: operational,
+                logger: logger))
         engine.submit(pending)
         engine.start()
         let replays = ReplayJobs(
@@ -109,6 +115,8 @@ public final class Relay: Sendable {
                 settings: adminSettings, engine: engine, metrics: metricsPage, replays: replays, deadLetters: deadLetters,
                 stalled: stalled, logger: logger),
             logger: logger)
+        server.accessLog.store(config.accessLog, ordering: .relaxed)
+        adminServer.accessLog.store(config.accessLog, ordering: .relaxed)
         do {
             self.port = try server.start()
             do {
@@ -119,12 +127,14 @@ public final class Relay: Sendable {
             }
         } catch {
             upstreamClient.shutdown()
+            operational.shutdown()
             engine.shutdown()
             journal.close()
             throw error
         }
         self.adminServer = adminServer
         self.adminSettings = adminSettings
+        self.operational = operational
         self.stalled = stalled
         self.replays = replays
         self.store = store
@@ -144,31 +154,6 @@ public final class Relay: Sendable {
              "adminListen": .string(ListenAddress(host: config.admin.listen.host, port: self.adminPort).description),
              "dataDir": .string(config.dataDir),
              "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current)])
-    }
-
-    /// Returns the engine's observer, which keeps the dead-letter list and replay progress current.
-    private static func settlementObserver(
-        journal: Journal, deadLetters: DeadLetterIndex, replays: ReplayRegistry, logger: Logger
-    ) -> @Sendable (PendingDelivery, AttemptRecord) -> Void {
-        { delivery, attempt in
-            if let replayID = delivery.replayID {
-                replays.settled(replayID: replayID, outcome: attempt.outcome)
-            }
-            guard attempt.outcome == .deadLettered else { return }
-            // Dead letters are rare, so the event's type and status are read back from the journal here instead
-            // of being carried by every pending delivery.
-            do {
-                guard case .event(let event) = try journal.read(at: delivery.location) else { return }
-                deadLetters.add(DeadLetter(
-                    event: EventSummary(event, location: delivery.location), destination: delivery.destination,
-                    attempt: attempt))
-            } catch {
-                logger.error(
-                    "dead letter not listed",
-                    ["event": .string(delivery.eventID), "destination": .string(delivery.destination),
-                     "error": .string("\(error)")])
-            }
-        }
     }
 
     /// Drops unsettled deliveries to destinations that are no longer configured, logging one line per destination.
@@ -230,6 +215,7 @@ public final class Relay: Sendable {
         self.server.shutdown()
         self.upstreamClient.shutdown()
         self.engine.shutdown(graceMs: max(0, deadline - WallClock.milliseconds()))
+        self.operational.shutdown()
         self.journal.close()
         let pending = self.engine.statistics().reduce(0) { $0 + $1.pending }
         self.logger.info(

@@ -1,6 +1,7 @@
 import Foundation
 import PortoutCore
 import PortoutTestSupport
+import Synchronization
 import Testing
 
 @testable import PortoutHTTP
@@ -218,5 +219,30 @@ struct HTTPServerTests {
         // The idle keep-alive connection was closed, and the listener no longer accepts.
         #expect(idle.isClosedByServer())
         #expect((try? LoopbackClient(port: port)) == nil)
+    }
+
+    @Test func accessLogWritesOneLinePerResponse() throws {
+        let lines = Mutex<[String]>([])
+        let sink = LogSink { bytes in lines.withLock { $0.append(String(decoding: bytes, as: UTF8.self)) } }
+        let server = HTTPServer(
+            configuration: HTTPServer.Configuration(host: "127.0.0.1", port: 0, eventLoops: 1, limits: Limits()),
+            handler: EchoHandler(), logger: Logger(level: .info, sink: sink))
+        try server.start()
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        #expect(client.request("GET", "/quiet")?.status == 200)
+        #expect(lines.withLock { $0 }.isEmpty)
+
+        server.accessLog.store(true, ordering: .relaxed)
+        #expect(client.request("POST", "/logged?subscription=sub_secret", body: Array("abc".utf8))?.status == 200)
+        let logged = lines.withLock { $0 }
+        #expect(logged.count == 1)
+        let line = try #require(try JSONParser.parse(logged.first ?? "").objectValue)
+        #expect(line["msg"] == "request")
+        #expect(line["method"] == "POST")
+        #expect(line["path"] == "/logged")
+        #expect(line["status"] == 200)
+        #expect(line["bytes"] == .number(Double("POST /logged?subscription=sub_secret 3".utf8.count)))
+        #expect(!logged[0].contains("sub_secret"))
     }
 }

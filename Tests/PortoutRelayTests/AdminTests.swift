@@ -1,5 +1,6 @@
 import Foundation
 import PortoutCore
+import PortoutCrypto
 import PortoutTestSupport
 import Synchronization
 import Testing
@@ -227,5 +228,44 @@ struct AdminTests {
         // A status change restarts the clock.
         #expect(try harness.post(Events.portOut("pout_s1", status: "processing")).status == 202)
         #expect(try ids("") == [])
+    }
+
+    @Test func operationalWebhookReportsRelayEvents() throws {
+        let operations = try RecordingSink()
+        defer { operations.shutdown() }
+        let sink = try RecordingSink { index, received in
+            switch received.portOut {
+            case "pout_dl": return .init(status: index == 0 ? 400 : 204)
+            case "pout_gone": return .init(status: 410)
+            default: return .init(status: 204)
+            }
+        }
+        defer { sink.shutdown() }
+        let secret = "whsec_b3BlcmF0aW9ucy1zZWNyZXQtZm9yLXRlc3Rz"
+        let harness = try RelayHarness(
+            destinations: Self.destination(sink.url),
+            extra: #""operationalWebhook": {"url": "\#(operations.url)/ops", "secret": "\#(secret)"}"#)
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_dl", status: "initiated")).status == 202)
+        #expect(waitUntil { operations.received.count == 1 })
+        let replay = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", token: nil, body: #"{"portOut": "pout_dl"}"#)
+        #expect(replay.status == 202)
+        #expect(waitUntil { operations.received.count == 2 })
+        #expect(try harness.post(Events.portOut("pout_gone", status: "initiated")).status == 202)
+        #expect(waitUntil { operations.received.count == 3 })
+
+        let types = operations.received.map { $0.json?["type"]?.stringValue }
+        #expect(types == ["deadLetter.created", "replay.finished", "destination.disabled"])
+        #expect(operations.received[0].json?["data"]?.objectValue?["portOut"] == "pout_dl")
+        #expect(operations.received[1].json?["data"]?.objectValue?["delivered"] == 1)
+        #expect(operations.received[2].json?["data"]?.objectValue?["destination"] == "d1")
+        for event in operations.received {
+            let id = try #require(event.headers["webhook-id"])
+            let timestamp = try #require(event.headers["webhook-timestamp"])
+            let expected = WebhookSignature.standardWebhooks(
+                key: Secret(value: secret, source: "test").keyBytes, id: id, timestamp: timestamp, body: event.body)
+            #expect(event.headers["webhook-signature"] == "v1,\(expected)")
+            #expect(event.path == "/ops")
+        }
     }
 }

@@ -3,8 +3,6 @@ public struct AdminConfig: Sendable {
     public var listen = ListenAddress(host: "127.0.0.1", port: 9090)
     /// Bearer token every admin request must carry; without one, the listener must be on loopback.
     public var token: Secret?
-    /// Whether each admin request is logged with its method, path, status and duration.
-    public var accessLog = false
 
     public init() {}
 }
@@ -25,7 +23,7 @@ extension ConfigReader {
         var admin = AdminConfig()
         let path = "$.admin"
         guard let object = self.object(value, path) else { return admin }
-        self.rejectUnknownKeys(object, path, known: ["listen", "token", "accessLog"])
+        self.rejectUnknownKeys(object, path, known: ["listen", "token"])
         if let text = self.optionalString(object, "listen", path) {
             if let parsed = ListenAddress(parsing: text) {
                 admin.listen = parsed
@@ -39,7 +37,6 @@ extension ConfigReader {
                 self.fail("\(path).token", "must be at least 16 characters, so it cannot be guessed")
             }
         }
-        admin.accessLog = self.bool(object, "accessLog", path, default: false)
         // Admin endpoints pause destinations and replay events, so they are never open beyond this host.
         if admin.token == nil && !admin.listen.isLoopback && object["token"] == nil {
             self.fail(

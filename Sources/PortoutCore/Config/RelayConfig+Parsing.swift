@@ -32,7 +32,7 @@ extension RelayConfig {
 extension ConfigReader {
     static let topLevelKeys: Set<String> = [
         "listen", "dataDir", "logLevel", "eventLoops", "limits", "journal", "dedupe", "delivery", "tenants",
-        "admin", "shutdownGraceSeconds", "stalledAfterSeconds",
+        "admin", "shutdownGraceSeconds", "stalledAfterSeconds", "accessLog", "operationalWebhook",
     ]
 
     mutating func relayConfig(_ document: JSONValue, baseDirectory: String) -> RelayConfig? {
@@ -90,7 +90,33 @@ extension ConfigReader {
             journal: journal, dedupe: dedupe, delivery: delivery, tenants: tenants, admin: admin,
             shutdownGraceSeconds: shutdownGraceSeconds)
         config.stalledAfterSeconds = self.stalledAfterSeconds(root["stalledAfterSeconds"])
+        config.accessLog = self.bool(root, "accessLog", "$", default: false)
+        if let value = root["operationalWebhook"] {
+            config.operationalWebhook = self.operationalWebhook(value, baseDirectory: baseDirectory)
+        }
         return config
+    }
+
+    mutating func operationalWebhook(_ value: JSONValue, baseDirectory: String) -> OperationalWebhookConfig? {
+        let path = "$.operationalWebhook"
+        guard let object = self.object(value, path) else { return nil }
+        self.rejectUnknownKeys(object, path, known: ["url", "secret", "timeoutMs"])
+        let url = self.requiredString(object, "url", path)
+        if let url, !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.contains(" ") {
+            self.fail("\(path).url", "must be an http:// or https:// URL without spaces")
+        }
+        var secret: Secret?
+        if let secretValue = object["secret"] {
+            secret = self.secret(secretValue, "\(path).secret", baseDirectory: baseDirectory)
+            if let value = secret, !value.isStandardWebhooksSecret {
+                self.fail("\(path).secret", "must be \"whsec_\" followed by base64")
+            }
+        } else {
+            self.fail("\(path).secret", "is required")
+        }
+        let timeoutMs = self.integer(object, "timeoutMs", path, default: 10_000, range: 100...600_000)
+        guard let url, let secret else { return nil }
+        return OperationalWebhookConfig(url: url, secret: secret, timeoutMs: timeoutMs)
     }
 
     mutating func stalledAfterSeconds(_ value: JSONValue?) -> [PortOutStatus: Int] {

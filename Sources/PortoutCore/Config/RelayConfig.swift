@@ -12,6 +12,10 @@ public struct RelayConfig: Sendable {
     public var delivery: DeliveryDefaults
     public var tenants: [TenantConfig]
     public var admin: AdminConfig
+    /// Where the relay sends its own signed events, or nil for nowhere.
+    public var operationalWebhook: OperationalWebhookConfig?
+    /// Whether every request on both listeners is logged with its method, path, status and duration.
+    public var accessLog = false
     /// Seconds that SIGTERM or SIGINT gives requests already read and deliveries in flight to finish.
     public var shutdownGraceSeconds: Int
     /// Seconds a port out may sit in each non-terminal status before it counts as stalled.
@@ -162,4 +166,12 @@ extension DestinationConfig: Equatable {
             && lhs.concurrency == rhs.concurrency && lhs.retry == rhs.retry && lhs.deliverStale == rhs.deliverStale
             && lhs.breakerThreshold == rhs.breakerThreshold && lhs.rateLimit == rhs.rateLimit
     }
+}
+
+/// The endpoint of the relay's own events: a destination disabled, a delivery dead-lettered, a replay finished.
+public struct OperationalWebhookConfig: Sendable, Equatable {
+    public var url: String
+    /// The Standard Webhooks secret the events are signed with.
+    public var secret: Secret
+    public var timeoutMs: Int
 }

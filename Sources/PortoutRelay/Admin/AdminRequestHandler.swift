@@ -18,29 +18,21 @@ struct AdminRequestHandler: HTTPRequestHandler {
     let stalled: StalledPortOuts
     let logger: Logger
 
-    /// The token and access-log switch, which a configuration reload may change while the listener stays.
+    /// The token, which a configuration reload may change while the listener stays.
     final class AdminSettings: Sendable {
-        private let current: Mutex<(token: [UInt8]?, accessLog: Bool)>
+        private let current: Mutex<[UInt8]?>
 
         init(_ config: AdminConfig) {
-            self.current = Mutex(Self.values(config))
-        }
-
-        private static func values(_ config: AdminConfig) -> (token: [UInt8]?, accessLog: Bool) {
-            (config.token.map { Array($0.value.utf8) }, config.accessLog)
+            self.current = Mutex(config.token.map { Array($0.value.utf8) })
         }
 
         var token: [UInt8]? {
-            self.current.withLock { $0.token }
-        }
-
-        var accessLog: Bool {
-            self.current.withLock { $0.accessLog }
+            self.current.withLock { $0 }
         }
 
         func reload(_ config: AdminConfig) {
-            let values = Self.values(config)
-            self.current.withLock { $0 = values }
+            let token = config.token.map { Array($0.value.utf8) }
+            self.current.withLock { $0 = token }
         }
     }
 
@@ -102,17 +94,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
     }
 
     func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
-        let startedAt = DispatchTime.now().uptimeNanoseconds
-        let respond: @Sendable (HTTPResponse) -> Void = { [settings, logger] response in
-            if settings.accessLog {
-                logger.info(
-                    "admin request",
-                    ["method": .string(request.head.method), "path": .string(String(request.head.path)),
-                     "status": .number(Double(response.status)), "peer": .string(peer),
-                     "milliseconds": .number(Double((DispatchTime.now().uptimeNanoseconds - startedAt) / 1_000_000))])
-            }
-            responder.respond(response)
-        }
+        let respond: @Sendable (HTTPResponse) -> Void = { responder.respond($0) }
         guard let route = Route.parse(request.head.path) else {
             respond(HTTPResponse(error: .notFound("No admin resource at \(request.head.path).")))
             return

@@ -56,12 +56,7 @@ struct OfflineReplay {
         registry.add(job)
         let engine = DeliveryEngine(
             tenants: self.config.tenants, defaults: self.config.delivery, journal: journal, logger: logger,
-            controlFile: self.dataDirectory + "/destinations.json"
-        ) { delivery, attempt in
-            if let replayID = delivery.replayID {
-                registry.settled(replayID: replayID, outcome: attempt.outcome)
-            }
-        }
+            controlFile: self.dataDirectory + "/destinations.json", observer: ReplayProgressObserver(registry: registry))
         engine.start()
         defer { engine.shutdown(graceMs: 5000) }
 
@@ -96,4 +91,17 @@ struct OfflineReplay {
             queued: progress.queued, delivered: progress.delivered, deadLettered: progress.deadLettered,
             withdrawn: progress.withdrawn, final: final)
     }
+}
+
+/// Counts replay progress; an offline replay keeps no dead-letter list and sends no operational events.
+struct ReplayProgressObserver: DeliveryObserver {
+    let registry: ReplayRegistry
+
+    func settled(_ delivery: PendingDelivery, attempt: AttemptRecord) {
+        if let replayID = delivery.replayID {
+            self.registry.settled(replayID: replayID, outcome: attempt.outcome)
+        }
+    }
+
+    func destinationDisabled(tenant: String, destination: String, reason: String) {}
 }

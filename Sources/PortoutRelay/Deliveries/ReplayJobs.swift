@@ -86,9 +86,12 @@ final class ReplayJob: Sendable {
 final class ReplayRegistry: Sendable {
     private let logger: Logger
     private let jobs = Mutex<[String: ReplayJob]>([:])
+    private let onFinish: (@Sendable (ReplayJob) -> Void)?
 
-    init(logger: Logger) {
+    /// Creates the registry; `onFinish` is called once with each job that completes, is cancelled or fails.
+    init(logger: Logger, onFinish: (@Sendable (ReplayJob) -> Void)? = nil) {
         self.logger = logger
+        self.onFinish = onFinish
     }
 
     func add(_ job: ReplayJob) {
@@ -142,6 +145,7 @@ final class ReplayRegistry: Sendable {
         } else {
             self.logger.info("replay finished", fields)
         }
+        self.onFinish?(job)
     }
 }
 

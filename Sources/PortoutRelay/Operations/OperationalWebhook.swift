@@ -1,0 +1,117 @@
+import Foundation
+import PortoutCore
+import PortoutCrypto
+import PortoutDelivery
+import PortoutJournal
+import Synchronization
+
+/// Sends the relay's own events, signed with Standard Webhooks headers, to `operationalWebhook.url`.
+///
+/// Event types: `destination.disabled`, `deadLetter.created` and `replay.finished`. Each event is tried up to four
+/// times, after 1, 10 and 60 seconds.
+/// NOTE: these events are held in memory only, so one still being retried is lost if the relay stops.
+final class OperationalWebhook: Sendable {
+    static let retryDelaysSeconds: [Double] = [1, 10, 60]
+
+    private let settings: Mutex<OperationalWebhookConfig?>
+    private let client: HTTPClient
+    private let logger: Logger
+
+    init(config: OperationalWebhookConfig?, logger: Logger) {
+        self.settings = Mutex(config)
+        self.client = HTTPClient(name: "operational-webhook")
+        self.logger = logger
+    }
+
+    func reload(_ config: OperationalWebhookConfig?) {
+        self.settings.withLock { $0 = config }
+    }
+
+    func shutdown() {
+        self.client.shutdown()
+    }
+
+    /// Sends one event of `type` with `data`, if an endpoint is configured.
+    func send(type: String, data: JSONValue) {
+        guard let config = self.settings.withLock({ $0 }) else { return }
+        let id = "opev_" + (0..<12).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let body = JSONWriter.encode(.object(JSONObject([
+            ("object", "event"), ("id", .string(id)), ("type", .string(type)),
+            ("createdAt", .string(RFC3339.format(epochMilliseconds: WallClock.milliseconds()))), ("data", data),
+        ])))
+        self.attempt(id: id, type: type, body: body, config: config, number: 1)
+    }
+
+    private func attempt(id: String, type: String, body: [UInt8], config: OperationalWebhookConfig, number: Int) {
+        let timestamp = String(WallClock.milliseconds() / 1000)
+        let signature = WebhookSignature.standardWebhooks(
+            key: config.secret.keyBytes, id: id, timestamp: timestamp, body: body)
+        let request = HTTPClient.Request(
+            method: "POST", url: config.url,
+            headers: [
+                ("Content-Type", "application/json"), ("User-Agent", DeliveryEngine.userAgent), ("webhook-id", id),
+                ("webhook-timestamp", timestamp), ("webhook-signature", "v1,\(signature)"),
+            ],
+            body: body, timeoutMs: config.timeoutMs)
+        self.client.send(request) { result in
+            var failure: String?
+            switch result {
+            case .success(let response) where (200..<300).contains(response.status):
+                return
+            case .success(let response):
+                failure = "endpoint answered \(response.status)"
+            case .failure(let error):
+                failure = error.description
+            }
+            guard number <= Self.retryDelaysSeconds.count else {
+                self.logger.error(
+                    "operational event not delivered",
+                    ["id": .string(id), "type": .string(type), "attempts": .number(Double(number)), "error": .string(failure ?? "")])
+                return
+            }
+            DispatchQueue.global().asyncAfter(deadline: .now() + Self.retryDelaysSeconds[number - 1]) {
+                self.attempt(id: id, type: type, body: body, config: config, number: number + 1)
+            }
+        }
+    }
+}
+
+/// Keeps the dead-letter list and replay progress current as deliveries settle, and reports dead letters and
+/// disabled destinations to the operational webhook.
+struct RelayDeliveryObserver: DeliveryObserver {
+    let journal: Journal
+    let deadLetters: DeadLetterIndex
+    let replays: ReplayRegistry
+    let operational: OperationalWebhook
+    let logger: Logger
+
+    func settled(_ delivery: PendingDelivery, attempt: AttemptRecord) {
+        if let replayID = delivery.replayID {
+            self.replays.settled(replayID: replayID, outcome: attempt.outcome)
+        }
+        guard attempt.outcome == .deadLettered else { return }
+        // Dead letters are rare, so the event's type and status are read back from the journal here instead of
+        // being carried by every pending delivery.
+        let record: JournalRecord
+        do {
+            record = try self.journal.read(at: delivery.location)
+        } catch {
+            self.logger.error(
+                "dead letter not listed",
+                ["event": .string(delivery.eventID), "destination": .string(delivery.destination),
+                 "error": .string(error.description)])
+            return
+        }
+        guard case .event(let event) = record else { return }
+        let deadLetter = DeadLetter(
+            event: EventSummary(event, location: delivery.location), destination: delivery.destination, attempt: attempt)
+        self.deadLetters.add(deadLetter)
+        self.operational.send(type: "deadLetter.created", data: AdminRequestHandler.deadLetterJSON(deadLetter))
+    }
+
+    func destinationDisabled(tenant: String, destination: String, reason: String) {
+        self.operational.send(
+            type: "destination.disabled",
+            data: ["tenant": .string(tenant), "destination": .string(destination), "reason": .string(reason)])
+    }
+}
