@@ -260,6 +260,8 @@ def start_relay(binary, work, name, destinations, data=None, wait=True, api_keys
     data = data or os.path.join(work, f"relay-{name}")
     config = {
         "listen": f"127.0.0.1:{RELAY_PORT}", "dataDir": data, "logLevel": "warning", "eventLoops": 2,
+        # The benchmark reads no admin endpoint, so the admin listener takes any free port.
+        "admin": {"listen": "127.0.0.1:0"},
         "tenants": [{
             "id": "bench", "projects": ["acme-mobile"], "verify": {"secrets": [INBOUND_SECRET]},
             "apiKeys": list(api_keys),

@@ -7,6 +7,10 @@ import Synchronization
 public struct ReloadReport: Sendable {
     public var tenantsAdded: [String] = []
     public var tenantsRemoved: [String] = []
+    /// Tenants whose projects, signature check, accepted types, API keys or upstream changed.
+    public var tenantsChanged: [String] = []
+    /// Other settings that changed and took effect, by key; secrets are named, never shown.
+    public var settingsChanged: [String] = []
     public var destinations = DestinationChanges()
     /// Settings that differ in the new file but take effect only at the next start; their old values stay.
     public var needsRestart: [String] = []
@@ -47,6 +51,24 @@ extension Relay {
         let newTenants = Set(effective.tenants.map(\.id))
         report.tenantsAdded = newTenants.subtracting(oldTenants).sorted()
         report.tenantsRemoved = oldTenants.subtracting(newTenants).sorted()
+        report.tenantsChanged = effective.tenants.filter { tenant in
+            guard let previous = old.tenant(tenant.id) else { return false }
+            return previous.projects != tenant.projects || previous.verify != tenant.verify
+                || previous.acceptTypes != tenant.acceptTypes || previous.apiKeys != tenant.apiKeys
+                || previous.upstream != tenant.upstream
+        }.map(\.id).sorted()
+        func note<Value: Equatable>(_ name: String, _ path: KeyPath<RelayConfig, Value>) {
+            if effective[keyPath: path] != old[keyPath: path] {
+                report.settingsChanged.append(name)
+            }
+        }
+        note("logLevel", \.logLevel)
+        note("accessLog", \.accessLog)
+        note("shutdownGraceSeconds", \.shutdownGraceSeconds)
+        note("stalledAfterSeconds", \.stalledAfterSeconds)
+        note("operationalWebhook", \.operationalWebhook)
+        note("admin.token", \.admin.token)
+        note("delivery", \.delivery)
 
         let destinationChanges = Mutex<DestinationChanges?>(nil)
         let reconfigured = DispatchSemaphore(value: 0)
@@ -78,6 +100,7 @@ extension Relay {
             "configuration reloaded",
             [
                 "tenantsAdded": list(report.tenantsAdded), "tenantsRemoved": list(report.tenantsRemoved),
+                "tenantsChanged": list(report.tenantsChanged), "settingsChanged": list(report.settingsChanged),
                 "destinationsAdded": list(report.destinations.added),
                 "destinationsChanged": list(report.destinations.changed),
                 "destinationsRemoved": list(report.destinations.removed),

@@ -74,6 +74,8 @@ struct ReloadAndShutdownTests {
         let report = harness.relay!.reload(changed)
         #expect(report.tenantsAdded == ["t2"])
         #expect(report.needsRestart == ["limits", "dedupe"])
+        #expect(report.settingsChanged == ["shutdownGraceSeconds"])
+        #expect(report.tenantsChanged.isEmpty)
         #expect(harness.relay!.config.limits.maxConnections == 4096)
         #expect(harness.relay!.config.dedupe.capacity == 1_000_000)
         #expect(harness.relay!.config.shutdownGraceSeconds == 3)

@@ -67,7 +67,9 @@ struct ReplayTests {
         #expect(try preview(#""tenant": "gigs", "destination": "d1", "to": "2000-01-01T00:00:00Z""#) == 0)
         #expect(try preview(#""tenant": "gigs", "from": "2000-01-01T00:00:00Z""#) == original.count)
         #expect(try preview(#""tenant": "gigs", "deadLetteredOnly": true"#) == 0)
-        #expect(try preview(#""tenant": "other""#) == 0)
+        // Nothing could be sent to a tenant or destination that is not configured, so naming one is an error.
+        #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "other"}"#).status == 422)
+        #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"destination": "nosuch"}"#).status == 422)
 
         let rejected = try Self.admin(harness, "POST", "/admin/replays", body: #"{"status": "lost", "from": "yesterday"}"#)
         #expect(rejected.status == 422)
@@ -249,7 +251,7 @@ struct ReplayCommandTests {
         do {
             _ = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli"])
             Issue.record("an offline replay ran beside a running relay")
-        } catch let error as UsageError {
+        } catch let error as CommandError {
             #expect(error.description.contains("replay through it without --offline"))
         }
 

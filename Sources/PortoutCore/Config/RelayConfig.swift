@@ -119,7 +119,7 @@ public struct TenantConfig: Sendable {
 }
 
 /// The target of a tenant's forwarded calls: the carrier API's base URL and the key the relay sends with them.
-public struct UpstreamConfig: Sendable {
+public struct UpstreamConfig: Sendable, Equatable {
     public var baseURL: String
     public var apiKey: Secret
     public var timeoutMs: Int

@@ -63,11 +63,18 @@ extension ConfigReader {
         if let file = object["file"] {
             guard let file = self.string(file, "\(path).file") else { return nil }
             let resolvedPath = file.hasPrefix("/") ? file : "\(baseDirectory)/\(file)"
-            guard let data = FileManager.default.contents(atPath: resolvedPath) else {
-                self.fail("\(path).file", "cannot read \(resolvedPath)")
+            let bytes: [UInt8]
+            do {
+                guard let contents = try DurableFile.read(path: resolvedPath) else {
+                    self.fail("\(path).file", "\(resolvedPath) does not exist")
+                    return nil
+                }
+                bytes = contents
+            } catch {
+                self.fail("\(path).file", "cannot read \(resolvedPath): \(error.description)")
                 return nil
             }
-            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard !text.isEmpty else {
                 self.fail("\(path).file", "\(resolvedPath) is empty")
                 return nil

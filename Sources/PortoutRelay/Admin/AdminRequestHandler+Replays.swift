@@ -15,7 +15,7 @@ extension AdminRequestHandler {
         case .success(let parsed): object = parsed
         }
         let filter: DeliveryFilter
-        switch Self.nonEmptyFilter(object, missingField: "tenant") {
+        switch self.nonEmptyFilter(object, missingField: "tenant") {
         case .failure(let error): return respond(HTTPResponse(error: error))
         case .success(let parsed): filter = parsed
         }
@@ -119,7 +119,7 @@ extension AdminRequestHandler {
             case .success(let found): chosen = found
             }
         } else {
-            switch Self.nonEmptyFilter(object, missingField: "ids") {
+            switch self.nonEmptyFilter(object, missingField: "ids") {
             case .failure(let error): return respond(HTTPResponse(error: error))
             case .success(let parsed): filter = parsed
             }
@@ -156,7 +156,8 @@ extension AdminRequestHandler {
     }
 
     /// Parses the filter fields of a body and requires at least one; `missingField` names what to add instead.
-    private static func nonEmptyFilter(_ object: JSONObject, missingField: String) -> Result<DeliveryFilter, APIError> {
+    /// A tenant or destination that is not configured is rejected, since nothing could be sent to it.
+    private func nonEmptyFilter(_ object: JSONObject, missingField: String) -> Result<DeliveryFilter, APIError> {
         switch DeliveryFilter.parse({ object[$0] }) {
         case .failure(let failure):
             return .failure(.unprocessable(code: "invalidParameters", "The filter is invalid.", details: failure.issues))
@@ -166,6 +167,19 @@ extension AdminRequestHandler {
                 code: "filterRequired", "At least one filter field is required.",
                 details: [ValidationIssue(field: missingField, message: "is required unless another of \(fields) is set")]))
         case .success(let filter):
+            let configured = self.engine.statistics()
+            if let tenant = filter.tenant, !configured.contains(where: { $0.tenant == tenant }) {
+                return .failure(.unprocessable(
+                    code: "invalidParameters", "The filter names a tenant with no configured destination.",
+                    details: [ValidationIssue(field: "tenant", message: "\(tenant) has no configured destination")]))
+            }
+            if let destination = filter.destination,
+                !configured.contains(where: { $0.destination == destination && (filter.tenant ?? $0.tenant) == $0.tenant })
+            {
+                return .failure(.unprocessable(
+                    code: "invalidParameters", "The filter names a destination that is not configured.",
+                    details: [ValidationIssue(field: "destination", message: "\(destination) is not a configured destination")]))
+            }
             return .success(filter)
         }
     }

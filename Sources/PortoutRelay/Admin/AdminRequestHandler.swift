@@ -157,14 +157,16 @@ struct AdminRequestHandler: HTTPRequestHandler {
             }
         }
         let logger = self.logger
-        self.engine.setMode(tenant: tenant, destination: id, mode: mode, reason: reason) { result in
+        let givenReason = reason
+        self.engine.setMode(tenant: tenant, destination: id, mode: mode, reason: givenReason) { result in
             let action = mode == .paused ? "pause destination" : "resume destination"
             switch result {
             case .success(let statistics):
                 logger.info(
                     "admin action",
                     ["action": .string(action), "tenant": .string(tenant), "destination": .string(id),
-                     "pending": .number(Double(statistics.pending)), "peer": .string(peer)])
+                     "reason": mode == .paused ? .string(givenReason) : .null, "pending": .number(Double(statistics.pending)),
+                     "peer": .string(peer)])
                 respond(HTTPResponse(status: 200, json: Self.destinationJSON(statistics, nowMs: WallClock.milliseconds())))
             case .failure(.notFound):
                 respond(HTTPResponse(error: .notFound("No destination \(id) in tenant \(tenant).")))

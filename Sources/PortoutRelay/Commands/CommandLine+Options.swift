@@ -50,3 +50,12 @@ public struct UsageError: Error, CustomStringConvertible {
         self.description = description
     }
 }
+
+/// A command that was invoked correctly but could not do its work, such as a replay the relay rejected.
+public struct CommandError: Error, CustomStringConvertible {
+    public let description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}

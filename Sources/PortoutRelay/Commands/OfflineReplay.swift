@@ -24,7 +24,7 @@ struct OfflineReplay {
         defer { journal.close() }
         let matches: [ReplayScan.Match]
         switch ReplayScan.run(dataDirectory: self.dataDirectory, filter: self.filter) {
-        case .failure(let failure): throw UsageError(failure.description)
+        case .failure(let failure): throw CommandError(failure.description)
         case .success(let found): matches = found.matches
         }
         if self.dryRun {
@@ -45,7 +45,7 @@ struct OfflineReplay {
                 logger: logger, includeBodies: false) { _, _ in }
         }
         if case .failure(let error) = result, error.reason == "the journal is in use by another process" {
-            throw UsageError("the relay is running on \(self.dataDirectory); replay through it without --offline")
+            throw CommandError("the relay is running on \(self.dataDirectory); replay through it without --offline")
         }
         return try result.get()
     }
@@ -65,6 +65,13 @@ struct OfflineReplay {
             deadLetters: DeadLetterIndex())
         jobs.queue(matches, for: job)
         self.progress.line("replay \(job.id): \(matches.count) deliveries match")
+        let wanted = Set(matches.map { "\($0.event.tenant)/\($0.destination)" })
+        let held = engine.statistics().filter { $0.mode != .active && wanted.contains("\($0.tenant)/\($0.destination)") }
+        for destination in held {
+            self.progress.line(
+                "destination \(destination.tenant)/\(destination.destination) is \(destination.mode.rawValue); "
+                    + "its deliveries wait until it is resumed, after the relay starts")
+        }
         let deadline = Date().addingTimeInterval(self.waitSeconds)
         while !job.isFinished && Date() < deadline {
             self.show(job, final: false)
@@ -74,9 +81,13 @@ struct OfflineReplay {
 
         let progress = job.progress.withLock { $0 }
         if !job.isFinished {
+            let why = held.isEmpty ? "are still retrying" : "are held or still retrying"
             self.progress.line(
-                "\(progress.queued - progress.settled) deliveries are still retrying after \(Int(self.waitSeconds)) s; "
+                "\(progress.queued - progress.settled) deliveries \(why) after \(Int(self.waitSeconds)) s; "
                     + "they stay in the journal and go out when the relay starts")
+        }
+        if progress.alreadyPending > 0 {
+            self.progress.line("\(progress.alreadyPending) deliveries left out: the same event was still pending for the destination")
         }
         if progress.notConfigured > 0 {
             self.progress.line("\(progress.notConfigured) deliveries skipped: their destination is not configured")

@@ -57,7 +57,8 @@ public enum RelayCommand {
             case "emulate":
                 return try self.emulate(words.dropFirst())
             case "replay":
-                return try ReplayCommand.run(words.dropFirst()) { print($0) }
+                // Written unbuffered, so progress lines go out as they are made, also into a pipe or a file.
+                return try ReplayCommand.run(words.dropFirst()) { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) }
             case "openapi":
                 print(OpenAPIDocument.text)
                 return 0
@@ -74,8 +75,11 @@ public enum RelayCommand {
                 throw UsageError("unknown command \(other)")
             }
         } catch let error as UsageError {
-            self.printError("portout-relay: \(error.description)\n\n\(self.usage)")
+            self.printError("portout-relay: \(error.description)\nRun portout-relay --help for the commands and their options.")
             return 2
+        } catch let error as CommandError {
+            self.printError("portout-relay: \(error.description)")
+            return 1
         } catch let error as ConfigError {
             self.printError(error.description)
             return 1

@@ -125,8 +125,22 @@ struct OnlineReplay {
             }
             return 0
         }
-        guard let id = created["id"]?.stringValue else { throw UsageError("the relay returned no replay id") }
-        self.progress.line("replay \(id) started")
+        guard let id = created["id"]?.stringValue else { throw CommandError("the relay returned no replay id") }
+        self.progress.line("replay \(id) started; Ctrl-C cancels it")
+        self.warnAboutHeldDestinations(client)
+        // Ctrl-C cancels the job on the relay too, so that it does not go on unseen.
+        signal(SIGINT, SIG_IGN)
+        let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "replay-interrupt"))
+        interrupt.setEventHandler {
+            self.progress.line("cancelling replay \(id)")
+            _ = try? self.call(client, "DELETE", "/admin/replays/\(id)")
+            exit(130)
+        }
+        interrupt.resume()
+        defer {
+            interrupt.cancel()
+            signal(SIGINT, SIG_DFL)
+        }
         while true {
             let job = try self.call(client, "GET", "/admin/replays/\(id)")
             let status = job["status"]?.stringValue ?? ""
@@ -138,6 +152,12 @@ struct OnlineReplay {
                     withdrawn: count("withdrawn"), final: finished)
             }
             if finished {
+                if count("alreadyPending") > 0 {
+                    self.progress.line("\(count("alreadyPending")) deliveries left out: the same event was still pending for the destination")
+                }
+                if count("notConfigured") > 0 {
+                    self.progress.line("\(count("notConfigured")) deliveries left out: their destination is not configured")
+                }
                 if let error = job["error"]?.stringValue {
                     self.progress.line("replay \(id) \(status): \(error)")
                 } else {
@@ -146,6 +166,21 @@ struct OnlineReplay {
                 return status == "completed" && count("deadLettered") == 0 ? 0 : 1
             }
             Thread.sleep(forTimeInterval: 0.5)
+        }
+    }
+
+    /// Says which destinations of the filter are paused or disabled, since their deliveries wait until resumed.
+    private func warnAboutHeldDestinations(_ client: HTTPClient) {
+        guard let list = try? self.call(client, "GET", "/admin/destinations") else { return }
+        for destination in list["data"]?.arrayValue?.compactMap(\.objectValue) ?? [] {
+            guard let tenant = destination["tenant"]?.stringValue, let id = destination["id"]?.stringValue,
+                let mode = destination["mode"]?.stringValue, mode != "active",
+                self.filter.tenant == nil || self.filter.tenant == tenant,
+                self.filter.destination == nil || self.filter.destination == id
+            else { continue }
+            self.progress.line(
+                "destination \(tenant)/\(id) is \(mode); its deliveries wait until it is resumed "
+                    + "(POST /admin/destinations/\(tenant)/\(id)/resume)")
         }
     }
 
@@ -164,7 +199,7 @@ struct OnlineReplay {
         done.wait()
         switch result.withLock({ $0 })! {
         case .failure(let error):
-            throw UsageError("cannot reach the admin listener at \(self.adminURL): \(error.description); is the relay running? Use --offline if it is not")
+            throw CommandError("cannot reach the admin listener at \(self.adminURL): \(error.description); is the relay running? Use --offline if it is not")
         case .success(let response):
             let object = (try? JSONParser.parse(response.body))?.objectValue
             guard (200..<300).contains(response.status), let object else {
@@ -175,7 +210,7 @@ struct OnlineReplay {
                     else { return nil }
                     return "\(field) \(text)"
                 }
-                throw UsageError(([message] + details).joined(separator: "; "))
+                throw CommandError(([message] + details).joined(separator: "; "))
             }
             return object
         }
