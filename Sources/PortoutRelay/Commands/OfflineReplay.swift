@@ -65,9 +65,11 @@ struct OfflineReplay {
             deadLetters: DeadLetterIndex())
         jobs.queue(matches, for: job)
         self.progress.line("replay \(job.id): \(matches.count) deliveries match")
-        let wanted = Set(matches.map { "\($0.event.tenant)/\($0.destination)" })
-        let held = engine.statistics().filter { $0.mode != .active && wanted.contains("\($0.tenant)/\($0.destination)") }
-        for destination in held {
+        let targeted = Set(matches.map { "\($0.event.tenant)/\($0.destination)" })
+        let heldDestinations = engine.statistics().filter {
+            $0.mode != .active && targeted.contains("\($0.tenant)/\($0.destination)")
+        }
+        for destination in heldDestinations {
             self.progress.line(
                 "destination \(destination.tenant)/\(destination.destination) is \(destination.mode.rawValue); "
                     + "its deliveries wait until it is resumed, after the relay starts")
@@ -81,9 +83,9 @@ struct OfflineReplay {
 
         let progress = job.progress.withLock { $0 }
         if !job.isFinished {
-            let why = held.isEmpty ? "are still retrying" : "are held or still retrying"
+            let state = heldDestinations.isEmpty ? "are still retrying" : "are held or still retrying"
             self.progress.line(
-                "\(progress.queued - progress.settled) deliveries \(why) after \(Int(self.waitSeconds)) s; "
+                "\(progress.queued - progress.settled) deliveries \(state) after \(Int(self.waitSeconds)) s; "
                     + "they stay in the journal and go out when the relay starts")
         }
         if progress.alreadyPending > 0 {

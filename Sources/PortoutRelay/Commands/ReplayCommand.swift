@@ -128,6 +128,11 @@ struct OnlineReplay {
         guard let id = created["id"]?.stringValue else { throw CommandError("the relay returned no replay id") }
         self.progress.line("replay \(id) started; Ctrl-C cancels it")
         self.warnAboutHeldDestinations(client)
+        return try self.follow(id, client: client)
+    }
+
+    /// Polls the job until it ends, showing its progress, and returns the exit status.
+    private func follow(_ id: String, client: HTTPClient) throws -> Int32 {
         // Ctrl-C cancels the job on the relay too, so that it does not go on unseen.
         signal(SIGINT, SIG_IGN)
         let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "replay-interrupt"))
