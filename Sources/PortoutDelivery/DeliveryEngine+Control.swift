@@ -26,9 +26,9 @@ extension DeliveryEngine {
         }
     }
 
-    /// Returns the oldest journal segment that holds the event of a delivery not yet settled, configured or
-    /// detached destinations alike, or nil when nothing is pending. `isRunning` is false once the engine has
-    /// stopped, when the segment is unknown.
+    /// Returns the oldest journal segment that contains the event of a delivery not yet settled, for configured
+    /// and detached destinations alike, or nil when nothing is pending. `isRunning` is false once the engine has
+    /// stopped, and then the segment is unknown.
     public func oldestPendingSegment(_ completion: @escaping @Sendable (_ segment: UInt64?, _ isRunning: Bool) -> Void) {
         self.perform { running in
             guard running else { return completion(nil, false) }
@@ -51,7 +51,8 @@ extension DeliveryEngine {
                 runtime.consecutiveFailures = 0
             }
             let saveError = self.changeMode(runtime, key: key, to: mode, reason: mode == .active ? "" : reason)
-            let statistics = self.counters.withLock { $0[key]! }
+            var statistics = self.counters.withLock { $0[key]! }
+            statistics.oldestPendingAcceptedAtMs = runtime.queue.oldestAcceptedAtMs
             completion(saveError.map { .failure(.notSaved($0)) } ?? .success(statistics))
         }
     }
@@ -81,7 +82,8 @@ extension DeliveryEngine {
         curl_multi_wakeup(self.loop.multi)
         guard let controlFile = self.controlFile else { return nil }
         do {
-            try controlFile.save(Array(self.loop.destinations.values) + Array(self.loop.detached.values))
+            try controlFile.save(
+                Array(self.loop.destinations.values) + Array(self.loop.detached.values), unconfigured: self.loop.heldUnconfigured)
             return nil
         } catch {
             self.logger.error(
@@ -107,8 +109,10 @@ extension DeliveryEngine {
         }
         for (key, entry) in entries.sorted(by: { $0.key < $1.key }) {
             guard let runtime = self.loop.destinations[key] else {
+                self.loop.heldUnconfigured[key] = entry
                 self.logger.warning(
-                    "held destination is no longer configured", ["destination": .string(key), "mode": .string(entry.mode.rawValue)])
+                    "held destination is not configured; its mode applies if it is configured again",
+                    ["destination": .string(key), "mode": .string(entry.mode.rawValue)])
                 continue
             }
             runtime.mode = entry.mode

@@ -42,7 +42,13 @@ extension DeliveryEngine {
                     updated[key] = DestinationRuntime(config: config, takingOver: detached)
                 } else {
                     changes.added.append(key)
-                    updated[key] = DestinationRuntime(tenant: tenant.id, config: config)
+                    let runtime = DestinationRuntime(tenant: tenant.id, config: config)
+                    if let saved = self.loop.heldUnconfigured.removeValue(forKey: key) {
+                        runtime.mode = saved.mode
+                        runtime.modeReason = saved.reason
+                        runtime.modeChangedAtMs = saved.changedAtMs
+                    }
+                    updated[key] = runtime
                 }
             }
         }

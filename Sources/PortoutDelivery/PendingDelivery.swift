@@ -11,6 +11,8 @@ public struct PendingDelivery: Sendable, Equatable {
     public var orderingKey: String
     /// The event record's location, so the body is read back from the journal instead of held in memory.
     public var location: JournalLocation
+    /// When the event was accepted, or when a replay queued it again: the age that `maxAgeSeconds` and the
+    /// oldest-pending report count from.
     public var acceptedAtMs: Int64
     /// Attempts already made.
     public var attempts: Int

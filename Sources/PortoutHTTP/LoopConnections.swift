@@ -14,6 +14,8 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
     let dateCache = HTTPDate.Cache()
     /// Set once the server stops accepting: every connection closes after its current response.
     private(set) var isDraining = false
+    /// Set while accepting is paused after `accept4` failed, until the next tick.
+    private var isAcceptPaused = false
 
     init(loop: EventLoop, listener: Int32, server: HTTPServer) {
         self.loop = loop
@@ -36,8 +38,9 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
             do {
                 accepted = try Socket.accept(self.listener)
             } catch {
-                // EMFILE, ENFILE, ENOBUFS and the like: leave the rest in the backlog until the next wake-up.
-                self.server.logger.warning("accept failed", ["error": .string(error.description)])
+                // EMFILE, ENFILE, ENOBUFS and the like. The listener stays readable, so polling it would spin.
+                // It is left out of the poll until the next tick, and the connections wait in the backlog.
+                self.pauseAccepting(error)
                 return
             }
             guard case .done(let (fd, peer)) = accepted else { return }
@@ -86,7 +89,23 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
         self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
     }
 
+    private func pauseAccepting(_ error: SystemError) {
+        guard !self.isAcceptPaused else { return }
+        self.isAcceptPaused = true
+        self.loop.deregister(self.listener)
+        self.server.logger.warning(
+            "accept failed; accepting paused for a tick",
+            ["error": .string(error.description), "openConnections": .number(Double(self.server.connectionCount))])
+    }
+
+    private func resumeAccepting() {
+        guard self.isAcceptPaused, !self.isDraining else { return }
+        self.isAcceptPaused = false
+        self.loop.register(self.listener, events: EPOLLIN.rawValue, handler: self)
+    }
+
     private func checkDeadlines() {
+        self.resumeAccepting()
         let now = self.loop.now
         for connection in Array(self.connections.values) where connection.deadline <= now {
             connection.deadlinePassed()
@@ -98,7 +117,9 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
     func beginDraining() {
         guard !self.isDraining else { return }
         self.isDraining = true
-        self.loop.deregister(self.listener)
+        if !self.isAcceptPaused {
+            self.loop.deregister(self.listener)
+        }
         Socket.close(self.listener)
         for connection in Array(self.connections.values) {
             connection.drain()
@@ -107,7 +128,9 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
 
     func closeAll() {
         if !self.isDraining {
-            self.loop.deregister(self.listener)
+            if !self.isAcceptPaused {
+                self.loop.deregister(self.listener)
+            }
             Socket.close(self.listener)
         }
         for connection in Array(self.connections.values) {

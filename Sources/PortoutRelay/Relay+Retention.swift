@@ -37,7 +37,10 @@ extension Relay {
             answered.wait()
             let (enginePending, isRunning) = pending.withLock { $0 }
             guard isRunning else { return nil }
-            let pinned = [enginePending, self.unconfiguredPendingSegment].compactMap { $0 }.min()
+            // A replay hands its deliveries to the engine after leaving the scan queue, so those in transit are
+            // pinned here as well.
+            let pinned = [enginePending, self.unconfiguredPendingSegment, self.replays.oldestInTransitSegment]
+                .compactMap { $0 }.min()
             let segments: [JournalRetention.SegmentInfo]
             do {
                 segments = try JournalRetention.segments(in: self.journal.directory)

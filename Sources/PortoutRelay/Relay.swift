@@ -17,8 +17,8 @@ public final class Relay: Sendable {
     let replays: ReplayJobs
     let store: PortOutStore
     let deadLetters: DeadLetterIndex
-    /// The oldest segment holding an unsettled delivery to a destination that was not configured at start;
-    /// those deliveries are not in the engine, so retention must keep their segments itself.
+    /// The oldest segment with an unsettled delivery to a destination that was not configured at start. Those
+    /// deliveries are not in the engine, so retention must keep their segments itself.
     let unconfiguredPendingSegment: UInt64?
     /// Signalled at shutdown to end the retention thread's wait.
     let retentionStop = DispatchSemaphore(value: 0)
@@ -54,10 +54,14 @@ public final class Relay: Sendable {
             case .attempt(let attempt):
                 if let deadLetter = unsettled.apply(attempt) {
                     deadLetters.add(deadLetter)
+                } else if attempt.outcome.isFinal {
+                    deadLetters.replaySettled(
+                        DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination),
+                        outcome: attempt.outcome)
                 }
             case .replay(let replay):
                 unsettled.reopen(replay)
-                deadLetters.remove(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
+                deadLetters.suspend(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
             }
         }
         let (pending, unconfiguredPendingSegment) = Self.configuredOnly(
@@ -108,9 +112,12 @@ public final class Relay: Sendable {
             ingest: ingestMetrics, journal: journal, engine: engine, server: server, stalled: stalled,
             deadLetters: deadLetters, startedAtMs: startedAt)
         let adminSettings = AdminRequestHandler.AdminSettings(config.admin)
+        var adminLimits = Limits()
+        // Operators and a scraper need a few connections; a cap keeps idle ones from taking descriptors.
+        adminLimits.maxConnections = 64
         let adminServer = HTTPServer(
             configuration: HTTPServer.Configuration(
-                host: config.admin.listen.host, port: config.admin.listen.port, eventLoops: 1, limits: Limits()),
+                host: config.admin.listen.host, port: config.admin.listen.port, eventLoops: 1, limits: adminLimits),
             handler: AdminRequestHandler(
                 settings: adminSettings, engine: engine, metrics: metricsPage, replays: replays, deadLetters: deadLetters,
                 stalled: stalled, logger: logger),

@@ -139,6 +139,21 @@ struct AdminTests {
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/nope/pause", body: "[1]").status == 400)
     }
 
+    @Test func heldModeSurvivesRestartWithoutDestination() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url))
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
+        harness.stop()
+        // A start without d1 keeps its saved mode, and a reload that configures d1 again applies it.
+        let without = try harness.config(tenantsJSON: #"[{"id": "t1", "projects": ["acme-mobile"], "verify": {"secrets": ["\#(RelayHarness.inboundSecret)"]}}]"#)
+        let relay = try Relay(config: without, logger: Logger(level: .error))
+        defer { relay.shutdown(graceSeconds: 0) }
+        relay.reload(try harness.config)
+        #expect(relay.deliveryStatistics().first?.mode == .paused)
+    }
+
     @Test func breakerSendsOneAtATimeUntilSuccess() throws {
         let failures = 10
         let sink = try RecordingSink { index, _ in
@@ -228,6 +243,22 @@ struct AdminTests {
         // A status change restarts the clock.
         #expect(try harness.post(Events.portOut("pout_s1", status: "processing")).status == 202)
         #expect(try ids("") == [])
+    }
+
+    @Test func operationalWebhookCapsConcurrentSends() throws {
+        let operations = try RecordingSink { _, _ in .init(status: 204, delaySeconds: 0.3) }
+        defer { operations.shutdown() }
+        let sink = try RecordingSink { _, _ in .init(status: 400) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(
+            destinations: Self.destination(sink.url, extra: #""concurrency": 16, "breakerThreshold": 1000"#),
+            extra: #""operationalWebhook": {"url": "\#(operations.url)/ops", "secret": "whsec_b3BzLXNlY3JldA=="}"#)
+        defer { harness.finish() }
+        for index in 0..<12 {
+            #expect(try harness.post(Events.portOut("pout_op\(index)", status: "initiated")).status == 202)
+        }
+        #expect(waitUntil(timeoutSeconds: 15) { operations.received.count == 12 })
+        #expect(operations.received.map(\.activeAtArrival).max()! <= OperationalWebhook.maxInFlight)
     }
 
     @Test func operationalWebhookReportsRelayEvents() throws {

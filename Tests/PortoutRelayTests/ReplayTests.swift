@@ -76,6 +76,7 @@ struct ReplayTests {
         let fields = try Self.json(rejected)["details"]?.arrayValue?.compactMap { $0.objectValue?["field"]?.stringValue }
         #expect(fields == ["status", "from"])
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: "{}").status == 422)
+        #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "gigs", "dryRun": "true"}"#).status == 422)
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "gigs", "surprise": 1}"#).status == 422)
     }
 
@@ -219,6 +220,58 @@ struct ReplayTests {
         #expect(try Self.waitForJob(harness, filterJob, status: "completed")["delivered"] == 1)
         try harness.restart()
         #expect((try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? []).isEmpty)
+        var dumped: [String] = []
+        try JournalCommands.dump(dataDirectory: harness.directory.path + "/data", bodies: false, deadLettersOnly: true) {
+            dumped.append($0)
+        }
+        #expect(dumped.isEmpty, "journal dump --dead-letters listed redelivered ones: \(dumped)")
+    }
+
+    @Test func cancelledRedeliveryKeepsDeadLetters() throws {
+        let sink = try RecordingSink { _, _ in .init(status: 400) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        for index in 0..<2 {
+            #expect(try harness.post(Events.portOut("pout_keep\(index)", status: "initiated")).status == 202)
+        }
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.deadLettered == 2 })
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let job = try Self.json(try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"destination": "d1"}"#))
+        let id = try #require(job["id"]?.stringValue)
+        #expect(waitUntil { (try? Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["queued"]) == 2 })
+        // While the redelivery waits, its dead letters are off the list.
+        #expect((try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? []).isEmpty)
+
+        #expect(try Self.admin(harness, "DELETE", "/admin/replays/\(id)").status == 200)
+        #expect(try Self.waitForJob(harness, id, status: "cancelled")["withdrawn"] == 2)
+        func listed() throws -> Int {
+            (try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? []).count
+        }
+        #expect(try listed() == 2)
+        try harness.restart()
+        #expect(try listed() == 2)
+    }
+
+    @Test func redeliveryAgeCountsFromReplay() throws {
+        let failuresLeft = Atomic<Int>(1000)
+        let sink = try RecordingSink { _, _ in
+            .init(status: failuresLeft.subtract(1, ordering: .relaxed).oldValue > 0 ? 503 : 204)
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(
+            destinations: DeliveryTests.destination(sink.url, retrySchedule: "[0.2]", maxAttempts: 50, extra: #""maxAgeSeconds": 1"#))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_age", status: "initiated")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.deadLettered == 1 })
+        Thread.sleep(forTimeInterval: 1.2)
+        // The event is now older than maxAgeSeconds, but the redelivery's retries count from the redelivery.
+        failuresLeft.store(1, ordering: .relaxed)
+        let job = try Self.json(try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"portOut": "pout_age"}"#))
+        let id = try #require(job["id"]?.stringValue)
+        let finished = try Self.waitForJob(harness, id, status: "completed")
+        #expect(finished["delivered"] == 1)
+        #expect(finished["deadLettered"] == 0)
     }
 }
 
@@ -266,10 +319,36 @@ struct ReplayCommandTests {
         #expect(sink.received.suffix(3).map(\.status) == ["initiated", "processing", "issued"])
 
         // The replayed deliveries were journaled as delivered, so the relay does not send them again.
+        // (The journal's own pending deliveries go first, which the next test checks.)
         try harness.start()
         Thread.sleep(forTimeInterval: 0.5)
         #expect(sink.received.count == 7)
         #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
+    }
+
+    @Test func offlineReplayKeepsPendingOrder() throws {
+        let failing = Atomic<Bool>(true)
+        let sink = try RecordingSink { _, _ in .init(status: failing.load(ordering: .relaxed) ? 503 : 204) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url, retrySchedule: "[1]", maxAttempts: 50))
+        defer { harness.finish() }
+        for status in ["initiated", "processing", "issued", "completed"] {
+            #expect(try harness.post(Events.portOut("pout_ord", status: status)).status == 202)
+        }
+        #expect(waitUntil { sink.received.count >= 1 })
+        let configPath = harness.directory.file("config.json")
+        try harness.configText.write(toFile: configPath, atomically: true, encoding: .utf8)
+        harness.stop()
+        let failedAttempts = sink.received.count
+        failing.store(false, ordering: .relaxed)
+
+        // Every status is still pending, so the replay queues nothing new and the pending ones keep their order.
+        let result = try Self.run(["--offline", "--config", configPath, "--status", "completed", "--wait", "5"])
+        #expect(result.lines.contains("1 deliveries left out: the same event was still pending for the destination"))
+        try harness.start()
+        #expect(waitUntil { sink.received.count >= failedAttempts + 4 })
+        let delivered = sink.received.dropFirst(failedAttempts).map(\.status)
+        #expect(Array(delivered.prefix(4)) == ["initiated", "processing", "issued", "completed"])
     }
 
     @Test func onlineReplayReportsProgress() throws {

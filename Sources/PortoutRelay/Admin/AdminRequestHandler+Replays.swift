@@ -19,6 +19,11 @@ extension AdminRequestHandler {
         case .failure(let error): return respond(HTTPResponse(error: error))
         case .success(let parsed): filter = parsed
         }
+        if let dryRun = object["dryRun"], dryRun.boolValue == nil {
+            return respond(HTTPResponse(error: .unprocessable(
+                code: "invalidParameters", "The request is invalid.",
+                details: [ValidationIssue(field: "dryRun", message: "must be true or false")])))
+        }
         if object["dryRun"]?.boolValue == true {
             self.replays.dryRun(filter) { result in
                 switch result {

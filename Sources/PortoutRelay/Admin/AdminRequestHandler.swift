@@ -143,10 +143,11 @@ struct AdminRequestHandler: HTTPRequestHandler {
     ) {
         let mode: DestinationMode = route == .pause(tenant: tenant, id: id) ? .paused : .active
         var reason = "paused by an operator"
-        if !body.isEmpty {
-            guard let object = (try? JSONParser.parse(body))?.objectValue else {
-                return respond(HTTPResponse(error: .badRequest(code: "invalidJSON", "The body must be a JSON object.")))
-            }
+        // Only a pause takes a reason; a resume takes no body fields.
+        switch Self.bodyObject(body, known: mode == .paused ? ["reason"] : []) {
+        case .failure(let error):
+            return respond(HTTPResponse(error: error))
+        case .success(let object):
             if let given = object["reason"] {
                 guard let text = given.stringValue, text.utf8.count <= 500 else {
                     return respond(HTTPResponse(error: .unprocessable(

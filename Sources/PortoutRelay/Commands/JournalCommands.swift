@@ -29,13 +29,22 @@ public enum JournalCommands {
         return healthy
     }
 
-    /// Prints one JSON line per record. Bodies are left out unless `bodies` is set, and account numbers and
-    /// PINs are redacted even then. Returns the damage found, whose bytes hold no readable records.
+    /// Prints one JSON line per record, or with `deadLettersOnly` one per delivery whose last outcome is a dead
+    /// letter, in event order. Bodies are left out unless `bodies` is set, and account numbers and PINs are
+    /// redacted even then. Returns the damage found, whose bytes hold no readable records.
     @discardableResult
     public static func dump(
         dataDirectory: String, bodies: Bool, deadLettersOnly: Bool, output: (String) -> Void
     ) throws(JournalError) -> [String] {
         var events: [UInt64: EventRecord] = [:]
+        // Dead letters by event and destination; a replay takes one off the list until it settles.
+        var deadLetters: [DeliveryKey: JSONValue] = [:]
+        var suspended: [DeliveryKey: JSONValue] = [:]
+        defer {
+            for key in deadLetters.keys.sorted() {
+                output(JSONWriter.encodeString(deadLetters[key]!))
+            }
+        }
         return try self.forEachRecord(dataDirectory) { record, location in
             switch record {
             case .event(let event):
@@ -47,20 +56,33 @@ public enum JournalCommands {
                     output(JSONWriter.encodeString(self.describe(event, location: location, bodies: bodies)))
                 }
             case .attempt(let attempt):
-                if deadLettersOnly {
-                    guard attempt.outcome == .deadLettered else { return }
+                guard deadLettersOnly else {
+                    return output(JSONWriter.encodeString(self.describe(attempt)))
+                }
+                let key = DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination)
+                switch attempt.outcome {
+                case .deadLettered:
                     var value = self.describe(attempt)
                     if let event = events[attempt.eventSequence], case .object(var object) = value {
                         object["event"] = self.describe(event, location: nil, bodies: bodies)
                         value = .object(object)
                     }
-                    output(JSONWriter.encodeString(value))
-                } else {
-                    output(JSONWriter.encodeString(self.describe(attempt)))
+                    suspended[key] = nil
+                    deadLetters[key] = value
+                case .cancelled:
+                    deadLetters[key] = suspended.removeValue(forKey: key)
+                case .delivered:
+                    suspended[key] = nil
+                case .retryScheduled:
+                    break
                 }
             case .replay(let replay):
-                if !deadLettersOnly {
-                    output(JSONWriter.encodeString(self.describe(replay)))
+                guard deadLettersOnly else {
+                    return output(JSONWriter.encodeString(self.describe(replay)))
+                }
+                let key = DeliveryKey(sequence: replay.event.sequence, destination: replay.destination)
+                if let value = deadLetters.removeValue(forKey: key) {
+                    suspended[key] = value
                 }
             }
         }

@@ -8,8 +8,9 @@ import Synchronization
 /// A replay straight from the journal while the relay is stopped: it takes the journal's lock, queues the matches
 /// like the admin API does, delivers them with the configured destinations and waits for them to settle.
 ///
-/// Deliveries still unsettled when the wait ends stay unsettled in the journal, so the relay sends them when it
-/// starts.
+/// The deliveries the journal shows as unsettled are queued first, as the relay would at start, so a replayed
+/// status never overtakes an earlier one still pending for its port out. Deliveries still unsettled when the
+/// wait ends stay unsettled in the journal, so the relay sends them when it starts.
 struct OfflineReplay {
     let config: RelayConfig
     let dataDirectory: String
@@ -20,7 +21,8 @@ struct OfflineReplay {
 
     func run() throws -> Int32 {
         let logger = Logger(level: .warning)
-        let journal = try self.openJournal(logger: logger)
+        var unsettled = UnsettledDeliveries()
+        let journal = try self.openJournal(logger: logger, unsettled: &unsettled)
         defer { journal.close() }
         let matches: [ReplayScan.Match]
         switch ReplayScan.run(dataDirectory: self.dataDirectory, filter: self.filter) {
@@ -34,29 +36,42 @@ struct OfflineReplay {
             }
             return 0
         }
-        return try self.deliver(matches, journal: journal, logger: logger)
+        return try self.deliver(matches, pending: unsettled.pendingDeliveries(), journal: journal, logger: logger)
     }
 
     /// Opens the journal, which recovers it as a start of the relay would, and takes its lock.
-    private func openJournal(logger: Logger) throws -> Journal {
+    private func openJournal(logger: Logger, unsettled: inout UnsettledDeliveries) throws -> Journal {
+        var found = UnsettledDeliveries()
         let result = Result { () throws(JournalError) -> Journal in
             try Journal.open(
                 directory: self.dataDirectory + "/journal", segmentBytes: self.config.journal.segmentBytes,
-                logger: logger, includeBodies: false) { _, _ in }
+                logger: logger, includeBodies: false
+            ) { record, location in
+                switch record {
+                case .event(let event): found.add(event, at: location)
+                case .attempt(let attempt): _ = found.apply(attempt)
+                case .replay(let replay): found.reopen(replay)
+                }
+            }
         }
+        unsettled = found
         if case .failure(let error) = result, error.reason == "the journal is in use by another process" {
             throw CommandError("the relay is running on \(self.dataDirectory); replay through it without --offline")
         }
         return try result.get()
     }
 
-    private func deliver(_ matches: [ReplayScan.Match], journal: Journal, logger: Logger) throws -> Int32 {
+    private func deliver(
+        _ matches: [ReplayScan.Match], pending: [PendingDelivery], journal: Journal, logger: Logger
+    ) throws -> Int32 {
         let job = ReplayJob(kind: "replay", filter: self.filter)
         let registry = ReplayRegistry(logger: logger)
         registry.add(job)
         let engine = DeliveryEngine(
             tenants: self.config.tenants, defaults: self.config.delivery, journal: journal, logger: logger,
             controlFile: self.dataDirectory + "/destinations.json", observer: ReplayProgressObserver(registry: registry))
+        let configured = Set(engine.statistics().map { "\($0.tenant)/\($0.destination)" })
+        engine.submit(pending.filter { configured.contains("\($0.tenant)/\($0.destination)") })
         engine.start()
         defer { engine.shutdown(graceMs: 5000) }
 

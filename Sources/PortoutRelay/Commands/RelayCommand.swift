@@ -102,6 +102,7 @@ public enum RelayCommand {
         var config = try RelayConfig.load(path: path)
         config.logLevel = levelOverride ?? config.logLevel
         let logger = Logger(level: config.logLevel)
+        self.fitConnectionsToFileLimit(&config, logger: logger)
         // Signals are taken by a dispatch source instead of a handler, so shutdown and reload run as ordinary code.
         self.unblockSignals([SIGTERM, SIGINT, SIGHUP])
         signal(SIGPIPE, SIG_IGN)
@@ -118,6 +119,23 @@ public enum RelayCommand {
         reloadSource.cancel()
         relay.shutdown()
         return 0
+    }
+
+    /// Descriptors kept free of client connections for the journal, outbound connections and libdispatch, which
+    /// stops the process when it cannot get one.
+    static let reservedDescriptors = 512
+
+    /// Raises the open-file limit, and lowers `maxConnections` if the limit would not leave room for the rest.
+    private static func fitConnectionsToFileLimit(_ config: inout RelayConfig, logger: Logger) {
+        let limit = OpenFileLimit.raiseToHardLimit()
+        let room = max(64, limit - self.reservedDescriptors)
+        guard config.limits.maxConnections > room else { return }
+        logger.warning(
+            "maxConnections lowered to fit the open-file limit",
+            ["configured": .number(Double(config.limits.maxConnections)), "lowered": .number(Double(room)),
+             "openFileLimit": .number(Double(limit)),
+             "action": "raise LimitNOFILE (systemd) or ulimit -n to allow the configured value"])
+        config.limits.maxConnections = room
     }
 
     /// Unblocks signals that a parent process may have left blocked, since a child inherits the signal mask and a
@@ -277,8 +295,8 @@ public enum RelayCommand {
         case "stats":
             var retention = config?.journal.retentionSeconds
             if let text = options["--retention-seconds"] {
-                guard let seconds = Int(text), seconds >= 60 else {
-                    throw UsageError("--retention-seconds must be a whole number of seconds, at least 60")
+                guard let seconds = Int(text), (60...(10 * 365 * 86_400)).contains(seconds) else {
+                    throw UsageError("--retention-seconds must be a whole number of seconds from 60 to 315360000 (ten years)")
                 }
                 retention = seconds
             }

@@ -54,40 +54,73 @@ struct DeliveryKey: Hashable, Sendable, Comparable {
 /// NOTE: every dead letter stays in memory until it is redelivered, about 300 bytes each, so a destination that
 /// dead-letters for days at a high rate grows this without bound.
 final class DeadLetterIndex: Sendable {
-    private let entries = Mutex<[DeliveryKey: DeadLetter]>([:])
-
-    func add(_ deadLetter: DeadLetter) {
-        self.entries.withLock { $0[deadLetter.key] = deadLetter }
+    private struct Lists {
+        var listed: [DeliveryKey: DeadLetter] = [:]
+        /// Dead letters queued again by a replay, off the list until that delivery settles: back on it if the
+        /// replay is cancelled before sending it, gone if it is delivered or dead-letters anew.
+        var suspended: [DeliveryKey: DeadLetter] = [:]
     }
 
-    func remove(_ key: DeliveryKey) {
-        self.entries.withLock { _ = $0.removeValue(forKey: key) }
+    private let lists = Mutex<Lists>(Lists())
+
+    func add(_ deadLetter: DeadLetter) {
+        self.lists.withLock { lists in
+            lists.suspended.removeValue(forKey: deadLetter.key)
+            lists.listed[deadLetter.key] = deadLetter
+        }
+    }
+
+    /// Takes a dead letter off the list while a replay sends it again.
+    func suspend(_ key: DeliveryKey) {
+        self.lists.withLock { lists in
+            if let deadLetter = lists.listed.removeValue(forKey: key) {
+                lists.suspended[key] = deadLetter
+            }
+        }
+    }
+
+    /// Applies how a replayed delivery settled: withdrawn puts its dead letter back on the list, delivered
+    /// drops it. A new dead letter arrives through `add`.
+    func replaySettled(_ key: DeliveryKey, outcome: AttemptOutcome) {
+        self.lists.withLock { lists in
+            switch outcome {
+            case .cancelled:
+                if let deadLetter = lists.suspended.removeValue(forKey: key) {
+                    lists.listed[key] = deadLetter
+                }
+            case .delivered:
+                lists.suspended.removeValue(forKey: key)
+            case .deadLettered, .retryScheduled:
+                break
+            }
+        }
     }
 
     /// Forgets dead letters whose event is in a segment before `segment`, which retention removes.
     func forget(before segment: UInt64) -> Int {
-        self.entries.withLock { entries in
-            let before = entries.count
-            entries = entries.filter { $0.value.event.location.segment >= segment }
-            return before - entries.count
+        self.lists.withLock { lists in
+            let before = lists.listed.count
+            lists.listed = lists.listed.filter { $0.value.event.location.segment >= segment }
+            lists.suspended = lists.suspended.filter { $0.value.event.location.segment >= segment }
+            return before - lists.listed.count
         }
     }
 
     var count: Int {
-        self.entries.withLock { $0.count }
+        self.lists.withLock { $0.listed.count }
     }
 
     /// Returns the dead letters that pass `filter`, in event order.
     func matching(_ filter: DeliveryFilter) -> [DeadLetter] {
-        self.entries.withLock { entries in
-            entries.values.filter { filter.matches($0.event, destination: $0.destination) }
+        self.lists.withLock { lists in
+            lists.listed.values.filter { filter.matches($0.event, destination: $0.destination) }
         }.sorted { $0.key < $1.key }
     }
 
-    /// Returns the dead letters with these keys, in event order; unknown keys are left out.
+    /// Returns the dead letters with these keys, once each and in event order; unknown keys are left out.
     func lookup(_ keys: [DeliveryKey]) -> [DeadLetter] {
-        self.entries.withLock { entries in
-            keys.compactMap { entries[$0] }
+        self.lists.withLock { lists in
+            Set(keys).compactMap { lists.listed[$0] }
         }.sorted { $0.key < $1.key }
     }
 }

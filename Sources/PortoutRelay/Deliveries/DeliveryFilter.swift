@@ -77,7 +77,7 @@ struct DeliveryFilter: Sendable, Equatable {
             }
         }
         if let from = filter.acceptedFromMs, let to = filter.acceptedToMs, from >= to {
-            issues.append(ValidationIssue(field: "to", message: "must be later than from"))
+            issues.append(ValidationIssue(field: "to", message: "must be later than the from time"))
         }
         return issues.isEmpty ? .success(filter) : .failure(ValidationFailure(issues))
     }

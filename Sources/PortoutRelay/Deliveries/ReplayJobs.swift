@@ -157,6 +157,8 @@ final class ReplayJobs: Sendable {
     private let engine: DeliveryEngine
     private let deadLetters: DeadLetterIndex
     private let scans = DispatchQueue(label: "replay-scan")
+    /// Per job, the oldest segment holding an event whose replay is journaled but not yet with the engine.
+    private let inTransit = Mutex<[String: UInt64]>([:])
 
     init(
         registry: ReplayRegistry, dataDirectory: String, journal: Journal, engine: DeliveryEngine,
@@ -171,6 +173,11 @@ final class ReplayJobs: Sendable {
 
     private func finish(_ job: ReplayJob, status: ReplayJob.Status, error: String? = nil) {
         self.registry.finish(job, status: status, error: error)
+    }
+
+    /// The oldest segment that replays on their way to the engine still need, which retention must keep.
+    var oldestInTransitSegment: UInt64? {
+        self.inTransit.withLock { $0.values.min() }
     }
 
     /// Runs `work` on the queue that scans and queues replays, so that it never overlaps one; retention removes
@@ -225,34 +232,45 @@ final class ReplayJobs: Sendable {
         return job
     }
 
-    /// Journals a replay record for every match, then hands the deliveries to the engine.
+    /// Journals a replay record for every match whose destination is configured, then hands those deliveries to
+    /// the engine. Until the engine has them, their segments are pinned against retention.
     func queue(_ matches: [ReplayScan.Match], for job: ReplayJob) {
+        let configured = Set(self.engine.statistics().map { "\($0.tenant)/\($0.destination)" })
+        let sendable = matches.filter { configured.contains("\($0.event.tenant)/\($0.destination)") }
         let cancelled = job.progress.withLock { progress -> Bool in
             progress.matched = matches.count
+            progress.notConfigured = matches.count - sendable.count
             return progress.isCancelRequested
         }
         guard !cancelled else { return self.finish(job, status: .cancelled) }
-        guard !matches.isEmpty else { return self.finish(job, status: .completed) }
+        guard let oldestSegment = sendable.map(\.event.location.segment).min() else {
+            return self.finish(job, status: .completed)
+        }
+        self.inTransit.withLock { $0[job.id] = oldestSegment }
         let now = WallClock.milliseconds()
-        let records = matches.map {
+        let records = sendable.map {
             JournalRecord.replay(ReplayRecord(replayID: job.id, destination: $0.destination, event: $0.event, atMs: now))
         }
         self.journal.appendAll(records) { result in
             if case .failure(let error) = result {
+                self.inTransit.withLock { _ = $0.removeValue(forKey: job.id) }
                 return self.finish(job, status: .failed, error: "the replay could not be journaled: \(error.description)")
             }
-            for match in matches {
-                self.deadLetters.remove(DeliveryKey(sequence: match.event.sequence, destination: match.destination))
+            for match in sendable {
+                self.deadLetters.suspend(DeliveryKey(sequence: match.event.sequence, destination: match.destination))
             }
-            let deliveries = matches.map { PendingDelivery(event: $0.event, destination: $0.destination, replayID: job.id) }
+            let deliveries = sendable.map {
+                PendingDelivery(event: $0.event, destination: $0.destination, replayID: job.id, sinceMs: now)
+            }
             self.engine.submitReplay(deliveries) { submission in
+                self.inTransit.withLock { _ = $0.removeValue(forKey: job.id) }
                 guard let submission else {
                     return self.finish(job, status: .failed, error: "the relay is shutting down")
                 }
                 let (done, cancelRequested) = job.progress.withLock { progress in
                     progress.queued = submission.queued
                     progress.alreadyPending = submission.alreadyPending
-                    progress.notConfigured = submission.notConfigured
+                    progress.notConfigured += submission.notConfigured
                     if progress.status == .scanning {
                         progress.status = .running
                     }

@@ -5,17 +5,18 @@ import PortoutJournal
 struct UnsettledDeliveries {
     private struct Entry {
         var event: EventSummary
-        /// Per destination: attempts made, when the next is due, and the replay that queued it, if any.
-        var remaining: [String: (attempts: Int, nextAttemptAtMs: Int64, replayID: String?)]
+        /// Per destination: attempts made, when the next is due, the replay that queued it, if any, and when it
+        /// became due first, which its maximum age counts from.
+        var remaining: [String: (attempts: Int, nextAttemptAtMs: Int64, replayID: String?, sinceMs: Int64)]
     }
 
     private var entries: [UInt64: Entry] = [:]
 
     mutating func add(_ event: EventRecord, at location: JournalLocation) {
         guard !event.destinations.isEmpty else { return }
-        var remaining: [String: (attempts: Int, nextAttemptAtMs: Int64, replayID: String?)] = [:]
+        var remaining: [String: (attempts: Int, nextAttemptAtMs: Int64, replayID: String?, sinceMs: Int64)] = [:]
         for destination in event.destinations {
-            remaining[destination] = (0, 0, nil)
+            remaining[destination] = (0, 0, nil, event.acceptedAtMs)
         }
         self.entries[event.sequence] = Entry(event: EventSummary(event, location: location), remaining: remaining)
     }
@@ -23,7 +24,7 @@ struct UnsettledDeliveries {
     /// Makes a replayed delivery unsettled again, with no attempts made.
     mutating func reopen(_ replay: ReplayRecord) {
         var entry = self.entries[replay.event.sequence] ?? Entry(event: replay.event, remaining: [:])
-        entry.remaining[replay.destination] = (0, 0, replay.replayID)
+        entry.remaining[replay.destination] = (0, 0, replay.replayID, replay.atMs)
         self.entries[replay.event.sequence] = entry
     }
 
@@ -39,7 +40,9 @@ struct UnsettledDeliveries {
                 deadLetter = DeadLetter(event: entry.event, destination: attempt.destination, attempt: attempt)
             }
         } else {
-            entry.remaining[attempt.destination] = (attempt.attempt, attempt.nextAttemptAtMs ?? 0, progress.replayID)
+            entry.remaining[attempt.destination] = (
+                attempt.attempt, attempt.nextAttemptAtMs ?? 0, progress.replayID, progress.sinceMs
+            )
         }
         self.entries[attempt.eventSequence] = entry.remaining.isEmpty ? nil : entry
         return deadLetter
@@ -53,17 +56,21 @@ struct UnsettledDeliveries {
                 let progress = entry.remaining[destination]!
                 return PendingDelivery(
                     event: entry.event, destination: destination, attempts: progress.attempts,
-                    nextAttemptAtMs: progress.nextAttemptAtMs, replayID: progress.replayID)
+                    nextAttemptAtMs: progress.nextAttemptAtMs, replayID: progress.replayID, sinceMs: progress.sinceMs)
             }
         }
     }
 }
 
 extension PendingDelivery {
-    init(event: EventSummary, destination: String, attempts: Int = 0, nextAttemptAtMs: Int64 = 0, replayID: String? = nil) {
+    /// Creates the delivery of a journaled event; `sinceMs`, for a replayed one, is when the replay queued it.
+    init(
+        event: EventSummary, destination: String, attempts: Int = 0, nextAttemptAtMs: Int64 = 0,
+        replayID: String? = nil, sinceMs: Int64? = nil
+    ) {
         self.init(
             sequence: event.sequence, eventID: event.eventID, tenant: event.tenant, destination: destination,
-            orderingKey: event.orderingKey, location: event.location, acceptedAtMs: event.acceptedAtMs,
+            orderingKey: event.orderingKey, location: event.location, acceptedAtMs: sinceMs ?? event.acceptedAtMs,
             attempts: attempts, nextAttemptAtMs: nextAttemptAtMs, replayID: replayID)
     }
 }

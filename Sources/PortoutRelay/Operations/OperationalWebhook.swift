@@ -8,12 +8,30 @@ import Synchronization
 /// Sends the relay's own events, signed with Standard Webhooks headers, to `operationalWebhook.url`.
 ///
 /// Event types: `destination.disabled`, `deadLetter.created` and `replay.finished`. Each event is tried up to four
-/// times, after 1, 10 and 60 seconds.
-/// NOTE: these events are held in memory only, so one still being retried is lost if the relay stops.
+/// times, after 1, 10 and 60 seconds. At most `maxInFlight` are sent at once and `maxWaiting` wait, so a burst
+/// of dead letters cannot take every file descriptor. Events beyond that are dropped and counted in the log.
+/// NOTE: these events are held in memory only, so one still waiting or being retried is lost if the relay stops.
 final class OperationalWebhook: Sendable {
     static let retryDelaysSeconds: [Double] = [1, 10, 60]
+    static let maxInFlight = 4
+    static let maxWaiting = 1000
+
+    private struct Outgoing: Sendable {
+        var id: String
+        var type: String
+        var body: [UInt8]
+        var config: OperationalWebhookConfig
+        var attempt: Int
+    }
+
+    private struct Queue {
+        var waiting: [Outgoing] = []
+        var inFlight = 0
+        var dropped = 0
+    }
 
     private let settings: Mutex<OperationalWebhookConfig?>
+    private let queue = Mutex<Queue>(Queue())
     private let client: HTTPClient
     private let logger: Logger
 
@@ -39,10 +57,48 @@ final class OperationalWebhook: Sendable {
             ("object", "event"), ("id", .string(id)), ("type", .string(type)),
             ("createdAt", .string(RFC3339.format(epochMilliseconds: WallClock.milliseconds()))), ("data", data),
         ])))
-        self.attempt(id: id, type: type, body: body, config: config, number: 1)
+        self.enqueue(Outgoing(id: id, type: type, body: body, config: config, attempt: 1))
     }
 
-    private func attempt(id: String, type: String, body: [UInt8], config: OperationalWebhookConfig, number: Int) {
+    private func enqueue(_ event: Outgoing) {
+        let (start, dropped) = self.queue.withLock { queue -> (Outgoing?, Int) in
+            if queue.inFlight < Self.maxInFlight {
+                queue.inFlight += 1
+                return (event, 0)
+            }
+            guard queue.waiting.count < Self.maxWaiting else {
+                queue.dropped += 1
+                // One log line per hundred drops keeps a flood from filling the log as well.
+                return (nil, queue.dropped % 100 == 1 ? queue.dropped : 0)
+            }
+            queue.waiting.append(event)
+            return (nil, 0)
+        }
+        if dropped > 0 {
+            self.logger.error(
+                "operational events dropped", ["dropped": .number(Double(dropped)), "reason": "too many waiting"])
+        }
+        if let start {
+            self.send(start)
+        }
+    }
+
+    /// Frees the slot of a finished send and starts the next waiting event in it.
+    private func finishSend() {
+        let next = self.queue.withLock { queue -> Outgoing? in
+            guard !queue.waiting.isEmpty else {
+                queue.inFlight -= 1
+                return nil
+            }
+            return queue.waiting.removeFirst()
+        }
+        if let next {
+            self.send(next)
+        }
+    }
+
+    private func send(_ event: Outgoing) {
+        let (id, type, body, config, number) = (event.id, event.type, event.body, event.config, event.attempt)
         let timestamp = String(WallClock.milliseconds() / 1000)
         let signature = WebhookSignature.standardWebhooks(
             key: config.secret.keyBytes, id: id, timestamp: timestamp, body: body)
@@ -54,6 +110,7 @@ final class OperationalWebhook: Sendable {
             ],
             body: body, timeoutMs: config.timeoutMs)
         self.client.send(request) { result in
+            self.finishSend()
             var failure: String?
             switch result {
             case .success(let response) where (200..<300).contains(response.status):
@@ -69,8 +126,11 @@ final class OperationalWebhook: Sendable {
                     ["id": .string(id), "type": .string(type), "attempts": .number(Double(number)), "error": .string(failure ?? "")])
                 return
             }
+            var next = event
+            next.attempt += 1
+            let retry = next
             DispatchQueue.global().asyncAfter(deadline: .now() + Self.retryDelaysSeconds[number - 1]) {
-                self.attempt(id: id, type: type, body: body, config: config, number: number + 1)
+                self.enqueue(retry)
             }
         }
     }
@@ -88,6 +148,8 @@ struct RelayDeliveryObserver: DeliveryObserver {
     func settled(_ delivery: PendingDelivery, attempt: AttemptRecord) {
         if let replayID = delivery.replayID {
             self.replays.settled(replayID: replayID, outcome: attempt.outcome)
+            self.deadLetters.replaySettled(
+                DeliveryKey(sequence: delivery.sequence, destination: delivery.destination), outcome: attempt.outcome)
         }
         guard attempt.outcome == .deadLettered else { return }
         // Dead letters are rare, so the event's type and status are read back from the journal here instead of
