@@ -109,7 +109,7 @@ struct OfflineReplay {
         if progress.notConfigured > 0 {
             self.progress.line("\(progress.notConfigured) deliveries skipped: their destination is not configured")
         }
-        return progress.status == .completed && progress.deadLettered == 0 ? 0 : 1
+        return progress.status == .completed && progress.deadLettered == 0 && progress.notConfigured == 0 ? 0 : 1
     }
 
     private func show(_ job: ReplayJob, final: Bool) {

@@ -168,7 +168,8 @@ struct OnlineReplay {
                 } else {
                     self.progress.line("replay \(id) \(status)")
                 }
-                return status == "completed" && count("deadLettered") == 0 ? 0 : 1
+                let isClean = count("deadLettered") == 0 && count("notConfigured") == 0
+                return status == "completed" && isClean ? 0 : 1
             }
             Thread.sleep(forTimeInterval: 0.5)
         }
