@@ -47,7 +47,8 @@ extension DeliveryEngine {
             guard running else { return completion(nil) }
             let now = WallClock.milliseconds()
             var withdrawn = 0
-            for (key, runtime) in self.loop.destinations {
+            // Detached destinations too: one removed by a reload keeps its queue in case it is configured again.
+            for (key, runtime) in self.loop.destinations.merging(self.loop.detached, uniquingKeysWith: { first, _ in first }) {
                 let removed = runtime.queue.removeWaiting { $0.replayID == replayID }
                 withdrawn += removed.count
                 for delivery in removed {

@@ -77,6 +77,7 @@ struct ReplayTests {
         #expect(fields == ["status", "from"])
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: "{}").status == 422)
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "gigs", "dryRun": "true"}"#).status == 422)
+        #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "gigs", "deadLetteredOnly": "true"}"#).status == 422)
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "gigs", "surprise": 1}"#).status == 422)
     }
 
@@ -251,6 +252,40 @@ struct ReplayTests {
         #expect(try listed() == 2)
         try harness.restart()
         #expect(try listed() == 2)
+        // A journal scan agrees that they are dead letters again.
+        let preview = try Self.json(try Self.admin(
+            harness, "POST", "/admin/replays", body: #"{"destination": "d1", "deadLetteredOnly": true, "dryRun": true}"#))
+        #expect(preview["count"] == 2)
+    }
+
+    @Test func cancelReachesRemovedDestination() throws {
+        let sink = try RecordingSink { _, _ in .init(status: 400) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_rm", status: "initiated")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.deadLettered == 1 })
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let job = try Self.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_rm"}"#))
+        let id = try #require(job["id"]?.stringValue)
+        #expect(waitUntil { (try? Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["queued"]) == 1 })
+
+        let without = try harness.config(
+            tenantsJSON: #"[{"id": "t1", "projects": ["acme-mobile"], "verify": {"secrets": ["\#(RelayHarness.inboundSecret)"]}}]"#)
+        harness.relay!.reload(without)
+        #expect(try Self.admin(harness, "DELETE", "/admin/replays/\(id)").status == 200)
+        #expect(try Self.waitForJob(harness, id, status: "cancelled")["withdrawn"] == 1)
+        // Its dead letter is back, but cannot be redelivered while the destination is not configured.
+        let ids = (try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? [])
+            .compactMap { $0.objectValue?["id"]?.stringValue }
+        #expect(ids.count == 1)
+        let redelivery = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"ids": ["\#(ids.first ?? "")"]}"#)
+        #expect(redelivery.status == 422)
+
+        harness.relay!.reload(try harness.config)
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 1)
     }
 
     @Test func redeliveryAgeCountsFromReplay() throws {
@@ -309,6 +344,12 @@ struct ReplayCommandTests {
         }
 
         harness.stop()
+        do {
+            _ = try Self.run(["--offline", "--config", configPath, "--destination", "nosuch"])
+            Issue.record("an offline replay to a destination that is not configured was accepted")
+        } catch let error as CommandError {
+            #expect(error.description == "destination nosuch is not configured")
+        }
         let preview = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--dry-run"])
         #expect(preview.status == 0)
         #expect(preview.lines.first == "3 deliveries match")

@@ -19,10 +19,10 @@ extension AdminRequestHandler {
         case .failure(let error): return respond(HTTPResponse(error: error))
         case .success(let parsed): filter = parsed
         }
-        if let dryRun = object["dryRun"], dryRun.boolValue == nil {
+        for flag in ["dryRun", "deadLetteredOnly"] where object[flag] != nil && object[flag]?.boolValue == nil {
             return respond(HTTPResponse(error: .unprocessable(
                 code: "invalidParameters", "The request is invalid.",
-                details: [ValidationIssue(field: "dryRun", message: "must be true or false")])))
+                details: [ValidationIssue(field: flag, message: "must be true or false")])))
         }
         if object["dryRun"]?.boolValue == true {
             self.replays.dryRun(filter) { result in
@@ -123,6 +123,13 @@ extension AdminRequestHandler {
                 return respond(HTTPResponse(error: .unprocessable(code: "invalidParameters", "The ids are invalid.", details: failure.issues)))
             case .success(let found): chosen = found
             }
+            let configured = Set(self.engine.statistics().map { "\($0.tenant)/\($0.destination)" })
+            let unsendable = chosen.filter { !configured.contains("\($0.event.tenant)/\($0.destination)") }
+            guard unsendable.isEmpty else {
+                return respond(HTTPResponse(error: .unprocessable(
+                    code: "invalidParameters", "Some dead letters belong to a destination that is not configured.",
+                    details: unsendable.map { ValidationIssue(field: "ids", message: "\($0.id): destination \($0.destination) is not configured") })))
+            }
         } else {
             switch self.nonEmptyFilter(object, missingField: "ids") {
             case .failure(let error): return respond(HTTPResponse(error: error))
@@ -135,7 +142,7 @@ extension AdminRequestHandler {
         self.logger.info(
             "admin action",
             ["action": "redeliver dead letters", "replay": .string(job.id), "deadLetters": .number(Double(chosen.count)),
-             "filter": filter.jsonValue, "peer": .string(peer)])
+             "filter": filter.jsonValue, "firstIds": .array(chosen.prefix(20).map { .string($0.id) }), "peer": .string(peer)])
         respond(HTTPResponse(status: 202, json: job.jsonValue, headers: [("Location", "/admin/replays/\(job.id)")]))
     }
 
@@ -197,9 +204,10 @@ extension AdminRequestHandler {
         }
         let unknown = object.keys.filter { !known.contains($0) }
         guard unknown.isEmpty else {
+            let expected = known.isEmpty ? "is not accepted; this request takes no body fields" : "is not one of \(known.joined(separator: ", "))"
             return .failure(.unprocessable(
                 code: "invalidParameters", "The body has unknown fields.",
-                details: unknown.map { ValidationIssue(field: $0, message: "is not one of \(known.joined(separator: ", "))") }))
+                details: unknown.map { ValidationIssue(field: $0, message: expected) }))
         }
         return .success(object)
     }

@@ -26,6 +26,7 @@ enum ReplayCommand {
         let config = try RelayConfig.load(path: options["--config"] ?? "config.json")
         let progress = ReplayProgressPrinter(output: output)
         if options.has("--offline") {
+            try self.checkConfigured(filter, config: config)
             let wait = try options["--wait"].map { text -> Double in
                 guard let seconds = Double(text), seconds >= 0, seconds <= 86_400 else {
                     throw UsageError("--wait must be a number of seconds from 0 to 86400")
@@ -45,6 +46,19 @@ enum ReplayCommand {
             adminURL: url, token: config.admin.token?.value, filter: filter, dryRun: options.has("--dry-run"),
             progress: progress
         ).run()
+    }
+
+    /// Rejects a tenant or destination that the configuration does not have, since nothing could be sent to it.
+    private static func checkConfigured(_ filter: DeliveryFilter, config: RelayConfig) throws {
+        if let tenant = filter.tenant, config.tenant(tenant)?.destinations.isEmpty ?? true {
+            throw CommandError("tenant \(tenant) has no configured destination")
+        }
+        if let destination = filter.destination {
+            let tenants = filter.tenant.map { name in config.tenants.filter { $0.id == name } } ?? config.tenants
+            guard tenants.contains(where: { $0.destinations.contains { $0.id == destination } }) else {
+                throw CommandError("destination \(destination) is not configured")
+            }
+        }
     }
 
     private static func filter(_ options: CommandArguments) throws -> DeliveryFilter {
@@ -71,6 +85,8 @@ final class ReplayProgressPrinter: Sendable {
     private let output: @Sendable (String) -> Void
     private let isTerminal = isatty(STDOUT_FILENO) == 1
     private let lastLineAtMs = Mutex<Int64>(0)
+    /// Whether a progress bar is on the terminal's current line, which the next plain line must end first.
+    private let isBarShown = Mutex<Bool>(false)
 
     init(output: @escaping @Sendable (String) -> Void) {
         self.output = output
@@ -84,6 +100,7 @@ final class ReplayProgressPrinter: Sendable {
             let filled = queued == 0 ? width : min(width, settled * width / queued)
             let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
             FileHandle.standardOutput.write(Data("\r[\(bar)] \(counts)\(final ? "\n" : "")".utf8))
+            self.isBarShown.withLock { $0 = !final }
             return
         }
         let now = WallClock.milliseconds()
@@ -98,6 +115,9 @@ final class ReplayProgressPrinter: Sendable {
     }
 
     func line(_ text: String) {
+        if self.isBarShown.withLock({ shown in defer { shown = false }; return shown }) {
+            FileHandle.standardOutput.write(Data("\n".utf8))
+        }
         self.output(text)
     }
 }

@@ -37,6 +37,8 @@ enum ReplayScan {
     ) -> Result<(matches: [Match], scannedRecords: Int), Failure> {
         var candidates: [DeliveryKey: EventSummary] = [:]
         var deadLettered = Set<DeliveryKey>()
+        // Dead letters queued again by a replay: dead letters again if that replay is cancelled before sending.
+        var suspended = Set<DeliveryKey>()
         var scanned = 0
         var failure: Failure?
         do {
@@ -60,13 +62,25 @@ enum ReplayScan {
                     }
                 case .attempt(let attempt):
                     let key = DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination)
-                    if attempt.outcome == .deadLettered {
+                    switch attempt.outcome {
+                    case .deadLettered:
+                        suspended.remove(key)
                         deadLettered.insert(key)
-                    } else if attempt.outcome.isFinal {
+                    case .cancelled:
+                        if suspended.remove(key) != nil {
+                            deadLettered.insert(key)
+                        }
+                    case .delivered:
+                        suspended.remove(key)
                         deadLettered.remove(key)
+                    case .retryScheduled:
+                        break
                     }
                 case .replay(let replay):
-                    deadLettered.remove(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
+                    let key = DeliveryKey(sequence: replay.event.sequence, destination: replay.destination)
+                    if deadLettered.remove(key) != nil {
+                        suspended.insert(key)
+                    }
                 }
             }
         } catch {

@@ -20,7 +20,6 @@ final class OperationalWebhook: Sendable {
         var id: String
         var type: String
         var body: [UInt8]
-        var config: OperationalWebhookConfig
         var attempt: Int
     }
 
@@ -51,13 +50,13 @@ final class OperationalWebhook: Sendable {
 
     /// Sends one event of `type` with `data`, if an endpoint is configured.
     func send(type: String, data: JSONValue) {
-        guard let config = self.settings.withLock({ $0 }) else { return }
+        guard self.settings.withLock({ $0 }) != nil else { return }
         let id = "opev_" + (0..<12).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         let body = JSONWriter.encode(.object(JSONObject([
             ("object", "event"), ("id", .string(id)), ("type", .string(type)),
             ("createdAt", .string(RFC3339.format(epochMilliseconds: WallClock.milliseconds()))), ("data", data),
         ])))
-        self.enqueue(Outgoing(id: id, type: type, body: body, config: config, attempt: 1))
+        self.enqueue(Outgoing(id: id, type: type, body: body, attempt: 1))
     }
 
     private func enqueue(_ event: Outgoing) {
@@ -97,8 +96,13 @@ final class OperationalWebhook: Sendable {
         }
     }
 
+    /// Sends one attempt to the endpoint configured now, so that a reload redirects or stops events still waiting.
     private func send(_ event: Outgoing) {
-        let (id, type, body, config, number) = (event.id, event.type, event.body, event.config, event.attempt)
+        let (id, type, body, number) = (event.id, event.type, event.body, event.attempt)
+        guard let config = self.settings.withLock({ $0 }) else {
+            self.finishSend()
+            return
+        }
         let timestamp = String(WallClock.milliseconds() / 1000)
         let signature = WebhookSignature.standardWebhooks(
             key: config.secret.keyBytes, id: id, timestamp: timestamp, body: body)
