@@ -1,5 +1,7 @@
 import Foundation
 import PortoutCore
+import Synchronization
+import PortoutTestSupport
 import Testing
 
 @testable import PortoutHTTP
@@ -112,6 +114,71 @@ struct HTTPRequestParserConformanceTests {
             } else if !failed {
                 #expect(requests.count == testCase.messages.count, "lenient case parsed differently, chunk size \(chunkSize)")
             }
+        }
+    }
+
+    /// Records every request the server hands over and answers each with 200.
+    final class RecordingHandler: HTTPRequestHandler {
+        let requests = Mutex<[HTTPRequest]>([])
+
+        func checkHead(_ head: HTTPRequestHead, peer: String) -> HTTPResponse? {
+            nil
+        }
+
+        func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
+            self.requests.withLock { $0.append(request) }
+            responder.respond(HTTPResponse(status: 200, body: Array("ok".utf8)))
+        }
+    }
+
+    static let handler = RecordingHandler()
+    static let server: HTTPServer = {
+        var limits = Limits()
+        limits.maxBodyBytes = 1 << 20
+        limits.headerTimeoutMs = 1000
+        limits.bodyTimeoutMs = 1000
+        let server = HTTPServer(
+            configuration: HTTPServer.Configuration(host: "127.0.0.1", port: 0, eventLoops: 1, limits: limits),
+            handler: Self.handler, logger: Logger(level: .error))
+        try! server.start()
+        return server
+    }()
+
+    /// Sends the raw bytes on a fresh connection, ends the sending side, and returns everything the server sent
+    /// until it closed, with the requests it handed to the handler.
+    static func exchange(_ raw: [UInt8]) throws -> (requests: [HTTPRequest], response: String) {
+        _ = Self.server
+        Self.handler.requests.withLock { $0.removeAll() }
+        let client = try LoopbackClient(port: Self.server.port, readTimeoutSeconds: 5)
+        client.send(raw)
+        Socket.shutdownWrite(client.fd)
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(client.fd, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { break }
+            received.append(contentsOf: buffer[0..<count])
+        }
+        return (Self.handler.requests.withLock { $0 }, String(decoding: received, as: UTF8.self))
+    }
+
+    /// Through a live socket, a case's requests reach the handler exactly as llhttp read them, or the server
+    /// refuses with 400 (or 505 for a version it does not speak) and hands over nothing after the refusal.
+    @Test(.serialized, arguments: cases)
+    func socketAgreesWithLLHTTP(_ testCase: Case) throws {
+        let (requests, response) = try Self.exchange(testCase.raw)
+        let refused = response.contains("HTTP/1.1 400 ") || response.contains("HTTP/1.1 505 ")
+        for (request, expected) in zip(requests, testCase.messages) {
+            #expect(Self.matches(request, expected), "\(request.head.method) \(request.head.target)")
+        }
+        if testCase.isRejectedByDesign {
+            #expect(refused)
+        } else if testCase.expectsOK && testCase.mode == "strict" {
+            // Either every request arrives, or the server refused the first one it would read differently.
+            #expect(requests.count == testCase.messages.count || refused, "\(requests.count) of \(testCase.messages.count)")
+        } else if !testCase.expectsOK {
+            // No request beyond those llhttp read before the fault reaches the handler.
+            #expect(requests.count <= testCase.messages.count)
         }
     }
 }
