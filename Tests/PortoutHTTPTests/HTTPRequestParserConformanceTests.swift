@@ -117,7 +117,7 @@ struct HTTPRequestParserConformanceTests {
         }
     }
 
-    /// Records every request the server hands over and answers each with 200.
+    /// Records every request the server hands over and responds to each with 200.
     final class RecordingHandler: HTTPRequestHandler {
         let requests = Mutex<[HTTPRequest]>([])
 
