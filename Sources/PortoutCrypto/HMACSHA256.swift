@@ -22,16 +22,19 @@ public enum HMACSHA256 {
         }
         defer { EVP_MAC_CTX_free(context) }
 
-        let initialised = "SHA256".withCString { digestName -> Int32 in
-            var parameters = [
-                OSSL_PARAM_construct_utf8_string("digest", UnsafeMutablePointer(mutating: digestName), 0),
-                OSSL_PARAM_construct_end(),
-            ]
-            return key.withUnsafeBufferPointer { keyBuffer in
+        // OSSL_PARAM keeps pointers to both strings, so both must outlive EVP_MAC_init. A Swift string passed
+        // straight to a C parameter lives only for that one call, which AddressSanitizer caught here.
+        let initialised = "digest".withCString { parameterName in
+            "SHA256".withCString { digestName -> Int32 in
+                var parameters = [
+                    OSSL_PARAM_construct_utf8_string(parameterName, UnsafeMutablePointer(mutating: digestName), 0),
+                    OSSL_PARAM_construct_end(),
+                ]
                 // A zero-length key is legal HMAC, but OpenSSL wants a non-null pointer for it.
-                var empty: UInt8 = 0
-                let keyPointer = keyBuffer.baseAddress ?? withUnsafePointer(to: &empty) { $0 }
-                return EVP_MAC_init(context, keyPointer, keyBuffer.count, &parameters)
+                let bytes = key.isEmpty ? [0] : key
+                return bytes.withUnsafeBufferPointer { keyBuffer in
+                    EVP_MAC_init(context, keyBuffer.baseAddress, key.count, &parameters)
+                }
             }
         }
         precondition(initialised == 1, "EVP_MAC_init failed: \(OpenSSLError.lastErrorText())")
