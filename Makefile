@@ -7,7 +7,8 @@ APT_PACKAGES := libssl-dev libcurl4-openssl-dev pkg-config
 BENCH_PACKAGES := nginx-light wrk
 PIP_PACKAGES := standardwebhooks==1.3.0 schemathesis==4.32.5
 
-.PHONY: build release run test test-address-sanitizer bench crash-test deps test-deps bench-deps clean
+.PHONY: build release run test test-thread-sanitizer test-address-sanitizer bench crash-test deps test-deps \
+	bench-deps clean
 
 deps:
 	@tools/ensure-packages apt $(APT_PACKAGES)
@@ -35,6 +36,10 @@ run: release test-deps
 test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest
+
+# The test suite under ThreadSanitizer, in its own build directory; CI runs it after `make test`.
+test-thread-sanitizer: test-deps
+	$(SWIFT) test --scratch-path .build/thread-sanitizer --sanitize=thread --disable-xctest
 
 # The test suite under AddressSanitizer. Leak detection is off: the leaks it reports are in Foundation's file
 # reading and process spawning in the tests, and a test server kept for the whole run. Builds into

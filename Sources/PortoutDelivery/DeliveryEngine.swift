@@ -24,8 +24,8 @@ public final class DeliveryEngine: Sendable {
     let maxRetryAfterSeconds: Int
     let controlFile: DestinationControlFile?
     let observer: (any DeliveryObserver)?
-    private let inbox = Mutex<Inbox>(Inbox())
-    let counters = Mutex<[String: DestinationStatistics]>([:])
+    private let inbox = Locked<Inbox>(Inbox())
+    let counters = Locked<[String: DestinationStatistics]>([:])
     private let stopped = DispatchSemaphore(value: 0)
     let loop: DeliveryLoop
 

@@ -2,6 +2,7 @@ import CCurl
 import CCurlShim
 import Dispatch
 import Foundation
+import PortoutCore
 import Synchronization
 
 /// A small asynchronous HTTP client over one libcurl multi handle on its own thread, for requests that are
@@ -48,7 +49,7 @@ public final class HTTPClient: Sendable {
     /// Response bodies beyond this are cut; every response the relay forwards is far smaller.
     public static let maxResponseBytes = 1 << 20
 
-    private let inbox = Mutex<Inbox>(Inbox())
+    private let inbox = Locked<Inbox>(Inbox())
     private let stopped = DispatchSemaphore(value: 0)
     private let state: ClientState
 

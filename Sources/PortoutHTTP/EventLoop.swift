@@ -1,9 +1,9 @@
-import PortoutCore
 import CLinuxShim
 #if canImport(Glibc)
 import Glibc
 #endif
 import Foundation
+import PortoutCore
 import Synchronization
 
 /// Something registered with an event loop for readiness events on one descriptor.
@@ -18,7 +18,7 @@ protocol EventLoopHandler: AnyObject {
 public final class EventLoop: @unchecked Sendable {
     private let epollFD: Int32
     private let wakeFD: Int32
-    private let pendingTasks = Mutex<[@Sendable () -> Void]>([])
+    private let pendingTasks = Locked<[@Sendable () -> Void]>([])
     private var handlers: [Int32: any EventLoopHandler] = [:]
     private var tickHandlers: [() -> Void] = []
     private var isRunning = true

@@ -36,7 +36,7 @@ public final class HTTPServer: Sendable {
     let openConnections = Atomic<Int>(0)
     /// Whether each response is logged as a `request` line; a configuration reload may switch it.
     public let accessLog = Atomic<Bool>(false)
-    private let state = Mutex<RunState>(RunState())
+    private let state = Locked<RunState>(RunState())
 
     private struct RunState {
         var loops: [LoopConnections] = []

@@ -20,14 +20,14 @@ public final class Journal: Sendable {
     public let metrics: JournalMetrics
     private let segmentBytes: Int
     let logger: Logger
-    private let queue = Mutex<Queue>(Queue())
+    private let queue = Locked<Queue>(Queue())
     private let wakeUp = DispatchSemaphore(value: 0)
     private let stopped = DispatchSemaphore(value: 0)
-    private let readers = Mutex<[UInt64: Int32]>([:])
+    private let readers = Locked<[UInt64: Int32]>([:])
     /// The segment the writer appends to, published for retention, which must never remove it.
     private let currentSegment: Atomic<UInt64>
     /// Read descriptors of segments removed by retention, closed at its next pass.
-    private let retiredReaders = Mutex<[Int32]>([])
+    private let retiredReaders = Locked<[Int32]>([])
     private let writer: WriterState
     /// Descriptor holding an exclusive `flock` on `journal.lock` while the journal is open.
     private let lockFD: Int32
@@ -51,7 +51,7 @@ public final class Journal: Sendable {
         var size: Int
         /// The next segment, created and synced ahead of time off the writer thread, so that rotating costs the
         /// writer no file creation or directory sync while requests wait on it.
-        let prepared = Mutex<PreparedSegment?>(nil)
+        let prepared = Locked<PreparedSegment?>(nil)
         var isPreparing = false
         /// Entered while a segment is being prepared, so that closing waits for it.
         let preparation = DispatchGroup()

@@ -70,7 +70,7 @@ extension Relay {
         note("admin.token", \.admin.token)
         note("delivery", \.delivery)
 
-        let destinationChanges = Mutex<DestinationChanges?>(nil)
+        let destinationChanges = Locked<DestinationChanges?>(nil)
         let reconfigured = DispatchSemaphore(value: 0)
         self.engine.reconfigure(tenants: effective.tenants) { changes in
             destinationChanges.withLock { $0 = changes }

@@ -28,7 +28,7 @@ extension Relay {
     public func applyRetention() -> RetentionReport? {
         guard let retentionSeconds = self.config.journal.retentionSeconds else { return nil }
         return self.replays.runExclusively { () -> RetentionReport? in
-            let pending = Mutex<(segment: UInt64?, isRunning: Bool)>((nil, false))
+            let pending = Locked<(segment: UInt64?, isRunning: Bool)>((nil, false))
             let answered = DispatchSemaphore(value: 0)
             self.engine.oldestPendingSegment { segment, isRunning in
                 pending.withLock { $0 = (segment, isRunning) }

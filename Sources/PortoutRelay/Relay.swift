@@ -7,7 +7,7 @@ import Synchronization
 
 /// A running relay: journal, delivery engine and HTTP server, started from one configuration.
 public final class Relay: Sendable {
-    let currentConfig: Mutex<RelayConfig>
+    let currentConfig: Locked<RelayConfig>
     let journal: Journal
     let ingestor: Ingestor
     let readAPI: PortOutReadAPI
@@ -33,7 +33,7 @@ public final class Relay: Sendable {
 
     /// Recovers the journal, rebuilds dedupe state, resumes unsettled deliveries and starts listening.
     public init(config: RelayConfig, logger: Logger) throws {
-        self.currentConfig = Mutex(config)
+        self.currentConfig = Locked(config)
         self.logger = logger
         let startedAt = WallClock.milliseconds()
         let journalDirectory = config.dataDir + "/journal"

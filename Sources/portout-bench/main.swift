@@ -53,7 +53,7 @@ func writeJournal(_ arguments: [String]) throws -> Int32 {
     let journal = try Journal.open(
         directory: dataDirectory + "/journal", segmentBytes: 64 << 20, logger: Logger(level: .warning)
     ) { _, _ in }
-    let failures = Mutex<Int>(0)
+    let failures = Locked<Int>(0)
     let acceptedAt = Int64(Date().timeIntervalSince1970 * 1000)
     for index in 0..<records {
         let portOutIndex = index / statusesPerPortOut

@@ -119,7 +119,7 @@ struct HTTPRequestParserConformanceTests {
 
     /// Records every request the server hands over and responds to each with 200.
     final class RecordingHandler: HTTPRequestHandler {
-        let requests = Mutex<[HTTPRequest]>([])
+        let requests = Locked<[HTTPRequest]>([])
 
         func checkHead(_ head: HTTPRequestHead, peer: String) -> HTTPResponse? {
             nil

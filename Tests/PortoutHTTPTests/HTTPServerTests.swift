@@ -222,7 +222,7 @@ struct HTTPServerTests {
     }
 
     @Test func accessLogWritesOneLinePerResponse() throws {
-        let lines = Mutex<[String]>([])
+        let lines = Locked<[String]>([])
         let sink = LogSink { bytes in lines.withLock { $0.append(String(decoding: bytes, as: UTF8.self)) } }
         let server = HTTPServer(
             configuration: HTTPServer.Configuration(host: "127.0.0.1", port: 0, eventLoops: 1, limits: Limits()),

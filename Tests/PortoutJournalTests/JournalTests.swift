@@ -28,7 +28,7 @@ import Testing
     /// Appends and waits for each completion; returns the locations.
     @discardableResult
     static func appendAll(_ journal: Journal, _ records: [JournalRecord]) -> [Result<JournalLocation, JournalError>] {
-        let results = Mutex<[Int: Result<JournalLocation, JournalError>]>([:])
+        let results = Locked<[Int: Result<JournalLocation, JournalError>]>([:])
         let done = DispatchSemaphore(value: 0)
         for (index, record) in records.enumerated() {
             journal.append(record) { result in

@@ -181,7 +181,7 @@ struct ReloadAndShutdownTests {
 
         // Four senders post distinct events on fresh connections until the relay stops listening, at most 200
         // each. Every id that got a 2xx must reach the sink.
-        let acknowledged = Mutex<[String]>([])
+        let acknowledged = Locked<[String]>([])
         let senders = DispatchGroup()
         for sender in 0..<4 {
             DispatchQueue.global().async(group: senders) {

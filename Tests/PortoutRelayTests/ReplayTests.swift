@@ -314,7 +314,7 @@ struct ReplayTests {
 @Suite(.serialized)
 struct ReplayCommandTests {
     static func run(_ arguments: [String]) throws -> (status: Int32, lines: [String]) {
-        let lines = Mutex<[String]>([])
+        let lines = Locked<[String]>([])
         let status = try ReplayCommand.run(arguments[...]) { line in lines.withLock { $0.append(line) } }
         return (status, lines.withLock { $0 })
     }

@@ -77,7 +77,7 @@ public final class RecordingSink: Sendable {
 
     final class Handler: HTTPRequestHandler {
         let script: @Sendable (Int, Received) -> Reply
-        let received = Mutex<[Received]>([])
+        let received = Locked<[Received]>([])
         let arrivals = Atomic<Int>(0)
         let active = Atomic<Int>(0)
 

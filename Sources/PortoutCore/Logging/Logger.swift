@@ -76,7 +76,7 @@ public final class LogSink: Sendable {
     /// Lines per second allowed for one message text before further lines are counted instead of written.
     public let linesPerSecondPerMessage: Int
     private let writer: @Sendable ([UInt8]) -> Void
-    private let state = Mutex<[String: RateWindow]>([:])
+    private let state = Locked<[String: RateWindow]>([:])
 
     private struct RateWindow {
         var second: Int64

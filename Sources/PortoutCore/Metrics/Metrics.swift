@@ -22,7 +22,7 @@ public final class Counter: Sendable {
 public final class Histogram: Sendable {
     /// Upper bounds of the buckets, ascending; the implicit last bucket is +Inf.
     public let bounds: [Double]
-    private let state: Mutex<Snapshot>
+    private let state: Locked<Snapshot>
 
     public struct Snapshot: Sendable {
         /// Observations at or below each bound, not cumulative; the last element counts those above every bound.
@@ -34,7 +34,7 @@ public final class Histogram: Sendable {
     public init(bounds: [Double]) {
         precondition(bounds == bounds.sorted() && !bounds.isEmpty, "histogram bounds must be ascending and not empty")
         self.bounds = bounds
-        self.state = Mutex(Snapshot(bucketCounts: Array(repeating: 0, count: bounds.count + 1)))
+        self.state = Locked(Snapshot(bucketCounts: Array(repeating: 0, count: bounds.count + 1)))
     }
 
     public func observe(_ value: Double) {
@@ -112,7 +112,7 @@ public final class HistogramFamily: Sendable {
 final class LabeledMembers<Metric: AnyObject & Sendable>: Sendable {
     private let name: String
     private let labelCount: Int
-    private let members = Mutex<[[String]: Metric]>([:])
+    private let members = Locked<[[String]: Metric]>([:])
 
     init(name: String, labelCount: Int) {
         self.name = name

@@ -13,7 +13,7 @@ final class PortOutReadAPI: Sendable {
     let store: PortOutStore
     let logger: Logger
     /// Each API key with its tenant; replaced whole by a configuration reload.
-    private let keys: Mutex<[(key: [UInt8], tenant: TenantConfig)]>
+    private let keys: Locked<[(key: [UInt8], tenant: TenantConfig)]>
 
     static let defaultStatuses: Set<PortOutStatus> = [.initiated, .processing, .issued]
     static let maxLimit = 200
@@ -22,7 +22,7 @@ final class PortOutReadAPI: Sendable {
     init(tenants: [TenantConfig], store: PortOutStore, logger: Logger) {
         self.store = store
         self.logger = logger
-        self.keys = Mutex(Self.keys(of: tenants))
+        self.keys = Locked(Self.keys(of: tenants))
     }
 
     private static func keys(of tenants: [TenantConfig]) -> [(key: [UInt8], tenant: TenantConfig)] {

@@ -20,10 +20,10 @@ struct AdminRequestHandler: HTTPRequestHandler {
 
     /// The token, which a configuration reload may change while the listener stays.
     final class AdminSettings: Sendable {
-        private let current: Mutex<[UInt8]?>
+        private let current: Locked<[UInt8]?>
 
         init(_ config: AdminConfig) {
-            self.current = Mutex(config.token.map { Array($0.value.utf8) })
+            self.current = Locked(config.token.map { Array($0.value.utf8) })
         }
 
         var token: [UInt8]? {

@@ -84,9 +84,9 @@ enum ReplayCommand {
 final class ReplayProgressPrinter: Sendable {
     private let output: @Sendable (String) -> Void
     private let isTerminal = isatty(STDOUT_FILENO) == 1
-    private let lastLineAtMs = Mutex<Int64>(0)
+    private let lastLineAtMs = Locked<Int64>(0)
     /// Whether a progress bar is on the terminal's current line, which the next plain line must end first.
-    private let isBarShown = Mutex<Bool>(false)
+    private let isBarShown = Locked<Bool>(false)
 
     init(output: @escaping @Sendable (String) -> Void) {
         self.output = output
@@ -216,7 +216,7 @@ struct OnlineReplay {
         if let token = self.token {
             headers.append(("Authorization", "Bearer \(token)"))
         }
-        let result = Mutex<Result<HTTPClient.Response, HTTPClient.TransportError>?>(nil)
+        let result = Locked<Result<HTTPClient.Response, HTTPClient.TransportError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         client.send(HTTPClient.Request(method: method, url: self.adminURL + path, headers: headers, body: body)) { outcome in
             result.withLock { $0 = outcome }

@@ -61,7 +61,7 @@ final class DeadLetterIndex: Sendable {
         var suspended: [DeliveryKey: DeadLetter] = [:]
     }
 
-    private let lists = Mutex<Lists>(Lists())
+    private let lists = Locked<Lists>(Lists())
 
     func add(_ deadLetter: DeadLetter) {
         self.lists.withLock { lists in

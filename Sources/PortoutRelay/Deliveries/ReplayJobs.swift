@@ -43,7 +43,7 @@ final class ReplayJob: Sendable {
     let kind: String
     let filter: DeliveryFilter
     let createdAtMs: Int64
-    let progress = Mutex<Progress>(Progress())
+    let progress = Locked<Progress>(Progress())
 
     init(kind: String, filter: DeliveryFilter) {
         self.id = "rpl_" + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
@@ -85,7 +85,7 @@ final class ReplayJob: Sendable {
 /// restart, but `GET /admin/replays/{id}` then returns 404 for the job.
 final class ReplayRegistry: Sendable {
     private let logger: Logger
-    private let jobs = Mutex<[String: ReplayJob]>([:])
+    private let jobs = Locked<[String: ReplayJob]>([:])
     private let onFinish: (@Sendable (ReplayJob) -> Void)?
 
     /// Creates the registry; `onFinish` is called once with each job that completes, is cancelled or fails.
@@ -158,7 +158,7 @@ final class ReplayJobs: Sendable {
     private let deadLetters: DeadLetterIndex
     private let scans = DispatchQueue(label: "replay-scan")
     /// Per job, the oldest segment holding an event whose replay is journaled but not yet with the engine.
-    private let inTransit = Mutex<[String: UInt64]>([:])
+    private let inTransit = Locked<[String: UInt64]>([:])
 
     init(
         registry: ReplayRegistry, dataDirectory: String, journal: Journal, engine: DeliveryEngine,

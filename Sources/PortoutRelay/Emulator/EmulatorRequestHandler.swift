@@ -6,7 +6,7 @@ import Synchronization
 
 /// The emulator's HTTP API: every endpoint of the carrier's Port Out API, with its validation and error shapes.
 final class EmulatorRequestHandler: HTTPRequestHandler {
-    private let emulator = Mutex<CarrierEmulator?>(nil)
+    private let emulator = Locked<CarrierEmulator?>(nil)
 
     func attach(_ emulator: CarrierEmulator?) {
         self.emulator.withLock { $0 = emulator }

@@ -13,14 +13,14 @@ import Synchronization
 /// arrive on the journal's writer thread.
 final class Ingestor: Sendable {
     /// Replaced whole by a configuration reload; a request uses the tenant as it was when the request arrived.
-    private let tenants: Mutex<[String: TenantIntake]>
+    private let tenants: Locked<[String: TenantIntake]>
     private let journal: Journal
     private let engine: DeliveryEngine
     private let portOuts: PortOutStore
     let logger: Logger
     let metrics: IngestMetrics
     private let retryAfterSeconds: Int
-    private let state: Mutex<IngestState>
+    private let state: Locked<IngestState>
     /// False from a failed journal write until the next successful one; `/readyz` reports it.
     let journalHealthy = Atomic<Bool>(true)
 
@@ -29,13 +29,13 @@ final class Ingestor: Sendable {
         logger: Logger, metrics: IngestMetrics
     ) {
         self.metrics = metrics
-        self.tenants = Mutex(Self.intakes(config.tenants, metrics: metrics))
+        self.tenants = Locked(Self.intakes(config.tenants, metrics: metrics))
         self.journal = journal
         self.engine = engine
         self.portOuts = portOuts
         self.logger = logger
         self.retryAfterSeconds = config.journal.retryAfterSeconds
-        self.state = Mutex(state)
+        self.state = Locked(state)
     }
 
     private static func intakes(_ tenants: [TenantConfig], metrics: IngestMetrics) -> [String: TenantIntake] {

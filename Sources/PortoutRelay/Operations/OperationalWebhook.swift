@@ -29,13 +29,13 @@ final class OperationalWebhook: Sendable {
         var dropped = 0
     }
 
-    private let settings: Mutex<OperationalWebhookConfig?>
-    private let queue = Mutex<Queue>(Queue())
+    private let settings: Locked<OperationalWebhookConfig?>
+    private let queue = Locked<Queue>(Queue())
     private let client: HTTPClient
     private let logger: Logger
 
     init(config: OperationalWebhookConfig?, logger: Logger) {
-        self.settings = Mutex(config)
+        self.settings = Locked(config)
         self.client = HTTPClient(name: "operational-webhook")
         self.logger = logger
     }

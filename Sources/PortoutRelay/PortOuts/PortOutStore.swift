@@ -5,11 +5,11 @@ import Synchronization
 /// The port-out index shared between the journal's writer thread, which applies accepted events, and the
 /// event loops, which read it; the port-out objects are read back from the journal outside the lock.
 final class PortOutStore: Sendable {
-    private let index: Mutex<PortOutIndex>
+    private let index: Locked<PortOutIndex>
     private let journal: Journal
 
     init(index: PortOutIndex, journal: Journal) {
-        self.index = Mutex(index)
+        self.index = Locked(index)
         self.journal = journal
     }
 

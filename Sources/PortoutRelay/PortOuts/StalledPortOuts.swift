@@ -5,11 +5,11 @@ import Synchronization
 /// Port outs that sit in a non-terminal status longer than the configured threshold for that status.
 final class StalledPortOuts: Sendable {
     private let store: PortOutStore
-    private let thresholds: Mutex<[PortOutStatus: Int]>
+    private let thresholds: Locked<[PortOutStatus: Int]>
 
     init(store: PortOutStore, thresholds: [PortOutStatus: Int]) {
         self.store = store
-        self.thresholds = Mutex(thresholds)
+        self.thresholds = Locked(thresholds)
     }
 
     /// Swaps in the thresholds of a reloaded configuration.
