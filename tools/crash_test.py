@@ -4,9 +4,9 @@ default. Then check what reached a sink.
 
 Each round kills the relay at a random moment, every third one right after it logs that it started a new
 journal segment (segments are 64 KiB here, so rotations are frequent), and group commits run throughout. The
-run passes only if every event that got a 2xx reached the sink, each port out's statuses first reached the sink
-in lifecycle order, and the duplicates at the sink stay within what the kills can explain: deliveries in flight
-(at most the destination's concurrency) plus delivery outcomes not yet written, per kill.
+run passes only if every event that got a 2xx reached the sink and each port out's statuses first reached the
+sink in lifecycle order. The duplicates at the sink must also stay within what the kills can explain, which
+is twice the destination's concurrency per kill: deliveries in flight plus outcomes not yet written.
 
 Everything listens on 127.0.0.1; the run is bounded by --rounds and by a timeout per phase.
 """
@@ -216,6 +216,7 @@ def main():
     parser.add_argument("--seed", type=int, default=int(time.time()))
     arguments = parser.parse_args()
     random.seed(arguments.seed)
+
     work = tempfile.mkdtemp(prefix="portout-crash-")
     config = write_config(work)
     log_path = os.path.join(work, "relay.log")
@@ -223,6 +224,7 @@ def main():
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     load = Load()
     print(f"crash test: {arguments.rounds} rounds, seed {arguments.seed}, work in {work}", flush=True)
+
     try:
         relay = start_relay(arguments.binary, config, log_path)
         load.start()
@@ -235,6 +237,7 @@ def main():
     finally:
         load.stopping.set()
         sink.shutdown()
+
     if failures:
         for failure in failures:
             print(f"FAIL: {failure}")

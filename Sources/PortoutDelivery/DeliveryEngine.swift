@@ -62,7 +62,8 @@ public final class DeliveryEngine: Sendable {
         self.publishCounters()
     }
 
-    static func key(tenant: String, destination: String) -> String {
+    /// Returns the `tenant/destination` key that identifies a destination in the engine and its reports.
+    public static func key(tenant: String, destination: String) -> String {
         tenant + "/" + destination
     }
 
@@ -77,6 +78,11 @@ public final class DeliveryEngine: Sendable {
         guard !deliveries.isEmpty else { return }
         self.inbox.withLock { $0.deliveries.append(contentsOf: deliveries) }
         curl_multi_wakeup(self.loop.multi)
+    }
+
+    /// The configured destinations, as `tenant/destination` keys.
+    public func configuredDestinations() -> Set<String> {
+        self.counters.withLock { Set($0.keys) }
     }
 
     /// Per-destination counts since start, for health reports and tests.
@@ -116,10 +122,10 @@ public final class DeliveryEngine: Sendable {
         let loop = self.loop
         while true {
             let (incoming, commands, stopDeadline) = self.inbox.withLock { inbox in
-                let taken = (inbox.deliveries, inbox.commands, inbox.stopDeadlineMs)
+                let drained = (inbox.deliveries, inbox.commands, inbox.stopDeadlineMs)
                 inbox.deliveries.removeAll(keepingCapacity: true)
                 inbox.commands.removeAll()
-                return taken
+                return drained
             }
             self.enqueue(incoming)
             for command in commands {

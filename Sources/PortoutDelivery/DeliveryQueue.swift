@@ -140,13 +140,13 @@ struct DeliveryQueue {
             var lane = self.lanes[key]!
             let firstMovable = lane.head + (lane.isHeadInFlight ? 1 : 0)
             let before = lane.items.count
-            let kept = lane.items[firstMovable...].filter { delivery in
+            let remaining = lane.items[firstMovable...].filter { delivery in
                 guard shouldRemove(delivery) else { return true }
                 removed.append(delivery)
                 return false
             }
-            guard kept.count != before - firstMovable else { continue }
-            lane.items = Array(lane.items[lane.head..<firstMovable]) + kept
+            guard remaining.count != before - firstMovable else { continue }
+            lane.items = Array(lane.items[lane.head..<firstMovable]) + remaining
             lane.head = 0
             if lane.isEmpty {
                 self.lanes.removeValue(forKey: key)

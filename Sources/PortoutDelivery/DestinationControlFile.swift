@@ -33,15 +33,17 @@ struct DestinationControlFile: Sendable {
     /// Replaces the file with the destinations of `runtimes` that are not active, and the held destinations
     /// that are not configured now, by `tenant/destination` key.
     func save(_ runtimes: [DestinationRuntime], unconfigured: [String: Entry]) throws(SystemError) {
-        var held: [(tenant: String, destination: String, entry: Entry)] = runtimes.filter { $0.mode != .active }.map {
+        var heldDestinations: [(tenant: String, destination: String, entry: Entry)] = runtimes.filter {
+            $0.mode != .active
+        }.map {
             ($0.tenant, $0.config.id, Entry(mode: $0.mode, reason: $0.modeReason, changedAtMs: $0.modeChangedAtMs))
         }
         for (key, entry) in unconfigured {
             let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
-            held.append((parts[0], parts.count > 1 ? parts[1] : "", entry))
+            heldDestinations.append((parts[0], parts.count > 1 ? parts[1] : "", entry))
         }
-        held.sort { ($0.tenant, $0.destination) < ($1.tenant, $1.destination) }
-        let entries: [JSONValue] = held.map { item in
+        heldDestinations.sort { ($0.tenant, $0.destination) < ($1.tenant, $1.destination) }
+        let entries: [JSONValue] = heldDestinations.map { item in
             [
                 "tenant": .string(item.tenant), "destination": .string(item.destination),
                 "mode": .string(item.entry.mode.rawValue), "reason": .string(item.entry.reason),

@@ -4,7 +4,7 @@ import PortoutCore
 import Glibc
 #endif
 
-/// Which segments retention may remove: the oldest ones, as long as each is older than the retention period
+/// The choice of segments retention may remove: the oldest ones, as long as each is older than the retention period
 /// and contains no event whose delivery is still unsettled.
 ///
 /// Only a prefix of the journal is ever removed, oldest first. An unsettled delivery's later records (its

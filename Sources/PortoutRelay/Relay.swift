@@ -171,13 +171,13 @@ public final class Relay: Sendable {
         var configured = Set<String>()
         for tenant in config.tenants {
             for destination in tenant.destinations {
-                configured.insert(tenant.id + "/" + destination.id)
+                configured.insert(DeliveryEngine.key(tenant: tenant.id, destination: destination.id))
             }
         }
         var unconfigured: [String: Int] = [:]
         var oldestDroppedSegment: UInt64?
-        let kept = deliveries.filter { delivery in
-            let key = delivery.tenant + "/" + delivery.destination
+        let deliverable = deliveries.filter { delivery in
+            let key = DeliveryEngine.key(tenant: delivery.tenant, destination: delivery.destination)
             guard configured.contains(key) else {
                 unconfigured[key, default: 0] += 1
                 oldestDroppedSegment = min(oldestDroppedSegment ?? .max, delivery.location.segment)
@@ -191,7 +191,7 @@ public final class Relay: Sendable {
                 ["destination": .string(destination), "pending": .number(Double(count)),
                  "action": "kept in the journal; they go out after a start with the destination configured"])
         }
-        return (kept, oldestDroppedSegment)
+        return (deliverable, oldestDroppedSegment)
     }
 
     /// Estimates the events in an existing journal from its size, so the dedupe maps are sized once instead of

@@ -167,15 +167,15 @@ struct HTTPRequestParserConformanceTests {
     @Test(.serialized, arguments: cases)
     func socketAgreesWithLLHTTP(_ testCase: Case) throws {
         let (requests, response) = try Self.exchange(testCase.raw)
-        let refused = response.contains("HTTP/1.1 400 ") || response.contains("HTTP/1.1 505 ")
+        let rejected = response.contains("HTTP/1.1 400 ") || response.contains("HTTP/1.1 505 ")
         for (request, expected) in zip(requests, testCase.messages) {
             #expect(Self.matches(request, expected), "\(request.head.method) \(request.head.target)")
         }
         if testCase.isRejectedByDesign {
-            #expect(refused)
+            #expect(rejected)
         } else if testCase.expectsOK && testCase.mode == "strict" {
-            // Either every request arrives, or the server refused the first one it would read differently.
-            #expect(requests.count == testCase.messages.count || refused, "\(requests.count) of \(testCase.messages.count)")
+            // Either every request arrives, or the server rejected the first one it would read differently.
+            #expect(requests.count == testCase.messages.count || rejected, "\(requests.count) of \(testCase.messages.count)")
         } else if !testCase.expectsOK {
             // No request beyond those llhttp read before the fault reaches the handler.
             #expect(requests.count <= testCase.messages.count)

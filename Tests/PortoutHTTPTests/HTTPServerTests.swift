@@ -211,7 +211,7 @@ struct HTTPServerTests {
         Thread.sleep(forTimeInterval: 0.05)
         let remaining = server.drain(timeoutMs: 5000)
         #expect(remaining == 0)
-        // The request under way was answered, and its response said the connection closes.
+        // The request under way got its response, with a header that closes the connection.
         let response = busy.readResponse()
         #expect(response?.status == 200)
         #expect(response?.header("Connection") == "close")

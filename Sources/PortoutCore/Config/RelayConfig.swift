@@ -12,7 +12,7 @@ public struct RelayConfig: Sendable {
     public var delivery: DeliveryDefaults
     public var tenants: [TenantConfig]
     public var admin: AdminConfig
-    /// Where the relay sends its own signed events, or nil for nowhere.
+    /// The endpoint of the relay's own signed events, or nil to send none.
     public var operationalWebhook: OperationalWebhookConfig?
     /// Whether every request on both listeners is logged with its method, path, status and duration.
     public var accessLog = false

@@ -1,4 +1,5 @@
 import PortoutCore
+import PortoutDelivery
 import PortoutHTTP
 import PortoutJournal
 
@@ -123,8 +124,10 @@ extension AdminRequestHandler {
                 return respond(HTTPResponse(error: .unprocessable(code: "invalidParameters", "The ids are invalid.", details: failure.issues)))
             case .success(let found): chosen = found
             }
-            let configured = Set(self.engine.statistics().map { "\($0.tenant)/\($0.destination)" })
-            let unsendable = chosen.filter { !configured.contains("\($0.event.tenant)/\($0.destination)") }
+            let configured = self.engine.configuredDestinations()
+            let unsendable = chosen.filter {
+                !configured.contains(DeliveryEngine.key(tenant: $0.event.tenant, destination: $0.destination))
+            }
             guard unsendable.isEmpty else {
                 return respond(HTTPResponse(error: .unprocessable(
                     code: "invalidParameters", "Some dead letters belong to a destination that is not configured.",
@@ -179,18 +182,11 @@ extension AdminRequestHandler {
                 code: "filterRequired", "At least one filter field is required.",
                 details: [ValidationIssue(field: missingField, message: "is required unless another of \(fields) is set")]))
         case .success(let filter):
-            let configured = self.engine.statistics()
-            if let tenant = filter.tenant, !configured.contains(where: { $0.tenant == tenant }) {
+            let configured = self.engine.statistics().map { (tenant: $0.tenant, destination: $0.destination) }
+            if let issue = filter.unconfiguredIssue(configured) {
                 return .failure(.unprocessable(
-                    code: "invalidParameters", "The filter names a tenant with no configured destination.",
-                    details: [ValidationIssue(field: "tenant", message: "\(tenant) has no configured destination")]))
-            }
-            if let destination = filter.destination,
-                !configured.contains(where: { $0.destination == destination && (filter.tenant ?? $0.tenant) == $0.tenant })
-            {
-                return .failure(.unprocessable(
-                    code: "invalidParameters", "The filter names a destination that is not configured.",
-                    details: [ValidationIssue(field: "destination", message: "\(destination) is not a configured destination")]))
+                    code: "invalidParameters", "The filter names a tenant or destination that is not configured.",
+                    details: [issue]))
             }
             return .success(filter)
         }

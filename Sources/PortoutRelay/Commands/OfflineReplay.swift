@@ -70,8 +70,10 @@ struct OfflineReplay {
         let engine = DeliveryEngine(
             tenants: self.config.tenants, defaults: self.config.delivery, journal: journal, logger: logger,
             controlFile: self.dataDirectory + "/destinations.json", observer: ReplayProgressObserver(registry: registry))
-        let configured = Set(engine.statistics().map { "\($0.tenant)/\($0.destination)" })
-        engine.submit(pending.filter { configured.contains("\($0.tenant)/\($0.destination)") })
+        let configured = engine.configuredDestinations()
+        engine.submit(pending.filter {
+            configured.contains(DeliveryEngine.key(tenant: $0.tenant, destination: $0.destination))
+        })
         engine.start()
         defer { engine.shutdown(graceMs: 5000) }
 

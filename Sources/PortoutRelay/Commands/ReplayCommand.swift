@@ -50,14 +50,11 @@ enum ReplayCommand {
 
     /// Rejects a tenant or destination that the configuration does not have, since nothing could be sent to it.
     private static func checkConfigured(_ filter: DeliveryFilter, config: RelayConfig) throws {
-        if let tenant = filter.tenant, config.tenant(tenant)?.destinations.isEmpty ?? true {
-            throw CommandError("tenant \(tenant) has no configured destination")
+        let configured = config.tenants.flatMap { tenant in
+            tenant.destinations.map { (tenant: tenant.id, destination: $0.id) }
         }
-        if let destination = filter.destination {
-            let tenants = filter.tenant.map { name in config.tenants.filter { $0.id == name } } ?? config.tenants
-            guard tenants.contains(where: { $0.destinations.contains { $0.id == destination } }) else {
-                throw CommandError("destination \(destination) is not configured")
-            }
+        if let issue = filter.unconfiguredIssue(configured) {
+            throw CommandError("\(issue.field) \(issue.message)")
         }
     }
 

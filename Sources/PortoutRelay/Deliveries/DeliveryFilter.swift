@@ -34,6 +34,20 @@ struct DeliveryFilter: Sendable, Equatable {
         return true
     }
 
+    /// Returns the problem with a tenant or destination that none of `configured` has, or nil if there is none.
+    /// Nothing could be sent to one, so naming it is a mistake, such as a typo.
+    func unconfiguredIssue(_ configured: [(tenant: String, destination: String)]) -> ValidationIssue? {
+        if let tenant = self.tenant, !configured.contains(where: { $0.tenant == tenant }) {
+            return ValidationIssue(field: "tenant", message: "\(tenant) has no configured destination")
+        }
+        if let destination = self.destination,
+            !configured.contains(where: { $0.destination == destination && (self.tenant ?? $0.tenant) == $0.tenant })
+        {
+            return ValidationIssue(field: "destination", message: "\(destination) is not configured")
+        }
+        return nil
+    }
+
     /// Parses the filter fields that `value(name)` returns, as strings (a query or flags) or as JSON values (a
     /// body). Every invalid field is reported.
     static func parse(_ value: (String) -> JSONValue?) -> Result<DeliveryFilter, ValidationFailure> {

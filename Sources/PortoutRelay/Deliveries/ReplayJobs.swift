@@ -235,8 +235,10 @@ final class ReplayJobs: Sendable {
     /// Journals a replay record for every match whose destination is configured, then hands those deliveries to
     /// the engine. Until the engine has them, their segments are pinned against retention.
     func queue(_ matches: [ReplayScan.Match], for job: ReplayJob) {
-        let configured = Set(self.engine.statistics().map { "\($0.tenant)/\($0.destination)" })
-        let sendable = matches.filter { configured.contains("\($0.event.tenant)/\($0.destination)") }
+        let configured = self.engine.configuredDestinations()
+        let sendable = matches.filter {
+            configured.contains(DeliveryEngine.key(tenant: $0.event.tenant, destination: $0.destination))
+        }
         let cancelled = job.progress.withLock { progress -> Bool in
             progress.matched = matches.count
             progress.notConfigured = matches.count - sendable.count
