@@ -55,7 +55,7 @@ public final class CarrierEmulator: Sendable {
     public func shutdown() {
         self.server.shutdown()
         self.handler.attach(nil)
-        self.queue.sync {}
+        self.queue.sync { self.state.isStopped = true }
         self.client.shutdown()
         self.logger.info("emulator stopped", [:])
     }
@@ -182,6 +182,7 @@ public final class CarrierEmulator: Sendable {
     private func deliver(_ body: [UInt8], id: String, to url: String, attempt: Int, after delay: Double) {
         self.state.webhooksPending += 1
         self.queue.asyncAfter(deadline: .now() + delay) {
+            guard !self.state.isStopped else { return }
             let request = HTTPClient.Request(
                 method: "POST", url: url, headers: [("Content-Type", "application/json")] + self.signatureHeaders(id: id, body: body),
                 body: body, timeoutMs: 10_000)
@@ -257,6 +258,8 @@ final class EmulatorState: @unchecked Sendable {
     var webhooksSent = 0
     var webhooksFailed = 0
     var webhooksPending = 0
+    /// Set by `shutdown`: timers still pending then send nothing, since OpenSSL may already be torn down at exit.
+    var isStopped = false
 
     init(seed: UInt64?) {
         self.random = EmulatorRandom(seed: seed)

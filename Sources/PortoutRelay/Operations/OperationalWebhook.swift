@@ -32,6 +32,9 @@ final class OperationalWebhook: Sendable {
     private let settings: Locked<OperationalWebhookConfig?>
     private let queue = Locked<Queue>(Queue())
     private let client: HTTPClient
+    /// Set by `shutdown`. Events still waiting or due for a retry are then dropped unsigned, because signing
+    /// after shutdown can race OpenSSL's own clean-up when the process exits.
+    private let isStopped = Atomic<Bool>(false)
     private let logger: Logger
 
     init(config: OperationalWebhookConfig?, logger: Logger) {
@@ -45,6 +48,7 @@ final class OperationalWebhook: Sendable {
     }
 
     func shutdown() {
+        self.isStopped.store(true, ordering: .relaxed)
         self.client.shutdown()
     }
 
@@ -99,7 +103,7 @@ final class OperationalWebhook: Sendable {
     /// Sends one attempt to the endpoint configured now, so that a reload redirects or stops events still waiting.
     private func send(_ event: Outgoing) {
         let (id, type, body, number) = (event.id, event.type, event.body, event.attempt)
-        guard let config = self.settings.withLock({ $0 }) else {
+        guard !self.isStopped.load(ordering: .relaxed), let config = self.settings.withLock({ $0 }) else {
             self.finishSend()
             return
         }
