@@ -8,7 +8,7 @@ public enum HMACSHA256 {
     public static let byteCount = 32
 
     /// The HMAC algorithm, fetched once. `EVP_MAC` objects are reference-counted and safe to share between threads.
-    nonisolated(unsafe) private static let algorithm: OpaquePointer = {
+    nonisolated(unsafe) static let algorithm: OpaquePointer = {
         guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else {
             fatalError("OpenSSL has no HMAC implementation: \(OpenSSLError.lastErrorText())")
         }
@@ -16,12 +16,31 @@ public enum HMACSHA256 {
     }()
 
     /// Computes the MAC of the concatenation of `parts` without copying them into one buffer.
+    ///
+    /// This sets the key up anew on every call; a caller that signs or verifies repeatedly with one key keeps
+    /// an `HMACKey` instead.
     public static func authenticate(key: [UInt8], parts: [UnsafeRawBufferPointer]) -> [UInt8] {
-        guard let context = EVP_MAC_CTX_new(self.algorithm) else {
+        HMACKey(key).authenticate(parts: parts)
+    }
+
+    public static func authenticate(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        message.withUnsafeBytes { self.authenticate(key: key, parts: [$0]) }
+    }
+}
+
+/// An HMAC-SHA256 key set up once in an `EVP_MAC_CTX`, so each MAC starts from a copy of that context instead
+/// of fetching SHA-256 by name and hashing the padded key again.
+///
+/// Thread-safety: the template context is written only in `init` and `deinit`. Between them, threads only copy
+/// it with `EVP_MAC_CTX_dup`, which reads the source and takes references on the shared digest with atomic
+/// counts (OpenSSL 3.0, `hmac_dup` and `EVP_MD_CTX_copy_ex`). That is why the class is `@unchecked Sendable`.
+public final class HMACKey: @unchecked Sendable {
+    private let template: OpaquePointer
+
+    public init(_ key: [UInt8]) {
+        guard let context = EVP_MAC_CTX_new(HMACSHA256.algorithm) else {
             fatalError("EVP_MAC_CTX_new failed: \(OpenSSLError.lastErrorText())")
         }
-        defer { EVP_MAC_CTX_free(context) }
-
         // OSSL_PARAM keeps pointers to both strings, so both must outlive EVP_MAC_init. A Swift string passed
         // straight to a C parameter lives only for that one call, which AddressSanitizer caught here.
         let initialised = "digest".withCString { parameterName in
@@ -38,34 +57,64 @@ public enum HMACSHA256 {
             }
         }
         precondition(initialised == 1, "EVP_MAC_init failed: \(OpenSSLError.lastErrorText())")
+        self.template = context
+    }
 
+    deinit {
+        EVP_MAC_CTX_free(self.template)
+    }
+
+    /// Computes the MAC of the concatenation of `parts` without copying them into one buffer.
+    public func authenticate(parts: [UnsafeRawBufferPointer]) -> [UInt8] {
+        guard let context = EVP_MAC_CTX_dup(self.template) else {
+            fatalError("EVP_MAC_CTX_dup failed: \(OpenSSLError.lastErrorText())")
+        }
+        defer { EVP_MAC_CTX_free(context) }
         for part in parts where part.count > 0 {
             let updated = EVP_MAC_update(context, part.baseAddress!.assumingMemoryBound(to: UInt8.self), part.count)
             precondition(updated == 1, "EVP_MAC_update failed: \(OpenSSLError.lastErrorText())")
         }
-        var output = [UInt8](repeating: 0, count: self.byteCount)
+        var output = [UInt8](repeating: 0, count: HMACSHA256.byteCount)
         var length = 0
         let finished = output.withUnsafeMutableBufferPointer { buffer in
             EVP_MAC_final(context, buffer.baseAddress, &length, buffer.count)
         }
-        precondition(finished == 1 && length == self.byteCount, "EVP_MAC_final failed: \(OpenSSLError.lastErrorText())")
+        precondition(
+            finished == 1 && length == HMACSHA256.byteCount, "EVP_MAC_final failed: \(OpenSSLError.lastErrorText())")
         return output
     }
 
-    public static func authenticate(key: [UInt8], message: [UInt8]) -> [UInt8] {
-        message.withUnsafeBytes { self.authenticate(key: key, parts: [$0]) }
+    public func authenticate(message: [UInt8]) -> [UInt8] {
+        message.withUnsafeBytes { self.authenticate(parts: [$0]) }
     }
 }
 
 /// SHA-256 digests through OpenSSL.
 public enum SHA256Digest {
+    /// The digest, fetched once: OpenSSL's `SHA256()` looks it up by name on every call.
+    nonisolated(unsafe) private static let algorithm: OpaquePointer = {
+        guard let digest = EVP_MD_fetch(nil, "SHA256", nil) else {
+            fatalError("OpenSSL has no SHA-256 implementation: \(OpenSSLError.lastErrorText())")
+        }
+        return digest
+    }()
+
     public static func hash(_ bytes: [UInt8]) -> [UInt8] {
+        bytes.withUnsafeBytes { self.hash($0) }
+    }
+
+    public static func hash(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
         var output = [UInt8](repeating: 0, count: 32)
-        bytes.withUnsafeBufferPointer { input in
-            output.withUnsafeMutableBufferPointer { buffer in
-                _ = SHA256(input.baseAddress, input.count, buffer.baseAddress)
+        var length: UInt32 = 0
+        let status = output.withUnsafeMutableBufferPointer { buffer in
+            // A zero-length input still needs a non-null pointer.
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1) { empty in
+                EVP_Digest(
+                    bytes.baseAddress ?? UnsafeRawPointer(empty.baseAddress!), bytes.count, buffer.baseAddress,
+                    &length, self.algorithm, nil)
             }
         }
+        precondition(status == 1 && length == 32, "EVP_Digest failed: \(OpenSSLError.lastErrorText())")
         return output
     }
 }

@@ -1,3 +1,4 @@
+import PortoutCrypto
 import PortoutCore
 
 /// Whether a destination is sent its deliveries.
@@ -13,7 +14,7 @@ public enum DestinationMode: String, Sendable, CaseIterable {
 final class DestinationRuntime {
     let tenant: String
     let config: DestinationConfig
-    let secretKey: [UInt8]
+    let secretKey: HMACKey
     var queue = DeliveryQueue()
     var mode = DestinationMode.active
     /// The reason the destination was paused or disabled, for the admin API.
@@ -25,7 +26,7 @@ final class DestinationRuntime {
     init(tenant: String, config: DestinationConfig) {
         self.tenant = tenant
         self.config = config
-        self.secretKey = config.secret.keyBytes
+        self.secretKey = HMACKey(config.secret.keyBytes)
         self.rateLimiter = config.rateLimit.map { RateLimiter(perSecond: $0) }
     }
 

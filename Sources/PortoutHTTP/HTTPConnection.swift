@@ -43,7 +43,7 @@ final class HTTPConnection: EventLoopHandler {
     private var earlyResponse: HTTPResponse?
     /// The method, path and start of the request being handled, for the access log.
     private var requestMethod = ""
-    private var requestPath = ""
+    private var requestPath: Substring = ""
     private var requestStartedAt: UInt64 = 0
 
     private static let inputEvents = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
@@ -157,13 +157,13 @@ final class HTTPConnection: EventLoopHandler {
 
     private func begin(_ head: HTTPRequestHead) {
         // RFC 9112 section 3.2: an HTTP/1.1 request carries exactly one Host field.
-        if head.version == .http1_1 && head.headers.values("Host").count != 1 {
+        if head.version == .http1_1 && head.headers.count(of: "Host") != 1 {
             self.reject(.badRequest("an HTTP/1.1 request needs exactly one Host header"))
             return
         }
         self.keepAlive = head.keepAlive && !head.requestsUpgrade
         self.requestMethod = head.method
-        self.requestPath = String(head.path)
+        self.requestPath = head.path
         self.requestStartedAt = self.owner.loop.now
         self.isHeadRequest = head.method == "HEAD"
         self.isHTTP10 = head.version == .http1_0
@@ -260,7 +260,7 @@ final class HTTPConnection: EventLoopHandler {
         let started = self.requestStartedAt == 0 ? self.owner.loop.now : self.requestStartedAt
         self.owner.server.logger.info(
             "request",
-            ["method": .string(self.requestMethod), "path": .string(self.requestPath),
+            ["method": .string(self.requestMethod), "path": .string(String(self.requestPath)),
              "status": .number(Double(response.status)), "bytes": .number(Double(response.body.count)),
              "milliseconds": .number(Double(self.owner.loop.now - started)), "peer": .string(self.peer)])
         self.requestMethod = ""

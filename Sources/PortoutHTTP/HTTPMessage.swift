@@ -20,11 +20,23 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
 
     /// The first value of the named field, or nil.
     public subscript(name: String) -> String? {
-        self.fields.first { Self.equalNames($0.name, name) }?.value
+        for field in self.fields where Self.equalNames(field.name, name) {
+            return field.value
+        }
+        return nil
     }
 
     public func values(_ name: String) -> [String] {
         self.fields.filter { Self.equalNames($0.name, name) }.map(\.value)
+    }
+
+    /// Counts the fields with this name without collecting their values.
+    public func count(of name: String) -> Int {
+        var count = 0
+        for field in self.fields where Self.equalNames(field.name, name) {
+            count += 1
+        }
+        return count
     }
 
     /// The comma-separated elements of every field with this name, trimmed and lowercased.
@@ -46,8 +58,20 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
 
     /// Compares field names ASCII case-insensitively, without allocating: names are tokens, so ASCII suffices.
     static func equalNames(_ lhs: String, _ rhs: String) -> Bool {
-        guard lhs.utf8.count == rhs.utf8.count else { return false }
-        return zip(lhs.utf8, rhs.utf8).allSatisfy { ASCII.lowercased($0) == ASCII.lowercased($1) }
+        let left = lhs.utf8
+        let right = rhs.utf8
+        guard left.count == right.count else { return false }
+        // Native strings store contiguous UTF-8, so the comparison runs over two buffers. Only a string
+        // bridged from elsewhere lacks that storage and takes the element-by-element path.
+        let contiguous = left.withContiguousStorageIfAvailable { leftBytes in
+            right.withContiguousStorageIfAvailable { rightBytes in
+                ASCII.equalsIgnoringCase(leftBytes, rightBytes)
+            }
+        }
+        if let contiguous, let result = contiguous {
+            return result
+        }
+        return zip(left, right).allSatisfy { ASCII.lowercased($0) == ASCII.lowercased($1) }
     }
 }
 
@@ -84,9 +108,12 @@ public enum BodyFraming: Sendable, Equatable {
 
 /// A request line and its header fields.
 public struct HTTPRequestHead: Sendable {
-    public var method: String
+    public let method: String
     /// The request-target exactly as sent.
-    public var target: String
+    public let target: String
+    /// The target's path, without the query. An absolute-form target (`http://host/path`, which RFC 9112
+    /// requires servers to accept) yields its path, or `/` when it has none.
+    public let path: Substring
     public var version: HTTPVersion
     public var headers: HTTPHeaders
     public var framing: BodyFraming
@@ -97,27 +124,59 @@ public struct HTTPRequestHead: Sendable {
     /// Whether the client asked to switch protocols, which this server never does.
     public var requestsUpgrade: Bool
 
-    /// The target's path, without the query. An absolute-form target (`http://host/path`, which RFC 9112
-    /// requires servers to accept) yields its path, or `/` when it has none.
-    public var path: Substring {
-        var target = self.target[...]
-        if target.first != "/", let schemeEnd = target.range(of: "://") {
-            let authorityAndPath = target[schemeEnd.upperBound...]
-            target = authorityAndPath.firstIndex(where: { $0 == "/" || $0 == "?" }).map { authorityAndPath[$0...] } ?? "/"
-            if target.first == "?" {
-                return "/"
-            }
-        }
-        if let question = target.firstIndex(of: "?") {
-            return target[..<question]
-        }
-        return target
+    public init(
+        method: String, target: String, version: HTTPVersion, headers: HTTPHeaders, framing: BodyFraming,
+        keepAlive: Bool, expectsContinue: Bool, requestsUpgrade: Bool
+    ) {
+        self.method = method
+        self.target = target
+        self.path = Self.path(of: target)
+        self.version = version
+        self.headers = headers
+        self.framing = framing
+        self.keepAlive = keepAlive
+        self.expectsContinue = expectsContinue
+        self.requestsUpgrade = requestsUpgrade
     }
 
     /// The target's query, without the `?`, or nil.
     public var query: Substring? {
-        guard let question = self.target.firstIndex(of: "?") else { return nil }
-        return self.target[self.target.index(after: question)...]
+        guard let question = self.target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return nil }
+        return self.target[self.target.utf8.index(after: question)...]
+    }
+
+    /// Finds the path in a target. The target is visible ASCII, so byte offsets are character boundaries.
+    private static func path(of target: String) -> Substring {
+        let bytes = target.utf8
+        var start = bytes.startIndex
+        if bytes.first != UInt8(ascii: "/"), let authority = Self.indexAfterScheme(bytes) {
+            guard let pathStart = bytes[authority...].firstIndex(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") }),
+                bytes[pathStart] == UInt8(ascii: "/")
+            else {
+                return "/"
+            }
+            start = pathStart
+        }
+        let end = bytes[start...].firstIndex(of: UInt8(ascii: "?")) ?? bytes.endIndex
+        return target[start..<end]
+    }
+
+    /// Returns the index just past the first `://`, or nil.
+    private static func indexAfterScheme(_ bytes: String.UTF8View) -> String.Index? {
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            if bytes[index] == UInt8(ascii: ":") {
+                let slash = bytes.index(after: index)
+                if slash < bytes.endIndex, bytes[slash] == UInt8(ascii: "/") {
+                    let second = bytes.index(after: slash)
+                    if second < bytes.endIndex, bytes[second] == UInt8(ascii: "/") {
+                        return bytes.index(after: second)
+                    }
+                }
+            }
+            index = bytes.index(after: index)
+        }
+        return nil
     }
 }
 
@@ -177,16 +236,24 @@ public struct HTTPResponse: Sendable {
     /// Serialises the status line, headers and body; `Content-Length` and `Connection` are added here.
     func serialize(date: String, includeBody: Bool, close: Bool) -> [UInt8] {
         var output: [UInt8] = []
-        output.reserveCapacity(128 + self.body.count)
-        output.append(contentsOf: "HTTP/1.1 \(self.status) \(Self.reasonPhrase(self.status))\r\n".utf8)
-        output.append(contentsOf: "Date: \(date)\r\n".utf8)
+        output.reserveCapacity(160 + self.body.count)
+        switch self.status {
+        case 200: output.append(contentsOf: "HTTP/1.1 200 OK\r\n".utf8)
+        case 202: output.append(contentsOf: "HTTP/1.1 202 Accepted\r\n".utf8)
+        default: output.append(contentsOf: "HTTP/1.1 \(self.status) \(Self.reasonPhrase(self.status))\r\n".utf8)
+        }
+        output.append(contentsOf: "Date: ".utf8)
+        output.append(contentsOf: date.utf8)
+        output.append(contentsOf: "\r\n".utf8)
         for field in self.headers {
             output.append(contentsOf: field.name.utf8)
             output.append(contentsOf: ": ".utf8)
             output.append(contentsOf: field.value.utf8)
             output.append(contentsOf: "\r\n".utf8)
         }
-        output.append(contentsOf: "Content-Length: \(self.body.count)\r\n".utf8)
+        output.append(contentsOf: "Content-Length: ".utf8)
+        Self.appendDecimal(self.body.count, to: &output)
+        output.append(contentsOf: "\r\n".utf8)
         if close {
             output.append(contentsOf: "Connection: close\r\n".utf8)
         }
@@ -195,5 +262,17 @@ public struct HTTPResponse: Sendable {
             output.append(contentsOf: self.body)
         }
         return output
+    }
+
+    /// Appends a non-negative integer in decimal without building a `String`.
+    static func appendDecimal(_ value: Int, to output: inout [UInt8]) {
+        precondition(value >= 0, "a length is never negative")
+        let start = output.count
+        var rest = value
+        repeat {
+            output.append(UInt8(ascii: "0") + UInt8(rest % 10))
+            rest /= 10
+        } while rest > 0
+        output[start...].reverse()
     }
 }

@@ -83,9 +83,6 @@ struct HeadScanner: Sendable {
         }
         switch Self.parseField(line) {
         case .success(let field):
-            if field.name.lowercased() == "content-length", !Self.isDigits(field.value) {
-                return .failure(.badRequest("Content-Length is not a decimal number"))
-            }
             self.headers.add(name: field.name, value: field.value)
             return nil
         case .failure(let error):
@@ -96,25 +93,27 @@ struct HeadScanner: Sendable {
     static func parseRequestLine(
         _ line: UnsafeBufferPointer<UInt8>
     ) -> Result<(method: String, target: String, version: HTTPVersion), HTTPParseError> {
-        let parts = line.split(separator: 0x20, omittingEmptySubsequences: false)
-        guard parts.count == 3 else {
+        guard let firstSpace = line.firstIndex(of: 0x20),
+            let secondSpace = line[(firstSpace + 1)...].firstIndex(of: 0x20),
+            !line[(secondSpace + 1)...].contains(0x20)
+        else {
             return .failure(.badRequest("request line must be method, target and version separated by single spaces"))
         }
-        let method = String(decoding: parts[0], as: UTF8.self)
-        guard parts[0].allSatisfy(HeaderSyntaxBytes.isToken), knownMethods.contains(method) else {
-            if method == "CONNECT" {
+        let methodBytes = UnsafeBufferPointer(rebasing: line[..<firstSpace])
+        guard let method = Self.method(methodBytes) else {
+            if methodBytes.elementsEqual("CONNECT".utf8) {
                 return .failure(.badRequest("CONNECT is not supported"))
             }
             return .failure(.badRequest("unknown method"))
         }
-        guard !parts[1].isEmpty, parts[1].allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
+        let targetBytes = line[(firstSpace + 1)..<secondSpace]
+        guard !targetBytes.isEmpty, targetBytes.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
             return .failure(.badRequest("request target contains characters outside visible ASCII"))
         }
-        let target = String(decoding: parts[1], as: UTF8.self)
-        let version = Array(parts[2])
-        let prefix = Array("HTTP/".utf8)
-        guard version.count == 8, Array(version[0..<5]) == prefix, version[6] == UInt8(ascii: "."),
-            let major = Self.digit(version[5]), let minor = Self.digit(version[7])
+        let target = String(decoding: UnsafeBufferPointer(rebasing: targetBytes), as: UTF8.self)
+        let version = line[(secondSpace + 1)...]
+        guard version.count == 8, version.starts(with: "HTTP/".utf8), version[version.startIndex + 6] == UInt8(ascii: "."),
+            let major = Self.digit(version[version.startIndex + 5]), let minor = Self.digit(version[version.startIndex + 7])
         else {
             return .failure(.badRequest("invalid HTTP version"))
         }
@@ -124,11 +123,21 @@ struct HeadScanner: Sendable {
         return .success((method, target, HTTPVersion(major: major, minor: minor)))
     }
 
+    /// Returns the method as a string if it is one this server parses. POST and GET, nearly every request, are
+    /// matched on their bytes before the set lookup.
+    private static func method(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        if bytes.elementsEqual("POST".utf8) { return "POST" }
+        if bytes.elementsEqual("GET".utf8) { return "GET" }
+        guard !bytes.isEmpty, bytes.allSatisfy(HeaderSyntaxBytes.isToken) else { return nil }
+        let method = String(decoding: bytes, as: UTF8.self)
+        return knownMethods.contains(method) ? method : nil
+    }
+
     static func parseField(_ line: UnsafeBufferPointer<UInt8>) -> Result<(name: String, value: String), HTTPParseError> {
         guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
             return .failure(.badRequest("header line has no colon"))
         }
-        let name = line[line.startIndex..<colon]
+        let name = UnsafeBufferPointer(rebasing: line[line.startIndex..<colon])
         guard !name.isEmpty, name.allSatisfy(HeaderSyntaxBytes.isToken) else {
             return .failure(.badRequest("invalid header name"))
         }
@@ -136,12 +145,17 @@ struct HeadScanner: Sendable {
         var end = line.endIndex
         while start < end, line[start] == 0x20 || line[start] == 0x09 { start += 1 }
         while end > start, line[end - 1] == 0x20 || line[end - 1] == 0x09 { end -= 1 }
-        let value = line[start..<end]
+        let value = UnsafeBufferPointer(rebasing: line[start..<end])
         guard value.allSatisfy(HeaderSyntaxBytes.isFieldValue) else {
             return .failure(.badRequest("header value contains a control character"))
         }
+        if Self.contentLengthName.withUnsafeBufferPointer({ ASCII.equalsIgnoringCase(name, $0) }), !Self.isDigits(value) {
+            return .failure(.badRequest("Content-Length is not a decimal number"))
+        }
         return .success((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
     }
+
+    private static let contentLengthName = Array("content-length".utf8)
 
     private mutating func finish() -> Outcome {
         guard let requestLine = self.requestLine else {
@@ -151,10 +165,11 @@ struct HeadScanner: Sendable {
         case .failure(let error):
             return .failure(error)
         case .success(let framing):
-            if self.headers.values("host").count > 1 {
+            if self.headers.count(of: "host") > 1 {
                 return .failure(.badRequest("more than one Host header"))
             }
-            let connection = self.headers.tokens("connection")
+            // Most requests carry no Connection field, so its tokens are split only when there is one.
+            let connection = self.headers["connection"] == nil ? [] : self.headers.tokens("connection")
             let keepAlive: Bool
             if requestLine.version == .http1_1 {
                 keepAlive = !connection.contains("close")
@@ -173,10 +188,9 @@ struct HeadScanner: Sendable {
     }
 
     static func framing(_ headers: HTTPHeaders, version: HTTPVersion) -> Result<BodyFraming, HTTPParseError> {
-        let lengths = headers.values("content-length")
-        let codings = headers.values("transfer-encoding")
-        if !codings.isEmpty {
-            guard lengths.isEmpty else {
+        let lengthCount = headers.count(of: "content-length")
+        if headers["transfer-encoding"] != nil {
+            guard lengthCount == 0 else {
                 return .failure(.badRequest("both Content-Length and Transfer-Encoding are present"))
             }
             guard version == .http1_1 else {
@@ -187,10 +201,10 @@ struct HeadScanner: Sendable {
             }
             return .success(.chunked)
         }
-        guard let lengthText = lengths.first else {
+        guard let lengthText = headers["content-length"] else {
             return .success(.none)
         }
-        guard lengths.count == 1 else {
+        guard lengthCount == 1 else {
             return .failure(.badRequest("more than one Content-Length header"))
         }
         // Up to 18 digits always fits in Int64; a longer value, even with leading zeros, is not worth reading.
@@ -200,8 +214,8 @@ struct HeadScanner: Sendable {
         return .success(.contentLength(length))
     }
 
-    static func isDigits(_ text: String) -> Bool {
-        !text.isEmpty && text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+    static func isDigits(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        !bytes.isEmpty && bytes.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 
     private static func digit(_ byte: UInt8) -> Int? {

@@ -27,6 +27,7 @@ struct JournalRecovery {
         let segments = try SegmentFile.segments(in: self.directory)
         guard !segments.isEmpty else { return (1, 0) }
         var totalRecords = 0
+        var lastValidBytes = 0
         for (index, segment) in segments.enumerated() {
             let path = self.directory + "/" + SegmentFile.name(for: segment)
             let bytes = try SegmentFile.readAll(path)
@@ -39,6 +40,7 @@ struct JournalRecovery {
                 visit(record, JournalLocation(segment: segment, offset: Int64(offset), length: Int32(payload.count)))
             }
             totalRecords += result.records
+            lastValidBytes = result.validBytes
             if undecodable > 0 {
                 self.logger.error(
                     "journal records skipped",
@@ -79,10 +81,8 @@ struct JournalRecovery {
             }
             // A segment followed only by empty ones, prepared ahead of rotation, was the active one when the
             // writer stopped, so its torn end is cut like the last segment's.
-            var laterAreEmpty = true
-            for later in segments[(index + 1)...]
-            where try self.fileSize(self.directory + "/" + SegmentFile.name(for: later)) > SegmentFile.magic.count {
-                laterAreEmpty = false
+            let laterAreEmpty = segments[(index + 1)...].allSatisfy { later in
+                SegmentFile.containsNoRecords(self.directory + "/" + SegmentFile.name(for: later))
             }
             if laterAreEmpty {
                 try self.truncate(path: path, to: result.validBytes, dropping: dropped)
@@ -113,7 +113,8 @@ struct JournalRecovery {
             // Records appended behind a bad header would be skipped with it at the next start.
             return (last + 1, 0)
         }
-        return (last, size)
+        // Appends go after the last record, into the zeros preallocated past it, if any.
+        return (last, lastValidBytes)
     }
 
     private func truncate(path: String, to size: Int, dropping: Int) throws(JournalError) {
@@ -148,8 +149,15 @@ struct JournalRecovery {
     }
 
     private func hasValidHeader(_ path: String) throws(JournalError) -> Bool {
-        let bytes = try SegmentFile.readAll(path)
-        return bytes.prefix(SegmentFile.magic.count).elementsEqual(SegmentFile.magic)
+        do {
+            let fd = try systemCall("open") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
+            defer { Glibc.close(fd) }
+            var header = [UInt8](repeating: 0, count: SegmentFile.magic.count)
+            let count = try systemCall("pread") { header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) } }
+            return count == header.count && header == SegmentFile.magic
+        } catch {
+            throw JournalError(path: path, error)
+        }
     }
 
     private func fileSize(_ path: String) throws(JournalError) -> Int {

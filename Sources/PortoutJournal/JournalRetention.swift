@@ -13,14 +13,18 @@ import Glibc
 public enum JournalRetention {
     public struct SegmentInfo: Sendable, Equatable {
         public var segment: UInt64
+        /// The file's size, preallocated space included.
         public var bytes: Int
         /// When the segment was last written, in Unix milliseconds.
         public var modifiedAtMs: Int64
+        /// False for a segment with only its header, or a header and preallocated zeros.
+        public var containsRecords: Bool
 
-        public init(segment: UInt64, bytes: Int, modifiedAtMs: Int64) {
+        public init(segment: UInt64, bytes: Int, modifiedAtMs: Int64, containsRecords: Bool = true) {
             self.segment = segment
             self.bytes = bytes
             self.modifiedAtMs = modifiedAtMs
+            self.containsRecords = containsRecords
         }
     }
 
@@ -38,9 +42,12 @@ public enum JournalRetention {
     public static func segments(in directory: String) throws(JournalError) -> [SegmentInfo] {
         try SegmentFile.segments(in: directory).compactMap { segment in
             var status = stat()
-            guard stat(directory + "/" + SegmentFile.name(for: segment), &status) == 0 else { return nil }
+            let path = directory + "/" + SegmentFile.name(for: segment)
+            guard stat(path, &status) == 0 else { return nil }
             let modifiedAtMs = Int64(status.st_mtim.tv_sec) * 1000 + Int64(status.st_mtim.tv_nsec) / 1_000_000
-            return SegmentInfo(segment: segment, bytes: Int(status.st_size), modifiedAtMs: modifiedAtMs)
+            return SegmentInfo(
+                segment: segment, bytes: Int(status.st_size), modifiedAtMs: modifiedAtMs,
+                containsRecords: !SegmentFile.containsNoRecords(path))
         }
     }
 
@@ -55,7 +62,7 @@ public enum JournalRetention {
         var plan = Plan()
         let cutoff = nowMs - Int64(retentionSeconds) * 1000
         var active = activeSegment ?? segments.last?.segment ?? 0
-        if activeSegment == nil, segments.count >= 2, let last = segments.last, last.bytes <= SegmentFile.magic.count {
+        if activeSegment == nil, segments.count >= 2, let last = segments.last, !last.containsRecords {
             active = segments[segments.count - 2].segment
         }
         for info in segments {

@@ -119,6 +119,8 @@ public enum SegmentFile {
         /// Set when the bytes after the last valid frame are only a last frame that was not completely
         /// written, the trace of a crash during a write, with why it was rejected.
         public var tornTail: String?
+        /// Zero bytes after the last valid frame: space the writer preallocated and has not used yet.
+        public var unusedBytes = 0
 
         /// The first problem, for reports; nil when every byte belongs to a valid frame.
         public var problem: String? {
@@ -161,13 +163,14 @@ public enum SegmentFile {
                 offset += self.frameHeaderBytes + payload.count
                 result.validBytes = offset
             case .tornTail(let reason), .bad(let reason):
-                if bytes[offset...].allSatisfy({ $0 == 0 }) {
-                    // Zeros to the end are what a file system can leave of a write that a crash interrupted.
-                    result.tornTail = "the segment ends in \(bytes.count - offset) zero bytes"
+                if self.isZero(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+                    // Zeros to the end are space preallocated for appends, or what a file system can leave of a
+                    // write that a crash interrupted. Neither contains a record.
+                    result.unusedBytes = bytes.count - offset
                     return result
                 }
                 let next = self.nextValidFrame(bytes, after: offset)
-                if next == bytes.count, case .tornTail = self.checkFrame(bytes, at: offset) {
+                if next == bytes.count, self.isInterruptedWrite(bytes, at: offset) {
                     // Nothing valid follows, so this is the end of an interrupted write.
                     result.tornTail = reason
                     return result
@@ -178,6 +181,48 @@ public enum SegmentFile {
             }
         }
         return result
+    }
+
+    /// Returns whether the failed frame at `offset` is a write that a crash cut short: it runs past the end of the
+    /// bytes, or only zeros (preallocated space the write did not reach) follow the end its length claims.
+    private static func isInterruptedWrite(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        if case .tornTail = self.checkFrame(bytes, at: offset) {
+            return true
+        }
+        var claimedEnd = offset + self.frameHeaderBytes
+        if bytes.count - offset >= self.frameHeaderBytes {
+            let length = Int(self.readUInt32(bytes, at: offset))
+            if length <= self.maxPayloadBytes {
+                claimedEnd += length
+            }
+        }
+        return claimedEnd >= bytes.count || self.isZero(UnsafeRawBufferPointer(rebasing: bytes[claimedEnd...]))
+    }
+
+    /// Returns whether every byte is zero, checked eight bytes at a time because a preallocated segment's unused tail
+    /// can be tens of MiB.
+    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
+        while index + 8 <= bytes.count {
+            if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) != 0 { return false }
+            index += 8
+        }
+        while index < bytes.count {
+            if bytes[index] != 0 { return false }
+            index += 1
+        }
+        return true
+    }
+
+    /// Returns whether the segment file contains no record: it is at most a header, or zeros follow the header.
+    public static func containsNoRecords(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { _ = close(fd) }
+        var header = [UInt8](repeating: 0, count: self.magic.count + self.frameHeaderBytes)
+        let count = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard count > self.magic.count else { return count >= 0 }
+        return header[self.magic.count..<count].allSatisfy { $0 == 0 }
     }
 
     private static func nextValidFrame(_ bytes: UnsafeRawBufferPointer, after offset: Int) -> Int {

@@ -52,4 +52,56 @@ struct HMACSHA256Tests {
         #expect(ByteEncoding.decodeHex("zz") == nil)
         #expect(ByteEncoding.decodeBase64(ByteEncoding.base64(bytes)[...]) == bytes)
     }
+
+    /// The test vectors of RFC 4648 section 10, both ways.
+    @Test(arguments: [
+        ("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ])
+    func base64MatchesRFC4648(_ plain: String, _ encoded: String) {
+        #expect(ByteEncoding.base64(Array(plain.utf8)) == encoded)
+        #expect(ByteEncoding.decodeBase64(encoded[...]) == Array(plain.utf8))
+    }
+
+    @Test(arguments: ["QQ", "QUI", "QU=D", "====", "Q===", "QQ==QQ==", "QUJD\n", "QU JD", "-_8="])
+    func malformedBase64Rejected(_ text: String) {
+        #expect(ByteEncoding.decodeBase64(text[...]) == nil)
+    }
+
+    @Test func base64RoundTripsEveryByte() {
+        for count in 0..<70 {
+            let bytes = (0..<count).map { UInt8(truncatingIfNeeded: $0 * 37 + count) }
+            #expect(ByteEncoding.decodeBase64(ByteEncoding.base64(bytes)[...]) == bytes)
+        }
+        let all = (0...255).map { UInt8($0) }
+        #expect(ByteEncoding.decodeBase64(ByteEncoding.base64(all)[...]) == all)
+    }
+
+    /// A prepared key gives the same MAC as a one-off one, for many messages and from several threads at once,
+    /// since every call starts from a copy of the shared template context.
+    @Test func preparedKeyMatchesOneOffFromManyThreads() async {
+        let keyBytes = Array("prepared-key".utf8)
+        let key = HMACKey(keyBytes)
+        let messages = (0..<64).map { Array("message \($0) ".utf8) + [UInt8](repeating: UInt8($0), count: $0 * 17) }
+        let expected = messages.map { HMACSHA256.authenticate(key: keyBytes, message: $0) }
+        await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    messages.indices.allSatisfy { key.authenticate(message: messages[$0]) == expected[$0] }
+                }
+            }
+            for await matched in group {
+                #expect(matched)
+            }
+        }
+    }
+
+    @Test func sha256MatchesKnownDigest() {
+        #expect(
+            ByteEncoding.hex(SHA256Digest.hash(Array("abc".utf8)))
+                == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            ByteEncoding.hex(SHA256Digest.hash([]))
+                == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    }
 }

@@ -96,12 +96,64 @@ import Testing
         handle.closeFile()
         let (reopened, recovered) = try Self.open(directory.path)
         #expect(recovered.count == 5)
+        // A clean stop cuts the preallocated space, so the file is back to the intact records alone.
+        reopened.close()
         #expect(try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int == intactSize)
         // Appends after recovery follow the last intact record.
-        Self.appendAll(reopened, [Self.event(6)])
-        reopened.close()
+        let (appending, _) = try Self.open(directory.path)
+        Self.appendAll(appending, [Self.event(6)])
+        appending.close()
         let (_, again) = try Self.open(directory.path)
         #expect(again.count == 6)
+    }
+
+    /// A crash leaves the active segment with its preallocated zeros; they are free space, not a torn tail,
+    /// and appends after the restart go into them.
+    @Test func preallocatedZerosAreFreeSpace() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path, segmentBytes: 1 << 20)
+        Self.appendAll(journal, (1...3).map { Self.event($0) })
+        let segment = directory.path + "/" + SegmentFile.name(for: 1)
+        // Copied while open, as a crash would leave it: the journal's bytes are on disk after each sync.
+        let crashed = [UInt8](FileManager.default.contents(atPath: segment)!)
+        journal.close()
+        #expect(crashed.count == 1 << 20)
+        let scan = SegmentFile.scan(crashed) { _, _ in }
+        #expect(scan.records == 3)
+        #expect(scan.problem == nil)
+        #expect(scan.unusedBytes == crashed.count - scan.validBytes)
+        #expect(FileManager.default.createFile(atPath: segment, contents: Data(crashed)))
+        let (reopened, recovered) = try Self.open(directory.path, segmentBytes: 1 << 20)
+        #expect(recovered.count == 3)
+        #expect(try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int == 1 << 20)
+        Self.appendAll(reopened, [Self.event(4)])
+        reopened.close()
+        let (_, again) = try Self.open(directory.path, segmentBytes: 1 << 20)
+        #expect(again.count == 4)
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/quarantine"))
+    }
+
+    /// A write cut short inside preallocated space leaves part of a frame followed by zeros; that is a torn
+    /// tail, cut at start, not damage.
+    @Test func tornWriteInPreallocatedSpaceIsTruncated() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path, segmentBytes: 1 << 20)
+        Self.appendAll(journal, (1...3).map { Self.event($0) })
+        journal.close()
+        let segment = directory.path + "/" + SegmentFile.name(for: 1)
+        var bytes = [UInt8](FileManager.default.contents(atPath: segment)!)
+        let intactSize = bytes.count
+        var torn: [UInt8] = []
+        SegmentFile.frame(Self.event(4).encoded(), into: &torn)
+        bytes += torn.prefix(torn.count / 2) + [UInt8](repeating: 0, count: 4096)
+        #expect(FileManager.default.createFile(atPath: segment, contents: Data(bytes)))
+        let (reopened, recovered) = try Self.open(directory.path, segmentBytes: 1 << 20)
+        reopened.close()
+        #expect(recovered.count == 3)
+        #expect(try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int == intactSize)
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/quarantine"))
     }
 
     @Test func damageInEarlierSegmentSkipsOnlyItsRecord() throws {
@@ -158,22 +210,22 @@ import Testing
     @Test func preparedSegmentDoesNotTurnTearIntoDamage() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
-        let (journal, _) = try Self.open(directory.path, segmentBytes: 2000)
+        let (journal, _) = try Self.open(directory.path, segmentBytes: 4000)
         // Past three quarters of the segment, the next one is created ahead of rotation.
         var written = 0
-        let segmentOne = directory.path + "/" + SegmentFile.name(for: 1)
-        while ((try? FileManager.default.attributesOfItem(atPath: segmentOne)[.size] as? Int) ?? 0) < 1500 {
+        while (try SegmentFile.segments(in: directory.path).count) < 2 && written < 28 {
             written += 1
             Self.appendAll(journal, [Self.event(UInt64(written))])
         }
         #expect(waitUntil { (try? SegmentFile.segments(in: directory.path).count) == 2 })
+        #expect(journal.activeSegment == 1)
         journal.close()
         let active = directory.path + "/" + SegmentFile.name(for: 1)
         let handle = FileHandle(forWritingAtPath: active)!
         handle.seekToEndOfFile()
         handle.write(Data([90, 0, 0, 0, 1, 2, 3, 4, 5]))
         handle.closeFile()
-        let (reopened, recovered) = try Self.open(directory.path, segmentBytes: 2000)
+        let (reopened, recovered) = try Self.open(directory.path, segmentBytes: 4000)
         reopened.close()
         #expect(recovered.count == written)
         #expect(!FileManager.default.fileExists(atPath: directory.path + "/quarantine"))

@@ -34,7 +34,7 @@ struct RetentionTests {
         #expect(writing.removable.map(\.segment) == [1])
         // Offline, an empty newest segment is one prepared ahead, so the one before it is taken as active.
         var prepared = [Self.info(1, ageSeconds: 9999), Self.info(2, ageSeconds: 9999), Self.info(3, ageSeconds: 9999)]
-        prepared[2].bytes = 8  // the segment header alone
+        prepared[2].containsRecords = false  // the segment header alone, or with preallocated zeros
         #expect(JournalRetention.plan(prepared, nowMs: now, retentionSeconds: 1, oldestUnsettledSegment: nil).removable.map(\.segment) == [1])
     }
 

@@ -101,6 +101,8 @@ private struct FieldChecker {
         }
     }
 
+    static let statusNames = Set(PortOutStatus.allCases.map(\.rawValue))
+
     mutating func portOut(_ object: JSONObject, path: String) -> PortOut? {
         _ = self.constant(object, path, "object", "portOut")
         let id = self.identifier(object, path, "id")
@@ -109,7 +111,7 @@ private struct FieldChecker {
         let createdAt = self.time(object, path, "createdAt", nullable: false)
         let expiredAt = self.time(object, path, "expiredAt", nullable: true)
         let failureReason = self.nullableOneOf(object, path, "failureReason", PortOut.failureReasons)
-        let statusText = self.oneOf(object, path, "status", Set(PortOutStatus.allCases.map(\.rawValue)))
+        let statusText = self.oneOf(object, path, "status", Self.statusNames)
         let subscription = self.identifier(object, path, "subscription")
         let user = self.identifier(object, path, "user")
         guard let id, let behavior, let completedAt, let createdAt, let expiredAt, let failureReason,

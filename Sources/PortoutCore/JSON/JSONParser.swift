@@ -99,7 +99,8 @@ private struct Cursor {
         self.index += 1
         var members: [(key: String, value: JSONValue)] = []
         // Keys are compared by their UTF-8 bytes, since String equality would take canonically equivalent
-        // spellings ("café" and "cafe\u{301}") for one key, and through a set so that an object with tens of
+        // spellings ("café" and "cafe\u{301}") for one key. Small objects, nearly all of them, are searched
+        // in place. Past `linearKeyLimit` members the keys go into a set, so that an object with tens of
         // thousands of members is not checked in quadratic time.
         var keys = Set<[UInt8]>()
         self.skipWhitespace()
@@ -115,7 +116,7 @@ private struct Cursor {
             }
             let keyOffset = self.index
             let key = try self.parseString()
-            if !keys.insert(Array(key.utf8)).inserted {
+            if Self.isDuplicate(key, in: members, set: &keys) {
                 throw JSONParseError(offset: keyOffset, reason: "duplicate key \"\(key)\"")
             }
             self.skipWhitespace()
@@ -138,6 +139,39 @@ private struct Cursor {
                 throw self.error("expected ',' or '}' in an object")
             }
         }
+    }
+
+    static let linearKeyLimit = 16
+
+    /// Returns whether `key` is already among `members`. Once the object outgrows `linearKeyLimit`, `set`
+    /// contains every key so far.
+    static func isDuplicate(_ key: String, in members: [(key: String, value: JSONValue)], set: inout Set<[UInt8]>)
+        -> Bool
+    {
+        if members.count < self.linearKeyLimit {
+            return members.contains { Self.sameBytes($0.key, key) }
+        }
+        if set.isEmpty {
+            for member in members {
+                set.insert(Array(member.key.utf8))
+            }
+        }
+        return !set.insert(Array(key.utf8)).inserted
+    }
+
+    private static func sameBytes(_ lhs: String, _ rhs: String) -> Bool {
+        let left = lhs.utf8
+        let right = rhs.utf8
+        guard left.count == right.count else { return false }
+        let compared = left.withContiguousStorageIfAvailable { leftBytes in
+            right.withContiguousStorageIfAvailable { rightBytes in
+                leftBytes.elementsEqual(rightBytes)
+            }
+        }
+        if let compared, let result = compared {
+            return result
+        }
+        return left.elementsEqual(right)
     }
 
     mutating func parseArray() throws(JSONParseError) -> JSONValue {
@@ -171,17 +205,24 @@ private struct Cursor {
     mutating func parseString() throws(JSONParseError) -> String {
         self.index += 1
         let start = self.index
-        // Fast path: most strings have no escapes, so they are validated and copied in one step.
+        // Fast path: most strings have no escapes, so they are validated and copied in one step. An ASCII string
+        // is already valid UTF-8, so `String(decoding:)` copies it without the generic validating initialiser's
+        // cost.
+        var highBits: UInt8 = 0
         while self.index < self.bytes.count {
             let byte = self.bytes[self.index]
             if byte == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: self.bytes[start..<self.index])
+                self.index += 1
+                if highBits & 0x80 == 0 {
+                    return String(decoding: slice, as: UTF8.self)
+                }
                 guard let string = String(validating: slice, as: UTF8.self) else {
                     throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
                 }
-                self.index += 1
                 return string
             }
+            highBits |= byte
             if byte == UInt8(ascii: "\\") {
                 return try self.parseEscapedString(from: start)
             }

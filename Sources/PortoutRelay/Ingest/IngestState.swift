@@ -121,6 +121,14 @@ public enum IngestKeys {
 
     /// SHA-256 over the parts joined by NUL, which none of them may contain (ids and names are validated text).
     private static func digest(_ parts: [String]) -> DigestKey {
-        DigestKey(digestPrefix: SHA256Digest.hash(Array(parts.joined(separator: "\u{0}").utf8)))
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(parts.reduce(parts.count) { $0 + $1.utf8.count })
+        for (index, part) in parts.enumerated() {
+            if index > 0 {
+                bytes.append(0)
+            }
+            bytes.append(contentsOf: part.utf8)
+        }
+        return DigestKey(digestPrefix: SHA256Digest.hash(bytes))
     }
 }

@@ -196,10 +196,15 @@ final class Ingestor: Sendable {
             retryAfterSeconds: retryAfter)
     }
 
+    /// Builds the receipt body with the writer directly, without a `JSONValue` tree, since every accepted or
+    /// duplicate webhook gets one.
     private static func receipt(_ eventID: String, duplicate: Bool, stale: Bool) -> HTTPResponse {
-        HTTPResponse(
-            status: duplicate ? 200 : 202,
-            json: ["object": "receipt", "id": .string(eventID), "duplicate": .bool(duplicate), "stale": .bool(stale)])
+        var writer = JSONWriter(capacity: 96 + eventID.utf8.count)
+        writer.appendRaw(#"{"object":"receipt","id":"#)
+        writer.writeString(eventID)
+        writer.appendRaw(duplicate ? #","duplicate":true,"stale":"# : #","duplicate":false,"stale":"#)
+        writer.appendRaw(stale ? "true}" : "false}")
+        return HTTPResponse(status: duplicate ? 200 : 202, jsonBytes: writer.bytes)
     }
 
     /// Returns whether the media type, ignoring parameters, case and surrounding white space, is `application/json` or

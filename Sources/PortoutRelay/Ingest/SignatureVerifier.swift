@@ -8,12 +8,12 @@ import PortoutHTTP
 /// comparison is constant-time; which secret or which signature entry matched is never reported.
 struct SignatureVerifier: Sendable {
     let config: VerifyConfig
-    /// Decoded once at start, because `whsec_` secrets are base64.
-    let keys: [[UInt8]]
+    /// Decoded and set up once at start, because `whsec_` secrets are base64 and every request needs them.
+    let keys: [HMACKey]
 
     init(_ config: VerifyConfig) {
         self.config = config
-        self.keys = config.secrets.map(\.keyBytes)
+        self.keys = config.secrets.map { HMACKey($0.keyBytes) }
     }
 
     enum Failure: Error, Equatable {
@@ -59,21 +59,24 @@ struct SignatureVerifier: Sendable {
     }
 
     private func verifyStandardWebhooks(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
-        func header(_ suffix: String) -> String? {
-            headers["webhook-" + suffix] ?? headers["svix-" + suffix]
+        guard let id = headers["webhook-id"] ?? headers["svix-id"], !id.isEmpty else {
+            return .failure(.missing("webhook-id header"))
         }
-        guard let id = header("id"), !id.isEmpty else { return .failure(.missing("webhook-id header")) }
-        guard let timestampText = header("timestamp") else { return .failure(.missing("webhook-timestamp header")) }
-        guard let signatureText = header("signature") else { return .failure(.missing("webhook-signature header")) }
-        guard let timestamp = Int(timestampText), timestampText.allSatisfy(\.isASCII) else {
+        guard let timestampText = headers["webhook-timestamp"] ?? headers["svix-timestamp"] else {
+            return .failure(.missing("webhook-timestamp header"))
+        }
+        guard let signatureText = headers["webhook-signature"] ?? headers["svix-signature"] else {
+            return .failure(.missing("webhook-signature header"))
+        }
+        guard let timestamp = Int(timestampText), timestampText.utf8.allSatisfy({ $0 < 0x80 }) else {
             return .failure(.malformed("webhook-timestamp header"))
         }
         if let failure = self.checkTolerance(timestamp, now) {
             return .failure(failure)
         }
-        let candidates = signatureText.split(separator: " ").compactMap { entry -> [UInt8]? in
-            guard entry.hasPrefix("v1,") else { return nil }
-            return ByteEncoding.decodeBase64(entry.dropFirst(3))
+        let candidates = signatureText.utf8.split(separator: UInt8(ascii: " ")).compactMap { entry -> [UInt8]? in
+            guard entry.starts(with: "v1,".utf8) else { return nil }
+            return ByteEncoding.decodeBase64(Substring(entry.dropFirst(3)))
         }
         guard !candidates.isEmpty else { return .failure(.malformed("webhook-signature header")) }
         var matched = false
@@ -111,7 +114,7 @@ struct SignatureVerifier: Sendable {
         }
         var matched = false
         for key in self.keys {
-            let expected = WebhookSignature.timestamped(key: key, timestamp: String(timestampText), body: body)
+            let expected = WebhookSignature.timestamped(key: key, timestamp: timestampText, body: body)
             for candidate in candidates where ConstantTime.equals(candidate, expected) {
                 matched = true
             }
