@@ -92,29 +92,49 @@ public final class HMACKey: @unchecked Sendable {
 /// SHA-256 digests through OpenSSL.
 public enum SHA256Digest {
     /// The digest, fetched once: OpenSSL's `SHA256()` looks it up by name on every call.
-    nonisolated(unsafe) private static let algorithm: OpaquePointer = {
+    nonisolated(unsafe) static let algorithm: OpaquePointer = {
         guard let digest = EVP_MD_fetch(nil, "SHA256", nil) else {
             fatalError("OpenSSL has no SHA-256 implementation: \(OpenSSLError.lastErrorText())")
         }
         return digest
     }()
 
+    /// Computes one digest; a caller with several to compute in a row keeps a `SHA256Hasher`.
     public static func hash(_ bytes: [UInt8]) -> [UInt8] {
-        bytes.withUnsafeBytes { self.hash($0) }
+        SHA256Hasher().hash(bytes)
+    }
+}
+
+/// One `EVP_MD_CTX` reused for several SHA-256 digests, which saves allocating and freeing a context for each.
+///
+/// Thread-safety: none. Each caller keeps its own, for as long as it has digests to compute in a row.
+public final class SHA256Hasher {
+    private let context: OpaquePointer
+
+    public init() {
+        guard let context = EVP_MD_CTX_new() else {
+            fatalError("EVP_MD_CTX_new failed: \(OpenSSLError.lastErrorText())")
+        }
+        self.context = context
     }
 
-    public static func hash(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+    deinit {
+        EVP_MD_CTX_free(self.context)
+    }
+
+    public func hash(_ bytes: [UInt8]) -> [UInt8] {
         var output = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
-        let status = output.withUnsafeMutableBufferPointer { buffer in
-            // A zero-length input still needs a non-null pointer.
-            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1) { empty in
-                EVP_Digest(
-                    bytes.baseAddress ?? UnsafeRawPointer(empty.baseAddress!), bytes.count, buffer.baseAddress,
-                    &length, self.algorithm, nil)
+        let status = bytes.withUnsafeBytes { input in
+            output.withUnsafeMutableBufferPointer { buffer -> Int32 in
+                guard EVP_DigestInit_ex2(self.context, SHA256Digest.algorithm, nil) == 1 else { return 0 }
+                if input.count > 0, EVP_DigestUpdate(self.context, input.baseAddress, input.count) != 1 {
+                    return 0
+                }
+                return EVP_DigestFinal_ex(self.context, buffer.baseAddress, &length)
             }
         }
-        precondition(status == 1 && length == 32, "EVP_Digest failed: \(OpenSSLError.lastErrorText())")
+        precondition(status == 1 && length == 32, "SHA-256 digest failed: \(OpenSSLError.lastErrorText())")
         return output
     }
 }

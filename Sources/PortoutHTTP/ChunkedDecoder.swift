@@ -77,11 +77,17 @@ struct ChunkedDecoder: Sendable {
                     if line.first == 0x20 || line.first == 0x09 {
                         return .failure(.badRequest("trailer line starts with white space"))
                     }
-                    switch line.withUnsafeBufferPointer({ HeadScanner.parseField($0) }) {
-                    case .success(let field):
-                        self.trailers.add(name: field.name, value: field.value)
-                    case .failure(let error):
-                        return .failure(error)
+                    let parsed = line.withUnsafeBufferPointer { bytes -> HTTPParseError? in
+                        switch HeadScanner.parseField(bytes) {
+                        case .success(let field):
+                            self.trailers.add(name: field.name, value: field.value)
+                            return nil
+                        case .failure(let error):
+                            return error
+                        }
+                    }
+                    if let parsed {
+                        return .failure(parsed)
                     }
                 }
             }

@@ -1,42 +1,77 @@
 import PortoutCore
 
 /// Header fields in the order received, with names compared case-insensitively.
+///
+/// Names and values are kept as bytes in one buffer, and a `String` is made only for a field that is read,
+/// because a request carries a dozen fields and the relay reads a few of them.
 public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
-    public private(set) var fields: [(name: String, value: String)] = []
+    public typealias Field = (name: String, value: String)
+
+    /// Every name and value, back to back.
+    private var bytes: [UInt8] = []
+    /// The offsets of each field's name and value in `bytes`.
+    private var spans: [Span] = []
+
+    private struct Span: Sendable {
+        var nameStart: Int32
+        var valueStart: Int32
+        var valueEnd: Int32
+    }
 
     public init() {}
 
-    public init(_ fields: [(name: String, value: String)]) {
-        self.fields = fields
+    public init(_ fields: [Field]) {
+        for field in fields {
+            self.add(name: field.name, value: field.value)
+        }
     }
 
     public init(dictionaryLiteral elements: (String, String)...) {
-        self.fields = elements.map { (name: $0.0, value: $0.1) }
+        for (name, value) in elements {
+            self.add(name: name, value: value)
+        }
+    }
+
+    /// Every field as strings, in order.
+    public var fields: [Field] {
+        self.spans.indices.map(self.field(at:))
     }
 
     public mutating func add(name: String, value: String) {
-        self.fields.append((name, value))
+        let nameStart = self.bytes.count
+        self.bytes.append(contentsOf: name.utf8)
+        let valueStart = self.bytes.count
+        self.bytes.append(contentsOf: value.utf8)
+        self.spans.append(Span(nameStart: Int32(nameStart), valueStart: Int32(valueStart), valueEnd: Int32(self.bytes.count)))
+    }
+
+    /// Adds a field from bytes the parser has already checked, without making strings of them.
+    mutating func add(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
+        let nameStart = self.bytes.count
+        self.bytes.append(contentsOf: name)
+        let valueStart = self.bytes.count
+        self.bytes.append(contentsOf: value)
+        self.spans.append(Span(nameStart: Int32(nameStart), valueStart: Int32(valueStart), valueEnd: Int32(self.bytes.count)))
+    }
+
+    /// Sets aside room for a head of about `byteCount` bytes, so that parsing grows the buffers once.
+    mutating func reserveCapacity(byteCount: Int, fields: Int) {
+        self.bytes.reserveCapacity(byteCount)
+        self.spans.reserveCapacity(fields)
     }
 
     /// The first value of the named field, or nil.
     public subscript(name: String) -> String? {
-        for field in self.fields where Self.equalNames(field.name, name) {
-            return field.value
-        }
-        return nil
+        self.firstIndex(of: name).map(self.value(at:))
     }
 
     public func values(_ name: String) -> [String] {
-        self.fields.filter { Self.equalNames($0.name, name) }.map(\.value)
+        self.indices(of: name).map(self.value(at:))
     }
 
     /// Counts the fields with this name without collecting their values.
     public func count(of name: String) -> Int {
-        var count = 0
-        for field in self.fields where Self.equalNames(field.name, name) {
-            count += 1
-        }
-        return count
+        self.indices(of: name).count
     }
 
     /// The comma-separated elements of every field with this name, trimmed and lowercased.
@@ -49,29 +84,58 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
     }
 
     public var count: Int {
-        self.fields.count
+        self.spans.count
     }
 
-    public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> {
+    public func makeIterator() -> IndexingIterator<[Field]> {
         self.fields.makeIterator()
     }
 
-    /// Compares field names ASCII case-insensitively, without allocating: names are tokens, so ASCII suffices.
-    static func equalNames(_ lhs: String, _ rhs: String) -> Bool {
-        let left = lhs.utf8
-        let right = rhs.utf8
-        guard left.count == right.count else { return false }
-        // Native strings store contiguous UTF-8, so the comparison runs over two buffers. Only a string
-        // bridged from elsewhere lacks that storage and takes the element-by-element path.
-        let contiguous = left.withContiguousStorageIfAvailable { leftBytes in
-            right.withContiguousStorageIfAvailable { rightBytes in
-                ASCII.equalsIgnoringCase(leftBytes, rightBytes)
+    /// Appends every field as `name: value` lines, each ended by CRLF.
+    func serialize(into output: inout [UInt8]) {
+        for span in self.spans {
+            output.append(contentsOf: self.bytes[Int(span.nameStart)..<Int(span.valueStart)])
+            output.append(contentsOf: ": ".utf8)
+            output.append(contentsOf: self.bytes[Int(span.valueStart)..<Int(span.valueEnd)])
+            output.append(contentsOf: "\r\n".utf8)
+        }
+    }
+
+    private func field(at index: Int) -> Field {
+        let span = self.spans[index]
+        let name = String(decoding: self.bytes[Int(span.nameStart)..<Int(span.valueStart)], as: UTF8.self)
+        return (name, self.value(at: index))
+    }
+
+    private func value(at index: Int) -> String {
+        let span = self.spans[index]
+        return self.bytes.withUnsafeBufferPointer { buffer in
+            String(decoding: UnsafeBufferPointer(rebasing: buffer[Int(span.valueStart)..<Int(span.valueEnd)]), as: UTF8.self)
+        }
+    }
+
+    private func firstIndex(of name: String) -> Int? {
+        self.withNameMatcher(name) { matches in self.spans.indices.first(where: matches) }
+    }
+
+    private func indices(of name: String) -> [Int] {
+        self.withNameMatcher(name) { matches in self.spans.indices.filter(matches) }
+    }
+
+    /// Calls `body` with a function that returns whether the field at an index has this name. Names are
+    /// compared ASCII case-insensitively, since they are tokens.
+    private func withNameMatcher<Result>(_ name: String, _ body: ((Int) -> Bool) -> Result) -> Result {
+        var name = name
+        return name.withUTF8 { wanted in
+            self.bytes.withUnsafeBufferPointer { buffer in
+                body { index in
+                    let span = self.spans[index]
+                    let range = Int(span.nameStart)..<Int(span.valueStart)
+                    return range.count == wanted.count
+                        && ASCII.equalsIgnoringCase(UnsafeBufferPointer(rebasing: buffer[range]), wanted)
+                }
             }
         }
-        if let contiguous, let result = contiguous {
-            return result
-        }
-        return zip(left, right).allSatisfy { ASCII.lowercased($0) == ASCII.lowercased($1) }
     }
 }
 
@@ -245,12 +309,7 @@ public struct HTTPResponse: Sendable {
         output.append(contentsOf: "Date: ".utf8)
         output.append(contentsOf: date.utf8)
         output.append(contentsOf: "\r\n".utf8)
-        for field in self.headers {
-            output.append(contentsOf: field.name.utf8)
-            output.append(contentsOf: ": ".utf8)
-            output.append(contentsOf: field.value.utf8)
-            output.append(contentsOf: "\r\n".utf8)
-        }
+        self.headers.serialize(into: &output)
         output.append(contentsOf: "Content-Length: ".utf8)
         Self.appendDecimal(self.body.count, to: &output)
         output.append(contentsOf: "\r\n".utf8)

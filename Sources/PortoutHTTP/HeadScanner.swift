@@ -81,6 +81,9 @@ struct HeadScanner: Sendable {
         if line.isEmpty {
             return self.finish()
         }
+        if self.headers.count == 0 {
+            self.headers.reserveCapacity(byteCount: 512, fields: 12)
+        }
         switch Self.parseField(line) {
         case .success(let field):
             self.headers.add(name: field.name, value: field.value)
@@ -133,7 +136,9 @@ struct HeadScanner: Sendable {
         return knownMethods.contains(method) ? method : nil
     }
 
-    static func parseField(_ line: UnsafeBufferPointer<UInt8>) -> Result<(name: String, value: String), HTTPParseError> {
+    static func parseField(
+        _ line: UnsafeBufferPointer<UInt8>
+    ) -> Result<(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>), HTTPParseError> {
         guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
             return .failure(.badRequest("header line has no colon"))
         }
@@ -152,7 +157,7 @@ struct HeadScanner: Sendable {
         if Self.contentLengthName.withUnsafeBufferPointer({ ASCII.equalsIgnoringCase(name, $0) }), !Self.isDigits(value) {
             return .failure(.badRequest("Content-Length is not a decimal number"))
         }
-        return .success((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        return .success((name, value))
     }
 
     private static let contentLengthName = Array("content-length".utf8)

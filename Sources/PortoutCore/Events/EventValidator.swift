@@ -171,11 +171,17 @@ private struct FieldChecker {
             self.fail(Self.join(path, key), "must be at most \(Self.maxIdentifierBytes) bytes long")
             return nil
         }
-        if string.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+        if Self.containsControlCharacter(string) {
             self.fail(Self.join(path, key), "must not contain control characters")
             return nil
         }
         return string
+    }
+
+    static func containsControlCharacter(_ string: String) -> Bool {
+        let isControl = { (byte: UInt8) in byte < 0x20 || byte == 0x7F }
+        return string.utf8.withContiguousStorageIfAvailable { $0.contains(where: isControl) }
+            ?? string.utf8.contains(where: isControl)
     }
 
     mutating func constant(_ object: JSONObject, _ path: String, _ key: String, _ expected: String) -> String? {

@@ -7,7 +7,11 @@ public enum RFC3339 {
 
     /// Parses the text into seconds since the Unix epoch, or returns nil when it is not an RFC 3339 `date-time`.
     public static func parseSeconds(_ text: String) -> Double? {
-        let bytes = Array(text.utf8)
+        text.utf8.withContiguousStorageIfAvailable { self.parseSeconds(utf8: $0) }
+            ?? Array(text.utf8).withUnsafeBufferPointer { self.parseSeconds(utf8: $0) }
+    }
+
+    private static func parseSeconds(utf8 bytes: UnsafeBufferPointer<UInt8>) -> Double? {
         guard bytes.count >= 20 else { return nil }
         guard let year = digits(bytes, 0, 4), bytes[4] == UInt8(ascii: "-"),
             let month = digits(bytes, 5, 2), bytes[7] == UInt8(ascii: "-"),
@@ -90,7 +94,7 @@ public enum RFC3339 {
         (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) ? Int(byte - UInt8(ascii: "0")) : nil
     }
 
-    private static func digits(_ bytes: [UInt8], _ start: Int, _ count: Int) -> Int? {
+    private static func digits(_ bytes: UnsafeBufferPointer<UInt8>, _ start: Int, _ count: Int) -> Int? {
         var value = 0
         for index in start..<(start + count) {
             guard index < bytes.count, let digit = digitValue(bytes[index]) else { return nil }

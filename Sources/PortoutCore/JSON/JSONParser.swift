@@ -103,6 +103,8 @@ private struct Cursor {
         // in place. Past `linearKeyLimit` members the keys go into a set, so that an object with tens of
         // thousands of members is not checked in quadratic time.
         var keys = Set<[UInt8]>()
+        // The carrier's objects have ten or so members, so one allocation usually fits them all.
+        members.reserveCapacity(Self.linearKeyLimit)
         self.skipWhitespace()
         if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "}") {
             self.index += 1

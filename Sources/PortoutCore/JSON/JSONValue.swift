@@ -70,7 +70,9 @@ public struct JSONObject: Sendable, Equatable {
     /// The member's value; setting replaces it in place or appends a new member, and setting nil removes it.
     public subscript(key: String) -> JSONValue? {
         get {
-            for member in self.members where member.key == key {
+            // Comparing UTF-8 lengths first skips the full comparison for nearly every member that differs.
+            let length = key.utf8.count
+            for member in self.members where member.key.utf8.count == length && member.key == key {
                 return member.value
             }
             return nil

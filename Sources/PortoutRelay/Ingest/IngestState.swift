@@ -106,21 +106,23 @@ struct IngestState: Sendable {
 /// The digests that stand in for dedupe and lifecycle keys.
 public enum IngestKeys {
     /// (tenant, port out, status) for status changes.
-    public static func dedupe(tenant: String, portOutID: String, status: PortOutStatus) -> DigestKey {
-        self.digest(["status", tenant, portOutID, status.rawValue])
+    public static func dedupe(
+        tenant: String, portOutID: String, status: PortOutStatus, hasher: SHA256Hasher = SHA256Hasher()
+    ) -> DigestKey {
+        self.digest(["status", tenant, portOutID, status.rawValue], hasher)
     }
 
     /// (tenant, event id) for events without a status.
-    public static func dedupe(tenant: String, eventID: String) -> DigestKey {
-        self.digest(["event", tenant, eventID])
+    public static func dedupe(tenant: String, eventID: String, hasher: SHA256Hasher = SHA256Hasher()) -> DigestKey {
+        self.digest(["event", tenant, eventID], hasher)
     }
 
-    public static func lifecycle(tenant: String, portOutID: String) -> DigestKey {
-        self.digest(["portOut", tenant, portOutID])
+    public static func lifecycle(tenant: String, portOutID: String, hasher: SHA256Hasher = SHA256Hasher()) -> DigestKey {
+        self.digest(["portOut", tenant, portOutID], hasher)
     }
 
     /// SHA-256 over the parts joined by NUL, which none of them may contain (ids and names are validated text).
-    private static func digest(_ parts: [String]) -> DigestKey {
+    private static func digest(_ parts: [String], _ hasher: SHA256Hasher) -> DigestKey {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(parts.reduce(parts.count) { $0 + $1.utf8.count })
         for (index, part) in parts.enumerated() {
@@ -129,6 +131,6 @@ public enum IngestKeys {
             }
             bytes.append(contentsOf: part.utf8)
         }
-        return DigestKey(digestPrefix: SHA256Digest.hash(bytes))
+        return DigestKey(digestPrefix: hasher.hash(bytes))
     }
 }

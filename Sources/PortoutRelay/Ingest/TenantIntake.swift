@@ -66,8 +66,9 @@ struct IntakeEvent: Sendable {
         self.body = body
         self.portOut = event.portOut
         if let status = self.status {
-            self.dedupeKey = IngestKeys.dedupe(tenant: tenant.id, portOutID: self.portOutID, status: status)
-            self.lifecycleKey = IngestKeys.lifecycle(tenant: tenant.id, portOutID: self.portOutID)
+            let hasher = SHA256Hasher()
+            self.dedupeKey = IngestKeys.dedupe(tenant: tenant.id, portOutID: self.portOutID, status: status, hasher: hasher)
+            self.lifecycleKey = IngestKeys.lifecycle(tenant: tenant.id, portOutID: self.portOutID, hasher: hasher)
             // A bare object carries no event id; one derived from its dedupe key stays the same on every resend.
             self.eventID = event.id ?? "evt_bare_" + self.dedupeKey.description
         } else {
