@@ -20,10 +20,11 @@ let package = Package(
         ),
         .target(name: "CCurlShim", dependencies: ["CCurl"], linkerSettings: [.linkedLibrary("curl")]),
         .target(name: "CLinuxShim"),
+        .target(name: "CCRC32C"),
         .target(name: "PortoutCore"),
         .target(name: "PortoutCrypto", dependencies: ["COpenSSL"]),
         .target(name: "PortoutHTTP", dependencies: ["PortoutCore", "CLinuxShim"]),
-        .target(name: "PortoutJournal", dependencies: ["PortoutCore"]),
+        .target(name: "PortoutJournal", dependencies: ["PortoutCore", "CCRC32C"]),
         .target(
             name: "PortoutDelivery",
             dependencies: ["PortoutCore", "PortoutCrypto", "PortoutJournal", "CCurl", "CCurlShim"]
@@ -49,7 +50,7 @@ let package = Package(
             dependencies: ["PortoutHTTP", "PortoutTestSupport"],
             resources: [.copy("Data")]
         ),
-        .testTarget(name: "PortoutJournalTests", dependencies: ["PortoutJournal", "PortoutTestSupport"]),
+        .testTarget(name: "PortoutJournalTests", dependencies: ["PortoutJournal", "CCRC32C", "PortoutTestSupport"]),
         .testTarget(
             name: "PortoutDeliveryTests",
             dependencies: ["PortoutDelivery", "PortoutTestSupport"]

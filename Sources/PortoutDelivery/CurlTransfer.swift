@@ -1,6 +1,6 @@
 import CCurl
 import CCurlShim
-import Foundation
+import PortoutCore
 
 /// One libcurl easy handle sending one POST, with what came back.
 ///
@@ -93,21 +93,37 @@ final class CurlTransfer: @unchecked Sendable {
         }
     }
 
-    fileprivate func receiveHeader(_ line: String) {
-        if line.hasPrefix("HTTP/") {
+    /// Takes one response header line as libcurl passes it, CRLF included. Only `Retry-After` and
+    /// `Content-Type` are kept, and a string is made only for them, since this runs for every line of every
+    /// response.
+    fileprivate func receiveHeader(_ line: UnsafeBufferPointer<UInt8>) {
+        if line.starts(with: "HTTP/".utf8) {
             // A new response (after a 100 Continue, say): forget the previous one's fields.
             self.retryAfterValue = nil
             self.contentType = nil
             return
         }
-        guard let colon = line.firstIndex(of: ":") else { return }
-        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
-        switch line[..<colon].lowercased() {
-        case "retry-after": self.retryAfterValue = value
-        case "content-type": self.contentType = value
-        default: break
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return }
+        let name = UnsafeBufferPointer(rebasing: line[..<colon])
+        let isRetryAfter = Self.retryAfterName.withUnsafeBufferPointer { ASCII.equalsIgnoringCase(name, $0) }
+        let isContentType = !isRetryAfter
+            && Self.contentTypeName.withUnsafeBufferPointer { ASCII.equalsIgnoringCase(name, $0) }
+        guard isRetryAfter || isContentType else { return }
+        var start = colon + 1
+        var end = line.endIndex
+        let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A }
+        while start < end, isSpace(line[start]) { start += 1 }
+        while end > start, isSpace(line[end - 1]) { end -= 1 }
+        let value = String(decoding: UnsafeBufferPointer(rebasing: line[start..<end]), as: UTF8.self)
+        if isRetryAfter {
+            self.retryAfterValue = value
+        } else {
+            self.contentType = value
         }
     }
+
+    private static let retryAfterName = Array("retry-after".utf8)
+    private static let contentTypeName = Array("content-type".utf8)
 
     private func set(_ option: CURLoption, _ value: Int) {
         _ = portout_curl_easy_setopt_long(self.handle, option, value)
@@ -130,10 +146,9 @@ private func curlWriteBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ 
 private func curlReadHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
     guard let data, let context else { return 0 }
     let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()
-    let line = data.withMemoryRebound(to: UInt8.self, capacity: size * count) { bytes in
-        String(decoding: UnsafeBufferPointer(start: bytes, count: size * count), as: UTF8.self)
+    data.withMemoryRebound(to: UInt8.self, capacity: size * count) { bytes in
+        transfer.receiveHeader(UnsafeBufferPointer(start: bytes, count: size * count))
     }
-    transfer.receiveHeader(line)
     return size * count
 }
 

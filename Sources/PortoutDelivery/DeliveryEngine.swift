@@ -17,6 +17,13 @@ import Synchronization
 /// Requests that need the delivery thread's state (`snapshot`, `setMode`) are queued to it and completed there.
 public final class DeliveryEngine: Sendable {
     public static let userAgent = "portout-relay/\(RelayVersion.current)"
+    /// The header lines every delivery carries before its signature headers.
+    static let fixedHeaderLines = [
+        "Content-Type: application/json",
+        "User-Agent: " + userAgent,
+        // libcurl would otherwise wait for a 100 Continue before sending larger bodies.
+        "Expect:",
+    ]
 
     let journal: Journal
     let logger: Logger
@@ -209,16 +216,12 @@ public final class DeliveryEngine: Sendable {
         let timestamp = String(nowMs / 1000)
         let signature = WebhookSignature.standardWebhooks(
             key: destination.secretKey, id: delivery.eventID, timestamp: timestamp, body: body)
-        var headers = [
-            "Content-Type: application/json",
-            "User-Agent: \(Self.userAgent)",
-            "webhook-id: \(delivery.eventID)",
-            "webhook-timestamp: \(timestamp)",
-            "webhook-signature: v1,\(signature)",
-            // libcurl would otherwise wait for a 100 Continue before sending larger bodies.
-            "Expect:",
-        ]
-        headers.append(contentsOf: destination.config.headers.map { "\($0.name): \($0.value)" })
+        var headers = Self.fixedHeaderLines
+        headers.reserveCapacity(headers.count + 3 + destination.headerLines.count)
+        headers.append("webhook-id: " + delivery.eventID)
+        headers.append("webhook-timestamp: " + timestamp)
+        headers.append("webhook-signature: v1," + signature)
+        headers.append(contentsOf: destination.headerLines)
         let transfer = self.loop.takeTransfer()
         transfer.prepare(url: destination.config.url, headers: headers, body: body, timeoutMs: destination.config.timeoutMs)
         transfer.delivery = delivery

@@ -15,6 +15,8 @@ final class DestinationRuntime {
     let tenant: String
     let config: DestinationConfig
     let secretKey: HMACKey
+    /// The configured static headers as `name: value` lines, built once for every delivery to use.
+    let headerLines: [String]
     var queue = DeliveryQueue()
     var mode = DestinationMode.active
     /// The reason the destination was paused or disabled, for the admin API.
@@ -27,6 +29,7 @@ final class DestinationRuntime {
         self.tenant = tenant
         self.config = config
         self.secretKey = HMACKey(config.secret.keyBytes)
+        self.headerLines = config.headers.map { $0.name + ": " + $0.value }
         self.rateLimiter = config.rateLimit.map { RateLimiter(perSecond: $0) }
     }
 

@@ -1,3 +1,4 @@
+import CCRC32C
 import Foundation
 import PortoutCore
 import PortoutTestSupport
@@ -45,6 +46,21 @@ import Testing
     @Test func crc32cKnownValue() {
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
         #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+    }
+
+    /// The instruction path and the table path agree at every length and alignment up to a few words.
+    @Test func crc32cPathsAgree() {
+        let bytes = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+        bytes.withUnsafeBytes { buffer in
+            for start in 0..<9 {
+                for end in stride(from: start, through: buffer.count, by: 7) {
+                    let slice = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
+                    #expect(
+                        CRC32C.checksum(slice) == portout_crc32c_portable(0, slice.baseAddress, slice.count),
+                        "bytes \(start)..<\(end)")
+                }
+            }
+        }
     }
 
     @Test func recordsSurviveReopen() throws {
@@ -107,8 +123,8 @@ import Testing
         #expect(again.count == 6)
     }
 
-    /// A crash leaves the active segment with its preallocated zeros; they are free space, not a torn tail,
-    /// and appends after the restart go into them.
+    /// A crash leaves the active segment with its preallocated zeros. They are free space, not a torn tail, so
+    /// appends after the restart go into them.
     @Test func preallocatedZerosAreFreeSpace() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
@@ -131,6 +147,34 @@ import Testing
         reopened.close()
         let (_, again) = try Self.open(directory.path, segmentBytes: 1 << 20)
         #expect(again.count == 4)
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/quarantine"))
+    }
+
+    /// Appends past the first preallocated stretch get further stretches from the background, and every record
+    /// survives a crash copy taken while zeros lie ahead of the last one.
+    @Test func preallocationGrowsInStretches() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let segmentBytes = 3 * ActiveSegment.chunkBytes
+        let (journal, _) = try Self.open(directory.path, segmentBytes: segmentBytes)
+        let body = String(repeating: "b", count: 1000)
+        let records = (1...6000).map { Self.event(UInt64($0), body: body) }
+        for batch in stride(from: 0, to: records.count, by: 500) {
+            Self.appendAll(journal, Array(records[batch..<min(batch + 500, records.count)]))
+        }
+        let segment = directory.path + "/" + SegmentFile.name(for: 1)
+        let crashed = [UInt8](FileManager.default.contents(atPath: segment)!)
+        journal.close()
+        let scan = SegmentFile.scan(crashed) { _, _ in }
+        #expect(scan.records == records.count)
+        #expect(scan.problem == nil)
+        #expect(scan.validBytes > ActiveSegment.chunkBytes)
+        #expect(crashed.count <= segmentBytes)
+        #expect(try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int == scan.validBytes)
+        #expect(FileManager.default.createFile(atPath: segment, contents: Data(crashed)))
+        let (reopened, recovered) = try Self.open(directory.path, segmentBytes: segmentBytes)
+        reopened.close()
+        #expect(recovered.count == records.count)
         #expect(!FileManager.default.fileExists(atPath: directory.path + "/quarantine"))
     }
 
