@@ -15,7 +15,10 @@ struct UsageError: Error, CustomStringConvertible {
 
 /// Returns the option's value as an integer in `range`, `defaultValue` when absent, or throws `UsageError`.
 func integerOption(
-    _ name: String, in arguments: [String], range: ClosedRange<Int>, default defaultValue: Int? = nil
+    _ name: String,
+    in arguments: [String],
+    range: ClosedRange<Int>,
+    default defaultValue: Int? = nil
 ) throws -> Int {
     guard let text = option(name, in: arguments) else {
         guard let defaultValue else { throw UsageError("\(name) is required") }
