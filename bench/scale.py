@@ -32,8 +32,7 @@ def tenants_and_destinations(context):
 
 def measure_shape(context, tenants, destinations_per_tenant):
     duration = context.duration
-    # Fewer events than the ingest part needs, because every event here also costs its deliveries.
-    events = context.events(40000 * duration, tenants) if tenants > 1 else context.events(60000 * duration)
+    events = context.relay_events(duration, tenants)
     name = f"scale-{tenants}x{destinations_per_tenant}"
     access_log = os.path.join(context.work, f"sink-{name}.log")
     sink = start_nginx(context.work, SINK_PORT, "return 204;", access_log=access_log)
