@@ -4,7 +4,12 @@
 SWIFT ?= swift
 PYTHON ?= python3
 APT_PACKAGES := libssl-dev libcurl4-openssl-dev pkg-config
-BENCH_PACKAGES := nginx-light wrk
+# webhook is the second ingest reference and gnuplot-nox draws bench/results.png.
+BENCH_PACKAGES := nginx-light wrk webhook gnuplot-nox
+# Comma-separated benchmark parts, e.g. `make bench BENCH_ONLY=ingest,sweep`; empty runs all of them.
+BENCH_ONLY ?=
+# A sentence for bench/results.md about the run's conditions, e.g. BENCH_NOTE="Taken on a quiet machine."
+BENCH_NOTE ?=
 PIP_PACKAGES := standardwebhooks==1.3.0 schemathesis==4.32.5
 
 .PHONY: build release run test test-thread-sanitizer test-address-sanitizer bench crash-test deps test-deps \
@@ -47,8 +52,10 @@ test-thread-sanitizer: test-deps
 test-address-sanitizer: test-deps
 	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --scratch-path .build/address-sanitizer --sanitize=address --disable-xctest
 
+# bench/README.md describes each part and how long a full run takes.
 bench: release bench-deps
-	@$(PYTHON) bench/run.py --binary .build/release/portout-relay --bench-binary .build/release/portout-bench
+	@$(PYTHON) bench/run.py --binary .build/release/portout-relay --bench-binary .build/release/portout-bench \
+		$(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(if $(BENCH_NOTE),--note "$(BENCH_NOTE)")
 
 # Kills the relay with SIGKILL in 20 rounds under load and checks that nothing acknowledged is lost, that order
 # holds and that duplicates stay within what the kills explain. Loopback only, a few minutes.

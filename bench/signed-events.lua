@@ -1,5 +1,7 @@
--- wrk script: each thread sends its share of the pre-signed events in bench/signed-events.py's format, one
--- request per event, and wraps around when its share runs out. done() prints the figures as one JSON line.
+-- wrk script: each thread sends its share of the pre-signed events in bench/signed_events.py's format, one
+-- request per event, and wraps around when its share runs out. Script arguments: the events file, wrk's
+-- thread count and, optionally, a path that replaces each event's own path. done() prints the figures as
+-- one JSON line.
 local threads = {}
 local counter = 0
 
@@ -19,12 +21,14 @@ function init(args)
   local line_number = 0
   for line in io.lines(path) do
     if line_number % threadCount == id then
-      local body, event_id, timestamp, signature = line:match("([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)")
-      requests[#requests + 1] = wrk.format("POST", target, {
+      local body, event_id, timestamp, signature, hub_signature, event_path =
+        line:match("([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)")
+      requests[#requests + 1] = wrk.format("POST", target or event_path, {
         ["Content-Type"] = "application/json",
         ["webhook-id"] = event_id,
         ["webhook-timestamp"] = timestamp,
         ["webhook-signature"] = signature,
+        ["X-Hub-Signature-256"] = hub_signature,
       }, body)
     end
     line_number = line_number + 1
