@@ -36,13 +36,13 @@ extension DeliveryEngine {
                     if current.config != config {
                         changes.changed.append(key)
                     }
-                    updated[key] = current.config == config ? current : DestinationRuntime(config: config, takingOver: current)
+                    updated[key] = current.config == config ? current : DestinationRuntime(config: config, takingOver: current, metrics: self.metrics)
                 } else if let detached = self.loop.detached.removeValue(forKey: key) {
                     changes.added.append(key)
-                    updated[key] = DestinationRuntime(config: config, takingOver: detached)
+                    updated[key] = DestinationRuntime(config: config, takingOver: detached, metrics: self.metrics)
                 } else {
                     changes.added.append(key)
-                    let runtime = DestinationRuntime(tenant: tenant.id, config: config)
+                    let runtime = DestinationRuntime(tenant: tenant.id, config: config, metrics: self.metrics)
                     if let saved = self.loop.heldUnconfigured.removeValue(forKey: key) {
                         runtime.mode = saved.mode
                         runtime.modeReason = saved.reason

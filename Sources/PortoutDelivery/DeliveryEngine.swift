@@ -61,10 +61,10 @@ public final class DeliveryEngine: Sendable {
         for tenant in tenants {
             for destination in tenant.destinations {
                 let key = Self.key(tenant: tenant.id, destination: destination.id)
-                destinations[key] = DestinationRuntime(tenant: tenant.id, config: destination)
+                destinations[key] = DestinationRuntime(tenant: tenant.id, config: destination, metrics: metrics)
             }
         }
-        self.loop = DeliveryLoop(destinations: destinations)
+        self.loop = DeliveryLoop(destinations: destinations, transferThreads: defaults.transferThreads)
         self.restoreModes()
         self.publishCounters()
     }
@@ -253,39 +253,47 @@ public final class DeliveryEngine: Sendable {
         while let message = curl_multi_info_read(self.loop.multi, &remaining) {
             guard message.pointee.msg == CURLMSG_DONE, let handle = message.pointee.easy_handle else { continue }
             let code = message.pointee.data.result
-            guard let transfer = self.loop.remove(handle), let delivery = transfer.delivery else { continue }
-            let result: AttemptResult
-            if code == CURLE_OK {
-                result = .response(
-                    status: transfer.responseStatus, retryAfterSeconds: RetryAfter.seconds(transfer.retryAfterValue))
-            } else {
-                result = .transportError(String(cString: curl_easy_strerror(code)))
-            }
-            let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
-            // A transfer belongs to a configured or detached destination, since detaching keeps in-flight ones.
-            let destination = self.loop.runtime(key)!
-            let now = WallClock.milliseconds()
-            self.metrics.duration.labels(delivery.tenant, delivery.destination)
-                .observe(Double(now - transfer.startedAtMs) / 1000)
-            let attempt = delivery.attempts + 1
-            var decision = RetryDecision.decide(
-                result, attempt: attempt, policy: destination.config.retry,
-                maxRetryAfterSeconds: self.maxRetryAfterSeconds, nowMs: now,
-                acceptedAtMs: delivery.acceptedAtMs, random: { Double.random(in: 0..<1) })
-            var httpStatus: Int?
-            if case .response(let status, _) = result {
-                httpStatus = status
-                if status == 410 {
-                    // 410 means the endpoint is gone for good, so its deliveries are held instead of each being
-                    // dead-lettered. This one stays at the head of its lane for when an operator resumes it.
-                    decision = .retry(atMs: now, reason: "destination answered 410 Gone")
-                    self.disable(destination, key: key, reason: "destination answered 410 Gone")
-                }
-            }
-            self.settle(delivery, destination: destination, key: key, attempt: attempt, decision: decision, httpStatus: httpStatus)
-            transfer.delivery = nil
-            self.loop.recycle(transfer)
+            guard let transfer = self.loop.remove(handle) else { continue }
+            self.finish(transfer, code: code)
         }
+        for finished in self.loop.takeWorkerFinished() {
+            self.finish(finished.transfer, code: finished.code)
+        }
+    }
+
+    /// Decides what a finished attempt means for its delivery and settles it.
+    private func finish(_ transfer: CurlTransfer, code: CURLcode) {
+        guard let delivery = transfer.delivery else { return }
+        let result: AttemptResult
+        if code == CURLE_OK {
+            result = .response(
+                status: transfer.responseStatus, retryAfterSeconds: RetryAfter.seconds(transfer.retryAfterValue))
+        } else {
+            result = .transportError(String(cString: curl_easy_strerror(code)))
+        }
+        let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
+        // A transfer belongs to a configured or detached destination, since detaching keeps in-flight ones.
+        let destination = self.loop.runtime(key)!
+        let now = WallClock.milliseconds()
+        destination.durationHistogram.observe(Double(now - transfer.startedAtMs) / 1000)
+        let attempt = delivery.attempts + 1
+        var decision = RetryDecision.decide(
+            result, attempt: attempt, policy: destination.config.retry,
+            maxRetryAfterSeconds: self.maxRetryAfterSeconds, nowMs: now,
+            acceptedAtMs: delivery.acceptedAtMs, random: { Double.random(in: 0..<1) })
+        var httpStatus: Int?
+        if case .response(let status, _) = result {
+            httpStatus = status
+            if status == 410 {
+                // 410 means the endpoint is gone for good, so its deliveries are held instead of each being
+                // dead-lettered. This one stays at the head of its lane for when an operator resumes it.
+                decision = .retry(atMs: now, reason: "destination answered 410 Gone")
+                self.disable(destination, key: key, reason: "destination answered 410 Gone")
+            }
+        }
+        self.settle(delivery, destination: destination, key: key, attempt: attempt, decision: decision, httpStatus: httpStatus)
+        transfer.delivery = nil
+        self.loop.recycle(transfer)
     }
 
     private func settle(
@@ -315,9 +323,13 @@ public final class DeliveryEngine: Sendable {
             error: reason)
         self.loop.outcomes.append(.attempt(record))
         self.observer?.settled(delivery, attempt: record)
-        self.metrics.attempts.labels(
-            delivery.tenant, delivery.destination, outcome.name, DeliveryMetrics.statusClass(httpStatus)
-        ).increment()
+        if outcome == .delivered, let httpStatus, (200..<300).contains(httpStatus) {
+            destination.deliveredCounter.increment()
+        } else {
+            self.metrics.attempts.labels(
+                delivery.tenant, delivery.destination, outcome.name, DeliveryMetrics.statusClass(httpStatus)
+            ).increment()
+        }
         self.log(delivery, attempt: attempt, outcome: outcome, httpStatus: httpStatus, reason: reason, nextAttemptAt: nextAttemptAt)
         self.updateCounters(key) { statistics in
             statistics.pending = destination.queue.count
@@ -343,6 +355,7 @@ public final class DeliveryEngine: Sendable {
     private func recordHealth(_ destination: DestinationRuntime, key: String, succeeded: Bool) {
         let wasOpen = destination.isBreakerOpen
         destination.consecutiveFailures = succeeded ? 0 : destination.consecutiveFailures + 1
+        guard wasOpen != destination.isBreakerOpen else { return }
         let fields: KeyValuePairs<String, JSONValue> = [
             "tenant": .string(destination.tenant), "destination": .string(destination.config.id),
             "consecutiveFailures": .number(Double(destination.consecutiveFailures)),
@@ -358,6 +371,11 @@ public final class DeliveryEngine: Sendable {
         _ delivery: PendingDelivery, attempt: Int, outcome: AttemptOutcome, httpStatus: Int?, reason: String,
         nextAttemptAt: Int64?
     ) {
+        // A success is logged at debug level only, and it is the common case, so its fields are not built
+        // unless they will be written.
+        if outcome == .delivered && !self.logger.isEnabled(.debug) {
+            return
+        }
         let status: JSONValue = httpStatus.map { .number(Double($0)) } ?? .null
         switch outcome {
         case .delivered:

@@ -2,7 +2,7 @@ import CCurl
 import CCurlShim
 import PortoutJournal
 
-/// The multi handle, the transfers in it and a pool of idle ones.
+/// The multi handle, the transfers in it, the workers that run more of them, and a pool of idle ones.
 ///
 /// Thread-safety: `multi` is shared only for `curl_multi_wakeup`, which libcurl allows from any thread. All other
 /// members are confined to the delivery thread, so the class is `@unchecked Sendable`.
@@ -17,6 +17,9 @@ final class DeliveryLoop: @unchecked Sendable {
     var heldUnconfigured: [String: DestinationControlFile.Entry] = [:]
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var idle: [CurlTransfer] = []
+    /// Threads with multi handles of their own, and the transfers each has in flight.
+    private var workers: [CurlWorker] = []
+    private var workerInFlight: [Int] = []
     /// Attempt records settled in the current pass, journaled together at its end.
     var outcomes: [JournalRecord] = []
 
@@ -25,20 +28,32 @@ final class DeliveryLoop: @unchecked Sendable {
         self.destinations[key] ?? self.detached[key]
     }
 
-    init(destinations: [String: DestinationRuntime]) {
+    /// Creates the loop with `transferThreads - 1` workers beside the delivery thread's own multi handle.
+    init(destinations: [String: DestinationRuntime], transferThreads: Int) {
         CurlGlobal.initialise()
         guard let multi = curl_multi_init() else {
             fatalError("curl_multi_init failed: libcurl could not allocate a handle")
         }
         self.multi = multi
         self.destinations = destinations
+        let wakeTarget = WakeTarget(multi: multi)
+        for index in 1..<max(1, transferThreads) {
+            self.workers.append(CurlWorker(name: "delivery-\(index)", maxConnections: 16) {
+                curl_multi_wakeup(wakeTarget.multi)
+            })
+            self.workerInFlight.append(0)
+        }
         self.updateConnectionLimit()
     }
 
-    /// Lets libcurl keep as many idle connections as the destinations may use at once.
+    /// Lets libcurl keep as many idle connections as the destinations may use at once, on every multi handle,
+    /// since transfers to one destination may run on any of them.
     func updateConnectionLimit() {
         let connections = self.destinations.values.reduce(0) { $0 + $1.config.concurrency }
         _ = portout_curl_multi_setopt_long(self.multi, CURLMOPT_MAXCONNECTS, max(16, connections))
+        for worker in self.workers {
+            worker.setMaxConnections(connections)
+        }
     }
 
     deinit {
@@ -46,16 +61,28 @@ final class DeliveryLoop: @unchecked Sendable {
     }
 
     var inFlightCount: Int {
-        self.active.count
+        self.active.count + self.workerInFlight.reduce(0, +)
     }
 
     func takeTransfer() -> CurlTransfer {
         self.idle.popLast() ?? CurlTransfer()
     }
 
+    /// Starts a prepared transfer on whichever multi handle has the fewest in flight, this thread's first.
     func add(_ transfer: CurlTransfer) {
-        self.active[transfer.handle] = transfer
-        curl_multi_add_handle(self.multi, transfer.handle)
+        var chosen = -1
+        var fewest = self.active.count
+        for (index, count) in self.workerInFlight.enumerated() where count < fewest {
+            chosen = index
+            fewest = count
+        }
+        if chosen >= 0 {
+            self.workerInFlight[chosen] += 1
+            self.workers[chosen].start(transfer)
+        } else {
+            self.active[transfer.handle] = transfer
+            curl_multi_add_handle(self.multi, transfer.handle)
+        }
     }
 
     func remove(_ handle: UnsafeMutableRawPointer) -> CurlTransfer? {
@@ -63,13 +90,37 @@ final class DeliveryLoop: @unchecked Sendable {
         return self.active.removeValue(forKey: handle)
     }
 
+    /// Returns the transfers the workers finished since the last call.
+    func takeWorkerFinished() -> [CurlWorker.Finished] {
+        var finished: [CurlWorker.Finished] = []
+        for (index, worker) in self.workers.enumerated() {
+            let done = worker.takeFinished()
+            self.workerInFlight[index] -= done.count
+            finished.append(contentsOf: done)
+        }
+        return finished
+    }
+
     func recycle(_ transfer: CurlTransfer) {
         self.idle.append(transfer)
     }
 
+    /// Abandons every transfer in flight and stops the workers, as the engine does when it stops.
     func cancelAll() {
         for handle in Array(self.active.keys) {
             _ = self.remove(handle)
         }
+        for (index, worker) in self.workers.enumerated() {
+            worker.stop()
+            self.workerInFlight[index] = 0
+        }
+        self.workers.removeAll()
+        self.workerInFlight.removeAll()
     }
+}
+
+/// The delivery thread's multi handle as workers hold it: only to call `curl_multi_wakeup`, which libcurl
+/// documents as safe from any thread, hence `@unchecked Sendable`.
+private struct WakeTarget: @unchecked Sendable {
+    let multi: UnsafeMutableRawPointer
 }

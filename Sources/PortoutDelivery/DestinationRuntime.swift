@@ -1,5 +1,6 @@
 import PortoutCrypto
 import PortoutCore
+import PortoutJournal
 
 /// Whether a destination is sent its deliveries.
 public enum DestinationMode: String, Sendable, CaseIterable {
@@ -24,18 +25,24 @@ final class DestinationRuntime {
     var modeChangedAtMs: Int64 = 0
     var consecutiveFailures = 0
     var rateLimiter: RateLimiter?
+    /// The destination's members of the delivery metrics, looked up once instead of by label values per attempt.
+    let durationHistogram: Histogram
+    let deliveredCounter: Counter
 
-    init(tenant: String, config: DestinationConfig) {
+    init(tenant: String, config: DestinationConfig, metrics: DeliveryMetrics) {
         self.tenant = tenant
         self.config = config
+        self.durationHistogram = metrics.duration.labels(tenant, config.id)
+        self.deliveredCounter = metrics.attempts.labels(
+            tenant, config.id, AttemptOutcome.delivered.name, DeliveryMetrics.statusClass(200))
         self.secretKey = HMACKey(config.secret.keyBytes)
         self.headerLines = config.headers.map { $0.name + ": " + $0.value }
         self.rateLimiter = config.rateLimit.map { RateLimiter(perSecond: $0) }
     }
 
     /// Creates the runtime of a reconfigured destination, keeping the queue, mode and failure count of `previous`.
-    convenience init(config: DestinationConfig, takingOver previous: DestinationRuntime) {
-        self.init(tenant: previous.tenant, config: config)
+    convenience init(config: DestinationConfig, takingOver previous: DestinationRuntime, metrics: DeliveryMetrics) {
+        self.init(tenant: previous.tenant, config: config, metrics: metrics)
         self.queue = previous.queue
         self.mode = previous.mode
         self.modeReason = previous.modeReason

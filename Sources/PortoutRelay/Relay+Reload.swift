@@ -19,8 +19,8 @@ public struct ReloadReport: Sendable {
 extension Relay {
     /// Swaps in a new configuration: tenants, their keys, signature checks and destinations, delivery settings,
     /// the log level and the admin token. Settings of sockets, the journal and memory (`listen`, `dataDir`,
-    /// `eventLoops`, `limits`, `journal`, `dedupe`, `admin.listen`, `delivery.maxRetryAfterSeconds`) keep their
-    /// old values until a restart, and the report names those that differ.
+    /// `eventLoops`, `limits`, `journal`, `dedupe`, `admin.listen`, `delivery.maxRetryAfterSeconds`,
+    /// `delivery.transferThreads`) keep their old values until a restart, and the report names those that differ.
     ///
     /// Each part is swapped atomically, so a request uses either the old tenant or the new one. Deliveries
     /// still pending for a removed destination stay in the journal and are reported.
@@ -42,6 +42,7 @@ extension Relay {
         keep("journal", \.journal)
         keep("dedupe", \.dedupe)
         keep("delivery.maxRetryAfterSeconds", \.delivery.maxRetryAfterSeconds)
+        keep("delivery.transferThreads", \.delivery.transferThreads)
         if requested.admin.listen != old.admin.listen {
             // The token belongs to the listener it guards, so the whole admin section waits for the restart.
             report.needsRestart.append("admin")

@@ -40,6 +40,22 @@ struct ConfigTests {
         }
     }
 
+    @Test func transferThreadsDefaultAndRange() throws {
+        let tenants = #""tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]"#
+        let defaults = try Self.parse("{\(tenants)}")
+        #expect(defaults.delivery.transferThreads == min(4, ProcessInfo.processInfo.activeProcessorCount))
+        let three = try Self.parse(#"{"delivery": {"transferThreads": 3}, "#.appending(tenants + "}"))
+        #expect(three.delivery.transferThreads == 3)
+        for invalid in ["0", "17", "1.5", "\"2\""] {
+            do {
+                _ = try Self.parse(#"{"delivery": {"transferThreads": "#.appending(invalid + "}, " + tenants + "}"))
+                Issue.record("transferThreads \(invalid) was accepted")
+            } catch {
+                #expect(error.problems.map(\.path) == ["$.delivery.transferThreads"], "\(invalid)")
+            }
+        }
+    }
+
     @Test func secretFromEnvironmentAndFile() throws {
         setenv("PORTOUT_TEST_SECRET", "whsec_ZW52LXNlY3JldA==", 1)
         let directory = NSTemporaryDirectory() + "portout-config-\(UUID().uuidString)"

@@ -130,6 +130,41 @@ struct DeliveryTests {
         #expect(lastB < firstASuccess)
     }
 
+    /// With three transfer threads, attempts run on several libcurl multi handles at once. Every event still
+    /// arrives, each port out's statuses in order, and a failing first status still holds back the rest.
+    @Test func transferThreadsKeepOrderPerPortOut() throws {
+        let failures = Atomic<Int>(0)
+        let sink = try RecordingSink { _, received in
+            if received.portOut == "pout_t0" && received.status == "initiated"
+                && failures.wrappingAdd(1, ordering: .relaxed).oldValue < 2
+            {
+                return .init(status: 503)
+            }
+            return .init(status: 204)
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(
+            destinations: Self.destination(sink.url, extra: #""concurrency": 16"#),
+            extra: #""delivery": {"transferThreads": 3}"#)
+        defer { harness.finish() }
+        let statuses = ["initiated", "processing", "issued", "completed"]
+        let portOuts = (0..<30).map { "pout_t\($0)" }
+        for status in statuses {
+            for portOut in portOuts {
+                #expect(try harness.post(Events.portOut(portOut, status: status)).status == 202)
+            }
+        }
+        let expected = portOuts.count * statuses.count
+        #expect(waitUntil(timeoutSeconds: 20) { harness.relay!.deliveryStatistics().first?.delivered == expected })
+        let delivered = sink.received
+        for portOut in portOuts {
+            let order = delivered.filter { $0.portOut == portOut }.map(\.status)
+            // The two refused attempts of pout_t0's first status come before anything else of it.
+            let expectedOrder = portOut == "pout_t0" ? ["initiated", "initiated"] + statuses : statuses
+            #expect(order == expectedOrder, "\(portOut)")
+        }
+    }
+
     @Test func sinkDownThenUp() throws {
         // Reserve a port, then free it so nothing listens there until the sink starts on it.
         let probe = try RecordingSink()

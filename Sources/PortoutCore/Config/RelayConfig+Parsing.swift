@@ -177,7 +177,9 @@ extension ConfigReader {
         var defaults = DeliveryDefaults()
         guard let object = self.object(value, "$.delivery") else { return defaults }
         let path = "$.delivery"
-        self.rejectUnknownKeys(object, path, known: Self.retryKeys.union(["timeoutMs", "concurrency", "maxRetryAfterSeconds", "breakerThreshold"]))
+        self.rejectUnknownKeys(
+            object, path,
+            known: Self.retryKeys.union(["timeoutMs", "concurrency", "maxRetryAfterSeconds", "breakerThreshold", "transferThreads"]))
         defaults.retry = self.retryPolicy(object, path, inherited: defaults.retry)
         defaults.timeoutMs = self.integer(object, "timeoutMs", path, default: defaults.timeoutMs, range: 100...600_000)
         defaults.concurrency = self.integer(object, "concurrency", path, default: defaults.concurrency, range: 1...1024)
@@ -185,6 +187,8 @@ extension ConfigReader {
             object, "maxRetryAfterSeconds", path, default: defaults.maxRetryAfterSeconds, range: 0...604_800)
         defaults.breakerThreshold = self.integer(
             object, "breakerThreshold", path, default: defaults.breakerThreshold, range: 1...10_000)
+        defaults.transferThreads = self.integer(
+            object, "transferThreads", path, default: defaults.transferThreads, range: 1...16)
         return defaults
     }
 

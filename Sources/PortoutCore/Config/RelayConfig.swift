@@ -1,3 +1,5 @@
+import Foundation
+
 /// The relay's whole configuration, read from `config.json`.
 public struct RelayConfig: Sendable {
     public var listen: ListenAddress
@@ -71,6 +73,10 @@ public struct DeliveryDefaults: Sendable, Equatable {
     public var maxRetryAfterSeconds = 3600
     /// Consecutive failed attempts after which a destination gets one delivery at a time until one succeeds.
     public var breakerThreshold = 5
+    /// Threads that run libcurl transfers, the delivery thread included. libcurl does a transfer's work on the
+    /// thread driving its multi handle, so one thread caps the delivery rate. The default is one per CPU, up to
+    /// four.
+    public var transferThreads = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
 
     public init() {}
 }

@@ -46,11 +46,13 @@ struct PortOutIndex {
     private static func apply(
         _ record: EventRecord, status: PortOutStatus, at location: JournalLocation, to project: inout Project
     ) {
-        if let existing = project.entries[record.portOutID] {
+        // Updated through the index, so a port out already known costs one hash lookup rather than two.
+        if let index = project.entries.index(forKey: record.portOutID) {
+            let existing = project.entries.values[index]
             guard existing.status.rank <= status.rank else { return }
             // An `.updated` event with the same status changes the object, not how long it has been waiting.
             let since = existing.status == status ? existing.statusSinceMs : record.acceptedAtMs
-            project.entries[record.portOutID] = Entry(
+            project.entries.values[index] = Entry(
                 status: status, subscription: record.subscription, createdAtMs: existing.createdAtMs,
                 location: location, statusSinceMs: since)
             return
