@@ -38,7 +38,9 @@ private func decode(_ parts: [ArraySlice<UInt8>]) -> DecodeTranscript {
         break
     }
     fuzzCheck(
-        transcript.body.count <= decoderLimits.maxBodyBytes, "a body of \(transcript.body.count) bytes passed the limit")
+        transcript.body.count <= decoderLimits.maxBodyBytes,
+        "a body of \(transcript.body.count) bytes passed the limit"
+    )
     return transcript
 }
 

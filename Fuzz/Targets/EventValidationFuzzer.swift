@@ -2,7 +2,8 @@ import PortoutCore
 
 // Fuzz target `event-validation`: the input is a webhook body, parsed with `JSONParser.parse` and checked with
 // `EventValidator.validate` as intake does. A parsed value must survive `JSONWriter` and a second parse
-// unchanged, and an accepted event must carry what intake and the journal rely on.
+// unchanged, and an accepted event must carry what intake and the journal rely on. The read API later slices
+// `data` out of the stored body with `JSONSpan`, which must find the value the parser found.
 
 /// The identifier bound of `EventValidator`: ids and types travel on into log lines and header values.
 private let maxIdentifierBytes = 255
@@ -11,7 +12,9 @@ private func checkIdentifier(_ value: String, _ field: String) {
     fuzzCheck(!value.isEmpty, "an accepted event has an empty \(field)")
     fuzzCheck(value.utf8.count <= maxIdentifierBytes, "an accepted event's \(field) is \(value.utf8.count) bytes long")
     fuzzCheck(
-        !value.utf8.contains { $0 < 0x20 || $0 == 0x7F }, "an accepted event's \(field) contains a control character")
+        !value.utf8.contains { $0 < 0x20 || $0 == 0x7F },
+        "an accepted event's \(field) contains a control character"
+    )
 }
 
 private func checkAccepted(_ event: ValidatedEvent) {
@@ -52,6 +55,10 @@ public func fuzzEventValidation(_ data: UnsafePointer<UInt8>?, _ size: Int) -> C
         fuzzCheck(reparsed == value, "\(value) reads back as \(reparsed)")
     } catch {
         fatalError("the parser rejects its own value written as \(String(decoding: written, as: UTF8.self)): \(error)")
+    }
+    if let object = value.objectValue, let span = JSONSpan.member("data", in: bytes) {
+        let sliced = try? JSONParser.parse(Array(bytes[span]))
+        fuzzCheck(sliced != nil && sliced == object["data"], "JSONSpan finds data at \(span), not the parsed value")
     }
     if case .success(let event) = EventValidator.validate(value) {
         checkAccepted(event)

@@ -7,10 +7,12 @@ import PortoutHTTP
 /// Small limits, so that inputs of a few kilobytes reach the 413 and 431 paths.
 private let parserLimits = HTTPParserLimits(maxHeaderBytes: 1024, maxBodyBytes: 2048)
 
-/// The parts of a request head that a client controls, compared between the two deliveries.
+/// The parts of a request head that a client controls, with the path and query read from its target.
 private struct HeadSummary: Equatable {
     var method: String
     var target: String
+    var path: Substring
+    var query: Substring?
     var version: HTTPVersion
     var headers: [[String]]
     var framing: BodyFraming
@@ -21,6 +23,8 @@ private struct HeadSummary: Equatable {
     init(_ head: HTTPRequestHead) {
         self.method = head.method
         self.target = head.target
+        self.path = head.path
+        self.query = head.query
         self.version = head.version
         self.headers = head.headers.map { [$0.name, $0.value] }
         self.framing = head.framing
@@ -52,7 +56,10 @@ private func parse(_ parts: [ArraySlice<UInt8>], inputCount: Int) -> ParseTransc
         buffer.append(part)
         while true {
             // Each request takes at least one byte and yields at most a head and a request.
-            fuzzCheck(transcript.events.count <= 2 * inputCount + 2, "the parser returns events without consuming input")
+            fuzzCheck(
+                transcript.events.count <= 2 * inputCount + 2,
+                "the parser returns events without consuming input"
+            )
             switch parser.parse(&buffer) {
             case .needMoreData:
                 continue reading
@@ -62,8 +69,11 @@ private func parse(_ parts: [ArraySlice<UInt8>], inputCount: Int) -> ParseTransc
                 checkFraming(request)
                 transcript.events.append(
                     .request(
-                        HeadSummary(request.head), body: request.body,
-                        trailers: request.trailers.map { [$0.name, $0.value] }))
+                        HeadSummary(request.head),
+                        body: request.body,
+                        trailers: request.trailers.map { [$0.name, $0.value] }
+                    )
+                )
             case .failure(let error):
                 checkFailure(error, parser: &parser, buffer: &buffer)
                 transcript.events.append(.failure(error))

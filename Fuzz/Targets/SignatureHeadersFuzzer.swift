@@ -22,7 +22,8 @@ private let hexHeader = "x-signature"
 
 private func verifier(_ scheme: SignatureScheme) -> SignatureVerifier {
     SignatureVerifier(
-        VerifyConfig(scheme: scheme, secrets: secrets, toleranceSeconds: toleranceSeconds, header: hexHeader))
+        VerifyConfig(scheme: scheme, secrets: secrets, toleranceSeconds: toleranceSeconds, header: hexHeader)
+    )
 }
 
 private let verifiers = SignatureScheme.allCases.map { ($0, verifier($0)) }
@@ -59,7 +60,9 @@ private struct FuzzRequest {
 /// The timestamp and id are the input's when they are plain (decimal digits, visible ASCII), so the accepted
 /// request still depends on the input. The returned clock reading equals the timestamp.
 private func signedHeaders(
-    _ request: FuzzRequest, scheme: SignatureScheme, secretIndex: Int
+    _ request: FuzzRequest,
+    scheme: SignatureScheme,
+    secretIndex: Int
 ) -> (headers: HTTPHeaders, nowSeconds: Int) {
     let isPlainTimestamp =
         (1...10).contains(request.timestamp.utf8.count)
@@ -98,7 +101,9 @@ public func fuzzSignatureHeaders(_ data: UnsafePointer<UInt8>?, _ size: Int) -> 
         let signed = signedHeaders(request, scheme: scheme, secretIndex: secretIndex)
         let result = verifier.verify(headers: signed.headers, body: request.body, nowSeconds: signed.nowSeconds)
         if case .failure(let failure) = result {
-            fatalError("\(scheme.rawValue) rejected a correctly signed request: \(failure) with \(signed.headers.fields)")
+            fatalError(
+                "\(scheme.rawValue) rejected a correctly signed request: \(failure) with \(signed.headers.fields)"
+            )
         }
     }
     return 0
