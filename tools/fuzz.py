@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -47,7 +48,7 @@ def run_checked(command, step):
 
 
 def library_targets(swift):
-    """Returns the package's non-test library targets (Swift, C and system libraries) from its description."""
+    """Returns the library targets (Swift, C and system libraries) of the relay executable, from the package."""
     output = subprocess.run(
         [swift, "package", "describe", "--type", "json"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout
@@ -55,7 +56,7 @@ def library_targets(swift):
     return [
         target
         for target in description["targets"]
-        if target["type"] in ("library", "system-target") and target["path"].startswith("Sources/")
+        if target["type"] in ("library", "system-target") and "portout-relay" in target.get("product_memberships", [])
     ]
 
 
@@ -84,14 +85,29 @@ def module_inputs(targets, bin_path):
     return flags, objects
 
 
+def find_swiftc(swift):
+    """Returns the swiftc beside `swift`, after checking that its toolchain has libFuzzer's runtime."""
+    swift_path = shutil.which(swift)
+    if swift_path is None:
+        sys.exit(f"fuzz: {swift} not found; put Swift 6 on the PATH or pass --swift")
+    bin_directory = os.path.dirname(os.path.realpath(swift_path))
+    toolchain_lib = os.path.join(os.path.dirname(bin_directory), "lib")
+    runtimes = glob.glob(os.path.join(toolchain_lib, "clang", "*", "lib", "*", "libclang_rt.fuzzer-*.a"))
+    runtimes += glob.glob(os.path.join(toolchain_lib, "swift", "clang", "lib", "*", "libclang_rt.fuzzer-*.a"))
+    if not runtimes:
+        sys.exit(f"fuzz: libFuzzer's runtime (libclang_rt.fuzzer) is missing from the toolchain in {toolchain_lib}; "
+                 "use a Swift toolchain from swift.org, which includes it")
+    return os.path.join(bin_directory, "swiftc")
+
+
 def build(swift, names):
+    swiftc = find_swiftc(swift)
+    # PortoutRelay depends on every other library module of the relay, so this builds them all.
     run_checked(swift_build_command(swift, "--target", "PortoutRelay"), "building the product modules")
     bin_path = subprocess.run(
         swift_build_command(swift, "--show-bin-path"), cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.strip()
     flags, objects = module_inputs(library_targets(swift), bin_path)
-    swiftc = os.path.join(os.path.dirname(subprocess.run(
-        ["which", swift], check=True, capture_output=True, text=True).stdout.strip()), "swiftc")
     os.makedirs(os.path.join(SCRATCH, "bin"), exist_ok=True)
     for name in names:
         harness, _, _ = TARGETS[name]
@@ -171,7 +187,8 @@ def run_target(name, seconds):
     command += [scratch_corpus, os.path.join(FUZZ, "Corpus", name)]
     artifacts_before = set(os.listdir(artifact_dir))
     print(f"fuzz: running {name} for {seconds} s, output in {os.path.relpath(log_path, ROOT)}", flush=True)
-    # The Swift runtime's backtracer would handle the trap of a failed check before libFuzzer saves the input.
+    # The Swift runtime's backtracer would catch a failed check's trap first and trip AddressSanitizer while it
+    # reads memory, which buries libFuzzer's own report.
     environment = dict(os.environ, SWIFT_BACKTRACE="enable=no")
     with open(log_path, "w") as log:
         exit_code = subprocess.run(
