@@ -11,8 +11,9 @@ BENCH_ONLY ?=
 # A sentence for bench/results.md about the run's conditions, e.g. BENCH_NOTE="Taken on a quiet machine."
 BENCH_NOTE ?=
 PIP_PACKAGES := standardwebhooks==1.3.0 schemathesis==4.32.5
+FUZZ_SECONDS ?= 60
 
-.PHONY: build release run test test-thread-sanitizer test-address-sanitizer bench crash-test deps test-deps \
+.PHONY: build release run test test-thread-sanitizer test-address-sanitizer bench crash-test fuzz deps test-deps \
 	bench-deps clean
 
 deps:
@@ -61,6 +62,11 @@ bench: release bench-deps
 # holds and that duplicates stay within what the kills explain. Loopback only, a few minutes.
 crash-test: release
 	@$(PYTHON) tools/crash_test.py --binary .build/release/portout-relay --rounds 20
+
+# Builds the libFuzzer targets in Fuzz/Targets into .build/fuzz and runs each for FUZZ_SECONDS seconds, one at a
+# time. libFuzzer's runtime comes with the Swift toolchain. Exits non-zero if any target crashed.
+fuzz: deps
+	@$(PYTHON) tools/fuzz.py --swift $(SWIFT) --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf .build

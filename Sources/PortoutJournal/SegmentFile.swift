@@ -162,7 +162,7 @@ public enum SegmentFile {
                 result.records += 1
                 offset += self.frameHeaderBytes + payload.count
                 result.validBytes = offset
-            case .tornTail(let reason), .bad(let reason):
+            case .tornTail(let fault), .bad(let fault):
                 if self.isZero(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
                     // Zeros to the end are space preallocated for appends, or what a file system can leave of a
                     // write that a crash interrupted. Neither contains a record.
@@ -172,11 +172,11 @@ public enum SegmentFile {
                 let next = self.nextValidFrame(bytes, after: offset)
                 if next == bytes.count, self.isInterruptedWrite(bytes, at: offset) {
                     // Nothing valid follows, so this is the end of an interrupted write.
-                    result.tornTail = reason
+                    result.tornTail = fault.reason
                     return result
                 }
                 // A damaged length field can look like a frame cut short; valid frames after it show damage.
-                result.damage.append(Damage(start: offset, end: next, reason: reason))
+                result.damage.append(Damage(start: offset, end: next, reason: fault.reason))
                 offset = next
             }
         }
@@ -225,6 +225,10 @@ public enum SegmentFile {
         return header[self.magic.count..<count].allSatisfy { $0 == 0 }
     }
 
+    // NOTE: Each offset that reads as a plausible length and a known record kind costs a checksum over up to
+    // 16 MiB. `journal verify` takes about 11 s for a 64 MiB segment of random bytes (release build, 2 vCPUs).
+    // Bytes that look like such a header at most offsets cost time that grows with the square of their length:
+    // 1 MiB of the repeated bytes 01 01 01 00 takes 8.6 s.
     private static func nextValidFrame(_ bytes: UnsafeRawBufferPointer, after offset: Int) -> Int {
         var next = offset + 1
         while next < bytes.count {
@@ -236,24 +240,44 @@ public enum SegmentFile {
 
     private enum FrameCheck {
         case valid(UnsafeRawBufferPointer)
-        case tornTail(String)
-        case bad(String)
+        case tornTail(FrameFault)
+        case bad(FrameFault)
+    }
+
+    /// The fault that keeps the bytes at an offset from being a valid frame. The scan across damage checks every
+    /// offset, so the text is built only for the faults that end up in a result.
+    private enum FrameFault {
+        case headerCutShort
+        case implausibleLength(Int)
+        case payloadCutShort
+        case unknownKind
+        case checksumMismatch
+
+        var reason: String {
+            switch self {
+            case .headerCutShort: return "frame header is cut short"
+            case .implausibleLength(let length): return "frame length \(length) is implausible"
+            case .payloadCutShort: return "frame payload is cut short"
+            case .unknownKind: return "frame holds no known record kind"
+            case .checksumMismatch: return "frame checksum does not match"
+            }
+        }
     }
 
     private static func checkFrame(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> FrameCheck {
-        guard bytes.count - offset >= self.frameHeaderBytes else { return .tornTail("frame header is cut short") }
+        guard bytes.count - offset >= self.frameHeaderBytes else { return .tornTail(.headerCutShort) }
         let length = Int(self.readUInt32(bytes, at: offset))
         // The relay never writes an empty record, and a run of zero bytes would otherwise read as empty frames.
-        guard length > 0 && length <= self.maxPayloadBytes else { return .bad("frame length \(length) is implausible") }
+        guard length > 0 && length <= self.maxPayloadBytes else { return .bad(.implausibleLength(length)) }
         let start = offset + self.frameHeaderBytes
-        guard bytes.count - start >= length else { return .tornTail("frame payload is cut short") }
+        guard bytes.count - start >= length else { return .tornTail(.payloadCutShort) }
         // Every record starts with its kind. Checking it first keeps a scan across damaged bytes from computing a
         // checksum at most offsets.
-        guard JournalRecord.isKnownKind(bytes[start]) else { return .bad("frame holds no known record kind") }
+        guard JournalRecord.isKnownKind(bytes[start]) else { return .bad(.unknownKind) }
         let payload = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)])
         guard CRC32C.checksum(payload) == self.readUInt32(bytes, at: offset + 4) else {
             // A last frame whose pages were only partly written also fails its checksum.
-            return start + length == bytes.count ? .tornTail("frame checksum does not match") : .bad("frame checksum does not match")
+            return start + length == bytes.count ? .tornTail(.checksumMismatch) : .bad(.checksumMismatch)
         }
         return .valid(payload)
     }
