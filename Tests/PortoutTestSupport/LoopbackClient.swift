@@ -85,6 +85,14 @@ public final class LoopbackClient {
         }
     }
 
+    /// Returns whether the server has sent nothing and kept the connection open, checking without blocking.
+    public func isOpenAndSilent() -> Bool {
+        guard self.received.isEmpty else { return false }
+        var byte: UInt8 = 0
+        let count = Glibc.recv(self.fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT))
+        return count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+    }
+
     private func fill() -> Bool {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         let count = buffer.withUnsafeMutableBytes { Glibc.recv(self.fd, $0.baseAddress, $0.count, 0) }
