@@ -93,6 +93,15 @@ public final class LoopbackClient {
         return count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
     }
 
+    /// Waits up to `timeoutMs` for the server to send bytes or close, and returns whether it did.
+    public func waitForInput(timeoutMs: Int32) -> Bool {
+        if !self.received.isEmpty {
+            return true
+        }
+        var descriptor = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
+        return Glibc.poll(&descriptor, 1, timeoutMs) > 0
+    }
+
     private func fill() -> Bool {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         let count = buffer.withUnsafeMutableBytes { Glibc.recv(self.fd, $0.baseAddress, $0.count, 0) }
