@@ -151,8 +151,12 @@ struct HeadScanner: Sendable {
         case .failure(let error):
             return .failure(error)
         case .success(let framing):
-            if self.headers.values("host").count > 1 {
+            let hosts = self.headers.values("host")
+            if hosts.count > 1 {
                 return .failure(.badRequest("more than one Host header"))
+            }
+            if let host = hosts.first, !HostFieldSyntax.isValid(host) {
+                return .failure(.badRequest("Host header is not a valid host with an optional port"))
             }
             let connection = self.headers.tokens("connection")
             let keepAlive: Bool

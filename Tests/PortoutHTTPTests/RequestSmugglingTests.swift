@@ -168,9 +168,27 @@ struct RequestSmugglingTests {
         chunked("NUL in a trailer value", "5\r\nhello\r\n0\r\nX-Trailer: a\u{0}b\r\n\r\n"),
     ]
 
-    static let hostFields: [Case] = [
-        rejected("two Host fields", "GET /first HTTP/1.1\r\n" + host + "Host: other.example\r\n\r\n" + smuggled),
-        rejected("no Host in HTTP/1.1", "GET /first HTTP/1.1\r\n\r\n" + smuggled),
+    static let hostFields: [Case] =
+        [
+            rejected("two Host fields", "GET /first HTTP/1.1\r\n" + host + "Host: other.example\r\n\r\n" + smuggled),
+            rejected("no Host in HTTP/1.1", "GET /first HTTP/1.1\r\n\r\n" + smuggled),
+        ]
+        + invalidHostValues.map { name, value in
+            rejected(name, "GET /first HTTP/1.1\r\nHost: \(value)\r\n\r\n" + smuggled)
+        }
+
+    /// RFC 9112 section 3.2 requires a 400 for a Host value that is not `uri-host [ ":" port ]`.
+    static let invalidHostValues: [(name: String, value: String)] = [
+        ("Host with a space", "127.0.0.1 other.example"),
+        ("Host with a path", "127.0.0.1/first"),
+        ("Host with user information", "user@127.0.0.1"),
+        ("Host with a query", "127.0.0.1?x"),
+        ("Host with a non-numeric port", "127.0.0.1:http"),
+        ("Host with two ports", "127.0.0.1:80:81"),
+        ("Host with an unclosed IP literal", "[::1"),
+        ("Host with text after an IP literal", "[::1]x"),
+        ("Host with an invalid percent-encoding", "b%zzcher.example"),
+        ("Host with a comma-separated list", "127.0.0.1, other.example"),
     ]
 
     static let requestLines: [Case] = [
