@@ -31,6 +31,9 @@ struct ChunkedDecoder: Sendable {
                 case .needMoreData:
                     return .needMoreData
                 case .failure(let error):
+                    if error.status == 431 {
+                        return .failure(.badRequest("chunk size line exceeds \(Self.maxSizeLineBytes) bytes"))
+                    }
                     return .failure(error)
                 case .line(let line):
                     guard let size = Self.parseSizeLine(line) else {

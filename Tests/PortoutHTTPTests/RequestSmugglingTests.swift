@@ -135,6 +135,7 @@ struct RequestSmugglingTests {
         chunked("unterminated quoted extension", "5;a=\"b\r\nhello\r\n0\r\n\r\n"),
         chunked("LF inside a quoted extension", "5;a=\"b\nc\"\r\nhello\r\n0\r\n\r\n"),
         chunked("NUL inside a quoted extension", "5;a=\"b\u{0}c\"\r\nhello\r\n0\r\n\r\n"),
+        chunked("extension line over 4 KiB", "5;a=\(String(repeating: "v", count: 5000))\r\nhello\r\n0\r\n\r\n"),
     ]
 
     static let lineEndings: [Case] = [
