@@ -136,6 +136,11 @@ struct RequestSmugglingTests {
         chunked("LF inside a quoted extension", "5;a=\"b\nc\"\r\nhello\r\n0\r\n\r\n"),
         chunked("NUL inside a quoted extension", "5;a=\"b\u{0}c\"\r\nhello\r\n0\r\n\r\n"),
         chunked("extension line over 4 KiB", "5;a=\(String(repeating: "v", count: 5000))\r\nhello\r\n0\r\n\r\n"),
+        // Each line is short, but together they would let a client send unbounded bytes the body limit never counts.
+        chunked(
+            "extensions over 4 KiB in total",
+            String(repeating: "1;a=\(String(repeating: "v", count: 1000))\r\nx\r\n", count: 5) + "0\r\n\r\n"
+        ),
     ]
 
     static let lineEndings: [Case] = [
