@@ -18,10 +18,15 @@ struct ChunkedDecoder: Sendable {
 
     /// Longest chunk-size line accepted, extensions included.
     static let maxSizeLineBytes = 4096
+    /// Maximum chunk-extension bytes accepted across one body. The body limit counts only chunk data, so without
+    /// this a client could send unbounded extension bytes in one request. RFC 9112 section 7.1.1 recommends
+    /// such a limit.
+    static let maxExtensionBytes = 4096
 
     private var state = State.size
     private var trailers = HTTPHeaders()
     private var trailerBytes = 0
+    private var extensionBytes = 0
 
     mutating func decode(_ buffer: inout ByteBuffer, into body: inout [UInt8], limits: HTTPParserLimits) -> Outcome {
         while true {
@@ -31,10 +36,20 @@ struct ChunkedDecoder: Sendable {
                 case .needMoreData:
                     return .needMoreData
                 case .failure(let error):
+                    if error.status == 431 {
+                        return .failure(.badRequest("chunk size line exceeds \(Self.maxSizeLineBytes) bytes"))
+                    }
                     return .failure(error)
                 case .line(let line):
                     guard let size = Self.parseSizeLine(line) else {
                         return .failure(.badRequest("invalid chunk size line"))
+                    }
+                    if let extensionStart = line.firstIndex(of: UInt8(ascii: ";")) {
+                        self.extensionBytes += line.count - extensionStart
+                        if self.extensionBytes > Self.maxExtensionBytes {
+                            let reason = "chunk extensions exceed \(Self.maxExtensionBytes) bytes in total"
+                            return .failure(.badRequest(reason))
+                        }
                     }
                     if size > limits.maxBodyBytes - body.count {
                         return .failure(HTTPParseError(status: 413, reason: "chunked body exceeds the body limit"))

@@ -173,6 +173,9 @@ struct HeadScanner: Sendable {
             if self.headers.count(of: "host") > 1 {
                 return .failure(.badRequest("more than one Host header"))
             }
+            if let host = self.headers["host"], !HostFieldSyntax.isValid(host) {
+                return .failure(.badRequest("Host header is not a valid host with an optional port"))
+            }
             // Most requests carry no Connection field, so its tokens are split only when there is one.
             let connection = self.headers["connection"] == nil ? [] : self.headers.tokens("connection")
             let keepAlive: Bool

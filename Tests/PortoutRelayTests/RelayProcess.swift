@@ -50,6 +50,23 @@ final class RelayProcess {
         return Int(listen.split(separator: ":").last ?? "") ?? 0
     }
 
+    /// The port of the admin listener, from the start line.
+    var adminPort: Int {
+        let listen = self.started?["adminListen"]?.stringValue ?? ""
+        return Int(listen.split(separator: ":").last ?? "") ?? 0
+    }
+
+    /// Reads a size in KiB from `/proc/<pid>/status`, such as `VmRSS` or `RssAnon`, or nil if the process is gone.
+    func memoryKilobytes(_ field: String) -> Int? {
+        let path = "/proc/\(self.process.processIdentifier)/status"
+        guard let status = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix(field + ":") {
+            // For example "RssAnon:\t    5120 kB".
+            return line.split(separator: " ").dropLast().last.flatMap { Int($0) }
+        }
+        return nil
+    }
+
     func signal(_ number: Int32) {
         Glibc.kill(self.process.processIdentifier, number)
     }

@@ -36,6 +36,13 @@ public final class LoopbackClient {
         Glibc.close(self.fd)
     }
 
+    /// Makes the close at deinit send a reset instead of a FIN, as a client that aborts does. This end then keeps
+    /// no TIME_WAIT entry, so a test can open thousands of connections without running short of ephemeral ports.
+    public func resetOnClose() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(self.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+    }
+
     public func send(_ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {
@@ -83,6 +90,23 @@ public final class LoopbackClient {
             if count == 0 { return true }
             if count < 0 { return errno == ECONNRESET }
         }
+    }
+
+    /// Returns whether the server has sent nothing and kept the connection open, checking without blocking.
+    public func isOpenAndSilent() -> Bool {
+        guard self.received.isEmpty else { return false }
+        var byte: UInt8 = 0
+        let count = Glibc.recv(self.fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT))
+        return count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+    }
+
+    /// Waits up to `timeoutMs` for the server to send bytes or close, and returns whether it did.
+    public func waitForInput(timeoutMs: Int32) -> Bool {
+        if !self.received.isEmpty {
+            return true
+        }
+        var descriptor = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
+        return Glibc.poll(&descriptor, 1, timeoutMs) > 0
     }
 
     private func fill() -> Bool {
