@@ -27,12 +27,15 @@ struct ChunkedDecoder: Sendable {
     private var trailers = HTTPHeaders()
     private var trailerBytes = 0
     private var extensionBytes = 0
+    /// Bytes of the current line already checked, so that a line arriving a byte at a time is not scanned from
+    /// its start on every read.
+    private var lineScanned = 0
 
     mutating func decode(_ buffer: inout ByteBuffer, into body: inout [UInt8], limits: HTTPParserLimits) -> Outcome {
         while true {
             switch self.state {
             case .size:
-                switch Self.takeLine(&buffer, maxBytes: Self.maxSizeLineBytes) {
+                switch Self.takeLine(&buffer, maxBytes: Self.maxSizeLineBytes, scanned: &self.lineScanned) {
                 case .needMoreData:
                     return .needMoreData
                 case .failure(let error):
@@ -76,7 +79,7 @@ struct ChunkedDecoder: Sendable {
                 self.state = .size
             case .trailers:
                 let remainingAllowance = limits.maxHeaderBytes - self.trailerBytes
-                switch Self.takeLine(&buffer, maxBytes: remainingAllowance) {
+                switch Self.takeLine(&buffer, maxBytes: remainingAllowance, scanned: &self.lineScanned) {
                 case .needMoreData:
                     return .needMoreData
                 case .failure(let error):
@@ -116,9 +119,11 @@ struct ChunkedDecoder: Sendable {
     }
 
     /// Removes one CRLF-terminated line from the buffer; a CR or LF anywhere else in it is an error.
-    private static func takeLine(_ buffer: inout ByteBuffer, maxBytes: Int) -> LineOutcome {
+    /// `scanned` is how many bytes of the line earlier calls checked; it is reset when a line is taken.
+    private static func takeLine(_ buffer: inout ByteBuffer, maxBytes: Int, scanned: inout Int) -> LineOutcome {
         let count = buffer.readableCount
-        var index = 0
+        var index = scanned
+        defer { scanned = index }
         while index < count {
             let byte = buffer[index]
             if byte == 0x0A {
@@ -131,6 +136,7 @@ struct ChunkedDecoder: Sendable {
                 }
                 let line = buffer.read(index)
                 buffer.skip(2)
+                index = 0
                 return .line(line)
             }
             index += 1

@@ -58,5 +58,20 @@ struct EventValidatorTests {
 
     @Test func duplicateKeysRejected() {
         #expect(throws: JSONParseError.self) { try JSONParser.parse(#"{"a":1,"a":2}"#) }
+        // Past the linear search, the set of keys catches a late duplicate as well.
+        let many = (0..<40).map { "\"k\($0)\":\($0)" }.joined(separator: ",")
+        #expect(throws: JSONParseError.self) { try JSONParser.parse("{\(many),\"k3\":0}") }
+        #expect((try? JSONParser.parse("{\(many)}"))?.objectValue?.members.count == 40)
+    }
+
+    /// Keys that are canonically equivalent but spelled differently are two keys both to the duplicate check and
+    /// to lookup, so a lookup never returns a member under another key's spelling.
+    @Test func equivalentKeySpellingsStayDistinct() throws {
+        let object = try #require(try JSONParser.parse(#"{"K":1,"\u212A":2,"caf\u00e9":3,"cafe\u0301":4}"#).objectValue)
+        #expect(object.members.count == 4)
+        #expect(object["K"] == .number(1))
+        #expect(object["\u{212A}"] == .number(2))
+        #expect(object["caf\u{E9}"] == .number(3))
+        #expect(object["cafe\u{301}"] == .number(4))
     }
 }

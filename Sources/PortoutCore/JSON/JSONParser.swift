@@ -151,7 +151,7 @@ private struct Cursor {
         -> Bool
     {
         if members.count < self.linearKeyLimit {
-            return members.contains { Self.sameBytes($0.key, key) }
+            return members.contains { JSONObject.sameKey($0.key, key) }
         }
         if set.isEmpty {
             for member in members {
@@ -159,21 +159,6 @@ private struct Cursor {
             }
         }
         return !set.insert(Array(key.utf8)).inserted
-    }
-
-    private static func sameBytes(_ lhs: String, _ rhs: String) -> Bool {
-        let left = lhs.utf8
-        let right = rhs.utf8
-        guard left.count == right.count else { return false }
-        let compared = left.withContiguousStorageIfAvailable { leftBytes in
-            right.withContiguousStorageIfAvailable { rightBytes in
-                leftBytes.elementsEqual(rightBytes)
-            }
-        }
-        if let compared, let result = compared {
-            return result
-        }
-        return left.elementsEqual(right)
     }
 
     mutating func parseArray() throws(JSONParseError) -> JSONValue {

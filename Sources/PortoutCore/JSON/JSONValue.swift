@@ -70,15 +70,13 @@ public struct JSONObject: Sendable, Equatable {
     /// The member's value; setting replaces it in place or appends a new member, and setting nil removes it.
     public subscript(key: String) -> JSONValue? {
         get {
-            // Comparing UTF-8 lengths first skips the full comparison for nearly every member that differs.
-            let length = key.utf8.count
-            for member in self.members where member.key.utf8.count == length && member.key == key {
+            for member in self.members where Self.sameKey(member.key, key) {
                 return member.value
             }
             return nil
         }
         set {
-            let index = self.members.firstIndex { $0.key == key }
+            let index = self.members.firstIndex { Self.sameKey($0.key, key) }
             switch (index, newValue) {
             case (let index?, let value?): self.members[index].value = value
             case (let index?, nil): self.members.remove(at: index)
@@ -86,6 +84,24 @@ public struct JSONObject: Sendable, Equatable {
             case (nil, nil): break
             }
         }
+    }
+
+    /// Compares keys by their UTF-8 bytes, as the parser does when it rejects duplicates. String equality would
+    /// match canonically equivalent spellings ("K" and the Kelvin sign U+212A), so a lookup could find a member
+    /// the duplicate check let through under another spelling.
+    static func sameKey(_ lhs: String, _ rhs: String) -> Bool {
+        let left = lhs.utf8
+        let right = rhs.utf8
+        guard left.count == right.count else { return false }
+        let compared = left.withContiguousStorageIfAvailable { leftBytes in
+            right.withContiguousStorageIfAvailable { rightBytes in
+                leftBytes.elementsEqual(rightBytes)
+            }
+        }
+        if let compared, let result = compared {
+            return result
+        }
+        return left.elementsEqual(right)
     }
 
     public var keys: [String] {
