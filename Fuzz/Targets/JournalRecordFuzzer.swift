@@ -55,8 +55,14 @@ private func checkSegment(_ bytes: [UInt8]) {
         fuzzCheck(damage.end <= bytes.count, "damage \(damage) runs past the end of the segment")
         damageEnd = damage.end
     }
+    fuzzCheck(
+        result.unusedBytes == 0 || result.validBytes + result.unusedBytes == bytes.count,
+        "scan reports \(result.unusedBytes) unused bytes after \(result.validBytes) valid ones of \(bytes.count)")
     if result.problem == nil {
-        fuzzCheck(result.validBytes == bytes.count, "scan found no problem but accounts for \(result.validBytes) bytes")
+        // A clean scan accounts for every byte: records, then only zeros preallocated for appends.
+        fuzzCheck(
+            result.validBytes + result.unusedBytes == bytes.count,
+            "scan found no problem but accounts for \(result.validBytes + result.unusedBytes) bytes")
     }
 }
 
