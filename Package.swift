@@ -21,7 +21,7 @@ let package = Package(
         .target(name: "CCurlShim", dependencies: ["CCurl"], linkerSettings: [.linkedLibrary("curl")]),
         .target(name: "CLinuxShim"),
         .target(name: "CCRC32C"),
-        .target(name: "PortoutCore"),
+        .target(name: "PortoutCore", dependencies: ["CLinuxShim"]),
         .target(name: "PortoutCrypto", dependencies: ["COpenSSL"]),
         .target(name: "PortoutHTTP", dependencies: ["PortoutCore", "CLinuxShim"]),
         .target(name: "PortoutJournal", dependencies: ["PortoutCore", "CCRC32C"]),

@@ -1,6 +1,16 @@
 #define _GNU_SOURCE
 #include "CLinuxShim.h"
 
+#include <pthread.h>
+#include <string.h>
+
 int portout_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     return accept4(fd, address, length, flags);
+}
+
+int portout_set_thread_name(const char *name) {
+    char truncated[16];
+    strncpy(truncated, name, sizeof truncated - 1);
+    truncated[sizeof truncated - 1] = '\0';
+    return pthread_setname_np(pthread_self(), truncated);
 }

@@ -36,9 +36,7 @@ final class CurlWorker: @unchecked Sendable {
         self.multi = multi
         self.notify = notify
         self.setMaxConnections(maxConnections)
-        let thread = Thread { [self] in self.run() }
-        thread.name = name
-        thread.start()
+        startNamedThread(name) { [self] in self.run() }
     }
 
     deinit {

@@ -75,9 +75,7 @@ public final class DeliveryEngine: Sendable {
     }
 
     public func start() {
-        let thread = Thread { self.run() }
-        thread.name = "delivery"
-        thread.start()
+        startNamedThread("delivery") { self.run() }
     }
 
     /// Queues deliveries; each goes out when due and after the earlier deliveries of its ordering key.

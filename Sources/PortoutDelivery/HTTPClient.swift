@@ -80,9 +80,7 @@ public final class HTTPClient: Sendable {
 
     public init(name: String) {
         self.state = ClientState()
-        let thread = Thread { [self] in self.run() }
-        thread.name = name
-        thread.start()
+        startNamedThread(name) { [self] in self.run() }
     }
 
     public func send(_ request: Request, completion: @escaping Completion) {

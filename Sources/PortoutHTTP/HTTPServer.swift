@@ -85,12 +85,10 @@ public final class HTTPServer: Sendable {
         var finished: [DispatchSemaphore] = []
         for (index, connections) in loops.enumerated() {
             let done = DispatchSemaphore(value: 0)
-            let thread = Thread {
+            startNamedThread("http-loop-\(index)") {
                 connections.runLoop()
                 done.signal()
             }
-            thread.name = "http-loop-\(index)"
-            thread.start()
             finished.append(done)
         }
         self.state.withLock { state in

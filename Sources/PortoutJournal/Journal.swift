@@ -86,9 +86,7 @@ public final class Journal: Sendable {
             Glibc.close(lockFD)
             throw error
         }
-        let thread = Thread { journal.runWriter() }
-        thread.name = "journal-writer"
-        thread.start()
+        startNamedThread("journal-writer") { journal.runWriter() }
         return journal
     }
 

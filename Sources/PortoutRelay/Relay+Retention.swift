@@ -74,14 +74,12 @@ extension Relay {
     /// Starts the thread that runs retention a minute after start and every `retentionIntervalSeconds` after
     /// that, until `shutdown` signals `retentionStop`.
     func startRetentionThread() {
-        let thread = Thread { [self] in
+        startNamedThread("retention") { [self] in
             var wait = 60
             while self.retentionStop.wait(timeout: .now() + .seconds(wait)) == .timedOut {
                 self.applyRetention()
                 wait = Self.retentionIntervalSeconds
             }
         }
-        thread.name = "retention"
-        thread.start()
     }
 }

@@ -1,12 +1,16 @@
 #ifndef PORTOUT_CLINUXSHIM_H
 #define PORTOUT_CLINUXSHIM_H
 
-// Linux interfaces that Swift's Glibc module does not export: epoll, eventfd, and accept4 (a GNU extension).
+// Linux interfaces that Swift's Glibc module does not export: epoll, eventfd, and the GNU extensions accept4
+// and pthread_setname_np.
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
 int portout_accept4(int fd, struct sockaddr *_Nullable address, socklen_t *_Nullable length, int flags);
+
+// Names the calling thread; the kernel keeps the first 15 bytes.
+int portout_set_thread_name(const char *_Nonnull name);
 
 #endif
