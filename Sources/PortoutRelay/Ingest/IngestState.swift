@@ -24,15 +24,15 @@ struct IngestState: Sendable {
         case accept(sequence: UInt64, stale: Bool, previousRank: Int?)
     }
 
-    private(set) var dedupe: LRUIndex<DigestKey, DedupeEntry>
+    private(set) var dedupe: ShardedLRUIndex<DigestKey, DedupeEntry>
     /// The highest lifecycle rank accepted per port out, keyed by (tenant, port out).
-    private(set) var lifecycle: LRUIndex<DigestKey, Int>
+    private(set) var lifecycle: ShardedLRUIndex<DigestKey, Int>
     private(set) var nextSequence: UInt64 = 1
     private var twinWaiters: [DigestKey: [@Sendable (Bool) -> Void]] = [:]
 
     init(capacity: Int) {
-        self.dedupe = LRUIndex(capacity: capacity)
-        self.lifecycle = LRUIndex(capacity: capacity)
+        self.dedupe = ShardedLRUIndex(capacity: capacity)
+        self.lifecycle = ShardedLRUIndex(capacity: capacity)
     }
 
     mutating func reserveCapacity(_ count: Int) {

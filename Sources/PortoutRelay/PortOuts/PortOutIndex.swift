@@ -17,7 +17,8 @@ struct PortOutIndex {
     }
 
     struct Project {
-        var entries: [String: Entry] = [:]
+        /// Sharded, so that adding the port out that fills a table does not stall ingest while it grows.
+        var entries = ShardedDictionary<String, Entry>()
         /// Every port out of the project in ascending `SortKey` order; listing walks it backwards.
         var order: [PortOutPaging.SortKey] = []
     }
@@ -46,20 +47,23 @@ struct PortOutIndex {
     private static func apply(
         _ record: EventRecord, status: PortOutStatus, at location: JournalLocation, to project: inout Project
     ) {
-        // Updated through the index, so a port out already known costs one hash lookup rather than two.
-        if let index = project.entries.index(forKey: record.portOutID) {
-            let existing = project.entries.values[index]
-            guard existing.status.rank <= status.rank else { return }
+        // Read and written through one slot, so a port out already known costs one hash lookup rather than two.
+        let isNew = project.entries.withValue(forKey: record.portOutID) { slot -> Bool in
+            guard let existing = slot else {
+                slot = Entry(
+                    status: status, subscription: record.subscription, createdAtMs: record.portOutCreatedAtMs,
+                    location: location, statusSinceMs: record.acceptedAtMs)
+                return true
+            }
+            guard existing.status.rank <= status.rank else { return false }
             // An `.updated` event with the same status changes the object, not how long it has been waiting.
             let since = existing.status == status ? existing.statusSinceMs : record.acceptedAtMs
-            project.entries.values[index] = Entry(
+            slot = Entry(
                 status: status, subscription: record.subscription, createdAtMs: existing.createdAtMs,
                 location: location, statusSinceMs: since)
-            return
+            return false
         }
-        project.entries[record.portOutID] = Entry(
-            status: status, subscription: record.subscription, createdAtMs: record.portOutCreatedAtMs,
-            location: location, statusSinceMs: record.acceptedAtMs)
+        guard isNew else { return }
         PortOutPaging.insert(
             PortOutPaging.SortKey(createdAtMs: record.portOutCreatedAtMs, id: record.portOutID), into: &project.order)
     }
@@ -78,7 +82,7 @@ struct PortOutIndex {
     func stalled(nowMs: Int64, thresholdsMs: [PortOutStatus: Int64], tenant: String?) -> [Stalled] {
         var found: [Stalled] = []
         for (key, project) in self.projects where tenant == nil || key.tenant == tenant {
-            for (id, entry) in project.entries {
+            for (id, entry) in project.entries.elements {
                 guard let threshold = thresholdsMs[entry.status], nowMs - entry.statusSinceMs > threshold else { continue }
                 found.append(Stalled(tenant: key.tenant, project: key.project, id: id, status: entry.status, sinceMs: entry.statusSinceMs))
             }
@@ -92,7 +96,7 @@ struct PortOutIndex {
         var forgotten = 0
         for key in Array(self.projects.keys) {
             var project = self.projects[key]!
-            let removed = Set(project.entries.filter { $0.value.location.segment < segment }.map(\.key))
+            let removed = Set(project.entries.elements.filter { $0.value.location.segment < segment }.map(\.key))
             guard !removed.isEmpty else { continue }
             for id in removed {
                 project.entries.removeValue(forKey: id)
