@@ -61,9 +61,9 @@ def parse_arguments():
                         help=f"comma-separated parts to run, from {','.join(PARTS)} (default: all)")
     parser.add_argument("--note", help="a sentence for results.md about the conditions of this run")
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
-    parser.add_argument("--max-ingest-rate", type=int, default=40000,
+    parser.add_argument("--max-ingest-rate", type=int, default=70000,
                         help="the highest relay ingest rate expected, in req/s, which sizes the unique events of "
-                             "each relay run (default 40000)")
+                             "each relay run (default 70000)")
     parser.add_argument("--sweep-duration", type=int, default=5, help="seconds per sweep point (default 5)")
     parser.add_argument("--sweep-connections", type=count_list, default=[1, 4, 16, 32, 64, 128],
                         help="offered connection counts of the sweep (default 1,4,16,32,64,128)")
