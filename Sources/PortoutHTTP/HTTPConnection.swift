@@ -35,6 +35,9 @@ final class HTTPConnection: EventLoopHandler {
     private var pollingEvents: UInt32 = 0
     private var peerClosedInput = false
     private var hasHalfClosed = false
+    /// Set once the descriptor is closed. Its number may already belong to another socket or file opened by any
+    /// thread, so nothing may read, write or poll it after that.
+    private var isClosed = false
     /// The connection settings of the request being handled.
     private var keepAlive = true
     private var isHeadRequest = false
@@ -67,6 +70,8 @@ final class HTTPConnection: EventLoopHandler {
         if events & EPOLLOUT.rawValue != 0 {
             self.flush()
         }
+        // A failed write closes the connection, and the same event usually reports the hang-up that caused it.
+        guard !self.isClosed else { return }
         if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
             self.readAvailable()
         }
@@ -76,7 +81,7 @@ final class HTTPConnection: EventLoopHandler {
 
     private func readAvailable() {
         let buffer = self.owner.loop.readBuffer
-        while !self.peerClosedInput && self.received.readableCount < self.maxBuffered {
+        while !self.isClosed && !self.peerClosedInput && self.received.readableCount < self.maxBuffered {
             let result: IOResult<Int>
             do {
                 result = try Socket.read(self.fd, into: buffer)
@@ -124,7 +129,7 @@ final class HTTPConnection: EventLoopHandler {
 
     /// Parses buffered bytes until a request goes to the handler or more data is needed.
     private func processReceived() {
-        while self.phase != .handling && self.phase != .closing && self.outbound.isEmpty {
+        while !self.isClosed && self.phase != .handling && self.phase != .closing && self.outbound.isEmpty {
             switch self.requestParser.parse(&self.received) {
             case .needMoreData:
                 self.noteProgress()
@@ -278,6 +283,7 @@ final class HTTPConnection: EventLoopHandler {
     }
 
     private func flush() {
+        guard !self.isClosed else { return }
         while self.outboundOffset < self.outbound.count {
             let result: IOResult<Int>
             do {
@@ -316,7 +322,7 @@ final class HTTPConnection: EventLoopHandler {
     /// it has its response, costs no `epoll_ctl` call per request. Pipelined bytes are read into the buffer and
     /// parsed after the response.
     private func updatePolling() {
-        guard self.owner.isOpen(self.id) else { return }
+        guard !self.isClosed else { return }
         var events: UInt32 = 0
         if !self.outbound.isEmpty {
             events |= EPOLLOUT.rawValue
@@ -362,6 +368,8 @@ final class HTTPConnection: EventLoopHandler {
     }
 
     func close() {
+        guard !self.isClosed else { return }
+        self.isClosed = true
         self.owner.remove(self)
     }
 }

@@ -65,6 +65,14 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
         self.firstIndex(of: name).map(self.value(at:))
     }
 
+    /// Returns whether the first value of the named field is valid UTF-8, and true if there is no such field.
+    /// Values are read as text with invalid bytes replaced, so a value signed as bytes is checked with this first.
+    public func hasValidUTF8(_ name: String) -> Bool {
+        guard let index = self.firstIndex(of: name) else { return true }
+        let span = self.spans[index]
+        return String(validating: self.bytes[Int(span.valueStart)..<Int(span.valueEnd)], as: UTF8.self) != nil
+    }
+
     public func values(_ name: String) -> [String] {
         self.indices(of: name).map(self.value(at:))
     }

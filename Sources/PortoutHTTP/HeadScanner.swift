@@ -46,6 +46,10 @@ struct HeadScanner: Sendable {
                 guard bytes[self.position + 1] == 0x0A else {
                     return .failure(.badRequest("CR not followed by LF"))
                 }
+                // The limit covers the whole head, the CRLF that ends it included.
+                if self.position + 2 > limits.maxHeaderBytes {
+                    return .failure(HTTPParseError(status: 431, reason: "request head exceeds \(limits.maxHeaderBytes) bytes"))
+                }
                 let line = UnsafeBufferPointer(rebasing: bytes[self.lineStart..<self.position])
                 self.position += 2
                 self.lineStart = self.position

@@ -74,10 +74,6 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
         self.connections[id]?.send(response)
     }
 
-    func isOpen(_ id: UInt64) -> Bool {
-        self.connections[id] != nil
-    }
-
     func responder(for id: UInt64) -> HTTPResponder {
         HTTPResponder(connections: self, connectionID: id)
     }
@@ -134,7 +130,7 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
             Socket.close(self.listener)
         }
         for connection in Array(self.connections.values) {
-            self.remove(connection)
+            connection.close()
         }
         self.loop.stopRunning()
     }

@@ -16,7 +16,9 @@ struct HTTPServerTests {
 
         func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
             let text = "\(request.head.method) \(request.head.target) \(request.body.count)"
-            if request.head.path == "/slow" {
+            if request.head.path == "/large" {
+                responder.respond(HTTPResponse(status: 200, body: Array(repeating: UInt8(ascii: "x"), count: 65_536)))
+            } else if request.head.path == "/slow" {
                 DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) {
                     responder.respond(HTTPResponse(status: 200, body: Array(text.utf8)))
                 }
@@ -61,6 +63,22 @@ struct HTTPServerTests {
         #expect(bodies == ["GET /slow 0", "GET /second 0", "POST /third 2"])
     }
 
+    @Test func resetWhileResponsesWaitKeepsServing() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        // 200 pipelined requests for 64 KiB each fill the socket buffers, so responses are still waiting to be
+        // written when the reset arrives. The write fails and closes the connection inside the same readiness
+        // event that also reports the hang-up, which must not read the closed descriptor.
+        for _ in 0..<3 {
+            let client = try LoopbackClient(port: server.port)
+            client.send(String(repeating: "GET /large HTTP/1.1\r\nHost: x\r\n\r\n", count: 200))
+            Thread.sleep(forTimeInterval: 0.2)
+            client.resetOnClose()
+        }
+        let client = try LoopbackClient(port: server.port)
+        #expect(client.request("GET", "/after")?.status == 200)
+    }
+
     @Test func chunkedBodyDecoded() throws {
         let server = try Self.start()
         defer { server.shutdown() }
@@ -77,6 +95,20 @@ struct HTTPServerTests {
         #expect(client.readResponse()?.status == 100)
         client.send("body")
         #expect(client.readResponse()?.status == 200)
+    }
+
+    @Test func headLimitIncludesFinalCRLF() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        // Heads of exactly the 1,024-byte limit and one byte over it.
+        for (size, status) in [(1024, 200), (1025, 431)] {
+            let start = "GET /h HTTP/1.1\r\nHost: x\r\nX-Pad: "
+            let head = start + String(repeating: "a", count: size - start.utf8.count - 4) + "\r\n\r\n"
+            #expect(head.utf8.count == size)
+            let client = try LoopbackClient(port: server.port)
+            client.send(head)
+            #expect(client.readResponse()?.status == status)
+        }
     }
 
     @Test func earlyResponseClosesWhenBodyUnread() throws {

@@ -58,6 +58,25 @@ struct SignatureSchemeTests {
         #expect(missing.json?.objectValue?["code"] == "signatureMissing")
     }
 
+    @Test func invalidUTF8IdRejected() throws {
+        let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)
+        defer { harness.finish() }
+        let body = Events.portOut("pout_utf8", status: "initiated")
+        // Signed over the text the id reads as, with U+FFFD in place of the invalid byte 0xFF that is sent.
+        let signed = RelayHarness.standardWebhooksHeaders(body, secret: RelayHarness.inboundSecret, id: "msg_\u{FFFD}")
+        var request = Array("POST /webhooks/t1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".utf8)
+        request += Array("webhook-id: msg_".utf8) + [0xFF] + Array("\r\n".utf8)
+        for (name, value) in signed.dropFirst() {
+            request += Array("\(name): \(value)\r\n".utf8)
+        }
+        request += Array("Content-Length: \(body.count)\r\n\r\n".utf8) + body
+        let client = try harness.client()
+        client.send(request)
+        let response = try #require(client.readResponse())
+        #expect(response.status == 401)
+        #expect(response.json?.objectValue?["message"] == "The webhook-id header is malformed.")
+    }
+
     static func timestampedHeader(_ body: [UInt8], secrets: [String], timestamp: Int) -> String {
         let signatures = secrets.map {
             "v1=" + ByteEncoding.hex(WebhookSignature.timestamped(key: Self.key($0), timestamp: String(timestamp), body: body))

@@ -59,8 +59,13 @@ struct SignatureVerifier: Sendable {
     }
 
     private func verifyStandardWebhooks(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
-        guard let id = headers["webhook-id"] ?? headers["svix-id"], !id.isEmpty else {
+        let idName = headers["webhook-id"] != nil ? "webhook-id" : "svix-id"
+        guard let id = headers[idName], !id.isEmpty else {
             return .failure(.missing("webhook-id header"))
+        }
+        // The MAC covers the id's bytes as sent, and text read from invalid UTF-8 has other bytes.
+        guard headers.hasValidUTF8(idName) else {
+            return .failure(.malformed("\(idName) header"))
         }
         guard let timestampText = headers["webhook-timestamp"] ?? headers["svix-timestamp"] else {
             return .failure(.missing("webhook-timestamp header"))
