@@ -15,7 +15,8 @@ def fan_out(context, destinations):
     data = context.journal(f"delivery-{destinations}", records, "--destinations", ",".join(names))
     rate, reference_rate, connections = deliver(context, f"delivery-{destinations}", data, names, records,
                                                 8 * destinations)
-    return [row(f"delivery rate, {destinations} destination(s)", rate, reference_rate, "req/s",
+    label = f"{destinations} destination" + ("s" if destinations > 1 else "")
+    return [row(f"delivery rate, {label}", rate, reference_rate, "req/s",
                 f"wrk -c{connections} to the same nginx sink", target=">= 0.5x", ok=rate >= 0.5 * reference_rate)]
 
 

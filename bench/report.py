@@ -25,15 +25,16 @@ def verdict_text(result):
 def format_value(value, unit):
     if value is None:
         return ""
-    if unit in ("req/s", "bytes"):
+    if unit in ("req/s", "bytes", "requests"):
         return f"{value:,.0f} {unit}"
     return f"{value:.2f} {unit}"
 
 
 def print_table(results):
-    print(f"\n{'measure':<52} {'relay':>13} {'reference':>13} {'ratio':>7}  {'target':<10} {'':<4} reference")
+    width = max([52] + [len(result["name"]) for result in results])
+    print(f"\n{'measure':<{width}} {'relay':>13} {'reference':>13} {'ratio':>7}  {'target':<10} {'':<4} reference is")
     for result in results:
-        print(f"{result['name']:<52} {format_value(result['value'], result['unit']):>13} "
+        print(f"{result['name']:<{width}} {format_value(result['value'], result['unit']):>13} "
               f"{format_value(result['reference'], result['unit']):>13} {ratio_text(result):>7}  "
               f"{result['target'] or '':<10} {verdict_text(result):<4} {result['referenceName'] or ''}")
 

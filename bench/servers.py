@@ -1,6 +1,6 @@
 """Start and stop the servers that the benchmarks load: the relay, nginx and Debian's `webhook`.
 
-Every server listens on 127.0.0.1 on a port of 18180-18199, and every process started here is stopped by the
+Every server listens on 127.0.0.1 on a port of 18180-18183, and every process started here is stopped by the
 caller through `stop`.
 """
 import json

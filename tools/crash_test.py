@@ -7,9 +7,10 @@ The rounds take turns killing the relay while its journal writer is inside fdata
 frequent), and at a random moment. After each kill the journal is read offline with `portout-relay journal
 dump`: a delivery the sink has received but the journal does not show as settled was in flight at the kill.
 
-The run passes only if every event that got a 2xx reached the sink, each port out's statuses first reached the
-sink in lifecycle order, and every duplicate at the sink is a delivery that was in flight at a kill, at most
-once per kill it was in flight at.
+The run passes only if every event that got a 2xx reached the sink and each port out's statuses first reached
+the sink in lifecycle order. Every duplicate at the sink must also be a delivery that was in flight at a kill,
+at most once per kill it was in flight at. No kill may leave more than twice the destination's concurrency in flight:
+the attempts under way plus as many outcomes not yet written.
 
 Everything listens on 127.0.0.1; the run is bounded by --rounds and by a timeout per phase.
 """
@@ -49,6 +50,10 @@ class Sink(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", SINK_PORT), SinkHandler)
         self.lock = threading.Lock()
         self.arrivals = []
+        # Requests being handled now, since a killed relay's last requests may still be in progress.
+        self.active = 0
+        # Kills so far, recorded with each arrival so that a failure report shows between which kills copies came.
+        self.kills = 0
 
     def handle_error(self, request, client_address):
         # A killed relay resets its connections; that is the point of the test, not an error to print.
@@ -60,13 +65,20 @@ class SinkHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        data = json.loads(body).get("data", {})
         with self.server.lock:
-            self.server.arrivals.append((self.headers.get("webhook-id"), data.get("id"), data.get("status")))
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+            self.server.active += 1
+        try:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            data = json.loads(body).get("data", {})
+            with self.server.lock:
+                self.server.arrivals.append(
+                    (self.headers.get("webhook-id"), data.get("id"), data.get("status"), self.server.kills))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        finally:
+            with self.server.lock:
+                self.server.active -= 1
 
     def log_message(self, *arguments):
         pass
@@ -202,9 +214,14 @@ def check(load, sink, in_flight_by_round):
             kills_in_flight[event_id] = kills_in_flight.get(event_id, 0) + 1
     unexplained = sorted(
         event_id for event_id, count in copies.items() if count - 1 > kills_in_flight.get(event_id, 0))
+    # At most CONCURRENCY attempts are in flight at once, and as many more may have their outcome still queued
+    # for the journal writer. A relay that failed to journal outcomes would leave far more unsettled.
+    too_many_in_flight = [
+        (round_number, len(in_flight)) for round_number, in_flight in enumerate(in_flight_by_round, start=1)
+        if len(in_flight) > 2 * CONCURRENCY]
     first_order = {}
     seen = set()
-    for event_id, port_out, status in arrivals:
+    for event_id, port_out, status, _ in arrivals:
         if event_id not in seen:
             seen.add(event_id)
             first_order.setdefault(port_out, []).append(STATUSES.index(status))
@@ -220,10 +237,18 @@ def check(load, sink, in_flight_by_round):
         failures.append(f"{len(missing)} acknowledged events never reached the sink, such as {sorted(missing)[:3]}")
     if out_of_order:
         failures.append(f"{len(out_of_order)} port outs reached the sink out of order, such as {out_of_order[:3]}")
+    if too_many_in_flight:
+        failures.append(
+            f"kills left more deliveries unsettled than {2 * CONCURRENCY} (twice the concurrency) can explain: "
+            f"(round, count) {too_many_in_flight[:3]}")
     if unexplained:
         failures.append(
             f"{len(unexplained)} events reached the sink more often than kills caught them in flight, such as "
             f"{unexplained[:3]}")
+        for event_id in unexplained[:3]:
+            kills = [arrival[3] for arrival in arrivals if arrival[0] == event_id]
+            rounds = [number for number, in_flight in enumerate(in_flight_by_round, start=1) if event_id in in_flight]
+            failures.append(f"{event_id} arrived after kills {kills}; in flight at the kills of rounds {rounds}")
     return failures
 
 
@@ -270,9 +295,9 @@ def run_rounds(arguments, relay, config, log_path, load, sink):
     round, the events whose delivery was in flight at its kill."""
     in_flight_by_round = []
     for round_number in range(1, arguments.rounds + 1):
-        offset = os.path.getsize(log_path)
         # Some load first, so that each kill finds deliveries queued and in flight.
         time.sleep(random.uniform(0.2, 1.5))
+        offset = os.path.getsize(log_path)
         if round_number % 3 == 1:
             moment = "inside a group commit's fdatasync"
             if not wait_for_group_commit(relay.pid, timeout=10):
@@ -318,10 +343,22 @@ def wait_for_group_commit(pid, timeout):
 def deliveries_in_flight(binary, config, sink):
     """Returns the events the sink has received whose delivery the killed relay's journal does not show as
     settled: those it may send again after the restart."""
-    # A sink thread may still be reading a request the relay wrote just before it died.
-    time.sleep(0.3)
+    # Requests the relay wrote just before it died may still be in the sink's socket buffers, not yet parsed, so
+    # the sink must be idle with no new arrival for a while, not only idle once.
+    deadline = time.time() + 10
+    quiet_checks = 0
+    last_count = -1
+    while quiet_checks < 5:
+        if time.time() > deadline:
+            sys.exit("the sink was still receiving requests 10 s after the relay was killed")
+        time.sleep(0.05)
+        with sink.lock:
+            count = len(sink.arrivals)
+            quiet_checks = quiet_checks + 1 if sink.active == 0 and count == last_count else 0
+            last_count = count
     with sink.lock:
         received = {arrival[0] for arrival in sink.arrivals}
+        sink.kills += 1
     dump = subprocess.run(
         [binary, "journal", "dump", "--config", config], capture_output=True, text=True, timeout=120, check=True)
     events = {}

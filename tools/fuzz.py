@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUZZ = os.path.join(ROOT, "Fuzz")
@@ -191,21 +192,25 @@ def run_target(name, seconds):
     # The Swift runtime's backtracer would catch a failed check's trap first and trip AddressSanitizer while it
     # reads memory, which buries libFuzzer's own report.
     environment = dict(os.environ, SWIFT_BACKTRACE="enable=no")
+    started = time.monotonic()
     with open(log_path, "w") as log:
         exit_code = subprocess.run(
             command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
         ).returncode
+    elapsed = time.monotonic() - started
     with open(log_path, errors="replace") as log:
-        return summarize(name, log.read(), exit_code, artifacts_before, artifact_dir)
+        row = summarize(name, log.read(), exit_code, artifacts_before, artifact_dir)
+    row["seconds"] = round(elapsed)
+    return row
 
 
-def print_table(rows, seconds):
+def print_table(rows):
     print()
     print(f"{'target':<20} {'seconds':>7} {'executions':>12} {'exec/s':>8} {'coverage':>8} {'features':>8} "
           f"{'corpus':>6}  result")
     for row in rows:
         result = "ok" if row["failure"] is None else "FAILED"
-        print(f"{row['target']:<20} {seconds:>7} {row['executions']:>12} {row['rate']:>8} {row['coverage']:>8} "
+        print(f"{row['target']:<20} {row['seconds']:>7} {row['executions']:>12} {row['rate']:>8} {row['coverage']:>8} "
               f"{row['features']:>8} {row['corpus']:>6}  {result}")
     for row in rows:
         if row["failure"] is not None:
@@ -233,7 +238,7 @@ def main():
     if arguments.build_only:
         return 0
     rows = [run_target(name, arguments.seconds) for name in names]
-    print_table(rows, arguments.seconds)
+    print_table(rows)
     return 1 if any(row["failure"] is not None for row in rows) else 0
 
 
