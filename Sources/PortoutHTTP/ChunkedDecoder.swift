@@ -88,7 +88,11 @@ struct ChunkedDecoder: Sendable {
                     }
                     return .failure(error)
                 case .line(let line):
+                    // The limit covers the whole trailer section, each line's CRLF and the final one included.
                     self.trailerBytes += line.count + 2
+                    if self.trailerBytes > limits.maxHeaderBytes {
+                        return .failure(HTTPParseError(status: 431, reason: "chunked trailers exceed the header limit"))
+                    }
                     if line.isEmpty {
                         return .done(self.trailers)
                     }

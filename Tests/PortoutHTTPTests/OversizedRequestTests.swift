@@ -91,6 +91,19 @@ struct OversizedRequestTests {
         try Self.expectRejected(request, status: 431, code: "headersTooLarge")
     }
 
+    /// A trailer section of exactly the head limit, its final CRLF included, is served, and one byte more is not.
+    @Test func trailerLimitIncludesFinalCRLF() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        for (size, status) in [(Self.maxHeaderBytes, 200), (Self.maxHeaderBytes + 1, 431)] {
+            let trailers = "X-T: " + String(repeating: "v", count: size - 9) + "\r\n\r\n"
+            #expect(trailers.utf8.count == size)
+            let client = try LoopbackClient(port: server.port)
+            client.send(Self.head + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n" + trailers)
+            #expect(client.readResponse()?.status == status)
+        }
+    }
+
     /// The limits themselves are allowed, so the rejections above come from passing them.
     @Test func requestsAtLimitsServed() throws {
         let server = try Self.start()
