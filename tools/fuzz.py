@@ -27,7 +27,7 @@ SCRATCH = os.path.join(ROOT, ".build", "fuzz")
 # Target name: (harness file in Fuzz/Targets, dictionary in Fuzz/Dictionaries or None, extra libFuzzer options).
 TARGETS = {
     # The receive buffer reclaims consumed bytes only past 4096 of them, and libFuzzer keeps inputs to 4096 bytes
-    # unless told otherwise or given larger seeds.
+    # unless -max_len or larger seeds raise that.
     "http-request": ("HTTPRequestFuzzer.swift", "http.dict", ["-max_len=16384"]),
     "chunked-decoder": ("ChunkedDecoderFuzzer.swift", "chunked.dict", []),
     "signature-headers": ("SignatureHeadersFuzzer.swift", "signature.dict", []),

@@ -1,3 +1,5 @@
+import PortoutCore
+
 /// Decodes a `Transfer-Encoding: chunked` body (RFC 9112 section 7.1) from a receive buffer.
 ///
 /// Chunk extensions are checked for syntax and dropped. White space around a chunk size or extension, which
@@ -155,7 +157,7 @@ struct ChunkedDecoder: Sendable {
     static func parseSizeLine(_ line: [UInt8]) -> Int? {
         var index = 0
         var size = 0
-        while index < line.count, let digit = Self.hexValue(line[index]) {
+        while index < line.count, let digit = ASCII.hexDigitValue(line[index]) {
             guard index < 15 else { return nil }
             size = size << 4 | digit
             index += 1
@@ -198,14 +200,5 @@ struct ChunkedDecoder: Sendable {
             }
         }
         return nil
-    }
-
-    private static func hexValue(_ byte: UInt8) -> Int? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return Int(byte - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return Int(byte - UInt8(ascii: "a")) + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return Int(byte - UInt8(ascii: "A")) + 10
-        default: return nil
-        }
     }
 }

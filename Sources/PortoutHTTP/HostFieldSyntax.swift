@@ -1,3 +1,5 @@
+import PortoutCore
+
 /// The syntax of a `Host` field value: `uri-host [ ":" port ]` (RFC 9110 section 7.2, RFC 3986 section 3.2.2).
 ///
 /// RFC 9112 section 3.2 requires a 400 for a request whose Host value does not match it.
@@ -29,7 +31,8 @@ enum HostFieldSyntax {
         while index < bytes.endIndex {
             let byte = bytes[index]
             if byte == UInt8(ascii: "%") {
-                guard index + 2 < bytes.endIndex, Self.isHexDigit(bytes[index + 1]), Self.isHexDigit(bytes[index + 2])
+                guard index + 2 < bytes.endIndex, ASCII.hexDigitValue(bytes[index + 1]) != nil,
+                    ASCII.hexDigitValue(bytes[index + 2]) != nil
                 else { return false }
                 index += 3
                 continue
@@ -61,16 +64,6 @@ enum HostFieldSyntax {
         case UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("),
             UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"),
             UInt8(ascii: "="):
-            return true
-        default:
-            return false
-        }
-    }
-
-    private static func isHexDigit(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"),
-            UInt8(ascii: "A")...UInt8(ascii: "F"):
             return true
         default:
             return false

@@ -121,7 +121,8 @@ struct LoadSummary {
         if let firstError = self.firstError {
             fields["firstError"] = firstError
         }
-        // JSONSerialization fails only on non-finite numbers, and measuredNs is at least one second.
+        // JSONSerialization fails only on non-finite numbers. The rate is finite because measuredNs is at least the
+        // --duration, which option parsing keeps at one second or more.
         let data = try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
     }

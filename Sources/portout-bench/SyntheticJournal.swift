@@ -67,12 +67,14 @@ func writeJournal(_ arguments: [String]) throws -> Int32 {
         StandardError.write("portout-bench journal: \(error)\n")
         return 2
     }
+
     let tenant = option("--tenant", in: arguments) ?? "bench"
     let project = option("--project", in: arguments) ?? "acme-mobile"
     let destinations = option("--destinations", in: arguments)?.split(separator: ",").map(String.init) ?? []
     let journal = try Journal.open(
         directory: dataDirectory + "/journal", segmentBytes: 64 << 20, logger: Logger(level: .warning)
     ) { _, _ in }
+
     let failures = Locked<Int>(0)
     let acceptedAt = Int64(Date().timeIntervalSince1970 * 1000)
     for index in 0..<records {
@@ -99,6 +101,7 @@ func writeJournal(_ arguments: [String]) throws -> Int32 {
         }
     }
     journal.close()
+
     let failed = failures.withLock { $0 }
     print("wrote \(records - failed) records to \(dataDirectory)/journal")
     return failed == 0 ? 0 : 1

@@ -117,38 +117,21 @@ struct HTTPRequestParserConformanceTests {
         }
     }
 
-    /// Records every request the server hands over and responds to each with 200.
-    final class RecordingHandler: HTTPRequestHandler {
-        let requests = Locked<[HTTPRequest]>([])
-
-        func checkHead(_ head: HTTPRequestHead, peer: String) -> HTTPResponse? {
-            nil
+    /// One server for every case, with the default head limit, a body limit above any case's body, and short
+    /// timeouts for the cases that stop mid-request.
+    static let server: RecordingServer = {
+        try! RecordingServer(eventLoops: 1) { limits in
+            limits.maxHeaderBytes = Limits().maxHeaderBytes
+            limits.maxBodyBytes = 1 << 20
+            limits.headerTimeoutMs = 1000
+            limits.bodyTimeoutMs = 1000
         }
-
-        func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
-            self.requests.withLock { $0.append(request) }
-            responder.respond(HTTPResponse(status: 200, body: Array("ok".utf8)))
-        }
-    }
-
-    static let handler = RecordingHandler()
-    static let server: HTTPServer = {
-        var limits = Limits()
-        limits.maxBodyBytes = 1 << 20
-        limits.headerTimeoutMs = 1000
-        limits.bodyTimeoutMs = 1000
-        let server = HTTPServer(
-            configuration: HTTPServer.Configuration(host: "127.0.0.1", port: 0, eventLoops: 1, limits: limits),
-            handler: Self.handler, logger: Logger(level: .error))
-        try! server.start()
-        return server
     }()
 
     /// Sends the raw bytes on a fresh connection, ends the sending side, and returns everything the server sent
     /// until it closed, with the requests it handed to the handler.
     static func exchange(_ raw: [UInt8]) throws -> (requests: [HTTPRequest], response: String) {
-        _ = Self.server
-        Self.handler.requests.withLock { $0.removeAll() }
+        Self.server.handler.requests.withLock { $0.removeAll() }
         let client = try LoopbackClient(port: Self.server.port, readTimeoutSeconds: 5)
         client.send(raw)
         Socket.shutdownWrite(client.fd)
@@ -159,7 +142,7 @@ struct HTTPRequestParserConformanceTests {
             guard count > 0 else { break }
             received.append(contentsOf: buffer[0..<count])
         }
-        return (Self.handler.requests.withLock { $0 }, String(decoding: received, as: UTF8.self))
+        return (Self.server.requests, String(decoding: received, as: UTF8.self))
     }
 
     /// Through a live socket, a case's requests reach the handler exactly as llhttp read them, or the server

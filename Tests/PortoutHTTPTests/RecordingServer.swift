@@ -8,8 +8,8 @@ import PortoutTestSupport
 /// to each with 200 and the text `METHOD target bodyLength`.
 ///
 /// The limits start from the defaults with a 1 KiB head and a 4 KiB body, so that limit tests send little.
-final class RecordingServer {
-    final class Handler: HTTPRequestHandler {
+final class RecordingServer: Sendable {
+    final class Handler: HTTPRequestHandler, Sendable {
         let requests = Locked<[HTTPRequest]>([])
 
         func checkHead(_ head: HTTPRequestHead, peer: String) -> HTTPResponse? {

@@ -1,13 +1,13 @@
 /// An `LRUIndex` split by key hash into `HashShards.count` indexes, each with an equal share of the capacity, so
 /// that no single table grows all at once (see `HashShards`).
 ///
-/// Each shard forgets its own least recently used entry when full, so the entry forgotten is the oldest of its
-/// shard rather than of the whole index; with keys spread evenly that is among the oldest sixty-fourth. Below
+/// A full shard evicts its own least recently used entry, which is the oldest of that shard rather than of the
+/// whole index. With keys spread evenly, it is among the oldest sixty-fourth of all entries. Below
 /// `minimumShardedCapacity` the index keeps one shard and exact order, since small tables grow quickly anyway.
 public struct ShardedLRUIndex<Key: Hashable, Value> {
     public static var minimumShardedCapacity: Int { 65_536 }
 
-    /// The most entries the index holds; with shards, rounded up to a multiple of their count.
+    /// The maximum number of entries, rounded up to a multiple of the shard count.
     public let capacity: Int
     @usableFromInline var shards: [LRUIndex<Key, Value>]
 
@@ -36,7 +36,7 @@ public struct ShardedLRUIndex<Key: Hashable, Value> {
         self.shards[self.shard(of: key)].peek(key)
     }
 
-    /// Inserts or replaces the value, marks it most recently used, and returns the entry its shard forgot to
+    /// Inserts or replaces the value, marks it most recently used, and returns the entry its shard evicted to
     /// make room.
     @inlinable @discardableResult
     public mutating func insert(_ key: Key, _ value: Value) -> (key: Key, value: Value)? {
