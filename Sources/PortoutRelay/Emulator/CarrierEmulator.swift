@@ -252,7 +252,7 @@ final class EmulatorState: @unchecked Sendable {
     }
 
     var portOuts: [String: Stored] = [:]
-    var orders: [String: [PortOutPaging.SortKey]] = [:]
+    var orders: [String: SortedChunks<PortOutPaging.SortKey>] = [:]
     var credentials: [String: Credentials] = [:]
     var random: EmulatorRandom
     var webhooksSent = 0
@@ -267,13 +267,12 @@ final class EmulatorState: @unchecked Sendable {
 
     func insert(_ portOut: PortOut, project: String, createdAtMs: Int64) {
         self.portOuts[portOut.id] = Stored(portOut: portOut, project: project, createdAtMs: createdAtMs)
-        PortOutPaging.insert(
-            PortOutPaging.SortKey(createdAtMs: createdAtMs, id: portOut.id), into: &self.orders[project, default: []])
+        self.orders[project, default: SortedChunks()].insert(PortOutPaging.SortKey(createdAtMs: createdAtMs, id: portOut.id))
     }
 }
 
 /// SplitMix64, seeded for reproducible runs or from the system's generator otherwise.
-struct EmulatorRandom {
+struct EmulatorRandom: RandomNumberGenerator {
     private var state: UInt64
     private static let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
 

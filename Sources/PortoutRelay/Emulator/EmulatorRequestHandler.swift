@@ -169,7 +169,7 @@ extension CarrierEmulator {
         case .success(let parsed):
             listQuery = parsed
         }
-        let result = PortOutPaging.page(order: self.state.orders[project] ?? [], listQuery) { id in
+        let result = PortOutPaging.page(order: self.state.orders[project] ?? SortedChunks(), listQuery) { id in
             self.state.portOuts[id].flatMap { stored in
                 stored.project != project
                     ? nil

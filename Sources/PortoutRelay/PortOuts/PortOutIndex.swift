@@ -20,7 +20,7 @@ struct PortOutIndex {
         /// Sharded, so that adding the port out that fills a table does not stall ingest while it grows.
         var entries = ShardedDictionary<String, Entry>()
         /// Every port out of the project in ascending `SortKey` order; listing walks it backwards.
-        var order: [PortOutPaging.SortKey] = []
+        var order = SortedChunks<PortOutPaging.SortKey>()
     }
 
     struct ProjectKey: Hashable {
@@ -64,8 +64,7 @@ struct PortOutIndex {
             return false
         }
         guard isNew else { return }
-        PortOutPaging.insert(
-            PortOutPaging.SortKey(createdAtMs: record.portOutCreatedAtMs, id: record.portOutID), into: &project.order)
+        project.order.insert(PortOutPaging.SortKey(createdAtMs: record.portOutCreatedAtMs, id: record.portOutID))
     }
 
     /// A port out waiting in a non-terminal status for longer than its threshold.

@@ -40,29 +40,6 @@ enum PortOutPaging {
         case unknownCursor(parameter: String, id: String)
     }
 
-    /// Adds a port out to an ascending order; new port outs usually sort last, so that case costs no search.
-    static func insert(_ key: SortKey, into order: inout [SortKey]) {
-        if let last = order.last, key < last {
-            order.insert(key, at: self.insertionIndex(key, in: order))
-        } else {
-            order.append(key)
-        }
-    }
-
-    static func insertionIndex(_ key: SortKey, in order: [SortKey]) -> Int {
-        var low = 0
-        var high = order.count
-        while low < high {
-            let middle = (low + high) / 2
-            if order[middle] < key {
-                low = middle + 1
-            } else {
-                high = middle
-            }
-        }
-        return low
-    }
-
     /// Lists port outs newest first.
     ///
     /// `after` continues with the items that follow the given id in that order, `before` with the items just
@@ -70,7 +47,7 @@ enum PortOutPaging {
     /// the port out there changes status. `moreItemsAfter` is the last item's id when more matching items
     /// follow it, and `moreItemsBefore` the first item's id when more precede it.
     static func page(
-        order: [SortKey], _ query: ListQuery, summary: (String) -> Summary?
+        order: SortedChunks<SortKey>, _ query: ListQuery, summary: (String) -> Summary?
     ) -> Result<Page, ListError> {
         func matches(_ position: Int) -> Bool {
             guard let entry = summary(order[position].id) else { return false }
@@ -81,7 +58,7 @@ enum PortOutPaging {
             guard let entry = summary(id) else {
                 return .failure(.unknownCursor(parameter: parameter, id: id))
             }
-            return .success(self.insertionIndex(SortKey(createdAtMs: entry.createdAtMs, id: id), in: order))
+            return .success(order.insertionIndex(of: SortKey(createdAtMs: entry.createdAtMs, id: id)))
         }
 
         // Positions count down from the newest; a page is collected walking away from the cursor.
