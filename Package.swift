@@ -36,7 +36,7 @@ let package = Package(
         .executableTarget(name: "portout-relay", dependencies: ["PortoutRelay"]),
         .executableTarget(
             name: "portout-bench",
-            dependencies: ["PortoutCore", "PortoutJournal", "PortoutRelay"]
+            dependencies: ["PortoutCore", "PortoutJournal", "PortoutRelay", "PortoutDelivery", "CCurl"]
         ),
         .target(
             name: "PortoutTestSupport",

@@ -6,8 +6,8 @@ import PortoutCore
 ///
 /// Thread-safety: confined to the delivery thread, which is why it is `@unchecked Sendable`; libcurl handles
 /// must not be used from two threads at once.
-final class CurlTransfer: @unchecked Sendable {
-    let handle: UnsafeMutableRawPointer
+package final class CurlTransfer: @unchecked Sendable {
+    package let handle: UnsafeMutableRawPointer
     private var headerList: UnsafeMutablePointer<curl_slist>?
     /// The first `bodyLimit` bytes of the response body.
     private(set) var responseBody: [UInt8] = []
@@ -19,7 +19,7 @@ final class CurlTransfer: @unchecked Sendable {
     var delivery: PendingDelivery?
     var startedAtMs: Int64 = 0
 
-    init() {
+    package init() {
         CurlGlobal.initialise()
         guard let handle = curl_easy_init() else {
             fatalError("curl_easy_init failed: libcurl could not allocate a handle")
@@ -34,7 +34,7 @@ final class CurlTransfer: @unchecked Sendable {
 
     /// Prepares a request; libcurl copies the body and the header strings. A POST always sends its body, even
     /// an empty one, and GET sends none. Redirects are never followed.
-    func prepare(
+    package func prepare(
         method: String = "POST", url: String, headers: [String], body: [UInt8], timeoutMs: Int, bodyLimit: Int = 256
     ) {
         curl_easy_reset(self.handle)
@@ -77,7 +77,7 @@ final class CurlTransfer: @unchecked Sendable {
         _ = portout_curl_easy_setopt_pointer(self.handle, CURLOPT_HEADERDATA, context)
     }
 
-    var responseStatus: Int {
+    package var responseStatus: Int {
         var status = 0
         _ = portout_curl_easy_getinfo_long(self.handle, CURLINFO_RESPONSE_CODE, &status)
         return status

@@ -56,7 +56,7 @@ extension DeliveryEngine {
                         eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
                         attempt: delivery.attempts, outcome: .cancelled, httpStatus: nil, atMs: now,
                         nextAttemptAtMs: nil, error: "replay \(replayID) was cancelled")
-                    self.loop.outcomes.append(.attempt(record))
+                    self.loop.hold(.attempt(record), nowMs: now)
                     self.observer?.settled(delivery, attempt: record)
                 }
                 if !removed.isEmpty {

@@ -18,7 +18,7 @@ import Synchronization
 public final class DeliveryEngine: Sendable {
     public static let userAgent = "portout-relay/\(RelayVersion.current)"
     /// The header lines every delivery carries before its signature headers.
-    static let fixedHeaderLines = [
+    package static let fixedHeaderLines = [
         "Content-Type: application/json",
         "User-Agent: " + userAgent,
         // libcurl would otherwise wait for a 100 Continue before sending larger bodies.
@@ -146,8 +146,11 @@ public final class DeliveryEngine: Sendable {
             var running: Int32 = 0
             curl_multi_perform(loop.multi, &running)
             self.collectFinished()
-            self.journalOutcomes()
-            let timeout = stopDeadline == nil ? self.pollTimeoutMs() : 50
+            self.journalOutcomes(force: stopDeadline != nil)
+            var timeout = stopDeadline == nil ? self.pollTimeoutMs() : 50
+            if let heldSince = self.loop.outcomesHeldSinceMs {
+                timeout = min(timeout, max(0, heldSince + Self.outcomeHoldMs - WallClock.milliseconds()))
+            }
             if timeout > 0 {
                 curl_multi_poll(loop.multi, nil, 0, Int32(timeout), nil)
             }
@@ -155,6 +158,7 @@ public final class DeliveryEngine: Sendable {
     }
 
     private func stop() {
+        self.journalOutcomes(force: true)
         let abandoned = self.loop.inFlightCount
         self.loop.cancelAll()
         let late = self.inbox.withLock { inbox in
@@ -228,12 +232,25 @@ public final class DeliveryEngine: Sendable {
         self.updateCounters(key) { $0.inFlight = destination.queue.inFlight }
     }
 
-    /// Journals the outcomes settled in this pass as one batch.
+    /// Outcomes are held for at most this long, or until this many are held, and then journaled together.
+    ///
+    /// Handing each pass's one or two outcomes to the journal woke its writer thread about once per delivery.
+    /// Batching raised the delivery benchmark's rate from about 25,800 to 29,000 a second. Holding outcomes
+    /// longer would lose more of them in a crash, and each lost outcome is a delivery made again after restart.
+    static let outcomeHoldMs: Int64 = 1
+    static let outcomeBatchRecords = 16
+
+    /// Journals the held outcomes as one batch once the batch is full, the oldest has been held for
+    /// `outcomeHoldMs`, nothing is in flight any more, or `force` is set.
     ///
     /// Outcomes are advisory: if a crash loses one, the attempt is made again after the restart, which
     /// at-least-once delivery allows. So they are not synced on their own, and a failed write is only logged.
-    private func journalOutcomes() {
-        guard !self.loop.outcomes.isEmpty else { return }
+    private func journalOutcomes(force: Bool) {
+        guard let heldSince = self.loop.outcomesHeldSinceMs else { return }
+        let isDue = force || self.loop.outcomes.count >= Self.outcomeBatchRecords || self.loop.inFlightCount == 0
+            || WallClock.milliseconds() - heldSince >= Self.outcomeHoldMs
+        guard isDue else { return }
+        self.loop.outcomesHeldSinceMs = nil
         let count = self.loop.outcomes.count
         let logger = self.logger
         self.journal.appendAdvisory(self.loop.outcomes) { result in
@@ -319,7 +336,7 @@ public final class DeliveryEngine: Sendable {
             eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
             attempt: attempt, outcome: outcome, httpStatus: httpStatus, atMs: now, nextAttemptAtMs: nextAttemptAt,
             error: reason)
-        self.loop.outcomes.append(.attempt(record))
+        self.loop.hold(.attempt(record), nowMs: now)
         self.observer?.settled(delivery, attempt: record)
         if outcome == .delivered, let httpStatus, (200..<300).contains(httpStatus) {
             destination.deliveredCounter.increment()

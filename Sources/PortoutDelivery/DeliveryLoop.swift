@@ -20,8 +20,17 @@ final class DeliveryLoop: @unchecked Sendable {
     /// Threads with multi handles of their own, and the transfers each has in flight.
     private var workers: [CurlWorker] = []
     private var workerInFlight: [Int] = []
-    /// Attempt records settled in the current pass, journaled together at its end.
+    /// Attempt records settled and not yet journaled; `DeliveryEngine.journalOutcomes` writes them in batches.
     var outcomes: [JournalRecord] = []
+    /// When the oldest record in `outcomes` was added; nil while it is empty.
+    var outcomesHeldSinceMs: Int64?
+
+    func hold(_ outcome: JournalRecord, nowMs: Int64) {
+        self.outcomes.append(outcome)
+        if self.outcomesHeldSinceMs == nil {
+            self.outcomesHeldSinceMs = nowMs
+        }
+    }
 
     /// Returns the runtime of a configured or detached destination.
     func runtime(_ key: String) -> DestinationRuntime? {

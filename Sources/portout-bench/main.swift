@@ -1,6 +1,7 @@
 // portout-bench: tools for bench/run.py. `journal` writes a synthetic journal for the start-up, memory and
 // delivery benchmarks, so they do not depend on pushing a million events through HTTP first. `load` sends
-// pre-signed events at a fixed rate and measures latency from each request's scheduled send time.
+// pre-signed events at a fixed rate and measures latency from each request's scheduled send time. `curl` measures
+// libcurl's own rate against a delivery sink, which caps the relay's delivery rate.
 import Foundation
 import PortoutCore
 
@@ -9,6 +10,8 @@ let usage = """
                                  [--tenant ID] [--project ID] [--destinations A,B]
            portout-bench load --url http://127.0.0.1:PORT --events FILE --rate N --duration SECONDS
                               [--warmup SECONDS] [--connections N] [--path PATH] [--timeout-ms MS]
+           portout-bench curl --url http://127.0.0.1:PORT/PATH --requests N [--connections C] [--threads T]
+                              [--body-bytes B]
 
     journal: writes N accepted port-out events to DIR/journal, as the relay would journal them, each fanned
     out to the listed destinations and not yet delivered. By default each port out gets K consecutive events
@@ -21,6 +24,12 @@ let usage = """
     warm-up (default 1 s, not recorded) and then the duration. Each request has a scheduled send time, and
     its latency runs from that time to the end of its response, so a slow response also counts against the
     requests queued behind it. Loopback addresses only. Prints one JSON line of figures.
+
+    curl: posts a body of B bytes (default 560) N times with libcurl, over C connections (default 8) split
+    across T threads (default: the relay's delivery.transferThreads default), each with its own multi handle,
+    and with the relay's delivery headers. Nothing else happens per request, so the rate is a ceiling for
+    the relay's delivery rate to the same URL. Loopback addresses only. Prints one JSON line of figures and
+    exits with 1 if any request did not get a 2xx.
     """
 
 let arguments = Array(CommandLine.arguments.dropFirst())
@@ -28,6 +37,7 @@ do {
     switch arguments.first {
     case "journal": exit(try writeJournal(arguments))
     case "load": exit(try runOpenLoopLoad(arguments))
+    case "curl": exit(try runCurlCeiling(arguments))
     default:
         StandardError.write(usage + "\n")
         exit(2)
