@@ -42,6 +42,8 @@ final class HTTPConnection: EventLoopHandler {
     private var keepAlive = true
     private var isHeadRequest = false
     private var isHTTP10 = false
+    /// Bytes of the server's body budget held for the current request, returned when its response is sent.
+    private var reservedBodyBytes = 0
     /// A response chosen from the head alone, sent in place of calling the handler when the request completes.
     private var earlyResponse: HTTPResponse?
     /// The method, path and start of the request being handled, for the access log.
@@ -190,9 +192,47 @@ final class HTTPConnection: EventLoopHandler {
             }
             return
         }
+        if hasBody && !self.reserveBody(head.framing) {
+            return
+        }
         if hasBody && head.expectsContinue {
             self.queue(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
             self.flush()
+        }
+    }
+
+    /// Reserves the body's size from the server's budget, or the body limit when the body is chunked. When the
+    /// budget is spent, responds 503 and ends the connection instead, since the unread body would otherwise
+    /// be taken for the next request.
+    private func reserveBody(_ framing: BodyFraming) -> Bool {
+        let bytes: Int
+        if case .contentLength(let length) = framing {
+            bytes = length
+        } else {
+            bytes = self.configuration.parserLimits.maxBodyBytes
+        }
+        if self.owner.server.reserveBody(bytes) {
+            self.reservedBodyBytes = bytes
+            return true
+        }
+        self.owner.server.logger.warning(
+            "request rejected",
+            ["reason": "request bodies in memory reached limits.maxPendingBodyBytes", "status": 503,
+             "bodyBytes": .number(Double(bytes)), "peer": .string(self.peer)])
+        self.keepAlive = false
+        self.phase = .handling
+        self.send(HTTPResponse(
+            error: .serviceUnavailable(
+                code: "serverBusy", "The server has too many request bodies in memory. Retry shortly.",
+                retryAfterSeconds: 1),
+            closeConnection: true))
+        return false
+    }
+
+    private func releaseBody() {
+        if self.reservedBodyBytes > 0 {
+            self.owner.server.releaseBody(self.reservedBodyBytes)
+            self.reservedBodyBytes = 0
         }
     }
 
@@ -232,6 +272,7 @@ final class HTTPConnection: EventLoopHandler {
     /// Sends the response to the request being handled. Called on the loop thread.
     func send(_ response: HTTPResponse) {
         guard self.phase == .handling else { return }
+        self.releaseBody()
         if self.owner.server.accessLog.load(ordering: .relaxed) {
             self.logAccess(response)
         }
@@ -245,6 +286,9 @@ final class HTTPConnection: EventLoopHandler {
         if close {
             self.phase = .closing
             self.deadline = self.owner.loop.now + Self.lingerMs
+            // Nothing more is parsed, so bytes read ahead (up to a whole body when the budget was spent) go now
+            // rather than when the client closes.
+            self.received = ByteBuffer()
         } else {
             self.phase = .awaitingRequest
             self.deadline = self.owner.loop.now + self.configuration.idleTimeoutMs
@@ -370,6 +414,7 @@ final class HTTPConnection: EventLoopHandler {
     func close() {
         guard !self.isClosed else { return }
         self.isClosed = true
+        self.releaseBody()
         self.owner.remove(self)
     }
 }

@@ -13,6 +13,7 @@ public final class HTTPServer: Sendable {
         public var eventLoops: Int
         public var parserLimits: HTTPParserLimits
         public var maxConnections: Int
+        public var maxPendingBodyBytes: Int
         public var headerTimeoutMs: UInt64
         public var bodyTimeoutMs: UInt64
         public var idleTimeoutMs: UInt64
@@ -23,6 +24,7 @@ public final class HTTPServer: Sendable {
             self.eventLoops = eventLoops
             self.parserLimits = HTTPParserLimits(maxHeaderBytes: limits.maxHeaderBytes, maxBodyBytes: limits.maxBodyBytes)
             self.maxConnections = limits.maxConnections
+            self.maxPendingBodyBytes = limits.maxPendingBodyBytes
             self.headerTimeoutMs = UInt64(limits.headerTimeoutMs)
             self.bodyTimeoutMs = UInt64(limits.bodyTimeoutMs)
             self.idleTimeoutMs = UInt64(limits.idleTimeoutMs)
@@ -34,6 +36,8 @@ public final class HTTPServer: Sendable {
     let logger: Logger
     /// Open connections across all loops, checked against `maxConnections` on accept.
     let openConnections = Atomic<Int>(0)
+    /// Body bytes reserved by requests across all loops, checked against `maxPendingBodyBytes`.
+    let pendingBodyBytes = Atomic<Int>(0)
     /// Whether each response is logged as a `request` line; a configuration reload may switch it.
     public let accessLog = Atomic<Bool>(false)
     private let state = Locked<RunState>(RunState())
@@ -57,6 +61,29 @@ public final class HTTPServer: Sendable {
 
     public var connectionCount: Int {
         self.openConnections.load(ordering: .relaxed)
+    }
+
+    /// Body bytes reserved by the requests being read or handled, for tests.
+    var reservedBodyBytes: Int {
+        self.pendingBodyBytes.load(ordering: .relaxed)
+    }
+
+    /// Reserves `bytes` of the body budget. Returns false, reserving nothing, if that would exceed the budget.
+    func reserveBody(_ bytes: Int) -> Bool {
+        var current = self.pendingBodyBytes.load(ordering: .relaxed)
+        while current + bytes <= self.configuration.maxPendingBodyBytes {
+            let (exchanged, original) = self.pendingBodyBytes.compareExchange(
+                expected: current, desired: current + bytes, ordering: .relaxed)
+            if exchanged {
+                return true
+            }
+            current = original
+        }
+        return false
+    }
+
+    func releaseBody(_ bytes: Int) {
+        self.pendingBodyBytes.subtract(bytes, ordering: .relaxed)
     }
 
     /// Binds the listening sockets and starts the event-loop threads; returns the bound port.

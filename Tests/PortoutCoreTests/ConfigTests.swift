@@ -56,6 +56,20 @@ struct ConfigTests {
         }
     }
 
+    @Test func pendingBodyBytesAtLeastBodyLimit() throws {
+        let tenants = #""tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]"#
+        let defaults = try Self.parse("{\(tenants)}")
+        #expect(defaults.limits.maxPendingBodyBytes == 64 * 1024 * 1024)
+        let equal = try Self.parse(#"{"limits": {"maxBodyBytes": 2048, "maxPendingBodyBytes": 2048}, "#.appending(tenants + "}"))
+        #expect(equal.limits.maxPendingBodyBytes == 2048)
+        do {
+            _ = try Self.parse(#"{"limits": {"maxBodyBytes": 4096, "maxPendingBodyBytes": 4095}, "#.appending(tenants + "}"))
+            Issue.record("maxPendingBodyBytes below maxBodyBytes was accepted")
+        } catch {
+            #expect(error.problems.map(\.path) == ["$.limits.maxPendingBodyBytes"])
+        }
+    }
+
     @Test func secretFromEnvironmentAndFile() throws {
         setenv("PORTOUT_TEST_SECRET", "whsec_ZW52LXNlY3JldA==", 1)
         let directory = NSTemporaryDirectory() + "portout-config-\(UUID().uuidString)"
