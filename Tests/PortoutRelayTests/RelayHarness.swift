@@ -101,12 +101,16 @@ final class RelayHarness {
         return try #require(response)
     }
 
+    /// Returns the three Standard Webhooks headers for `body`. `timestampText`, when given, is sent and signed in
+    /// place of `timestamp`'s digits.
     static func standardWebhooksHeaders(
-        _ body: [UInt8], secret: String, id: String, timestamp: Int = Int(Date().timeIntervalSince1970)
+        _ body: [UInt8], secret: String, id: String, timestamp: Int = Int(Date().timeIntervalSince1970),
+        timestampText: String? = nil
     ) -> [(String, String)] {
         let key = Secret(value: secret, source: "test").keyBytes
-        let signature = WebhookSignature.standardWebhooks(key: key, id: id, timestamp: String(timestamp), body: body)
-        return [("webhook-id", id), ("webhook-timestamp", String(timestamp)), ("webhook-signature", "v1,\(signature)")]
+        let text = timestampText ?? String(timestamp)
+        let signature = WebhookSignature.standardWebhooks(key: key, id: id, timestamp: text, body: body)
+        return [("webhook-id", id), ("webhook-timestamp", text), ("webhook-signature", "v1,\(signature)")]
     }
 }
 

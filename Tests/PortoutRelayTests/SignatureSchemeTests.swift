@@ -47,15 +47,36 @@ struct SignatureSchemeTests {
         let future = RelayHarness.standardWebhooksHeaders(
             body, secret: RelayHarness.inboundSecret, id: "msg_1", timestamp: Self.now + 600)
         #expect(try harness.post(body, headers: future).status == 401)
-        for extreme in ["-9223372036854775808", "9223372036854775807"] {
+        // The largest timestamp is out of range, not an overflow. A negative one has a sign, so it is malformed.
+        for (extreme, code) in [("9223372036854775807", "timestampOutOfRange"), ("-9223372036854775808", "signatureInvalid")] {
             let overflowing = [("webhook-id", "msg_1"), ("webhook-timestamp", extreme), ("webhook-signature", "v1,AAAA")]
             let response = try harness.post(body, headers: overflowing)
             #expect(response.status == 401)
-            #expect(response.json?.objectValue?["code"] == "timestampOutOfRange")
+            #expect(response.json?.objectValue?["code"] == .string(code), "\(extreme)")
         }
         let missing = try harness.post(body, headers: [])
         #expect(missing.status == 401)
         #expect(missing.json?.objectValue?["code"] == "signatureMissing")
+    }
+
+    /// A repeated signature header is rejected even when one of its copies is valid, since a proxy in front may
+    /// take the other one. A timestamp with a plus sign is rejected even when the signature covers it.
+    @Test func repeatedHeadersAndPlusTimestampRejected() throws {
+        let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)
+        defer { harness.finish() }
+        let body = Events.portOut("pout_repeat", status: "initiated")
+        let valid = RelayHarness.standardWebhooksHeaders(body, secret: RelayHarness.inboundSecret, id: "msg_1")
+        for index in valid.indices {
+            let response = try harness.post(body, headers: valid + [valid[index]])
+            #expect(response.status == 401, "\(valid[index].0)")
+            #expect(response.json?.objectValue?["message"] == .string("The request has more than one \(valid[index].0) header."))
+        }
+        let plusSigned = RelayHarness.standardWebhooksHeaders(
+            body, secret: RelayHarness.inboundSecret, id: "msg_1", timestampText: "+\(Self.now)")
+        let plusResponse = try harness.post(body, headers: plusSigned)
+        #expect(plusResponse.status == 401)
+        #expect(plusResponse.json?.objectValue?["message"] == "The webhook-timestamp header is malformed.")
+        #expect(try harness.post(body, headers: valid).status == 202)
     }
 
     @Test func invalidUTF8IdRejected() throws {

@@ -19,6 +19,8 @@ struct SignatureVerifier: Sendable {
     enum Failure: Error, Equatable {
         case missing(String)
         case malformed(String)
+        /// A signature header sent more than once, which a proxy in front could read differently.
+        case repeated(String)
         case timestampOutOfRange(skewSeconds: Int)
         case mismatch
 
@@ -28,6 +30,8 @@ struct SignatureVerifier: Sendable {
                 return .unauthorized(code: "signatureMissing", "The request has no \(what).")
             case .malformed(let what):
                 return .unauthorized(code: "signatureInvalid", "The \(what) is malformed.")
+            case .repeated(let name):
+                return .unauthorized(code: "signatureInvalid", "The request has more than one \(name) header.")
             case .timestampOutOfRange(let skew):
                 return .unauthorized(
                     code: "timestampOutOfRange",
@@ -43,6 +47,7 @@ struct SignatureVerifier: Sendable {
             switch self {
             case .missing: return "signature missing"
             case .malformed: return "signature malformed"
+            case .repeated: return "signature header repeated"
             case .timestampOutOfRange: return "timestamp outside tolerance"
             case .mismatch: return "signature mismatch"
             }
@@ -60,6 +65,10 @@ struct SignatureVerifier: Sendable {
 
     private func verifyStandardWebhooks(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
         let idName = headers["webhook-id"] != nil ? "webhook-id" : "svix-id"
+        for name in [idName, "webhook-timestamp", "svix-timestamp", "webhook-signature", "svix-signature"]
+        where headers.count(of: name) > 1 {
+            return .failure(.repeated(name))
+        }
         guard let id = headers[idName], !id.isEmpty else {
             return .failure(.missing("webhook-id header"))
         }
@@ -73,7 +82,7 @@ struct SignatureVerifier: Sendable {
         guard let signatureText = headers["webhook-signature"] ?? headers["svix-signature"] else {
             return .failure(.missing("webhook-signature header"))
         }
-        guard let timestamp = Int(timestampText), timestampText.utf8.allSatisfy({ $0 < 0x80 }) else {
+        guard let timestamp = Self.unixSeconds(timestampText[...]) else {
             return .failure(.malformed("webhook-timestamp header"))
         }
         if let failure = self.checkTolerance(timestamp, now) {
@@ -95,6 +104,9 @@ struct SignatureVerifier: Sendable {
     }
 
     private func verifyTimestampedHex(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
+        guard headers.count(of: self.config.header) <= 1 else {
+            return .failure(.repeated(self.config.header))
+        }
         guard let value = headers[self.config.header] else {
             return .failure(.missing("\(self.config.header) header"))
         }
@@ -110,7 +122,7 @@ struct SignatureVerifier: Sendable {
                 candidates.append(bytes)
             }
         }
-        guard let timestampText, let timestamp = Int(timestampText) else {
+        guard let timestampText, let timestamp = Self.unixSeconds(timestampText) else {
             return .failure(.malformed("\(self.config.header) header's t= timestamp"))
         }
         guard !candidates.isEmpty else { return .failure(.malformed("\(self.config.header) header's v1= signature")) }
@@ -128,6 +140,9 @@ struct SignatureVerifier: Sendable {
     }
 
     private func verifyHex(_ headers: HTTPHeaders, _ body: [UInt8]) -> Result<Void, Failure> {
+        guard headers.count(of: self.config.header) <= 1 else {
+            return .failure(.repeated(self.config.header))
+        }
         guard let value = headers[self.config.header] else {
             return .failure(.missing("\(self.config.header) header"))
         }
@@ -143,6 +158,15 @@ struct SignatureVerifier: Sendable {
             matched = true
         }
         return matched ? .success(()) : .failure(.mismatch)
+    }
+
+    /// Parses a timestamp of Unix seconds written as 1 to 19 ASCII digits. `Int.init` alone would also take a
+    /// sign, which no sender writes.
+    private static func unixSeconds(_ text: Substring) -> Int? {
+        guard (1...19).contains(text.utf8.count), text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
+            return nil
+        }
+        return Int(text)
     }
 
     private func checkTolerance(_ timestamp: Int, _ now: Int) -> Failure? {
