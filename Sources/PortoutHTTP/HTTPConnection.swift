@@ -42,8 +42,9 @@ final class HTTPConnection: EventLoopHandler {
     private var keepAlive = true
     private var isHeadRequest = false
     private var isHTTP10 = false
-    /// Bytes of the server's body budget held for the current request, returned when its response is sent.
-    private var reservedBodyBytes = 0
+    /// Bytes read and counted in the server's `bufferedRequestBytes` that have had no response yet: the request
+    /// under way and any read ahead of it. `settleCharge` lowers it to what is still buffered at each response.
+    private var chargedBytes = 0
     /// A response chosen from the head alone, sent in place of calling the handler when the request completes.
     private var earlyResponse: HTTPResponse?
     /// The method, path and start of the request being handled, for the access log.
@@ -98,6 +99,13 @@ final class HTTPConnection: EventLoopHandler {
                 break
             }
             if self.phase != .closing {
+                // While the handler has a request, the bytes read ahead are counted but never refused, since that
+                // request's response must go out first. maxBuffered still bounds them.
+                guard self.owner.server.chargeBuffered(count, force: self.phase == .handling) else {
+                    self.rejectBufferFull()
+                    return
+                }
+                self.chargedBytes += count
                 self.received.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             }
             // Otherwise the connection is draining after its final response. The bytes are discarded so that the
@@ -192,47 +200,36 @@ final class HTTPConnection: EventLoopHandler {
             }
             return
         }
-        if hasBody && !self.reserveBody(head.framing) {
-            return
-        }
         if hasBody && head.expectsContinue {
             self.queue(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
             self.flush()
         }
     }
 
-    /// Reserves the body's size from the server's budget, or the body limit when the body is chunked. When the
-    /// budget is spent, responds 503 and ends the connection instead, since the unread body would otherwise
-    /// be taken for the next request.
-    private func reserveBody(_ framing: BodyFraming) -> Bool {
-        let bytes: Int
-        if case .contentLength(let length) = framing {
-            bytes = length
-        } else {
-            bytes = self.configuration.parserLimits.maxBodyBytes
-        }
-        if self.owner.server.reserveBody(bytes) {
-            self.reservedBodyBytes = bytes
-            return true
-        }
+    /// Responds 503 and ends the connection, because the bytes just read would pass `maxBufferedRequestBytes`.
+    /// They are dropped, so the connection cannot go on: the rest of its stream would be misread.
+    private func rejectBufferFull() {
+        self.owner.server.bufferFullRejections.add(1, ordering: .relaxed)
         self.owner.server.logger.warning(
             "request rejected",
-            ["reason": "request bodies in memory reached limits.maxPendingBodyBytes", "status": 503,
-             "bodyBytes": .number(Double(bytes)), "peer": .string(self.peer)])
+            ["reason": "buffered request bytes reached limits.maxBufferedRequestBytes", "status": 503,
+             "peer": .string(self.peer)])
         self.keepAlive = false
+        self.isHeadRequest = false
         self.phase = .handling
         self.send(HTTPResponse(
             error: .serviceUnavailable(
-                code: "serverBusy", "The server has too many request bodies in memory. Retry shortly.",
+                code: "serverBusy", "The server holds too many unanswered request bytes. Retry shortly.",
                 retryAfterSeconds: 1),
             closeConnection: true))
-        return false
     }
 
-    private func releaseBody() {
-        if self.reservedBodyBytes > 0 {
-            self.owner.server.releaseBody(self.reservedBodyBytes)
-            self.reservedBodyBytes = 0
+    /// Keeps charged only the bytes still buffered, which belong to requests that have no response yet.
+    private func settleCharge() {
+        let buffered = self.received.readableCount
+        if self.chargedBytes > buffered {
+            self.owner.server.releaseBuffered(self.chargedBytes - buffered)
+            self.chargedBytes = buffered
         }
     }
 
@@ -272,7 +269,6 @@ final class HTTPConnection: EventLoopHandler {
     /// Sends the response to the request being handled. Called on the loop thread.
     func send(_ response: HTTPResponse) {
         guard self.phase == .handling else { return }
-        self.releaseBody()
         if self.owner.server.accessLog.load(ordering: .relaxed) {
             self.logAccess(response)
         }
@@ -286,13 +282,13 @@ final class HTTPConnection: EventLoopHandler {
         if close {
             self.phase = .closing
             self.deadline = self.owner.loop.now + Self.lingerMs
-            // Nothing more is parsed, so bytes read ahead (up to a whole body when the budget was spent) go now
-            // rather than when the client closes.
+            // Nothing more is parsed, so bytes read ahead go now rather than when the client closes.
             self.received = ByteBuffer()
         } else {
             self.phase = .awaitingRequest
             self.deadline = self.owner.loop.now + self.configuration.idleTimeoutMs
         }
+        self.settleCharge()
         self.flush()
         if self.phase == .awaitingRequest && self.outbound.isEmpty {
             self.processReceived()
@@ -414,7 +410,8 @@ final class HTTPConnection: EventLoopHandler {
     func close() {
         guard !self.isClosed else { return }
         self.isClosed = true
-        self.releaseBody()
+        self.owner.server.releaseBuffered(self.chargedBytes)
+        self.chargedBytes = 0
         self.owner.remove(self)
     }
 }

@@ -13,7 +13,7 @@ public final class HTTPServer: Sendable {
         public var eventLoops: Int
         public var parserLimits: HTTPParserLimits
         public var maxConnections: Int
-        public var maxPendingBodyBytes: Int
+        public var maxBufferedRequestBytes: Int
         public var headerTimeoutMs: UInt64
         public var bodyTimeoutMs: UInt64
         public var idleTimeoutMs: UInt64
@@ -24,7 +24,7 @@ public final class HTTPServer: Sendable {
             self.eventLoops = eventLoops
             self.parserLimits = HTTPParserLimits(maxHeaderBytes: limits.maxHeaderBytes, maxBodyBytes: limits.maxBodyBytes)
             self.maxConnections = limits.maxConnections
-            self.maxPendingBodyBytes = limits.maxPendingBodyBytes
+            self.maxBufferedRequestBytes = limits.maxBufferedRequestBytes
             self.headerTimeoutMs = UInt64(limits.headerTimeoutMs)
             self.bodyTimeoutMs = UInt64(limits.bodyTimeoutMs)
             self.idleTimeoutMs = UInt64(limits.idleTimeoutMs)
@@ -36,8 +36,11 @@ public final class HTTPServer: Sendable {
     let logger: Logger
     /// Open connections across all loops, checked against `maxConnections` on accept.
     let openConnections = Atomic<Int>(0)
-    /// Body bytes reserved by requests across all loops, checked against `maxPendingBodyBytes`.
-    let pendingBodyBytes = Atomic<Int>(0)
+    /// Bytes read from clients whose requests have no response yet, across all loops, checked against
+    /// `maxBufferedRequestBytes`.
+    let bufferedRequestBytes = Atomic<Int>(0)
+    /// Requests refused because `maxBufferedRequestBytes` was reached.
+    let bufferFullRejections = Atomic<Int>(0)
     /// Whether each response is logged as a `request` line; a configuration reload may switch it.
     public let accessLog = Atomic<Bool>(false)
     private let state = Locked<RunState>(RunState())
@@ -63,16 +66,26 @@ public final class HTTPServer: Sendable {
         self.openConnections.load(ordering: .relaxed)
     }
 
-    /// Body bytes reserved by the requests being read or handled, for tests.
-    var reservedBodyBytes: Int {
-        self.pendingBodyBytes.load(ordering: .relaxed)
+    /// Bytes read from clients whose requests have no response yet.
+    public var bufferedBytes: Int {
+        self.bufferedRequestBytes.load(ordering: .relaxed)
     }
 
-    /// Reserves `bytes` of the body budget. Returns false, reserving nothing, if that would exceed the budget.
-    func reserveBody(_ bytes: Int) -> Bool {
-        var current = self.pendingBodyBytes.load(ordering: .relaxed)
-        while current + bytes <= self.configuration.maxPendingBodyBytes {
-            let (exchanged, original) = self.pendingBodyBytes.compareExchange(
+    /// Requests refused with 503 since start because `maxBufferedRequestBytes` was reached.
+    public var bufferFullRejectionCount: Int {
+        self.bufferFullRejections.load(ordering: .relaxed)
+    }
+
+    /// Adds `bytes` to the buffered count unless that would pass `maxBufferedRequestBytes`, or always when `force`
+    /// is set. Returns whether it added them.
+    func chargeBuffered(_ bytes: Int, force: Bool = false) -> Bool {
+        if force {
+            self.bufferedRequestBytes.add(bytes, ordering: .relaxed)
+            return true
+        }
+        var current = self.bufferedRequestBytes.load(ordering: .relaxed)
+        while current + bytes <= self.configuration.maxBufferedRequestBytes {
+            let (exchanged, original) = self.bufferedRequestBytes.compareExchange(
                 expected: current, desired: current + bytes, ordering: .relaxed)
             if exchanged {
                 return true
@@ -82,8 +95,8 @@ public final class HTTPServer: Sendable {
         return false
     }
 
-    func releaseBody(_ bytes: Int) {
-        self.pendingBodyBytes.subtract(bytes, ordering: .relaxed)
+    func releaseBuffered(_ bytes: Int) {
+        self.bufferedRequestBytes.subtract(bytes, ordering: .relaxed)
     }
 
     /// Binds the listening sockets and starts the event-loop threads; returns the bound port.

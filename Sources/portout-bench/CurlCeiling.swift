@@ -17,6 +17,10 @@ func runCurlCeiling(_ arguments: [String]) throws -> Int32 {
     let bodyBytes: Int
     do {
         guard let given = option("--url", in: arguments) else { throw UsageError("--url is required") }
+        guard given.hasPrefix("http://") else {
+            throw UsageError("--url must be http://127.0.0.1:PORT/PATH, not \"\(given)\"")
+        }
+        // libcurl is given the URL as written, so everything up to the path must pass the loopback check.
         let authority = given.dropFirst("http://".count).prefix { $0 != "/" }
         _ = try LoadOptions.parseLoopbackURL("http://" + authority)
         url = given

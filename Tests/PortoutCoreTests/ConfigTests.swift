@@ -56,17 +56,21 @@ struct ConfigTests {
         }
     }
 
-    @Test func pendingBodyBytesAtLeastBodyLimit() throws {
+    @Test func bufferedRequestBytesFitOneRequest() throws {
         let tenants = #""tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]"#
         let defaults = try Self.parse("{\(tenants)}")
-        #expect(defaults.limits.maxPendingBodyBytes == 64 * 1024 * 1024)
-        let equal = try Self.parse(#"{"limits": {"maxBodyBytes": 2048, "maxPendingBodyBytes": 2048}, "#.appending(tenants + "}"))
-        #expect(equal.limits.maxPendingBodyBytes == 2048)
+        #expect(defaults.limits.maxBufferedRequestBytes == 64 * 1024 * 1024)
+        let exact = try Self.parse(
+            #"{"limits": {"maxHeaderBytes": 1024, "maxBodyBytes": 2048, "maxBufferedRequestBytes": 3072}, "#
+                .appending(tenants + "}"))
+        #expect(exact.limits.maxBufferedRequestBytes == 3072)
         do {
-            _ = try Self.parse(#"{"limits": {"maxBodyBytes": 4096, "maxPendingBodyBytes": 4095}, "#.appending(tenants + "}"))
-            Issue.record("maxPendingBodyBytes below maxBodyBytes was accepted")
+            _ = try Self.parse(
+                #"{"limits": {"maxHeaderBytes": 1024, "maxBodyBytes": 2048, "maxBufferedRequestBytes": 3071}, "#
+                    .appending(tenants + "}"))
+            Issue.record("maxBufferedRequestBytes below one maximal request was accepted")
         } catch {
-            #expect(error.problems.map(\.path) == ["$.limits.maxPendingBodyBytes"])
+            #expect(error.problems.map(\.path) == ["$.limits.maxBufferedRequestBytes"])
         }
     }
 

@@ -71,12 +71,27 @@ struct SignatureSchemeTests {
             #expect(response.status == 401, "\(valid[index].0)")
             #expect(response.json?.objectValue?["message"] == .string("The request has more than one \(valid[index].0) header."))
         }
+        let svix = valid.map { ($0.0.replacingOccurrences(of: "webhook-", with: "svix-"), $0.1) }
+        // Both spellings with the same values are what some senders send; a repeat of either is not.
+        let both = try harness.post(body, headers: valid + svix)
+        #expect(both.status == 202)
+        let svixRepeated = try harness.post(body, headers: valid + [svix[0], ("svix-id", "msg_2")])
+        #expect(svixRepeated.status == 401)
+        #expect(svixRepeated.json?.objectValue?["message"] == "The request has more than one svix-id header.")
+        for index in svix.indices {
+            var conflicting = svix
+            conflicting[index].1 += "0"
+            let response = try harness.post(body, headers: valid + conflicting)
+            #expect(response.status == 401, "\(svix[index].0)")
+            let field = svix[index].0.dropFirst("svix-".count)
+            #expect(response.json?.objectValue?["message"] == .string("The webhook-\(field) and svix-\(field) headers differ."))
+        }
         let plusSigned = RelayHarness.standardWebhooksHeaders(
             body, secret: RelayHarness.inboundSecret, id: "msg_1", timestampText: "+\(Self.now)")
         let plusResponse = try harness.post(body, headers: plusSigned)
         #expect(plusResponse.status == 401)
         #expect(plusResponse.json?.objectValue?["message"] == "The webhook-timestamp header is malformed.")
-        #expect(try harness.post(body, headers: valid).status == 202)
+        #expect(try harness.post(body, headers: valid).status == 200)
     }
 
     @Test func invalidUTF8IdRejected() throws {
@@ -123,6 +138,12 @@ struct SignatureSchemeTests {
         #expect(try harness.post(body, headers: [("Carrier-Signature", "v1=abcd")]).status == 401)
         let overflowing = "t=-9223372036854775808,v1=00"
         #expect(try harness.post(body, headers: [("Carrier-Signature", overflowing)]).status == 401)
+        // A second t= is refused even when the first one is signed.
+        let twoTimestamps = try harness.post(body, headers: [("Carrier-Signature", valid + ",t=1")])
+        #expect(twoTimestamps.status == 401)
+        #expect(twoTimestamps.json?.objectValue?["message"] == "The carrier-signature header, which has more than one t=, is malformed.")
+        let repeatedHeader = try harness.post(body, headers: [("Carrier-Signature", valid), ("Carrier-Signature", valid)])
+        #expect(repeatedHeader.status == 401)
     }
 
     @Test func hexCases() throws {

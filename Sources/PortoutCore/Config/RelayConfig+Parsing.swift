@@ -139,17 +139,18 @@ extension ConfigReader {
         self.rejectUnknownKeys(
             object, path,
             known: [
-                "maxHeaderBytes", "maxBodyBytes", "maxPendingBodyBytes", "maxConnections", "headerTimeoutMs",
+                "maxHeaderBytes", "maxBodyBytes", "maxBufferedRequestBytes", "maxConnections", "headerTimeoutMs",
                 "bodyTimeoutMs", "idleTimeoutMs",
             ])
         limits.maxHeaderBytes = self.integer(object, "maxHeaderBytes", path, default: limits.maxHeaderBytes, range: 1024...1_048_576)
         limits.maxBodyBytes = self.integer(object, "maxBodyBytes", path, default: limits.maxBodyBytes, range: 1024...67_108_864)
-        limits.maxPendingBodyBytes = self.integer(
-            object, "maxPendingBodyBytes", path, default: limits.maxPendingBodyBytes, range: 1024...(1 << 40))
-        if limits.maxPendingBodyBytes < limits.maxBodyBytes {
+        limits.maxBufferedRequestBytes = self.integer(
+            object, "maxBufferedRequestBytes", path, default: limits.maxBufferedRequestBytes, range: 1024...(1 << 40))
+        if limits.maxBufferedRequestBytes < limits.maxHeaderBytes + limits.maxBodyBytes {
             self.fail(
-                "\(path).maxPendingBodyBytes",
-                "must be at least limits.maxBodyBytes (\(limits.maxBodyBytes)), or no body of the largest size is ever taken")
+                "\(path).maxBufferedRequestBytes",
+                "must be at least limits.maxHeaderBytes + limits.maxBodyBytes "
+                    + "(\(limits.maxHeaderBytes + limits.maxBodyBytes)), so that one request of the largest size fits")
         }
         limits.maxConnections = self.integer(object, "maxConnections", path, default: limits.maxConnections, range: 1...1_000_000)
         limits.headerTimeoutMs = self.integer(object, "headerTimeoutMs", path, default: limits.headerTimeoutMs, range: 100...3_600_000)

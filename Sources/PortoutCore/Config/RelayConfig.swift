@@ -38,9 +38,9 @@ public struct RelayConfig: Sendable {
 public struct Limits: Sendable, Equatable {
     public var maxHeaderBytes = 16 * 1024
     public var maxBodyBytes = 256 * 1024
-    /// Maximum request body bytes kept in memory at once over all connections. Without it, every connection
-    /// could keep a maximal body at the same time: 1 GiB at the defaults.
-    public var maxPendingBodyBytes = 64 * 1024 * 1024
+    /// Maximum bytes read from clients whose requests have no response yet, over all connections. Without it,
+    /// every connection could hold a maximal request at the same time: over 1 GiB at the defaults.
+    public var maxBufferedRequestBytes = 64 * 1024 * 1024
     public var maxConnections = 4096
     public var headerTimeoutMs = 10_000
     public var bodyTimeoutMs = 30_000

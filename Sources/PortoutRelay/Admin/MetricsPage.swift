@@ -32,6 +32,14 @@ struct MetricsPage: Sendable {
         page.gauge(
             "portout_http_open_connections", help: "Open connections on the webhook and API listener.",
             samples: [([], Double(self.server.connectionCount))])
+        page.gauge(
+            "portout_http_buffered_request_bytes",
+            help: "Bytes read on the webhook and API listener for requests that have no response yet.",
+            samples: [([], Double(self.server.bufferedBytes))])
+        page.counter(
+            "portout_http_buffer_full_rejections_total",
+            help: "Requests answered 503 because limits.maxBufferedRequestBytes was reached.",
+            value: UInt64(self.server.bufferFullRejectionCount))
         page.counter(self.ingest.requests)
         page.counter(self.ingest.signatureFailures)
         page.counter(self.ingest.duplicates)

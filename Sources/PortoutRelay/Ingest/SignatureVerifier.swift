@@ -21,6 +21,8 @@ struct SignatureVerifier: Sendable {
         case malformed(String)
         /// A signature header sent more than once, which a proxy in front could read differently.
         case repeated(String)
+        /// A header in both its `webhook-` and `svix-` spellings with different values.
+        case conflicting(String, String)
         case timestampOutOfRange(skewSeconds: Int)
         case mismatch
 
@@ -32,6 +34,8 @@ struct SignatureVerifier: Sendable {
                 return .unauthorized(code: "signatureInvalid", "The \(what) is malformed.")
             case .repeated(let name):
                 return .unauthorized(code: "signatureInvalid", "The request has more than one \(name) header.")
+            case .conflicting(let first, let second):
+                return .unauthorized(code: "signatureInvalid", "The \(first) and \(second) headers differ.")
             case .timestampOutOfRange(let skew):
                 return .unauthorized(
                     code: "timestampOutOfRange",
@@ -48,6 +52,7 @@ struct SignatureVerifier: Sendable {
             case .missing: return "signature missing"
             case .malformed: return "signature malformed"
             case .repeated: return "signature header repeated"
+            case .conflicting: return "signature headers conflict"
             case .timestampOutOfRange: return "timestamp outside tolerance"
             case .mismatch: return "signature mismatch"
             }
@@ -64,11 +69,21 @@ struct SignatureVerifier: Sendable {
     }
 
     private func verifyStandardWebhooks(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
-        let idName = headers["webhook-id"] != nil ? "webhook-id" : "svix-id"
-        for name in [idName, "webhook-timestamp", "svix-timestamp", "webhook-signature", "svix-signature"]
-        where headers.count(of: name) > 1 {
-            return .failure(.repeated(name))
+        // Some senders send both spellings, which must then agree.
+        for field in ["id", "timestamp", "signature"] {
+            let standard = headers.values("webhook-" + field)
+            let svix = headers.values("svix-" + field)
+            if standard.count > 1 {
+                return .failure(.repeated("webhook-" + field))
+            }
+            if svix.count > 1 {
+                return .failure(.repeated("svix-" + field))
+            }
+            if let first = standard.first, let second = svix.first, first != second {
+                return .failure(.conflicting("webhook-" + field, "svix-" + field))
+            }
         }
+        let idName = headers["webhook-id"] != nil ? "webhook-id" : "svix-id"
         guard let id = headers[idName], !id.isEmpty else {
             return .failure(.missing("webhook-id header"))
         }
@@ -117,6 +132,10 @@ struct SignatureVerifier: Sendable {
             guard pair.count == 2 else { continue }
             let name = pair[0].trimmingSpaces()
             if name == "t" {
+                // A second t= could be read instead of the first by another parser, as a repeated header could.
+                guard timestampText == nil else {
+                    return .failure(.malformed("\(self.config.header) header, which has more than one t=,"))
+                }
                 timestampText = pair[1].trimmingSpaces()
             } else if name == "v1", let bytes = ByteEncoding.decodeHex(pair[1].trimmingSpaces()) {
                 candidates.append(bytes)

@@ -1,0 +1,111 @@
+import Foundation
+import PortoutCore
+import PortoutTestSupport
+import Testing
+
+@testable import PortoutHTTP
+
+/// The server-wide count of bytes read for requests that have no response yet, against
+/// `limits.maxBufferedRequestBytes`, here 8,192. A read that would pass it gets 503 and the connection closes.
+/// A head alone counts only its own bytes, and the count falls as requests get their responses or their
+/// connections close.
+struct BufferedRequestBudgetTests {
+    static let maxBufferedRequestBytes = 8192
+
+    static func start() throws -> RecordingServer {
+        try RecordingServer { limits in
+            limits.maxBodyBytes = 4096
+            limits.maxBufferedRequestBytes = Self.maxBufferedRequestBytes
+        }
+    }
+
+    static func head(_ target: String, length: Int) -> String {
+        "POST \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \(length)\r\n\r\n"
+    }
+
+    static func body(_ count: Int) -> String {
+        String(repeating: "b", count: count)
+    }
+
+    /// Polls until the server counts `bytes` buffered, for up to five seconds.
+    static func waitForBuffered(_ server: RecordingServer, _ bytes: Int) -> Bool {
+        for _ in 0..<500 {
+            if server.server.bufferedBytes == bytes {
+                return true
+            }
+            usleep(10_000)
+        }
+        return false
+    }
+
+    @Test func requestOverBudgetGets503AndBudgetReturns() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let first = try LoopbackClient(port: server.port)
+        let firstHead = Self.head("/first", length: 2000)
+        first.send(firstHead + Self.body(1000))
+        #expect(Self.waitForBuffered(server, firstHead.utf8.count + 1000))
+        let second = try LoopbackClient(port: server.port)
+        let secondHead = Self.head("/second", length: 4096)
+        second.send(secondHead + Self.body(4095))
+        let held = firstHead.utf8.count + 1000 + secondHead.utf8.count + 4095
+        #expect(Self.waitForBuffered(server, held))
+
+        // Fewer than 3,000 bytes are left, so this request cannot be read whole.
+        let third = try LoopbackClient(port: server.port)
+        third.send(Self.head("/third", length: 4000) + Self.body(4000))
+        let response = third.readResponse()
+        #expect(response?.status == 503)
+        #expect(response?.json?.objectValue?["code"] == "serverBusy")
+        #expect(response?.header("Retry-After") == "1")
+        #expect(response?.header("Connection") == "close")
+        #expect(third.isClosedByServer())
+        #expect(Self.waitForBuffered(server, held))
+        #expect(server.server.bufferFullRejectionCount == 1)
+
+        // A small request still fits, and a completed body gets its response and releases its bytes.
+        let bodiless = try LoopbackClient(port: server.port)
+        #expect(bodiless.request("GET", "/bodiless")?.text == "GET /bodiless 0")
+        first.send(Self.body(1000))
+        #expect(first.readResponse()?.text == "POST /first 2000")
+        #expect(Self.waitForBuffered(server, secondHead.utf8.count + 4095))
+
+        // A connection reset mid-body releases its bytes too.
+        second.resetOnClose()
+        _ = consume second
+        #expect(Self.waitForBuffered(server, 0))
+        #expect(!server.requestTargets.contains("/third"))
+        #expect(!server.requestTargets.contains("/second"))
+    }
+
+    /// A head that announces a large body costs only the bytes sent, so heads alone cannot use up the budget.
+    @Test func headsAloneCountOnlyTheirBytes() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let head = Self.head("/announced", length: 4096)
+        var clients: [LoopbackClient] = []
+        for _ in 0..<10 {
+            let client = try LoopbackClient(port: server.port)
+            client.send(head)
+            clients.append(client)
+        }
+        #expect(Self.waitForBuffered(server, 10 * head.utf8.count))
+        let fresh = try LoopbackClient(port: server.port)
+        fresh.send(Self.head("/fresh", length: 4096) + Self.body(4096))
+        #expect(fresh.readResponse()?.text == "POST /fresh 4096")
+        clients.removeAll()
+        #expect(Self.waitForBuffered(server, 0))
+    }
+
+    @Test func chunkedBodyCountsBytesAsTheyArrive() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let chunked = try LoopbackClient(port: server.port)
+        let start = "POST /chunked HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        chunked.send(start)
+        #expect(Self.waitForBuffered(server, start.utf8.count))
+        chunked.send("0\r\n\r\n")
+        #expect(chunked.readResponse()?.text == "POST /chunked 5")
+        #expect(Self.waitForBuffered(server, 0))
+    }
+}
