@@ -9,7 +9,7 @@ Parts, in the order they run (pick some with --only, or BENCH_ONLY=a,b for make)
   ack       ack latency at a fixed offered rate with the open-loop generator `portout-bench load`, beside the
             same generator against nginx.
   delivery  the relay starts on a journal of undelivered events and sends them to an nginx sink, to 1 and to 4
-            destinations, beside wrk's own rate against that sink.
+            destinations, beside wrk's own rate against that sink and beside libcurl alone (`portout-bench curl`).
   memory    RSS idle, with 100,000 port outs in state and with 1,000,000 dedupe keys; start-up on a
             1,000,000-record journal.
   read      the read API's retrieve and list over 100,000 port outs, beside nginx returning fixed bodies.

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELAY_LOG = os.path.join(ROOT, "portout-relay.log")
 EMULATOR_LOG = os.path.join(ROOT, "portout-emulator.log")
 PORT_OUTS = 30
+SINK_PORT = 8091
 
 
 def main():
@@ -39,9 +41,14 @@ def main():
     data_dir = os.path.join(os.path.dirname(config_path), config.get("dataDir", "data"))
     base = f"http://{listen}"
 
+    # Another process on one of these ports would respond to the readiness checks in place of the demo's own.
+    for address in (f"127.0.0.1:{SINK_PORT}", listen, emulator_address):
+        if port_in_use(address):
+            sys.exit(f"{address} is already in use, perhaps by an earlier make run; stop that process first")
+
     processes = []
 
-    def stop(*_):
+    def stop(status=0):
         for process in reversed(processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -50,24 +57,25 @@ def main():
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-        sys.exit(0)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+        sys.exit(status)
+    signal.signal(signal.SIGINT, lambda *_: stop())
+    signal.signal(signal.SIGTERM, lambda *_: stop())
 
     sink = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "tools", "sink.py"), "--config", config_path, "--port", "8091"],
+        [sys.executable, os.path.join(ROOT, "tools", "sink.py"), "--config", config_path, "--port", str(SINK_PORT)],
         stdout=subprocess.PIPE, text=True)
     processes.append(sink)
     first_line = sink.stdout.readline().strip()
     if not first_line.startswith("sink listening"):
-        stop()
+        say("the sink did not start")
+        stop(1)
     say(f"== {first_line}: it checks each delivery's signature with the standardwebhooks package")
 
     relay = subprocess.Popen([arguments.binary, "serve", "--config", config_path], stderr=open(RELAY_LOG, "ab"))
     processes.append(relay)
     if not wait_ready(base + "/readyz", relay):
         say(f"the relay did not start; see {RELAY_LOG}")
-        stop()
+        stop(1)
     say(f"== relay listening on {base}, journal in {data_dir}, log lines in {RELAY_LOG}")
 
     projects = ",".join(project + (":uk" if project == "brit-tel" else "") for project in tenant["projects"])
@@ -81,7 +89,7 @@ def main():
     processes.append(emulator)
     if not wait_ready(f"http://{emulator_address}/healthz", emulator):
         say(f"the emulator did not start; see {EMULATOR_LOG}")
-        stop()
+        stop(1)
     say(f"== carrier emulator on http://{emulator_address}: creating {PORT_OUTS} port outs, 5 a second, and sending "
         "each status change as a signed webhook, some twice, some again under a new id, some late")
     start_echo(sink)
@@ -116,7 +124,8 @@ def main():
     say("Everything keeps running and further deliveries are printed here; press Ctrl-C to stop.")
     while relay.poll() is None:
         time.sleep(1)
-    stop()
+    say(f"the relay exited with status {relay.returncode}; see {RELAY_LOG}")
+    stop(1)
 
 
 sink_count = [0]
@@ -150,6 +159,16 @@ def terminal_count(address, key, projects):
         except OSError:
             pass
     return total
+
+
+def port_in_use(address):
+    """Return whether something accepts connections at `address`, a host:port on loopback."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def wait_ready(url, process, timeout=15):

@@ -52,7 +52,7 @@ final class ActiveSegment: @unchecked Sendable {
     ) throws(JournalError) -> ActiveSegment {
         let path = directory + "/" + SegmentFile.name(for: segment)
         do {
-            let fd = try systemCall("open") { Glibc.open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o640) }
+            let fd = try systemCall("open") { Glibc.open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600) }
             let isNew = size == 0
             if isNew {
                 try Journal.writeFully(fd, SegmentFile.magic, at: 0)

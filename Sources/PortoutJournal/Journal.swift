@@ -67,7 +67,9 @@ public final class Journal: Sendable {
         metrics: JournalMetrics = JournalMetrics(), visit: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> Journal {
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            // Owner only, with the files in it, because events carry account numbers.
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw JournalError(path: directory, reason: "cannot create the journal directory: \(error)")
         }
@@ -107,7 +109,7 @@ public final class Journal: Sendable {
     private static func lock(_ directory: String) throws(JournalError) -> Int32 {
         let path = directory + "/journal.lock"
         do {
-            let fd = try systemCall("open") { Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640) }
+            let fd = try systemCall("open") { Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
             // A child process spawned by this one keeps a copy of the lock until it executes its program, so a
             // lock that was just released may stay taken for a moment. Only one taken for a whole second means
             // another relay.

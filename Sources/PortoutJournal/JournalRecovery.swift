@@ -135,7 +135,8 @@ struct JournalRecovery {
         let quarantine = self.directory + "/quarantine"
         let name = SegmentFile.name(for: segment)
         do {
-            try FileManager.default.createDirectory(atPath: quarantine, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: quarantine, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let existing = try FileManager.default.contentsOfDirectory(atPath: quarantine)
             if let copy = existing.first(where: { $0.hasPrefix(name + ".damaged.") }) {
                 return quarantine + "/" + copy

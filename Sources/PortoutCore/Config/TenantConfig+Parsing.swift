@@ -59,14 +59,16 @@ extension ConfigReader {
         }
 
         var destinations: [DestinationConfig] = []
+        // Read from the raw objects, so that a duplicate is named even when either copy has other problems.
+        var destinationIDs: Set<String> = []
         for (destinationObject, destinationPath) in self.objectArray(object, "destinations", path) {
+            if case .string(let id)? = destinationObject["id"], !destinationIDs.insert(id).inserted {
+                self.fail("\(destinationPath).id", "duplicates destination id \"\(id)\" in this tenant")
+            }
             guard
                 let destination = self.destination(
                     destinationObject, destinationPath, defaults: defaults, baseDirectory: baseDirectory)
             else { continue }
-            if destinations.contains(where: { $0.id == destination.id }) {
-                self.fail("\(destinationPath).id", "duplicates destination id \"\(destination.id)\" in this tenant")
-            }
             destinations.append(destination)
         }
         var upstream: UpstreamConfig?

@@ -7,7 +7,7 @@ import Glibc
 public enum DurableFile {
     public static func replace(path: String, with bytes: [UInt8]) throws(SystemError) {
         let temporary = path + ".tmp"
-        let fd = try systemCall("open") { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640) }
+        let fd = try systemCall("open") { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
         do {
             var written = 0
             while written < bytes.count {

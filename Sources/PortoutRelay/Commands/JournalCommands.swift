@@ -141,7 +141,10 @@ public enum JournalCommands {
         summary["unsettledDeliveries"] = .number(Double(unsettled.count))
         summary["oldestAcceptedAt"] = oldest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
         summary["newestAcceptedAt"] = newest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
-        summary["damagedSegments"] = .number(Double(damage.count))
+        // Each damage line starts with its segment's file name, and one segment may have several damaged regions.
+        let damagedSegments = Set(damage.map { $0.prefix { $0 != ":" } })
+        summary["damagedSegments"] = .number(Double(damagedSegments.count))
+        summary["damagedRegions"] = .number(Double(damage.count))
         if let retentionSeconds {
             let plan = JournalRetention.plan(
                 try JournalRetention.segments(in: self.journalDirectory(dataDirectory)),

@@ -1,0 +1,55 @@
+import Foundation
+import PortoutCore
+import PortoutJournal
+import PortoutTestSupport
+import Testing
+
+@testable import PortoutRelay
+
+struct JournalStatsTests {
+    /// Two damaged records in one segment are two damaged regions but one damaged segment.
+    @Test func damageCountsSegmentsAndRegions() throws {
+        let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)
+        defer { harness.finish() }
+        for index in 0..<3 {
+            #expect(try harness.post(Events.portOut("pout_stats_\(index)", status: "initiated")).status == 202)
+        }
+        harness.stop()
+        let dataDirectory = harness.directory.path + "/data"
+        var locations: [JournalLocation] = []
+        _ = try JournalCommands.forEachRecord(dataDirectory) { _, location in locations.append(location) }
+        #expect(locations.count == 3)
+        #expect(Set(locations.map(\.segment)).count == 1)
+        let path = dataDirectory + "/journal/" + SegmentFile.name(for: locations[0].segment)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        // A byte in the middle of the first and of the third record's payload.
+        for location in [locations[0], locations[2]] {
+            try handle.seek(toOffset: UInt64(location.offset) + UInt64(location.length / 2))
+            let original = try #require(try handle.read(upToCount: 1)?.first)
+            try handle.seek(toOffset: UInt64(location.offset) + UInt64(location.length / 2))
+            try handle.write(contentsOf: [original ^ 0xFF])
+        }
+        try handle.close()
+
+        var lines: [String] = []
+        try JournalCommands.stats(dataDirectory: dataDirectory, retentionSeconds: nil) { lines.append($0) }
+        let summary = try #require(try JSONParser.parse(lines[0]).objectValue)
+        #expect(summary["damagedSegments"] == .number(1))
+        #expect(summary["damagedRegions"] == .number(2))
+        #expect(summary["events"] == .number(1))
+    }
+
+    /// Events carry account numbers, so the journal's directory and files are the owner's alone, whatever the umask.
+    @Test func journalFilesAreOwnerOnly() throws {
+        let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_mode", status: "initiated")).status == 202)
+        let journalDirectory = harness.directory.path + "/data/journal"
+        var paths = [harness.directory.path + "/data", journalDirectory]
+        paths += try FileManager.default.contentsOfDirectory(atPath: journalDirectory).map { journalDirectory + "/" + $0 }
+        for path in paths {
+            let mode = try #require(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int)
+            #expect(mode & 0o077 == 0, "\(path) has mode \(String(mode, radix: 8))")
+        }
+    }
+}
