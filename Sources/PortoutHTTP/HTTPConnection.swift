@@ -45,6 +45,8 @@ final class HTTPConnection: EventLoopHandler {
     /// Bytes read and counted in the server's `bufferedRequestBytes` that have had no response yet: the request
     /// under way and any read ahead of it. `settleCharge` lowers it to what is still buffered at each response.
     private var chargedBytes = 0
+    /// Set while the handler has a request and the server has no room to read ahead; cleared by the response.
+    private var isInputPaused = false
     /// A response chosen from the head alone, sent in place of calling the handler when the request completes.
     private var earlyResponse: HTTPResponse?
     /// The method, path and start of the request being handled, for the access log.
@@ -75,6 +77,12 @@ final class HTTPConnection: EventLoopHandler {
         }
         // A failed write closes the connection, and the same event usually reports the hang-up that caused it.
         guard !self.isClosed else { return }
+        if events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 && self.phase == .handling {
+            // Both directions are gone, so the response could not be delivered. epoll reports these whether or
+            // not they are polled for, so leaving the socket open would wake the loop until the handler responds.
+            self.close()
+            return
+        }
         if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
             self.readAvailable()
         }
@@ -85,6 +93,12 @@ final class HTTPConnection: EventLoopHandler {
     private func readAvailable() {
         let buffer = self.owner.loop.readBuffer
         while !self.isClosed && !self.peerClosedInput && self.received.readableCount < self.maxBuffered {
+            // While the handler has a request, reading stops instead of refusing, since that request's response must
+            // go out first. Input polling resumes after the response.
+            if self.phase == .handling && !self.owner.server.hasBufferRoom(buffer.count) {
+                self.isInputPaused = true
+                break
+            }
             let result: IOResult<Int>
             do {
                 result = try Socket.read(self.fd, into: buffer)
@@ -99,8 +113,7 @@ final class HTTPConnection: EventLoopHandler {
                 break
             }
             if self.phase != .closing {
-                // While the handler has a request, the bytes read ahead are counted but never refused, since that
-                // request's response must go out first. maxBuffered still bounds them.
+                // While the handler has a request, the room was checked before the read, so these are not refused.
                 guard self.owner.server.chargeBuffered(count, force: self.phase == .handling) else {
                     self.rejectBufferFull()
                     return
@@ -231,7 +244,14 @@ final class HTTPConnection: EventLoopHandler {
             self.owner.server.releaseBuffered(self.chargedBytes - buffered)
             self.chargedBytes = buffered
         }
+        // An emptied buffer would otherwise keep the storage of the largest request so far while the connection idles.
+        if buffered == 0 && self.received.storage.capacity > Self.idleBufferBytes {
+            self.received = ByteBuffer()
+        }
     }
+
+    /// Buffer storage a connection keeps between requests; ordinary webhooks and their responses fit in it.
+    private static let idleBufferBytes = 16 * 1024
 
     private func dispatch(_ request: HTTPRequest) {
         self.phase = .handling
@@ -269,6 +289,7 @@ final class HTTPConnection: EventLoopHandler {
     /// Sends the response to the request being handled. Called on the loop thread.
     func send(_ response: HTTPResponse) {
         guard self.phase == .handling else { return }
+        self.isInputPaused = false
         if self.owner.server.accessLog.load(ordering: .relaxed) {
             self.logAccess(response)
         }
@@ -291,13 +312,20 @@ final class HTTPConnection: EventLoopHandler {
         self.settleCharge()
         self.flush()
         if self.phase == .awaitingRequest && self.outbound.isEmpty {
-            self.processReceived()
-            if self.peerClosedInput && self.phase != .handling && self.outbound.isEmpty {
-                self.close()
-                return
-            }
+            self.parseAfterResponse()
         }
         self.updatePolling()
+    }
+
+    /// Parses what the client sent while its previous request was handled, and closes the connection if the client
+    /// has finished sending and no request is with the handler, since a partial request can then never complete.
+    private func parseAfterResponse() {
+        self.processReceived()
+        if !self.isClosed && self.peerClosedInput && self.phase != .handling && self.phase != .closing
+            && self.outbound.isEmpty
+        {
+            self.close()
+        }
     }
 
     /// Logs one line per response. The query string is left out, since it may carry subscription ids.
@@ -340,7 +368,7 @@ final class HTTPConnection: EventLoopHandler {
             }
             self.outboundOffset += count
         }
-        self.outbound.removeAll(keepingCapacity: self.outbound.capacity <= 65_536)
+        self.outbound.removeAll(keepingCapacity: self.outbound.capacity <= Self.idleBufferBytes)
         self.outboundOffset = 0
         if self.phase == .closing && !self.hasHalfClosed {
             self.hasHalfClosed = true
@@ -349,8 +377,9 @@ final class HTTPConnection: EventLoopHandler {
                 self.close()
                 return
             }
-        } else if self.phase == .awaitingRequest && !self.received.isEmpty {
-            self.processReceived()
+        } else if self.phase == .awaitingRequest && (!self.received.isEmpty || self.peerClosedInput) {
+            self.parseAfterResponse()
+            guard !self.isClosed else { return }
         }
         self.updatePolling()
     }
@@ -366,7 +395,7 @@ final class HTTPConnection: EventLoopHandler {
         var events: UInt32 = 0
         if !self.outbound.isEmpty {
             events |= EPOLLOUT.rawValue
-        } else if !self.peerClosedInput && self.received.readableCount < self.maxBuffered {
+        } else if !self.peerClosedInput && !self.isInputPaused && self.received.readableCount < self.maxBuffered {
             events |= Self.inputEvents
         }
         if events != self.pollingEvents {

@@ -95,6 +95,11 @@ public final class HTTPServer: Sendable {
         return false
     }
 
+    /// Returns whether `bytes` more would stay within `maxBufferedRequestBytes`.
+    func hasBufferRoom(_ bytes: Int) -> Bool {
+        self.bufferedRequestBytes.load(ordering: .relaxed) + bytes <= self.configuration.maxBufferedRequestBytes
+    }
+
     func releaseBuffered(_ bytes: Int) {
         self.bufferedRequestBytes.subtract(bytes, ordering: .relaxed)
     }

@@ -108,4 +108,32 @@ struct BufferedRequestBudgetTests {
         #expect(chunked.readResponse()?.text == "POST /chunked 5")
         #expect(Self.waitForBuffered(server, 0))
     }
+
+    /// Bytes pipelined behind a request the handler holds are left in the socket while the server is out of room,
+    /// instead of being counted past the limit, and are read once there is room again.
+    @Test func readAheadWaitsForRoom() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let holder = try LoopbackClient(port: server.port)
+        let holderHead = Self.head("/holder", length: 4096)
+        holder.send(holderHead + Self.body(4000))
+        #expect(Self.waitForBuffered(server, holderHead.utf8.count + 4000))
+
+        let pipelining = try LoopbackClient(port: server.port)
+        let slow = "GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        pipelining.send(slow)
+        usleep(50_000)
+        let followers = (0..<100).map { "GET /follower/\($0) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" }.joined()
+        pipelining.send(followers)
+        usleep(50_000)
+        #expect(server.server.bufferedBytes == holderHead.utf8.count + 4000 + slow.utf8.count)
+
+        holder.send(Self.body(96))
+        #expect(holder.readResponse()?.text == "POST /holder 4096")
+        #expect(pipelining.readResponse()?.text == "GET /slow 0")
+        for index in 0..<100 {
+            #expect(pipelining.readResponse()?.text == "GET /follower/\(index) 0")
+        }
+        #expect(Self.waitForBuffered(server, 0))
+    }
 }

@@ -51,6 +51,22 @@ struct HTTPServerTests {
         }
     }
 
+    /// A client that sends a partial request behind one being handled and then stops sending gets its response, and
+    /// the connection closes at once instead of waiting out the body timeout.
+    @Test func partialRequestAfterHalfCloseClosesAfterResponse() throws {
+        let server = try Self.start { $0.bodyTimeoutMs = 30_000 }
+        defer { server.shutdown() }
+        let client = try LoopbackClient(port: server.port)
+        client.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\nPOST /partial HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        usleep(50_000)
+        client.finishSending()
+        let response = client.readResponse()
+        #expect(response?.status == 200)
+        let started = Date()
+        #expect(client.isClosedByServer())
+        #expect(Date().timeIntervalSince(started) < 5)
+    }
+
     @Test func pipelinedRequestsAnsweredInOrder() throws {
         let server = try Self.start()
         defer { server.shutdown() }

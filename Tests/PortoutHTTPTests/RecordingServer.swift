@@ -5,7 +5,7 @@ import PortoutTestSupport
 @testable import PortoutHTTP
 
 /// An `HTTPServer` on an ephemeral 127.0.0.1 port whose handler records every request it is given and responds
-/// to each with 200 and the text `METHOD target bodyLength`.
+/// to each with 200 and the text `METHOD target bodyLength`, after 300 ms for the path `/slow`.
 ///
 /// The limits start from the defaults with a 1 KiB head and a 4 KiB body, so that limit tests send little.
 final class RecordingServer: Sendable {
@@ -19,7 +19,13 @@ final class RecordingServer: Sendable {
         func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
             self.requests.withLock { $0.append(request) }
             let text = "\(request.head.method) \(request.head.target) \(request.body.count)"
-            responder.respond(HTTPResponse(status: 200, body: Array(text.utf8)))
+            if request.head.path == "/slow" {
+                DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) {
+                    responder.respond(HTTPResponse(status: 200, body: Array(text.utf8)))
+                }
+            } else {
+                responder.respond(HTTPResponse(status: 200, body: Array(text.utf8)))
+            }
         }
     }
 

@@ -43,6 +43,11 @@ public final class LoopbackClient {
         setsockopt(self.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
     }
 
+    /// Shuts down this end's sending side, as a client that has sent everything does; reading goes on.
+    public func finishSending() {
+        Glibc.shutdown(self.fd, Int32(SHUT_WR))
+    }
+
     public func send(_ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {
