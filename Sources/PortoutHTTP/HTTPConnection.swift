@@ -232,7 +232,7 @@ final class HTTPConnection: EventLoopHandler {
         self.phase = .handling
         self.send(HTTPResponse(
             error: .serviceUnavailable(
-                code: "serverBusy", "The server holds too many unanswered request bytes. Retry shortly.",
+                code: "serverBusy", "The server has too many request bytes waiting for responses. Retry shortly.",
                 retryAfterSeconds: 1),
             closeConnection: true))
     }
@@ -310,10 +310,8 @@ final class HTTPConnection: EventLoopHandler {
             self.deadline = self.owner.loop.now + self.configuration.idleTimeoutMs
         }
         self.settleCharge()
+        // Once the response is written, flush parses what the client sent meanwhile.
         self.flush()
-        if self.phase == .awaitingRequest && self.outbound.isEmpty {
-            self.parseAfterResponse()
-        }
         self.updatePolling()
     }
 

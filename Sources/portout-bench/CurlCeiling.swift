@@ -6,9 +6,9 @@ import PortoutDelivery
 
 /// `portout-bench curl`: posts one body over and over with libcurl alone, driven the way the relay drives it.
 ///
-/// It uses the same `CurlTransfer`, header set and multi-handle loop, with one multi handle per thread. No queue,
-/// journal read, signing or outcome stands behind each request, so its rate is the most the relay's delivery
-/// could reach on this machine. The delivery benchmarks print it beside the relay's own rate.
+/// It uses the same `CurlTransfer`, header set and multi-handle loop, with one multi handle per thread. A request
+/// involves no queue, journal read, signing or outcome, so its rate is the most the relay's delivery could reach
+/// on this machine. The delivery benchmarks print it beside the relay's own rate.
 func runCurlCeiling(_ arguments: [String]) throws -> Int32 {
     let url: String
     let requests: Int

@@ -27,6 +27,17 @@ struct BufferedRequestBudgetTests {
         String(repeating: "b", count: count)
     }
 
+    /// Opens a connection that sends a head announcing `length` body bytes and then only `sending` of them. Returns
+    /// it with the number of bytes sent, which the server counts until the request gets its response.
+    static func sendPartial(
+        _ server: RecordingServer, _ target: String, length: Int, sending: Int
+    ) throws -> (client: LoopbackClient, bytes: Int) {
+        let client = try LoopbackClient(port: server.port)
+        let head = Self.head(target, length: length)
+        client.send(head + Self.body(sending))
+        return (client, head.utf8.count + sending)
+    }
+
     /// Polls until the server counts `bytes` buffered, for up to five seconds.
     static func waitForBuffered(_ server: RecordingServer, _ bytes: Int) -> Bool {
         for _ in 0..<500 {
@@ -41,15 +52,11 @@ struct BufferedRequestBudgetTests {
     @Test func requestOverBudgetGets503AndBudgetReturns() throws {
         let server = try Self.start()
         defer { server.shutdown() }
-        let first = try LoopbackClient(port: server.port)
-        let firstHead = Self.head("/first", length: 2000)
-        first.send(firstHead + Self.body(1000))
-        #expect(Self.waitForBuffered(server, firstHead.utf8.count + 1000))
-        let second = try LoopbackClient(port: server.port)
-        let secondHead = Self.head("/second", length: 4096)
-        second.send(secondHead + Self.body(4095))
-        let held = firstHead.utf8.count + 1000 + secondHead.utf8.count + 4095
-        #expect(Self.waitForBuffered(server, held))
+        let (first, firstBytes) = try Self.sendPartial(server, "/first", length: 2000, sending: 1000)
+        #expect(Self.waitForBuffered(server, firstBytes))
+        let (second, secondBytes) = try Self.sendPartial(server, "/second", length: 4096, sending: 4095)
+        let buffered = firstBytes + secondBytes
+        #expect(Self.waitForBuffered(server, buffered))
 
         // Fewer than 3,000 bytes are left, so this request cannot be read whole.
         let third = try LoopbackClient(port: server.port)
@@ -60,7 +67,7 @@ struct BufferedRequestBudgetTests {
         #expect(response?.header("Retry-After") == "1")
         #expect(response?.header("Connection") == "close")
         #expect(third.isClosedByServer())
-        #expect(Self.waitForBuffered(server, held))
+        #expect(Self.waitForBuffered(server, buffered))
         #expect(server.server.bufferFullRejectionCount == 1)
 
         // A small request still fits, and a completed body gets its response and releases its bytes.
@@ -68,7 +75,7 @@ struct BufferedRequestBudgetTests {
         #expect(bodiless.request("GET", "/bodiless")?.text == "GET /bodiless 0")
         first.send(Self.body(1000))
         #expect(first.readResponse()?.text == "POST /first 2000")
-        #expect(Self.waitForBuffered(server, secondHead.utf8.count + 4095))
+        #expect(Self.waitForBuffered(server, secondBytes))
 
         // A connection reset mid-body releases its bytes too.
         second.resetOnClose()
@@ -109,15 +116,13 @@ struct BufferedRequestBudgetTests {
         #expect(Self.waitForBuffered(server, 0))
     }
 
-    /// Bytes pipelined behind a request the handler holds are left in the socket while the server is out of room,
+    /// Bytes pipelined behind a request that the handler has are left in the socket while the server is out of room,
     /// instead of being counted past the limit, and are read once there is room again.
     @Test func readAheadWaitsForRoom() throws {
         let server = try Self.start()
         defer { server.shutdown() }
-        let holder = try LoopbackClient(port: server.port)
-        let holderHead = Self.head("/holder", length: 4096)
-        holder.send(holderHead + Self.body(4000))
-        #expect(Self.waitForBuffered(server, holderHead.utf8.count + 4000))
+        let (holder, holderBytes) = try Self.sendPartial(server, "/holder", length: 4096, sending: 4000)
+        #expect(Self.waitForBuffered(server, holderBytes))
 
         let pipelining = try LoopbackClient(port: server.port)
         let slow = "GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -126,7 +131,7 @@ struct BufferedRequestBudgetTests {
         let followers = (0..<100).map { "GET /follower/\($0) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" }.joined()
         pipelining.send(followers)
         usleep(50_000)
-        #expect(server.server.bufferedBytes == holderHead.utf8.count + 4000 + slow.utf8.count)
+        #expect(server.server.bufferedBytes == holderBytes + slow.utf8.count)
 
         holder.send(Self.body(96))
         #expect(holder.readResponse()?.text == "POST /holder 4096")

@@ -38,7 +38,7 @@ struct MetricsPage: Sendable {
             samples: [([], Double(self.server.bufferedBytes))])
         page.counter(
             "portout_http_buffer_full_rejections_total",
-            help: "Requests answered 503 because limits.maxBufferedRequestBytes was reached.",
+            help: "Requests that got a 503 response because limits.maxBufferedRequestBytes was reached.",
             value: UInt64(self.server.bufferFullRejectionCount))
         page.counter(self.ingest.requests)
         page.counter(self.ingest.signatureFailures)

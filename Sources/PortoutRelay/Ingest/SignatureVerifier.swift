@@ -68,19 +68,24 @@ struct SignatureVerifier: Sendable {
         }
     }
 
+    private static let headerSpellings = [
+        ("webhook-id", "svix-id"), ("webhook-timestamp", "svix-timestamp"), ("webhook-signature", "svix-signature"),
+    ]
+
     private func verifyStandardWebhooks(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
-        // Some senders send both spellings, which must then agree.
-        for field in ["id", "timestamp", "signature"] {
-            let standard = headers.values("webhook-" + field)
-            let svix = headers.values("svix-" + field)
-            if standard.count > 1 {
-                return .failure(.repeated("webhook-" + field))
+        // Some senders send both spellings, which must then agree. Values are read only in that case, since this
+        // runs for every webhook.
+        for (standard, svix) in Self.headerSpellings {
+            let standardCount = headers.count(of: standard)
+            let svixCount = headers.count(of: svix)
+            if standardCount > 1 {
+                return .failure(.repeated(standard))
             }
-            if svix.count > 1 {
-                return .failure(.repeated("svix-" + field))
+            if svixCount > 1 {
+                return .failure(.repeated(svix))
             }
-            if let first = standard.first, let second = svix.first, first != second {
-                return .failure(.conflicting("webhook-" + field, "svix-" + field))
+            if standardCount == 1 && svixCount == 1 && headers[standard] != headers[svix] {
+                return .failure(.conflicting(standard, svix))
             }
         }
         let idName = headers["webhook-id"] != nil ? "webhook-id" : "svix-id"

@@ -64,13 +64,13 @@ struct SortedChunks<Element: Comparable>: RandomAccessCollection {
 
     /// Removes the elements that match, keeping the rest in order.
     mutating func removeAll(where shouldBeRemoved: (Element) -> Bool) {
-        let kept = self.filter { !shouldBeRemoved($0) }
+        let remaining = self.filter { !shouldBeRemoved($0) }
         self = SortedChunks()
-        for start in stride(from: 0, to: kept.count, by: Self.maxChunk) {
-            self.chunks.append(Array(kept[start..<Swift.min(start + Self.maxChunk, kept.count)]))
+        for start in stride(from: 0, to: remaining.count, by: Self.maxChunk) {
+            self.chunks.append(Array(remaining[start..<Swift.min(start + Self.maxChunk, remaining.count)]))
             self.starts.append(start)
         }
-        self.count = kept.count
+        self.count = remaining.count
     }
 
     /// Returns the last chunk whose first element is less than `element`, or the first chunk. The first position
