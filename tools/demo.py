@@ -77,6 +77,17 @@ def main():
         say(f"the relay did not start; see {RELAY_LOG}")
         stop(1)
     say(f"== relay listening on {base}, journal in {data_dir}, log lines in {RELAY_LOG}")
+    admin = config.get("admin", {})
+    admin_base = f"http://{admin.get('listen', '127.0.0.1:9090')}"
+    admin_token = admin["token"] if isinstance(admin.get("token"), str) else None
+    admin_auth = f"-H 'Authorization: Bearer {admin_token}' " if admin_token else ""
+    # A pause from an earlier run is saved in the data directory; without this line its deliveries would just
+    # never show up.
+    for destination in destinations_not_active(admin_base, admin_token):
+        tenant_id, destination_id = destination["tenant"], destination["id"]
+        say(f"== destination {tenant_id}/{destination_id} is {destination['mode']} since an earlier run "
+            f"({destination.get('modeReason') or 'no reason given'}); its deliveries wait until it is resumed:")
+        say(f"     curl -s {admin_auth}-X POST {admin_base}/admin/destinations/{tenant_id}/{destination_id}/resume")
 
     projects = ",".join(project + (":uk" if project == "brit-tel" else "") for project in tenant["projects"])
     emulator = subprocess.Popen(
@@ -112,9 +123,6 @@ def main():
     say(f"  curl -s {auth} -H 'Content-Type: application/json' -d '{{\"subscription\":\"sub_demo\"}}' "
         f"{base}/projects/{project}/portOuts")
     say(f"  curl -s {auth} {base}/projects/{project}/portOuts/<id from the answer above>/credentials   # once issued")
-    admin = config.get("admin", {})
-    admin_base = f"http://{admin.get('listen', '127.0.0.1:9090')}"
-    admin_auth = f"-H 'Authorization: Bearer {admin['token']}' " if isinstance(admin.get("token"), str) else ""
     say("And with the admin listener:")
     say(f"  curl -s {admin_auth}{admin_base}/admin/destinations")
     say(f"  curl -s {admin_auth}-X POST {admin_base}/admin/destinations/{tenant['id']}/billing/pause   # then .../resume")
@@ -136,6 +144,20 @@ def say(line):
     """Print one whole line; the sink's lines come from another thread."""
     with print_lock:
         print(line, flush=True)
+
+
+def destinations_not_active(admin_base, token):
+    """Returns the destinations that the admin listener reports as paused or disabled."""
+    request = urllib.request.Request(admin_base + "/admin/destinations")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            listing = json.load(response)
+    except (OSError, ValueError) as error:
+        say(f"== could not read {admin_base}/admin/destinations: {error}")
+        return []
+    return [destination for destination in listing.get("data", []) if destination.get("mode") != "active"]
 
 
 def start_echo(sink):

@@ -39,8 +39,11 @@ extension DeliveryEngine {
 
     /// Pauses a destination or makes it active again; resuming also clears a 410 disable and the breaker's count.
     /// Deliveries held meanwhile go out in their original order. The mode is saved in the data directory.
+    ///
+    /// A pause without a `reason` keeps the reason and time of a pause already in effect, so that a repeated
+    /// request, from a script or a second operator, does not erase why the destination was paused.
     public func setMode(
-        tenant: String, destination: String, mode: DestinationMode, reason: String,
+        tenant: String, destination: String, mode: DestinationMode, reason: String?,
         completion: @escaping @Sendable (Result<DestinationStatistics, DestinationControlError>) -> Void
     ) {
         self.perform { running in
@@ -50,12 +53,19 @@ extension DeliveryEngine {
             if mode == .active {
                 runtime.consecutiveFailures = 0
             }
-            let saveError = self.changeMode(runtime, key: key, to: mode, reason: mode == .active ? "" : reason)
+            var saveError: String?
+            if !(mode == .paused && runtime.mode == .paused && reason == nil) {
+                saveError = self.changeMode(
+                    runtime, key: key, to: mode, reason: mode == .active ? "" : reason ?? Self.defaultPauseReason)
+            }
             var statistics = self.counters.withLock { $0[key]! }
             statistics.oldestPendingAcceptedAtMs = runtime.queue.oldestAcceptedAtMs
             completion(saveError.map { .failure(.notSaved($0)) } ?? .success(statistics))
         }
     }
+
+    /// The reason recorded for a pause requested without one.
+    public static let defaultPauseReason = "paused by an operator"
 
     /// Holds a destination that returned 410 Gone until an operator resumes it.
     func disable(_ runtime: DestinationRuntime, key: String, reason: String) {

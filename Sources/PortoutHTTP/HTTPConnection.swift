@@ -250,6 +250,10 @@ final class HTTPConnection: EventLoopHandler {
         }
     }
 
+    var bufferStorage: Int {
+        self.received.storage.capacity + self.outbound.capacity
+    }
+
     /// Buffer storage a connection keeps between requests; ordinary webhooks and their responses fit in it.
     private static let idleBufferBytes = 16 * 1024
 

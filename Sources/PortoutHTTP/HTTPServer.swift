@@ -104,6 +104,23 @@ public final class HTTPServer: Sendable {
         self.bufferedRequestBytes.subtract(bytes, ordering: .relaxed)
     }
 
+    /// Adds up the buffer storage of every open connection, input and output. Each loop counts its own
+    /// connections on its thread, so this waits for every loop; tests use it to check what idle connections keep.
+    func connectionBufferStorage() -> Int {
+        let loops = self.state.withLock { $0.loops }
+        let total = Atomic<Int>(0)
+        let counted = DispatchGroup()
+        for connections in loops {
+            counted.enter()
+            connections.loop.execute {
+                total.add(connections.bufferStorage(), ordering: .relaxed)
+                counted.leave()
+            }
+        }
+        counted.wait()
+        return total.load(ordering: .relaxed)
+    }
+
     /// Binds the listening sockets and starts the event-loop threads; returns the bound port.
     @discardableResult
     public func start() throws(SystemError) -> Int {

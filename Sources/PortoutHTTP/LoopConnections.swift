@@ -74,6 +74,10 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
         self.connections[id]?.send(response)
     }
 
+    func bufferStorage() -> Int {
+        self.connections.values.reduce(0) { $0 + $1.bufferStorage }
+    }
+
     func responder(for id: UInt64) -> HTTPResponder {
         HTTPResponder(connections: self, connectionID: id)
     }

@@ -123,6 +123,27 @@ struct ConfigTests {
         }
     }
 
+    @Test func typeFilterNamesOnlyAcceptedTypes() throws {
+        func tenant(acceptTypes: String, types: String) -> String {
+            """
+            {"tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}, \(acceptTypes)
+              "destinations": [{"id": "d", "url": "http://127.0.0.1:1/", "secret": "whsec_c2VjcmV0", "types": \(types)}]}]}
+            """
+        }
+        let builtIn = #"["com.gigs.portOut.created", "com.gigs.portOut.failed", "com.gigs.portOutCredentials.issued"]"#
+        #expect(try Self.parse(tenant(acceptTypes: "", types: builtIn)).tenants[0].destinations[0].types?.count == 3)
+        let updated = #"["com.gigs.portOut.updated"]"#
+        let listed = try Self.parse(tenant(acceptTypes: #""acceptTypes": ["com.gigs.portOut.updated"],"#, types: updated))
+        #expect(listed.tenants[0].destinations[0].types == ["com.gigs.portOut.updated"])
+        do {
+            _ = try Self.parse(tenant(acceptTypes: "", types: #"["com.gigs.portOut.created", "com.gigs.portOut.updated"]"#))
+            Issue.record("a type the tenant never accepts was accepted in a destination filter")
+        } catch {
+            #expect(error.problems.map(\.path) == ["$.tenants[0].destinations[0].types[1]"])
+            #expect(error.problems.first?.message.contains("acceptTypes") == true)
+        }
+    }
+
     @Test func missingEnvironmentSecretReported() {
         let text = #"{"tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": [{"env": "PORTOUT_UNSET_VARIABLE"}]}}]}"#
         #expect(throws: ConfigError.self) { try Self.parse(text) }

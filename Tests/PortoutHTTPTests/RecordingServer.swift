@@ -5,12 +5,14 @@ import PortoutTestSupport
 @testable import PortoutHTTP
 
 /// An `HTTPServer` on an ephemeral 127.0.0.1 port whose handler records every request it is given and responds
-/// to each with 200 and the text `METHOD target bodyLength`, after 300 ms for the path `/slow`.
+/// to each with 200 and the text `METHOD target bodyLength`, after 300 ms for the path `/slow`, and for the path
+/// `/held` only once the test signals `release`.
 ///
 /// The limits start from the defaults with a 1 KiB head and a 4 KiB body, so that limit tests send little.
 final class RecordingServer: Sendable {
     final class Handler: HTTPRequestHandler, Sendable {
         let requests = Locked<[HTTPRequest]>([])
+        let release = DispatchSemaphore(value: 0)
 
         func checkHead(_ head: HTTPRequestHead, peer: String) -> HTTPResponse? {
             nil
@@ -21,6 +23,11 @@ final class RecordingServer: Sendable {
             let text = "\(request.head.method) \(request.head.target) \(request.body.count)"
             if request.head.path == "/slow" {
                 DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) {
+                    responder.respond(HTTPResponse(status: 200, body: Array(text.utf8)))
+                }
+            } else if request.head.path == "/held" {
+                DispatchQueue.global().async {
+                    self.release.wait()
                     responder.respond(HTTPResponse(status: 200, body: Array(text.utf8)))
                 }
             } else {

@@ -109,6 +109,11 @@ struct AdminTests {
         #expect(paused.status == 200)
         #expect(paused.json?.objectValue?["mode"] == "paused")
         #expect(paused.json?.objectValue?["modeReason"] == "billing upgrade")
+        // A repeated pause without a reason keeps the operator's; one with a reason replaces it.
+        let repeated = try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause")
+        #expect(repeated.json?.objectValue?["modeReason"] == "billing upgrade")
+        let replaced = try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", body: #"{"reason": "upgrade, day 2"}"#)
+        #expect(replaced.json?.objectValue?["modeReason"] == "upgrade, day 2")
         for status in ["initiated", "processing", "issued"] {
             #expect(try harness.post(Events.portOut("pout_p", status: status)).status == 202)
         }

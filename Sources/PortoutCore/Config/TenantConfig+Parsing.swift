@@ -65,6 +65,7 @@ extension ConfigReader {
             if case .string(let id)? = destinationObject["id"], !destinationIDs.insert(id).inserted {
                 self.fail("\(destinationPath).id", "duplicates destination id \"\(id)\" in this tenant")
             }
+            self.checkTypeFilter(destinationObject, destinationPath, acceptTypes: acceptTypes)
             guard
                 let destination = self.destination(
                     destinationObject, destinationPath, defaults: defaults, baseDirectory: baseDirectory)
@@ -79,6 +80,22 @@ extension ConfigReader {
         return TenantConfig(
             id: id, projects: projects, verify: verify, acceptTypes: Set(acceptTypes), destinations: destinations,
             apiKeys: apiKeys, upstream: upstream)
+    }
+
+    /// Refuses a `types` entry that the tenant never accepts, since that destination would silently receive none
+    /// of those events.
+    private mutating func checkTypeFilter(_ destination: JSONObject, _ path: String, acceptTypes: [String]) {
+        guard let types = destination["types"]?.arrayValue else { return }
+        for (index, element) in types.enumerated() {
+            guard case .string(let type) = element else { continue }
+            let accepted = PortOutStatus.byEventType[type] != nil || type == CarrierEventType.credentialsIssued
+                || acceptTypes.contains(type)
+            if !accepted {
+                self.fail(
+                    "\(path).types[\(index)]",
+                    "names \"\(type)\", which this tenant does not accept: add it to the tenant's acceptTypes or remove it")
+            }
+        }
     }
 
     mutating func upstream(_ value: JSONValue, _ path: String, baseDirectory: String) -> UpstreamConfig? {

@@ -142,7 +142,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
         respond: @escaping @Sendable (HTTPResponse) -> Void
     ) {
         let mode: DestinationMode = route == .pause(tenant: tenant, id: id) ? .paused : .active
-        var reason = "paused by an operator"
+        var reason: String?
         // Only a pause takes a reason; a resume takes no body fields.
         switch Self.bodyObject(body, known: mode == .paused ? ["reason"] : []) {
         case .failure(let error):
@@ -166,7 +166,8 @@ struct AdminRequestHandler: HTTPRequestHandler {
                 logger.info(
                     "admin action",
                     ["action": .string(action), "tenant": .string(tenant), "destination": .string(id),
-                     "reason": mode == .paused ? .string(givenReason) : .null, "pending": .number(Double(statistics.pending)),
+                     "reason": mode == .paused ? .string(statistics.modeReason) : .null,
+                     "pending": .number(Double(statistics.pending)),
                      "peer": .string(peer)])
                 respond(HTTPResponse(status: 200, json: Self.destinationJSON(statistics, nowMs: WallClock.milliseconds())))
             case .failure(.notFound):

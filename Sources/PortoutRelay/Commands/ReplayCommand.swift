@@ -91,7 +91,11 @@ final class ReplayProgressPrinter: Sendable {
 
     func update(queued: Int, delivered: Int, deadLettered: Int, withdrawn: Int, final: Bool) {
         let settled = delivered + deadLettered + withdrawn
-        let counts = "\(settled)/\(queued) settled: \(delivered) delivered, \(deadLettered) dead-lettered, \(withdrawn) withdrawn"
+        // "0/0 settled" would read as a job that did nothing and finished; the lines printed after this one
+        // give the reason nothing was queued.
+        let counts = final && queued == 0
+            ? "no deliveries queued"
+            : "\(settled)/\(queued) settled: \(delivered) delivered, \(deadLettered) dead-lettered, \(withdrawn) withdrawn"
         if self.isTerminal {
             let width = 30
             let filled = queued == 0 ? width : min(width, settled * width / queued)
