@@ -99,9 +99,15 @@ final class HTTPConnection: EventLoopHandler {
                 self.isInputPaused = true
                 break
             }
+            // Otherwise a read takes no more than the room left, so that bytes pipelined behind a request that fits
+            // cannot get it rejected. With no room left, one byte is read, and if one arrived its charge fails.
+            var readLimit = buffer.count
+            if self.phase != .handling && self.phase != .closing {
+                readLimit = min(buffer.count, max(1, self.owner.server.bufferRoom))
+            }
             let result: IOResult<Int>
             do {
-                result = try Socket.read(self.fd, into: buffer)
+                result = try Socket.read(self.fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<readLimit]))
             } catch {
                 // ECONNRESET and the like: nothing more can be sent either.
                 self.close()
@@ -125,7 +131,8 @@ final class HTTPConnection: EventLoopHandler {
             // kernel does not send a reset that could destroy the response before the client reads it.
             if count < buffer.count {
                 // A short read almost always drained the socket. Polling is level-triggered, so any rest wakes
-                // the loop again, and the read that would only return EAGAIN is saved.
+                // the loop again, and the read that would only return EAGAIN is saved. A read cut to the room
+                // left also ends here, so that the requests it completed are parsed before anything more is read.
                 break
             }
         }

@@ -95,9 +95,14 @@ public final class HTTPServer: Sendable {
         return false
     }
 
+    /// The bytes that may still be read before `maxBufferedRequestBytes` is reached.
+    var bufferRoom: Int {
+        max(0, self.configuration.maxBufferedRequestBytes - self.bufferedRequestBytes.load(ordering: .relaxed))
+    }
+
     /// Returns whether `bytes` more would stay within `maxBufferedRequestBytes`.
     func hasBufferRoom(_ bytes: Int) -> Bool {
-        self.bufferedRequestBytes.load(ordering: .relaxed) + bytes <= self.configuration.maxBufferedRequestBytes
+        self.bufferRoom >= bytes
     }
 
     func releaseBuffered(_ bytes: Int) {

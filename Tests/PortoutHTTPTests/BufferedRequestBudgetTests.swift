@@ -116,6 +116,29 @@ struct BufferedRequestBudgetTests {
         #expect(Self.waitForBuffered(server, 0))
     }
 
+    /// A request that fits in the room left is served even when more bytes than the room arrive behind it at once:
+    /// the read stops at the room. Its response gives its bytes back, and then the request behind it fits too.
+    @Test func fittingRequestServedDespiteBytesBehind() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let (holder, holderBytes) = try Self.sendPartial(server, "/holder", length: 4096, sending: 4000)
+        #expect(Self.waitForBuffered(server, holderBytes))
+
+        let fitting = Self.head("/fits", length: 1000) + Self.body(1000)
+        let behind = Self.head("/behind", length: 4000) + Self.body(4000)
+        #expect(fitting.utf8.count < Self.maxBufferedRequestBytes - holderBytes)
+        #expect(fitting.utf8.count + behind.utf8.count > Self.maxBufferedRequestBytes - holderBytes)
+        let client = try LoopbackClient(port: server.port)
+        client.send(fitting + behind)
+        #expect(client.readResponse()?.text == "POST /fits 1000")
+        #expect(client.readResponse()?.text == "POST /behind 4000")
+        #expect(server.server.bufferFullRejectionCount == 0)
+
+        holder.send(Self.body(96))
+        #expect(holder.readResponse()?.text == "POST /holder 4096")
+        #expect(Self.waitForBuffered(server, 0))
+    }
+
     /// Bytes pipelined behind a request that the handler has are left in the socket while the server is out of room,
     /// instead of being counted past the limit, and are read once there is room again.
     @Test func readAheadWaitsForRoom() throws {

@@ -11,7 +11,7 @@ import Testing
 struct ConnectionResourceTests {
     /// After a large request, an idle keep-alive connection keeps at most its idle allowance of buffer storage,
     /// not the storage of the largest request it carried.
-    @Test func idleConnectionGivesBackLargeRequestStorage() throws {
+    @Test func idleConnectionReleasesLargeBuffers() throws {
         let server = try RecordingServer { $0.maxBodyBytes = 256 * 1024 }
         defer { server.shutdown() }
         let body = String(repeating: "b", count: 200 * 1024)
@@ -34,7 +34,7 @@ struct ConnectionResourceTests {
 
     /// A client that half-closes behind its request and then resets leaves a socket that reports a hang-up until it
     /// is closed. The server closes it at once, without waiting for the handler's response.
-    @Test func hangUpWhileHandlerHoldsRequestClosesConnection() throws {
+    @Test func hangUpDuringHandlingCloses() throws {
         let server = try RecordingServer()
         defer { server.shutdown() }
         var client: LoopbackClient? = try LoopbackClient(port: server.port)
