@@ -35,7 +35,7 @@ public enum JournalCommands {
     @discardableResult
     public static func dump(
         dataDirectory: String, bodies: Bool, deadLettersOnly: Bool, output: (String) -> Void
-    ) throws(JournalError) -> [String] {
+    ) throws(JournalError) -> [SegmentDamage] {
         var events: [UInt64: EventRecord] = [:]
         // Dead letters by event and destination; a replay takes one off the list until it settles.
         var deadLetters: [DeliveryKey: JSONValue] = [:]
@@ -94,7 +94,7 @@ public enum JournalCommands {
     @discardableResult
     public static func stats(
         dataDirectory: String, retentionSeconds: Int? = nil, output: (String) -> Void
-    ) throws(JournalError) -> [String] {
+    ) throws(JournalError) -> [SegmentDamage] {
         var segments = 0
         var bytes = 0
         try self.forEachSegment(dataDirectory) { _, contents in
@@ -141,9 +141,8 @@ public enum JournalCommands {
         summary["unsettledDeliveries"] = .number(Double(unsettled.count))
         summary["oldestAcceptedAt"] = oldest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
         summary["newestAcceptedAt"] = newest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
-        // Each damage line starts with its segment's file name, and one segment may have several damaged regions.
-        let damagedSegments = Set(damage.map { $0.prefix { $0 != ":" } })
-        summary["damagedSegments"] = .number(Double(damagedSegments.count))
+        // One segment may have several damaged regions.
+        summary["damagedSegments"] = .number(Double(Set(damage.map(\.segment)).count))
         summary["damagedRegions"] = .number(Double(damage.count))
         if let retentionSeconds {
             let plan = JournalRetention.plan(
@@ -251,11 +250,22 @@ public enum JournalCommands {
         }
     }
 
-    /// Visits the valid records of every segment in order; returns one line per damaged region or torn tail.
+    /// A damaged region or torn tail found by an offline read, which skipped its bytes.
+    public struct SegmentDamage: Sendable, CustomStringConvertible {
+        /// The segment's file name.
+        public var segment: String
+        public var problem: String
+
+        public var description: String {
+            "\(self.segment): \(self.problem)"
+        }
+    }
+
+    /// Visits the valid records of every segment in order; returns each damaged region and torn tail.
     static func forEachRecord(
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
-    ) throws(JournalError) -> [String] {
-        var damage: [String] = []
+    ) throws(JournalError) -> [SegmentDamage] {
+        var damage: [SegmentDamage] = []
         try self.forEachSegment(dataDirectory) { name, bytes in
             let segment = UInt64(name.prefix(20)) ?? 0
             let result = SegmentFile.scan(bytes) { payload, offset in
@@ -263,10 +273,11 @@ public enum JournalCommands {
                 body(record, JournalLocation(segment: segment, offset: Int64(offset), length: Int32(payload.count)))
             }
             for region in result.damage {
-                damage.append("\(name): \(region.reason); bytes \(region.start) to \(region.end) skipped")
+                damage.append(SegmentDamage(
+                    segment: name, problem: "\(region.reason); bytes \(region.start) to \(region.end) skipped"))
             }
             if let tornTail = result.tornTail {
-                damage.append("\(name): torn tail after byte \(result.validBytes): \(tornTail)")
+                damage.append(SegmentDamage(segment: name, problem: "torn tail after byte \(result.validBytes): \(tornTail)"))
             }
         }
         return damage

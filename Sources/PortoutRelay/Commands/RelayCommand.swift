@@ -308,7 +308,7 @@ public enum RelayCommand {
     }
 
     /// Prints each damaged segment to standard error; exit status 1 if there was any.
-    private static func reportDamage(_ damage: [String]) -> Int32 {
+    private static func reportDamage(_ damage: [JournalCommands.SegmentDamage]) -> Int32 {
         for line in damage {
             self.printError("portout-relay: journal damaged: \(line); run journal verify")
         }
