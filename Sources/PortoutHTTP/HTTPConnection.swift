@@ -24,6 +24,8 @@ final class HTTPConnection: EventLoopHandler {
     let id: UInt64
     let fd: Int32
     let peer: String
+    /// The peer's address without its port, which `maxConnectionsPerClient` counts by.
+    let client: Substring
     unowned let owner: LoopConnections
     private(set) var phase = Phase.awaitingRequest
     /// Monotonic milliseconds after which `deadlinePassed()` acts.
@@ -57,10 +59,11 @@ final class HTTPConnection: EventLoopHandler {
     private static let inputEvents = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
     private static let lingerMs: UInt64 = 2000
 
-    init(id: UInt64, fd: Int32, peer: String, owner: LoopConnections) {
+    init(id: UInt64, fd: Int32, peer: String, client: Substring, owner: LoopConnections) {
         self.id = id
         self.fd = fd
         self.peer = peer
+        self.client = client
         self.owner = owner
         self.requestParser = HTTPRequestParser(limits: owner.server.configuration.parserLimits)
         self.deadline = owner.loop.now + owner.server.configuration.idleTimeoutMs

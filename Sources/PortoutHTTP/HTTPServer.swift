@@ -13,6 +13,7 @@ public final class HTTPServer: Sendable {
         public var eventLoops: Int
         public var parserLimits: HTTPParserLimits
         public var maxConnections: Int
+        public var maxConnectionsPerClient: Int
         public var maxBufferedRequestBytes: Int
         public var headerTimeoutMs: UInt64
         public var bodyTimeoutMs: UInt64
@@ -24,6 +25,7 @@ public final class HTTPServer: Sendable {
             self.eventLoops = eventLoops
             self.parserLimits = HTTPParserLimits(maxHeaderBytes: limits.maxHeaderBytes, maxBodyBytes: limits.maxBodyBytes)
             self.maxConnections = limits.maxConnections
+            self.maxConnectionsPerClient = limits.maxConnectionsPerClient
             self.maxBufferedRequestBytes = limits.maxBufferedRequestBytes
             self.headerTimeoutMs = UInt64(limits.headerTimeoutMs)
             self.bodyTimeoutMs = UInt64(limits.bodyTimeoutMs)
@@ -41,6 +43,12 @@ public final class HTTPServer: Sendable {
     let bufferedRequestBytes = Atomic<Int>(0)
     /// Requests refused because `maxBufferedRequestBytes` was reached.
     let bufferFullRejections = Atomic<Int>(0)
+    /// Open connections by client address, across all loops, checked against `maxConnectionsPerClient`. Only
+    /// addresses with a connection open have an entry.
+    private let connectionsByClient = Locked<[Substring: Int]>([:])
+    /// Connections refused at accept, by the limit they reached.
+    let connectionLimitRejections = Atomic<Int>(0)
+    let clientLimitRejections = Atomic<Int>(0)
     /// Whether each response is logged as a `request` line; a configuration reload may switch it.
     public let accessLog = Atomic<Bool>(false)
     private let state = Locked<RunState>(RunState())
@@ -103,6 +111,30 @@ public final class HTTPServer: Sendable {
     /// Returns whether `bytes` more would stay within `maxBufferedRequestBytes`.
     func hasBufferRoom(_ bytes: Int) -> Bool {
         self.bufferRoom >= bytes
+    }
+
+    /// Counts a new connection from `client` unless that client already has `maxConnectionsPerClient` open.
+    /// Returns whether it counted it.
+    func openClientConnection(_ client: Substring) -> Bool {
+        let limit = self.configuration.maxConnectionsPerClient
+        return self.connectionsByClient.withLock { counts in
+            let open = counts[client, default: 0]
+            guard open < limit else { return false }
+            counts[client] = open + 1
+            return true
+        }
+    }
+
+    func closeClientConnection(_ client: Substring) {
+        self.connectionsByClient.withLock { counts in
+            let open = counts[client, default: 0]
+            counts[client] = open > 1 ? open - 1 : nil
+        }
+    }
+
+    /// Connections refused at accept because `maxConnections` or `maxConnectionsPerClient` was reached.
+    public var connectionRejectionCounts: (total: Int, perClient: Int) {
+        (self.connectionLimitRejections.load(ordering: .relaxed), self.clientLimitRejections.load(ordering: .relaxed))
     }
 
     func releaseBuffered(_ bytes: Int) {

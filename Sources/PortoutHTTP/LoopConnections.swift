@@ -47,27 +47,38 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
             let open = self.server.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
             if open > self.server.configuration.maxConnections {
                 self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
-                self.rejectOverLimit(fd, peer: peer)
+                self.server.connectionLimitRejections.add(1, ordering: .relaxed)
+                self.rejectOverLimit(fd, peer: peer, limit: "maxConnections", message: "The server is at its connection limit.")
+                continue
+            }
+            // The peer is `host:port` or `[host]:port`; the limit applies to the host.
+            let client = peer[..<(peer.lastIndex(of: ":") ?? peer.endIndex)]
+            guard self.server.openClientConnection(client) else {
+                self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
+                self.server.clientLimitRejections.add(1, ordering: .relaxed)
+                self.rejectOverLimit(
+                    fd, peer: peer, limit: "maxConnectionsPerClient",
+                    message: "Too many connections are open from this client address.")
                 continue
             }
             Socket.setNoDelay(fd)
             let id = self.nextID
             self.nextID += 1
-            let connection = HTTPConnection(id: id, fd: fd, peer: peer, owner: self)
+            let connection = HTTPConnection(id: id, fd: fd, peer: peer, client: client, owner: self)
             self.connections[id] = connection
             self.loop.register(fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, handler: connection)
         }
     }
 
-    /// Sends a short 503 to a connection over the limit and closes it without reading its request.
-    private func rejectOverLimit(_ fd: Int32, peer: String) {
-        let error = APIError.serviceUnavailable(
-            code: "tooManyConnections", "The server is at its connection limit.", retryAfterSeconds: 1)
+    /// Sends a short 503 to a connection over a limit and closes it without reading its request.
+    private func rejectOverLimit(_ fd: Int32, peer: String, limit: String, message: String) {
+        let error = APIError.serviceUnavailable(code: "tooManyConnections", message, retryAfterSeconds: 1)
         let bytes = HTTPResponse(error: error, closeConnection: true)
             .serialize(date: HTTPDate.now(), includeBody: true, close: true)
         _ = bytes.withUnsafeBytes { try? Socket.write(fd, $0) }
         Socket.close(fd)
-        self.server.logger.warning("connection rejected", ["reason": "connection limit reached", "peer": .string(peer)])
+        self.server.logger.warning(
+            "connection rejected", ["reason": .string("limits.\(limit) reached"), "peer": .string(peer)])
     }
 
     func deliver(_ response: HTTPResponse, to id: UInt64) {
@@ -87,6 +98,7 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
         self.loop.deregister(connection.fd)
         Socket.close(connection.fd)
         self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
+        self.server.closeClientConnection(connection.client)
     }
 
     private func pauseAccepting(_ error: SystemError) {

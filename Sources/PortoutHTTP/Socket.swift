@@ -74,12 +74,22 @@ public enum Socket {
         return .done((fd, self.describe(storage)))
     }
 
-    /// Opens a blocking TCP connection; for tests and command-line clients, not the event loop.
-    public static func connect(host: String, port: Int) throws(SystemError) -> Int32 {
+    /// Opens a blocking TCP connection, from `sourceHost` if given; for tests and command-line clients, not the
+    /// event loop.
+    public static func connect(host: String, port: Int, sourceHost: String? = nil) throws(SystemError) -> Int32 {
         var storage = sockaddr_storage()
         let length = try self.fillAddress(&storage, host: host, port: port)
         let fd = try systemCall("socket") { socket(Int32(storage.ss_family), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         do {
+            if let sourceHost {
+                var source = sockaddr_storage()
+                let sourceLength = try self.fillAddress(&source, host: sourceHost, port: 0)
+                _ = try withUnsafePointer(to: &source) { pointer throws(SystemError) -> Int32 in
+                    try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(SystemError) -> Int32 in
+                        try systemCall("bind \(sourceHost)") { Glibc.bind(fd, address, sourceLength) }
+                    }
+                }
+            }
             _ = try withUnsafePointer(to: &storage) { pointer throws(SystemError) -> Int32 in
                 try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(SystemError) -> Int32 in
                     try systemCall("connect \(host):\(port)") { Glibc.connect(fd, address, length) }

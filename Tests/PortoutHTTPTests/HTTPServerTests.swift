@@ -224,6 +224,35 @@ struct HTTPServerTests {
         #expect(first.request("GET", "/c")?.status == 200)
     }
 
+    /// One client address cannot take more than its share of connections; another address still gets one, and a
+    /// closed connection gives its place back.
+    @Test func perClientLimitRejectsExtra() throws {
+        let server = try Self.start { limits in
+            limits.maxConnections = 10
+            limits.maxConnectionsPerClient = 2
+        }
+        defer { server.shutdown() }
+        var first: LoopbackClient? = try LoopbackClient(port: server.port)
+        let second = try LoopbackClient(port: server.port)
+        #expect(first?.request("GET", "/a")?.status == 200)
+        #expect(second.request("GET", "/b")?.status == 200)
+        let third = try LoopbackClient(port: server.port)
+        let rejected = third.readResponse()
+        #expect(rejected?.status == 503)
+        #expect(rejected?.json?.objectValue?["code"] == "tooManyConnections")
+        #expect(third.isClosedByServer())
+        #expect(server.connectionRejectionCounts.perClient == 1)
+        #expect(server.connectionRejectionCounts.total == 0)
+
+        let elsewhere = try LoopbackClient(port: server.port, sourceHost: "127.0.0.2")
+        #expect(elsewhere.request("GET", "/c")?.status == 200)
+
+        first = nil
+        #expect(waitUntil { server.connectionCount == 2 })
+        let replacement = try LoopbackClient(port: server.port)
+        #expect(replacement.request("GET", "/d")?.status == 200)
+    }
+
     @Test func http10ClosesUnlessKeepAlive() throws {
         let server = try Self.start()
         defer { server.shutdown() }

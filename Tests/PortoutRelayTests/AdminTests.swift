@@ -82,6 +82,7 @@ struct AdminTests {
         #expect(syncCount != nil)
         #expect(syncCount?.hasSuffix(" 0") == false)
         #expect(lines.contains { $0.hasPrefix("portout_journal_bytes ") })
+        #expect(lines.contains(#"portout_http_connection_rejections_total{limit="maxConnectionsPerClient"} 0"#))
 
         let directory = harness.directory
         let page = directory.file("metrics.txt")

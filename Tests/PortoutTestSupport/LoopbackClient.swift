@@ -25,9 +25,10 @@ public final class LoopbackClient {
         }
     }
 
-    /// Connects, with reads timing out after `readTimeoutSeconds` so a test never hangs on a silent server.
-    public init(port: Int, readTimeoutSeconds: Int = 10) throws {
-        self.fd = try Socket.connect(host: "127.0.0.1", port: port)
+    /// Connects, from `sourceHost` if given, with reads timing out after `readTimeoutSeconds` so a test never
+    /// hangs on a silent server. Any 127.x.y.z address is a loopback source on Linux.
+    public init(port: Int, readTimeoutSeconds: Int = 10, sourceHost: String? = nil) throws {
+        self.fd = try Socket.connect(host: "127.0.0.1", port: port, sourceHost: sourceHost)
         var timeout = timeval(tv_sec: readTimeoutSeconds, tv_usec: 0)
         setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }

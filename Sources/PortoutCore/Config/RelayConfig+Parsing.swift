@@ -139,8 +139,8 @@ extension ConfigReader {
         self.rejectUnknownKeys(
             object, path,
             known: [
-                "maxHeaderBytes", "maxBodyBytes", "maxBufferedRequestBytes", "maxConnections", "headerTimeoutMs",
-                "bodyTimeoutMs", "idleTimeoutMs",
+                "maxHeaderBytes", "maxBodyBytes", "maxBufferedRequestBytes", "maxConnections",
+                "maxConnectionsPerClient", "headerTimeoutMs", "bodyTimeoutMs", "idleTimeoutMs",
             ])
         limits.maxHeaderBytes = self.integer(object, "maxHeaderBytes", path, default: limits.maxHeaderBytes, range: 1024...1_048_576)
         limits.maxBodyBytes = self.integer(object, "maxBodyBytes", path, default: limits.maxBodyBytes, range: 1024...67_108_864)
@@ -153,6 +153,8 @@ extension ConfigReader {
                     + "(\(limits.maxHeaderBytes + limits.maxBodyBytes)), so that one request of the largest size fits")
         }
         limits.maxConnections = self.integer(object, "maxConnections", path, default: limits.maxConnections, range: 1...1_000_000)
+        limits.maxConnectionsPerClient = self.integer(
+            object, "maxConnectionsPerClient", path, default: limits.maxConnectionsPerClient, range: 1...1_000_000)
         limits.headerTimeoutMs = self.integer(object, "headerTimeoutMs", path, default: limits.headerTimeoutMs, range: 100...3_600_000)
         limits.bodyTimeoutMs = self.integer(object, "bodyTimeoutMs", path, default: limits.bodyTimeoutMs, range: 100...3_600_000)
         limits.idleTimeoutMs = self.integer(object, "idleTimeoutMs", path, default: limits.idleTimeoutMs, range: 100...86_400_000)

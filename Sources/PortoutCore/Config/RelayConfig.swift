@@ -42,6 +42,8 @@ public struct Limits: Sendable, Equatable {
     /// every connection could hold a maximal request at the same time: over 1 GiB at the defaults.
     public var maxBufferedRequestBytes = 64 * 1024 * 1024
     public var maxConnections = 4096
+    /// Maximum open connections from one client address, so that one client cannot take every connection.
+    public var maxConnectionsPerClient = 1024
     public var headerTimeoutMs = 10_000
     public var bodyTimeoutMs = 30_000
     public var idleTimeoutMs = 60_000

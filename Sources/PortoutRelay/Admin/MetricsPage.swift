@@ -36,6 +36,13 @@ struct MetricsPage: Sendable {
             "portout_http_buffered_request_bytes",
             help: "Bytes read on the webhook and API listener for requests that have no response yet.",
             samples: [([], Double(self.server.bufferedBytes))])
+        let rejections = self.server.connectionRejectionCounts
+        page.counter(
+            "portout_http_connection_rejections_total",
+            help: "Connections closed at accept with a 503 because limits.maxConnections or "
+                + "limits.maxConnectionsPerClient was reached.",
+            labelNames: ["limit"],
+            samples: [(["maxConnections"], Double(rejections.total)), (["maxConnectionsPerClient"], Double(rejections.perClient))])
         page.counter(
             "portout_http_buffer_full_rejections_total",
             help: "Requests that got a 503 response because limits.maxBufferedRequestBytes was reached.",
