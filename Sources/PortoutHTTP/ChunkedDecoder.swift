@@ -19,7 +19,7 @@ struct ChunkedDecoder: Sendable {
     }
 
     /// Longest chunk-size line accepted, extensions included.
-    static let maxSizeLineBytes = 4096
+    static let maxSizeLineBytes = Limits.maxChunkSizeLineBytes
     /// Maximum chunk-extension bytes accepted across one body. The body limit counts only chunk data, so without
     /// this a client could send unbounded extension bytes in one request. RFC 9112 section 7.1.1 recommends
     /// such a limit.

@@ -163,7 +163,15 @@ final class HTTPConnection: EventLoopHandler {
     /// Parses buffered bytes until a request goes to the handler or more data is needed.
     private func processReceived() {
         while !self.isClosed && self.phase != .handling && self.phase != .closing && self.outbound.isEmpty {
-            switch self.requestParser.parse(&self.received) {
+            let event = self.requestParser.parse(&self.received)
+            // Chunk framing is parsed away, unlike body bytes, so it stops counting at once. Otherwise a body
+            // sent in one-byte chunks would count several times its size against maxBufferedRequestBytes.
+            let framing = min(self.requestParser.takeFramingBytes(), self.chargedBytes)
+            if framing > 0 {
+                self.chargedBytes -= framing
+                self.owner.server.releaseBuffered(framing)
+            }
+            switch event {
             case .needMoreData:
                 self.noteProgress()
                 return

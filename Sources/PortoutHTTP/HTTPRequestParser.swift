@@ -48,6 +48,9 @@ public struct HTTPRequestParser: Sendable {
     public let limits: HTTPParserLimits
     private var state: State = .head(HeadScanner())
     private var body: [UInt8] = []
+    /// Chunked-framing bytes consumed since the last `takeFramingBytes()`: size lines, extensions, CRLFs after
+    /// chunk data and trailers. They are not kept as body bytes are.
+    private var framingBytes = 0
 
     private enum State: Sendable {
         case head(HeadScanner)
@@ -75,6 +78,13 @@ public struct HTTPRequestParser: Sendable {
         case .contentLength, .chunked: return true
         default: return false
         }
+    }
+
+    /// Returns the chunked-framing bytes consumed since the last call, so that a caller counting buffered bytes
+    /// can stop counting them.
+    public mutating func takeFramingBytes() -> Int {
+        defer { self.framingBytes = 0 }
+        return self.framingBytes
     }
 
     public mutating func parse(_ buffer: inout ByteBuffer) -> HTTPParserEvent {
@@ -117,7 +127,11 @@ public struct HTTPRequestParser: Sendable {
             }
             return self.complete(head, trailers: HTTPHeaders())
         case .chunked(let head, var decoder):
-            switch decoder.decode(&buffer, into: &self.body, limits: self.limits) {
+            let readableBefore = buffer.readableCount
+            let bodyBefore = self.body.count
+            let outcome = decoder.decode(&buffer, into: &self.body, limits: self.limits)
+            self.framingBytes += (readableBefore - buffer.readableCount) - (self.body.count - bodyBefore)
+            switch outcome {
             case .needMoreData:
                 self.state = .chunked(head, decoder)
                 return .needMoreData

@@ -63,12 +63,12 @@ struct ConfigTests {
         let defaults = try Self.parse("{\(tenants)}")
         #expect(defaults.limits.maxBufferedRequestBytes == 64 * 1024 * 1024)
         let exact = try Self.parse(
-            #"{"limits": {"maxHeaderBytes": 1024, "maxBodyBytes": 2048, "maxBufferedRequestBytes": 3072}, "#
+            #"{"limits": {"maxHeaderBytes": 1024, "maxBodyBytes": 2048, "maxBufferedRequestBytes": 7170}, "#
                 .appending(tenants + "}"))
-        #expect(exact.limits.maxBufferedRequestBytes == 3072)
+        #expect(exact.limits.maxBufferedRequestBytes == 7170)
         do {
             _ = try Self.parse(
-                #"{"limits": {"maxHeaderBytes": 1024, "maxBodyBytes": 2048, "maxBufferedRequestBytes": 3071}, "#
+                #"{"limits": {"maxHeaderBytes": 1024, "maxBodyBytes": 2048, "maxBufferedRequestBytes": 7169}, "#
                     .appending(tenants + "}"))
             Issue.record("maxBufferedRequestBytes below one maximal request was accepted")
         } catch {

@@ -110,9 +110,24 @@ struct BufferedRequestBudgetTests {
         let chunked = try LoopbackClient(port: server.port)
         let start = "POST /chunked HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
         chunked.send(start)
-        #expect(Self.waitForBuffered(server, start.utf8.count))
+        // The size line "5\r\n" and the CRLF after the data are parsed away; the head and body still count.
+        #expect(Self.waitForBuffered(server, start.utf8.count - 5))
         chunked.send("0\r\n\r\n")
         #expect(chunked.readResponse()?.text == "POST /chunked 5")
+        #expect(Self.waitForBuffered(server, 0))
+    }
+
+    /// Chunk framing stops counting once parsed, so a body sent in one-byte chunks, several times the limit on the
+    /// wire, counts only its head and body bytes.
+    @Test func oneByteChunksCountOnlyBodyBytes() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let body = String(repeating: "1\r\nb\r\n", count: 4000) + "0\r\n\r\n"
+        #expect(body.utf8.count > Self.maxBufferedRequestBytes * 2)
+        let client = try LoopbackClient(port: server.port)
+        client.send("POST /chunked HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+        #expect(client.readResponse()?.text == "POST /chunked 4000")
+        #expect(server.server.bufferFullRejectionCount == 0)
         #expect(Self.waitForBuffered(server, 0))
     }
 

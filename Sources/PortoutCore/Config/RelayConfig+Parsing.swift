@@ -146,11 +146,12 @@ extension ConfigReader {
         limits.maxBodyBytes = self.integer(object, "maxBodyBytes", path, default: limits.maxBodyBytes, range: 1024...67_108_864)
         limits.maxBufferedRequestBytes = self.integer(
             object, "maxBufferedRequestBytes", path, default: limits.maxBufferedRequestBytes, range: 1024...(1 << 40))
-        if limits.maxBufferedRequestBytes < limits.maxHeaderBytes + limits.maxBodyBytes {
+        if limits.maxBufferedRequestBytes < limits.smallestBufferedRequestBytes {
             self.fail(
                 "\(path).maxBufferedRequestBytes",
-                "must be at least limits.maxHeaderBytes + limits.maxBodyBytes "
-                    + "(\(limits.maxHeaderBytes + limits.maxBodyBytes)), so that one request of the largest size fits")
+                "must be at least limits.maxHeaderBytes + limits.maxBodyBytes + max(4098, limits.maxHeaderBytes) "
+                    + "(\(limits.smallestBufferedRequestBytes)), so that one request of the largest size fits, "
+                    + "chunked or not")
         }
         limits.maxConnections = self.integer(object, "maxConnections", path, default: limits.maxConnections, range: 1...1_000_000)
         limits.maxConnectionsPerClient = self.integer(
