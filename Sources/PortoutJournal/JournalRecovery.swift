@@ -26,6 +26,12 @@ struct JournalRecovery {
     func run(visit: (JournalRecord, JournalLocation) -> Void) throws(JournalError) -> (segment: UInt64, size: Int) {
         let segments = try SegmentFile.segments(in: self.directory)
         guard !segments.isEmpty else { return (1, 0) }
+        for gap in SegmentFile.gaps(in: segments) {
+            self.logger.error(
+                "journal segments missing",
+                ["before": .string(SegmentFile.name(for: gap.before)), "problem": .string(gap.missing),
+                 "effect": "events and delivery outcomes in them are lost; run journal verify"])
+        }
         var totalRecords = 0
         var lastValidBytes = 0
         for (index, segment) in segments.enumerated() {

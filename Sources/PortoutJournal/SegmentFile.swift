@@ -73,6 +73,18 @@ public enum SegmentFile {
         }.sorted()
     }
 
+    /// Describes each run of numbers missing between consecutive segments, keyed by the segment after it.
+    /// Retention removes only the oldest segments, so a gap means segments were lost or removed by hand.
+    public static func gaps(in segments: [UInt64]) -> [(before: UInt64, missing: String)] {
+        zip(segments, segments.dropFirst()).compactMap { previous, next in
+            guard next > previous + 1 else { return nil }
+            let missing = next == previous + 2
+                ? "segment \(previous + 1) is missing"
+                : "segments \(previous + 1) to \(next - 1) are missing"
+            return (next, missing)
+        }
+    }
+
     static func frame(_ payload: [UInt8], into output: inout [UInt8]) {
         withUnsafeBytes(of: UInt32(payload.count).littleEndian) { output.append(contentsOf: $0) }
         withUnsafeBytes(of: CRC32C.checksum(payload).littleEndian) { output.append(contentsOf: $0) }

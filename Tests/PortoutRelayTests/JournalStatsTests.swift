@@ -39,6 +39,30 @@ struct JournalStatsTests {
         #expect(summary["events"] == .number(1))
     }
 
+    /// Retention removes only the oldest segments, so a number missing between two segments is reported as
+    /// damage by verify and stats.
+    @Test func missingSegmentIsDamage() throws {
+        let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_gap", status: "initiated")).status == 202)
+        harness.stop()
+        let dataDirectory = harness.directory.path + "/data"
+        let journal = dataDirectory + "/journal/"
+        let segment = try #require(try SegmentFile.segments(in: journal).last)
+        // A later segment two numbers on leaves one number missing between them.
+        try FileManager.default.copyItem(
+            atPath: journal + SegmentFile.name(for: segment), toPath: journal + SegmentFile.name(for: segment + 2))
+
+        var verifyLines: [String] = []
+        #expect(try JournalCommands.verify(dataDirectory: dataDirectory) { verifyLines.append($0) } == false)
+        #expect(verifyLines.contains("\(SegmentFile.name(for: segment + 2)): segment \(segment + 1) is missing before it"))
+        var lines: [String] = []
+        let damage = try JournalCommands.stats(dataDirectory: dataDirectory, retentionSeconds: nil) { lines.append($0) }
+        #expect(damage.map(\.segment) == [SegmentFile.name(for: segment + 2)])
+        let summary = try #require(try JSONParser.parse(lines[0]).objectValue)
+        #expect(summary["damagedSegments"] == .number(1))
+    }
+
     /// Events carry account numbers, so the journal's directory and files are the owner's alone, whatever the umask.
     @Test func journalFilesAreOwnerOnly() throws {
         let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)

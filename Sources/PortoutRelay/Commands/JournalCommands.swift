@@ -7,10 +7,16 @@ public enum JournalCommands {
     /// Fields of a credentials event body that a dump replaces with `"[redacted]"` unless bodies are requested.
     static let redactedFields: Set<String> = ["accountNumber", "accountPin"]
 
-    /// Checks every frame of every segment and prints one line per segment; returns false if any is damaged.
+    /// Checks every frame of every segment and prints one line per segment; returns false if any is damaged or
+    /// missing.
     public static func verify(dataDirectory: String, output: (String) -> Void) throws(JournalError) -> Bool {
         var healthy = true
+        let gaps = try self.segmentGaps(dataDirectory)
         try self.forEachSegment(dataDirectory) { name, bytes in
+            if let gap = gaps[name] {
+                output("\(name): \(gap) before it")
+                healthy = false
+            }
             var undecodable = 0
             let result = SegmentFile.scan(bytes) { payload, _ in
                 if JournalRecord.decode(payload) == nil { undecodable += 1 }
@@ -237,6 +243,17 @@ public enum JournalCommands {
         dataDirectory + "/journal"
     }
 
+    /// Descriptions of missing segment numbers, keyed by the name of the segment after them.
+    private static func segmentGaps(_ dataDirectory: String) throws(JournalError) -> [String: String] {
+        let directory = self.journalDirectory(dataDirectory)
+        guard FileManager.default.fileExists(atPath: directory) else { return [:] }
+        var gaps: [String: String] = [:]
+        for gap in SegmentFile.gaps(in: try SegmentFile.segments(in: directory)) {
+            gaps[SegmentFile.name(for: gap.before)] = gap.missing
+        }
+        return gaps
+    }
+
     private static func forEachSegment(
         _ dataDirectory: String, _ body: (String, [UInt8]) throws(JournalError) -> Void
     ) throws(JournalError) {
@@ -266,7 +283,11 @@ public enum JournalCommands {
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> [SegmentDamage] {
         var damage: [SegmentDamage] = []
+        let gaps = try self.segmentGaps(dataDirectory)
         try self.forEachSegment(dataDirectory) { name, bytes in
+            if let gap = gaps[name] {
+                damage.append(SegmentDamage(segment: name, problem: "\(gap) before it"))
+            }
             let segment = UInt64(name.prefix(20)) ?? 0
             let result = SegmentFile.scan(bytes) { payload, offset in
                 guard let record = JournalRecord.decode(payload) else { return }
