@@ -10,14 +10,19 @@ BENCH_PACKAGES := nginx-light wrk webhook gnuplot-nox
 BENCH_ONLY ?=
 # A sentence for bench/results.md about the run's conditions, e.g. BENCH_NOTE="Taken on a quiet machine."
 BENCH_NOTE ?=
-PIP_PACKAGES := standardwebhooks==1.3.0 schemathesis==4.32.5
+# The demo's sink verifies signatures with standardwebhooks; the tests also run schemathesis.
+RUN_PIP_PACKAGES := standardwebhooks==1.3.0
+PIP_PACKAGES := $(RUN_PIP_PACKAGES) schemathesis==4.32.5
 FUZZ_SECONDS ?= 60
 
-.PHONY: build release run test test-thread-sanitizer test-address-sanitizer bench crash-test fuzz deps test-deps \
-	bench-deps clean
+.PHONY: build release run test test-thread-sanitizer test-address-sanitizer bench crash-test fuzz deps run-deps \
+	test-deps bench-deps clean
 
 deps:
 	@tools/ensure-packages apt $(APT_PACKAGES)
+
+run-deps: deps
+	@tools/ensure-packages pip $(RUN_PIP_PACKAGES)
 
 # promtool checks the metrics page in the tests.
 test-deps: deps
@@ -35,7 +40,7 @@ release: deps
 
 # Starts a signature-checking sink, the relay on config.json and the carrier emulator, prints what happens and
 # keeps them running until Ctrl-C.
-run: release test-deps
+run: release run-deps
 	@$(PYTHON) tools/demo.py --binary .build/release/portout-relay --config config.json
 
 # Tests use loopback sockets and temporary directories only.

@@ -113,6 +113,8 @@ struct AdminTests {
         // A repeated pause without a reason keeps the operator's; one with a reason replaces it.
         let repeated = try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause")
         #expect(repeated.json?.objectValue?["modeReason"] == "billing upgrade")
+        let blank = try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", body: #"{"reason": " "}"#)
+        #expect(blank.json?.objectValue?["modeReason"] == "billing upgrade")
         let replaced = try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", body: #"{"reason": "upgrade, day 2"}"#)
         #expect(replaced.json?.objectValue?["modeReason"] == "upgrade, day 2")
         for status in ["initiated", "processing", "issued"] {

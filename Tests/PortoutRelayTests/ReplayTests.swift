@@ -389,7 +389,7 @@ struct ReplayCommandTests {
         // Every status is still pending, so the replay queues nothing new and the pending ones keep their order.
         let result = try Self.run(["--offline", "--config", configPath, "--status", "completed", "--wait", "5"])
         #expect(result.lines.contains("no deliveries queued"), "\(result.lines)")
-        #expect(result.lines.contains("1 deliveries left out: the same event was still pending for the destination"))
+        #expect(result.lines.contains("1 delivery left out: the same event was still pending for the destination"))
         try harness.start()
         #expect(waitUntil { sink.received.count >= failedAttempts + 4 })
         let delivered = sink.received.dropFirst(failedAttempts).map(\.status)

@@ -154,7 +154,8 @@ struct AdminRequestHandler: HTTPRequestHandler {
                         code: "invalidParameters", "The request is invalid.",
                         details: [ValidationIssue(field: "reason", message: "must be a string of at most 500 bytes")])))
                 }
-                reason = text
+                // An empty reason is taken as none, so it neither erases a kept reason nor records a blank one.
+                reason = text.allSatisfy(\.isWhitespace) ? nil : text
             }
         }
         let logger = self.logger

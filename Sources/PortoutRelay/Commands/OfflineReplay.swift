@@ -30,7 +30,7 @@ struct OfflineReplay {
         case .success(let found): matches = found.matches
         }
         if self.dryRun {
-            self.progress.line("\(matches.count) deliveries match")
+            self.progress.line("\(ReplayProgressPrinter.deliveries(matches.count)) match")
             for match in matches.prefix(10) {
                 self.progress.line(JSONWriter.encodeString(AdminRequestHandler.matchJSON(match)))
             }
@@ -81,7 +81,7 @@ struct OfflineReplay {
             registry: registry, dataDirectory: self.dataDirectory, journal: journal, engine: engine,
             deadLetters: DeadLetterIndex())
         jobs.queue(matches, for: job)
-        self.progress.line("replay \(job.id): \(matches.count) deliveries match")
+        self.progress.line("replay \(job.id): \(ReplayProgressPrinter.deliveries(matches.count)) match")
         let targeted = Set(matches.map { "\($0.event.tenant)/\($0.destination)" })
         let heldDestinations = engine.statistics().filter {
             $0.mode != .active && targeted.contains("\($0.tenant)/\($0.destination)")
@@ -100,16 +100,19 @@ struct OfflineReplay {
 
         let progress = job.progress.withLock { $0 }
         if !job.isFinished {
-            let state = heldDestinations.isEmpty ? "are still retrying" : "are held or still retrying"
+            let verb = progress.queued - progress.settled == 1 ? "is" : "are"
+            let state = heldDestinations.isEmpty ? "\(verb) still retrying" : "\(verb) held or still retrying"
             self.progress.line(
-                "\(progress.queued - progress.settled) deliveries \(state) after \(Int(self.waitSeconds)) s; "
+                "\(ReplayProgressPrinter.deliveries(progress.queued - progress.settled)) \(state) after \(Int(self.waitSeconds)) s; "
                     + "they stay in the journal and go out when the relay starts")
         }
         if progress.alreadyPending > 0 {
-            self.progress.line("\(progress.alreadyPending) deliveries left out: the same event was still pending for the destination")
+            self.progress.line(
+                "\(ReplayProgressPrinter.deliveries(progress.alreadyPending)) left out: the same event was still pending for the destination")
         }
         if progress.notConfigured > 0 {
-            self.progress.line("\(progress.notConfigured) deliveries skipped: their destination is not configured")
+            self.progress.line(
+                "\(ReplayProgressPrinter.deliveries(progress.notConfigured)) skipped: the destination is not configured")
         }
         return progress.status == .completed && progress.deadLettered == 0 && progress.notConfigured == 0 ? 0 : 1
     }

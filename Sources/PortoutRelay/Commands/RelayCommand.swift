@@ -19,8 +19,9 @@ public enum RelayCommand {
           journal dump --data-dir DIR [--bodies] [--dead-letters]
                         print one JSON line per record; --dead-letters lists only deliveries that gave up
           journal stats --data-dir DIR [--retention-seconds N]
-                        print totals for the journal as one JSON line, with what retention would remove now;
-                        --config FILE in place of --data-dir takes both from a relay configuration
+                        print totals for the journal as one JSON line, with what retention would remove now
+                        (--retention-seconds, or journal.retentionSeconds from --config); each journal command
+                        takes --config FILE in place of --data-dir and reads dataDir from it
           replay [--config FILE] [--admin-url URL] [--tenant ID] [--destination ID] [--port-out ID]
                  [--status S[,S...]] [--type TYPE] [--from TIME] [--to TIME] [--dead-lettered-only] [--dry-run]
                         replay matching deliveries through the running relay's admin listener (address and token

@@ -89,6 +89,11 @@ final class ReplayProgressPrinter: Sendable {
         self.output = output
     }
 
+    /// Returns "1 delivery" or "N deliveries".
+    static func deliveries(_ count: Int) -> String {
+        count == 1 ? "1 delivery" : "\(count) deliveries"
+    }
+
     func update(queued: Int, delivered: Int, deadLettered: Int, withdrawn: Int, final: Bool) {
         let settled = delivered + deadLettered + withdrawn
         // "0/0 settled" would read as a job that did nothing and finished; the lines printed after this one
@@ -140,10 +145,11 @@ struct OnlineReplay {
         }
         let created = try self.call(client, "POST", "/admin/replays", body: JSONWriter.encode(.object(body)))
         if self.dryRun {
-            self.progress.line("\(Int(created["count"]?.numberValue ?? 0)) deliveries match")
+            self.progress.line("\(ReplayProgressPrinter.deliveries(Int(created["count"]?.numberValue ?? 0))) match")
             for match in created["sample"]?.arrayValue ?? [] {
                 self.progress.line(JSONWriter.encodeString(match))
             }
+            self.warnAboutHeldDestinations(client)
             return 0
         }
         guard let id = created["id"]?.stringValue else { throw CommandError("the relay returned no replay id") }
@@ -178,11 +184,16 @@ struct OnlineReplay {
                     withdrawn: count("withdrawn"), final: finished)
             }
             if finished {
+                if count("queued") == 0 && count("alreadyPending") == 0 && count("notConfigured") == 0 {
+                    self.progress.line("no delivery matched the filter")
+                }
                 if count("alreadyPending") > 0 {
-                    self.progress.line("\(count("alreadyPending")) deliveries left out: the same event was still pending for the destination")
+                    self.progress.line(
+                        "\(ReplayProgressPrinter.deliveries(count("alreadyPending"))) left out: the same event was still pending for the destination")
                 }
                 if count("notConfigured") > 0 {
-                    self.progress.line("\(count("notConfigured")) deliveries left out: their destination is not configured")
+                    self.progress.line(
+                        "\(ReplayProgressPrinter.deliveries(count("notConfigured"))) left out: the destination is not configured")
                 }
                 if let error = job["error"]?.stringValue {
                     self.progress.line("replay \(id) \(status): \(error)")
