@@ -275,6 +275,9 @@ final class HTTPConnection: EventLoopHandler {
     /// Buffer storage a connection keeps between requests; ordinary webhooks and their responses fit in it.
     private static let idleBufferBytes = 16 * 1024
 
+    /// Hands a request to the handler. Pipelined bytes that arrived in the same read as the request stay counted
+    /// against maxBufferedRequestBytes until their own responses, up to a read (64 KiB) a connection, so a
+    /// pipelining client behind a slow request holds that much of the limit. Later bytes wait in the socket.
     private func dispatch(_ request: HTTPRequest) {
         self.phase = .handling
         self.deadline = UInt64.max
