@@ -113,7 +113,7 @@ def main():
             break
         time.sleep(1)
     # The emulator holds back some webhooks to reorder them, so they can arrive after the last port out
-    # finished; the summary waits until the relay has nothing queued and the sink has been quiet for 3 s.
+    # finished. The summary waits until the relay has nothing queued and the sink has been quiet for 3 s.
     wait_until_settled(admin_base, admin_token, deadline=time.time() + 30)
     stats = subprocess.run([arguments.binary, "journal", "stats", "--data-dir", data_dir],
                            capture_output=True, text=True).stdout.strip()

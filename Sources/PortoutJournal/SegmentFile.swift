@@ -73,7 +73,7 @@ public enum SegmentFile {
         }.sorted()
     }
 
-    /// Describes each run of numbers missing between consecutive segments, keyed by the segment after it.
+    /// Describes each run of numbers missing between consecutive segments, paired with the segment after it.
     /// Retention removes only the oldest segments, so a gap means segments were lost or removed by hand.
     public static func gaps(in segments: [UInt64]) -> [(before: UInt64, missing: String)] {
         zip(segments, segments.dropFirst()).compactMap { previous, next in

@@ -267,7 +267,8 @@ public enum JournalCommands {
         }
     }
 
-    /// A damaged region or torn tail found by an offline read, which skipped its bytes.
+    /// A damaged region or torn tail found by an offline read, which skipped its bytes, or segments missing before
+    /// this one.
     public struct SegmentDamage: Sendable, CustomStringConvertible {
         /// The segment's file name.
         public var segment: String
@@ -278,7 +279,8 @@ public enum JournalCommands {
         }
     }
 
-    /// Visits the valid records of every segment in order; returns each damaged region and torn tail.
+    /// Visits the valid records of every segment in order; returns each damaged region, torn tail and run of
+    /// missing segments.
     static func forEachRecord(
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> [SegmentDamage] {
