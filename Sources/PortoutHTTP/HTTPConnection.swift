@@ -162,6 +162,7 @@ final class HTTPConnection: EventLoopHandler {
 
     /// Parses buffered bytes until a request goes to the handler or more data is needed.
     private func processReceived() {
+        defer { self.compactReceived() }
         while !self.isClosed && self.phase != .handling && self.phase != .closing && self.outbound.isEmpty {
             let event = self.requestParser.parse(&self.received)
             // Chunk framing is parsed away, unlike body bytes, so it stops counting at once. Otherwise a body
@@ -270,6 +271,15 @@ final class HTTPConnection: EventLoopHandler {
 
     var bufferStorage: Int {
         self.received.storage.capacity + self.outbound.capacity
+    }
+
+    /// Replaces the receive buffer with one sized to its unparsed bytes once they fill less than half its storage.
+    /// Parsed chunk framing no longer counts against maxBufferedRequestBytes, so the storage it took must not
+    /// stay held while the rest of a slow request arrives.
+    private func compactReceived() {
+        let storage = self.received.storage.capacity
+        guard storage > Self.idleBufferBytes, self.received.readableCount * 2 < storage else { return }
+        self.received = ByteBuffer(self.received.withReadableBytes { Array($0) })
     }
 
     /// Buffer storage a connection keeps between requests; ordinary webhooks and their responses fit in it.

@@ -68,7 +68,10 @@ public enum SegmentFile {
             throw JournalError(path: directory, reason: "cannot list the journal directory: \(error)")
         }
         return names.compactMap { name -> UInt64? in
-            guard name.hasSuffix(".seg"), name.count == 24 else { return nil }
+            // Twenty digits exactly: UInt64 would also read "+000…5", a second name for segment 5.
+            guard name.hasSuffix(".seg"), name.utf8.count == 24,
+                name.utf8.prefix(20).allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+            else { return nil }
             return UInt64(name.prefix(20))
         }.sorted()
     }

@@ -32,6 +32,22 @@ struct ConnectionResourceTests {
         }
     }
 
+    /// Parsed chunk framing stops counting against maxBufferedRequestBytes, so its buffer storage is given back
+    /// too, even while the request is still unfinished.
+    @Test func parsedChunkFramingReleasesStorage() throws {
+        let server = try RecordingServer { $0.maxBodyBytes = 64 * 1024 }
+        defer { server.shutdown() }
+        // 2,000 one-byte chunks with 15-digit sizes: 40,000 bytes on the wire for 2,000 body bytes.
+        let chunks = String(repeating: "000000000000001\r\nb\r\n", count: 2000)
+        let client = try LoopbackClient(port: server.port)
+        client.send("POST /unfinished HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+        #expect(waitUntil { server.server.bufferedBytes > 0 && server.server.bufferedBytes < 4096 })
+        let storage = server.server.connectionBufferStorage()
+        #expect(storage <= 16 * 1024, "an unfinished chunked request holds \(storage) bytes of buffer storage")
+        client.send("0\r\n\r\n")
+        #expect(client.readResponse()?.text == "POST /unfinished 2000")
+    }
+
     /// A client that half-closes behind its request and then resets leaves a socket that reports a hang-up until it
     /// is closed. The server closes it at once, without waiting for the handler's response.
     @Test func hangUpDuringHandlingCloses() throws {
