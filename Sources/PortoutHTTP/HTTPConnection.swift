@@ -24,8 +24,8 @@ final class HTTPConnection: EventLoopHandler {
     let id: UInt64
     let fd: Int32
     let peer: String
-    /// The peer's address without its port, which `maxConnectionsPerClient` counts by.
-    let client: Substring
+    /// The address that `maxConnectionsPerClient` counts by: the peer's IPv4 address or IPv6 /64.
+    let client: String
     unowned let owner: LoopConnections
     private(set) var phase = Phase.awaitingRequest
     /// Monotonic milliseconds after which `deadlinePassed()` acts.
@@ -59,7 +59,7 @@ final class HTTPConnection: EventLoopHandler {
     private static let inputEvents = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
     private static let lingerMs: UInt64 = 2000
 
-    init(id: UInt64, fd: Int32, peer: String, client: Substring, owner: LoopConnections) {
+    init(id: UInt64, fd: Int32, peer: String, client: String, owner: LoopConnections) {
         self.id = id
         self.fd = fd
         self.peer = peer
@@ -97,10 +97,15 @@ final class HTTPConnection: EventLoopHandler {
         let buffer = self.owner.loop.readBuffer
         while !self.isClosed && !self.peerClosedInput && self.received.readableCount < self.maxBuffered {
             // While the handler has a request, reading stops instead of refusing, since that request's response must
-            // go out first. Input polling resumes after the response.
-            if self.phase == .handling && !self.owner.server.hasBufferRoom(buffer.count) {
-                self.isInputPaused = true
-                break
+            // go out first. Input polling resumes after the response. The room for a whole read is taken before
+            // reading, so that loops reading at the same time cannot together pass the limit.
+            var reserved = 0
+            if self.phase == .handling {
+                guard self.owner.server.chargeBuffered(buffer.count) else {
+                    self.isInputPaused = true
+                    break
+                }
+                reserved = buffer.count
             }
             // Otherwise a read takes no more than the room left, so that bytes pipelined behind a request that fits
             // cannot get it rejected. With no room left, one byte is read, and if one arrived its charge fails.
@@ -112,18 +117,25 @@ final class HTTPConnection: EventLoopHandler {
             do {
                 result = try Socket.read(self.fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<readLimit]))
             } catch {
+                self.owner.server.releaseBuffered(reserved)
                 // ECONNRESET and the like: nothing more can be sent either.
                 self.close()
                 return
             }
-            guard case .done(let count) = result else { break }
+            let count: Int
+            if case .done(let read) = result {
+                count = read
+            } else {
+                count = 0
+            }
+            self.owner.server.releaseBuffered(reserved - min(reserved, count))
+            guard case .done = result else { break }
             if count == 0 {
                 self.peerClosedInput = true
                 break
             }
             if self.phase != .closing {
-                // While the handler has a request, the room was checked before the read, so these are not refused.
-                guard self.owner.server.chargeBuffered(count, force: self.phase == .handling) else {
+                guard reserved > 0 || self.owner.server.chargeBuffered(count) else {
                     self.rejectBufferFull()
                     return
                 }

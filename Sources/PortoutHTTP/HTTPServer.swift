@@ -45,7 +45,7 @@ public final class HTTPServer: Sendable {
     let bufferFullRejections = Atomic<Int>(0)
     /// Open connections by client address, across all loops, checked against `maxConnectionsPerClient`. Only
     /// addresses with a connection open have an entry.
-    private let connectionsByClient = Locked<[Substring: Int]>([:])
+    private let connectionsByClient = Locked<[String: Int]>([:])
     /// Connections refused at accept, by the limit they reached.
     let connectionLimitRejections = Atomic<Int>(0)
     let clientLimitRejections = Atomic<Int>(0)
@@ -84,13 +84,9 @@ public final class HTTPServer: Sendable {
         self.bufferFullRejections.load(ordering: .relaxed)
     }
 
-    /// Adds `bytes` to the buffered count unless that would pass `maxBufferedRequestBytes`, or always when `force`
-    /// is set. Returns whether it added them.
-    func chargeBuffered(_ bytes: Int, force: Bool = false) -> Bool {
-        if force {
-            self.bufferedRequestBytes.add(bytes, ordering: .relaxed)
-            return true
-        }
+    /// Adds `bytes` to the buffered count unless that would pass `maxBufferedRequestBytes`. Returns whether it
+    /// added them.
+    func chargeBuffered(_ bytes: Int) -> Bool {
         var current = self.bufferedRequestBytes.load(ordering: .relaxed)
         while current + bytes <= self.configuration.maxBufferedRequestBytes {
             let (exchanged, original) = self.bufferedRequestBytes.compareExchange(
@@ -108,14 +104,9 @@ public final class HTTPServer: Sendable {
         max(0, self.configuration.maxBufferedRequestBytes - self.bufferedRequestBytes.load(ordering: .relaxed))
     }
 
-    /// Returns whether `bytes` more would stay within `maxBufferedRequestBytes`.
-    func hasBufferRoom(_ bytes: Int) -> Bool {
-        self.bufferRoom >= bytes
-    }
-
     /// Counts a new connection from `client` unless that client already has `maxConnectionsPerClient` open.
     /// Returns whether it counted it.
-    func openClientConnection(_ client: Substring) -> Bool {
+    func openClientConnection(_ client: String) -> Bool {
         let limit = self.configuration.maxConnectionsPerClient
         return self.connectionsByClient.withLock { counts in
             let open = counts[client, default: 0]
@@ -125,7 +116,7 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    func closeClientConnection(_ client: Substring) {
+    func closeClientConnection(_ client: String) {
         self.connectionsByClient.withLock { counts in
             let open = counts[client, default: 0]
             counts[client] = open > 1 ? open - 1 : nil
@@ -138,6 +129,7 @@ public final class HTTPServer: Sendable {
     }
 
     func releaseBuffered(_ bytes: Int) {
+        guard bytes > 0 else { return }
         self.bufferedRequestBytes.subtract(bytes, ordering: .relaxed)
     }
 
