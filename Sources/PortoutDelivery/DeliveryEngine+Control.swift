@@ -64,6 +64,12 @@ extension DeliveryEngine {
         }
     }
 
+    /// Reads the modes saved in a data directory's control file by `tenant/destination` key, for commands that
+    /// run while the relay is stopped. Only destinations that are not active have an entry.
+    public static func savedModes(controlFile path: String) throws -> [String: DestinationMode] {
+        try DestinationControlFile(path: path).load().mapValues(\.mode)
+    }
+
     /// The reason recorded for a pause requested without one.
     public static let defaultPauseReason = "paused by an operator"
 

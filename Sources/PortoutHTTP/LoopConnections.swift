@@ -34,7 +34,7 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
     /// Accepts every waiting connection.
     func handleEvents(_ events: UInt32) {
         while true {
-            let accepted: IOResult<(fd: Int32, peer: String)>
+            let accepted: IOResult<(fd: Int32, peer: String, client: String)>
             do {
                 accepted = try Socket.accept(self.listener)
             } catch {
@@ -43,7 +43,7 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
                 self.pauseAccepting(error)
                 return
             }
-            guard case .done(let (fd, peer)) = accepted else { return }
+            guard case .done(let (fd, peer, client)) = accepted else { return }
             let open = self.server.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
             if open > self.server.configuration.maxConnections {
                 self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
@@ -51,8 +51,6 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
                 self.rejectOverLimit(fd, peer: peer, limit: "maxConnections", message: "The server is at its connection limit.")
                 continue
             }
-            // The peer is `host:port` or `[host]:port`; the limit applies to the host.
-            let client = peer[..<(peer.lastIndex(of: ":") ?? peer.endIndex)]
             guard self.server.openClientConnection(client) else {
                 self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
                 self.server.clientLimitRejections.add(1, ordering: .relaxed)

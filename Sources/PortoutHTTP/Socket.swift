@@ -59,8 +59,9 @@ public enum Socket {
         return self.port(of: storage)
     }
 
-    /// Accepts one connection, or returns `.wouldBlock` when none is waiting.
-    public static func accept(_ listener: Int32) throws(SystemError) -> IOResult<(fd: Int32, peer: String)> {
+    /// Accepts one connection, or returns `.wouldBlock` when none is waiting. `peer` is `host:port` for logs, and
+    /// `client` the address that `maxConnectionsPerClient` counts by.
+    public static func accept(_ listener: Int32) throws(SystemError) -> IOResult<(fd: Int32, peer: String, client: String)> {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let result = try withUnsafeMutablePointer(to: &storage) { pointer throws(SystemError) -> IOResult<Int32> in
@@ -71,7 +72,37 @@ public enum Socket {
             }
         }
         guard case .done(let fd) = result else { return .wouldBlock }
-        return .done((fd, self.describe(storage)))
+        return .done((fd, self.describe(storage), self.clientAddress(storage)))
+    }
+
+    /// Returns the peer's IPv4 address, or the /64 network of its IPv6 address, since one IPv6 host is often given a
+    /// whole /64 and could otherwise open connections from as many addresses as it likes. IPv4 clients of a
+    /// dual-stack listener arrive as IPv4-mapped addresses and keep their whole address.
+    static func clientAddress(_ storage: sockaddr_storage) -> String {
+        var copy = storage
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        return withUnsafePointer(to: &copy) { pointer -> String in
+            if Int32(storage.ss_family) == AF_INET6 {
+                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { address -> String in
+                    var raw = address.pointee.sin6_addr
+                    let isMapped = withUnsafeBytes(of: raw) { bytes in
+                        bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xFF && bytes[11] == 0xFF
+                    }
+                    if !isMapped {
+                        withUnsafeMutableBytes(of: &raw) { bytes in
+                            for index in 8..<16 { bytes[index] = 0 }
+                        }
+                    }
+                    inet_ntop(AF_INET6, &raw, &text, socklen_t(text.count))
+                    return String(nulTerminated: text) + (isMapped ? "" : "/64")
+                }
+            }
+            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address -> String in
+                var raw = address.pointee.sin_addr
+                inet_ntop(AF_INET, &raw, &text, socklen_t(text.count))
+                return String(nulTerminated: text)
+            }
+        }
     }
 
     /// Opens a blocking TCP connection, from `sourceHost` if given; for tests and command-line clients, not the
@@ -131,7 +162,7 @@ public enum Socket {
         _ = Glibc.close(fd)
     }
 
-    private static func fillAddress(_ storage: inout sockaddr_storage, host: String, port: Int) throws(SystemError) -> socklen_t {
+    static func fillAddress(_ storage: inout sockaddr_storage, host: String, port: Int) throws(SystemError) -> socklen_t {
         if host.contains(":") {
             var address = sockaddr_in6()
             address.sin6_family = sa_family_t(AF_INET6)

@@ -78,13 +78,13 @@ public enum SegmentFile {
 
     /// Describes each run of numbers missing between consecutive segments, paired with the segment after it.
     /// Retention removes only the oldest segments, so a gap means segments were lost or removed by hand.
-    public static func gaps(in segments: [UInt64]) -> [(before: UInt64, missing: String)] {
+    public static func gaps(in segments: [UInt64]) -> [(before: UInt64, count: UInt64, missing: String)] {
         zip(segments, segments.dropFirst()).compactMap { previous, next in
             guard next > previous + 1 else { return nil }
             let missing = next == previous + 2
                 ? "segment \(previous + 1) is missing"
                 : "segments \(previous + 1) to \(next - 1) are missing"
-            return (next, missing)
+            return (next, next - previous - 1, missing)
         }
     }
 

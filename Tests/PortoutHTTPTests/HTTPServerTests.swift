@@ -253,6 +253,21 @@ struct HTTPServerTests {
         #expect(replacement.request("GET", "/d")?.status == 200)
     }
 
+    /// The per-client limit counts an IPv6 client by its /64, which one host usually holds whole, and an IPv4
+    /// client by its address, also when a dual-stack listener sees it as an IPv4-mapped address.
+    @Test(arguments: [
+        ("10.0.0.1", "10.0.0.1"),
+        ("2001:db8::1", "2001:db8::/64"),
+        ("2001:db8::ffff:1234:1", "2001:db8::/64"),
+        ("2001:db8:0:1::1", "2001:db8:0:1::/64"),
+        ("::ffff:10.0.0.1", "::ffff:10.0.0.1"),
+    ])
+    func clientAddressGroupsIPv6Networks(_ peer: String, _ expected: String) throws {
+        var storage = sockaddr_storage()
+        _ = try Socket.fillAddress(&storage, host: peer, port: 443)
+        #expect(Socket.clientAddress(storage) == expected)
+    }
+
     @Test func http10ClosesUnlessKeepAlive() throws {
         let server = try Self.start()
         defer { server.shutdown() }

@@ -60,7 +60,8 @@ struct JournalStatsTests {
         let damage = try JournalCommands.stats(dataDirectory: dataDirectory, retentionSeconds: nil) { lines.append($0) }
         #expect(damage.map(\.segment) == [SegmentFile.name(for: segment + 2)])
         let summary = try #require(try JSONParser.parse(lines[0]).objectValue)
-        #expect(summary["damagedSegments"] == .number(1))
+        #expect(summary["missingSegments"] == .number(1))
+        #expect(summary["damagedSegments"] == .number(0))
     }
 
     /// Events carry account numbers, so the journal's directory and files are the owner's alone, whatever the umask.

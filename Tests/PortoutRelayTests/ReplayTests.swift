@@ -370,6 +370,20 @@ struct ReplayCommandTests {
         #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
     }
 
+    /// A dry run with the relay stopped names a targeted destination that an operator left paused.
+    @Test func offlineDryRunNamesPausedDestination() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        #expect(try AdminTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
+        harness.stop()
+        let preview = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--dry-run"])
+        #expect(preview.status == 0)
+        #expect(preview.lines.contains(
+            "destination t1/d1 is paused; its deliveries wait until it is resumed, after the relay starts"), "\(preview.lines)")
+    }
+
     @Test func offlineReplayKeepsPendingOrder() throws {
         let failing = Atomic<Bool>(true)
         let sink = try RecordingSink { _, _ in .init(status: failing.load(ordering: .relaxed) ? 503 : 204) }

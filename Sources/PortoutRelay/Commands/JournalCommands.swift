@@ -14,7 +14,7 @@ public enum JournalCommands {
         let gaps = try self.segmentGaps(dataDirectory)
         try self.forEachSegment(dataDirectory) { name, bytes in
             if let gap = gaps[name] {
-                output("\(name): \(gap) before it")
+                output("\(name): \(gap.missing) before it")
                 healthy = false
             }
             var undecodable = 0
@@ -147,9 +147,12 @@ public enum JournalCommands {
         summary["unsettledDeliveries"] = .number(Double(unsettled.count))
         summary["oldestAcceptedAt"] = oldest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
         summary["newestAcceptedAt"] = newest.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
-        // One segment may have several damaged regions.
-        summary["damagedSegments"] = .number(Double(Set(damage.map(\.segment)).count))
-        summary["damagedRegions"] = .number(Double(damage.count))
+        // One segment may have several damaged regions. Missing segments are counted apart, since the segment
+        // after a gap is intact.
+        let damaged = damage.filter { $0.missingBefore == 0 }
+        summary["damagedSegments"] = .number(Double(Set(damaged.map(\.segment)).count))
+        summary["damagedRegions"] = .number(Double(damaged.count))
+        summary["missingSegments"] = .number(Double(damage.reduce(0) { $0 + $1.missingBefore }))
         if let retentionSeconds {
             let plan = JournalRetention.plan(
                 try JournalRetention.segments(in: self.journalDirectory(dataDirectory)),
@@ -243,13 +246,15 @@ public enum JournalCommands {
         dataDirectory + "/journal"
     }
 
-    /// Descriptions of missing segment numbers, keyed by the name of the segment after them.
-    private static func segmentGaps(_ dataDirectory: String) throws(JournalError) -> [String: String] {
+    /// Missing segment numbers, counted and described, keyed by the name of the segment after them.
+    private static func segmentGaps(
+        _ dataDirectory: String
+    ) throws(JournalError) -> [String: (count: UInt64, missing: String)] {
         let directory = self.journalDirectory(dataDirectory)
         guard FileManager.default.fileExists(atPath: directory) else { return [:] }
-        var gaps: [String: String] = [:]
+        var gaps: [String: (count: UInt64, missing: String)] = [:]
         for gap in SegmentFile.gaps(in: try SegmentFile.segments(in: directory)) {
-            gaps[SegmentFile.name(for: gap.before)] = gap.missing
+            gaps[SegmentFile.name(for: gap.before)] = (gap.count, gap.missing)
         }
         return gaps
     }
@@ -273,6 +278,8 @@ public enum JournalCommands {
         /// The segment's file name.
         public var segment: String
         public var problem: String
+        /// Segments missing just before this one, which is then intact itself; 0 for damage in this segment.
+        public var missingBefore: UInt64 = 0
 
         public var description: String {
             "\(self.segment): \(self.problem)"
@@ -288,7 +295,7 @@ public enum JournalCommands {
         let gaps = try self.segmentGaps(dataDirectory)
         try self.forEachSegment(dataDirectory) { name, bytes in
             if let gap = gaps[name] {
-                damage.append(SegmentDamage(segment: name, problem: "\(gap) before it"))
+                damage.append(SegmentDamage(segment: name, problem: "\(gap.missing) before it", missingBefore: gap.count))
             }
             let segment = UInt64(name.prefix(20)) ?? 0
             let result = SegmentFile.scan(bytes) { payload, offset in

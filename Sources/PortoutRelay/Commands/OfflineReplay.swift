@@ -34,6 +34,12 @@ struct OfflineReplay {
             for match in matches.prefix(10) {
                 self.progress.line(JSONWriter.encodeString(AdminRequestHandler.matchJSON(match)))
             }
+            let saved = (try? DeliveryEngine.savedModes(controlFile: self.dataDirectory + "/destinations.json")) ?? [:]
+            for key in Set(matches.map { "\($0.event.tenant)/\($0.destination)" }).sorted() {
+                if let mode = saved[key], mode != .active {
+                    self.warnHeld(key, mode: mode)
+                }
+            }
             return 0
         }
         return try self.deliver(matches, pending: unsettled.pendingDeliveries(), journal: journal, logger: logger)
@@ -59,6 +65,11 @@ struct OfflineReplay {
             throw CommandError("the relay is running on \(self.dataDirectory); replay through it without --offline")
         }
         return try result.get()
+    }
+
+    private func warnHeld(_ destination: String, mode: DestinationMode) {
+        self.progress.line(
+            "destination \(destination) is \(mode.rawValue); its deliveries wait until it is resumed, after the relay starts")
     }
 
     private func deliver(
@@ -87,9 +98,7 @@ struct OfflineReplay {
             $0.mode != .active && targeted.contains("\($0.tenant)/\($0.destination)")
         }
         for destination in heldDestinations {
-            self.progress.line(
-                "destination \(destination.tenant)/\(destination.destination) is \(destination.mode.rawValue); "
-                    + "its deliveries wait until it is resumed, after the relay starts")
+            self.warnHeld("\(destination.tenant)/\(destination.destination)", mode: destination.mode)
         }
         let deadline = Date().addingTimeInterval(self.waitSeconds)
         while !job.isFinished && Date() < deadline {
