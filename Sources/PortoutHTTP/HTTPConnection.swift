@@ -97,15 +97,10 @@ final class HTTPConnection: EventLoopHandler {
         let buffer = self.owner.loop.readBuffer
         while !self.isClosed && !self.peerClosedInput && self.received.readableCount < self.maxBuffered {
             // While the handler has a request, reading stops instead of refusing, since that request's response must
-            // go out first. Input polling resumes after the response. The room for a whole read is taken before
-            // reading, so that loops reading at the same time cannot together pass the limit.
-            var reserved = 0
-            if self.phase == .handling {
-                guard self.owner.server.chargeBuffered(buffer.count) else {
-                    self.isInputPaused = true
-                    break
-                }
-                reserved = buffer.count
+            // go out first. Input polling resumes after the response.
+            if self.phase == .handling && !self.owner.server.hasBufferRoom(buffer.count) {
+                self.isInputPaused = true
+                break
             }
             // Otherwise a read takes no more than the room left, so that bytes pipelined behind a request that fits
             // cannot get it rejected. With no room left, one byte is read, and if one arrived its charge fails.
@@ -117,25 +112,21 @@ final class HTTPConnection: EventLoopHandler {
             do {
                 result = try Socket.read(self.fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<readLimit]))
             } catch {
-                self.owner.server.releaseBuffered(reserved)
                 // ECONNRESET and the like: nothing more can be sent either.
                 self.close()
                 return
             }
-            let count: Int
-            if case .done(let read) = result {
-                count = read
-            } else {
-                count = 0
-            }
-            self.owner.server.releaseBuffered(reserved - min(reserved, count))
-            guard case .done = result else { break }
+            guard case .done(let count) = result else { break }
             if count == 0 {
                 self.peerClosedInput = true
                 break
             }
             if self.phase != .closing {
-                guard reserved > 0 || self.owner.server.chargeBuffered(count) else {
+                // While the handler has a request, the room was checked before the read, so these are not refused.
+                // Loops reading at the same moment can together pass the limit by up to a read each. Taking the
+                // room before reading closed that gap but made every such wake-up hold 64 KiB, which could refuse
+                // another client's request that fitted.
+                guard self.owner.server.chargeBuffered(count, force: self.phase == .handling) else {
                     self.rejectBufferFull()
                     return
                 }

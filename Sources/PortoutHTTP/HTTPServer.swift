@@ -84,9 +84,13 @@ public final class HTTPServer: Sendable {
         self.bufferFullRejections.load(ordering: .relaxed)
     }
 
-    /// Adds `bytes` to the buffered count unless that would pass `maxBufferedRequestBytes`. Returns whether it
-    /// added them.
-    func chargeBuffered(_ bytes: Int) -> Bool {
+    /// Adds `bytes` to the buffered count unless that would pass `maxBufferedRequestBytes`, or always when `force`
+    /// is set. Returns whether it added them.
+    func chargeBuffered(_ bytes: Int, force: Bool = false) -> Bool {
+        if force {
+            self.bufferedRequestBytes.add(bytes, ordering: .relaxed)
+            return true
+        }
         var current = self.bufferedRequestBytes.load(ordering: .relaxed)
         while current + bytes <= self.configuration.maxBufferedRequestBytes {
             let (exchanged, original) = self.bufferedRequestBytes.compareExchange(
@@ -102,6 +106,11 @@ public final class HTTPServer: Sendable {
     /// The bytes that may still be read before `maxBufferedRequestBytes` is reached.
     var bufferRoom: Int {
         max(0, self.configuration.maxBufferedRequestBytes - self.bufferedRequestBytes.load(ordering: .relaxed))
+    }
+
+    /// Returns whether `bytes` more would stay within `maxBufferedRequestBytes`.
+    func hasBufferRoom(_ bytes: Int) -> Bool {
+        self.bufferRoom >= bytes
     }
 
     /// Counts a new connection from `client` unless that client already has `maxConnectionsPerClient` open.
@@ -129,7 +138,6 @@ public final class HTTPServer: Sendable {
     }
 
     func releaseBuffered(_ bytes: Int) {
-        guard bytes > 0 else { return }
         self.bufferedRequestBytes.subtract(bytes, ordering: .relaxed)
     }
 
