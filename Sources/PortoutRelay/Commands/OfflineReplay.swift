@@ -34,8 +34,17 @@ struct OfflineReplay {
             for match in matches.prefix(10) {
                 self.progress.line(JSONWriter.encodeString(AdminRequestHandler.matchJSON(match)))
             }
-            let saved = (try? DeliveryEngine.savedModes(controlFile: self.dataDirectory + "/destinations.json")) ?? [:]
-            for key in Set(matches.map { "\($0.event.tenant)/\($0.destination)" }).sorted() {
+            let controlFile = self.dataDirectory + "/destinations.json"
+            let saved: [String: DestinationMode]
+            do {
+                saved = try DeliveryEngine.savedModes(controlFile: controlFile)
+            } catch {
+                self.progress.line("cannot read \(controlFile), so paused destinations are not named: \(error)")
+                saved = [:]
+            }
+            // A held destination that is no longer configured is not named: a replay skips its deliveries.
+            let configured = Set(self.config.tenants.flatMap { tenant in tenant.destinations.map { "\(tenant.id)/\($0.id)" } })
+            for key in Set(matches.map { "\($0.event.tenant)/\($0.destination)" }).sorted() where configured.contains(key) {
                 if let mode = saved[key], mode != .active {
                     self.warnHeld(key, mode: mode)
                 }
