@@ -74,6 +74,11 @@ public final class DeliveryEngine: Sendable {
         tenant + "/" + destination
     }
 
+    /// Returns the keys of every destination that `tenants` configure.
+    public static func keys(of tenants: [TenantConfig]) -> Set<String> {
+        Set(tenants.flatMap { tenant in tenant.destinations.map { Self.key(tenant: tenant.id, destination: $0.id) } })
+    }
+
     public func start() {
         startNamedThread("delivery") { self.run() }
     }

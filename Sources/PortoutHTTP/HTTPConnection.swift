@@ -123,9 +123,9 @@ final class HTTPConnection: EventLoopHandler {
             }
             if self.phase != .closing {
                 // While the handler has a request, the room was checked before the read, so these are not refused.
-                // Loops reading at the same moment can together pass the limit by up to a read each. Taking the
-                // room before reading closed that gap but made every such wake-up hold 64 KiB, which could refuse
-                // another client's request that fitted.
+                // NOTE: loops reading at the same moment can together pass the limit by up to a read each. Taking
+                // the room before reading closed that gap, but every such wake-up then took 64 KiB, which could
+                // reject another client's request that fitted.
                 guard self.owner.server.chargeBuffered(count, force: self.phase == .handling) else {
                     self.rejectBufferFull()
                     return
@@ -267,18 +267,16 @@ final class HTTPConnection: EventLoopHandler {
             self.chargedBytes = buffered
         }
         // An emptied buffer would otherwise keep the storage of the largest request so far while the connection idles.
-        if buffered == 0 && self.received.storage.capacity > Self.idleBufferBytes {
-            self.received = ByteBuffer()
-        }
+        self.compactReceived()
     }
 
     var bufferStorage: Int {
         self.received.storage.capacity + self.outbound.capacity
     }
 
-    /// Replaces the receive buffer with one sized to its unparsed bytes once they fill less than half its storage.
-    /// Parsed chunk framing no longer counts against maxBufferedRequestBytes, so the storage it took must not
-    /// stay held while the rest of a slow request arrives.
+    /// Replaces the receive buffer with one sized to its unparsed bytes once they fill less than half its storage,
+    /// so that storage stays near the bytes counted against maxBufferedRequestBytes. Parsed chunk framing stops
+    /// counting at once, so its storage must not stay held while the rest of a slow request arrives.
     private func compactReceived() {
         let storage = self.received.storage.capacity
         guard storage > Self.idleBufferBytes, self.received.readableCount * 2 < storage else { return }
@@ -288,9 +286,11 @@ final class HTTPConnection: EventLoopHandler {
     /// Buffer storage a connection keeps between requests; ordinary webhooks and their responses fit in it.
     private static let idleBufferBytes = 16 * 1024
 
-    /// Hands a request to the handler. Pipelined bytes that arrived in the same read as the request stay counted
-    /// against maxBufferedRequestBytes until their own responses, up to a read (64 KiB) a connection, so a
-    /// pipelining client behind a slow request holds that much of the limit. Later bytes wait in the socket.
+    /// Hands a request to the handler.
+    ///
+    /// NOTE: pipelined bytes that arrived in the same read as the request stay counted against
+    /// maxBufferedRequestBytes until their own responses, up to a read (64 KiB) a connection. A pipelining client
+    /// behind a slow request takes up that much of the limit. Later bytes wait in the socket.
     private func dispatch(_ request: HTTPRequest) {
         self.phase = .handling
         self.deadline = UInt64.max

@@ -76,15 +76,24 @@ public enum SegmentFile {
         }.sorted()
     }
 
-    /// Describes each run of numbers missing between consecutive segments, paired with the segment after it.
-    /// Retention removes only the oldest segments, so a gap means segments were lost or removed by hand.
-    public static func gaps(in segments: [UInt64]) -> [(before: UInt64, count: UInt64, missing: String)] {
+    /// A run of segment numbers missing between two segments.
+    public struct Gap: Sendable {
+        /// The segment after the missing numbers.
+        public var before: UInt64
+        public var count: UInt64
+        /// The missing numbers in words, such as "segments 3 to 5 are missing".
+        public var missing: String
+    }
+
+    /// Returns each run of numbers missing between consecutive segments of the ascending `segments`. Retention
+    /// removes only the oldest segments, so a gap means segments were lost or removed by hand.
+    public static func gaps(in segments: [UInt64]) -> [Gap] {
         zip(segments, segments.dropFirst()).compactMap { previous, next in
             guard next > previous + 1 else { return nil }
             let missing = next == previous + 2
                 ? "segment \(previous + 1) is missing"
                 : "segments \(previous + 1) to \(next - 1) are missing"
-            return (next, next - previous - 1, missing)
+            return Gap(before: next, count: next - previous - 1, missing: missing)
         }
     }
 

@@ -168,12 +168,7 @@ public final class Relay: Sendable {
     private static func configuredOnly(
         _ deliveries: [PendingDelivery], config: RelayConfig, logger: Logger
     ) -> (deliveries: [PendingDelivery], oldestDroppedSegment: UInt64?) {
-        var configured = Set<String>()
-        for tenant in config.tenants {
-            for destination in tenant.destinations {
-                configured.insert(DeliveryEngine.key(tenant: tenant.id, destination: destination.id))
-            }
-        }
+        let configured = DeliveryEngine.keys(of: config.tenants)
         var unconfigured: [String: Int] = [:]
         var oldestDroppedSegment: UInt64?
         let deliverable = deliveries.filter { delivery in

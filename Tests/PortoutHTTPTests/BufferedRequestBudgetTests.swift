@@ -38,6 +38,19 @@ struct BufferedRequestBudgetTests {
         return (client, head.utf8.count + sending)
     }
 
+    /// Opens a connection whose request stops 96 body bytes short, so that it takes about half the limit until
+    /// `finishHolding` sends the rest. Returns it with the bytes it takes.
+    static func holdHalfOfLimit(_ server: RecordingServer) throws -> (client: LoopbackClient, bytes: Int) {
+        let held = try Self.sendPartial(server, "/holder", length: 4096, sending: 4000)
+        #expect(Self.waitForBuffered(server, held.bytes))
+        return held
+    }
+
+    static func finishHolding(_ holder: LoopbackClient) {
+        holder.send(Self.body(96))
+        #expect(holder.readResponse()?.text == "POST /holder 4096")
+    }
+
     /// Polls until the server counts `bytes` buffered, for up to five seconds.
     static func waitForBuffered(_ server: RecordingServer, _ bytes: Int) -> Bool {
         for _ in 0..<500 {
@@ -136,8 +149,7 @@ struct BufferedRequestBudgetTests {
     @Test func fittingRequestServedDespiteBytesBehind() throws {
         let server = try Self.start()
         defer { server.shutdown() }
-        let (holder, holderBytes) = try Self.sendPartial(server, "/holder", length: 4096, sending: 4000)
-        #expect(Self.waitForBuffered(server, holderBytes))
+        let (holder, holderBytes) = try Self.holdHalfOfLimit(server)
 
         let fitting = Self.head("/fits", length: 1000) + Self.body(1000)
         let behind = Self.head("/behind", length: 4000) + Self.body(4000)
@@ -149,8 +161,7 @@ struct BufferedRequestBudgetTests {
         #expect(client.readResponse()?.text == "POST /behind 4000")
         #expect(server.server.bufferFullRejectionCount == 0)
 
-        holder.send(Self.body(96))
-        #expect(holder.readResponse()?.text == "POST /holder 4096")
+        Self.finishHolding(holder)
         #expect(Self.waitForBuffered(server, 0))
     }
 
@@ -159,8 +170,7 @@ struct BufferedRequestBudgetTests {
     @Test func readAheadWaitsForRoom() throws {
         let server = try Self.start()
         defer { server.shutdown() }
-        let (holder, holderBytes) = try Self.sendPartial(server, "/holder", length: 4096, sending: 4000)
-        #expect(Self.waitForBuffered(server, holderBytes))
+        let (holder, holderBytes) = try Self.holdHalfOfLimit(server)
 
         let pipelining = try LoopbackClient(port: server.port)
         let slow = "GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -171,8 +181,7 @@ struct BufferedRequestBudgetTests {
         usleep(50_000)
         #expect(server.server.bufferedBytes == holderBytes + slow.utf8.count)
 
-        holder.send(Self.body(96))
-        #expect(holder.readResponse()?.text == "POST /holder 4096")
+        Self.finishHolding(holder)
         #expect(pipelining.readResponse()?.text == "GET /slow 0")
         for index in 0..<100 {
             #expect(pipelining.readResponse()?.text == "GET /follower/\(index) 0")

@@ -5,8 +5,8 @@ import Testing
 
 @testable import PortoutHTTP
 
-/// What a connection keeps once its requests are answered, and when a connection whose request is still with the
-/// handler gives its resources back.
+/// What a connection keeps once its requests have responses, and when a connection whose request is still with
+/// the handler gives its resources back.
 @Suite(.serialized)
 struct ConnectionResourceTests {
     /// After a large request, an idle keep-alive connection keeps at most its idle allowance of buffer storage,
@@ -41,7 +41,8 @@ struct ConnectionResourceTests {
         let chunks = String(repeating: "000000000000001\r\nb\r\n", count: 2000)
         let client = try LoopbackClient(port: server.port)
         client.send("POST /unfinished HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
-        #expect(waitUntil { server.server.bufferedBytes > 0 && server.server.bufferedBytes < 4096 })
+        // Only the head and the body bytes still count once the framing is parsed.
+        #expect(waitUntil { (1..<4096).contains(server.server.bufferedBytes) })
         let storage = server.server.connectionBufferStorage()
         #expect(storage <= 16 * 1024, "an unfinished chunked request holds \(storage) bytes of buffer storage")
         client.send("0\r\n\r\n")

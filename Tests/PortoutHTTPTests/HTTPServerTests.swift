@@ -253,8 +253,8 @@ struct HTTPServerTests {
         #expect(replacement.request("GET", "/d")?.status == 200)
     }
 
-    /// The per-client limit counts an IPv6 client by its /64, which one host usually holds whole, and an IPv4
-    /// client by its address, also when a dual-stack listener sees it as an IPv4-mapped address.
+    /// The per-client limit counts an IPv6 client by its /64, since one host is often given a whole /64, and an
+    /// IPv4 client by its address, also when a dual-stack listener sees it as an IPv4-mapped address.
     @Test(arguments: [
         ("10.0.0.1", "10.0.0.1"),
         ("2001:db8::1", "2001:db8::/64"),

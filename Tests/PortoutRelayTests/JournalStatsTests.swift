@@ -7,6 +7,14 @@ import Testing
 @testable import PortoutRelay
 
 struct JournalStatsTests {
+    /// Runs `journal stats` and returns its summary line, parsed, with the damage it reported.
+    static func stats(_ dataDirectory: String) throws -> (JSONObject, [JournalCommands.SegmentDamage]) {
+        var lines: [String] = []
+        let damage = try JournalCommands.stats(dataDirectory: dataDirectory, retentionSeconds: nil) { lines.append($0) }
+        let summary = try #require(try JSONParser.parse(lines[0]).objectValue)
+        return (summary, damage)
+    }
+
     /// Two damaged records in one segment are two damaged regions but one damaged segment.
     @Test func damageCountsSegmentsAndRegions() throws {
         let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)
@@ -31,9 +39,7 @@ struct JournalStatsTests {
         }
         try handle.close()
 
-        var lines: [String] = []
-        try JournalCommands.stats(dataDirectory: dataDirectory, retentionSeconds: nil) { lines.append($0) }
-        let summary = try #require(try JSONParser.parse(lines[0]).objectValue)
+        let (summary, _) = try Self.stats(dataDirectory)
         #expect(summary["damagedSegments"] == .number(1))
         #expect(summary["damagedRegions"] == .number(2))
         #expect(summary["events"] == .number(1))
@@ -56,10 +62,8 @@ struct JournalStatsTests {
         var verifyLines: [String] = []
         #expect(try JournalCommands.verify(dataDirectory: dataDirectory) { verifyLines.append($0) } == false)
         #expect(verifyLines.contains("\(SegmentFile.name(for: segment + 2)): segment \(segment + 1) is missing before it"))
-        var lines: [String] = []
-        let damage = try JournalCommands.stats(dataDirectory: dataDirectory, retentionSeconds: nil) { lines.append($0) }
+        let (summary, damage) = try Self.stats(dataDirectory)
         #expect(damage.map(\.segment) == [SegmentFile.name(for: segment + 2)])
-        let summary = try #require(try JSONParser.parse(lines[0]).objectValue)
         #expect(summary["missingSegments"] == .number(1))
         #expect(summary["damagedSegments"] == .number(0))
     }

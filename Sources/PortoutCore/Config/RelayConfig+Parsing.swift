@@ -149,7 +149,8 @@ extension ConfigReader {
         if limits.maxBufferedRequestBytes < limits.smallestBufferedRequestBytes {
             self.fail(
                 "\(path).maxBufferedRequestBytes",
-                "must be at least limits.maxHeaderBytes + limits.maxBodyBytes + max(4098, limits.maxHeaderBytes) "
+                "must be at least limits.maxHeaderBytes + limits.maxBodyBytes "
+                    + "+ max(\(Limits.maxChunkSizeLineBytes + 2), limits.maxHeaderBytes) "
                     + "(\(limits.smallestBufferedRequestBytes)), so that one request of the largest size fits, "
                     + "chunked or not")
         }

@@ -48,10 +48,10 @@ public struct Limits: Sendable, Equatable {
     public var bodyTimeoutMs = 30_000
     public var idleTimeoutMs = 60_000
 
-    /// Longest chunk-size line the HTTP parser accepts, extensions included.
+    /// Maximum length of a chunk-size line that the HTTP parser accepts, extensions included.
     public static let maxChunkSizeLineBytes = 4096
 
-    /// The smallest `maxBufferedRequestBytes` that holds one request of the largest size: its head and body,
+    /// The smallest `maxBufferedRequestBytes` with room for one request of the largest size: its head and body,
     /// and the longest piece of chunk framing (a size line with its CRLF, or a trailer line) not yet parsed.
     public var smallestBufferedRequestBytes: Int {
         self.maxHeaderBytes + self.maxBodyBytes + max(Self.maxChunkSizeLineBytes + 2, self.maxHeaderBytes)

@@ -11,9 +11,8 @@ public enum JournalCommands {
     /// missing.
     public static func verify(dataDirectory: String, output: (String) -> Void) throws(JournalError) -> Bool {
         var healthy = true
-        let gaps = try self.segmentGaps(dataDirectory)
-        try self.forEachSegment(dataDirectory) { name, bytes in
-            if let gap = gaps[name] {
+        try self.forEachSegment(dataDirectory) { name, bytes, gap in
+            if let gap {
                 output("\(name): \(gap.missing) before it")
                 healthy = false
             }
@@ -101,12 +100,8 @@ public enum JournalCommands {
     public static func stats(
         dataDirectory: String, retentionSeconds: Int? = nil, output: (String) -> Void
     ) throws(JournalError) -> [SegmentDamage] {
-        var segments = 0
-        var bytes = 0
-        try self.forEachSegment(dataDirectory) { _, contents in
-            segments += 1
-            bytes += contents.count
-        }
+        // Sizes from the file system, since forEachRecord below reads every segment anyway.
+        let (segments, bytes) = Journal.diskUsage(directory: self.journalDirectory(dataDirectory))
         var events = 0
         var stale = 0
         var outcomes: [AttemptOutcome: Int] = [:]
@@ -246,29 +241,19 @@ public enum JournalCommands {
         dataDirectory + "/journal"
     }
 
-    /// Missing segment numbers, counted and described, keyed by the name of the segment after them.
-    private static func segmentGaps(
-        _ dataDirectory: String
-    ) throws(JournalError) -> [String: (count: UInt64, missing: String)] {
-        let directory = self.journalDirectory(dataDirectory)
-        guard FileManager.default.fileExists(atPath: directory) else { return [:] }
-        var gaps: [String: (count: UInt64, missing: String)] = [:]
-        for gap in SegmentFile.gaps(in: try SegmentFile.segments(in: directory)) {
-            gaps[SegmentFile.name(for: gap.before)] = (gap.count, gap.missing)
-        }
-        return gaps
-    }
-
+    /// Passes each segment's file name and bytes to `body`, in order, with the numbers missing just before it.
     private static func forEachSegment(
-        _ dataDirectory: String, _ body: (String, [UInt8]) throws(JournalError) -> Void
+        _ dataDirectory: String, _ body: (String, [UInt8], SegmentFile.Gap?) throws(JournalError) -> Void
     ) throws(JournalError) {
         let directory = self.journalDirectory(dataDirectory)
         guard FileManager.default.fileExists(atPath: directory) else {
             throw JournalError(path: directory, reason: "no journal here; pass the relay's dataDir with --data-dir")
         }
-        for segment in try SegmentFile.segments(in: directory) {
+        let segments = try SegmentFile.segments(in: directory)
+        let gaps = Dictionary(uniqueKeysWithValues: SegmentFile.gaps(in: segments).map { ($0.before, $0) })
+        for segment in segments {
             let name = SegmentFile.name(for: segment)
-            try body(name, try SegmentFile.readAll(directory + "/" + name))
+            try body(name, try SegmentFile.readAll(directory + "/" + name), gaps[segment])
         }
     }
 
@@ -292,9 +277,8 @@ public enum JournalCommands {
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> [SegmentDamage] {
         var damage: [SegmentDamage] = []
-        let gaps = try self.segmentGaps(dataDirectory)
-        try self.forEachSegment(dataDirectory) { name, bytes in
-            if let gap = gaps[name] {
+        try self.forEachSegment(dataDirectory) { name, bytes, gap in
+            if let gap {
                 damage.append(SegmentDamage(segment: name, problem: "\(gap.missing) before it", missingBefore: gap.count))
             }
             let segment = UInt64(name.prefix(20)) ?? 0

@@ -39,12 +39,13 @@ struct OfflineReplay {
             do {
                 saved = try DeliveryEngine.savedModes(controlFile: controlFile)
             } catch {
-                self.progress.line("cannot read \(controlFile), so paused destinations are not named: \(error)")
+                self.progress.line("reading \(controlFile) failed: \(error). Paused destinations are not named.")
                 saved = [:]
             }
             // A held destination that is no longer configured is not named: a replay skips its deliveries.
-            let configured = Set(self.config.tenants.flatMap { tenant in tenant.destinations.map { "\(tenant.id)/\($0.id)" } })
-            for key in Set(matches.map { "\($0.event.tenant)/\($0.destination)" }).sorted() where configured.contains(key) {
+            let configured = DeliveryEngine.keys(of: self.config.tenants)
+            let targeted = Set(matches.map { DeliveryEngine.key(tenant: $0.event.tenant, destination: $0.destination) })
+            for key in targeted.sorted() where configured.contains(key) {
                 if let mode = saved[key], mode != .active {
                     self.warnHeld(key, mode: mode)
                 }
@@ -102,7 +103,7 @@ struct OfflineReplay {
             deadLetters: DeadLetterIndex())
         jobs.queue(matches, for: job)
         self.progress.line("replay \(job.id): \(ReplayProgressPrinter.deliveries(matches.count)) match")
-        let targeted = Set(matches.map { "\($0.event.tenant)/\($0.destination)" })
+        let targeted = Set(matches.map { DeliveryEngine.key(tenant: $0.event.tenant, destination: $0.destination) })
         let heldDestinations = engine.statistics().filter {
             $0.mode != .active && targeted.contains("\($0.tenant)/\($0.destination)")
         }
