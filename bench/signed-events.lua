@@ -2,11 +2,25 @@
 -- request per event, and wraps around when its share runs out. Script arguments: the events file, wrk's
 -- thread count and, optionally, a path that replaces each event's own path. done() prints the figures as
 -- one JSON line.
+--
+-- wrk starts each thread as soon as its init() returns, then runs the next thread's init(). It takes its
+-- start time only after the last one. Reading a large events file takes seconds per thread. Without a
+-- barrier, the first thread would load the server alone during that time, and wrk would count those requests
+-- in a run it times from later. So no thread sends until the last init() has created a marker file.
+local ffi = require("ffi")
+ffi.cdef("int usleep(unsigned int microseconds);")
+
 local threads = {}
 local counter = 0
+-- A fresh name for this run, so that a marker left behind by an earlier run never opens the barrier early.
+-- Every thread's Lua state runs this line too, but only the main state's name reaches the threads, as
+-- `marker`.
+local run_marker = os.tmpname()
+os.remove(run_marker)
 
 function setup(thread)
   thread:set("id", counter)
+  thread:set("marker", run_marker)
   counter = counter + 1
   table.insert(threads, thread)
 end
@@ -33,15 +47,35 @@ function init(args)
     end
     line_number = line_number + 1
   end
+  if id == threadCount - 1 then
+    io.open(marker, "w"):close()
+  end
 end
 
+local calls = 0
+local started = false
+
 function request()
+  calls = calls + 1
+  -- wrk calls the first thread's request() once from its main thread, right after that thread's init(), to
+  -- check the request. Waiting in that call would stop the main thread before it starts the others.
+  if not started and not (id == 0 and calls == 1) then
+    -- Blocks this thread's event loop on purpose, so its open connections send nothing yet.
+    local opened = io.open(marker, "r")
+    while not opened do
+      ffi.C.usleep(1000)
+      opened = io.open(marker, "r")
+    end
+    opened:close()
+    started = true
+  end
   index = index + 1
   if index > #requests then index = 1 end
   return requests[index]
 end
 
 function done(summary, latency, requests)
+  os.remove(run_marker)
   local errors = summary.errors
   io.write(string.format(
     '{"requests":%d,"durationUs":%d,"non2xx":%d,"socketErrors":%d,"p50Us":%d,"p99Us":%d,"p999Us":%d}\n',
