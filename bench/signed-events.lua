@@ -32,6 +32,10 @@ function init(args)
   local path = args[1]
   local threadCount = tonumber(args[2])
   local target = args[3]
+  if id >= threadCount then
+    os.remove(marker)
+    error(string.format("the thread count argument (%d) is smaller than wrk's -t; pass the same number", threadCount))
+  end
   local line_number = 0
   for line in io.lines(path) do
     if line_number % threadCount == id then
@@ -52,6 +56,8 @@ function init(args)
   end
 end
 
+-- Reading 560,000 events takes about 4 s per thread, so this leaves room for larger files and more threads.
+local MAX_BARRIER_WAIT_SECONDS = 120
 local calls = 0
 local started = false
 
@@ -60,9 +66,16 @@ function request()
   -- wrk calls the first thread's request() once from its main thread, right after that thread's init(), to
   -- check the request. Waiting in that call would stop the main thread before it starts the others.
   if not started and not (id == 0 and calls == 1) then
-    -- Blocks this thread's event loop on purpose, so its open connections send nothing yet.
+    -- Blocks this thread's event loop on purpose, so its open connections send nothing yet. A thread count
+    -- argument larger than wrk's -t means no thread ever creates the marker, and wrk ignores Ctrl-C while its
+    -- threads are blocked, so the wait ends with an error instead of hanging.
     local opened = io.open(marker, "r")
+    local deadline = os.time() + MAX_BARRIER_WAIT_SECONDS
     while not opened do
+      if os.time() >= deadline then
+        error(string.format("the last thread did not finish loading events within %d s; the thread count " ..
+          "argument must equal wrk's -t", MAX_BARRIER_WAIT_SECONDS))
+      end
       ffi.C.usleep(1000)
       opened = io.open(marker, "r")
     end
