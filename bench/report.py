@@ -12,8 +12,11 @@ def row(name, value, reference, unit, reference_name, target=None, ok=None):
 
 
 def ratio_text(result):
+    """Return relay / reference, or nothing for counts of events, where a ratio means nothing."""
     reference = result["reference"]
-    return f"{result['value'] / reference:.2f}x" if reference else ""
+    if not reference or result["unit"] == "requests":
+        return ""
+    return f"{result['value'] / reference:.2f}x"
 
 
 def verdict_text(result):
@@ -25,6 +28,8 @@ def verdict_text(result):
 def format_value(value, unit):
     if value is None:
         return ""
+    if unit == "requests" and value == 1:
+        return "1 request"
     if unit in ("req/s", "bytes", "requests"):
         return f"{value:,.0f} {unit}"
     return f"{value:.2f} {unit}"
