@@ -12,7 +12,7 @@ def row(name, value, reference, unit, reference_name, target=None, ok=None):
 
 
 def ratio_text(result):
-    """Return relay / reference, or nothing for counts of events, where a ratio means nothing."""
+    """Return relay / reference, or nothing for counts of requests, whose ratio means nothing."""
     reference = result["reference"]
     if not reference or result["unit"] == "requests":
         return ""

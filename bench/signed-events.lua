@@ -34,7 +34,8 @@ function init(args)
   local target = args[3]
   if id >= threadCount then
     os.remove(marker)
-    error(string.format("the thread count argument (%d) is smaller than wrk's -t; pass the same number", threadCount))
+    error(string.format("the thread count argument (%d) is smaller than wrk's -t; pass the same number",
+      threadCount))
   end
   local line_number = 0
   for line in io.lines(path) do
