@@ -57,7 +57,8 @@ function init(args)
   end
 end
 
--- Reading 560,000 events takes about 4 s per thread, so this leaves room for larger files and more threads.
+-- Reading 560,000 events takes about 4 s per thread, so a 120 s limit leaves room for larger files and more
+-- threads.
 local MAX_BARRIER_WAIT_SECONDS = 120
 local calls = 0
 local started = false
