@@ -35,6 +35,30 @@ def format_value(value, unit):
     return f"{value:.2f} {unit}"
 
 
+DISK_SYNC_CONDITIONS = (("idle", "machine idle"), ("oneCPUBusy", "one CPU busy"))
+
+
+def disk_sync_rows(disk_sync):
+    """Return a row of text cells for each condition of the sync probe."""
+    rows = []
+    for key, label in DISK_SYNC_CONDITIONS:
+        figures = disk_sync[key]
+        share = 100 * figures["over5msTotalUs"] / figures["durationUs"]
+        rows.append([label] + [f"{figures[name] / 1000:.2f}" for name in ("p50Us", "p99Us", "p999Us", "maxUs")]
+                    + [f"{figures['over5ms']:,}", f"{share:.1f}%"])
+    return rows
+
+
+DISK_SYNC_HEADER = ["condition", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "syncs over 5 ms", "time in them"]
+
+
+def print_disk_sync(disk_sync):
+    writes = disk_sync["idle"]["writes"]
+    print(f"\nfdatasync after each of {writes:,} appends of 2,048 bytes, without the relay:")
+    for cells in [DISK_SYNC_HEADER] + disk_sync_rows(disk_sync):
+        print(f"{cells[0]:<14}" + "".join(f"{cell:>16}" for cell in cells[1:]))
+
+
 def print_table(results):
     width = max([52] + [len(result["name"]) for result in results])
     print(f"\n{'measure':<{width}} {'relay':>13} {'reference':>13} {'ratio':>7}  {'target':<10} {'':<4} reference is")
@@ -195,6 +219,9 @@ def write_markdown(path, report, plot_name, readme):
     lines += [
         f"- load average (1, 5, 15 min) at the start: {report['loadAverageStart']}, "
         f"at the end: {report['loadAverageEnd']}",
+    ]
+    lines += disk_sync_markdown(report["diskSync"])
+    lines += [
         "",
         "## Figures",
         "",
@@ -215,6 +242,21 @@ def write_markdown(path, report, plot_name, readme):
         lines += sweep_markdown(report["sweep"], plot_name)
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def disk_sync_markdown(disk_sync):
+    writes = disk_sync["idle"]["writes"]
+    return [
+        "",
+        "### Disk sync, without the relay",
+        "",
+        f"`portout-bench sync` on the work directory: {writes:,} appends of 2,048 bytes to a file zeroed ahead, "
+        "each followed by fdatasync, as the journal writer does. The relay acknowledges no event before the sync "
+        "of its batch returns, so slow syncs here bound its ingest latency.",
+        "",
+        "| " + " | ".join(DISK_SYNC_HEADER) + " |",
+        "| " + " | ".join("---" for _ in DISK_SYNC_HEADER) + " |",
+    ] + ["| " + " | ".join(cells) + " |" for cells in disk_sync_rows(disk_sync)]
 
 
 def sweep_markdown(sweep, plot_name):

@@ -37,6 +37,7 @@ import read_api
 import report
 import scale
 from context import BenchContext
+from loads import sync_probe
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
@@ -113,6 +114,7 @@ def main():
     }
     context = BenchContext(arguments, bench_binary, work)
     try:
+        report_data["diskSync"] = disk_sync(context)
         for part in arguments.only:
             run_part(part, context, report_data)
     finally:
@@ -120,6 +122,7 @@ def main():
     report_data["loadAverageEnd"] = report.load_average()
     report_data["elapsedSeconds"] = time.time() - started
     report.print_table(report_data["results"])
+    report.print_disk_sync(report_data["diskSync"])
     report.print_sweep(report_data["sweep"])
     write_outputs(report_data, is_full=arguments.only == list(PARTS))
     print(f"\nmachine: {report_data['machine']['cpus']} CPUs, {report_data['machine']['cpuModel']}; "
@@ -129,6 +132,22 @@ def main():
     for part, message in report_data["failures"]:
         print(f"part {part} failed: {message}", file=sys.stderr)
     sys.exit(1 if report_data["failures"] else 0)
+
+
+# As many syncs as the relay makes in about a second of full ingest load, at several events a sync.
+SYNC_PROBE_WRITES = 10000
+
+
+def disk_sync(context):
+    """Time fdatasync alone on the journals' disk, with the machine idle and beside one busy CPU.
+
+    The relay acknowledges no event before the sync of its batch returns, and while a sync stalls, every event
+    waiting on the journal waits with it. So the disk's slow syncs bound the relay's ingest latency percentiles,
+    and these figures show how much of that bound is the machine's.
+    """
+    print("running disk sync probe ...", file=sys.stderr, flush=True)
+    return {condition: sync_probe(context.bench_binary, context.work, SYNC_PROBE_WRITES, busy)
+            for condition, busy in (("idle", 0), ("oneCPUBusy", 1))}
 
 
 def run_part(part, context, report_data):

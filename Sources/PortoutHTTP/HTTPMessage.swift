@@ -79,7 +79,9 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
 
     /// Counts the fields with this name without collecting their values.
     public func count(of name: String) -> Int {
-        self.indices(of: name).count
+        self.withNameMatcher(name) { matches in
+            self.spans.indices.reduce(0) { count, index in matches(index) ? count + 1 : count }
+        }
     }
 
     /// The comma-separated elements of every field with this name, trimmed and lowercased.

@@ -449,7 +449,8 @@ public final class Journal: Sendable {
         }
     }
 
-    static func writeFully(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws(SystemError) {
+    /// Writes all of `bytes` at `offset`, continuing after short writes.
+    public static func writeFully(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws(SystemError) {
         var written = 0
         while written < bytes.count {
             let count = try systemCall("pwrite") {

@@ -100,10 +100,7 @@ struct LoadSummary {
 
     /// The latency at `percent` by the nearest-rank method, in microseconds, or 0 with no responses.
     func percentileUs(_ percent: Double) -> Double {
-        guard !self.latenciesNs.isEmpty else { return 0 }
-        let rank = Int((percent / 100 * Double(self.latenciesNs.count)).rounded(.up))
-        let index = min(max(rank, 1), self.latenciesNs.count) - 1
-        return Double(self.latenciesNs[index]) / 1000
+        nearestRankUs(self.latenciesNs, percent)
     }
 
     /// Returns the figures as one line of JSON, with latencies in microseconds.
@@ -126,4 +123,13 @@ struct LoadSummary {
         let data = try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
     }
+}
+
+/// The value at `percent` of durations sorted in ascending order, by the nearest-rank method, in microseconds,
+/// or 0 when there are none.
+func nearestRankUs(_ sortedNs: [Int64], _ percent: Double) -> Double {
+    guard !sortedNs.isEmpty else { return 0 }
+    let rank = Int((percent / 100 * Double(sortedNs.count)).rounded(.up))
+    let index = min(max(rank, 1), sortedNs.count) - 1
+    return Double(sortedNs[index]) / 1000
 }

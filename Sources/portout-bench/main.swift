@@ -1,7 +1,8 @@
 // portout-bench: tools for bench/run.py. `journal` writes a synthetic journal for the start-up, memory and
 // delivery benchmarks, so they do not depend on pushing a million events through HTTP first. `load` sends
 // pre-signed events at a fixed rate and measures latency from each request's scheduled send time. `curl` measures
-// libcurl's own rate against a delivery sink, which caps the relay's delivery rate.
+// libcurl's own rate against a delivery sink, which caps the relay's delivery rate. `sync` times the disk's
+// fdatasync alone, which bounds the relay's ack latency.
 import Foundation
 import PortoutCore
 
@@ -12,6 +13,7 @@ let usage = """
                               [--warmup SECONDS] [--connections N] [--path PATH] [--timeout-ms MS]
            portout-bench curl --url http://127.0.0.1:PORT/PATH --requests N [--connections C] [--threads T]
                               [--body-bytes B]
+           portout-bench sync --dir DIR --writes N [--record-bytes B] [--busy-threads K]
 
     journal: writes N accepted port-out events to DIR/journal, as the relay would journal them, each fanned
     out to the listed destinations and not yet delivered. By default each port out gets K consecutive events
@@ -38,6 +40,7 @@ do {
     case "journal": exit(try writeJournal(arguments))
     case "load": exit(try runOpenLoopLoad(arguments))
     case "curl": exit(try runCurlCeiling(arguments))
+    case "sync": exit(try runSyncProbe(arguments))
     default:
         StandardError.write(usage + "\n")
         exit(2)

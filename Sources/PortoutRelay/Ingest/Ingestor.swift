@@ -207,6 +207,8 @@ final class Ingestor: Sendable {
         return HTTPResponse(status: duplicate ? 200 : 202, jsonBytes: writer.bytes)
     }
 
+    private static let jsonMediaTypes = ["application/json", "application/cloudevents+json"]
+
     /// Returns whether the media type, ignoring parameters, case and surrounding white space, is `application/json` or
     /// `application/cloudevents+json`. Compared on bytes because this runs on every webhook.
     static func isJSONMediaType(_ value: String?) -> Bool {
@@ -218,9 +220,10 @@ final class Ingestor: Sendable {
         while let last = mediaType.last, last == 0x20 || last == 0x09 {
             mediaType = mediaType.dropLast()
         }
-        let lowercased = mediaType.map(ASCII.lowercased)
-        return lowercased.elementsEqual("application/json".utf8)
-            || lowercased.elementsEqual("application/cloudevents+json".utf8)
+        return Self.jsonMediaTypes.contains { expected in
+            expected.utf8.count == mediaType.count
+                && zip(mediaType, expected.utf8).allSatisfy { ASCII.lowercased($0) == $1 }
+        }
     }
 
     private func logRejection(_ rejection: Rejection, tenant: String, peer: String) {
