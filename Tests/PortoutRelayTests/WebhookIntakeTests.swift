@@ -90,6 +90,22 @@ struct WebhookIntakeTests {
         #expect(response.status == 415)
     }
 
+    /// Parameters, case and white space around the media type do not matter. Anything else in its place does.
+    @Test(arguments: [
+        ("application/json", true), ("Application/JSON", true), ("application/json; charset=utf-8", true),
+        (" application/json\t;charset=utf-8", true), ("application/cloudevents+json", true),
+        ("APPLICATION/CLOUDEVENTS+JSON ; charset=utf-8", true), ("application/jsonx", false),
+        ("application/jso", false), ("application/problem+json", false), ("text/json", false), ("", false),
+        (";application/json", false), ("application/ json", false), ("applicätion/json", false),
+    ])
+    func jsonMediaTypes(value: String, isJSON: Bool) {
+        #expect(Ingestor.isJSONMediaType(value) == isJSON, "\(value)")
+    }
+
+    @Test func missingContentTypeIsNotJSON() {
+        #expect(!Ingestor.isJSONMediaType(nil))
+    }
+
     @Test func projectOutsideTenantIs422() throws {
         let harness = try RelayHarness()
         defer { harness.finish() }
