@@ -54,11 +54,17 @@ struct DestinationControlFile: Sendable {
     }
 }
 
-struct ControlFileError: Error, CustomStringConvertible {
-    let path: String
-    let reason: String
+/// A state file in the data directory that cannot be read back.
+public struct ControlFileError: Error, CustomStringConvertible {
+    public let path: String
+    public let reason: String
 
-    var description: String {
+    public init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
+
+    public var description: String {
         "\(self.path): \(self.reason)"
     }
 }

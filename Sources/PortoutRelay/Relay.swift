@@ -64,8 +64,9 @@ public final class Relay: Sendable {
                 deadLetters.suspend(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
             }
         }
+        let unsettledDeliveries = unsettled.pendingDeliveries()
         let (pending, unconfiguredPendingSegment) = Self.configuredOnly(
-            unsettled.pendingDeliveries(), config: config, logger: logger)
+            unsettledDeliveries, config: config, logger: logger)
         self.unconfiguredPendingSegment = unconfiguredPendingSegment
         logger.info(
             "state rebuilt",
@@ -78,9 +79,17 @@ public final class Relay: Sendable {
                 "milliseconds": .number(Double(WallClock.milliseconds() - startedAt)),
             ])
         let operational = OperationalWebhook(config: config.operationalWebhook, logger: logger)
-        let replayRegistry = ReplayRegistry(logger: logger) { job in
+        let replayFile = ReplayJobFile(dataDirectory: config.dataDir)
+        let configuredKeys = DeliveryEngine.keys(of: config.tenants)
+        let replayRestart = ReplayRestart(
+            saved: Self.savedReplays(replayFile, logger: logger), tallies: unsettled.replayTallies,
+            pending: unsettledDeliveries
+        ) { configuredKeys.contains(DeliveryEngine.key(tenant: $0.tenant, destination: $0.destination)) }
+        let replayRegistry = ReplayRegistry(logger: logger, file: replayFile) { job in
             operational.send(type: "replay.finished", data: job.jsonValue)
         }
+        // Before the engine starts, so that the settlements of a restored job's deliveries are counted.
+        replayRegistry.restore(replayRestart.jobs)
         let engine = DeliveryEngine(
             tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
             controlFile: config.dataDir + "/destinations.json",
@@ -92,6 +101,7 @@ public final class Relay: Sendable {
         let replays = ReplayJobs(
             registry: replayRegistry, dataDirectory: config.dataDir, journal: journal, engine: engine,
             deadLetters: deadLetters)
+        replays.resume(replayRestart, logger: logger)
         let store = PortOutStore(index: portOuts, journal: journal)
         let ingestMetrics = IngestMetrics()
         let ingestor = Ingestor(
@@ -165,6 +175,22 @@ public final class Relay: Sendable {
 
     /// Drops unsettled deliveries to destinations that are no longer configured, logging one line per destination.
     /// They stay unsettled in the journal, so a start with the destination configured again sends them.
+    /// Reads the replay jobs saved before this start. An unreadable file is logged and moved aside, so that the
+    /// next save does not replace what an operator may want to inspect.
+    private static func savedReplays(_ file: ReplayJobFile, logger: Logger) -> [ReplayJob] {
+        do {
+            return try file.load()
+        } catch {
+            let movedTo = file.path + ".unreadable"
+            let moved = rename(file.path, movedTo) == 0
+            logger.error(
+                "replay jobs not restored",
+                ["path": .string(file.path), "error": .string("\(error)"),
+                 "movedTo": moved ? .string(movedTo) : .null])
+            return []
+        }
+    }
+
     private static func configuredOnly(
         _ deliveries: [PendingDelivery], config: RelayConfig, logger: Logger
     ) -> (deliveries: [PendingDelivery], oldestDroppedSegment: UInt64?) {

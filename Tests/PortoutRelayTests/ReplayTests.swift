@@ -158,13 +158,17 @@ struct ReplayTests {
         let id = try #require(try Self.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_r"}"#))["id"]?.stringValue)
         #expect(waitUntil { (try? Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["queued"]) == 3 })
         try harness.restart()
-        // The job is forgotten, but its journaled deliveries are pending again, in order. The delivery thread
-        // counts them once it takes them in, which may be just after the restart returns.
-        #expect(try Self.admin(harness, "GET", "/admin/replays/\(id)").status == 404)
+        // The job and its journaled deliveries are back, in order. The delivery thread counts the deliveries once
+        // it takes them in, which may be just after the restart returns.
+        let restored = try Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(restored["status"] == "running")
+        #expect(restored["queued"] == 3)
+        #expect(restored["delivered"] == 0)
         #expect(waitUntil { harness.relay!.deliveryStatistics().first?.pending == 3 })
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
         #expect(waitUntil { sink.received.count == 6 })
         #expect(sink.received.suffix(3).map(\.status) == ["initiated", "processing", "issued"])
+        #expect(try Self.waitForJob(harness, id, status: "completed")["delivered"] == 3)
     }
 
     @Test func deadLettersListAndRedeliver() throws {

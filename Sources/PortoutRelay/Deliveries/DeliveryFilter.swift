@@ -80,7 +80,7 @@ struct DeliveryFilter: Sendable, Equatable {
                 issues.append(ValidationIssue(field: name, message: "must be an RFC 3339 date-time such as 2026-11-02T09:00:00Z"))
                 continue
             }
-            filter[keyPath: path] = Int64((seconds * 1000).rounded(.down))
+            filter[keyPath: path] = Self.milliseconds(bound: seconds)
         }
         if let only = value("deadLetteredOnly") {
             switch only {
@@ -94,6 +94,15 @@ struct DeliveryFilter: Sendable, Equatable {
             issues.append(ValidationIssue(field: "to", message: "must be later than the from time"))
         }
         return issues.isEmpty ? .success(filter) : .failure(ValidationFailure(issues))
+    }
+
+    /// Converts a time bound in seconds to the first whole millisecond at or after it. Acceptance times are whole
+    /// milliseconds, so an event is at or after a bound exactly when it is at or after that millisecond, for
+    /// `from` and `to` alike. The 0.001 ms of slack is more than the binary rounding error of a three-digit
+    /// fraction until 2106, when Unix seconds pass 2^32. Rounding down instead turned about a quarter of the
+    /// millisecond values after 2038 (past 2^31 seconds) into the millisecond before.
+    static func milliseconds(bound seconds: Double) -> Int64 {
+        Int64((seconds * 1000 - 0.001).rounded(.up))
     }
 
     /// The filter as JSON, for job descriptions; unset fields are left out.

@@ -36,6 +36,46 @@ final class ReplayJob: Sendable {
         var settled: Int {
             self.delivered + self.deadLettered + self.withdrawn
         }
+
+        /// The names of the counts, as the API and the job file write them.
+        static let countNames = [
+            "scannedRecords", "matched", "queued", "alreadyPending", "notConfigured", "delivered", "deadLettered",
+            "withdrawn",
+        ]
+
+        subscript(count name: String) -> Int {
+            get {
+                switch name {
+                case "scannedRecords": return self.scannedRecords
+                case "matched": return self.matched
+                case "queued": return self.queued
+                case "alreadyPending": return self.alreadyPending
+                case "notConfigured": return self.notConfigured
+                case "delivered": return self.delivered
+                case "deadLettered": return self.deadLettered
+                case "withdrawn": return self.withdrawn
+                default: preconditionFailure("no replay count is named \(name)")
+                }
+            }
+            set {
+                switch name {
+                case "scannedRecords": self.scannedRecords = newValue
+                case "matched": self.matched = newValue
+                case "queued": self.queued = newValue
+                case "alreadyPending": self.alreadyPending = newValue
+                case "notConfigured": self.notConfigured = newValue
+                case "delivered": self.delivered = newValue
+                case "deadLettered": self.deadLettered = newValue
+                case "withdrawn": self.withdrawn = newValue
+                default: preconditionFailure("no replay count is named \(name)")
+                }
+            }
+        }
+
+        /// Every count with its name, in the order of `countNames`.
+        var counts: [(name: String, count: Int)] {
+            Self.countNames.map { ($0, self[count: $0]) }
+        }
     }
 
     let id: String
@@ -52,13 +92,22 @@ final class ReplayJob: Sendable {
         self.createdAtMs = WallClock.milliseconds()
     }
 
+    /// Recreates a job saved before a restart.
+    init(id: String, kind: String, filter: DeliveryFilter, createdAtMs: Int64, progress: Progress) {
+        self.id = id
+        self.kind = kind
+        self.filter = filter
+        self.createdAtMs = createdAtMs
+        self.progress.withLock { $0 = progress }
+    }
+
     var isFinished: Bool {
         self.progress.withLock { [.completed, .cancelled, .failed].contains($0.status) }
     }
 
     var jsonValue: JSONValue {
         let progress = self.progress.withLock { $0 }
-        return .object(JSONObject([
+        var members: [(key: String, value: JSONValue)] = [
             ("object", "replay"),
             ("id", .string(self.id)),
             ("kind", .string(self.kind)),
@@ -66,36 +115,70 @@ final class ReplayJob: Sendable {
             ("filter", self.filter.jsonValue),
             ("createdAt", .string(RFC3339.format(epochMilliseconds: self.createdAtMs))),
             ("finishedAt", progress.finishedAtMs.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null),
-            ("scannedRecords", .number(Double(progress.scannedRecords))),
-            ("matched", .number(Double(progress.matched))),
-            ("queued", .number(Double(progress.queued))),
-            ("alreadyPending", .number(Double(progress.alreadyPending))),
-            ("notConfigured", .number(Double(progress.notConfigured))),
-            ("delivered", .number(Double(progress.delivered))),
-            ("deadLettered", .number(Double(progress.deadLettered))),
-            ("withdrawn", .number(Double(progress.withdrawn))),
-            ("error", progress.error.map { .string($0) } ?? .null),
-        ]))
+        ]
+        for (name, count) in progress.counts {
+            members.append((name, .number(Double(count))))
+        }
+        members.append(("error", progress.error.map { .string($0) } ?? .null))
+        return .object(JSONObject(members))
     }
 }
 
-/// The replay jobs of a running relay, kept in memory, and the count of their settled deliveries.
-///
-/// NOTE: jobs are not kept across a restart. The deliveries they queued are journaled, so they resume after a
-/// restart, but `GET /admin/replays/{id}` then returns 404 for the job.
+/// The replay jobs of a relay and the count of their settled deliveries, saved to `file` at each change of a
+/// job's status when there is one.
 final class ReplayRegistry: Sendable {
+    /// Finished jobs kept, newest first; older ones are dropped from memory and from the file.
+    static let maxFinishedJobs = 500
+
     private let logger: Logger
     private let jobs = Locked<[String: ReplayJob]>([:])
     private let onFinish: (@Sendable (ReplayJob) -> Void)?
+    private let file: ReplayJobFile?
+    /// Held while the file is written, so that two saves never share its temporary file.
+    private let saving = Locked<Void>(())
 
     /// Creates the registry; `onFinish` is called once with each job that completes, is cancelled or fails.
-    init(logger: Logger, onFinish: (@Sendable (ReplayJob) -> Void)? = nil) {
+    init(logger: Logger, file: ReplayJobFile? = nil, onFinish: (@Sendable (ReplayJob) -> Void)? = nil) {
         self.logger = logger
+        self.file = file
         self.onFinish = onFinish
     }
 
     func add(_ job: ReplayJob) {
         self.jobs.withLock { $0[job.id] = job }
+        self.save()
+    }
+
+    /// Adds jobs read back from the file at start-up, without saving.
+    func restore(_ restored: [ReplayJob]) {
+        self.jobs.withLock { jobs in
+            for job in restored {
+                jobs[job.id] = job
+            }
+        }
+    }
+
+    /// Drops the oldest finished jobs past `maxFinishedJobs` and writes every job to the file. A failed write is
+    /// logged and the job goes on, since the deliveries it queued are journaled either way.
+    func save() {
+        guard let file = self.file else { return }
+        self.saving.withLock { _ in
+            let retained = self.jobs.withLock { jobs -> [ReplayJob] in
+                let finished = jobs.values.filter(\.isFinished).sorted { $0.createdAtMs > $1.createdAtMs }
+                for job in finished.dropFirst(Self.maxFinishedJobs) {
+                    jobs.removeValue(forKey: job.id)
+                }
+                return Array(jobs.values)
+            }
+            do {
+                try file.save(retained)
+            } catch {
+                self.logger.warning(
+                    "replay jobs not saved",
+                    ["path": .string(file.path), "error": .string("\(error)"),
+                     "effect": "a restart may forget a job or its status; its journaled deliveries still resume"])
+            }
+        }
     }
 
     func job(_ id: String) -> ReplayJob? {
@@ -145,6 +228,7 @@ final class ReplayRegistry: Sendable {
         } else {
             self.logger.info("replay finished", fields)
         }
+        self.save()
         self.onFinish?(job)
     }
 }
@@ -203,7 +287,13 @@ final class ReplayJobs: Sendable {
     func startReplay(_ filter: DeliveryFilter) -> ReplayJob {
         let job = ReplayJob(kind: "replay", filter: filter)
         self.registry.add(job)
+        self.scan(job)
+        return job
+    }
+
+    private func scan(_ job: ReplayJob) {
         let dataDirectory = self.dataDirectory
+        let filter = job.filter
         self.scans.async {
             let result = ReplayScan.run(dataDirectory: dataDirectory, filter: filter) {
                 job.progress.withLock { $0.isCancelRequested }
@@ -218,7 +308,6 @@ final class ReplayJobs: Sendable {
                 self.finish(job, status: .failed, error: failure.description)
             }
         }
-        return job
     }
 
     /// Starts a redelivery of dead letters already chosen from the list, which needs no scan.
@@ -278,6 +367,7 @@ final class ReplayJobs: Sendable {
                     }
                     return (progress.settled >= progress.queued, progress.isCancelRequested)
                 }
+                self.registry.save()
                 if cancelRequested {
                     // The cancel arrived while the matches were being journaled, before there was anything to
                     // withdraw.
@@ -289,12 +379,32 @@ final class ReplayJobs: Sendable {
         }
     }
 
+    /// Carries on the jobs a restart found unfinished: scans that had queued nothing run again, and jobs that
+    /// are done or cannot go on are finished.
+    func resume(_ restart: ReplayRestart, logger: Logger) {
+        for job in restart.rescans {
+            logger.info("replay scan restarted", ["replay": .string(job.id), "reason": "the relay stopped during the scan"])
+            self.scan(job)
+        }
+        for (job, status, error) in restart.finished {
+            self.finish(job, status: status, error: error)
+        }
+        for job in restart.cancels {
+            self.engine.cancelReplay(job.id) { _ in
+                if !job.isFinished {
+                    self.finish(job, status: .cancelled)
+                }
+            }
+        }
+    }
+
     /// Requests cancellation: a scan stops, and queued deliveries that have not gone out are withdrawn.
     func cancel(_ job: ReplayJob, completion: @escaping @Sendable () -> Void) {
         let wasScanning = job.progress.withLock { progress -> Bool in
             progress.isCancelRequested = true
             return progress.status == .scanning
         }
+        self.registry.save()
         guard !wasScanning else { return completion() }
         self.engine.cancelReplay(job.id) { _ in
             if !job.isFinished {

@@ -11,6 +11,8 @@ struct UnsettledDeliveries {
     }
 
     private var entries: [UInt64: Entry] = [:]
+    /// Per replay id, the deliveries it queued that settled, as the journal's attempt records show them.
+    private(set) var replayTallies: [String: ReplayTally] = [:]
 
     mutating func add(_ event: EventRecord, at location: JournalLocation) {
         guard !event.destinations.isEmpty else { return }
@@ -36,6 +38,9 @@ struct UnsettledDeliveries {
         var deadLetter: DeadLetter?
         if attempt.outcome.isFinal {
             entry.remaining.removeValue(forKey: attempt.destination)
+            if let replayID = progress.replayID {
+                self.replayTallies[replayID, default: ReplayTally()].count(attempt.outcome)
+            }
             if attempt.outcome == .deadLettered {
                 deadLetter = DeadLetter(event: entry.event, destination: attempt.destination, attempt: attempt)
             }

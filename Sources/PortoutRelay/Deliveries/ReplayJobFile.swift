@@ -1,0 +1,154 @@
+import PortoutCore
+import PortoutDelivery
+import PortoutJournal
+
+/// The replay jobs of a relay, saved in `replays.json` in the data directory so that jobs, and scans that had not
+/// finished, survive a restart.
+///
+/// The file is replaced whole at each change of a job's status, which operators cause rarely. Counts of settled
+/// deliveries are saved then too, and a restart takes them from the journal instead (`ReplayTally`).
+struct ReplayJobFile: Sendable {
+    let path: String
+
+    init(dataDirectory: String) {
+        self.path = dataDirectory + "/replays.json"
+    }
+
+    /// Reads the saved jobs, oldest first. A missing file means there are none.
+    func load() throws -> [ReplayJob] {
+        guard let bytes = try DurableFile.read(path: self.path) else { return [] }
+        guard let entries = try JSONParser.parse(bytes).objectValue?["replays"]?.arrayValue else {
+            throw ControlFileError(path: self.path, reason: "the file has no \"replays\" array")
+        }
+        return try entries.enumerated().map { index, entry in
+            guard let job = Self.job(from: entry) else {
+                throw ControlFileError(path: self.path, reason: "entry \(index) of \"replays\" is not a complete job")
+            }
+            return job
+        }
+    }
+
+    func save(_ jobs: [ReplayJob]) throws(SystemError) {
+        let entries = jobs.sorted { $0.createdAtMs < $1.createdAtMs }.map(Self.entry(for:))
+        try DurableFile.replace(path: self.path, with: JSONWriter.encode(["replays": .array(entries)]))
+    }
+
+    private static func entry(for job: ReplayJob) -> JSONValue {
+        let progress = job.progress.withLock { $0 }
+        var object = JSONObject([
+            ("id", .string(job.id)), ("kind", .string(job.kind)), ("filter", job.filter.jsonValue),
+            ("createdAtMs", .number(Double(job.createdAtMs))), ("status", .string(progress.status.rawValue)),
+            ("cancelRequested", .bool(progress.isCancelRequested)),
+        ])
+        object["finishedAtMs"] = progress.finishedAtMs.map { .number(Double($0)) } ?? .null
+        object["error"] = progress.error.map { .string($0) } ?? .null
+        for (name, count) in progress.counts {
+            object[name] = .number(Double(count))
+        }
+        return .object(object)
+    }
+
+    private static func job(from entry: JSONValue) -> ReplayJob? {
+        guard let object = entry.objectValue, let id = object["id"]?.stringValue,
+            let kind = object["kind"]?.stringValue, let filterObject = object["filter"]?.objectValue,
+            case .success(let filter) = DeliveryFilter.parse({ filterObject[$0] }),
+            let createdAtMs = object["createdAtMs"]?.intValue,
+            let status = object["status"]?.stringValue.flatMap(ReplayJob.Status.init(rawValue:))
+        else { return nil }
+        var progress = ReplayJob.Progress()
+        progress.status = status
+        progress.isCancelRequested = object["cancelRequested"]?.boolValue ?? false
+        progress.finishedAtMs = object["finishedAtMs"]?.intValue.map(Int64.init)
+        progress.error = object["error"]?.stringValue
+        for name in ReplayJob.Progress.countNames {
+            progress[count: name] = object[name]?.intValue ?? 0
+        }
+        return ReplayJob(id: id, kind: kind, filter: filter, createdAtMs: Int64(createdAtMs), progress: progress)
+    }
+}
+
+/// The settled deliveries of one replay, counted from the journal's attempt records at start-up.
+struct ReplayTally: Sendable, Equatable {
+    var delivered = 0
+    var deadLettered = 0
+    var withdrawn = 0
+
+    var settled: Int {
+        self.delivered + self.deadLettered + self.withdrawn
+    }
+
+    mutating func count(_ outcome: AttemptOutcome) {
+        switch outcome {
+        case .delivered: self.delivered += 1
+        case .deadLettered: self.deadLettered += 1
+        case .cancelled: self.withdrawn += 1
+        case .retryScheduled: break
+        }
+    }
+}
+
+/// The actions a restart takes on the saved jobs, once the journal has been read.
+struct ReplayRestart {
+    /// Every saved job, brought up to date with the journal.
+    var jobs: [ReplayJob] = []
+    /// Replays that were still scanning, with nothing queued: their scan runs again.
+    var rescans: [ReplayJob] = []
+    /// Jobs whose deliveries have all settled, or that can no longer go on, with the status to finish them with.
+    var finished: [(job: ReplayJob, status: ReplayJob.Status, error: String?)] = []
+    /// Jobs whose cancellation was requested before the stop and that still have deliveries pending.
+    var cancels: [ReplayJob] = []
+
+    /// Brings `saved` up to date. `pending` are the deliveries the journal shows as unsettled, and `configured`
+    /// returns whether a delivery's destination is still configured, so that the engine will take it.
+    init(
+        saved: [ReplayJob], tallies: [String: ReplayTally], pending: [PendingDelivery],
+        configured: (PendingDelivery) -> Bool
+    ) {
+        var remaining: [String: (configured: Int, unconfigured: Int)] = [:]
+        for delivery in pending {
+            guard let replayID = delivery.replayID else { continue }
+            if configured(delivery) {
+                remaining[replayID, default: (0, 0)].configured += 1
+            } else {
+                remaining[replayID, default: (0, 0)].unconfigured += 1
+            }
+        }
+        for job in saved {
+            self.jobs.append(job)
+            guard !job.isFinished else { continue }
+            let tally = tallies[job.id] ?? ReplayTally()
+            let (waiting, stranded) = remaining[job.id] ?? (0, 0)
+            let hasJournaledDeliveries = tally.settled + waiting + stranded > 0
+            let (status, isCancelRequested) = job.progress.withLock { ($0.status, $0.isCancelRequested) }
+            if status == .scanning && !hasJournaledDeliveries {
+                if isCancelRequested {
+                    self.finished.append((job, .cancelled, nil))
+                } else if job.kind == "replay" {
+                    self.rescans.append(job)
+                } else {
+                    // A redelivery's chosen dead letters are not saved, so it cannot be queued again.
+                    self.finished.append((job, .failed, Self.redeliveryLost))
+                }
+                continue
+            }
+            // The job's deliveries are in the journal, even if the stop came before its new status was saved.
+            let (done, cancelRequested) = job.progress.withLock { progress -> (Bool, Bool) in
+                progress.status = .running
+                progress.queued = max(progress.queued, tally.settled + waiting + stranded) - stranded
+                progress.notConfigured += stranded
+                progress.delivered = tally.delivered
+                progress.deadLettered = tally.deadLettered
+                progress.withdrawn = tally.withdrawn
+                return (progress.settled >= progress.queued, progress.isCancelRequested)
+            }
+            if done {
+                self.finished.append((job, cancelRequested ? .cancelled : .completed, nil))
+            } else if cancelRequested {
+                self.cancels.append(job)
+            }
+        }
+    }
+
+    static let redeliveryLost =
+        "the relay stopped before this redelivery's dead letters were queued, so none was sent: start it again"
+}

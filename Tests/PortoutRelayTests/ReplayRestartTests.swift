@@ -1,0 +1,241 @@
+import Foundation
+import PortoutCore
+import PortoutDelivery
+import PortoutJournal
+import PortoutTestSupport
+import Testing
+
+@testable import PortoutRelay
+
+/// Replay jobs across a restart: kept in `replays.json`, brought up to date with the journal, and carried on.
+@Suite(.serialized)
+struct ReplayRestartTests {
+    static func admin(_ harness: RelayHarness, _ method: String, _ path: String, body: String = "") throws -> LoopbackClient.Response {
+        try ReplayTests.admin(harness, method, path, body: body)
+    }
+
+    /// Starts a relay that delivers to `sink`, and has it accept and deliver three statuses of one port out.
+    static func startWithDelivered(_ sink: RecordingSink) throws -> RelayHarness {
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        for status in ["initiated", "processing", "issued"] {
+            #expect(try harness.post(Events.portOut("pout_j", status: status)).status == 202)
+        }
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 3 })
+        return harness
+    }
+
+    static func jobFile(_ harness: RelayHarness) -> ReplayJobFile {
+        ReplayJobFile(dataDirectory: harness.directory.path + "/data")
+    }
+
+    /// Saves `job` as the only job, as if the relay had stopped while the job was at that point.
+    static func save(_ job: ReplayJob, in harness: RelayHarness) throws {
+        try Self.jobFile(harness).save([job])
+    }
+
+    /// Stops the relay, saves `job` as the only job and starts the relay again.
+    static func restart(_ harness: RelayHarness, savedJob job: ReplayJob) throws {
+        harness.stop()
+        try Self.save(job, in: harness)
+        try harness.start()
+    }
+
+    static func tenantFilter() -> DeliveryFilter {
+        var filter = DeliveryFilter()
+        filter.tenant = "t1"
+        return filter
+    }
+
+    @Test func finishedJobSurvivesRestart() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        let started = try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        let id = try #require(started["id"]?.stringValue)
+        let finished = try ReplayTests.waitForJob(harness, id, status: "completed")
+        #expect(finished["delivered"] == 3)
+
+        try harness.restart()
+        let restored = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(restored == finished)
+        let listed = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays"))["data"]?.arrayValue
+        #expect(listed?.compactMap { $0.objectValue?["id"] } == [.string(id)])
+        #expect(sink.received.count == 6)
+    }
+
+    @Test func scanCutShortRunsAgain() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        let job = ReplayJob(kind: "replay", filter: Self.tenantFilter())
+        try Self.restart(harness, savedJob: job)
+        let finished = try ReplayTests.waitForJob(harness, job.id, status: "completed")
+        #expect(finished["queued"] == 3)
+        #expect(finished["delivered"] == 3)
+        #expect(waitUntil { sink.received.count == 6 })
+        #expect(sink.received.suffix(3).map(\.status) == ["initiated", "processing", "issued"])
+    }
+
+    @Test func cancelledScanIsNotRunAgain() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        let job = ReplayJob(kind: "replay", filter: Self.tenantFilter())
+        job.progress.withLock { $0.isCancelRequested = true }
+        try Self.restart(harness, savedJob: job)
+        #expect(try ReplayTests.waitForJob(harness, job.id, status: "cancelled")["queued"] == 0)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 3)
+    }
+
+    @Test func redeliveryCutShortFails() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        let job = ReplayJob(kind: "redelivery", filter: Self.tenantFilter())
+        try Self.restart(harness, savedJob: job)
+        let failed = try ReplayTests.waitForJob(harness, job.id, status: "failed")
+        #expect(failed["error"] == .string(ReplayRestart.redeliveryLost))
+        #expect(sink.received.count == 3)
+    }
+
+    /// A stop between journaling a replay's deliveries and saving its new status leaves the job saved as
+    /// scanning. The journal shows that it was queued, so its scan must not run again and send twice.
+    @Test func queuedJobSavedAsScanningIsNotScannedAgain() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let started = try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        let id = try #require(started["id"]?.stringValue)
+        _ = try ReplayTests.waitForJob(harness, id, status: "running")
+        harness.stop()
+        let saved = try #require(try Self.jobFile(harness).load().first)
+        let rewound = ReplayJob(id: id, kind: saved.kind, filter: saved.filter, createdAtMs: saved.createdAtMs, progress: .init())
+        try Self.save(rewound, in: harness)
+
+        try harness.start()
+        let restored = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(restored["status"] == "running")
+        #expect(restored["queued"] == 3)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.pending == 3 })
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(try ReplayTests.waitForJob(harness, id, status: "completed")["delivered"] == 3)
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(sink.received.count == 6)
+    }
+
+    @Test func unreadableFileIsMovedAside() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        harness.stop()
+        let path = Self.jobFile(harness).path
+        try Data("{\"replays\": [{\"id\": 7}]}".utf8).write(to: URL(fileURLWithPath: path))
+
+        try harness.start()
+        #expect(FileManager.default.fileExists(atPath: path + ".unreadable"))
+        let list = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays"))
+        #expect(list["data"]?.arrayValue?.isEmpty == true)
+        let started = try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        let id = try #require(started["id"]?.stringValue)
+        _ = try ReplayTests.waitForJob(harness, id, status: "completed")
+        #expect(try Self.jobFile(harness).load().map(\.id) == [id])
+    }
+
+    @Test func oldestFinishedJobsAreDropped() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let file = ReplayJobFile(dataDirectory: directory.path)
+        let registry = ReplayRegistry(logger: Logger(level: .error), file: file)
+        var finished = ReplayJob.Progress()
+        finished.status = .completed
+        let count = ReplayRegistry.maxFinishedJobs + 2
+        registry.restore((0..<count).map { index in
+            ReplayJob(id: "rpl_\(index)", kind: "replay", filter: Self.tenantFilter(), createdAtMs: Int64(index), progress: finished)
+        })
+        let running = ReplayJob(kind: "replay", filter: Self.tenantFilter())
+        registry.restore([ReplayJob(id: running.id, kind: "replay", filter: running.filter, createdAtMs: 0, progress: .init())])
+
+        registry.save()
+        let saved = try file.load()
+        #expect(saved.count == ReplayRegistry.maxFinishedJobs + 1)
+        #expect(!saved.contains { $0.id == "rpl_0" || $0.id == "rpl_1" })
+        #expect(saved.contains { $0.id == running.id })
+        #expect(registry.all().count == saved.count)
+    }
+
+    /// A saved filter is read back with the same bounds, to the millisecond, now and after 2038, when Unix
+    /// seconds no longer fit in 31 bits and a double has fewer fraction bits.
+    @Test(arguments: [Int64(1_796_451_515_000), 2_152_231_581_000])
+    func filterTimesSurviveTheFile(start: Int64) throws {
+        var mismatches: [Int64] = []
+        for milliseconds in stride(from: start, to: start + 10_000, by: 7) {
+            var filter = DeliveryFilter()
+            filter.acceptedFromMs = milliseconds
+            filter.acceptedToMs = milliseconds + 1
+            let object = try #require(filter.jsonValue.objectValue)
+            guard case .success(let parsed) = DeliveryFilter.parse({ object[$0] }), parsed == filter else {
+                mismatches.append(milliseconds)
+                continue
+            }
+        }
+        #expect(mismatches.count == 0, "bounds changed, the first \(mismatches.prefix(3))")
+    }
+
+    /// Events are accepted at whole milliseconds, so a bound between two takes the later one.
+    @Test func subMillisecondBoundTakesNextMillisecond() {
+        #expect(DeliveryFilter.milliseconds(bound: 1_796_451_515.1237) == 1_796_451_515_124)
+        #expect(DeliveryFilter.milliseconds(bound: 1_796_451_515.123) == 1_796_451_515_123)
+        #expect(DeliveryFilter.milliseconds(bound: 1_796_451_515) == 1_796_451_515_000)
+    }
+
+    @Test func restartCountsSettledDeliveriesFromJournal() throws {
+        var progress = ReplayJob.Progress()
+        progress.status = .running
+        progress.queued = 4
+        let job = ReplayJob(id: "rpl_a", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: progress)
+        let event = EventSummary(
+            sequence: 1, tenant: "t1", eventID: "evt_1", type: "com.gigs.portOut.initiated", portOutID: "pout_1",
+            status: .initiated, acceptedAtMs: 1, location: JournalLocation(segment: 1, offset: 8, length: 10))
+        let pending = [
+            PendingDelivery(event: event, destination: "d1", replayID: "rpl_a"),
+            PendingDelivery(event: event, destination: "gone", replayID: "rpl_a"),
+            PendingDelivery(event: event, destination: "d1", replayID: "rpl_other"),
+        ]
+        let restart = ReplayRestart(
+            saved: [job], tallies: ["rpl_a": ReplayTally(delivered: 1, deadLettered: 1, withdrawn: 0)], pending: pending
+        ) { $0.destination != "gone" }
+
+        let restored = job.progress.withLock { $0 }
+        #expect(restored.status == .running)
+        #expect(restored.queued == 3)
+        #expect(restored.notConfigured == 1)
+        #expect(restored.delivered == 1)
+        #expect(restored.deadLettered == 1)
+        #expect(restart.finished.isEmpty)
+        #expect(restart.rescans.isEmpty)
+        #expect(restart.cancels.isEmpty)
+    }
+
+    @Test func restartFinishesSettledJob() throws {
+        var progress = ReplayJob.Progress()
+        progress.status = .running
+        progress.queued = 2
+        progress.isCancelRequested = true
+        let job = ReplayJob(id: "rpl_b", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: progress)
+        let restart = ReplayRestart(
+            saved: [job], tallies: ["rpl_b": ReplayTally(delivered: 1, deadLettered: 0, withdrawn: 1)], pending: []
+        ) { _ in true }
+
+        #expect(restart.finished.map(\.job.id) == ["rpl_b"])
+        #expect(restart.finished.first?.status == .cancelled)
+        #expect(job.progress.withLock { $0.withdrawn } == 1)
+    }
+}
