@@ -16,6 +16,9 @@ Parts, in the order they run (pick some with --only, or BENCH_ONLY=a,b for make)
   scale     ingest rate, deliveries and RSS at 10 tenants x 10 destinations and at 1,000 tenants beside one
             tenant with one destination, and delivery with 10,000 port outs pending at once.
 
+Before the parts, every run times fdatasync on the work directory's disk with `portout-bench sync`, without and
+beside a spinning thread, and prints it with the machine's facts.
+
 Everything listens on 127.0.0.1, and every run is bounded in time. A full run writes bench/results.md and
 bench/results.png. A run of some parts writes them under bench/out/ instead, so that it never replaces the full
 record. Both write bench/out/results.json.
@@ -114,7 +117,7 @@ def main():
     }
     context = BenchContext(arguments, bench_binary, work)
     try:
-        report_data["diskSync"] = disk_sync(context)
+        report_data["diskSync"] = disk_sync(context, report_data)
         for part in arguments.only:
             run_part(part, context, report_data)
     finally:
@@ -129,8 +132,8 @@ def main():
           f"load average {report_data['loadAverageStart']} at the start, {report_data['loadAverageEnd']} at the end")
     seconds = ", ".join(f"{part} {elapsed:.0f} s" for part, elapsed in report_data["partSeconds"].items())
     print(f"total time {report_data['elapsedSeconds']:.0f} s ({seconds})")
-    for part, message in report_data["failures"]:
-        print(f"part {part} failed: {message}", file=sys.stderr)
+    for name, message in report_data["failures"]:
+        print(f"{name} failed: {message}", file=sys.stderr)
     sys.exit(1 if report_data["failures"] else 0)
 
 
@@ -138,16 +141,21 @@ def main():
 SYNC_PROBE_WRITES = 10000
 
 
-def disk_sync(context):
-    """Time fdatasync alone on the journals' disk, with the machine idle and beside one busy CPU.
+def disk_sync(context, report_data):
+    """Time fdatasync alone on the journals' disk, without and beside a thread spinning on one CPU.
 
     The relay acknowledges no event before the sync of its batch returns, and while a sync stalls, every event
     waiting on the journal waits with it. So the disk's slow syncs bound the relay's ingest latency percentiles,
     and these figures show how much of that bound is the machine's.
     """
     print("running disk sync probe ...", file=sys.stderr, flush=True)
-    return {condition: sync_probe(context.bench_binary, context.work, SYNC_PROBE_WRITES, busy)
-            for condition, busy in (("idle", 0), ("oneCPUBusy", 1))}
+    try:
+        return {condition: sync_probe(context.bench_binary, context.work, SYNC_PROBE_WRITES, busy)
+                for condition, busy in (("idle", 0), ("oneCPUBusy", 1))}
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError) as error:
+        # Recorded like a failed part, so that the parts still run.
+        record_failure(report_data, "disk sync probe", error)
+        return None
 
 
 def run_part(part, context, report_data):
@@ -161,11 +169,16 @@ def run_part(part, context, report_data):
         else:
             report_data["results"] += figures
     except (RuntimeError, OSError, subprocess.SubprocessError, json.JSONDecodeError) as error:
-        details = getattr(error, "stderr", None)
-        message = f"{error}" + (f": {details.strip()}" if details else "")
-        report_data["failures"].append((part, message))
-        print(f"part {part} failed: {message}", file=sys.stderr, flush=True)
+        record_failure(report_data, f"part {part}", error)
     report_data["partSeconds"][part] = time.time() - part_started
+
+
+def record_failure(report_data, name, error):
+    """Add a failure, with the failed command's stderr if any, to the report and print it."""
+    details = getattr(error, "stderr", None)
+    message = f"{error}" + (f": {details.strip()}" if details else "")
+    report_data["failures"].append((name, message))
+    print(f"{name} failed: {message}", file=sys.stderr, flush=True)
 
 
 def write_outputs(report_data, is_full):

@@ -29,3 +29,23 @@ func integerOption(
     }
     return value
 }
+
+/// Throws `UsageError` unless `arguments` are pairs of a known option and its value, each option given once, so
+/// that a mistyped or repeated option stops the run instead of leaving a default in place.
+func checkOptions(_ arguments: [String], known: [String], command: String) throws {
+    var seen: Set<String> = []
+    var index = 0
+    while index < arguments.count {
+        let name = arguments[index]
+        guard known.contains(name) else {
+            throw UsageError("\(command) has no option \"\(name)\"; its options are \(known.joined(separator: ", "))")
+        }
+        guard index + 1 < arguments.count, !arguments[index + 1].hasPrefix("--") else {
+            throw UsageError("\(name) needs a value")
+        }
+        guard seen.insert(name).inserted else {
+            throw UsageError("\(name) is given more than once; give it once")
+        }
+        index += 2
+    }
+}

@@ -126,10 +126,12 @@ struct LoadSummary {
 }
 
 /// The value at `percent` of durations sorted in ascending order, by the nearest-rank method, in microseconds,
-/// or 0 when there are none.
+/// or 0 when there are none. The rank is computed in tenths of a percent with integers, because in floating point
+/// 99.9 / 100 * 1000 rounds up to one rank too many.
 func nearestRankUs(_ sortedNs: [Int64], _ percent: Double) -> Double {
     guard !sortedNs.isEmpty else { return 0 }
-    let rank = Int((percent / 100 * Double(sortedNs.count)).rounded(.up))
+    let perMille = Int((percent * 10).rounded())
+    let rank = (perMille * sortedNs.count + 999) / 1000
     let index = min(max(rank, 1), sortedNs.count) - 1
     return Double(sortedNs[index]) / 1000
 }

@@ -32,10 +32,29 @@ let usage = """
     and with the relay's delivery headers. Nothing else happens per request, so the rate is a ceiling for
     the relay's delivery rate to the same URL. Loopback addresses only. Prints one JSON line of figures and
     exits with 1 if any request did not get a 2xx.
+
+    sync: creates a file with a fresh name in DIR, zeroes and syncs it, then writes B bytes (default 2048) to
+    it N times, one record after another, and times the fdatasync after each write, while K threads (default
+    0) spin on the CPUs. The relay's journal writer does the same before it acknowledges events, so these
+    times bound its ack latency on that disk. The file is at most 1 GiB and is removed at the end, also on
+    SIGINT or SIGTERM. Prints one JSON line of figures, in microseconds.
     """
+
+/// The options each subcommand takes, every one with a value.
+let knownOptions: [String: [String]] = [
+    "journal": [
+        "--data-dir", "--records", "--statuses-per-port-out", "--port-outs", "--tenant", "--project", "--destinations",
+    ],
+    "load": ["--url", "--events", "--rate", "--duration", "--warmup", "--connections", "--path", "--timeout-ms"],
+    "curl": ["--url", "--requests", "--connections", "--threads", "--body-bytes"],
+    "sync": ["--dir", "--writes", "--record-bytes", "--busy-threads"],
+]
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 do {
+    if let command = arguments.first, let known = knownOptions[command] {
+        try checkOptions(Array(arguments.dropFirst()), known: known, command: command)
+    }
     switch arguments.first {
     case "journal": exit(try writeJournal(arguments))
     case "load": exit(try runOpenLoopLoad(arguments))
