@@ -224,6 +224,21 @@ struct ReplayRestartTests {
         #expect(restart.cancels.isEmpty)
     }
 
+    /// Retention may remove a running job's early attempt records. With nothing of it pending, it still finishes.
+    @Test func restartFinishesJobWithNothingPending() throws {
+        var progress = ReplayJob.Progress()
+        progress.status = .running
+        progress.queued = 5
+        let job = ReplayJob(id: "rpl_c", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: progress)
+        let restart = ReplayRestart(
+            saved: [job], tallies: ["rpl_c": ReplayTally(delivered: 2, deadLettered: 0, withdrawn: 0)], pending: []
+        ) { _ in true }
+
+        #expect(restart.finished.map(\.job.id) == ["rpl_c"])
+        #expect(restart.finished.first?.status == .completed)
+        #expect(job.progress.withLock { $0.delivered } == 2)
+    }
+
     @Test func restartFinishesSettledJob() throws {
         var progress = ReplayJob.Progress()
         progress.status = .running

@@ -139,7 +139,9 @@ struct ReplayRestart {
                 progress.delivered = tally.delivered
                 progress.deadLettered = tally.deadLettered
                 progress.withdrawn = tally.withdrawn
-                return (progress.settled >= progress.queued, progress.isCancelRequested)
+                // With nothing left pending, no settlement will come to finish the job. The journal may also
+                // have lost some of its attempt records to retention, and the counts then fall short of `queued`.
+                return (progress.settled >= progress.queued || waiting == 0, progress.isCancelRequested)
             }
             if done {
                 self.finished.append((job, cancelRequested ? .cancelled : .completed, nil))
