@@ -40,11 +40,12 @@ extension DeliveryEngine {
     }
 
     /// Withdraws the deliveries of replay `replayID` that have not gone out, journaling each as cancelled so that
-    /// a restart does not queue them again. Attempts in flight finish. `completion` gets the number withdrawn,
-    /// or nil if the engine has stopped.
+    /// a restart does not queue them again. Attempts in flight finish, and one that fails is withdrawn then
+    /// instead of retried. `completion` gets the number withdrawn now, or nil if the engine has stopped.
     public func cancelReplay(_ replayID: String, completion: @escaping @Sendable (Int?) -> Void) {
         self.perform { running in
             guard running else { return completion(nil) }
+            self.loop.cancelledReplays.insert(replayID)
             let now = WallClock.milliseconds()
             var withdrawn = 0
             // Detached destinations too: one removed by a reload keeps its queue in case it is configured again.

@@ -328,9 +328,14 @@ public final class DeliveryEngine: Sendable {
         case .delivered:
             outcome = .delivered
         case .retry(let at, let why):
-            outcome = .retryScheduled
-            nextAttemptAt = at
-            reason = why
+            if let replayID = delivery.replayID, self.loop.cancelledReplays.contains(replayID) {
+                outcome = .cancelled
+                reason = "replay \(replayID) was cancelled"
+            } else {
+                outcome = .retryScheduled
+                nextAttemptAt = at
+                reason = why
+            }
         case .deadLetter(let why):
             outcome = .deadLettered
             reason = why

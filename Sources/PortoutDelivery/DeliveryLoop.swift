@@ -12,6 +12,9 @@ final class DeliveryLoop: @unchecked Sendable {
     /// Destinations removed by a configuration reload, with the deliveries they still had. Nothing is started for
     /// them; attempts in flight at the reload settle here, and a later reload that adds one back takes it over.
     var detached: [String: DestinationRuntime] = [:]
+    /// Replays cancelled since the engine started: an attempt of theirs that was in flight at the cancellation
+    /// is withdrawn if it fails, instead of being retried.
+    var cancelledReplays: Set<String> = []
     /// Saved modes of destinations held before a restart that are not configured now, by `tenant/destination`.
     /// They are kept in the saved file and applied if a reload configures the destination again.
     var heldUnconfigured: [String: DestinationControlFile.Entry] = [:]

@@ -3,6 +3,7 @@ import PortoutCore
 import PortoutDelivery
 import PortoutJournal
 import PortoutTestSupport
+import Synchronization
 import Testing
 
 @testable import PortoutRelay
@@ -128,6 +129,63 @@ struct ReplayRestartTests {
         #expect(try ReplayTests.waitForJob(harness, id, status: "completed")["delivered"] == 3)
         Thread.sleep(forTimeInterval: 0.3)
         #expect(sink.received.count == 6)
+    }
+
+    /// A replay that found its matches already pending journaled them all the same. After a restart they stay
+    /// with whoever queued them, so cancelling that replay withdraws nothing of anyone else's.
+    @Test func pendingMatchesStayWithTheirOwner() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        #expect(try harness.post(Events.portOut("pout_k", status: "initiated")).status == 202)
+        let first = try #require(
+            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_j"}"#))["id"]?.stringValue)
+        _ = try ReplayTests.waitForJob(harness, first, status: "running")
+        let second = try #require(
+            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
+        let secondJob = try ReplayTests.waitForJob(harness, second, status: "completed")
+        #expect(secondJob["queued"] == 0)
+        #expect(secondJob["alreadyPending"] == 4)
+
+        try harness.restart()
+        let cancelled = try ReplayTests.json(try Self.admin(harness, "DELETE", "/admin/replays/\(second)"))
+        #expect(cancelled["withdrawn"] == 0)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.pending == 4 })
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        let firstJob = try ReplayTests.waitForJob(harness, first, status: "completed")
+        #expect(firstJob["delivered"] == 3)
+        #expect(waitUntil { sink.received.count == 7 })
+        #expect(sink.received.filter { $0.portOut == "pout_k" }.count == 1)
+        #expect(try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(second)"))["delivered"] == 0)
+    }
+
+    /// An attempt in flight when its replay is cancelled finishes. If it fails, it is withdrawn, not retried.
+    @Test func cancelledReplayDoesNotRetryInFlightAttempt() throws {
+        let failing = Atomic<Bool>(false)
+        let sink = try RecordingSink { _, _ in
+            failing.load(ordering: .relaxed) ? .init(status: 500, delaySeconds: 1) : .init(status: 204)
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_f", status: "initiated")).status == 202)
+        #expect(waitUntil { sink.received.count == 1 })
+        failing.store(true, ordering: .relaxed)
+        let id = try #require(
+            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_f"}"#))["id"]?.stringValue)
+        #expect(waitUntil { sink.received.count == 2 })
+        #expect(try Self.admin(harness, "DELETE", "/admin/replays/\(id)").status == 200)
+
+        // The failed attempt comes back after 1 s, and a retry would follow 0.2 s later.
+        #expect(waitUntil { (try? ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)")))?["withdrawn"] == 1 })
+        Thread.sleep(forTimeInterval: 1)
+        #expect(sink.received.count == 2)
+        let job = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(job["status"] == "cancelled")
+        #expect(job["queued"] == 1)
+        #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
     }
 
     @Test func unreadableFileIsMovedAside() throws {

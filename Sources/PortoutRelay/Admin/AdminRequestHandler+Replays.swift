@@ -49,7 +49,8 @@ extension AdminRequestHandler {
     /// `GET` or `DELETE /admin/replays/{id}`.
     func replay(id: String, method: String, peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void) {
         guard let job = self.replays.registry.job(id) else {
-            return respond(HTTPResponse(error: .notFound("No replay \(id); replays are forgotten when the relay restarts.")))
+            return respond(HTTPResponse(error: .notFound(
+                "No replay \(id). The relay keeps its jobs across restarts, but only the newest \(ReplayRegistry.maxFinishedJobs) finished ones, and replays run with --offline are not listed.")))
         }
         guard method == "DELETE" else {
             return respond(HTTPResponse(status: 200, json: job.jsonValue))

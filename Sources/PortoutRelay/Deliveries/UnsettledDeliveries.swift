@@ -23,9 +23,12 @@ struct UnsettledDeliveries {
         self.entries[event.sequence] = Entry(event: EventSummary(event, location: location), remaining: remaining)
     }
 
-    /// Makes a replayed delivery unsettled again, with no attempts made.
+    /// Makes a replayed delivery unsettled again, with no attempts made. A delivery still unsettled is left as it
+    /// is, with its owner: a replay journals every match before the engine counts those already pending, and the
+    /// engine leaves those with the delivery or replay that queued them.
     mutating func reopen(_ replay: ReplayRecord) {
         var entry = self.entries[replay.event.sequence] ?? Entry(event: replay.event, remaining: [:])
+        guard entry.remaining[replay.destination] == nil else { return }
         entry.remaining[replay.destination] = (0, 0, replay.replayID, replay.atMs)
         self.entries[replay.event.sequence] = entry
     }
