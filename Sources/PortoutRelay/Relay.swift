@@ -101,7 +101,6 @@ public final class Relay: Sendable {
         let replays = ReplayJobs(
             registry: replayRegistry, dataDirectory: config.dataDir, journal: journal, engine: engine,
             deadLetters: deadLetters)
-        replays.resume(replayRestart, logger: logger)
         let store = PortOutStore(index: portOuts, journal: journal)
         let ingestMetrics = IngestMetrics()
         let ingestor = Ingestor(
@@ -149,6 +148,8 @@ public final class Relay: Sendable {
             journal.close()
             throw error
         }
+        // Only once both listeners are up, so that a start that fails changes no job.
+        replays.resume(replayRestart, logger: logger)
         self.adminServer = adminServer
         self.adminSettings = adminSettings
         self.operational = operational
@@ -173,15 +174,15 @@ public final class Relay: Sendable {
              "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current)])
     }
 
-    /// Drops unsettled deliveries to destinations that are no longer configured, logging one line per destination.
-    /// They stay unsettled in the journal, so a start with the destination configured again sends them.
     /// Reads the replay jobs saved before this start. An unreadable file is logged and moved aside, so that the
-    /// next save does not replace what an operator may want to inspect.
+    /// next save does not replace what an operator may want to inspect. If it cannot be moved, the log line reports
+    /// that, and the next save replaces it.
     private static func savedReplays(_ file: ReplayJobFile, logger: Logger) -> [ReplayJob] {
         do {
             return try file.load()
         } catch {
-            let movedTo = file.path + ".unreadable"
+            // A fresh name each time, so that an earlier unreadable file is never replaced.
+            let movedTo = file.path + ".unreadable-\(WallClock.milliseconds())"
             let moved = rename(file.path, movedTo) == 0
             logger.error(
                 "replay jobs not restored",
@@ -191,6 +192,8 @@ public final class Relay: Sendable {
         }
     }
 
+    /// Drops unsettled deliveries to destinations that are no longer configured, logging one line per destination.
+    /// They stay unsettled in the journal, so a start with the destination configured again sends them.
     private static func configuredOnly(
         _ deliveries: [PendingDelivery], config: RelayConfig, logger: Logger
     ) -> (deliveries: [PendingDelivery], oldestDroppedSegment: UInt64?) {
@@ -237,6 +240,7 @@ public final class Relay: Sendable {
         let graceMs = Int64(graceSeconds ?? self.config.shutdownGraceSeconds) * 1000
         let deadline = WallClock.milliseconds() + graceMs
         self.retentionStop.signal()
+        self.replays.stop()
         self.adminServer.drain(timeoutMs: graceMs)
         let unanswered = self.server.drain(timeoutMs: graceMs)
         self.adminServer.shutdown()
@@ -245,6 +249,7 @@ public final class Relay: Sendable {
         self.engine.shutdown(graceMs: max(0, deadline - WallClock.milliseconds()))
         self.operational.shutdown()
         self.journal.close()
+        self.replays.registry.flush()
         let pending = self.engine.statistics().reduce(0) { $0 + $1.pending }
         self.logger.info(
             "relay stopped",

@@ -132,7 +132,7 @@ struct ReplayRestartTests {
     }
 
     /// A replay that found its matches already pending journaled them all the same. After a restart they stay
-    /// with whoever queued them, so cancelling that replay withdraws nothing of anyone else's.
+    /// with the delivery or replay that queued them, so cancelling that replay withdraws nothing of anyone else's.
     @Test func pendingMatchesStayWithTheirOwner() throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }
@@ -198,13 +198,69 @@ struct ReplayRestartTests {
         try Data("{\"replays\": [{\"id\": 7}]}".utf8).write(to: URL(fileURLWithPath: path))
 
         try harness.start()
-        #expect(FileManager.default.fileExists(atPath: path + ".unreadable"))
+        let directory = harness.directory.path + "/data"
+        let movedAside = try FileManager.default.contentsOfDirectory(atPath: directory).filter {
+            $0.hasPrefix("replays.json.unreadable-")
+        }
+        #expect(movedAside.count == 1)
         let list = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays"))
         #expect(list["data"]?.arrayValue?.isEmpty == true)
         let started = try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
         let id = try #require(started["id"]?.stringValue)
         _ = try ReplayTests.waitForJob(harness, id, status: "completed")
+        harness.stop()
         #expect(try Self.jobFile(harness).load().map(\.id) == [id])
+    }
+
+    /// A cancellation saved before its withdrawals reached the journal leaves the deliveries pending after a
+    /// crash. They are withdrawn again at start instead of going out.
+    @Test func cancelledJobWithPendingDeliveriesIsWithdrawnAgain() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let id = try #require(
+            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
+        _ = try ReplayTests.waitForJob(harness, id, status: "running")
+        harness.stop()
+        let saved = try #require(try Self.jobFile(harness).load().first)
+        saved.progress.withLock { $0.status = .cancelled }
+
+        try Self.restart(harness, savedJob: saved)
+        #expect(waitUntil { (try? ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)")))?["withdrawn"] == 3 })
+        #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 3)
+    }
+
+    /// Deliveries to a destination removed from the configuration count once under `notConfigured`, however
+    /// many restarts they sit through.
+    @Test func strandedDeliveriesCountOnceAcrossRestarts() throws {
+        var progress = ReplayJob.Progress()
+        progress.status = .running
+        progress.queued = 4
+        let job = ReplayJob(id: "rpl_d", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: progress)
+        let event = EventSummary(
+            sequence: 1, tenant: "t1", eventID: "evt_1", type: "com.gigs.portOut.initiated", portOutID: "pout_1",
+            status: .initiated, acceptedAtMs: 1, location: JournalLocation(segment: 1, offset: 8, length: 10))
+        let pending = [
+            PendingDelivery(event: event, destination: "d1", replayID: "rpl_d"),
+            PendingDelivery(event: event, destination: "d2", replayID: "rpl_d"),
+            PendingDelivery(event: event, destination: "gone", replayID: "rpl_d"),
+        ]
+        let tallies = ["rpl_d": ReplayTally(delivered: 1, deadLettered: 0, withdrawn: 0)]
+        for _ in 0..<3 {
+            _ = ReplayRestart(saved: [job], tallies: tallies, pending: pending) { $0.destination != "gone" }
+            let reported = job.jsonValue.objectValue
+            #expect(reported?["queued"] == 3)
+            #expect(reported?["notConfigured"] == 1)
+        }
+        // Configured again, the destination's delivery counts as queued once more.
+        _ = ReplayRestart(saved: [job], tallies: tallies, pending: pending) { _ in true }
+        #expect(job.jsonValue.objectValue?["queued"] == 4)
+        #expect(job.jsonValue.objectValue?["notConfigured"] == 0)
     }
 
     @Test func oldestFinishedJobsAreDropped() throws {
@@ -222,6 +278,7 @@ struct ReplayRestartTests {
         registry.restore([ReplayJob(id: running.id, kind: "replay", filter: running.filter, createdAtMs: 0, progress: .init())])
 
         registry.save()
+        registry.flush()
         let saved = try file.load()
         #expect(saved.count == ReplayRegistry.maxFinishedJobs + 1)
         #expect(!saved.contains { $0.id == "rpl_0" || $0.id == "rpl_1" })
@@ -274,7 +331,8 @@ struct ReplayRestartTests {
         let restored = job.progress.withLock { $0 }
         #expect(restored.status == .running)
         #expect(restored.queued == 3)
-        #expect(restored.notConfigured == 1)
+        #expect(restored.stranded == 1)
+        #expect(job.jsonValue.objectValue?["notConfigured"] == 1)
         #expect(restored.delivered == 1)
         #expect(restored.deadLettered == 1)
         #expect(restart.finished.isEmpty)

@@ -40,6 +40,7 @@ struct ReplayJobFile: Sendable {
             ("createdAtMs", .number(Double(job.createdAtMs))), ("status", .string(progress.status.rawValue)),
             ("cancelRequested", .bool(progress.isCancelRequested)),
         ])
+        object["stranded"] = .number(Double(progress.stranded))
         object["finishedAtMs"] = progress.finishedAtMs.map { .number(Double($0)) } ?? .null
         object["error"] = progress.error.map { .string($0) } ?? .null
         for (name, count) in progress.counts {
@@ -60,6 +61,7 @@ struct ReplayJobFile: Sendable {
         progress.isCancelRequested = object["cancelRequested"]?.boolValue ?? false
         progress.finishedAtMs = object["finishedAtMs"]?.intValue.map(Int64.init)
         progress.error = object["error"]?.stringValue
+        progress.stranded = object["stranded"]?.intValue ?? 0
         for name in ReplayJob.Progress.countNames {
             progress[count: name] = object[name]?.intValue ?? 0
         }
@@ -95,7 +97,7 @@ struct ReplayRestart {
     var rescans: [ReplayJob] = []
     /// Jobs whose deliveries have all settled, or that can no longer go on, with the status to finish them with.
     var finished: [(job: ReplayJob, status: ReplayJob.Status, error: String?)] = []
-    /// Jobs whose cancellation was requested before the stop and that still have deliveries pending.
+    /// Jobs whose cancellation was requested or done before the stop and that still have deliveries pending.
     var cancels: [ReplayJob] = []
 
     /// Brings `saved` up to date. `pending` are the deliveries the journal shows as unsettled, and `configured`
@@ -115,9 +117,22 @@ struct ReplayRestart {
         }
         for job in saved {
             self.jobs.append(job)
-            guard !job.isFinished else { continue }
             let tally = tallies[job.id] ?? ReplayTally()
             let (waiting, stranded) = remaining[job.id] ?? (0, 0)
+            if job.isFinished {
+                // A cancellation whose withdrawals had not reached the journal when the relay stopped leaves the
+                // deliveries pending, and they would go out: they are withdrawn again.
+                let isCancelled = job.progress.withLock { $0.status == .cancelled }
+                if isCancelled && waiting > 0 {
+                    job.progress.withLock { progress in
+                        progress.delivered = tally.delivered
+                        progress.deadLettered = tally.deadLettered
+                        progress.withdrawn = tally.withdrawn
+                    }
+                    self.cancels.append(job)
+                }
+                continue
+            }
             let hasJournaledDeliveries = tally.settled + waiting + stranded > 0
             let (status, isCancelRequested) = job.progress.withLock { ($0.status, $0.isCancelRequested) }
             if status == .scanning && !hasJournaledDeliveries {
@@ -134,8 +149,10 @@ struct ReplayRestart {
             // The job's deliveries are in the journal, even if the stop came before its new status was saved.
             let (done, cancelRequested) = job.progress.withLock { progress -> (Bool, Bool) in
                 progress.status = .running
-                progress.queued = max(progress.queued, tally.settled + waiting + stranded) - stranded
-                progress.notConfigured += stranded
+                // `queued` left out the deliveries stranded at the last start; they are counted afresh.
+                let journaled = tally.settled + waiting + stranded
+                progress.queued = max(progress.queued + progress.stranded, journaled) - stranded
+                progress.stranded = stranded
                 progress.delivered = tally.delivered
                 progress.deadLettered = tally.deadLettered
                 progress.withdrawn = tally.withdrawn

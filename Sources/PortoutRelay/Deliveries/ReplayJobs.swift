@@ -32,6 +32,9 @@ final class ReplayJob: Sendable {
         var error: String?
         var finishedAtMs: Int64?
         var isCancelRequested = false
+        /// Deliveries journaled for a destination that was not configured at the last start, which the engine
+        /// does not hold. They count under `notConfigured` and not under `queued` while they stay that way.
+        var stranded = 0
 
         var settled: Int {
             self.delivered + self.deadLettered + self.withdrawn
@@ -117,7 +120,8 @@ final class ReplayJob: Sendable {
             ("finishedAt", progress.finishedAtMs.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null),
         ]
         for (name, count) in progress.counts {
-            members.append((name, .number(Double(count))))
+            let reported = name == "notConfigured" ? count + progress.stranded : count
+            members.append((name, .number(Double(reported))))
         }
         members.append(("error", progress.error.map { .string($0) } ?? .null))
         return .object(JSONObject(members))
@@ -130,12 +134,15 @@ final class ReplayRegistry: Sendable {
     /// Finished jobs kept, newest first; older ones are dropped from memory and from the file.
     static let maxFinishedJobs = 500
 
-    private let logger: Logger
+    let logger: Logger
     private let jobs = Locked<[String: ReplayJob]>([:])
     private let onFinish: (@Sendable (ReplayJob) -> Void)?
     private let file: ReplayJobFile?
-    /// Held while the file is written, so that two saves never share its temporary file.
-    private let saving = Locked<Void>(())
+    /// Writes the file off the threads that change jobs, among them the delivery thread, which would otherwise
+    /// stall every destination for each fsync. One serial queue, so two saves never share the temporary file.
+    private let saves = DispatchQueue(label: "replay-save")
+    /// Set while a save is queued and not started, so that a burst of changes costs one write.
+    private let isSaveQueued = Atomic<Bool>(false)
 
     /// Creates the registry; `onFinish` is called once with each job that completes, is cancelled or fails.
     init(logger: Logger, file: ReplayJobFile? = nil, onFinish: (@Sendable (ReplayJob) -> Void)? = nil) {
@@ -158,26 +165,39 @@ final class ReplayRegistry: Sendable {
         }
     }
 
+    /// Queues a write of the file with every job as it is when the write starts.
+    func save() {
+        guard self.file != nil else { return }
+        guard !self.isSaveQueued.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        self.saves.async {
+            self.isSaveQueued.store(false, ordering: .releasing)
+            self.write()
+        }
+    }
+
+    /// Waits until every queued save has been written, as a stop does.
+    func flush() {
+        self.saves.sync {}
+    }
+
     /// Drops the oldest finished jobs past `maxFinishedJobs` and writes every job to the file. A failed write is
     /// logged and the job goes on, since the deliveries it queued are journaled either way.
-    func save() {
+    private func write() {
         guard let file = self.file else { return }
-        self.saving.withLock { _ in
-            let retained = self.jobs.withLock { jobs -> [ReplayJob] in
-                let finished = jobs.values.filter(\.isFinished).sorted { $0.createdAtMs > $1.createdAtMs }
-                for job in finished.dropFirst(Self.maxFinishedJobs) {
-                    jobs.removeValue(forKey: job.id)
-                }
-                return Array(jobs.values)
+        let retained = self.jobs.withLock { jobs -> [ReplayJob] in
+            let finished = jobs.values.filter(\.isFinished).sorted { $0.createdAtMs > $1.createdAtMs }
+            for job in finished.dropFirst(Self.maxFinishedJobs) {
+                jobs.removeValue(forKey: job.id)
             }
-            do {
-                try file.save(retained)
-            } catch {
-                self.logger.warning(
-                    "replay jobs not saved",
-                    ["path": .string(file.path), "error": .string("\(error)"),
-                     "effect": "a restart may forget a job or its status; its journaled deliveries still resume"])
-            }
+            return Array(jobs.values)
+        }
+        do {
+            try file.save(retained)
+        } catch {
+            self.logger.warning(
+                "replay jobs not saved",
+                ["path": .string(file.path), "error": .string(error.description),
+                 "effect": "a restart may forget a job or its status; its journaled deliveries still resume"])
         }
     }
 
@@ -243,6 +263,9 @@ final class ReplayJobs: Sendable {
     private let scans = DispatchQueue(label: "replay-scan")
     /// Per job, the oldest segment holding an event whose replay is journaled but not yet with the engine.
     private let inTransit = Locked<[String: UInt64]>([:])
+    /// Set once the relay begins to stop. Work cut short then leaves its job as it was, for the next start to
+    /// carry on, instead of failing it.
+    private let stopping = Atomic<Bool>(false)
 
     init(
         registry: ReplayRegistry, dataDirectory: String, journal: Journal, engine: DeliveryEngine,
@@ -296,12 +319,16 @@ final class ReplayJobs: Sendable {
         let filter = job.filter
         self.scans.async {
             let result = ReplayScan.run(dataDirectory: dataDirectory, filter: filter) {
-                job.progress.withLock { $0.isCancelRequested }
+                job.progress.withLock { $0.isCancelRequested } || self.stopping.load(ordering: .relaxed)
             }
             switch result {
             case .success(let found):
                 job.progress.withLock { $0.scannedRecords = found.scannedRecords }
                 self.queue(found.matches, for: job)
+            case .failure(.stopped) where !job.progress.withLock({ $0.isCancelRequested }):
+                self.registry.logger.info(
+                    "replay scan interrupted by the stop",
+                    ["replay": .string(job.id), "effect": "it runs again at the next start"])
             case .failure(.stopped):
                 self.finish(job, status: .cancelled)
             case .failure(let failure):
@@ -324,6 +351,7 @@ final class ReplayJobs: Sendable {
     /// Journals a replay record for every match whose destination is configured, then hands those deliveries to
     /// the engine. Until the engine has them, their segments are pinned against retention.
     func queue(_ matches: [ReplayScan.Match], for job: ReplayJob) {
+        guard !self.stopping.load(ordering: .relaxed) else { return }
         let configured = self.engine.configuredDestinations()
         let sendable = matches.filter {
             configured.contains(DeliveryEngine.key(tenant: $0.event.tenant, destination: $0.destination))
@@ -345,6 +373,8 @@ final class ReplayJobs: Sendable {
         self.journal.appendAll(records) { result in
             if case .failure(let error) = result {
                 self.inTransit.withLock { _ = $0.removeValue(forKey: job.id) }
+                // A journal closed by the stop: the job stays as it was, and the next start scans it again.
+                guard !self.stopping.load(ordering: .relaxed) else { return }
                 return self.finish(job, status: .failed, error: "the replay could not be journaled: \(error.description)")
             }
             for match in sendable {
@@ -355,9 +385,8 @@ final class ReplayJobs: Sendable {
             }
             self.engine.submitReplay(deliveries) { submission in
                 self.inTransit.withLock { _ = $0.removeValue(forKey: job.id) }
-                guard let submission else {
-                    return self.finish(job, status: .failed, error: "the relay is shutting down")
-                }
+                // The engine stopped first. The deliveries are journaled, so the next start carries the job on.
+                guard let submission else { return }
                 let (done, cancelRequested) = job.progress.withLock { progress in
                     progress.queued = submission.queued
                     progress.alreadyPending = submission.alreadyPending
@@ -383,7 +412,8 @@ final class ReplayJobs: Sendable {
     /// are done or cannot go on are finished.
     func resume(_ restart: ReplayRestart, logger: Logger) {
         for job in restart.rescans {
-            logger.info("replay scan restarted", ["replay": .string(job.id), "reason": "the relay stopped during the scan"])
+            logger.info(
+                "replay scan restarted", ["replay": .string(job.id), "reason": "the relay stopped during the scan"])
             self.scan(job)
         }
         for (job, status, error) in restart.finished {
@@ -391,11 +421,19 @@ final class ReplayJobs: Sendable {
         }
         for job in restart.cancels {
             self.engine.cancelReplay(job.id) { _ in
-                if !job.isFinished {
+                if job.isFinished {
+                    self.registry.save()
+                } else {
                     self.finish(job, status: .cancelled)
                 }
             }
         }
+    }
+
+    /// Stops scans and leaves interrupted jobs as they are; called first when the relay stops.
+    func stop() {
+        self.stopping.store(true, ordering: .relaxed)
+        self.scans.sync {}
     }
 
     /// Requests cancellation: a scan stops, and queued deliveries that have not gone out are withdrawn.
