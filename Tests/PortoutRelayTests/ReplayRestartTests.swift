@@ -41,6 +41,13 @@ struct ReplayRestartTests {
         try harness.start()
     }
 
+    /// An accepted event as the journal's recovery describes it, for building pending deliveries.
+    static func summary() -> EventSummary {
+        EventSummary(
+            sequence: 1, tenant: "t1", eventID: "evt_1", type: "com.gigs.portOut.initiated", portOutID: "pout_1",
+            status: .initiated, acceptedAtMs: 1, location: JournalLocation(segment: 1, offset: 8, length: 10))
+    }
+
     static func tenantFilter() -> DeliveryFilter {
         var filter = DeliveryFilter()
         filter.tenant = "t1"
@@ -242,9 +249,7 @@ struct ReplayRestartTests {
         progress.status = .running
         progress.queued = 4
         let job = ReplayJob(id: "rpl_d", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: progress)
-        let event = EventSummary(
-            sequence: 1, tenant: "t1", eventID: "evt_1", type: "com.gigs.portOut.initiated", portOutID: "pout_1",
-            status: .initiated, acceptedAtMs: 1, location: JournalLocation(segment: 1, offset: 8, length: 10))
+        let event = Self.summary()
         let pending = [
             PendingDelivery(event: event, destination: "d1", replayID: "rpl_d"),
             PendingDelivery(event: event, destination: "d2", replayID: "rpl_d"),
@@ -316,9 +321,7 @@ struct ReplayRestartTests {
         progress.status = .running
         progress.queued = 4
         let job = ReplayJob(id: "rpl_a", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: progress)
-        let event = EventSummary(
-            sequence: 1, tenant: "t1", eventID: "evt_1", type: "com.gigs.portOut.initiated", portOutID: "pout_1",
-            status: .initiated, acceptedAtMs: 1, location: JournalLocation(segment: 1, offset: 8, length: 10))
+        let event = Self.summary()
         let pending = [
             PendingDelivery(event: event, destination: "d1", replayID: "rpl_a"),
             PendingDelivery(event: event, destination: "gone", replayID: "rpl_a"),
