@@ -86,6 +86,26 @@ struct ReplayRestartTests {
         #expect(sink.received.suffix(3).map(\.status) == ["initiated", "processing", "issued"])
     }
 
+    /// Work cut short by a stop leaves its job as it was, and the next start carries the job on.
+    @Test func stopLeavesInterruptedJobForNextStart() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        harness.relay!.replays.stop()
+        let id = try #require(
+            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["status"] == "scanning")
+        #expect(sink.received.count == 3)
+
+        try harness.restart()
+        let finished = try ReplayTests.waitForJob(harness, id, status: "completed")
+        #expect(finished["queued"] == 3)
+        #expect(finished["delivered"] == 3)
+        #expect(waitUntil { sink.received.count == 6 })
+    }
+
     @Test func cancelledScanIsNotRunAgain() throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }
