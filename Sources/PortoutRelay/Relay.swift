@@ -90,13 +90,13 @@ public final class Relay: Sendable {
         }
         // Before the engine starts, so that the settlements of a restored job's deliveries are counted.
         replayRegistry.restore(replayRestart.jobs)
+        let observer = RelayDeliveryObserver(
+            journal: journal, deadLetters: deadLetters, replays: replayRegistry, operational: operational,
+            logger: logger)
         let engine = DeliveryEngine(
             tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
-            controlFile: config.dataDir + "/destinations.json",
-            observer: RelayDeliveryObserver(
-                journal: journal, deadLetters: deadLetters, replays: replayRegistry, operational: operational,
-                logger: logger))
-        engine.submit(pending)
+            controlFile: config.dataDir + "/destinations.json", observer: observer)
+        engine.submit(Self.withdrawingCancelledReplays(pending, restart: replayRestart, journal: journal, observer: observer))
         engine.start()
         let replays = ReplayJobs(
             registry: replayRegistry, dataDirectory: config.dataDir, journal: journal, engine: engine,
@@ -172,6 +172,34 @@ public final class Relay: Sendable {
              "adminListen": .string(ListenAddress(host: config.admin.listen.host, port: self.adminPort).description),
              "dataDir": .string(config.dataDir),
              "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current)])
+    }
+
+    /// Withdraws the pending deliveries of replays cancelled before the stop, before the engine could send any,
+    /// and returns the others. Each withdrawal is journaled and counted as the engine counts one.
+    private static func withdrawingCancelledReplays(
+        _ pending: [PendingDelivery], restart: ReplayRestart, journal: Journal, observer: RelayDeliveryObserver
+    ) -> [PendingDelivery] {
+        let cancelled = Set(restart.cancels.map(\.id))
+        guard !cancelled.isEmpty else { return pending }
+        let now = WallClock.milliseconds()
+        var kept: [PendingDelivery] = []
+        var withdrawn: [(delivery: PendingDelivery, attempt: AttemptRecord)] = []
+        for delivery in pending {
+            guard let replayID = delivery.replayID, cancelled.contains(replayID) else {
+                kept.append(delivery)
+                continue
+            }
+            let attempt = AttemptRecord(
+                eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
+                attempt: delivery.attempts, outcome: .cancelled, httpStatus: nil, atMs: now, nextAttemptAtMs: nil,
+                error: "replay \(replayID) was cancelled")
+            withdrawn.append((delivery, attempt))
+        }
+        journal.appendAdvisory(withdrawn.map { .attempt($0.attempt) }) { _ in }
+        for (delivery, attempt) in withdrawn {
+            observer.settled(delivery, attempt: attempt)
+        }
+        return kept
     }
 
     /// Reads the replay jobs saved before this start. An unreadable file is logged and moved aside, so that the

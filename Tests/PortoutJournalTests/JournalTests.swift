@@ -255,9 +255,10 @@ import Testing
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let (journal, _) = try Self.open(directory.path, segmentBytes: 4000)
-        // Past three quarters of the segment, the next one is created ahead of rotation.
+        // Past three quarters of the segment, the next one is created ahead of rotation. Appending stops there,
+        // since on a slow disk more appends could fill the segment before the next one is ready.
         var written = 0
-        while (try SegmentFile.segments(in: directory.path).count) < 2 && written < 28 {
+        while (try SegmentFile.segments(in: directory.path).count) < 2 && journal.metrics.bytesWritten.value < 3000 {
             written += 1
             Self.appendAll(journal, [Self.event(UInt64(written))])
         }

@@ -253,11 +253,14 @@ struct ReplayRestartTests {
         harness.stop()
         let saved = try #require(try Self.jobFile(harness).load().first)
         saved.progress.withLock { $0.status = .cancelled }
+        // The destination starts active, so a delivery the engine got before its withdrawal would go out.
+        try FileManager.default.removeItem(atPath: harness.directory.path + "/data/destinations.json")
 
         try Self.restart(harness, savedJob: saved)
-        #expect(waitUntil { (try? ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)")))?["withdrawn"] == 3 })
+        let job = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(job["withdrawn"] == 3)
+        #expect(job["status"] == "cancelled")
         #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
-        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
         Thread.sleep(forTimeInterval: 0.5)
         #expect(sink.received.count == 3)
     }

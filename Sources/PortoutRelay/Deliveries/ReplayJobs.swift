@@ -419,21 +419,20 @@ final class ReplayJobs: Sendable {
         for (job, status, error) in restart.finished {
             self.finish(job, status: status, error: error)
         }
+        // Their pending deliveries were withdrawn before the engine started.
         for job in restart.cancels {
-            self.engine.cancelReplay(job.id) { _ in
-                if job.isFinished {
-                    self.registry.save()
-                } else {
-                    self.finish(job, status: .cancelled)
-                }
+            if job.isFinished {
+                self.registry.save()
+            } else {
+                self.finish(job, status: .cancelled)
             }
         }
     }
 
-    /// Stops scans and leaves interrupted jobs as they are; called first when the relay stops.
+    /// Leaves interrupted jobs as they are from now on; called first when the relay stops. A scan in progress
+    /// ends on its own and changes nothing, so the stop does not wait for it to read the rest of the journal.
     func stop() {
         self.stopping.store(true, ordering: .relaxed)
-        self.scans.sync {}
     }
 
     /// Requests cancellation: a scan stops, and queued deliveries that have not gone out are withdrawn.
