@@ -57,6 +57,6 @@ def open_loop(bench_binary, port, events, rate, duration, connections, warmup=1,
 def sync_probe(bench_binary, directory, writes, busy_threads):
     """Time fdatasync after `writes` small appends in `directory` with `portout-bench sync` and return its figures."""
     command = [bench_binary, "sync", "--dir", directory, "--writes", str(writes), "--busy-threads", str(busy_threads)]
-    # About 0.1 ms a sync on this machine; the limit leaves room for a disk a hundred times slower.
+    # A sync took about 0.1 ms on the development machine. The limit leaves room for a disk a hundred times slower.
     output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=writes / 100 + 60).stdout
     return json.loads(output.strip().splitlines()[-1])

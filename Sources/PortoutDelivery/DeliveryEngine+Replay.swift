@@ -53,10 +53,7 @@ extension DeliveryEngine {
                 let removed = runtime.queue.removeWaiting { $0.replayID == replayID }
                 withdrawn += removed.count
                 for delivery in removed {
-                    let record = AttemptRecord(
-                        eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
-                        attempt: delivery.attempts, outcome: .cancelled, httpStatus: nil, atMs: now,
-                        nextAttemptAtMs: nil, error: "replay \(replayID) was cancelled")
+                    let record = AttemptRecord.withdrawal(of: delivery, replayID: replayID, atMs: now)
                     self.loop.hold(.attempt(record), nowMs: now)
                     self.observer?.settled(delivery, attempt: record)
                 }
@@ -66,5 +63,20 @@ extension DeliveryEngine {
             }
             completion(withdrawn)
         }
+    }
+}
+
+extension AttemptRecord {
+    /// Creates the record of a delivery withdrawn because its replay was cancelled.
+    public static func withdrawal(of delivery: PendingDelivery, replayID: String, atMs: Int64) -> AttemptRecord {
+        AttemptRecord(
+            eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
+            attempt: delivery.attempts, outcome: .cancelled, httpStatus: nil, atMs: atMs, nextAttemptAtMs: nil,
+            error: Self.withdrawalReason(replayID))
+    }
+
+    /// The reason journaled with each delivery withdrawn from a cancelled replay.
+    public static func withdrawalReason(_ replayID: String) -> String {
+        "replay \(replayID) was cancelled"
     }
 }

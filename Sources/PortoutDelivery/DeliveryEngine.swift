@@ -330,7 +330,7 @@ public final class DeliveryEngine: Sendable {
         case .retry(let at, let why):
             if let replayID = delivery.replayID, self.loop.cancelledReplays.contains(replayID) {
                 outcome = .cancelled
-                reason = "replay \(replayID) was cancelled"
+                reason = AttemptRecord.withdrawalReason(replayID)
             } else {
                 outcome = .retryScheduled
                 nextAttemptAt = at

@@ -182,24 +182,20 @@ public final class Relay: Sendable {
         let cancelled = Set(restart.cancels.map(\.id))
         guard !cancelled.isEmpty else { return pending }
         let now = WallClock.milliseconds()
-        var kept: [PendingDelivery] = []
+        var deliverable: [PendingDelivery] = []
         var withdrawn: [(delivery: PendingDelivery, attempt: AttemptRecord)] = []
         for delivery in pending {
             guard let replayID = delivery.replayID, cancelled.contains(replayID) else {
-                kept.append(delivery)
+                deliverable.append(delivery)
                 continue
             }
-            let attempt = AttemptRecord(
-                eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
-                attempt: delivery.attempts, outcome: .cancelled, httpStatus: nil, atMs: now, nextAttemptAtMs: nil,
-                error: "replay \(replayID) was cancelled")
-            withdrawn.append((delivery, attempt))
+            withdrawn.append((delivery, AttemptRecord.withdrawal(of: delivery, replayID: replayID, atMs: now)))
         }
         journal.appendAdvisory(withdrawn.map { .attempt($0.attempt) }) { _ in }
         for (delivery, attempt) in withdrawn {
             observer.settled(delivery, attempt: attempt)
         }
-        return kept
+        return deliverable
     }
 
     /// Reads the replay jobs saved before this start. An unreadable file is logged and moved aside, so that the

@@ -38,13 +38,13 @@ func checkOptions(_ arguments: [String], known: [String], command: String) throw
     while index < arguments.count {
         let name = arguments[index]
         guard known.contains(name) else {
-            throw UsageError("\(command) has no option \"\(name)\"; its options are \(known.joined(separator: ", "))")
+            throw UsageError("\(command) has no option \"\(name)\". Its options are \(known.joined(separator: ", ")).")
         }
         guard index + 1 < arguments.count, !arguments[index + 1].hasPrefix("--") else {
             throw UsageError("\(name) needs a value")
         }
         guard seen.insert(name).inserted else {
-            throw UsageError("\(name) is given more than once; give it once")
+            throw UsageError("\(name) is given more than once. Give it once.")
         }
         index += 2
     }

@@ -11,10 +11,6 @@ import Testing
 /// Replay jobs across a restart: kept in `replays.json`, brought up to date with the journal, and carried on.
 @Suite(.serialized)
 struct ReplayRestartTests {
-    static func admin(_ harness: RelayHarness, _ method: String, _ path: String, body: String = "") throws -> LoopbackClient.Response {
-        try ReplayTests.admin(harness, method, path, body: body)
-    }
-
     /// Starts a relay that delivers to `sink`, and has it accept and deliver three statuses of one port out.
     static func startWithDelivered(_ sink: RecordingSink) throws -> RelayHarness {
         let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
@@ -41,7 +37,7 @@ struct ReplayRestartTests {
         try harness.start()
     }
 
-    /// An accepted event as the journal's recovery describes it, for building pending deliveries.
+    /// Returns an accepted event as the journal's recovery describes it, for building pending deliveries.
     static func summary() -> EventSummary {
         EventSummary(
             sequence: 1, tenant: "t1", eventID: "evt_1", type: "com.gigs.portOut.initiated", portOutID: "pout_1",
@@ -59,15 +55,15 @@ struct ReplayRestartTests {
         defer { sink.shutdown() }
         let harness = try Self.startWithDelivered(sink)
         defer { harness.finish() }
-        let started = try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        let started = try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
         let id = try #require(started["id"]?.stringValue)
         let finished = try ReplayTests.waitForJob(harness, id, status: "completed")
         #expect(finished["delivered"] == 3)
 
         try harness.restart()
-        let restored = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        let restored = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
         #expect(restored == finished)
-        let listed = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays"))["data"]?.arrayValue
+        let listed = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays"))["data"]?.arrayValue
         #expect(listed?.compactMap { $0.objectValue?["id"] } == [.string(id)])
         #expect(sink.received.count == 6)
     }
@@ -94,9 +90,9 @@ struct ReplayRestartTests {
         defer { harness.finish() }
         harness.relay!.replays.stop()
         let id = try #require(
-            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
+            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
         Thread.sleep(forTimeInterval: 0.3)
-        #expect(try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["status"] == "scanning")
+        #expect(try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))["status"] == "scanning")
         #expect(sink.received.count == 3)
 
         try harness.restart()
@@ -138,8 +134,8 @@ struct ReplayRestartTests {
         defer { sink.shutdown() }
         let harness = try Self.startWithDelivered(sink)
         defer { harness.finish() }
-        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
-        let started = try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let started = try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
         let id = try #require(started["id"]?.stringValue)
         _ = try ReplayTests.waitForJob(harness, id, status: "running")
         harness.stop()
@@ -148,11 +144,11 @@ struct ReplayRestartTests {
         try Self.save(rewound, in: harness)
 
         try harness.start()
-        let restored = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        let restored = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
         #expect(restored["status"] == "running")
         #expect(restored["queued"] == 3)
         #expect(waitUntil { harness.relay!.deliveryStatistics().first?.pending == 3 })
-        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
         #expect(try ReplayTests.waitForJob(harness, id, status: "completed")["delivered"] == 3)
         Thread.sleep(forTimeInterval: 0.3)
         #expect(sink.received.count == 6)
@@ -165,27 +161,27 @@ struct ReplayRestartTests {
         defer { sink.shutdown() }
         let harness = try Self.startWithDelivered(sink)
         defer { harness.finish() }
-        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
         #expect(try harness.post(Events.portOut("pout_k", status: "initiated")).status == 202)
         let first = try #require(
-            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_j"}"#))["id"]?.stringValue)
+            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_j"}"#))["id"]?.stringValue)
         _ = try ReplayTests.waitForJob(harness, first, status: "running")
         let second = try #require(
-            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
+            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
         let secondJob = try ReplayTests.waitForJob(harness, second, status: "completed")
         #expect(secondJob["queued"] == 0)
         #expect(secondJob["alreadyPending"] == 4)
 
         try harness.restart()
-        let cancelled = try ReplayTests.json(try Self.admin(harness, "DELETE", "/admin/replays/\(second)"))
+        let cancelled = try ReplayTests.json(try ReplayTests.admin(harness, "DELETE", "/admin/replays/\(second)"))
         #expect(cancelled["withdrawn"] == 0)
         #expect(waitUntil { harness.relay!.deliveryStatistics().first?.pending == 4 })
-        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
         let firstJob = try ReplayTests.waitForJob(harness, first, status: "completed")
         #expect(firstJob["delivered"] == 3)
         #expect(waitUntil { sink.received.count == 7 })
         #expect(sink.received.filter { $0.portOut == "pout_k" }.count == 1)
-        #expect(try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(second)"))["delivered"] == 0)
+        #expect(try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(second)"))["delivered"] == 0)
     }
 
     /// An attempt in flight when its replay is cancelled finishes. If it fails, it is withdrawn, not retried.
@@ -201,15 +197,15 @@ struct ReplayRestartTests {
         #expect(waitUntil { sink.received.count == 1 })
         failing.store(true, ordering: .relaxed)
         let id = try #require(
-            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_f"}"#))["id"]?.stringValue)
+            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_f"}"#))["id"]?.stringValue)
         #expect(waitUntil { sink.received.count == 2 })
-        #expect(try Self.admin(harness, "DELETE", "/admin/replays/\(id)").status == 200)
+        #expect(try ReplayTests.admin(harness, "DELETE", "/admin/replays/\(id)").status == 200)
 
         // The failed attempt comes back after 1 s, and a retry would follow 0.2 s later.
-        #expect(waitUntil { (try? ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)")))?["withdrawn"] == 1 })
+        #expect(waitUntil { (try? ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)")))?["withdrawn"] == 1 })
         Thread.sleep(forTimeInterval: 1)
         #expect(sink.received.count == 2)
-        let job = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        let job = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
         #expect(job["status"] == "cancelled")
         #expect(job["queued"] == 1)
         #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
@@ -230,9 +226,9 @@ struct ReplayRestartTests {
             $0.hasPrefix("replays.json.unreadable-")
         }
         #expect(movedAside.count == 1)
-        let list = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays"))
+        let list = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays"))
         #expect(list["data"]?.arrayValue?.isEmpty == true)
-        let started = try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        let started = try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
         let id = try #require(started["id"]?.stringValue)
         _ = try ReplayTests.waitForJob(harness, id, status: "completed")
         harness.stop()
@@ -246,9 +242,9 @@ struct ReplayRestartTests {
         defer { sink.shutdown() }
         let harness = try Self.startWithDelivered(sink)
         defer { harness.finish() }
-        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
         let id = try #require(
-            try ReplayTests.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
+            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
         _ = try ReplayTests.waitForJob(harness, id, status: "running")
         harness.stop()
         let saved = try #require(try Self.jobFile(harness).load().first)
@@ -257,7 +253,7 @@ struct ReplayRestartTests {
         try FileManager.default.removeItem(atPath: harness.directory.path + "/data/destinations.json")
 
         try Self.restart(harness, savedJob: saved)
-        let job = try ReplayTests.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        let job = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
         #expect(job["withdrawn"] == 3)
         #expect(job["status"] == "cancelled")
         #expect(harness.relay!.deliveryStatistics().first?.pending == 0)

@@ -43,8 +43,8 @@ struct ReplayJobFile: Sendable {
         object["stranded"] = .number(Double(progress.stranded))
         object["finishedAtMs"] = progress.finishedAtMs.map { .number(Double($0)) } ?? .null
         object["error"] = progress.error.map { .string($0) } ?? .null
-        for (name, count) in progress.counts {
-            object[name] = .number(Double(count))
+        for (name, field) in ReplayJob.Progress.countFields {
+            object[name] = .number(Double(progress[keyPath: field]))
         }
         return .object(object)
     }
@@ -62,8 +62,8 @@ struct ReplayJobFile: Sendable {
         progress.finishedAtMs = object["finishedAtMs"]?.intValue.map(Int64.init)
         progress.error = object["error"]?.stringValue
         progress.stranded = object["stranded"]?.intValue ?? 0
-        for name in ReplayJob.Progress.countNames {
-            progress[count: name] = object[name]?.intValue ?? 0
+        for (name, field) in ReplayJob.Progress.countFields {
+            progress[keyPath: field] = object[name]?.intValue ?? 0
         }
         return ReplayJob(id: id, kind: kind, filter: filter, createdAtMs: Int64(createdAtMs), progress: progress)
     }
@@ -121,7 +121,7 @@ struct ReplayRestart {
             let (waiting, stranded) = remaining[job.id] ?? (0, 0)
             if job.isFinished {
                 // A cancellation whose withdrawals had not reached the journal when the relay stopped leaves the
-                // deliveries pending, and they would go out: they are withdrawn again.
+                // deliveries pending. They are withdrawn again, so that they do not go out.
                 let isCancelled = job.progress.withLock { $0.status == .cancelled }
                 if isCancelled && waiting > 0 {
                     job.progress.withLock { progress in
@@ -149,7 +149,7 @@ struct ReplayRestart {
             // The job's deliveries are in the journal, even if the stop came before its new status was saved.
             let (done, cancelRequested) = job.progress.withLock { progress -> (Bool, Bool) in
                 progress.status = .running
-                // `queued` left out the deliveries stranded at the last start; they are counted afresh.
+                // `queued` left out the deliveries stranded at the last start, so they are counted afresh.
                 let journaled = tally.settled + waiting + stranded
                 progress.queued = max(progress.queued + progress.stranded, journaled) - stranded
                 progress.stranded = stranded

@@ -40,44 +40,14 @@ final class ReplayJob: Sendable {
             self.delivered + self.deadLettered + self.withdrawn
         }
 
-        /// The names of the counts, as the API and the job file write them.
-        static let countNames = [
-            "scannedRecords", "matched", "queued", "alreadyPending", "notConfigured", "delivered", "deadLettered",
-            "withdrawn",
-        ]
-
-        subscript(count name: String) -> Int {
-            get {
-                switch name {
-                case "scannedRecords": return self.scannedRecords
-                case "matched": return self.matched
-                case "queued": return self.queued
-                case "alreadyPending": return self.alreadyPending
-                case "notConfigured": return self.notConfigured
-                case "delivered": return self.delivered
-                case "deadLettered": return self.deadLettered
-                case "withdrawn": return self.withdrawn
-                default: preconditionFailure("no replay count is named \(name)")
-                }
-            }
-            set {
-                switch name {
-                case "scannedRecords": self.scannedRecords = newValue
-                case "matched": self.matched = newValue
-                case "queued": self.queued = newValue
-                case "alreadyPending": self.alreadyPending = newValue
-                case "notConfigured": self.notConfigured = newValue
-                case "delivered": self.delivered = newValue
-                case "deadLettered": self.deadLettered = newValue
-                case "withdrawn": self.withdrawn = newValue
-                default: preconditionFailure("no replay count is named \(name)")
-                }
-            }
-        }
-
-        /// Every count with its name, in the order of `countNames`.
-        var counts: [(name: String, count: Int)] {
-            Self.countNames.map { ($0, self[count: $0]) }
+        /// Each count with the name the API and the job file give it, in the order they write them. Computed, so
+        /// that no shared key-path list needs to be `Sendable`.
+        static var countFields: [(name: String, field: WritableKeyPath<Progress, Int>)] {
+            [
+                ("scannedRecords", \.scannedRecords), ("matched", \.matched), ("queued", \.queued),
+                ("alreadyPending", \.alreadyPending), ("notConfigured", \.notConfigured), ("delivered", \.delivered),
+                ("deadLettered", \.deadLettered), ("withdrawn", \.withdrawn),
+            ]
         }
     }
 
@@ -119,9 +89,9 @@ final class ReplayJob: Sendable {
             ("createdAt", .string(RFC3339.format(epochMilliseconds: self.createdAtMs))),
             ("finishedAt", progress.finishedAtMs.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null),
         ]
-        for (name, count) in progress.counts {
-            let reported = name == "notConfigured" ? count + progress.stranded : count
-            members.append((name, .number(Double(reported))))
+        for (name, field) in Progress.countFields {
+            let count = progress[keyPath: field] + (name == "notConfigured" ? progress.stranded : 0)
+            members.append((name, .number(Double(count))))
         }
         members.append(("error", progress.error.map { .string($0) } ?? .null))
         return .object(JSONObject(members))
@@ -131,7 +101,7 @@ final class ReplayJob: Sendable {
 /// The replay jobs of a relay and the count of their settled deliveries, saved to `file` at each change of a
 /// job's status when there is one.
 final class ReplayRegistry: Sendable {
-    /// Finished jobs kept, newest first; older ones are dropped from memory and from the file.
+    /// Finished jobs kept, newest first. Older ones are dropped from memory and from the file.
     static let maxFinishedJobs = 500
 
     let logger: Logger
@@ -373,7 +343,7 @@ final class ReplayJobs: Sendable {
         self.journal.appendAll(records) { result in
             if case .failure(let error) = result {
                 self.inTransit.withLock { _ = $0.removeValue(forKey: job.id) }
-                // A journal closed by the stop: the job stays as it was, and the next start scans it again.
+                // When the stop has closed the journal, the job stays as it was, and the next start scans it again.
                 guard !self.stopping.load(ordering: .relaxed) else { return }
                 return self.finish(job, status: .failed, error: "the replay could not be journaled: \(error.description)")
             }
@@ -429,7 +399,7 @@ final class ReplayJobs: Sendable {
         }
     }
 
-    /// Leaves interrupted jobs as they are from now on; called first when the relay stops. A scan in progress
+    /// Leaves interrupted jobs as they are from now on. The relay calls it first when it stops. A scan in progress
     /// ends on its own and changes nothing, so the stop does not wait for it to read the rest of the journal.
     func stop() {
         self.stopping.store(true, ordering: .relaxed)
