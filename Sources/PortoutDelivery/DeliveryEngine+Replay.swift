@@ -13,15 +13,54 @@ public struct ReplaySubmission: Sendable, Equatable {
 }
 
 extension DeliveryEngine {
-    /// Queues replayed deliveries on the delivery thread, each in sequence order within its port out's lane.
-    /// A delivery whose event is still pending for its destination is left out, since it will go out anyway.
+    /// Journals the outcomes held so far, then opens a replay window and runs `body` on the delivery thread.
+    /// If the engine has stopped, `body` gets false and no window opens.
+    ///
+    /// `body` must queue the replay's records to the journal. Recovery leaves a replayed delivery with its
+    /// owner while the owner is unsettled at the replay's record. An owner that settles after that record but
+    /// before `submitReplay` lets the engine queue the copy, and recovery would then not resume it. Every
+    /// outcome held before the window reaches the journal ahead of the replay's records. The window remembers
+    /// the deliveries settled after that, and `submitReplay` journals a copy's record again behind its owner's
+    /// outcome. `submitReplay` or `closeReplayWindow` closes the window.
+    public func openReplayWindow(_ body: @escaping @Sendable (Bool) -> Void) {
+        self.perform { running in
+            guard running else { return body(false) }
+            self.journalOutcomes(force: true)
+            self.loop.openReplayWindows += 1
+            body(true)
+        }
+    }
+
+    /// Closes a window whose replay will not be submitted, because its records could not be journaled.
+    public func closeReplayWindow() {
+        self.perform { running in
+            guard running else { return }
+            self.endReplayWindow()
+        }
+    }
+
+    private func endReplayWindow() {
+        self.loop.openReplayWindows -= 1
+        if self.loop.openReplayWindows == 0 {
+            self.loop.settledInReplayWindow.removeAll()
+        }
+    }
+
+    /// Queues replayed deliveries on the delivery thread, each in sequence order within its port out's lane,
+    /// and closes the replay window opened for them. A delivery whose event is still pending for its
+    /// destination is left out, since it will go out anyway. `records` contains each delivery's replay record, in
+    /// the same order.
     public func submitReplay(
-        _ deliveries: [PendingDelivery], completion: @escaping @Sendable (ReplaySubmission?) -> Void
+        _ deliveries: [PendingDelivery], records: [ReplayRecord],
+        completion: @escaping @Sendable (ReplaySubmission?) -> Void
     ) {
+        precondition(deliveries.count == records.count, "each replayed delivery needs its replay record")
         self.perform { running in
             guard running else { return completion(nil) }
+            defer { self.endReplayWindow() }
             var submission = ReplaySubmission()
-            for delivery in deliveries {
+            let now = WallClock.milliseconds()
+            for (delivery, record) in zip(deliveries, records) {
                 let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
                 guard let runtime = self.loop.destinations[key] else {
                     submission.notConfigured += 1
@@ -30,6 +69,12 @@ extension DeliveryEngine {
                 if runtime.queue.contains(sequence: delivery.sequence, orderingKey: delivery.orderingKey) {
                     submission.alreadyPending += 1
                     continue
+                }
+                // Held like an outcome, so it reaches the journal after the owner's final outcome and before
+                // any attempt of the copy. It is written without a sync of its own, as outcomes are.
+                let settled = DeliveryKey(sequence: delivery.sequence, destination: delivery.destination)
+                if self.loop.settledInReplayWindow.contains(settled) {
+                    self.loop.hold(.replay(record), nowMs: now)
                 }
                 runtime.queue.enqueue(delivery)
                 submission.queued += 1

@@ -250,7 +250,7 @@ public final class DeliveryEngine: Sendable {
     ///
     /// Outcomes are advisory: if a crash loses one, the attempt is made again after the restart, which
     /// at-least-once delivery allows. So they are not synced on their own, and a failed write is only logged.
-    private func journalOutcomes(force: Bool) {
+    func journalOutcomes(force: Bool) {
         guard let heldSince = self.loop.outcomesHeldSinceMs else { return }
         let isDue = force || self.loop.outcomes.count >= Self.outcomeBatchRecords || self.loop.inFlightCount == 0
             || WallClock.milliseconds() - heldSince >= Self.outcomeHoldMs

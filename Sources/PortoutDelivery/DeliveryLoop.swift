@@ -28,7 +28,17 @@ final class DeliveryLoop: @unchecked Sendable {
     /// When the oldest record in `outcomes` was added; nil while it is empty.
     var outcomesHeldSinceMs: Int64?
 
+    /// The number of replays whose records are on their way to the journal and not yet submitted, opened by
+    /// `DeliveryEngine.openReplayWindow`.
+    var openReplayWindows = 0
+    /// The deliveries whose final outcome was held while a replay window was open. Their records may follow a
+    /// replay's records in the journal, so a copy the replay queues for one of them is journaled again.
+    var settledInReplayWindow: Set<DeliveryKey> = []
+
     func hold(_ outcome: JournalRecord, nowMs: Int64) {
+        if self.openReplayWindows > 0, case .attempt(let attempt) = outcome, attempt.outcome.isFinal {
+            self.settledInReplayWindow.insert(DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination))
+        }
         self.outcomes.append(outcome)
         if self.outcomesHeldSinceMs == nil {
             self.outcomesHeldSinceMs = nowMs

@@ -37,3 +37,19 @@ public struct PendingDelivery: Sendable, Equatable {
         self.nextAttemptAtMs = nextAttemptAtMs
     }
 }
+
+/// One event's delivery to one destination. An event belongs to one tenant, so its sequence and the
+/// destination's id name the delivery.
+public struct DeliveryKey: Hashable, Sendable, Comparable {
+    public var sequence: UInt64
+    public var destination: String
+
+    public init(sequence: UInt64, destination: String) {
+        self.sequence = sequence
+        self.destination = destination
+    }
+
+    public static func < (lhs: DeliveryKey, rhs: DeliveryKey) -> Bool {
+        (lhs.sequence, lhs.destination) < (rhs.sequence, rhs.destination)
+    }
+}

@@ -156,9 +156,27 @@ public final class Journal: Sendable {
         self.append(records, durable: true, completion: completion)
     }
 
+    /// Records encoded ahead of `appendAll(encoded:)`, so that a caller can keep the encoding off a busy thread.
+    public struct EncodedRecords: Sendable {
+        fileprivate var payloads: [[UInt8]]
+    }
+
+    public func encode(_ records: [JournalRecord]) -> EncodedRecords {
+        EncodedRecords(payloads: records.map { $0.encoded() })
+    }
+
+    /// Queues records encoded by `encode`, as `appendAll` does.
+    public func appendAll(encoded records: EncodedRecords, completion: @escaping Completion) {
+        self.append(payloads: records.payloads, durable: true, completion: completion)
+    }
+
     private func append(_ records: [JournalRecord], durable: Bool, completion: @escaping Completion) {
-        guard !records.isEmpty else { return }
-        var entries = records.map { Entry(payload: $0.encoded(), durable: durable, completion: nil) }
+        self.append(payloads: records.map { $0.encoded() }, durable: durable, completion: completion)
+    }
+
+    private func append(payloads: [[UInt8]], durable: Bool, completion: @escaping Completion) {
+        guard !payloads.isEmpty else { return }
+        var entries = payloads.map { Entry(payload: $0, durable: durable, completion: nil) }
         entries[entries.count - 1].completion = completion
         self.enqueue(entries)
     }

@@ -391,4 +391,46 @@ struct ReplayRestartTests {
         #expect(restart.finished.first?.status == .cancelled)
         #expect(job.progress.withLock { $0.withdrawn } == 1)
     }
+
+    /// A replay journals its record while the delivery's first attempt is in flight, and the engine takes the
+    /// replay's copy after that attempt has settled. The copy is then resumed after a restart, although the
+    /// first attempt's outcome follows the replay's record in the journal.
+    @Test func copyQueuedAfterOwnerSettledSurvivesRestart() throws {
+        // The first attempt takes a second, and the copy's first attempt is still in flight at the stop.
+        let delays: [Double] = [1, 30]
+        let sink = try RecordingSink { index, _ in
+            RecordingSink.Reply(status: 204, delaySeconds: index < delays.count ? delays[index] : 0)
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_w", status: "initiated")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.inFlight == 1 })
+
+        let relay = harness.relay!
+        let matches = try ReplayScan.run(dataDirectory: harness.directory.path + "/data", filter: Self.tenantFilter()).get()
+            .matches
+        try #require(matches.count == 1)
+        let now = WallClock.milliseconds()
+        let records = matches.map { ReplayRecord(replayID: "rpl_w", destination: $0.destination, event: $0.event, atMs: now) }
+        let journaled = DispatchSemaphore(value: 0)
+        relay.engine.openReplayWindow { running in
+            #expect(running)
+            relay.journal.appendAll(records.map(JournalRecord.replay)) { _ in journaled.signal() }
+        }
+        journaled.wait()
+        #expect(waitUntil { relay.deliveryStatistics().first?.delivered == 1 })
+
+        let deliveries = records.map {
+            PendingDelivery(event: $0.event, destination: $0.destination, replayID: $0.replayID, sinceMs: $0.atMs)
+        }
+        let submitted = Locked<ReplaySubmission?>(nil)
+        relay.engine.submitReplay(deliveries, records: records) { submission in submitted.withLock { $0 = submission } }
+        #expect(waitUntil { submitted.withLock { $0 }?.queued == 1 })
+        #expect(waitUntil { sink.received.count == 2 })
+
+        try harness.restart()
+        #expect(waitUntil { sink.received.count == 3 })
+        #expect(Set(sink.received.compactMap { $0.headers["webhook-id"] }) == ["evt_pout_w_initiated"])
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import PortoutCore
+import PortoutDelivery
 import PortoutJournal
 
 /// `portout-relay journal verify|dump|stats`: read a journal offline, without opening it for writing.

@@ -1,4 +1,5 @@
 import PortoutCore
+import PortoutDelivery
 import PortoutJournal
 import Synchronization
 
@@ -36,16 +37,6 @@ struct DeadLetter: Sendable {
         guard let separator = rest.firstIndex(of: "_"), let sequence = UInt64(rest[..<separator]) else { return nil }
         let destination = String(rest[rest.index(after: separator)...])
         return destination.isEmpty ? nil : DeliveryKey(sequence: sequence, destination: destination)
-    }
-}
-
-/// One event's delivery to one destination.
-struct DeliveryKey: Hashable, Sendable, Comparable {
-    var sequence: UInt64
-    var destination: String
-
-    static func < (lhs: DeliveryKey, rhs: DeliveryKey) -> Bool {
-        (lhs.sequence, lhs.destination) < (rhs.sequence, rhs.destination)
     }
 }
 

@@ -338,42 +338,59 @@ final class ReplayJobs: Sendable {
         self.inTransit.withLock { $0[job.id] = oldestSegment }
         let now = WallClock.milliseconds()
         let records = sendable.map {
-            JournalRecord.replay(ReplayRecord(replayID: job.id, destination: $0.destination, event: $0.event, atMs: now))
+            ReplayRecord(replayID: job.id, destination: $0.destination, event: $0.event, atMs: now)
         }
-        self.journal.appendAll(records) { result in
-            if case .failure(let error) = result {
+        // Encoded here rather than on the delivery thread, which only queues them.
+        let entries = self.journal.encode(records.map(JournalRecord.replay))
+        self.engine.openReplayWindow { running in
+            guard running else {
+                // The engine has stopped, so the relay is stopping: the next start scans the job again.
                 self.inTransit.withLock { _ = $0.removeValue(forKey: job.id) }
-                // When the stop has closed the journal, the job stays as it was, and the next start scans it again.
-                guard !self.stopping.load(ordering: .relaxed) else { return }
-                return self.finish(job, status: .failed, error: "the replay could not be journaled: \(error.description)")
+                return
             }
-            for match in sendable {
-                self.deadLetters.suspend(DeliveryKey(sequence: match.event.sequence, destination: match.destination))
+            self.journal.appendAll(encoded: entries) { result in
+                self.submit(records, for: job, journaled: result)
             }
-            let deliveries = sendable.map {
-                PendingDelivery(event: $0.event, destination: $0.destination, replayID: job.id, sinceMs: now)
-            }
-            self.engine.submitReplay(deliveries) { submission in
-                self.inTransit.withLock { _ = $0.removeValue(forKey: job.id) }
-                // The engine stopped first. The deliveries are journaled, so the next start carries the job on.
-                guard let submission else { return }
-                let (done, cancelRequested) = job.progress.withLock { progress in
-                    progress.queued = submission.queued
-                    progress.alreadyPending = submission.alreadyPending
-                    progress.notConfigured += submission.notConfigured
-                    if progress.status == .scanning {
-                        progress.status = .running
-                    }
-                    return (progress.settled >= progress.queued, progress.isCancelRequested)
+        }
+    }
+
+    /// Hands a replay's journaled deliveries to the engine, or fails the job if they could not be journaled.
+    private func submit(
+        _ records: [ReplayRecord], for job: ReplayJob, journaled result: Result<JournalLocation, JournalError>
+    ) {
+        if case .failure(let error) = result {
+            self.engine.closeReplayWindow()
+            self.inTransit.withLock { _ = $0.removeValue(forKey: job.id) }
+            // When the stop has closed the journal, the job stays as it was, and the next start scans it again.
+            guard !self.stopping.load(ordering: .relaxed) else { return }
+            return self.finish(job, status: .failed, error: "the replay could not be journaled: \(error.description)")
+        }
+        for record in records {
+            self.deadLetters.suspend(DeliveryKey(sequence: record.event.sequence, destination: record.destination))
+        }
+        let deliveries = records.map {
+            PendingDelivery(event: $0.event, destination: $0.destination, replayID: job.id, sinceMs: $0.atMs)
+        }
+        self.engine.submitReplay(deliveries, records: records) { submission in
+            self.inTransit.withLock { _ = $0.removeValue(forKey: job.id) }
+            // The engine stopped first. The deliveries are journaled, so the next start carries the job on.
+            guard let submission else { return }
+            let (done, cancelRequested) = job.progress.withLock { progress in
+                progress.queued = submission.queued
+                progress.alreadyPending = submission.alreadyPending
+                progress.notConfigured += submission.notConfigured
+                if progress.status == .scanning {
+                    progress.status = .running
                 }
-                self.registry.save()
-                if cancelRequested {
-                    // The cancel arrived while the matches were being journaled, before there was anything to
-                    // withdraw.
-                    self.engine.cancelReplay(job.id) { _ in self.finish(job, status: .cancelled) }
-                } else if done {
-                    self.finish(job, status: .completed)
-                }
+                return (progress.settled >= progress.queued, progress.isCancelRequested)
+            }
+            self.registry.save()
+            if cancelRequested {
+                // The cancel arrived while the matches were being journaled, before there was anything to
+                // withdraw.
+                self.engine.cancelReplay(job.id) { _ in self.finish(job, status: .cancelled) }
+            } else if done {
+                self.finish(job, status: .completed)
             }
         }
     }

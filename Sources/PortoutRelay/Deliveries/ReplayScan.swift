@@ -1,4 +1,5 @@
 import PortoutCore
+import PortoutDelivery
 import PortoutJournal
 
 /// A pass over the journal that finds the deliveries a filter takes, in event order.

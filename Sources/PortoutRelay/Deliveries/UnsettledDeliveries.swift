@@ -25,11 +25,8 @@ struct UnsettledDeliveries {
 
     /// Makes a replayed delivery unsettled again, with no attempts made. A delivery still unsettled is left as it
     /// is, with its owner: a replay journals every match before the engine counts those already pending, and the
-    /// engine leaves those with the delivery or replay that queued them.
-    ///
-    /// NOTE: if the owner's attempt settled after the replay's record was written but before the engine took
-    /// the replay's copy, the engine queued that copy, and this leaves it out. Once the owner's attempt record
-    /// is read, nothing of that copy is pending, so a stop before the copy went out drops it.
+    /// engine leaves those with the delivery or replay that queued them. If the owner settled in between, the
+    /// engine queued the copy and journaled its record again after the owner's outcome, which reopens it here.
     mutating func reopen(_ replay: ReplayRecord) {
         var entry = self.entries[replay.event.sequence] ?? Entry(event: replay.event, remaining: [:])
         guard entry.remaining[replay.destination] == nil else { return }
