@@ -88,6 +88,38 @@ struct WebhookIntakeTests {
             body, secret: RelayHarness.inboundSecret, id: "msg_1")
         let response = try #require(client.request("POST", "/webhooks/t1", headers: headers, body: body))
         #expect(response.status == 415)
+        #expect(response.json?.objectValue?["message"] == #"Content-Type "text/plain" is not supported."#)
+    }
+
+    @Test func longContentTypeIsCutInReply() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let body = Events.portOut("pout_a", status: "initiated")
+        let client = try harness.client()
+        let value = "text/" + String(repeating: "x", count: 4000)
+        let headers = [("Content-Type", value)] + RelayHarness.standardWebhooksHeaders(
+            body, secret: RelayHarness.inboundSecret, id: "msg_1")
+        let response = try #require(client.request("POST", "/webhooks/t1", headers: headers, body: body))
+        #expect(response.status == 415)
+        let message = try #require(response.json?.objectValue?["message"]?.stringValue)
+        #expect(message.hasPrefix("Content-Type \"text/xxx"))
+        #expect(message.hasSuffix("...\" (cut to 100 characters) is not supported."))
+        #expect(message.count < 200)
+    }
+
+    /// Two Content-Type fields are rejected even when one of them is JSON, whichever comes first.
+    @Test(arguments: [["application/json", "text/plain"], ["text/plain", "application/json"], ["application/json", "application/json"]])
+    func repeatedContentTypeIs400(values: [String]) throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        let body = Events.portOut("pout_a", status: "initiated")
+        let client = try harness.client()
+        let headers = values.map { ("Content-Type", $0) } + RelayHarness.standardWebhooksHeaders(
+            body, secret: RelayHarness.inboundSecret, id: "msg_1")
+        let response = try #require(client.request("POST", "/webhooks/t1", headers: headers, body: body))
+        #expect(response.status == 400)
+        #expect(response.json?.objectValue?["code"] == "multipleContentTypes")
+        #expect(try harness.post(body).status == 202)
     }
 
     /// Parameters, case and white space around the media type do not matter. Anything else in its place does.

@@ -68,10 +68,19 @@ public struct APIError: Error, Sendable {
             message: "The request body is larger than the limit of \(limit) bytes.")
     }
 
+    /// The longest Content-Type value that a 415 repeats in full. A longer one is cut to this many characters,
+    /// so that a header of several kilobytes is not sent back whole.
+    static let echoedContentTypeLimit = 100
+
     public static func unsupportedMediaType(_ contentType: String?) -> APIError {
-        APIError(
+        let quotedValue = contentType.map { value in
+            value.count > Self.echoedContentTypeLimit
+                ? "\"\(value.prefix(Self.echoedContentTypeLimit))...\" (cut to \(Self.echoedContentTypeLimit) characters)"
+                : "\"\(value)\""
+        }
+        return APIError(
             status: 415, type: "invalidRequest", code: "unsupportedMediaType",
-            message: "Content-Type \(contentType.map { "\"\($0)\"" } ?? "(missing)") is not supported.",
+            message: "Content-Type \(quotedValue ?? "(missing)") is not supported.",
             hint: "Send the event as application/json.")
     }
 

@@ -92,6 +92,16 @@ final class Ingestor: Sendable {
         if case .failure(let failure) = tenant.verifier.verify(headers: request.head.headers, body: request.body, nowSeconds: now) {
             return .failure(Rejection(error: failure.apiError, reason: failure.logReason))
         }
+        // Content-Type is a single-value field (RFC 9110, section 8.3), and a downstream parser that took the
+        // last of several could read the body differently.
+        let contentTypeCount = request.head.headers.count(of: "Content-Type")
+        guard contentTypeCount <= 1 else {
+            return .failure(Rejection(
+                error: .badRequest(
+                    code: "multipleContentTypes",
+                    "The request has \(contentTypeCount) Content-Type header fields. Send exactly one."),
+                reason: "multiple Content-Type fields"))
+        }
         let contentType = request.head.headers["Content-Type"]
         guard Self.isJSONMediaType(contentType) else {
             return .failure(Rejection(error: .unsupportedMediaType(contentType), reason: "unsupported media type"))
