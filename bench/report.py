@@ -222,7 +222,7 @@ def write_markdown(path, report, plot_name, readme):
         f"- load average (1, 5, 15 min) at the start: {report['loadAverageStart']}, "
         f"at the end: {report['loadAverageEnd']}",
     ]
-    lines += disk_sync_markdown(report["diskSync"])
+    lines += disk_sync_markdown(report.get("diskSync"))
     lines += [
         "",
         "## Figures",

@@ -315,6 +315,86 @@ struct ReplayTests {
         #expect(finished["delivered"] == 1)
         #expect(finished["deadLettered"] == 0)
     }
+
+    /// Saved jobs with the given statuses, created one millisecond apart, oldest first.
+    static func restoreJobs(_ harness: RelayHarness, statuses: [ReplayJob.Status]) -> [ReplayJob] {
+        var filter = DeliveryFilter()
+        filter.tenant = "t1"
+        let jobs = statuses.enumerated().map { index, status in
+            var progress = ReplayJob.Progress()
+            progress.status = status
+            return ReplayJob(
+                id: "rpl_\(index)", kind: "replay", filter: filter, createdAtMs: 1_000 + Int64(index), progress: progress)
+        }
+        harness.relay!.replays.registry.restore(jobs)
+        return jobs
+    }
+
+    static func listedIDs(_ list: JSONObject) -> [String] {
+        list["data"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } ?? []
+    }
+
+    @Test func replayListPagesNewestFirst() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        _ = Self.restoreJobs(harness, statuses: [.completed, .failed, .completed, .running, .completed])
+
+        let first = try Self.json(try Self.admin(harness, "GET", "/admin/replays?limit=2"))
+        #expect(Self.listedIDs(first) == ["rpl_4", "rpl_3"])
+        #expect(first["hasMore"] == true)
+        #expect(first["nextStartingAfter"] == "rpl_3")
+
+        let second = try Self.json(try Self.admin(harness, "GET", "/admin/replays?limit=2&startingAfter=rpl_3"))
+        #expect(Self.listedIDs(second) == ["rpl_2", "rpl_1"])
+        #expect(second["nextStartingAfter"] == "rpl_1")
+
+        let last = try Self.json(try Self.admin(harness, "GET", "/admin/replays?limit=2&startingAfter=rpl_1"))
+        #expect(Self.listedIDs(last) == ["rpl_0"])
+        #expect(last["hasMore"] == false)
+        #expect(last["nextStartingAfter"] == .null)
+
+        let completed = try Self.json(try Self.admin(harness, "GET", "/admin/replays?status=completed&limit=1&startingAfter=rpl_4"))
+        #expect(Self.listedIDs(completed) == ["rpl_2"])
+        #expect(completed["nextStartingAfter"] == "rpl_2")
+
+        let all = try Self.json(try Self.admin(harness, "GET", "/admin/replays"))
+        #expect(Self.listedIDs(all) == ["rpl_4", "rpl_3", "rpl_2", "rpl_1", "rpl_0"])
+        #expect(all["hasMore"] == false)
+    }
+
+    @Test(arguments: [
+        ("status=done", "status"), ("limit=0", "limit"), ("limit=201", "limit"), ("startingAfter=rpl_gone", "startingAfter"),
+        ("tenant=t1", "tenant"),
+    ])
+    func replayListRejectsBadQuery(query: String, field: String) throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        _ = Self.restoreJobs(harness, statuses: [.completed])
+        let response = try Self.admin(harness, "GET", "/admin/replays?\(query)")
+        #expect(response.status == 422)
+        let details = try Self.json(response)["details"]?.arrayValue
+        #expect(details?.compactMap { $0.objectValue?["field"]?.stringValue } == [field])
+    }
+
+    /// At most `maxUnfinishedJobs` replays and redeliveries run at once, and finishing one makes room.
+    @Test func unfinishedReplaysAreLimited() throws {
+        // The journal is empty, so nothing is ever sent to this destination.
+        let harness = try RelayHarness(destinations: DeliveryTests.destination("http://127.0.0.1:9"))
+        defer { harness.finish() }
+        let statuses = [ReplayJob.Status](repeating: .running, count: ReplayRegistry.maxUnfinishedJobs - 1) + [.scanning]
+        let jobs = Self.restoreJobs(harness, statuses: [.completed] + statuses)
+
+        let replay = try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#)
+        #expect(replay.status == 429)
+        #expect(try Self.json(replay)["code"] == "tooManyReplays")
+        let redelivery = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"tenant": "t1"}"#)
+        #expect(redelivery.status == 429)
+        #expect(harness.relay!.replays.registry.all().count == jobs.count)
+
+        harness.relay!.replays.registry.finish(jobs[1], status: .cancelled)
+        let started = try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#)
+        #expect(started.status == 202)
+    }
 }
 
 /// `portout-relay replay`, online through the admin listener and offline from the journal.
@@ -435,4 +515,5 @@ struct ReplayCommandTests {
             #expect(error.description.hasPrefix("--status must be one or more of"))
         }
     }
+
 }

@@ -5,8 +5,13 @@ import PortoutJournal
 
 /// Replays and dead letters on the admin listener.
 extension AdminRequestHandler {
-    static let maxDeadLetterPage = 200
-    static let defaultDeadLetterPage = 50
+    static let maxPageSize = 200
+    static let defaultPageSize = 50
+
+    static let tooManyReplays = APIError(
+        status: 429, type: "invalidRequest", code: "tooManyReplays",
+        message: "\(ReplayRegistry.maxUnfinishedJobs) replays are unfinished, the most the relay runs at once.",
+        hint: "Wait for one to finish, or cancel one with DELETE /admin/replays/{id}.")
 
     /// `POST /admin/replays`: a filter, and `dryRun` to count and sample the matches instead of queueing them.
     func startReplay(body: [UInt8], peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void) {
@@ -39,7 +44,9 @@ extension AdminRequestHandler {
             }
             return
         }
-        let job = self.replays.startReplay(filter)
+        guard let job = self.replays.startReplay(filter) else {
+            return respond(HTTPResponse(error: Self.tooManyReplays))
+        }
         self.logger.info(
             "admin action",
             ["action": "start replay", "replay": .string(job.id), "filter": filter.jsonValue, "peer": .string(peer)])
@@ -75,14 +82,7 @@ extension AdminRequestHandler {
         case .failure(let failure): issues += failure.issues
         case .success(let parsed): filter = parsed
         }
-        var limit = Self.defaultDeadLetterPage
-        if let text = parameters["limit"] {
-            if let value = Int(text), (1...Self.maxDeadLetterPage).contains(value) {
-                limit = value
-            } else {
-                issues.append(ValidationIssue(field: "limit", message: "must be an integer from 1 to \(Self.maxDeadLetterPage)"))
-            }
-        }
+        let limit = Self.pageSize(parameters, issues: &issues)
 
         var after: DeliveryKey?
         if let text = parameters["startingAfter"] {
@@ -99,6 +99,55 @@ extension AdminRequestHandler {
         let page = matching.prefix(limit)
         return HTTPResponse(status: 200, json: [
             "object": "list", "data": .array(page.map(Self.deadLetterJSON)),
+            "hasMore": .bool(matching.count > limit),
+            "nextStartingAfter": matching.count > limit ? .string(page.last!.id) : .null,
+        ])
+    }
+
+    /// Reads the `limit` query parameter, or returns the default page size.
+    private static func pageSize(_ parameters: QueryParameters, issues: inout [ValidationIssue]) -> Int {
+        guard let text = parameters["limit"] else { return Self.defaultPageSize }
+        guard let value = Int(text), (1...Self.maxPageSize).contains(value) else {
+            issues.append(ValidationIssue(field: "limit", message: "must be an integer from 1 to \(Self.maxPageSize)"))
+            return Self.defaultPageSize
+        }
+        return value
+    }
+
+    /// `GET /admin/replays`: newest first, with `status`, `limit` and `startingAfter` as query parameters.
+    func listReplays(query: Substring?) -> HTTPResponse {
+        let parameters = QueryParameters(query)
+        var issues = parameters.malformed.sorted().map { ValidationIssue(field: $0, message: "is not valid percent-encoded UTF-8") }
+        for name in parameters.names where !["status", "limit", "startingAfter"].contains(name) {
+            issues.append(ValidationIssue(field: name, message: "is not a parameter of this list"))
+        }
+        var status: ReplayJob.Status?
+        if let text = parameters["status"] {
+            status = ReplayJob.Status(rawValue: text)
+            if status == nil {
+                let names = ReplayJob.Status.allCases.map(\.rawValue).joined(separator: ", ")
+                issues.append(ValidationIssue(field: "status", message: "must be one of \(names)"))
+            }
+        }
+        let limit = Self.pageSize(parameters, issues: &issues)
+        var jobs = self.replays.registry.all()
+        if let after = parameters["startingAfter"] {
+            if let position = jobs.firstIndex(where: { $0.id == after }) {
+                jobs.removeFirst(position + 1)
+            } else {
+                issues.append(ValidationIssue(
+                    field: "startingAfter",
+                    message: "must be the id of a listed replay, and \(after) is not listed. The relay drops the oldest finished jobs, so start again from the first page."))
+            }
+        }
+        guard issues.isEmpty else {
+            return HTTPResponse(error: .unprocessable(code: "invalidParameters", "The query is invalid.", details: issues))
+        }
+
+        let matching = jobs.filter { job in status == nil || job.progress.withLock { $0.status } == status }
+        let page = matching.prefix(limit)
+        return HTTPResponse(status: 200, json: [
+            "object": "list", "data": .array(page.map(\.jsonValue)),
             "hasMore": .bool(matching.count > limit),
             "nextStartingAfter": matching.count > limit ? .string(page.last!.id) : .null,
         ])
@@ -142,7 +191,9 @@ extension AdminRequestHandler {
             chosen = self.deadLetters.matching(filter)
         }
         filter.deadLetteredOnly = true
-        let job = self.replays.startRedelivery(chosen, filter: filter)
+        guard let job = self.replays.startRedelivery(chosen, filter: filter) else {
+            return respond(HTTPResponse(error: Self.tooManyReplays))
+        }
         self.logger.info(
             "admin action",
             ["action": "redeliver dead letters", "replay": .string(job.id), "deadLetters": .number(Double(chosen.count)),

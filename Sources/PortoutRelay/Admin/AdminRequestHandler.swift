@@ -125,7 +125,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
         case .replays where request.head.method == "POST":
             self.startReplay(body: request.body, peer: peer, respond: respond)
         case .replays:
-            respond(HTTPResponse(status: 200, json: ["object": "list", "data": .array(self.replays.registry.all().map(\.jsonValue))]))
+            respond(self.listReplays(query: request.head.query))
         case .replay(let id):
             self.replay(id: id, method: request.head.method, peer: peer, respond: respond)
         case .deadLetters:

@@ -9,7 +9,7 @@ import Synchronization
 /// Thread-safety: state is behind a lock; the scan runs on a background queue and settlements arrive on the
 /// delivery thread.
 final class ReplayJob: Sendable {
-    enum Status: String, Sendable {
+    enum Status: String, Sendable, CaseIterable {
         /// Reading the journal for matches.
         case scanning
         /// Deliveries queued; some have not settled.
@@ -121,9 +121,22 @@ final class ReplayRegistry: Sendable {
         self.onFinish = onFinish
     }
 
-    func add(_ job: ReplayJob) {
-        self.jobs.withLock { $0[job.id] = job }
-        self.save()
+    /// The maximum number of unfinished jobs. A scan holds up to `ReplayScan.maxDeliveries` matches in memory while
+    /// it waits its turn, and a running job's deliveries wait in the engine's queues, so this bounds both.
+    static let maxUnfinishedJobs = 8
+
+    /// Adds `job` and returns true, unless `maxUnfinishedJobs` jobs are unfinished already.
+    @discardableResult
+    func add(_ job: ReplayJob) -> Bool {
+        let added = self.jobs.withLock { jobs -> Bool in
+            guard jobs.values.count(where: { !$0.isFinished }) < Self.maxUnfinishedJobs else { return false }
+            jobs[job.id] = job
+            return true
+        }
+        if added {
+            self.save()
+        }
+        return added
     }
 
     /// Adds jobs read back from the file at start-up, without saving.
@@ -175,9 +188,10 @@ final class ReplayRegistry: Sendable {
         self.jobs.withLock { $0[id] }
     }
 
-    /// Returns every job, newest first.
+    /// Returns every job, newest first, and by id among jobs created in the same millisecond, so that pages
+    /// of the list follow one order.
     func all() -> [ReplayJob] {
-        self.jobs.withLock { Array($0.values) }.sorted { $0.createdAtMs > $1.createdAtMs }
+        self.jobs.withLock { Array($0.values) }.sorted { ($0.createdAtMs, $0.id) > ($1.createdAtMs, $1.id) }
     }
 
     /// Counts a settled attempt of a job's delivery; called on the delivery thread.
@@ -276,10 +290,11 @@ final class ReplayJobs: Sendable {
         }
     }
 
-    /// Starts a replay: scans the journal on a background queue, then queues the matches.
-    func startReplay(_ filter: DeliveryFilter) -> ReplayJob {
+    /// Starts a replay: scans the journal on a background queue, then queues the matches. Returns nil, and
+    /// starts nothing, when `ReplayRegistry.maxUnfinishedJobs` jobs are unfinished.
+    func startReplay(_ filter: DeliveryFilter) -> ReplayJob? {
         let job = ReplayJob(kind: "replay", filter: filter)
-        self.registry.add(job)
+        guard self.registry.add(job) else { return nil }
         self.scan(job)
         return job
     }
@@ -307,10 +322,11 @@ final class ReplayJobs: Sendable {
         }
     }
 
-    /// Starts a redelivery of dead letters already chosen from the list, which needs no scan.
-    func startRedelivery(_ chosen: [DeadLetter], filter: DeliveryFilter) -> ReplayJob {
+    /// Starts a redelivery of dead letters already chosen from the list, which needs no scan. Returns nil, as
+    /// `startReplay` does, when too many jobs are unfinished.
+    func startRedelivery(_ chosen: [DeadLetter], filter: DeliveryFilter) -> ReplayJob? {
         let job = ReplayJob(kind: "redelivery", filter: filter)
-        self.registry.add(job)
+        guard self.registry.add(job) else { return nil }
         let matches = chosen.map { ReplayScan.Match(event: $0.event, destination: $0.destination) }
         self.scans.async {
             self.queue(matches, for: job)
