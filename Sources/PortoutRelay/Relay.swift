@@ -200,10 +200,20 @@ public final class Relay: Sendable {
 
     /// Reads the replay jobs saved before this start. An unreadable file is logged and moved aside, so that the
     /// next save does not replace what an operator may want to inspect. If it cannot be moved, the log line reports
-    /// that, and the next save replaces it.
+    /// that, and the next save replaces it. A file with some bad entries is copied aside in the same way, and
+    /// each bad entry is logged.
     private static func savedReplays(_ file: ReplayJobFile, logger: Logger) -> [ReplayJob] {
         do {
-            return try file.load()
+            let contents = try file.load()
+            guard !contents.rejectedEntries.isEmpty else { return contents.jobs }
+            let copiedTo = try? file.copyAside()
+            for reason in contents.rejectedEntries {
+                logger.error(
+                    "replay job not restored",
+                    ["path": .string(file.path), "error": .string(reason), "copiedTo": copiedTo.map { .string($0) } ?? .null,
+                     "effect": "its journaled deliveries still resume, but the job is not listed"])
+            }
+            return contents.jobs
         } catch {
             // A fresh name each time, so that an earlier unreadable file is never replaced.
             let movedTo = file.path + ".unreadable-\(WallClock.milliseconds())"

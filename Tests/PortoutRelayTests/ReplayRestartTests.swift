@@ -139,7 +139,7 @@ struct ReplayRestartTests {
         let id = try #require(started["id"]?.stringValue)
         _ = try ReplayTests.waitForJob(harness, id, status: "running")
         harness.stop()
-        let saved = try #require(try Self.jobFile(harness).load().first)
+        let saved = try #require(try Self.jobFile(harness).load().jobs.first)
         let rewound = ReplayJob(id: id, kind: saved.kind, filter: saved.filter, createdAtMs: saved.createdAtMs, progress: .init())
         try Self.save(rewound, in: harness)
 
@@ -211,6 +211,12 @@ struct ReplayRestartTests {
         #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
     }
 
+    static func copiesAside(_ harness: RelayHarness) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: harness.directory.path + "/data").filter {
+            $0.hasPrefix("replays.json.unreadable-")
+        }
+    }
+
     @Test func unreadableFileIsMovedAside() throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }
@@ -218,21 +224,56 @@ struct ReplayRestartTests {
         defer { harness.finish() }
         harness.stop()
         let path = Self.jobFile(harness).path
-        try Data("{\"replays\": [{\"id\": 7}]}".utf8).write(to: URL(fileURLWithPath: path))
+        try Data("{\"replays\": [".utf8).write(to: URL(fileURLWithPath: path))
 
         try harness.start()
-        let directory = harness.directory.path + "/data"
-        let movedAside = try FileManager.default.contentsOfDirectory(atPath: directory).filter {
-            $0.hasPrefix("replays.json.unreadable-")
-        }
-        #expect(movedAside.count == 1)
+        #expect(try Self.copiesAside(harness).count == 1)
+        #expect(!FileManager.default.fileExists(atPath: path))
         let list = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays"))
         #expect(list["data"]?.arrayValue?.isEmpty == true)
         let started = try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
         let id = try #require(started["id"]?.stringValue)
         _ = try ReplayTests.waitForJob(harness, id, status: "completed")
         harness.stop()
-        #expect(try Self.jobFile(harness).load().map(\.id) == [id])
+        #expect(try Self.jobFile(harness).load().jobs.map(\.id) == [id])
+    }
+
+    /// Entries that are not complete jobs, have an empty filter or repeat an id are left out. The others are
+    /// restored, and the file is copied aside as it was.
+    @Test func badEntriesAreLeftOut() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        harness.stop()
+        let good = #"{"id": "rpl_good", "kind": "replay", "filter": {"tenant": "t1"}, "createdAtMs": 5, "status": "completed"}"#
+        let entries = [
+            #"{"id": 7}"#, good,
+            #"{"id": "rpl_all", "kind": "replay", "filter": {}, "createdAtMs": 6, "status": "scanning"}"#,
+            #"{"id": "rpl_bad", "kind": "replay", "filter": {"status": "lost"}, "createdAtMs": 7, "status": "scanning"}"#,
+            good.replacingOccurrences(of: "completed", with: "failed"),
+        ]
+        let text = #"{"replays": ["# + entries.joined(separator: ", ") + "]}"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: Self.jobFile(harness).path))
+
+        let contents = try Self.jobFile(harness).load()
+        #expect(contents.jobs.map(\.id) == ["rpl_good"])
+        #expect(contents.rejectedEntries.count == 4)
+        #expect(contents.rejectedEntries.first == #"entry 0 of "replays" is not a complete job"#)
+        #expect(contents.rejectedEntries.contains(#"entry 2 of "replays" has an empty filter"#))
+        #expect(contents.rejectedEntries.contains { $0.hasPrefix(#"entry 3 of "replays" has an invalid filter: status"#) })
+        #expect(contents.rejectedEntries.last == #"entry 4 of "replays" repeats the id rpl_good"#)
+
+        try harness.start()
+        let copies = try Self.copiesAside(harness)
+        #expect(copies.count == 1)
+        let copied = try String(contentsOfFile: harness.directory.path + "/data/" + (copies.first ?? ""), encoding: .utf8)
+        #expect(copied == text)
+        let list = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays"))
+        #expect(ReplayTests.listedIDs(list) == ["rpl_good"])
+        // The scanning entries were left out, so nothing is replayed.
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(sink.received.count == 3)
     }
 
     /// A cancellation saved before its withdrawals reached the journal leaves the deliveries pending after a
@@ -247,7 +288,7 @@ struct ReplayRestartTests {
             try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
         _ = try ReplayTests.waitForJob(harness, id, status: "running")
         harness.stop()
-        let saved = try #require(try Self.jobFile(harness).load().first)
+        let saved = try #require(try Self.jobFile(harness).load().jobs.first)
         saved.progress.withLock { $0.status = .cancelled }
         // The destination starts active, so a delivery the engine got before its withdrawal would go out.
         try FileManager.default.removeItem(atPath: harness.directory.path + "/data/destinations.json")
@@ -303,7 +344,7 @@ struct ReplayRestartTests {
 
         registry.save()
         registry.flush()
-        let saved = try file.load()
+        let saved = try file.load().jobs
         #expect(saved.count == ReplayRegistry.maxFinishedJobs + 1)
         #expect(!saved.contains { $0.id == "rpl_0" || $0.id == "rpl_1" })
         #expect(saved.contains { $0.id == running.id })

@@ -14,18 +14,43 @@ struct ReplayJobFile: Sendable {
         self.path = dataDirectory + "/replays.json"
     }
 
-    /// Reads the saved jobs, oldest first. A missing file means there are none.
-    func load() throws -> [ReplayJob] {
-        guard let bytes = try DurableFile.read(path: self.path) else { return [] }
+    /// The jobs read from the file, and why each entry that could not be taken was left out.
+    struct Contents {
+        var jobs: [ReplayJob] = []
+        var rejectedEntries: [String] = []
+    }
+
+    /// Reads the saved jobs, oldest first. A missing file means there are none. An entry that is not a complete
+    /// job is left out and named in `rejectedEntries`, so that one bad entry does not cost the others.
+    func load() throws -> Contents {
+        guard let bytes = try DurableFile.read(path: self.path) else { return Contents() }
         guard let entries = try JSONParser.parse(bytes).objectValue?["replays"]?.arrayValue else {
             throw ControlFileError(path: self.path, reason: "the file has no \"replays\" array")
         }
-        return try entries.enumerated().map { index, entry in
-            guard let job = Self.job(from: entry) else {
-                throw ControlFileError(path: self.path, reason: "entry \(index) of \"replays\" is not a complete job")
+        var contents = Contents()
+        var ids: Set<String> = []
+        for (index, entry) in entries.enumerated() {
+            switch Self.job(from: entry) {
+            case .failure(let reason):
+                contents.rejectedEntries.append("entry \(index) of \"replays\" \(reason)")
+            case .success(let job) where !ids.insert(job.id).inserted:
+                contents.rejectedEntries.append("entry \(index) of \"replays\" repeats the id \(job.id)")
+            case .success(let job):
+                contents.jobs.append(job)
             }
-            return job
         }
+        return contents
+    }
+
+    /// Writes a copy of the file beside it, under a fresh name so that no earlier copy is replaced, and returns
+    /// that name.
+    func copyAside() throws -> String {
+        let copy = self.path + ".unreadable-\(WallClock.milliseconds())"
+        guard let bytes = try DurableFile.read(path: self.path) else {
+            throw ControlFileError(path: self.path, reason: "the file no longer exists")
+        }
+        try DurableFile.replace(path: copy, with: bytes)
+        return copy
     }
 
     func save(_ jobs: [ReplayJob]) throws(SystemError) {
@@ -49,13 +74,24 @@ struct ReplayJobFile: Sendable {
         return .object(object)
     }
 
-    private static func job(from entry: JSONValue) -> ReplayJob? {
+    /// Reads one entry, or returns what is wrong with it, worded to follow "entry N of replays".
+    private static func job(from entry: JSONValue) -> Result<ReplayJob, EntryFault> {
         guard let object = entry.objectValue, let id = object["id"]?.stringValue,
             let kind = object["kind"]?.stringValue, let filterObject = object["filter"]?.objectValue,
-            case .success(let filter) = DeliveryFilter.parse({ filterObject[$0] }),
             let createdAtMs = object["createdAtMs"]?.intValue,
             let status = object["status"]?.stringValue.flatMap(ReplayJob.Status.init(rawValue:))
-        else { return nil }
+        else { return .failure(EntryFault("is not a complete job")) }
+        let filter: DeliveryFilter
+        switch DeliveryFilter.parse({ filterObject[$0] }) {
+        case .failure(let failure):
+            let fields = failure.issues.map { "\($0.field) \($0.message)" }.joined(separator: ", ")
+            return .failure(EntryFault("has an invalid filter: \(fields)"))
+        case .success(let parsed) where parsed.isEmpty:
+            // The admin API requires a field, and an empty filter would replay every delivery in the journal.
+            return .failure(EntryFault("has an empty filter"))
+        case .success(let parsed):
+            filter = parsed
+        }
         var progress = ReplayJob.Progress()
         progress.status = status
         progress.isCancelRequested = object["cancelRequested"]?.boolValue ?? false
@@ -65,7 +101,15 @@ struct ReplayJobFile: Sendable {
         for (name, field) in ReplayJob.Progress.countFields {
             progress[keyPath: field] = object[name]?.intValue ?? 0
         }
-        return ReplayJob(id: id, kind: kind, filter: filter, createdAtMs: Int64(createdAtMs), progress: progress)
+        return .success(ReplayJob(id: id, kind: kind, filter: filter, createdAtMs: Int64(createdAtMs), progress: progress))
+    }
+
+    private struct EntryFault: Error, CustomStringConvertible {
+        let description: String
+
+        init(_ description: String) {
+            self.description = description
+        }
     }
 }
 
