@@ -442,7 +442,8 @@ struct ReplayCommandTests {
         #expect(preview.lines.first == "3 deliveries match")
         let result = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "20"])
         #expect(result.status == 0, "\(result.lines)")
-        #expect(result.lines.last?.hasPrefix("3/3 settled: 3 delivered") == true)
+        #expect(result.lines.contains { $0.hasPrefix("3/3 settled: 3 delivered") })
+        let id = try #require(result.lines.last.flatMap { $0.hasPrefix("listed as ") ? $0.split(separator: " ")[2] : nil })
         #expect(sink.received.count == 7)
         #expect(sink.received.suffix(3).map(\.status) == ["initiated", "processing", "issued"])
 
@@ -452,6 +453,9 @@ struct ReplayCommandTests {
         Thread.sleep(forTimeInterval: 0.5)
         #expect(sink.received.count == 7)
         #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
+        let listed = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(listed["status"] == "completed")
+        #expect(listed["delivered"] == 3)
     }
 
     /// A dry run with the relay stopped names a targeted destination that an operator left paused.

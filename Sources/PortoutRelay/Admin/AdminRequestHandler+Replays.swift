@@ -57,7 +57,7 @@ extension AdminRequestHandler {
     func replay(id: String, method: String, peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void) {
         guard let job = self.replays.registry.job(id) else {
             return respond(HTTPResponse(error: .notFound(
-                "No replay \(id). The relay keeps its jobs across restarts, but only the newest \(ReplayRegistry.maxFinishedJobs) finished ones, and replays run with --offline are not listed.")))
+                "No replay \(id). The relay keeps its jobs across restarts, but only the newest \(ReplayRegistry.maxFinishedJobs) finished ones. An offline replay is listed only once its deliveries were queued.")))
         }
         guard method == "DELETE" else {
             return respond(HTTPResponse(status: 200, json: job.jsonValue))

@@ -6,7 +6,8 @@ import PortoutJournal
 import Synchronization
 
 /// A replay straight from the journal while the relay is stopped: it takes the journal's lock, queues the matches
-/// like the admin API does, delivers them with the configured destinations and waits for them to settle.
+/// like the admin API does, delivers them with the configured destinations and waits for them to settle. The
+/// job is then saved with the relay's jobs, so that the relay lists it and finishes what is still unsettled.
 ///
 /// The deliveries the journal shows as unsettled are queued first, as the relay would at start, so a replayed
 /// status never overtakes an earlier one still pending for its port out. Deliveries still unsettled when the
@@ -133,7 +134,26 @@ struct OfflineReplay {
             self.progress.line(
                 "\(ReplayProgressPrinter.deliveries(progress.notConfigured)) skipped: the destination is not configured")
         }
+        self.list(job)
         return progress.status == .completed && progress.deadLettered == 0 && progress.notConfigured == 0 ? 0 : 1
+    }
+
+    /// Adds the job to the relay's saved jobs once its deliveries are queued, so that the relay lists it and
+    /// carries it on. A replay stopped before then is not listed, and its journaled deliveries still go out.
+    private func list(_ job: ReplayJob) {
+        let file = ReplayJobFile(dataDirectory: self.dataDirectory)
+        // Saved while scanning, the relay would scan it again at start and send every match a second time.
+        guard job.progress.withLock({ $0.status }) != .scanning else {
+            return self.progress.line("replay \(job.id) is not listed, because its deliveries were not queued in time")
+        }
+        do {
+            let saved = try file.load()
+            try file.save(saved.jobs + [job])
+            self.progress.line("listed as \(job.id) in \(file.path)")
+        } catch {
+            self.progress.line(
+                "replay \(job.id) is not listed, because \(file.path) could not be updated: \(error). Its deliveries are journaled either way.")
+        }
     }
 
     private func show(_ job: ReplayJob, final: Bool) {
