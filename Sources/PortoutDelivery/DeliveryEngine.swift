@@ -34,6 +34,7 @@ public final class DeliveryEngine: Sendable {
     private let inbox = Locked<Inbox>(Inbox())
     let counters = Locked<[String: DestinationStatistics]>([:])
     private let stopped = DispatchSemaphore(value: 0)
+    private let hasStarted = Atomic<Bool>(false)
     let loop: DeliveryLoop
 
     private struct Inbox {
@@ -79,7 +80,9 @@ public final class DeliveryEngine: Sendable {
         Set(tenants.flatMap { tenant in tenant.destinations.map { Self.key(tenant: tenant.id, destination: $0.id) } })
     }
 
+    /// Starts the delivery thread. Deliveries and commands queued before then wait for it.
     public func start() {
+        guard !self.hasStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
         startNamedThread("delivery") { self.run() }
     }
 
@@ -122,7 +125,12 @@ public final class DeliveryEngine: Sendable {
             return inbox.stopDeadlineMs != nil
         }
         guard !alreadyStopping else { return }
-        curl_multi_wakeup(self.loop.multi)
+        if self.hasStarted.exchange(true, ordering: .acquiringAndReleasing) {
+            curl_multi_wakeup(self.loop.multi)
+        } else {
+            // Never started: the thread finds the deadline on its first pass and stops before any attempt.
+            startNamedThread("delivery") { self.run() }
+        }
         self.stopped.wait()
     }
 

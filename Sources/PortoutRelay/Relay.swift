@@ -97,7 +97,6 @@ public final class Relay: Sendable {
             tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
             controlFile: config.dataDir + "/destinations.json", observer: observer)
         engine.submit(Self.withdrawingCancelledReplays(pending, restart: replayRestart, journal: journal, observer: observer))
-        engine.start()
         let replays = ReplayJobs(
             registry: replayRegistry, dataDirectory: config.dataDir, journal: journal, engine: engine,
             deadLetters: deadLetters)
@@ -148,7 +147,9 @@ public final class Relay: Sendable {
             journal.close()
             throw error
         }
-        // Only once both listeners are up, so that a start that fails changes no job.
+        // Only once both listeners are up, so that a start that fails sends nothing and changes no job. Requests
+        // taken in between queue their deliveries and commands for the engine's thread.
+        engine.start()
         replays.resume(replayRestart, logger: logger)
         self.adminServer = adminServer
         self.adminSettings = adminSettings

@@ -41,4 +41,34 @@ struct StartupTests {
         // The first relay still serves every connection.
         #expect(try harness.client().request("GET", "/healthz")?.status == 200)
     }
+
+    /// A start that cannot bind its listener sends none of the deliveries the journal has pending.
+    @Test func failedBindSendsNothing() throws {
+        // The first attempt fails and the relay stops before its retry, which is due by the next start.
+        let sink = try RecordingSink { index, _ in RecordingSink.Reply(status: index == 0 ? 503 : 204) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url, retrySchedule: "[0.3]"))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_b", status: "initiated")).status == 202)
+        #expect(waitUntil { sink.received.count == 1 })
+        harness.stop()
+        Thread.sleep(forTimeInterval: 0.5)
+
+        var config = try harness.config
+        config.listen = ListenAddress(host: "127.0.0.1", port: sink.port)
+        for _ in 0..<5 {
+            do {
+                let relay = try Relay(config: config, logger: Logger(level: .error))
+                relay.shutdown()
+                Issue.record("a relay started on a port that the sink holds")
+            } catch let error as SystemError {
+                #expect(error.errno == EADDRINUSE)
+            }
+        }
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(sink.received.count == 1)
+
+        try harness.start()
+        #expect(waitUntil { sink.received.count == 2 })
+    }
 }
