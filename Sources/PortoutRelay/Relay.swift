@@ -205,14 +205,13 @@ public final class Relay: Sendable {
     /// each bad entry is logged.
     private static func savedReplays(_ file: ReplayJobFile, logger: Logger) -> [ReplayJob] {
         do {
-            let contents = try file.load()
-            guard !contents.rejectedEntries.isEmpty else { return contents.jobs }
-            let copiedTo = try? file.copyAside()
+            let (contents, copiedTo, copyError) = try file.loadForUpdate()
             for reason in contents.rejectedEntries {
                 logger.error(
                     "replay job not restored",
                     ["path": .string(file.path), "error": .string(reason), "copiedTo": copiedTo.map { .string($0) } ?? .null,
-                     "effect": "its journaled deliveries still resume, but the job is not listed"])
+                     "copyError": copyError.map { .string($0) } ?? .null,
+                     "effect": "the entry is dropped at the next save; journaled deliveries of its job still resume"])
             }
             return contents.jobs
         } catch {

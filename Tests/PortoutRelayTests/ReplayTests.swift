@@ -321,8 +321,9 @@ struct ReplayTests {
         #expect(finished["deadLettered"] == 0)
     }
 
-    /// Saved jobs with the given statuses, created one millisecond apart, oldest first.
-    static func restoreJobs(_ harness: RelayHarness, statuses: [ReplayJob.Status]) -> [ReplayJob] {
+    /// Jobs with the given statuses, created one millisecond apart, oldest first, and restored into the
+    /// relay of `harness` when there is one.
+    static func restoreJobs(_ harness: RelayHarness?, statuses: [ReplayJob.Status]) -> [ReplayJob] {
         var filter = DeliveryFilter()
         filter.tenant = "t1"
         let jobs = statuses.enumerated().map { index, status in
@@ -331,7 +332,7 @@ struct ReplayTests {
             return ReplayJob(
                 id: "rpl_\(index)", kind: "replay", filter: filter, createdAtMs: 1_000 + Int64(index), progress: progress)
         }
-        harness.relay!.replays.registry.restore(jobs)
+        harness?.relay!.replays.registry.restore(jobs)
         return jobs
     }
 
@@ -362,13 +363,16 @@ struct ReplayTests {
         #expect(Self.listedIDs(completed) == ["rpl_2"])
         #expect(completed["nextStartingAfter"] == "rpl_2")
 
+        let twoStatuses = try Self.json(try Self.admin(harness, "GET", "/admin/replays?status=failed,running"))
+        #expect(Self.listedIDs(twoStatuses) == ["rpl_3", "rpl_1"])
+
         let all = try Self.json(try Self.admin(harness, "GET", "/admin/replays"))
         #expect(Self.listedIDs(all) == ["rpl_4", "rpl_3", "rpl_2", "rpl_1", "rpl_0"])
         #expect(all["hasMore"] == false)
     }
 
     @Test(arguments: [
-        ("status=done", "status"), ("limit=0", "limit"), ("limit=201", "limit"), ("startingAfter=rpl_gone", "startingAfter"),
+        ("status=done", "status"), ("status=running,", "status"), ("limit=0", "limit"), ("limit=201", "limit"), ("startingAfter=rpl_gone", "startingAfter"),
         ("tenant=t1", "tenant"),
     ])
     func replayListRejectsBadQuery(query: String, field: String) throws {
@@ -392,6 +396,8 @@ struct ReplayTests {
         let replay = try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#)
         #expect(replay.status == 429)
         #expect(try Self.json(replay)["code"] == "tooManyReplays")
+        let message = try Self.json(replay)["message"]?.stringValue
+        #expect(message == "8 replays and redeliveries are unfinished, and the relay runs at most 8 at once.")
         let redelivery = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"tenant": "t1"}"#)
         #expect(redelivery.status == 429)
         #expect(harness.relay!.replays.registry.all().count == jobs.count)
@@ -525,4 +531,39 @@ struct ReplayCommandTests {
         }
     }
 
+
+    /// An offline replay keeps the relay's saved jobs: it refuses to start past the limit of unfinished jobs,
+    /// and it copies a file with bad entries aside before adding its job.
+    @Test func offlineReplayKeepsSavedJobs() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        harness.stop()
+        let file = ReplayJobFile(dataDirectory: harness.directory.path + "/data")
+        let running = ReplayTests.restoreJobs(
+            nil, statuses: [ReplayJob.Status](repeating: .running, count: ReplayRegistry.maxUnfinishedJobs))
+        try file.save(running)
+        do {
+            _ = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli"])
+            Issue.record("an offline replay started past the limit of unfinished jobs")
+        } catch let error as CommandError {
+            #expect(error.description.hasPrefix("8 replays and redeliveries are unfinished"))
+        }
+        #expect(sink.received.count == 4)
+
+        let good = #"{"id": "rpl_good", "kind": "replay", "filter": {"tenant": "t1"}, "createdAtMs": 5, "status": "completed"}"#
+        let text = #"{"replays": ["# + good + #", {"id": 7}]}"#
+        try Data(text.utf8).write(to: URL(fileURLWithPath: file.path))
+        let result = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "20"])
+        #expect(result.status == 0, "\(result.lines)")
+        #expect(result.lines.first { $0.contains("is not a complete job, so it is left out (file copied to") } != nil)
+        let copies = try ReplayRestartTests.copiesAside(harness)
+        #expect(copies.count == 1)
+        #expect(try String(contentsOfFile: harness.directory.path + "/data/" + (copies.first ?? ""), encoding: .utf8) == text)
+        let saved = try file.load()
+        #expect(saved.jobs.count == 2)
+        #expect(saved.jobs.first?.id == "rpl_good")
+        #expect(saved.rejectedEntries.isEmpty)
+    }
 }

@@ -8,10 +8,13 @@ extension AdminRequestHandler {
     static let maxPageSize = 200
     static let defaultPageSize = 50
 
-    static let tooManyReplays = APIError(
-        status: 429, type: "invalidRequest", code: "tooManyReplays",
-        message: "\(ReplayRegistry.maxUnfinishedJobs) replays are unfinished, the most the relay runs at once.",
-        hint: "Wait for one to finish, or cancel one with DELETE /admin/replays/{id}.")
+    /// Returns the error for a replay or redelivery started while `unfinished` jobs are unfinished.
+    static func tooManyReplays(unfinished: Int) -> APIError {
+        APIError(
+            status: 429, type: "rateLimited", code: "tooManyReplays",
+            message: "\(unfinished) replays and redeliveries are unfinished, and the relay runs at most \(ReplayRegistry.maxUnfinishedJobs) at once.",
+            hint: "Wait for one to finish, or cancel one with DELETE /admin/replays/{id}.")
+    }
 
     /// `POST /admin/replays`: a filter, and `dryRun` to count and sample the matches instead of queueing them.
     func startReplay(body: [UInt8], peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void) {
@@ -45,7 +48,7 @@ extension AdminRequestHandler {
             return
         }
         guard let job = self.replays.startReplay(filter) else {
-            return respond(HTTPResponse(error: Self.tooManyReplays))
+            return respond(HTTPResponse(error: Self.tooManyReplays(unfinished: self.replays.registry.unfinishedCount)))
         }
         self.logger.info(
             "admin action",
@@ -121,13 +124,16 @@ extension AdminRequestHandler {
         for name in parameters.names where !["status", "limit", "startingAfter"].contains(name) {
             issues.append(ValidationIssue(field: name, message: "is not a parameter of this list"))
         }
-        var status: ReplayJob.Status?
+        var statuses: Set<ReplayJob.Status>?
         if let text = parameters["status"] {
-            status = ReplayJob.Status(rawValue: text)
-            if status == nil {
-                let names = ReplayJob.Status.allCases.map(\.rawValue).joined(separator: ", ")
-                issues.append(ValidationIssue(field: "status", message: "must be one of \(names)"))
+            let parsed = text.split(separator: ",", omittingEmptySubsequences: false).map {
+                ReplayJob.Status(rawValue: String($0))
             }
+            if parsed.contains(nil) {
+                let names = ReplayJob.Status.allCases.map(\.rawValue).joined(separator: ", ")
+                issues.append(ValidationIssue(field: "status", message: "must be one or more of \(names), comma-separated"))
+            }
+            statuses = Set(parsed.compactMap { $0 })
         }
         let limit = Self.pageSize(parameters, issues: &issues)
         var jobs = self.replays.registry.all()
@@ -144,7 +150,7 @@ extension AdminRequestHandler {
             return HTTPResponse(error: .unprocessable(code: "invalidParameters", "The query is invalid.", details: issues))
         }
 
-        let matching = jobs.filter { job in status == nil || job.progress.withLock { $0.status } == status }
+        let matching = jobs.filter { job in statuses?.contains(job.progress.withLock { $0.status }) ?? true }
         let page = matching.prefix(limit)
         return HTTPResponse(status: 200, json: [
             "object": "list", "data": .array(page.map(\.jsonValue)),
@@ -192,7 +198,7 @@ extension AdminRequestHandler {
         }
         filter.deadLetteredOnly = true
         guard let job = self.replays.startRedelivery(chosen, filter: filter) else {
-            return respond(HTTPResponse(error: Self.tooManyReplays))
+            return respond(HTTPResponse(error: Self.tooManyReplays(unfinished: self.replays.registry.unfinishedCount)))
         }
         self.logger.info(
             "admin action",

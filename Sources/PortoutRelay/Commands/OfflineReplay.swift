@@ -86,6 +86,15 @@ struct OfflineReplay {
     private func deliver(
         _ matches: [ReplayScan.Match], pending: [PendingDelivery], journal: Journal, logger: Logger
     ) throws -> Int32 {
+        let saved = self.savedJobs()
+        if case .success(let jobs) = saved {
+            let unfinished = jobs.count { !$0.isFinished }
+            if unfinished >= ReplayRegistry.maxUnfinishedJobs {
+                let error = AdminRequestHandler.tooManyReplays(unfinished: unfinished)
+                throw CommandError(
+                    "\(error.message) Start the relay and cancel one with DELETE /admin/replays/{id}, or wait for one to finish.")
+            }
+        }
         let job = ReplayJob(kind: "replay", filter: self.filter)
         let registry = ReplayRegistry(logger: logger)
         registry.add(job)
@@ -134,21 +143,33 @@ struct OfflineReplay {
             self.progress.line(
                 "\(ReplayProgressPrinter.deliveries(progress.notConfigured)) skipped: the destination is not configured")
         }
-        self.list(job)
+        self.list(job, with: saved)
         return progress.status == .completed && progress.deadLettered == 0 && progress.notConfigured == 0 ? 0 : 1
+    }
+
+    /// Reads the relay's saved jobs, and reports each entry left out as the relay's start would.
+    private func savedJobs() -> Result<[ReplayJob], any Error> {
+        let file = ReplayJobFile(dataDirectory: self.dataDirectory)
+        return Result {
+            let (contents, copiedTo, copyError) = try file.loadForUpdate()
+            for reason in contents.rejectedEntries {
+                let copy = copiedTo.map { "copied to \($0)" } ?? "not copied aside: \(copyError ?? "unknown error")"
+                self.progress.line("\(file.path): \(reason), so it is left out (file \(copy))")
+            }
+            return contents.jobs
+        }
     }
 
     /// Adds the job to the relay's saved jobs once its deliveries are queued, so that the relay lists it and
     /// carries it on. A replay stopped before then is not listed, and its journaled deliveries still go out.
-    private func list(_ job: ReplayJob) {
+    private func list(_ job: ReplayJob, with saved: Result<[ReplayJob], any Error>) {
         let file = ReplayJobFile(dataDirectory: self.dataDirectory)
         // Saved while scanning, the relay would scan it again at start and send every match a second time.
         guard job.progress.withLock({ $0.status }) != .scanning else {
             return self.progress.line("replay \(job.id) is not listed, because its deliveries were not queued in time")
         }
         do {
-            let saved = try file.load()
-            try file.save(saved.jobs + [job])
+            try file.save(try saved.get() + [job])
             self.progress.line("listed as \(job.id) in \(file.path)")
         } catch {
             self.progress.line(

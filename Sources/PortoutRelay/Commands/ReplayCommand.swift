@@ -248,7 +248,8 @@ struct OnlineReplay {
                     else { return nil }
                     return "\(field) \(text)"
                 }
-                throw CommandError(([message] + details).joined(separator: "; "))
+                let hint = object?["hint"]?.stringValue.map { [$0] } ?? []
+                throw CommandError(([message] + details + hint).joined(separator: "; "))
             }
             return object
         }

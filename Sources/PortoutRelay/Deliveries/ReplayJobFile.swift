@@ -32,9 +32,9 @@ struct ReplayJobFile: Sendable {
         for (index, entry) in entries.enumerated() {
             switch Self.job(from: entry) {
             case .failure(let reason):
-                contents.rejectedEntries.append("entry \(index) of \"replays\" \(reason)")
+                contents.rejectedEntries.append("replays[\(index)] \(reason)")
             case .success(let job) where !ids.insert(job.id).inserted:
-                contents.rejectedEntries.append("entry \(index) of \"replays\" repeats the id \(job.id)")
+                contents.rejectedEntries.append("replays[\(index)] repeats the id \(job.id) of an earlier entry")
             case .success(let job):
                 contents.jobs.append(job)
             }
@@ -42,9 +42,22 @@ struct ReplayJobFile: Sendable {
         return contents
     }
 
+    /// Reads the saved jobs for a process that will save them again. When some entries were left out, the file is
+    /// first copied aside, so that the next save does not lose them. `copiedTo` is that copy's path, or nil when
+    /// no copy was needed or it failed, with the reason in `copyError`.
+    func loadForUpdate() throws -> (contents: Contents, copiedTo: String?, copyError: String?) {
+        let contents = try self.load()
+        guard !contents.rejectedEntries.isEmpty else { return (contents, nil, nil) }
+        do {
+            return (contents, try self.copyAside(), nil)
+        } catch {
+            return (contents, nil, "\(error)")
+        }
+    }
+
     /// Writes a copy of the file beside it, under a fresh name so that no earlier copy is replaced, and returns
     /// that name.
-    func copyAside() throws -> String {
+    private func copyAside() throws -> String {
         let copy = self.path + ".unreadable-\(WallClock.milliseconds())"
         guard let bytes = try DurableFile.read(path: self.path) else {
             throw ControlFileError(path: self.path, reason: "the file no longer exists")
@@ -74,7 +87,7 @@ struct ReplayJobFile: Sendable {
         return .object(object)
     }
 
-    /// Reads one entry, or returns what is wrong with it, worded to follow "entry N of replays".
+    /// Reads one entry, or returns what is wrong with it, worded to follow its JSON path, such as `replays[3]`.
     private static func job(from entry: JSONValue) -> Result<ReplayJob, EntryFault> {
         guard let object = entry.objectValue, let id = object["id"]?.stringValue,
             let kind = object["kind"]?.stringValue, let filterObject = object["filter"]?.objectValue,

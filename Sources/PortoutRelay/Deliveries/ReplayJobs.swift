@@ -188,6 +188,10 @@ final class ReplayRegistry: Sendable {
         self.jobs.withLock { $0[id] }
     }
 
+    var unfinishedCount: Int {
+        self.jobs.withLock { $0.values.count(where: { !$0.isFinished }) }
+    }
+
     /// Returns every job, newest first, and by id among jobs created in the same millisecond, so that pages
     /// of the list follow one order.
     func all() -> [ReplayJob] {
