@@ -328,6 +328,28 @@ struct ReplayRestartTests {
         #expect(job.jsonValue.objectValue?["notConfigured"] == 0)
     }
 
+    /// A job that completed without its stranded delivery counts it as queued once it goes out after all.
+    @Test func strandedDeliveryMovesToQueued() throws {
+        var progress = ReplayJob.Progress()
+        progress.status = .completed
+        progress.queued = 1
+        progress.delivered = 1
+        progress.stranded = 1
+        let job = ReplayJob(id: "rpl_s", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: progress)
+        let registry = ReplayRegistry(logger: Logger(level: .error))
+        registry.restore([job])
+        #expect(job.jsonValue.objectValue?["notConfigured"] == 1)
+
+        registry.settled(replayID: "rpl_s", outcome: .retryScheduled)
+        #expect(job.jsonValue.objectValue?["queued"] == 1)
+        registry.settled(replayID: "rpl_s", outcome: .delivered)
+        let reported = job.jsonValue.objectValue
+        #expect(reported?["queued"] == 2)
+        #expect(reported?["delivered"] == 2)
+        #expect(reported?["notConfigured"] == 0)
+        #expect(reported?["status"] == "completed")
+    }
+
     @Test func oldestFinishedJobsAreDropped() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }

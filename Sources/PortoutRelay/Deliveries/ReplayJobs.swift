@@ -202,6 +202,12 @@ final class ReplayRegistry: Sendable {
     func settled(replayID: String, outcome: AttemptOutcome) {
         guard let job = self.job(replayID) else { return }
         let finalStatus = job.progress.withLock { progress -> ReplayJob.Status? in
+            // A settlement past `queued` is one of the stranded deliveries, sent after a start that found its
+            // destination configured again. It moves from `notConfigured` to `queued`.
+            if outcome.isFinal && progress.settled >= progress.queued && progress.stranded > 0 {
+                progress.stranded -= 1
+                progress.queued += 1
+            }
             switch outcome {
             case .delivered: progress.delivered += 1
             case .deadLettered: progress.deadLettered += 1
