@@ -252,17 +252,21 @@ struct ReplayRestartTests {
             #"{"id": "rpl_all", "kind": "replay", "filter": {}, "createdAtMs": 6, "status": "scanning"}"#,
             #"{"id": "rpl_bad", "kind": "replay", "filter": {"status": "lost"}, "createdAtMs": 7, "status": "scanning"}"#,
             good.replacingOccurrences(of: "completed", with: "failed"),
+            good.replacingOccurrences(of: "rpl_good", with: "rpl_huge").replacingOccurrences(of: "\"completed\"}", with: "\"completed\", \"queued\": 9e18}"),
+            good.replacingOccurrences(of: "rpl_good", with: "rpl_less").replacingOccurrences(of: "\"completed\"}", with: "\"completed\", \"stranded\": -1}"),
         ]
         let text = #"{"replays": ["# + entries.joined(separator: ", ") + "]}"
         try Data(text.utf8).write(to: URL(fileURLWithPath: Self.jobFile(harness).path))
 
         let contents = try Self.jobFile(harness).load()
         #expect(contents.jobs.map(\.id) == ["rpl_good"])
-        #expect(contents.rejectedEntries.count == 4)
+        #expect(contents.rejectedEntries.count == 6)
         #expect(contents.rejectedEntries.first == "replays[0] is not a complete job")
         #expect(contents.rejectedEntries.contains("replays[2] has an empty filter"))
         #expect(contents.rejectedEntries.contains { $0.hasPrefix("replays[3] has an invalid filter: status") })
-        #expect(contents.rejectedEntries.last == "replays[4] repeats the id rpl_good of an earlier entry")
+        #expect(contents.rejectedEntries.contains("replays[4] repeats the id rpl_good of an earlier entry"))
+        #expect(contents.rejectedEntries.contains("replays[5] has queued 9000000000000000000, outside 0 to 281474976710656"))
+        #expect(contents.rejectedEntries.last == "replays[6] has stranded -1, outside 0 to 281474976710656")
 
         try harness.start()
         let copies = try Self.copiesAside(harness)
@@ -274,6 +278,11 @@ struct ReplayRestartTests {
         // The scanning entries were left out, so nothing is replayed.
         Thread.sleep(forTimeInterval: 0.3)
         #expect(sink.received.count == 3)
+
+        // The file now has only the good entry, so the next start neither reports nor copies anything.
+        #expect(try Self.jobFile(harness).load().rejectedEntries.isEmpty)
+        try harness.restart()
+        #expect(try Self.copiesAside(harness).count == 1)
     }
 
     /// A cancellation saved before its withdrawals reached the journal leaves the deliveries pending after a

@@ -565,5 +565,10 @@ struct ReplayCommandTests {
         #expect(saved.jobs.count == 2)
         #expect(saved.jobs.first?.id == "rpl_good")
         #expect(saved.rejectedEntries.isEmpty)
+
+        // `--wait 0` still waits for the deliveries to be queued, so the job is listed.
+        let unwaited = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "0"])
+        #expect(unwaited.lines.last?.hasPrefix("listed as ") == true, "\(unwaited.lines)")
+        #expect(try file.load().jobs.count == 3)
     }
 }

@@ -68,15 +68,17 @@ public struct APIError: Error, Sendable {
             message: "The request body is larger than the limit of \(limit) bytes.")
     }
 
-    /// The longest Content-Type value that a 415 repeats in full. A longer one is cut to this many characters,
-    /// so that a header of several kilobytes is not sent back whole.
+    /// The longest Content-Type value, in Unicode scalars, that a 415 repeats in full. A longer one is cut, so
+    /// that a header of several kilobytes is not sent back whole. Counted in scalars rather than characters,
+    /// since thousands of combining marks make one character.
     static let echoedContentTypeLimit = 100
 
     public static func unsupportedMediaType(_ contentType: String?) -> APIError {
         let quotedValue = contentType.map { value in
-            value.count > Self.echoedContentTypeLimit
-                ? "\"\(value.prefix(Self.echoedContentTypeLimit))...\" (cut to \(Self.echoedContentTypeLimit) characters)"
-                : "\"\(value)\""
+            guard value.unicodeScalars.count > Self.echoedContentTypeLimit else { return "\"\(value)\"" }
+            var cut = String.UnicodeScalarView()
+            cut.append(contentsOf: value.unicodeScalars.prefix(Self.echoedContentTypeLimit))
+            return "\"\(String(cut))...\" (cut to \(Self.echoedContentTypeLimit) code points)"
         }
         return APIError(
             status: 415, type: "invalidRequest", code: "unsupportedMediaType",

@@ -83,6 +83,9 @@ struct OfflineReplay {
             "destination \(destination) is \(mode.rawValue); its deliveries wait until it is resumed, after the relay starts")
     }
 
+    /// How long the command waits for a replay's deliveries to be journaled and queued, before `--wait` starts.
+    static let queueingLimitSeconds = 60.0
+
     private func deliver(
         _ matches: [ReplayScan.Match], pending: [PendingDelivery], journal: Journal, logger: Logger
     ) throws -> Int32 {
@@ -120,6 +123,12 @@ struct OfflineReplay {
         for destination in heldDestinations {
             self.warnHeld("\(destination.tenant)/\(destination.destination)", mode: destination.mode)
         }
+        // `--wait` counts from when the deliveries are queued, because until then the job could be neither
+        // reported nor listed.
+        let queueingDeadline = Date().addingTimeInterval(Self.queueingLimitSeconds)
+        while job.progress.withLock({ $0.status == .scanning }) && Date() < queueingDeadline {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
         let deadline = Date().addingTimeInterval(self.waitSeconds)
         while !job.isFinished && Date() < deadline {
             self.show(job, final: false)
@@ -153,8 +162,9 @@ struct OfflineReplay {
         return Result {
             let (contents, copiedTo, copyError) = try file.loadForUpdate()
             for reason in contents.rejectedEntries {
-                let copy = copiedTo.map { "copied to \($0)" } ?? "not copied aside: \(copyError ?? "unknown error")"
-                self.progress.line("\(file.path): \(reason), so it is left out (file \(copy))")
+                let copy = copiedTo.map { "copied to \($0)" } ?? "not copied aside"
+                let failure = copyError.map { "; \($0)" } ?? ""
+                self.progress.line("\(file.path): \(reason), so it is left out (file \(copy)\(failure))")
             }
             return contents.jobs
         }

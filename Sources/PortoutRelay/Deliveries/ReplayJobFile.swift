@@ -43,16 +43,25 @@ struct ReplayJobFile: Sendable {
     }
 
     /// Reads the saved jobs for a process that will save them again. When some entries were left out, the file is
-    /// first copied aside, so that the next save does not lose them. `copiedTo` is that copy's path, or nil when
-    /// no copy was needed or it failed, with the reason in `copyError`.
+    /// copied aside and then rewritten with the good entries only. `copiedTo` is the copy's path, or nil when no
+    /// copy was needed or it failed. `copyError` names what failed, copying or rewriting.
     func loadForUpdate() throws -> (contents: Contents, copiedTo: String?, copyError: String?) {
         let contents = try self.load()
         guard !contents.rejectedEntries.isEmpty else { return (contents, nil, nil) }
+        let copy: String
         do {
-            return (contents, try self.copyAside(), nil)
+            copy = try self.copyAside()
         } catch {
             return (contents, nil, "\(error)")
         }
+        // Once the copy is safe, the file keeps only the good entries, so the next start does not copy and
+        // report the same entries again.
+        do {
+            try self.save(contents.jobs)
+        } catch {
+            return (contents, copy, "rewriting the file failed: \(error)")
+        }
+        return (contents, copy, nil)
     }
 
     /// Writes a copy of the file beside it, under a fresh name so that no earlier copy is replaced, and returns
@@ -110,12 +119,20 @@ struct ReplayJobFile: Sendable {
         progress.isCancelRequested = object["cancelRequested"]?.boolValue ?? false
         progress.finishedAtMs = object["finishedAtMs"]?.intValue.map(Int64.init)
         progress.error = object["error"]?.stringValue
-        progress.stranded = object["stranded"]?.intValue ?? 0
-        for (name, field) in ReplayJob.Progress.countFields {
-            progress[keyPath: field] = object[name]?.intValue ?? 0
+        let counts = [("stranded", \ReplayJob.Progress.stranded)] + ReplayJob.Progress.countFields
+        for (name, field) in counts {
+            let count = object[name]?.intValue ?? 0
+            // Counts are added together when a job is reported or carried on, so a huge one would overflow.
+            guard (0...Self.maxCount).contains(count) else {
+                return .failure(EntryFault("has \(name) \(count), outside 0 to \(Self.maxCount)"))
+            }
+            progress[keyPath: field] = count
         }
         return .success(ReplayJob(id: id, kind: kind, filter: filter, createdAtMs: Int64(createdAtMs), progress: progress))
     }
+
+    /// The largest count an entry may hold, far above any real count and far below overflow.
+    static let maxCount = 1 << 48
 
     private struct EntryFault: Error, CustomStringConvertible {
         let description: String
