@@ -85,6 +85,12 @@ public final class Relay: Sendable {
             saved: Self.savedReplays(replayFile, logger: logger), tallies: unsettled.replayTallies,
             pending: unsettledDeliveries
         ) { configuredKeys.contains(DeliveryEngine.key(tenant: $0.tenant, destination: $0.destination)) }
+        for job in replayRestart.recovered {
+            logger.warning(
+                "replay job recovered from the journal",
+                ["replay": .string(job.id), "queued": .number(Double(job.progress.withLock { $0.queued })),
+                 "reason": "its deliveries are pending but no saved job has its id; its filter is unknown"])
+        }
         let replayRegistry = ReplayRegistry(logger: logger, file: replayFile) { job in
             operational.send(type: "replay.finished", data: job.jsonValue)
         }

@@ -359,6 +359,72 @@ struct ReplayRestartTests {
         #expect(reported?["status"] == "completed")
     }
 
+    /// Pending deliveries of a replay with no saved job get a job of their own, counted like a saved one.
+    @Test func restartRecoversUnsavedReplay() throws {
+        let event = Self.summary()
+        let pending = [
+            PendingDelivery(event: event, destination: "d1", replayID: "rpl_lost", sinceMs: 20),
+            PendingDelivery(event: event, destination: "d2", replayID: "rpl_lost", sinceMs: 10),
+            PendingDelivery(event: event, destination: "gone", replayID: "rpl_lost", sinceMs: 30),
+            PendingDelivery(event: event, destination: "d1", replayID: "rpl_saved"),
+            PendingDelivery(event: event, destination: "d3"),
+        ]
+        var progress = ReplayJob.Progress()
+        progress.status = .running
+        progress.queued = 1
+        let saved = ReplayJob(id: "rpl_saved", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: progress)
+        let restart = ReplayRestart(
+            saved: [saved], tallies: ["rpl_lost": ReplayTally(delivered: 1, deadLettered: 0, withdrawn: 0)],
+            pending: pending
+        ) { $0.destination != "gone" }
+
+        #expect(restart.recovered.map(\.id) == ["rpl_lost"])
+        #expect(restart.jobs.map(\.id) == ["rpl_saved", "rpl_lost"])
+        let recovered = try #require(restart.recovered.first)
+        #expect(recovered.kind == "recovered")
+        #expect(recovered.createdAtMs == 10)
+        #expect(recovered.filter.isEmpty)
+        let reported = recovered.jsonValue.objectValue
+        #expect(reported?["status"] == "running")
+        #expect(reported?["queued"] == 3)
+        #expect(reported?["delivered"] == 1)
+        #expect(reported?["notConfigured"] == 1)
+        #expect(restart.finished.isEmpty)
+    }
+
+    /// A replay whose job file was lost can still be seen and cancelled after a restart.
+    @Test func recoveredReplayCanBeCancelled() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        let pause = try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause")
+        #expect(pause.status == 200)
+        let started = try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        let id = try #require(started["id"]?.stringValue)
+        #expect(try ReplayTests.waitForJob(harness, id, status: "running")["queued"] == 3)
+        harness.stop()
+        try FileManager.default.removeItem(atPath: Self.jobFile(harness).path)
+
+        try harness.start()
+        let recovered = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(recovered["kind"] == "recovered")
+        #expect(recovered["status"] == "running")
+        #expect(recovered["queued"] == 3)
+        #expect(recovered["filter"] == .object(JSONObject()))
+        let cancel = try ReplayTests.admin(harness, "DELETE", "/admin/replays/\(id)")
+        #expect(cancel.status == 200)
+        let cancelled = try ReplayTests.waitForJob(harness, id, status: "cancelled")
+        #expect(cancelled["withdrawn"] == 3)
+
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 3)
+        // Saved now, the job is restored as it is at the next start.
+        try harness.restart()
+        #expect(try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))["kind"] == "recovered")
+    }
+
     @Test func oldestFinishedJobsAreDropped() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }

@@ -108,8 +108,9 @@ struct ReplayJobFile: Sendable {
         case .failure(let failure):
             let fields = failure.issues.map { "\($0.field) \($0.message)" }.joined(separator: ", ")
             return .failure(EntryFault("has an invalid filter: \(fields)"))
-        case .success(let parsed) where parsed.isEmpty:
-            // The admin API requires a field, and an empty filter would replay every delivery in the journal.
+        case .success(let parsed) where parsed.isEmpty && kind != ReplayJob.recoveredKind:
+            // The admin API requires a field, and an empty filter would replay every delivery in the journal. A
+            // recovered job's filter is unknown, and such a job never scans.
             return .failure(EntryFault("has an empty filter"))
         case .success(let parsed):
             filter = parsed
@@ -173,6 +174,9 @@ struct ReplayRestart {
     var finished: [(job: ReplayJob, status: ReplayJob.Status, error: String?)] = []
     /// Jobs whose cancellation was requested or done before the stop and that still have deliveries pending.
     var cancels: [ReplayJob] = []
+    /// Jobs made for replays whose deliveries are pending in the journal but which have no saved job, because
+    /// `replays.json` could not be written or an offline replay stopped before saving it. They are in `jobs` too.
+    var recovered: [ReplayJob] = []
 
     /// Brings `saved` up to date. `pending` are the deliveries the journal shows as unsettled, and `configured`
     /// returns whether a delivery's destination is still configured, so that the engine will take it.
@@ -189,7 +193,8 @@ struct ReplayRestart {
                 remaining[replayID, default: (0, 0)].unconfigured += 1
             }
         }
-        for job in saved {
+        self.recovered = Self.recoveredJobs(saved: saved, pending: pending)
+        for job in saved + self.recovered {
             self.jobs.append(job)
             let tally = tallies[job.id] ?? ReplayTally()
             let (waiting, stranded) = remaining[job.id] ?? (0, 0)
@@ -239,6 +244,25 @@ struct ReplayRestart {
             } else if cancelRequested {
                 self.cancels.append(job)
             }
+        }
+    }
+
+    /// Makes a running job, with an unknown filter, for each replay id among `pending` that no saved job has.
+    /// The restart then counts its deliveries as it does a saved job's, and the API can show and cancel it.
+    private static func recoveredJobs(saved: [ReplayJob], pending: [PendingDelivery]) -> [ReplayJob] {
+        let savedIDs = Set(saved.map(\.id))
+        var firstQueuedAtMs: [String: Int64] = [:]
+        for delivery in pending {
+            guard let replayID = delivery.replayID, !savedIDs.contains(replayID) else { continue }
+            // A replayed delivery's `acceptedAtMs` is when its replay queued it.
+            firstQueuedAtMs[replayID] = min(firstQueuedAtMs[replayID] ?? .max, delivery.acceptedAtMs)
+        }
+        return firstQueuedAtMs.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map { replayID, queuedAtMs in
+            var progress = ReplayJob.Progress()
+            progress.status = .running
+            return ReplayJob(
+                id: replayID, kind: ReplayJob.recoveredKind, filter: DeliveryFilter(), createdAtMs: queuedAtMs,
+                progress: progress)
         }
     }
 

@@ -51,8 +51,12 @@ final class ReplayJob: Sendable {
         }
     }
 
+    /// The kind of a job made at start for a replay found in the journal without a saved job. Its filter is
+    /// empty, standing for unknown.
+    static let recoveredKind = "recovered"
+
     let id: String
-    /// `replay` for a journal replay, `redelivery` for dead letters chosen from the list.
+    /// `replay` for a journal replay, `redelivery` for dead letters chosen from the list, or `recoveredKind`.
     let kind: String
     let filter: DeliveryFilter
     let createdAtMs: Int64
