@@ -13,14 +13,15 @@ final class RelayProcess {
     let process = Process()
     let logPath: String
 
-    /// Starts the relay on `configPath` and waits until it logs that it started.
-    init(configPath: String, logPath: String) throws {
+    /// Starts the relay on `configPath` and, unless `waitForStart` is false, waits until it logs that it started.
+    init(configPath: String, logPath: String, waitForStart: Bool = true) throws {
         self.logPath = logPath
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         self.process.executableURL = URL(fileURLWithPath: Self.binary)
         self.process.arguments = ["serve", "--config", configPath]
         self.process.standardError = FileHandle(forWritingAtPath: logPath)
         try self.process.run()
+        guard waitForStart else { return }
         guard waitUntil(timeoutSeconds: 20, { self.started != nil || !self.process.isRunning }), self.started != nil else {
             self.kill()
             throw RelayProcessError(log: self.logText)
@@ -40,7 +41,7 @@ final class RelayProcess {
         self.logLines.filter { $0["msg"]?.stringValue == message }
     }
 
-    private var started: JSONObject? {
+    var started: JSONObject? {
         self.logLines("relay started").last
     }
 

@@ -1,4 +1,6 @@
 import Foundation
+import Dispatch
+import PortoutJournal
 import PortoutCore
 import PortoutTestSupport
 import Synchronization
@@ -166,6 +168,40 @@ struct ReloadAndShutdownTests {
         relay.signal(SIGTERM)
         #expect(relay.waitForExit(timeoutSeconds: 20) == 0)
     }
+
+    /// A SIGTERM that arrives while the journal is still being recovered stops the relay once it has started.
+    @Test func sigtermDuringStartStops() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let configPath = directory.file("config.json")
+        try Self.writeConfig(configPath, directory: directory, tenants: "[\(Self.tenant("t1"))]")
+        // Enough records that recovery takes a while in a debug build.
+        let journal = try Journal.open(
+            directory: directory.path + "/data/journal", segmentBytes: 64 << 20, logger: Logger(level: .error)
+        ) { _, _ in }
+        let records = (0..<Self.slowRecoveryRecords).map { index in
+            JournalRecord.attempt(AttemptRecord(
+                eventSequence: UInt64(index + 1), tenant: "t1", destination: "d1", attempt: 1, outcome: .delivered,
+                httpStatus: 204, atMs: 1, nextAttemptAtMs: nil, error: ""))
+        }
+        let written = DispatchSemaphore(value: 0)
+        journal.appendAll(records) { _ in written.signal() }
+        written.wait()
+        journal.close()
+
+        let relay = try RelayProcess(configPath: configPath, logPath: directory.file("relay.log"), waitForStart: false)
+        defer { relay.kill() }
+        #expect(waitUntil { FileManager.default.fileExists(atPath: directory.path + "/data/journal/journal.lock") })
+        Thread.sleep(forTimeInterval: 0.05)
+        let startedBeforeSignal = relay.started != nil
+        relay.signal(SIGTERM)
+        #expect(!startedBeforeSignal, "recovery finished before the signal, so this run does not test the start")
+        #expect(relay.waitForExit(timeoutSeconds: 60) == 0)
+        #expect(relay.logLines("shutdown requested").count == 1)
+        #expect(relay.logLines("relay stopped").count == 1)
+    }
+
+    static let slowRecoveryRecords = 300_000
 
     @Test func sigtermUnderLoadLosesNothingAcknowledged() throws {
         let sink = try RecordingSink { _, _ in .init(status: 204, delaySeconds: 0.02) }

@@ -110,13 +110,17 @@ public enum RelayCommand {
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
+        // Watched before the relay starts, so that a stop requested during a long journal recovery takes effect
+        // as soon as the start finishes.
+        let termination = TerminationSignals(logger: logger)
+        defer { termination.cancel() }
         let relay = try Relay(config: config, logger: logger)
         let reloadSource = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "reload"))
         reloadSource.setEventHandler {
             self.reload(relay, path: path, levelOverride: levelOverride, logger: logger)
         }
         reloadSource.resume()
-        self.waitForTermination(logger: logger)
+        termination.wait()
         reloadSource.cancel()
         relay.shutdown()
         return 0
@@ -238,29 +242,41 @@ public enum RelayCommand {
         signal(SIGPIPE, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
+        let termination = TerminationSignals(logger: Logger(level: level))
+        defer { termination.cancel() }
         let emulator = CarrierEmulator(settings: settings, logger: Logger(level: level))
         try emulator.start()
-        self.waitForTermination(logger: Logger(level: level))
+        termination.wait()
         emulator.shutdown()
         return 0
     }
 
-    /// Blocks until SIGTERM or SIGINT, which the caller has set to be ignored so a dispatch source takes them.
-    private static func waitForTermination(logger: Logger) {
-        let stop = DispatchSemaphore(value: 0)
-        let signalQueue = DispatchQueue(label: "signals")
-        var sources: [DispatchSourceSignal] = []
-        for number in [SIGTERM, SIGINT] {
-            let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
-            source.setEventHandler {
-                logger.info("shutdown requested", ["signal": .string(number == SIGTERM ? "SIGTERM" : "SIGINT")])
-                stop.signal()
+    /// SIGTERM and SIGINT, taken by dispatch sources from creation on, so the caller must have set both to be
+    /// ignored. `wait` returns once either has arrived, at once if one came before it was called.
+    private final class TerminationSignals {
+        private let stop = DispatchSemaphore(value: 0)
+        private var sources: [DispatchSourceSignal] = []
+
+        init(logger: Logger) {
+            let signalQueue = DispatchQueue(label: "signals")
+            for number in [SIGTERM, SIGINT] {
+                let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
+                source.setEventHandler { [stop] in
+                    logger.info("shutdown requested", ["signal": .string(number == SIGTERM ? "SIGTERM" : "SIGINT")])
+                    stop.signal()
+                }
+                source.resume()
+                self.sources.append(source)
             }
-            source.resume()
-            sources.append(source)
         }
-        stop.wait()
-        sources.forEach { $0.cancel() }
+
+        func wait() {
+            self.stop.wait()
+        }
+
+        func cancel() {
+            self.sources.forEach { $0.cancel() }
+        }
     }
 
     private static func checkConfig(_ arguments: ArraySlice<String>) throws -> Int32 {
