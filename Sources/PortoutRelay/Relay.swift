@@ -153,7 +153,7 @@ public final class Relay: Sendable {
             journal.close()
             throw error
         }
-        // Only once both listeners are up, so that a start that fails sends nothing and changes no job. Requests
+        // Only once both listeners are up, so that a start that fails sends nothing and resumes no job. Requests
         // taken in between queue their deliveries and commands for the engine's thread.
         engine.start()
         replays.resume(replayRestart, logger: logger)
@@ -217,17 +217,14 @@ public final class Relay: Sendable {
                     "replay job not restored",
                     ["path": .string(file.path), "error": .string(reason), "copiedTo": copiedTo.map { .string($0) } ?? .null,
                      "copyError": copyError.map { .string($0) } ?? .null,
-                     "effect": "the entry is dropped at the next save; journaled deliveries of its job still resume"])
+                     "effect": "the entry is left out of the file; journaled deliveries of its job still resume"])
             }
             return contents.jobs
         } catch {
-            // A fresh name each time, so that an earlier unreadable file is never replaced.
-            let movedTo = file.path + ".unreadable-\(WallClock.milliseconds())"
-            let moved = rename(file.path, movedTo) == 0
+            let movedTo = file.moveAside()
             logger.error(
                 "replay jobs not restored",
-                ["path": .string(file.path), "error": .string("\(error)"),
-                 "movedTo": moved ? .string(movedTo) : .null])
+                ["path": .string(file.path), "error": .string("\(error)"), "movedTo": movedTo.map { .string($0) } ?? .null])
             return []
         }
     }

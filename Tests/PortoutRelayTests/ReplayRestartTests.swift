@@ -254,19 +254,25 @@ struct ReplayRestartTests {
             good.replacingOccurrences(of: "completed", with: "failed"),
             good.replacingOccurrences(of: "rpl_good", with: "rpl_huge").replacingOccurrences(of: "\"completed\"}", with: "\"completed\", \"queued\": 9e18}"),
             good.replacingOccurrences(of: "rpl_good", with: "rpl_less").replacingOccurrences(of: "\"completed\"}", with: "\"completed\", \"stranded\": -1}"),
+            good.replacingOccurrences(of: "rpl_good", with: "rpl_half").replacingOccurrences(of: "\"completed\"}", with: "\"completed\", \"delivered\": 1.5}"),
+            good.replacingOccurrences(of: "rpl_good", with: "rpl_kind").replacingOccurrences(of: "\"replay\"", with: "\"bogus\""),
+            good.replacingOccurrences(of: "rpl_good", with: ""),
         ]
         let text = #"{"replays": ["# + entries.joined(separator: ", ") + "]}"
         try Data(text.utf8).write(to: URL(fileURLWithPath: Self.jobFile(harness).path))
 
         let contents = try Self.jobFile(harness).load()
         #expect(contents.jobs.map(\.id) == ["rpl_good"])
-        #expect(contents.rejectedEntries.count == 6)
+        #expect(contents.rejectedEntries.count == 9)
         #expect(contents.rejectedEntries.first == "replays[0] is not a complete job")
         #expect(contents.rejectedEntries.contains("replays[2] has an empty filter"))
         #expect(contents.rejectedEntries.contains { $0.hasPrefix("replays[3] has an invalid filter: status") })
         #expect(contents.rejectedEntries.contains("replays[4] repeats the id rpl_good of an earlier entry"))
-        #expect(contents.rejectedEntries.contains("replays[5] has queued 9000000000000000000, outside 0 to 281474976710656"))
-        #expect(contents.rejectedEntries.last == "replays[6] has stranded -1, outside 0 to 281474976710656")
+        #expect(contents.rejectedEntries.contains("replays[5] has queued 9000000000000000000, not an integer from 0 to 281474976710656"))
+        #expect(contents.rejectedEntries.contains("replays[6] has stranded -1, not an integer from 0 to 281474976710656"))
+        #expect(contents.rejectedEntries.contains("replays[7] has delivered 1.5, not an integer from 0 to 281474976710656"))
+        #expect(contents.rejectedEntries.contains("replays[8] has kind bogus, not one of replay, redelivery, recovered"))
+        #expect(contents.rejectedEntries.last == "replays[9] is not a complete job")
 
         try harness.start()
         let copies = try Self.copiesAside(harness)
@@ -345,7 +351,10 @@ struct ReplayRestartTests {
         progress.delivered = 1
         progress.stranded = 1
         let job = ReplayJob(id: "rpl_s", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: progress)
-        let registry = ReplayRegistry(logger: Logger(level: .error))
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let file = ReplayJobFile(dataDirectory: directory.path)
+        let registry = ReplayRegistry(logger: Logger(level: .error), file: file)
         registry.restore([job])
         #expect(job.jsonValue.objectValue?["notConfigured"] == 1)
 
@@ -357,6 +366,11 @@ struct ReplayRestartTests {
         #expect(reported?["delivered"] == 2)
         #expect(reported?["notConfigured"] == 0)
         #expect(reported?["status"] == "completed")
+        // A finished job is read back from the file, so the move is saved.
+        registry.flush()
+        let saved = try #require(try file.load().jobs.first)
+        #expect(saved.jsonValue.objectValue?["queued"] == 2)
+        #expect(saved.jsonValue.objectValue?["notConfigured"] == 0)
     }
 
     /// Pending deliveries of a replay with no saved job get a job of their own, counted like a saved one.

@@ -363,7 +363,7 @@ struct ReplayTests {
         #expect(Self.listedIDs(completed) == ["rpl_2"])
         #expect(completed["nextStartingAfter"] == "rpl_2")
 
-        let twoStatuses = try Self.json(try Self.admin(harness, "GET", "/admin/replays?status=failed,running"))
+        let twoStatuses = try Self.json(try Self.admin(harness, "GET", "/admin/replays?status=failed,,running,"))
         #expect(Self.listedIDs(twoStatuses) == ["rpl_3", "rpl_1"])
 
         let all = try Self.json(try Self.admin(harness, "GET", "/admin/replays"))
@@ -372,7 +372,7 @@ struct ReplayTests {
     }
 
     @Test(arguments: [
-        ("status=done", "status"), ("status=running,", "status"), ("limit=0", "limit"), ("limit=201", "limit"), ("startingAfter=rpl_gone", "startingAfter"),
+        ("status=done", "status"), ("status=,", "status"), ("limit=0", "limit"), ("limit=201", "limit"), ("startingAfter=rpl_gone", "startingAfter"),
         ("tenant=t1", "tenant"),
     ])
     func replayListRejectsBadQuery(query: String, field: String) throws {
@@ -570,5 +570,13 @@ struct ReplayCommandTests {
         let unwaited = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "0"])
         #expect(unwaited.lines.last?.hasPrefix("listed as ") == true, "\(unwaited.lines)")
         #expect(try file.load().jobs.count == 3)
+
+        // An unreadable file is moved aside, as the relay's start does, and the job starts a new one.
+        try Data(#"{"replays": ["#.utf8).write(to: URL(fileURLWithPath: file.path))
+        let afterUnreadable = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "20"])
+        #expect(afterUnreadable.lines.contains { $0.contains("could not be read") && $0.contains("it was moved to") })
+        #expect(afterUnreadable.lines.last?.hasPrefix("listed as ") == true, "\(afterUnreadable.lines)")
+        #expect(try file.load().jobs.count == 1)
+        #expect(try ReplayRestartTests.copiesAside(harness).count == 2)
     }
 }

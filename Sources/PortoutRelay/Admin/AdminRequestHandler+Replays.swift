@@ -126,10 +126,9 @@ extension AdminRequestHandler {
         }
         var statuses: Set<ReplayJob.Status>?
         if let text = parameters["status"] {
-            let parsed = text.split(separator: ",", omittingEmptySubsequences: false).map {
-                ReplayJob.Status(rawValue: String($0))
-            }
-            if parsed.contains(nil) {
+            // Empty items are skipped, as in the replay filter's `status`.
+            let parsed = text.split(separator: ",").map { ReplayJob.Status(rawValue: String($0)) }
+            if parsed.isEmpty || parsed.contains(nil) {
                 let names = ReplayJob.Status.allCases.map(\.rawValue).joined(separator: ", ")
                 issues.append(ValidationIssue(field: "status", message: "must be one or more of \(names), comma-separated"))
             }

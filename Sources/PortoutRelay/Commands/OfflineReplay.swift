@@ -83,6 +83,9 @@ struct OfflineReplay {
             "destination \(destination) is \(mode.rawValue); its deliveries wait until it is resumed, after the relay starts")
     }
 
+    /// How long attempts in flight when the wait ends get to finish before the command exits.
+    static let shutdownGraceMs: Int64 = 5000
+
     /// How long the command waits for a replay's deliveries to be journaled and queued, before `--wait` starts.
     static let queueingLimitSeconds = 60.0
 
@@ -109,7 +112,7 @@ struct OfflineReplay {
             configured.contains(DeliveryEngine.key(tenant: $0.tenant, destination: $0.destination))
         })
         engine.start()
-        defer { engine.shutdown(graceMs: 5000) }
+        defer { engine.shutdown(graceMs: Self.shutdownGraceMs) }
 
         let jobs = ReplayJobs(
             registry: registry, dataDirectory: self.dataDirectory, journal: journal, engine: engine,
@@ -139,10 +142,10 @@ struct OfflineReplay {
         let progress = job.progress.withLock { $0 }
         if !job.isFinished {
             let verb = progress.queued - progress.settled == 1 ? "is" : "are"
-            let state = heldDestinations.isEmpty ? "\(verb) still retrying" : "\(verb) held or still retrying"
+            let state = heldDestinations.isEmpty ? "\(verb) in flight or retrying" : "\(verb) held, in flight or retrying"
             self.progress.line(
                 "\(ReplayProgressPrinter.deliveries(progress.queued - progress.settled)) \(state) after \(Int(self.waitSeconds)) s; "
-                    + "they stay in the journal and go out when the relay starts")
+                    + "attempts in flight get \(Self.shutdownGraceMs / 1000) s to finish, and the rest go out when the relay starts")
         }
         if progress.alreadyPending > 0 {
             self.progress.line(
@@ -156,17 +159,22 @@ struct OfflineReplay {
         return progress.status == .completed && progress.deadLettered == 0 && progress.notConfigured == 0 ? 0 : 1
     }
 
-    /// Reads the relay's saved jobs, and reports each entry left out as the relay's start would.
+    /// Reads the relay's saved jobs, and reports each entry left out, or moves an unreadable file aside, as the
+    /// relay's start would.
     private func savedJobs() -> Result<[ReplayJob], any Error> {
         let file = ReplayJobFile(dataDirectory: self.dataDirectory)
-        return Result {
+        do {
             let (contents, copiedTo, copyError) = try file.loadForUpdate()
             for reason in contents.rejectedEntries {
                 let copy = copiedTo.map { "copied to \($0)" } ?? "not copied aside"
                 let failure = copyError.map { "; \($0)" } ?? ""
                 self.progress.line("\(file.path): \(reason), so it is left out (file \(copy)\(failure))")
             }
-            return contents.jobs
+            return .success(contents.jobs)
+        } catch {
+            guard let movedTo = file.moveAside() else { return .failure(error) }
+            self.progress.line("\(file.path) could not be read (\(error)), so its jobs are left out; it was moved to \(movedTo)")
+            return .success([])
         }
     }
 

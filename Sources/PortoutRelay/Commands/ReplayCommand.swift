@@ -248,8 +248,11 @@ struct OnlineReplay {
                     else { return nil }
                     return "\(field) \(text)"
                 }
-                let hint = object?["hint"]?.stringValue.map { [$0] } ?? []
-                throw CommandError(([message] + details + hint).joined(separator: "; "))
+                var text = ([message] + details).joined(separator: "; ")
+                if let hint = object?["hint"]?.stringValue {
+                    text += (text.hasSuffix(".") ? " " : ". ") + hint
+                }
+                throw CommandError(text)
             }
             return object
         }

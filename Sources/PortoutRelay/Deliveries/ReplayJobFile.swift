@@ -1,3 +1,4 @@
+import Foundation
 import PortoutCore
 import PortoutDelivery
 import PortoutJournal
@@ -67,7 +68,7 @@ struct ReplayJobFile: Sendable {
     /// Writes a copy of the file beside it, under a fresh name so that no earlier copy is replaced, and returns
     /// that name.
     private func copyAside() throws -> String {
-        let copy = self.path + ".unreadable-\(WallClock.milliseconds())"
+        let copy = self.asideName()
         guard let bytes = try DurableFile.read(path: self.path) else {
             throw ControlFileError(path: self.path, reason: "the file no longer exists")
         }
@@ -96,13 +97,28 @@ struct ReplayJobFile: Sendable {
         return .object(object)
     }
 
+    /// Renames an unreadable file out of the way, so that the next save does not replace what an operator may
+    /// want to inspect. Returns the new name, or nil if the rename failed and the next save replaces the file.
+    func moveAside() -> String? {
+        let movedTo = self.asideName()
+        return rename(self.path, movedTo) == 0 ? movedTo : nil
+    }
+
+    /// Returns a fresh name beside the file each time, so that no earlier copy is replaced.
+    private func asideName() -> String {
+        self.path + ".unreadable-\(WallClock.milliseconds())"
+    }
+
     /// Reads one entry, or returns what is wrong with it, worded to follow its JSON path, such as `replays[3]`.
     private static func job(from entry: JSONValue) -> Result<ReplayJob, EntryFault> {
-        guard let object = entry.objectValue, let id = object["id"]?.stringValue,
+        guard let object = entry.objectValue, let id = object["id"]?.stringValue, !id.isEmpty,
             let kind = object["kind"]?.stringValue, let filterObject = object["filter"]?.objectValue,
             let createdAtMs = object["createdAtMs"]?.intValue,
             let status = object["status"]?.stringValue.flatMap(ReplayJob.Status.init(rawValue:))
         else { return .failure(EntryFault("is not a complete job")) }
+        guard ReplayJob.kinds.contains(kind) else {
+            return .failure(EntryFault("has kind \(kind), not one of \(ReplayJob.kinds.joined(separator: ", "))"))
+        }
         let filter: DeliveryFilter
         switch DeliveryFilter.parse({ filterObject[$0] }) {
         case .failure(let failure):
@@ -122,10 +138,10 @@ struct ReplayJobFile: Sendable {
         progress.error = object["error"]?.stringValue
         let counts = [("stranded", \ReplayJob.Progress.stranded)] + ReplayJob.Progress.countFields
         for (name, field) in counts {
-            let count = object[name]?.intValue ?? 0
+            guard let value = object[name] else { continue }
             // Counts are added together when a job is reported or carried on, so a huge one would overflow.
-            guard (0...Self.maxCount).contains(count) else {
-                return .failure(EntryFault("has \(name) \(count), outside 0 to \(Self.maxCount)"))
+            guard let count = value.intValue, (0...Self.maxCount).contains(count) else {
+                return .failure(EntryFault("has \(name) \(JSONWriter.encodeString(value)), not an integer from 0 to \(Self.maxCount)"))
             }
             progress[keyPath: field] = count
         }

@@ -54,6 +54,7 @@ final class ReplayJob: Sendable {
     /// The kind of a job made at start for a replay found in the journal without a saved job. Its filter is
     /// empty, standing for unknown.
     static let recoveredKind = "recovered"
+    static let kinds = ["replay", "redelivery", recoveredKind]
 
     let id: String
     /// `replay` for a journal replay, `redelivery` for dead letters chosen from the list, or `recoveredKind`.
@@ -205,12 +206,15 @@ final class ReplayRegistry: Sendable {
     /// Counts a settled attempt of a job's delivery; called on the delivery thread.
     func settled(replayID: String, outcome: AttemptOutcome) {
         guard let job = self.job(replayID) else { return }
+        var movedStranded = false
         let finalStatus = job.progress.withLock { progress -> ReplayJob.Status? in
             // A settlement past `queued` is one of the stranded deliveries, sent after a start that found its
             // destination configured again. It moves from `notConfigured` to `queued`.
             if outcome.isFinal && progress.settled >= progress.queued && progress.stranded > 0 {
                 progress.stranded -= 1
                 progress.queued += 1
+                // A finished job's counts are read from the file at the next start, not from the journal.
+                movedStranded = true
             }
             switch outcome {
             case .delivered: progress.delivered += 1
@@ -223,6 +227,8 @@ final class ReplayRegistry: Sendable {
         }
         if let finalStatus {
             self.finish(job, status: finalStatus)
+        } else if movedStranded {
+            self.save()
         }
     }
 
