@@ -25,6 +25,16 @@ struct OfflineReplay {
         var unsettled = UnsettledDeliveries()
         let journal = try self.openJournal(logger: logger, unsettled: &unsettled)
         defer { journal.close() }
+        // Checked before the scan, which can take long on a large journal.
+        let saved = self.dryRun ? .success([]) : self.savedJobs()
+        if case .success(let jobs) = saved {
+            let unfinished = jobs.count { !$0.isFinished }
+            if unfinished >= ReplayRegistry.maxUnfinishedJobs {
+                let error = AdminRequestHandler.tooManyReplays(unfinished: unfinished)
+                throw CommandError(
+                    "\(error.message) Start the relay and cancel one with DELETE /admin/replays/{id}, or wait for one to finish.")
+            }
+        }
         let matches: [ReplayScan.Match]
         switch ReplayScan.run(dataDirectory: self.dataDirectory, filter: self.filter) {
         case .failure(let failure): throw CommandError(failure.description)
@@ -53,7 +63,8 @@ struct OfflineReplay {
             }
             return 0
         }
-        return try self.deliver(matches, pending: unsettled.pendingDeliveries(), journal: journal, logger: logger)
+        return try self.deliver(
+            matches, pending: unsettled.pendingDeliveries(), saved: saved, journal: journal, logger: logger)
     }
 
     /// Opens the journal, which recovers it as a start of the relay would, and takes its lock.
@@ -89,18 +100,11 @@ struct OfflineReplay {
     /// How long the command waits for a replay's deliveries to be journaled and queued, before `--wait` starts.
     static let queueingLimitSeconds = 60.0
 
+    /// Queues and sends the matches as a job, waits for them, and adds the job to `saved` in the file.
     private func deliver(
-        _ matches: [ReplayScan.Match], pending: [PendingDelivery], journal: Journal, logger: Logger
+        _ matches: [ReplayScan.Match], pending: [PendingDelivery], saved: Result<[ReplayJob], any Error>,
+        journal: Journal, logger: Logger
     ) throws -> Int32 {
-        let saved = self.savedJobs()
-        if case .success(let jobs) = saved {
-            let unfinished = jobs.count { !$0.isFinished }
-            if unfinished >= ReplayRegistry.maxUnfinishedJobs {
-                let error = AdminRequestHandler.tooManyReplays(unfinished: unfinished)
-                throw CommandError(
-                    "\(error.message) Start the relay and cancel one with DELETE /admin/replays/{id}, or wait for one to finish.")
-            }
-        }
         let job = ReplayJob(kind: "replay", filter: self.filter)
         let registry = ReplayRegistry(logger: logger)
         registry.add(job)
