@@ -207,8 +207,8 @@ public final class Relay: Sendable {
 
     /// Reads the replay jobs saved before this start. An unreadable file is logged and moved aside, so that the
     /// next save does not replace what an operator may want to inspect. If it cannot be moved, the log line reports
-    /// that, and the next save replaces it. A file with some bad entries is copied aside in the same way, and
-    /// each bad entry is logged.
+    /// that, and the next save replaces it. A file with some bad entries is copied aside in the same way and
+    /// rewritten with the good ones, and each bad entry is logged.
     private static func savedReplays(_ file: ReplayJobFile, logger: Logger) -> [ReplayJob] {
         do {
             let (contents, copiedTo, copyError) = try file.loadForUpdate()

@@ -426,14 +426,7 @@ struct ReplayRestartTests {
         #expect(recovered["status"] == "running")
         #expect(recovered["queued"] == 3)
         #expect(recovered["filter"] == .object(JSONObject()))
-        let cancel = try ReplayTests.admin(harness, "DELETE", "/admin/replays/\(id)")
-        #expect(cancel.status == 200)
-        let cancelled = try ReplayTests.waitForJob(harness, id, status: "cancelled")
-        #expect(cancelled["withdrawn"] == 3)
-
-        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
-        Thread.sleep(forTimeInterval: 0.5)
-        #expect(sink.received.count == 3)
+        try ReplayTests.cancelPausedReplay(harness, id, withdrawn: 3, sink: sink, received: 3)
         // Saved now, the job is restored as it is at the next start.
         try harness.restart()
         #expect(try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))["kind"] == "recovered")

@@ -28,7 +28,7 @@ struct OfflineReplay {
         // Checked before the scan, which can take long on a large journal.
         let saved = self.dryRun ? .success([]) : self.savedJobs()
         if case .success(let jobs) = saved {
-            let unfinished = jobs.count { !$0.isFinished }
+            let unfinished = ReplayRegistry.unfinishedCount(of: jobs)
             if unfinished >= ReplayRegistry.maxUnfinishedJobs {
                 let error = AdminRequestHandler.tooManyReplays(unfinished: unfinished)
                 throw CommandError(

@@ -24,7 +24,12 @@ struct ReplayJobFile: Sendable {
     /// Reads the saved jobs, oldest first. A missing file means there are none. An entry that is not a complete
     /// job is left out and named in `rejectedEntries`, so that one bad entry does not cost the others.
     func load() throws -> Contents {
-        guard let bytes = try DurableFile.read(path: self.path) else { return Contents() }
+        try self.read().contents
+    }
+
+    /// Reads the file once, returning its bytes beside what they hold, so that a copy is of what was read.
+    private func read() throws -> (contents: Contents, bytes: [UInt8]) {
+        guard let bytes = try DurableFile.read(path: self.path) else { return (Contents(), []) }
         guard let entries = try JSONParser.parse(bytes).objectValue?["replays"]?.arrayValue else {
             throw ControlFileError(path: self.path, reason: "the file has no \"replays\" array")
         }
@@ -40,18 +45,18 @@ struct ReplayJobFile: Sendable {
                 contents.jobs.append(job)
             }
         }
-        return contents
+        return (contents, bytes)
     }
 
     /// Reads the saved jobs for a process that will save them again. When some entries were left out, the file is
     /// copied aside and then rewritten with the good entries only. `copiedTo` is the copy's path, or nil when no
     /// copy was needed or it failed. `copyError` names what failed, copying or rewriting.
     func loadForUpdate() throws -> (contents: Contents, copiedTo: String?, copyError: String?) {
-        let contents = try self.load()
+        let (contents, bytes) = try self.read()
         guard !contents.rejectedEntries.isEmpty else { return (contents, nil, nil) }
-        let copy: String
+        let copy = self.asideName()
         do {
-            copy = try self.copyAside()
+            try DurableFile.replace(path: copy, with: bytes)
         } catch {
             return (contents, nil, "\(error)")
         }
@@ -63,17 +68,6 @@ struct ReplayJobFile: Sendable {
             return (contents, copy, "rewriting the file failed: \(error)")
         }
         return (contents, copy, nil)
-    }
-
-    /// Writes a copy of the file beside it, under a fresh name so that no earlier copy is replaced, and returns
-    /// that name.
-    private func copyAside() throws -> String {
-        let copy = self.asideName()
-        guard let bytes = try DurableFile.read(path: self.path) else {
-            throw ControlFileError(path: self.path, reason: "the file no longer exists")
-        }
-        try DurableFile.replace(path: copy, with: bytes)
-        return copy
     }
 
     func save(_ jobs: [ReplayJob]) throws(SystemError) {
@@ -191,7 +185,8 @@ struct ReplayRestart {
     /// Jobs whose cancellation was requested or done before the stop and that still have deliveries pending.
     var cancels: [ReplayJob] = []
     /// Jobs made for replays whose deliveries are pending in the journal but which have no saved job, because
-    /// `replays.json` could not be written or an offline replay stopped before saving it. They are in `jobs` too.
+    /// `replays.json` could not be written, its entry was left out, or an offline replay stopped before saving
+    /// it. They are in `jobs` too.
     var recovered: [ReplayJob] = []
 
     /// Brings `saved` up to date. `pending` are the deliveries the journal shows as unsettled, and `configured`

@@ -134,7 +134,7 @@ final class ReplayRegistry: Sendable {
     @discardableResult
     func add(_ job: ReplayJob) -> Bool {
         let added = self.jobs.withLock { jobs -> Bool in
-            guard jobs.values.count(where: { !$0.isFinished }) < Self.maxUnfinishedJobs else { return false }
+            guard Self.unfinishedCount(of: jobs.values) < Self.maxUnfinishedJobs else { return false }
             jobs[job.id] = job
             return true
         }
@@ -194,7 +194,11 @@ final class ReplayRegistry: Sendable {
     }
 
     var unfinishedCount: Int {
-        self.jobs.withLock { $0.values.count(where: { !$0.isFinished }) }
+        self.jobs.withLock { Self.unfinishedCount(of: $0.values) }
+    }
+
+    static func unfinishedCount(of jobs: some Sequence<ReplayJob>) -> Int {
+        jobs.count { !$0.isFinished }
     }
 
     /// Returns every job, newest first, and by id among jobs created in the same millisecond, so that pages
