@@ -64,6 +64,38 @@ struct EventValidatorTests {
         #expect((try? JSONParser.parse("{\(many)}"))?.objectValue?.members.count == 40)
     }
 
+    /// Lookups start where the last one ended, so the same fields in any order must still all be found.
+    @Test func fieldsInAnyOrderValidate() throws {
+        let envelope = try #require(try JSONParser.parse(Self.envelope).objectValue)
+        let data = try #require(envelope["data"]?.objectValue)
+        var reordered = JSONObject(envelope.members.reversed())
+        reordered["data"] = .object(JSONObject(data.members.reversed()))
+        #expect(try EventValidator.validate(.object(reordered)).get() == Self.validate(Self.envelope).get())
+        reordered["user"] = nil
+        reordered["data"] = .object(JSONObject(data.members.filter { $0.key != "user" }.reversed()))
+        guard case .failure(let failure) = EventValidator.validate(.object(reordered)) else {
+            Issue.record("an event without data.user was accepted")
+            return
+        }
+        #expect(failure.issues == [ValidationIssue(field: "data.user", message: "is required")])
+    }
+
+    @Test func lookupFromAPositionWrapsAround() throws {
+        let object = try #require(try JSONParser.parse(#"{"a":1,"b":2,"c":3}"#).objectValue)
+        var position = 2
+        #expect(object.value(forKey: "a", searchingFrom: &position) == .number(1))
+        #expect(position == 1)
+        #expect(object.value(forKey: "c", searchingFrom: &position) == .number(3))
+        #expect(position == 3)
+        #expect(object.value(forKey: "b", searchingFrom: &position) == .number(2))
+        #expect(object.value(forKey: "d", searchingFrom: &position) == nil)
+        #expect(position == 2)
+        position = -5
+        #expect(object.value(forKey: "c", searchingFrom: &position) == .number(3))
+        var empty = 0
+        #expect(JSONObject().value(forKey: "a", searchingFrom: &empty) == nil)
+    }
+
     /// Keys that are canonically equivalent but spelled differently are two keys both to the duplicate check and
     /// to lookup, so a lookup never returns a member under another key's spelling.
     @Test func equivalentKeySpellingsStayDistinct() throws {
@@ -73,5 +105,8 @@ struct EventValidatorTests {
         #expect(object["\u{212A}"] == .number(2))
         #expect(object["caf\u{E9}"] == .number(3))
         #expect(object["cafe\u{301}"] == .number(4))
+        var position = 0
+        #expect(object.value(forKey: "\u{212A}", searchingFrom: &position) == .number(2))
+        #expect(object.value(forKey: "cafe\u{301}", searchingFrom: &position) == .number(4))
     }
 }

@@ -32,6 +32,9 @@ public struct ValidationFailure: Error, Sendable, Equatable {
 
 private struct FieldChecker {
     var issues: [ValidationIssue] = []
+    /// The member index at which the next lookup starts. The checks below ask for fields in the order the reference lists them,
+    /// which is the order the carrier sends, so each lookup usually finds its field at the first try.
+    var position = 0
 
     mutating func fail(_ path: String, _ message: String) {
         self.issues.append(ValidationIssue(field: path, message: message))
@@ -139,7 +142,7 @@ private struct FieldChecker {
     }
 
     mutating func value(_ object: JSONObject, _ path: String, _ key: String) -> JSONValue? {
-        guard let value = object[key] else {
+        guard let value = object.value(forKey: key, searchingFrom: &self.position) else {
             self.fail(Self.join(path, key), "is required")
             return nil
         }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// A parsed JSON value.
 ///
 /// Objects keep their members in document order; the parser rejects duplicate keys, so a lookup by key is
@@ -86,6 +88,23 @@ public struct JSONObject: Sendable, Equatable {
         }
     }
 
+    /// Looks up a member from `position` to the end and then from the start, and moves `position` past the
+    /// member found. A reader that asks for members in about the order they were written finds each at the
+    /// first try, where the subscript compares every key before it.
+    public func value(forKey key: String, searchingFrom position: inout Int) -> JSONValue? {
+        let count = self.members.count
+        guard count > 0 else { return nil }
+        var index = min(max(position, 0), count) % count
+        for _ in 0..<count {
+            if Self.sameKey(self.members[index].key, key) {
+                position = index + 1
+                return self.members[index].value
+            }
+            index = index + 1 == count ? 0 : index + 1
+        }
+        return nil
+    }
+
     /// Compares keys by their UTF-8 bytes, as the parser does when it rejects duplicates. String equality would
     /// match canonically equivalent spellings ("K" and the Kelvin sign U+212A), so a lookup could find a member
     /// the duplicate check let through under another spelling.
@@ -93,9 +112,11 @@ public struct JSONObject: Sendable, Equatable {
         let left = lhs.utf8
         let right = rhs.utf8
         guard left.count == right.count else { return false }
+        // memcmp, because the generic `elementsEqual` over two buffers compiled to a byte-by-byte loop. Under
+        // callgrind, key comparison with it took 7 percent of the instructions of an accepted event.
         let compared = left.withContiguousStorageIfAvailable { leftBytes in
             right.withContiguousStorageIfAvailable { rightBytes in
-                leftBytes.elementsEqual(rightBytes)
+                leftBytes.isEmpty || memcmp(leftBytes.baseAddress!, rightBytes.baseAddress!, leftBytes.count) == 0
             }
         }
         if let compared, let result = compared {
