@@ -59,6 +59,7 @@ extension DeliveryEngine {
             guard running else { return completion(nil) }
             defer { self.endReplayWindow() }
             var submission = ReplaySubmission()
+            var journaledAgain = false
             let now = WallClock.milliseconds()
             for (delivery, record) in zip(deliveries, records) {
                 let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
@@ -71,14 +72,20 @@ extension DeliveryEngine {
                     continue
                 }
                 // Held like an outcome, so it reaches the journal after the owner's final outcome and before
-                // any attempt of the copy. It is written without a sync of its own, as outcomes are.
+                // any attempt of the copy.
                 let settled = DeliveryKey(sequence: delivery.sequence, destination: delivery.destination)
                 if self.loop.settledInReplayWindow.contains(settled) {
                     self.loop.hold(.replay(record), nowMs: now)
+                    journaledAgain = true
                 }
                 runtime.queue.enqueue(delivery)
                 submission.queued += 1
                 self.updateCounters(key) { $0.pending = runtime.queue.count }
+            }
+            if journaledAgain {
+                // Synced at once, because outcomes alone wait for the next durable write, and an idle relay may
+                // not make one for minutes. A power loss before then would lose the copy.
+                self.journalOutcomes(force: true, durable: true)
             }
             completion(submission)
         }

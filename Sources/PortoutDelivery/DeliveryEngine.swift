@@ -258,7 +258,9 @@ public final class DeliveryEngine: Sendable {
     ///
     /// Outcomes are advisory: if a crash loses one, the attempt is made again after the restart, which
     /// at-least-once delivery allows. So they are not synced on their own, and a failed write is only logged.
-    func journalOutcomes(force: Bool) {
+    /// `durable` syncs the batch. A replay record held among the outcomes needs that, since no retry makes up
+    /// for its loss.
+    func journalOutcomes(force: Bool, durable: Bool = false) {
         guard let heldSince = self.loop.outcomesHeldSinceMs else { return }
         let isDue = force || self.loop.outcomes.count >= Self.outcomeBatchRecords || self.loop.inFlightCount == 0
             || WallClock.milliseconds() - heldSince >= Self.outcomeHoldMs
@@ -266,12 +268,17 @@ public final class DeliveryEngine: Sendable {
         self.loop.outcomesHeldSinceMs = nil
         let count = self.loop.outcomes.count
         let logger = self.logger
-        self.journal.appendAdvisory(self.loop.outcomes) { result in
+        let completion: Journal.Completion = { result in
             if case .failure(let error) = result {
                 logger.error(
                     "delivery outcomes not journaled",
                     ["error": .string(error.description), "records": .number(Double(count))])
             }
+        }
+        if durable {
+            self.journal.appendAll(self.loop.outcomes, completion: completion)
+        } else {
+            self.journal.appendAdvisory(self.loop.outcomes, completion: completion)
         }
         self.loop.outcomes.removeAll(keepingCapacity: true)
     }

@@ -539,7 +539,8 @@ struct ReplayRestartTests {
 
     /// A replay journals its record while the delivery's first attempt is in flight, and the engine takes the
     /// replay's copy after that attempt has settled. The copy is then resumed after a restart, although the
-    /// first attempt's outcome follows the replay's record in the journal.
+    /// first attempt's outcome follows the replay's record in the journal. The replay's record is journaled
+    /// again behind that outcome and synced at once.
     @Test func copyQueuedAfterOwnerSettledSurvivesRestart() throws {
         // The first attempt takes a second, and the copy's first attempt is still in flight at the stop.
         let delays: [Double] = [1, 30]
@@ -569,10 +570,13 @@ struct ReplayRestartTests {
         let deliveries = records.map {
             PendingDelivery(event: $0.event, destination: $0.destination, replayID: $0.replayID, sinceMs: $0.atMs)
         }
+        let syncsBefore = relay.journal.metrics.syncDuration.snapshot().count
         let submitted = Locked<ReplaySubmission?>(nil)
         relay.engine.submitReplay(deliveries, records: records) { submission in submitted.withLock { $0 = submission } }
         #expect(waitUntil { submitted.withLock { $0 }?.queued == 1 })
         #expect(waitUntil { sink.received.count == 2 })
+        // Nothing else writes to the journal now, so only the record journaled again can have been synced.
+        #expect(waitUntil { relay.journal.metrics.syncDuration.snapshot().count > syncsBefore })
 
         try harness.restart()
         #expect(waitUntil { sink.received.count == 3 })
