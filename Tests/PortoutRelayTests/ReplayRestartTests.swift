@@ -291,6 +291,34 @@ struct ReplayRestartTests {
         #expect(try Self.copiesAside(harness).count == 1)
     }
 
+    /// A file with a bad entry that cannot be rewritten stays as it is, and no start leaves a copy of it.
+    @Test func unwritableFileIsNotCopied() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        harness.stop()
+        let good = #"{"id": "rpl_good", "kind": "replay", "filter": {"tenant": "t1"}, "createdAtMs": 5, "status": "completed"}"#
+        let text = #"{"replays": [{"id": 7}, "# + good + "]}"
+        let path = Self.jobFile(harness).path
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        // A directory where the rewrite puts its temporary file makes every save of the file fail.
+        try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
+
+        try harness.start()
+        let list = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays"))
+        #expect(ReplayTests.listedIDs(list) == ["rpl_good"])
+        try harness.restart()
+        #expect(try Self.copiesAside(harness).isEmpty)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == text)
+
+        harness.stop()
+        try FileManager.default.removeItem(atPath: path + ".tmp")
+        try harness.start()
+        #expect(try Self.copiesAside(harness).count == 1)
+        #expect(try Self.jobFile(harness).load().rejectedEntries.isEmpty)
+    }
+
     /// A cancellation saved before its withdrawals reached the journal leaves the deliveries pending after a
     /// crash. They are withdrawn again at start instead of going out.
     @Test func cancelledJobWithPendingDeliveriesIsWithdrawnAgain() throws {

@@ -50,7 +50,8 @@ struct ReplayJobFile: Sendable {
 
     /// Reads the saved jobs for a process that will save them again. When some entries were left out, the file is
     /// copied aside and then rewritten with the good entries only. `copiedTo` is the copy's path, or nil when no
-    /// copy was needed or it failed. `copyError` names what failed, copying or rewriting.
+    /// copy was needed, it failed, or the rewrite failed and left the file as it was. `copyError` names what
+    /// failed, copying or rewriting.
     func loadForUpdate() throws -> (contents: Contents, copiedTo: String?, copyError: String?) {
         let (contents, bytes) = try self.read()
         guard !contents.rejectedEntries.isEmpty else { return (contents, nil, nil) }
@@ -65,6 +66,11 @@ struct ReplayJobFile: Sendable {
         do {
             try self.save(contents.jobs)
         } catch {
+            // A file that cannot be replaced, such as an immutable one, still contains every entry. Its copy is
+            // removed then, or each start would add another.
+            if (try? DurableFile.read(path: self.path)) == bytes, unlink(copy) == 0 {
+                return (contents, nil, "rewriting the file failed, so it was left as it was: \(error)")
+            }
             return (contents, copy, "rewriting the file failed: \(error)")
         }
         return (contents, copy, nil)
