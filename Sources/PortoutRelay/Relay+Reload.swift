@@ -18,7 +18,7 @@ public struct ReloadReport: Sendable {
 
 extension Relay {
     /// Swaps in a new configuration: tenants, their keys, signature checks and destinations, delivery settings,
-    /// the log level and the admin token. Settings of sockets, the journal and memory (`listen`, `dataDir`,
+    /// the log level, the admin token and the limit of unfinished replays. Settings of sockets, the journal and memory (`listen`, `dataDir`,
     /// `eventLoops`, `limits`, `journal`, `dedupe`, `admin.listen`, `delivery.maxRetryAfterSeconds`,
     /// `delivery.transferThreads`) keep their old values until a restart, and the report names those that differ.
     ///
@@ -69,6 +69,7 @@ extension Relay {
         note("stalledAfterSeconds", \.stalledAfterSeconds)
         note("operationalWebhook", \.operationalWebhook)
         note("admin.token", \.admin.token)
+        note("admin.maxUnfinishedReplays", \.admin.maxUnfinishedReplays)
         note("delivery", \.delivery)
 
         let destinationChanges = Locked<DestinationChanges?>(nil)
@@ -82,6 +83,7 @@ extension Relay {
         self.ingestor.reload(tenants: effective.tenants)
         self.readAPI.reload(tenants: effective.tenants)
         self.adminSettings.reload(effective.admin)
+        self.replays.registry.maxUnfinishedJobs = effective.admin.maxUnfinishedReplays
         self.stalled.reload(thresholds: effective.stalledAfterSeconds)
         self.operational.reload(effective.operationalWebhook)
         self.logger.setLevel(effective.logLevel)

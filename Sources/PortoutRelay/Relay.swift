@@ -91,7 +91,9 @@ public final class Relay: Sendable {
                 ["replay": .string(job.id), "queued": .number(Double(job.progress.withLock { $0.queued })),
                  "reason": "its deliveries are pending but no saved job has its id; its filter is unknown"])
         }
-        let replayRegistry = ReplayRegistry(logger: logger, file: replayFile) { job in
+        let replayRegistry = ReplayRegistry(
+            logger: logger, file: replayFile, maxUnfinishedJobs: config.admin.maxUnfinishedReplays
+        ) { job in
             operational.send(type: "replay.finished", data: job.jsonValue)
         }
         // Before the engine starts, so that the settlements of a restored job's deliveries are counted.

@@ -183,4 +183,19 @@ extension ConfigTests {
         #expect(guarded.admin.token?.value == "a-long-enough-admin-token")
         #expect(try Self.parse("{\(tenants)}").admin.listen == ListenAddress(host: "127.0.0.1", port: 9090))
     }
+
+    @Test func replayLimitDefaultAndRange() throws {
+        let tenants = #""tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]"#
+        #expect(try Self.parse("{\(tenants)}").admin.maxUnfinishedReplays == 8)
+        let raised = try Self.parse(#"{"admin": {"maxUnfinishedReplays": 64}, \#(tenants)}"#)
+        #expect(raised.admin.maxUnfinishedReplays == 64)
+        for invalid in ["0", "65", "2.5", "\"4\""] {
+            do {
+                _ = try Self.parse(#"{"admin": {"maxUnfinishedReplays": \#(invalid)}, \#(tenants)}"#)
+                Issue.record("maxUnfinishedReplays \(invalid) was accepted")
+            } catch {
+                #expect(error.problems.map(\.path) == ["$.admin.maxUnfinishedReplays"], "\(invalid)")
+            }
+        }
+    }
 }

@@ -42,13 +42,18 @@ final class RelayHarness {
         destinations: String = "[]", verify: String? = nil, tenantExtra: String = "", extra: String = "",
         directory: TemporaryDirectory = TemporaryDirectory()
     ) throws {
-        let verifyJSON = verify ?? #"{"secrets": ["\#(Self.inboundSecret)"]}"#
         try self.init(
-            tenantsJSON: """
-                [{"id": "t1", "projects": ["acme-mobile", "brit-tel"], "verify": \(verifyJSON),
-                  \(tenantExtra.isEmpty ? "" : tenantExtra + ",") "destinations": \(destinations)}]
-                """,
+            tenantsJSON: Self.tenantsJSON(destinations: destinations, verify: verify, tenantExtra: tenantExtra),
             extra: extra, directory: directory)
+    }
+
+    /// Returns the `tenants` array of the convenience initializer, for reloading a relay started with it.
+    static func tenantsJSON(destinations: String = "[]", verify: String? = nil, tenantExtra: String = "") -> String {
+        let verifyJSON = verify ?? #"{"secrets": ["\#(Self.inboundSecret)"]}"#
+        return """
+            [{"id": "t1", "projects": ["acme-mobile", "brit-tel"], "verify": \(verifyJSON),
+              \(tenantExtra.isEmpty ? "" : tenantExtra + ",") "destinations": \(destinations)}]
+            """
     }
 
     var config: RelayConfig {

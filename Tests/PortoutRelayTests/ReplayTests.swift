@@ -393,19 +393,21 @@ struct ReplayTests {
         #expect(details?.compactMap { $0.objectValue?["field"]?.stringValue } == [field])
     }
 
-    /// At most `maxUnfinishedJobs` replays and redeliveries run at once, and finishing one makes room.
+    /// At most `admin.maxUnfinishedReplays` replays and redeliveries run at once, and finishing one or raising
+    /// the limit with a reload makes room.
     @Test func unfinishedReplaysAreLimited() throws {
         // The journal is empty, so nothing is ever sent to this destination.
-        let harness = try RelayHarness(destinations: DeliveryTests.destination("http://127.0.0.1:9"))
+        let admin = #""admin": {"listen": "127.0.0.1:0", "maxUnfinishedReplays": 3}"#
+        let destinations = DeliveryTests.destination("http://127.0.0.1:9")
+        let harness = try RelayHarness(destinations: destinations, extra: admin)
         defer { harness.finish() }
-        let statuses = [ReplayJob.Status](repeating: .running, count: ReplayRegistry.maxUnfinishedJobs - 1) + [.scanning]
-        let jobs = Self.restoreJobs(harness, statuses: [.completed] + statuses)
+        let jobs = Self.restoreJobs(harness, statuses: [.completed, .running, .running, .scanning])
 
         let replay = try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#)
         #expect(replay.status == 429)
         #expect(try Self.json(replay)["code"] == "tooManyReplays")
         let message = try Self.json(replay)["message"]?.stringValue
-        #expect(message == "8 replays and redeliveries are unfinished, and the relay runs at most 8 at once.")
+        #expect(message == "3 replays and redeliveries are unfinished, and the relay runs at most 3 at once (admin.maxUnfinishedReplays).")
         let redelivery = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"tenant": "t1"}"#)
         #expect(redelivery.status == 429)
         #expect(harness.relay!.replays.registry.all().count == jobs.count)
@@ -413,6 +415,22 @@ struct ReplayTests {
         harness.relay!.replays.registry.finish(jobs[1], status: .cancelled)
         let started = try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#)
         #expect(started.status == 202)
+        // It matches nothing, so it completes and leaves the three restored jobs unfinished.
+        _ = try Self.waitForJob(harness, try #require(try Self.json(started)["id"]?.stringValue), status: "completed")
+
+        var progress = ReplayJob.Progress()
+        progress.status = .running
+        let filter = jobs[0].filter
+        harness.relay!.replays.registry.restore([
+            ReplayJob(id: "rpl_more", kind: "replay", filter: filter, createdAtMs: 2_000, progress: progress)
+        ])
+        #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#).status == 429)
+        let raised = try harness.config(
+            tenantsJSON: RelayHarness.tenantsJSON(destinations: destinations),
+            extra: admin.replacingOccurrences(of: ": 3}", with: ": 4}"))
+        #expect(harness.relay!.reload(raised).settingsChanged == ["admin.maxUnfinishedReplays"])
+        let afterReload = try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#)
+        #expect(afterReload.status == 202, "\(String(decoding: afterReload.body, as: UTF8.self))")
     }
 }
 
@@ -550,7 +568,7 @@ struct ReplayCommandTests {
         harness.stop()
         let file = ReplayJobFile(dataDirectory: harness.directory.path + "/data")
         let running = ReplayTests.restoreJobs(
-            nil, statuses: [ReplayJob.Status](repeating: .running, count: ReplayRegistry.maxUnfinishedJobs))
+            nil, statuses: [ReplayJob.Status](repeating: .running, count: AdminConfig().maxUnfinishedReplays))
         try file.save(running)
         do {
             _ = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli"])

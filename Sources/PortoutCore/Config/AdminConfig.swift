@@ -3,6 +3,9 @@ public struct AdminConfig: Sendable {
     public var listen = ListenAddress(host: "127.0.0.1", port: 9090)
     /// Bearer token every admin request must carry; without one, the listener must be on loopback.
     public var token: Secret?
+    /// The maximum number of replays and redeliveries unfinished at once. Each can hold up to a million
+    /// deliveries in memory while it scans or waits, so this bounds the memory they take.
+    public var maxUnfinishedReplays = 8
 
     public init() {}
 }
@@ -23,7 +26,9 @@ extension ConfigReader {
         var admin = AdminConfig()
         let path = "$.admin"
         guard let object = self.object(value, path) else { return admin }
-        self.rejectUnknownKeys(object, path, known: ["listen", "token"])
+        self.rejectUnknownKeys(object, path, known: ["listen", "token", "maxUnfinishedReplays"])
+        admin.maxUnfinishedReplays = self.integer(
+            object, "maxUnfinishedReplays", path, default: admin.maxUnfinishedReplays, range: 1...64)
         if let text = self.optionalString(object, "listen", path) {
             if let parsed = ListenAddress(parsing: text) {
                 admin.listen = parsed

@@ -8,12 +8,18 @@ extension AdminRequestHandler {
     static let maxPageSize = 200
     static let defaultPageSize = 50
 
-    /// Returns the error for a replay or redelivery started while `unfinished` jobs are unfinished.
-    static func tooManyReplays(unfinished: Int) -> APIError {
+    /// Returns the 429 for a replay or redelivery started while `unfinished` jobs are unfinished, where `limit`
+    /// is the configured maximum.
+    static func tooManyReplays(unfinished: Int, limit: Int) -> APIError {
         APIError(
             status: 429, type: "rateLimited", code: "tooManyReplays",
-            message: "\(unfinished) replays and redeliveries are unfinished, and the relay runs at most \(ReplayRegistry.maxUnfinishedJobs) at once.",
+            message: "\(unfinished) replays and redeliveries are unfinished, and the relay runs at most \(limit) at once (admin.maxUnfinishedReplays).",
             hint: "Wait for one to finish, or cancel one with DELETE /admin/replays/{id}.")
+    }
+
+    private func tooManyReplays() -> APIError {
+        let registry = self.replays.registry
+        return Self.tooManyReplays(unfinished: registry.unfinishedCount, limit: registry.maxUnfinishedJobs)
     }
 
     /// `POST /admin/replays`: a filter, and `dryRun` to count and sample the matches instead of queueing them.
@@ -48,7 +54,7 @@ extension AdminRequestHandler {
             return
         }
         guard let job = self.replays.startReplay(filter) else {
-            return respond(HTTPResponse(error: Self.tooManyReplays(unfinished: self.replays.registry.unfinishedCount)))
+            return respond(HTTPResponse(error: self.tooManyReplays()))
         }
         self.logger.info(
             "admin action",
@@ -197,7 +203,7 @@ extension AdminRequestHandler {
         }
         filter.deadLetteredOnly = true
         guard let job = self.replays.startRedelivery(chosen, filter: filter) else {
-            return respond(HTTPResponse(error: Self.tooManyReplays(unfinished: self.replays.registry.unfinishedCount)))
+            return respond(HTTPResponse(error: self.tooManyReplays()))
         }
         self.logger.info(
             "admin action",

@@ -29,8 +29,9 @@ struct OfflineReplay {
         let saved = self.dryRun ? .success([]) : self.savedJobs()
         if case .success(let jobs) = saved {
             let unfinished = ReplayRegistry.unfinishedCount(of: jobs)
-            if unfinished >= ReplayRegistry.maxUnfinishedJobs {
-                let error = AdminRequestHandler.tooManyReplays(unfinished: unfinished)
+            let limit = self.config.admin.maxUnfinishedReplays
+            if unfinished >= limit {
+                let error = AdminRequestHandler.tooManyReplays(unfinished: unfinished, limit: limit)
                 throw CommandError(
                     "\(error.message) Start the relay and cancel one with DELETE /admin/replays/{id}, or wait for one to finish.")
             }

@@ -120,21 +120,31 @@ final class ReplayRegistry: Sendable {
     private let isSaveQueued = Atomic<Bool>(false)
 
     /// Creates the registry; `onFinish` is called once with each job that completes, is cancelled or fails.
-    init(logger: Logger, file: ReplayJobFile? = nil, onFinish: (@Sendable (ReplayJob) -> Void)? = nil) {
+    init(
+        logger: Logger, file: ReplayJobFile? = nil, maxUnfinishedJobs: Int = AdminConfig().maxUnfinishedReplays,
+        onFinish: (@Sendable (ReplayJob) -> Void)? = nil
+    ) {
         self.logger = logger
         self.file = file
+        self.limit = Atomic(maxUnfinishedJobs)
         self.onFinish = onFinish
     }
 
-    /// The maximum number of unfinished jobs. A scan holds up to `ReplayScan.maxDeliveries` matches in memory while
-    /// it waits its turn, and a running job's deliveries wait in the engine's queues, so this bounds both.
-    static let maxUnfinishedJobs = 8
+    /// The maximum number of unfinished jobs, `admin.maxUnfinishedReplays`. A scan holds up to
+    /// `ReplayScan.maxDeliveries` matches in memory while it waits its turn, and a running job's deliveries wait
+    /// in the engine's queues, so this bounds both. A lower limit set by a reload stops no job that is running.
+    var maxUnfinishedJobs: Int {
+        get { self.limit.load(ordering: .relaxed) }
+        set { self.limit.store(newValue, ordering: .relaxed) }
+    }
+
+    private let limit: Atomic<Int>
 
     /// Adds `job` and returns true, unless `maxUnfinishedJobs` jobs are unfinished already.
     @discardableResult
     func add(_ job: ReplayJob) -> Bool {
         let added = self.jobs.withLock { jobs -> Bool in
-            guard Self.unfinishedCount(of: jobs.values) < Self.maxUnfinishedJobs else { return false }
+            guard Self.unfinishedCount(of: jobs.values) < self.maxUnfinishedJobs else { return false }
             jobs[job.id] = job
             return true
         }
@@ -315,7 +325,7 @@ final class ReplayJobs: Sendable {
     }
 
     /// Starts a replay: scans the journal on a background queue, then queues the matches. Returns nil, and
-    /// starts nothing, when `ReplayRegistry.maxUnfinishedJobs` jobs are unfinished.
+    /// starts nothing, when `maxUnfinishedJobs` jobs are unfinished.
     func startReplay(_ filter: DeliveryFilter) -> ReplayJob? {
         let job = ReplayJob(kind: "replay", filter: filter)
         guard self.registry.add(job) else { return nil }
