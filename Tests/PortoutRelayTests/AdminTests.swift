@@ -244,6 +244,7 @@ struct AdminTests {
         #expect(try ids("?tenant=nobody") == [])
         #expect(try Self.admin(harness, "GET", "/admin/stalled?olderThan=soon", token: nil).status == 422)
         #expect(try Self.admin(harness, "GET", "/admin/stalled?status=completed", token: nil).status == 422)
+        #expect(try Self.admin(harness, "GET", "/admin/stalled?olderThan=1s&olderThan=1h", token: nil).status == 422)
 
         let metrics = String(decoding: try Self.admin(harness, "GET", "/metrics", token: nil).body, as: UTF8.self)
         #expect(metrics.contains(#"portout_stalled_port_outs{tenant="t1",status="initiated"} 1"#))

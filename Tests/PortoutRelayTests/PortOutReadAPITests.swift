@@ -86,6 +86,7 @@ struct PortOutReadAPITests {
             "/projects/acme-mobile/portOuts?limit=ten", "/projects/acme-mobile/portOuts?status=lost",
             "/projects/acme-mobile/portOuts?after=a&before=b", "/projects/acme-mobile/portOuts?after=pout_missing",
             "/projects/acme-mobile/portOuts?subscription=%ffx", "/projects/acme-mobile/portOuts?status=completed%zz",
+            "/projects/acme-mobile/portOuts?limit=5&limit=50",
         ] {
             let response = try Self.get(harness, target)
             #expect(response.status == 422, "\(target)")
@@ -93,6 +94,10 @@ struct PortOutReadAPITests {
         }
         let combined = try Self.get(harness, "/projects/acme-mobile/portOuts?after=a&before=b")
         #expect(combined.json?.objectValue?["details"]?.arrayValue?.first?.objectValue?["field"] == "before")
+        let repeated = try Self.get(harness, "/projects/acme-mobile/portOuts?limit=5&limit=50")
+        let issue = repeated.json?.objectValue?["details"]?.arrayValue?.first?.objectValue
+        #expect(issue?["field"] == "limit")
+        #expect(issue?["message"] == "is given more than once")
     }
 
     /// 250 port outs with mixed statuses, paged forward to the end and back to the start.

@@ -381,7 +381,7 @@ struct ReplayTests {
 
     @Test(arguments: [
         ("status=done", "status"), ("status=,", "status"), ("limit=0", "limit"), ("limit=201", "limit"), ("startingAfter=rpl_gone", "startingAfter"),
-        ("tenant=t1", "tenant"),
+        ("tenant=t1", "tenant"), ("limit=5&limit=50", "limit"), ("status=completed&status=failed", "status"), ("limit=%zz", "limit"),
     ])
     func replayListRejectsBadQuery(query: String, field: String) throws {
         let harness = try RelayHarness()

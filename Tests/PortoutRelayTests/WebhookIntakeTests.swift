@@ -55,6 +55,11 @@ struct WebhookIntakeTests {
         let again = try harness.post(body, query: "?project=brit-tel")
         #expect(again.status == 200)
         #expect(again.json?.objectValue?["id"]?.stringValue == id)
+        for query in ["?project=brit-tel&project=acme-mobile", "?project=brit%zz"] {
+            let rejected = try harness.post(Events.bareObject("pout_query", status: "processing"), query: query)
+            #expect(rejected.status == 422, "\(query)")
+            #expect(rejected.json?.objectValue?["code"] == "invalidParameters", "\(query)")
+        }
     }
 
     @Test func schemaFaultsListEveryField() throws {

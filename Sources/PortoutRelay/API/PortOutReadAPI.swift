@@ -122,10 +122,7 @@ final class PortOutReadAPI: Sendable {
     }
 
     static func parseListQuery(_ parameters: QueryParameters) -> Result<PortOutPaging.ListQuery, ValidationFailure> {
-        var issues: [ValidationIssue] = []
-        for name in ["status", "subscription", "after", "before", "limit"] where parameters.malformed.contains(name) {
-            issues.append(ValidationIssue(field: name, message: "is not valid percent-encoded UTF-8"))
-        }
+        var issues = parameters.issues(among: ["status", "subscription", "after", "before", "limit"])
         var statuses = self.defaultStatuses
         if let text = parameters["status"] {
             statuses = []

@@ -80,7 +80,7 @@ extension AdminRequestHandler {
     /// `GET /admin/dead-letters`: filter fields, `limit` and `startingAfter` as query parameters.
     func listDeadLetters(query: Substring?) -> HTTPResponse {
         let parameters = QueryParameters(query)
-        var issues = parameters.malformed.sorted().map { ValidationIssue(field: $0, message: "is not valid percent-encoded UTF-8") }
+        var issues = parameters.issues()
         let known = Set(DeliveryFilter.fieldNames + ["limit", "startingAfter"]).subtracting(["deadLetteredOnly"])
         for name in parameters.names where !known.contains(name) {
             issues.append(ValidationIssue(field: name, message: "is not a parameter of this list"))
@@ -126,7 +126,7 @@ extension AdminRequestHandler {
     /// `GET /admin/replays`: newest first, with `status`, `limit` and `startingAfter` as query parameters.
     func listReplays(query: Substring?) -> HTTPResponse {
         let parameters = QueryParameters(query)
-        var issues = parameters.malformed.sorted().map { ValidationIssue(field: $0, message: "is not valid percent-encoded UTF-8") }
+        var issues = parameters.issues()
         for name in parameters.names where !["status", "limit", "startingAfter"].contains(name) {
             issues.append(ValidationIssue(field: name, message: "is not a parameter of this list"))
         }

@@ -8,7 +8,7 @@ extension AdminRequestHandler {
     /// and `limit` narrow the list.
     func listStalled(query: Substring?) -> HTTPResponse {
         let parameters = QueryParameters(query)
-        var issues = parameters.malformed.sorted().map { ValidationIssue(field: $0, message: "is not valid percent-encoded UTF-8") }
+        var issues = parameters.issues()
         for name in parameters.names where !["olderThan", "tenant", "status", "limit"].contains(name) {
             issues.append(ValidationIssue(field: name, message: "is not a parameter of this list"))
         }

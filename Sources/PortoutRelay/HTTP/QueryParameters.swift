@@ -1,11 +1,16 @@
+import PortoutCore
 import PortoutCrypto
 
-/// The `name=value` pairs of a URL query, percent-decoded; the first occurrence of a name wins.
+/// The `name=value` pairs of a URL query, percent-decoded. A name given more than once keeps its first value
+/// and is listed in `repeated`.
 struct QueryParameters {
     private var values: [String: String] = [:]
     /// Names whose value is not valid percent-encoded UTF-8, so that callers reject them instead of acting as
     /// if the parameter were absent.
     private(set) var malformed: Set<String> = []
+    /// Names given more than once, which callers reject rather than pick one value, since a proxy or cache in
+    /// front of the relay may have picked another.
+    private(set) var repeated: Set<String> = []
 
     init(_ query: Substring?) {
         guard let query else { return }
@@ -21,8 +26,20 @@ struct QueryParameters {
             }
             if self.values[name] == nil {
                 self.values[name] = value
+            } else {
+                self.repeated.insert(name)
             }
         }
+    }
+
+    /// Returns an issue for each malformed or repeated parameter, among `names` only when they are given.
+    func issues(among names: [String]? = nil) -> [ValidationIssue] {
+        guard !self.malformed.isEmpty || !self.repeated.isEmpty else { return [] }
+        let selected = names.map(Set.init)
+        let malformed = self.malformed.filter { selected?.contains($0) ?? true }.sorted()
+        let repeated = self.repeated.subtracting(self.malformed).filter { selected?.contains($0) ?? true }.sorted()
+        return malformed.map { ValidationIssue(field: $0, message: "is not valid percent-encoded UTF-8") }
+            + repeated.map { ValidationIssue(field: $0, message: "is given more than once") }
     }
 
     /// The names of the well-formed parameters.

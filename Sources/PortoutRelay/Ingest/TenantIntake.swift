@@ -10,10 +10,15 @@ struct TenantIntake: Sendable {
 
     /// Applies the tenant's project and type rules and derives the event's keys.
     func classify(_ event: ValidatedEvent, body: [UInt8], query: Substring?) -> Result<IntakeEvent, APIError> {
+        let parameters = QueryParameters(query)
+        let issues = parameters.issues(among: ["project"])
+        guard issues.isEmpty else {
+            return .failure(.unprocessable(code: "invalidParameters", "The project parameter is invalid.", details: issues))
+        }
         let project: String
         if let envelopeProject = event.project {
             project = envelopeProject
-        } else if let requested = QueryParameters(query)["project"] {
+        } else if let requested = parameters["project"] {
             project = requested
         } else if self.config.projects.count == 1 {
             project = self.config.projects[0]
