@@ -32,8 +32,8 @@ public struct ValidationFailure: Error, Sendable, Equatable {
 
 private struct FieldChecker {
     var issues: [ValidationIssue] = []
-    /// The member index at which the next lookup starts. The checks below ask for fields in the order the reference lists them,
-    /// which is the order the carrier sends, so each lookup usually finds its field at the first try.
+    /// The member index at which the next lookup starts. The checks below ask for fields in the order the
+    /// reference lists them, which is the order the carrier sends, so each lookup usually finds its field at once.
     var position = 0
 
     mutating func fail(_ path: String, _ message: String) {
