@@ -55,10 +55,12 @@ struct WebhookIntakeTests {
         let again = try harness.post(body, query: "?project=brit-tel")
         #expect(again.status == 200)
         #expect(again.json?.objectValue?["id"]?.stringValue == id)
-        for query in ["?project=brit-tel&project=acme-mobile", "?project=brit%zz"] {
+        for (index, query) in ["?project=brit-tel&project=acme-mobile", "?project=brit%zz"].enumerated() {
             let rejected = try harness.post(Events.bareObject("pout_query", status: "processing"), query: query)
             #expect(rejected.status == 422, "\(query)")
             #expect(rejected.json?.objectValue?["code"] == "invalidParameters", "\(query)")
+            // An envelope's project is in its body, so the parameter is not read.
+            #expect(try harness.post(Events.portOut("pout_query\(index)", status: "processing"), query: query).status == 202)
         }
     }
 

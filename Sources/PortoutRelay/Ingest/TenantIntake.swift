@@ -10,22 +10,15 @@ struct TenantIntake: Sendable {
 
     /// Applies the tenant's project and type rules and derives the event's keys.
     func classify(_ event: ValidatedEvent, body: [UInt8], query: Substring?) -> Result<IntakeEvent, APIError> {
-        let parameters = QueryParameters(query)
-        let issues = parameters.issues(among: ["project"])
-        guard issues.isEmpty else {
-            return .failure(.unprocessable(code: "invalidParameters", "The project parameter is invalid.", details: issues))
-        }
         let project: String
         if let envelopeProject = event.project {
+            // An envelope names its project, so `?project=` is not read for it.
             project = envelopeProject
-        } else if let requested = parameters["project"] {
-            project = requested
-        } else if self.config.projects.count == 1 {
-            project = self.config.projects[0]
         } else {
-            return .failure(.unprocessable(
-                code: "projectRequired",
-                "A bare portOut object needs a project: add ?project= to the URL, since tenant \(self.config.id) has several."))
+            switch self.bareObjectProject(query) {
+            case .success(let requested): project = requested
+            case .failure(let error): return .failure(error)
+            }
         }
         guard self.config.projects.contains(project) else {
             return .failure(.unprocessable(
@@ -43,6 +36,24 @@ struct TenantIntake: Sendable {
             }
         }
         return .success(IntakeEvent(tenant: self.config, event: event, project: project, body: body))
+    }
+
+    /// Returns the project of a bare `portOut` object, which carries none: `?project=`, or the tenant's only one.
+    private func bareObjectProject(_ query: Substring?) -> Result<String, APIError> {
+        let parameters = QueryParameters(query)
+        let issues = parameters.issues(among: ["project"])
+        guard issues.isEmpty else {
+            return .failure(.unprocessable(code: "invalidParameters", "The project parameter is invalid.", details: issues))
+        }
+        if let requested = parameters["project"] {
+            return .success(requested)
+        }
+        if self.config.projects.count == 1 {
+            return .success(self.config.projects[0])
+        }
+        return .failure(.unprocessable(
+            code: "projectRequired",
+            "A bare portOut object needs a project: add ?project= to the URL, since tenant \(self.config.id) has several."))
     }
 }
 
