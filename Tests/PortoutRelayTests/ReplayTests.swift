@@ -455,6 +455,32 @@ struct ReplayCommandTests {
         return (harness, configPath)
     }
 
+    /// An offline replay counts a replay whose deliveries are pending but whose saved entry is gone, as the
+    /// relay's start does.
+    @Test func offlineReplayCountsRecoveredJobs() throws {
+        let failing = Atomic<Bool>(false)
+        let sink = try RecordingSink { _, _ in failing.load(ordering: .relaxed) ? .init(status: 500) : .init(status: 204) }
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        failing.store(true, ordering: .relaxed)
+        let replay = try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_other"}"#)
+        let id = try #require(try ReplayTests.json(replay)["id"]?.stringValue)
+        #expect(waitUntil { (try? ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)")))?["queued"] == 1 })
+        harness.stop()
+        try Data("not json".utf8).write(to: URL(fileURLWithPath: ReplayJobFile(dataDirectory: harness.directory.path + "/data").path))
+        let limited = harness.configText.replacingOccurrences(
+            of: #""admin": {"listen": "127.0.0.1:0"}"#, with: #""admin": {"listen": "127.0.0.1:0", "maxUnfinishedReplays": 1}"#)
+        try limited.write(toFile: configPath, atomically: true, encoding: .utf8)
+
+        do {
+            _ = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli"])
+            Issue.record("an offline replay started past the limit, counting a recovered replay")
+        } catch let error as CommandError {
+            #expect(error.description.hasPrefix("1 replays and redeliveries are unfinished"), "\(error)")
+        }
+    }
+
     @Test func offlineReplaySendsFromJournal() throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }

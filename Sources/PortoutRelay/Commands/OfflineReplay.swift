@@ -25,10 +25,18 @@ struct OfflineReplay {
         var unsettled = UnsettledDeliveries()
         let journal = try self.openJournal(logger: logger, unsettled: &unsettled)
         defer { journal.close() }
+        let pending = unsettled.pendingDeliveries()
         // Checked before the scan, which can take long on a large journal.
         let saved = self.dryRun ? .success([]) : self.savedJobs()
-        if case .success(let jobs) = saved {
-            let unfinished = ReplayRegistry.unfinishedCount(of: jobs)
+        if !self.dryRun {
+            // The relay also counts a job for each replay whose deliveries are pending and that has no saved
+            // entry, as when the file was unreadable and moved aside.
+            let jobs = (try? saved.get()) ?? []
+            let configured = DeliveryEngine.keys(of: self.config.tenants)
+            let recovered = ReplayRestart.recoveredJobs(saved: jobs, pending: pending.filter {
+                configured.contains(DeliveryEngine.key(tenant: $0.tenant, destination: $0.destination))
+            })
+            let unfinished = ReplayRegistry.unfinishedCount(of: jobs) + recovered.count
             let limit = self.config.admin.maxUnfinishedReplays
             if unfinished >= limit {
                 let error = AdminRequestHandler.tooManyReplays(unfinished: unfinished, limit: limit)
@@ -64,8 +72,7 @@ struct OfflineReplay {
             }
             return 0
         }
-        return try self.deliver(
-            matches, pending: unsettled.pendingDeliveries(), saved: saved, journal: journal, logger: logger)
+        return try self.deliver(matches, pending: pending, saved: saved, journal: journal, logger: logger)
     }
 
     /// Opens the journal, which recovers it as a start of the relay would, and takes its lock.

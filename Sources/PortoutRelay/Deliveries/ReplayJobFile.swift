@@ -49,28 +49,29 @@ struct ReplayJobFile: Sendable {
     }
 
     /// Reads the saved jobs for a process that will save them again. When some entries were left out, the file is
-    /// copied aside and then rewritten with the good entries only. `copiedTo` is the copy's path, or nil when no
-    /// copy was needed, it failed, or the rewrite failed and left the file as it was. `copyError` names what
-    /// failed, copying or rewriting.
+    /// copied aside and then rewritten with the good entries only. A copy made earlier of the same bytes is used
+    /// again, so that a file whose rewrite keeps failing, such as an immutable one, is not copied at every start.
+    /// `copiedTo` is the copy's path, or nil when no copy was needed or it failed. `copyError` names what failed,
+    /// copying or rewriting.
     func loadForUpdate() throws -> (contents: Contents, copiedTo: String?, copyError: String?) {
         let (contents, bytes) = try self.read()
         guard !contents.rejectedEntries.isEmpty else { return (contents, nil, nil) }
-        let copy = self.asideName()
-        do {
-            try DurableFile.replace(path: copy, with: bytes)
-        } catch {
-            return (contents, nil, "\(error)")
+        let copy: String
+        if let earlier = self.copyAside(of: bytes) {
+            copy = earlier
+        } else {
+            copy = self.asideName()
+            do {
+                try DurableFile.replace(path: copy, with: bytes)
+            } catch {
+                return (contents, nil, "\(error)")
+            }
         }
         // Once the copy is safe, the file keeps only the good entries, so the next start does not copy and
         // report the same entries again.
         do {
             try self.save(contents.jobs)
         } catch {
-            // A file that cannot be replaced, such as an immutable one, still contains every entry. Its copy is
-            // removed then, or each start would add another.
-            if (try? DurableFile.read(path: self.path)) == bytes, unlink(copy) == 0 {
-                return (contents, nil, "rewriting the file failed, so it was left as it was: \(error)")
-            }
             return (contents, copy, "rewriting the file failed: \(error)")
         }
         return (contents, copy, nil)
@@ -102,6 +103,21 @@ struct ReplayJobFile: Sendable {
     func moveAside() -> String? {
         let movedTo = self.asideName()
         return rename(self.path, movedTo) == 0 ? movedTo : nil
+    }
+
+    /// Returns the path of a copy beside the file that has exactly `bytes`, or nil if there is none.
+    private func copyAside(of bytes: [UInt8]) -> String? {
+        let file = URL(fileURLWithPath: self.path)
+        let directory = file.deletingLastPathComponent().path
+        let prefix = file.lastPathComponent + ".unreadable-"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names.sorted() where name.hasPrefix(prefix) {
+            let candidate = directory + "/" + name
+            if (try? DurableFile.read(path: candidate)) == bytes {
+                return candidate
+            }
+        }
+        return nil
     }
 
     /// Returns a fresh name beside the file each time, so that no earlier copy is replaced.
@@ -266,7 +282,7 @@ struct ReplayRestart {
 
     /// Makes a running job, with an unknown filter, for each replay id among `pending` that no saved job has.
     /// The restart then counts its deliveries as it does a saved job's, and the API can show and cancel it.
-    private static func recoveredJobs(saved: [ReplayJob], pending: [PendingDelivery]) -> [ReplayJob] {
+    static func recoveredJobs(saved: [ReplayJob], pending: [PendingDelivery]) -> [ReplayJob] {
         let savedIDs = Set(saved.map(\.id))
         var firstQueuedAtMs: [String: Int64] = [:]
         for delivery in pending {
