@@ -219,7 +219,7 @@ public final class Relay: Sendable {
                     "replay job not restored",
                     ["path": .string(file.path), "error": .string(reason), "copiedTo": copiedTo.map { .string($0) } ?? .null,
                      "copyError": copyError.map { .string($0) } ?? .null,
-                     "effect": "the entry is left out of the file; journaled deliveries of its job still resume"])
+                     "effect": "the job is not restored; journaled deliveries of its job still resume"])
             }
             return contents.jobs
         } catch {

@@ -477,7 +477,7 @@ struct ReplayCommandTests {
             _ = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli"])
             Issue.record("an offline replay started past the limit, counting a recovered replay")
         } catch let error as CommandError {
-            #expect(error.description.hasPrefix("1 replays and redeliveries are unfinished"), "\(error)")
+            #expect(error.description.hasPrefix("1 replay or redelivery is unfinished"), "\(error)")
         }
     }
 

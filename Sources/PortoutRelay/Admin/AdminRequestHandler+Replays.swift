@@ -11,9 +11,10 @@ extension AdminRequestHandler {
     /// Returns the 429 for a replay or redelivery started while `unfinished` jobs are unfinished, where `limit`
     /// is the configured maximum.
     static func tooManyReplays(unfinished: Int, limit: Int) -> APIError {
-        APIError(
+        let jobs = unfinished == 1 ? "replay or redelivery is" : "replays and redeliveries are"
+        return APIError(
             status: 429, type: "rateLimited", code: "tooManyReplays",
-            message: "\(unfinished) replays and redeliveries are unfinished, and the relay runs at most \(limit) at once (admin.maxUnfinishedReplays).",
+            message: "\(unfinished) \(jobs) unfinished, and the relay runs at most \(limit) at once (admin.maxUnfinishedReplays).",
             hint: "Wait for one to finish, or cancel one with DELETE /admin/replays/{id}.")
     }
 

@@ -135,6 +135,11 @@ struct ReplayJobFile: Sendable {
         guard ReplayJob.kinds.contains(kind) else {
             return .failure(EntryFault("has kind \(kind), not one of \(ReplayJob.kinds.joined(separator: ", "))"))
         }
+        // A field this version does not know, perhaps written by a later one, would otherwise be dropped, and a
+        // scan run again would then replay more than was asked for.
+        if let unknown = filterObject.keys.first(where: { !DeliveryFilter.fieldNames.contains($0) }) {
+            return .failure(EntryFault("has an invalid filter: \(unknown) is not a filter field"))
+        }
         let filter: DeliveryFilter
         switch DeliveryFilter.parse({ filterObject[$0] }) {
         case .failure(let failure):
