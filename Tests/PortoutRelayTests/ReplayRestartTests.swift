@@ -238,6 +238,9 @@ struct ReplayRestartTests {
         #expect(try Self.jobFile(harness).load().jobs.map(\.id) == [id])
     }
 
+    /// A complete, finished job as `replays.json` saves it, for tests that put bad entries beside it.
+    static let goodEntry = #"{"id": "rpl_good", "kind": "replay", "filter": {"tenant": "t1"}, "createdAtMs": 5, "status": "completed"}"#
+
     /// Entries that are not complete jobs, have an empty filter or repeat an id are left out. The others are
     /// restored, and the file is copied aside as it was.
     @Test func badEntriesAreLeftOut() throws {
@@ -246,7 +249,7 @@ struct ReplayRestartTests {
         let harness = try Self.startWithDelivered(sink)
         defer { harness.finish() }
         harness.stop()
-        let good = #"{"id": "rpl_good", "kind": "replay", "filter": {"tenant": "t1"}, "createdAtMs": 5, "status": "completed"}"#
+        let good = Self.goodEntry
         let entries = [
             #"{"id": 7}"#, good,
             #"{"id": "rpl_all", "kind": "replay", "filter": {}, "createdAtMs": 6, "status": "scanning"}"#,
@@ -301,7 +304,7 @@ struct ReplayRestartTests {
         let harness = try Self.startWithDelivered(sink)
         defer { harness.finish() }
         harness.stop()
-        let good = #"{"id": "rpl_good", "kind": "replay", "filter": {"tenant": "t1"}, "createdAtMs": 5, "status": "completed"}"#
+        let good = Self.goodEntry
         let text = #"{"replays": [{"id": 7}, "# + good + "]}"
         let path = Self.jobFile(harness).path
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))

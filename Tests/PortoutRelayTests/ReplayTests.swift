@@ -604,7 +604,7 @@ struct ReplayCommandTests {
         }
         #expect(sink.received.count == 4)
 
-        let good = #"{"id": "rpl_good", "kind": "replay", "filter": {"tenant": "t1"}, "createdAtMs": 5, "status": "completed"}"#
+        let good = ReplayRestartTests.goodEntry
         let text = #"{"replays": ["# + good + #", {"id": 7}]}"#
         try Data(text.utf8).write(to: URL(fileURLWithPath: file.path))
         let result = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "20"])
