@@ -481,6 +481,37 @@ struct ReplayCommandTests {
         }
     }
 
+    /// Ctrl-C ends an offline replay's wait: the job is listed for the relay to finish, and the exit status is 130.
+    @Test func interruptedOfflineReplayListsJob() throws {
+        let failing = Atomic<Bool>(false)
+        let sink = try RecordingSink { _, _ in failing.load(ordering: .relaxed) ? .init(status: 500) : .init(status: 204) }
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        failing.store(true, ordering: .relaxed)
+        harness.stop()
+
+        let outputPath = harness.directory.file("replay.out")
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: RelayProcess.binary)
+        process.arguments = ["replay", "--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "120"]
+        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        func output() -> String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+        #expect(waitUntil(timeoutSeconds: 30) { output().contains("Ctrl-C ends the wait") }, "\(output())")
+
+        kill(process.processIdentifier, SIGINT)
+        #expect(waitUntil(timeoutSeconds: 30) { !process.isRunning })
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 130)
+        #expect(output().contains("interrupted: listing the job"), "\(output())")
+        let jobs = try ReplayJobFile(dataDirectory: harness.directory.path + "/data").load().jobs
+        #expect(jobs.count == 1)
+        #expect(jobs.first?.progress.withLock { $0.queued } == 3)
+    }
+
     @Test func offlineReplaySendsFromJournal() throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }

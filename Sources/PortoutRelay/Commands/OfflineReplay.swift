@@ -144,8 +144,14 @@ struct OfflineReplay {
         while job.progress.withLock({ $0.status == .scanning }) && Date() < queueingDeadline {
             Thread.sleep(forTimeInterval: 0.01)
         }
+        // Ctrl-C ends the wait early, and the job is still listed, so that the relay finishes it.
+        let interrupt = Interrupt(self.progress)
+        defer { interrupt.stop() }
+        if !job.isFinished {
+            self.progress.line("waiting up to \(Int(self.waitSeconds)) s; Ctrl-C ends the wait and lists the job")
+        }
         let deadline = Date().addingTimeInterval(self.waitSeconds)
-        while !job.isFinished && Date() < deadline {
+        while !job.isFinished && Date() < deadline && !interrupt.happened {
             self.show(job, final: false)
             Thread.sleep(forTimeInterval: 0.2)
         }
@@ -155,8 +161,9 @@ struct OfflineReplay {
         if !job.isFinished {
             let verb = progress.queued - progress.settled == 1 ? "is" : "are"
             let state = heldDestinations.isEmpty ? "\(verb) in flight or retrying" : "\(verb) held, in flight or retrying"
+            let moment = interrupt.happened ? "at the interrupt" : "after \(Int(self.waitSeconds)) s"
             self.progress.line(
-                "\(ReplayProgressPrinter.deliveries(progress.queued - progress.settled)) \(state) after \(Int(self.waitSeconds)) s; "
+                "\(ReplayProgressPrinter.deliveries(progress.queued - progress.settled)) \(state) \(moment); "
                     + "attempts in flight get \(Self.shutdownGraceMs / 1000) s to finish, and the rest go out when the relay starts")
         }
         if progress.alreadyPending > 0 {
@@ -168,7 +175,42 @@ struct OfflineReplay {
                 "\(ReplayProgressPrinter.deliveries(progress.notConfigured)) skipped: the destination is not configured")
         }
         self.list(job, with: saved)
+        if interrupt.happened {
+            return 130
+        }
         return progress.status == .completed && progress.deadLettered == 0 && progress.notConfigured == 0 ? 0 : 1
+    }
+
+    /// The watch on SIGINT during an offline replay's wait. The first signal ends the wait, and a second exits
+    /// at once.
+    final class Interrupt {
+        private let count = Locked(0)
+        private let source: any DispatchSourceSignal
+
+        init(_ progress: ReplayProgressPrinter) {
+            signal(SIGINT, SIG_IGN)
+            self.source = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "offline-replay-interrupt"))
+            self.source.setEventHandler { [count] in
+                let signals = count.withLock { count -> Int in
+                    count += 1
+                    return count
+                }
+                if signals > 1 {
+                    exit(130)
+                }
+                progress.line("interrupted: listing the job; Ctrl-C again exits at once")
+            }
+            self.source.resume()
+        }
+
+        var happened: Bool {
+            self.count.withLock { $0 > 0 }
+        }
+
+        func stop() {
+            self.source.cancel()
+            signal(SIGINT, SIG_DFL)
+        }
     }
 
     /// Reads the relay's saved jobs, and reports each entry left out, or moves an unreadable file aside, as the
