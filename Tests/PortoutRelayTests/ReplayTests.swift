@@ -95,6 +95,13 @@ struct ReplayTests {
         #expect(rejected.status == 422)
         let fields = try Self.json(rejected)["details"]?.arrayValue?.compactMap { $0.objectValue?["field"]?.stringValue }
         #expect(fields == ["status", "from"])
+        // Both are valid RFC 3339, but their offsets put them outside years 0000 to 9999 in UTC.
+        let outOfRange = try Self.admin(
+            harness, "POST", "/admin/replays",
+            body: #"{"from": "0000-01-01T00:00:00+00:01", "to": "9999-12-31T23:59:59-00:01"}"#)
+        #expect(outOfRange.status == 422)
+        let outOfRangeFields = try Self.json(outOfRange)["details"]?.arrayValue?.compactMap { $0.objectValue?["field"]?.stringValue }
+        #expect(outOfRangeFields == ["from", "to"])
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: "{}").status == 422)
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "gigs", "dryRun": "true"}"#).status == 422)
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "gigs", "deadLetteredOnly": "true"}"#).status == 422)
@@ -510,6 +517,46 @@ struct ReplayCommandTests {
         let jobs = try ReplayJobFile(dataDirectory: harness.directory.path + "/data").load().jobs
         #expect(jobs.count == 1)
         #expect(jobs.first?.progress.withLock { $0.queued } == 3)
+    }
+
+    /// A job file that cannot be copied, here because it is larger than the file size limit, is renamed aside
+    /// instead, so that the save that follows does not drop its bad entry.
+    @Test func uncopiableJobFileIsRenamedAside() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        harness.stop()
+        let path = ReplayJobFile(dataDirectory: harness.directory.path + "/data").path
+        // The bad entry takes the file past the 1 MiB limit set below, while the good entry alone is far under it.
+        let padding = String(repeating: "x", count: 1_500_000)
+        let text = #"{"replays": [{"id": 7, "padding": ""# + padding + #""}, "# + ReplayRestartTests.goodEntry + "]}"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+
+        let outputPath = harness.directory.file("replay.out")
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        // SIGXFSZ is ignored, so that a write past the limit fails with EFBIG instead of ending the process.
+        process.arguments = [
+            "-c", #"trap "" XFSZ; ulimit -f 1024; exec "$0" "$@""#, RelayProcess.binary,
+            "replay", "--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "20",
+        ]
+        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
+        try process.run()
+        #expect(waitUntil(timeoutSeconds: 60) { !process.isRunning })
+        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        #expect(process.terminationStatus == 0, "\(output)")
+        #expect(output.contains("copying failed, so the file was renamed instead"), "\(output)")
+
+        let copies = try ReplayRestartTests.copiesAside(harness)
+        #expect(copies.count == 1)
+        let copied = try String(contentsOfFile: harness.directory.path + "/data/" + (copies.first ?? ""), encoding: .utf8)
+        #expect(copied == text)
+        let jobs = try ReplayJobFile(dataDirectory: harness.directory.path + "/data").load()
+        #expect(jobs.rejectedEntries.isEmpty)
+        #expect(jobs.jobs.map(\.id).first == "rpl_good")
+        #expect(jobs.jobs.count == 2)
     }
 
     @Test func offlineReplaySendsFromJournal() throws {

@@ -68,6 +68,11 @@ public enum RFC3339 {
         return String(text.dropLast(5)) + "Z"
     }
 
+    /// The times `format` writes with a four-digit year, 0000-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z,
+    /// as Unix milliseconds. `parseSeconds` reads four-digit years only, but an offset can take a time it reads
+    /// outside this range.
+    public static let formattableMilliseconds: ClosedRange<Int64> = -62_167_219_200_000...253_402_300_799_999
+
     public static func format(epochMilliseconds: Int64) -> String {
         var totalSeconds = Int(epochMilliseconds / 1000)
         var milliseconds = Int(epochMilliseconds % 1000)

@@ -18,10 +18,16 @@ public enum DurableFile {
             _ = try systemCall("fsync") { fsync(fd) }
         } catch {
             _ = close(fd)
+            _ = unlink(temporary)
             throw error
         }
         _ = close(fd)
-        _ = try systemCall("rename") { rename(temporary, path) }
+        do {
+            _ = try systemCall("rename") { rename(temporary, path) }
+        } catch {
+            _ = unlink(temporary)
+            throw error
+        }
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
         let directoryFD = try systemCall("open") { open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         defer { _ = close(directoryFD) }

@@ -80,7 +80,13 @@ struct DeliveryFilter: Sendable, Equatable {
                 issues.append(ValidationIssue(field: name, message: "must be an RFC 3339 date-time such as 2026-11-02T09:00:00Z"))
                 continue
             }
-            filter[keyPath: path] = Self.milliseconds(bound: seconds)
+            let milliseconds = Self.milliseconds(bound: seconds)
+            // An offset can move a time written in year 9999 or 0000 out of the years a saved job can hold.
+            guard RFC3339.formattableMilliseconds.contains(milliseconds) else {
+                issues.append(ValidationIssue(field: name, message: "must be from 0000-01-01T00:00:00Z to 9999-12-31T23:59:59Z in UTC"))
+                continue
+            }
+            filter[keyPath: path] = milliseconds
         }
         if let only = value("deadLetteredOnly") {
             switch only {

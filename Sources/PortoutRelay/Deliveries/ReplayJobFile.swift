@@ -51,8 +51,9 @@ struct ReplayJobFile: Sendable {
     /// Reads the saved jobs for a process that will save them again. When some entries were left out, the file is
     /// copied aside and then rewritten with the good entries only. A copy made earlier of the same bytes is used
     /// again, so that a file whose rewrite keeps failing, such as an immutable one, is not copied at every start.
-    /// `copiedTo` is the copy's path, or nil when no copy was needed or it failed. `copyError` names what failed,
-    /// copying or rewriting.
+    /// If no copy can be written, as on a full disk, the file is renamed aside instead, since the next save would
+    /// otherwise replace it. `copiedTo` is the copy's path, or nil when no copy was needed or none could be made.
+    /// `copyError` names what failed, copying or rewriting.
     func loadForUpdate() throws -> (contents: Contents, copiedTo: String?, copyError: String?) {
         let (contents, bytes) = try self.read()
         guard !contents.rejectedEntries.isEmpty else { return (contents, nil, nil) }
@@ -64,7 +65,11 @@ struct ReplayJobFile: Sendable {
             do {
                 try DurableFile.replace(path: copy, with: bytes)
             } catch {
-                return (contents, nil, "\(error)")
+                guard let movedTo = self.moveAside() else {
+                    return (contents, nil, "copying failed, and so did renaming the file: \(error)")
+                }
+                try? self.save(contents.jobs)
+                return (contents, movedTo, "copying failed, so the file was renamed instead: \(error)")
             }
         }
         // Once the copy is safe, the file keeps only the good entries, so the next start does not copy and
@@ -111,7 +116,8 @@ struct ReplayJobFile: Sendable {
         let directory = file.deletingLastPathComponent().path
         let prefix = file.lastPathComponent + ".unreadable-"
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for name in names.sorted() where name.hasPrefix(prefix) {
+        // A name ending in `.tmp` is a copy that was never finished.
+        for name in names.sorted() where name.hasPrefix(prefix) && !name.hasSuffix(".tmp") {
             let candidate = directory + "/" + name
             if (try? DurableFile.read(path: candidate)) == bytes {
                 return candidate
