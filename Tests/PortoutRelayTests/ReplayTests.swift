@@ -462,15 +462,33 @@ struct ReplayCommandTests {
         return (harness, configPath)
     }
 
+    /// Starts a relay as `startWithDeliveries` does, then makes the sink answer 500, so that later deliveries
+    /// stay pending.
+    static func startWithFailingSink() throws -> (RecordingSink, RelayHarness, String) {
+        let failing = Atomic<Bool>(false)
+        let sink = try RecordingSink { _, _ in failing.load(ordering: .relaxed) ? .init(status: 500) : .init(status: 204) }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        failing.store(true, ordering: .relaxed)
+        return (sink, harness, configPath)
+    }
+
+    /// Runs `executable` as a child process with its standard output in `outputPath`.
+    static func launch(_ executable: String, _ arguments: [String], outputPath: String) throws -> Process {
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
+        try process.run()
+        return process
+    }
+
     /// An offline replay counts a replay whose deliveries are pending but whose saved entry is gone, as the
     /// relay's start does.
     @Test func offlineReplayCountsRecoveredJobs() throws {
-        let failing = Atomic<Bool>(false)
-        let sink = try RecordingSink { _, _ in failing.load(ordering: .relaxed) ? .init(status: 500) : .init(status: 204) }
+        let (sink, harness, configPath) = try Self.startWithFailingSink()
         defer { sink.shutdown() }
-        let (harness, configPath) = try Self.startWithDeliveries(sink)
         defer { harness.finish() }
-        failing.store(true, ordering: .relaxed)
         let replay = try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_other"}"#)
         let id = try #require(try ReplayTests.json(replay)["id"]?.stringValue)
         #expect(waitUntil { (try? ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)")))?["queued"] == 1 })
@@ -490,21 +508,15 @@ struct ReplayCommandTests {
 
     /// Ctrl-C ends an offline replay's wait: the job is listed for the relay to finish, and the exit status is 130.
     @Test func interruptedOfflineReplayListsJob() throws {
-        let failing = Atomic<Bool>(false)
-        let sink = try RecordingSink { _, _ in failing.load(ordering: .relaxed) ? .init(status: 500) : .init(status: 204) }
+        let (sink, harness, configPath) = try Self.startWithFailingSink()
         defer { sink.shutdown() }
-        let (harness, configPath) = try Self.startWithDeliveries(sink)
         defer { harness.finish() }
-        failing.store(true, ordering: .relaxed)
         harness.stop()
 
         let outputPath = harness.directory.file("replay.out")
-        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: RelayProcess.binary)
-        process.arguments = ["replay", "--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "120"]
-        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
-        try process.run()
+        let process = try Self.launch(
+            RelayProcess.binary, ["replay", "--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "120"],
+            outputPath: outputPath)
         defer { if process.isRunning { process.terminate() } }
         func output() -> String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
         #expect(waitUntil(timeoutSeconds: 30) { output().contains("Ctrl-C ends the wait") }, "\(output())")
@@ -534,16 +546,14 @@ struct ReplayCommandTests {
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
 
         let outputPath = harness.directory.file("replay.out")
-        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
         // SIGXFSZ is ignored, so that a write past the limit fails with EFBIG instead of ending the process.
-        process.arguments = [
-            "-c", #"trap "" XFSZ; ulimit -f 1024; exec "$0" "$@""#, RelayProcess.binary,
-            "replay", "--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "20",
-        ]
-        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
-        try process.run()
+        let process = try Self.launch(
+            "/bin/bash",
+            [
+                "-c", #"trap "" XFSZ; ulimit -f 1024; exec "$0" "$@""#, RelayProcess.binary,
+                "replay", "--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "20",
+            ],
+            outputPath: outputPath)
         #expect(waitUntil(timeoutSeconds: 60) { !process.isRunning })
         let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
         #expect(process.terminationStatus == 0, "\(output)")
