@@ -62,7 +62,7 @@ extension DeliveryEngine {
             var journaledAgain = false
             let now = WallClock.milliseconds()
             for (delivery, record) in zip(deliveries, records) {
-                let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
+                let key = delivery.destinationKey
                 guard let runtime = self.loop.destinations[key] else {
                     submission.notConfigured += 1
                     continue

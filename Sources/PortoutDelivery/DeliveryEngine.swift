@@ -192,7 +192,7 @@ public final class DeliveryEngine: Sendable {
 
     private func enqueue(_ deliveries: [PendingDelivery]) {
         for delivery in deliveries {
-            let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
+            let key = delivery.destinationKey
             guard let destination = self.loop.runtime(key) else {
                 self.logger.warning(
                     "delivery skipped",
@@ -306,7 +306,7 @@ public final class DeliveryEngine: Sendable {
         } else {
             result = .transportError(String(cString: curl_easy_strerror(code)))
         }
-        let key = Self.key(tenant: delivery.tenant, destination: delivery.destination)
+        let key = delivery.destinationKey
         // A transfer belongs to a configured or detached destination, since detaching keeps in-flight ones.
         let destination = self.loop.runtime(key)!
         let now = WallClock.milliseconds()

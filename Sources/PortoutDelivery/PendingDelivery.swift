@@ -38,6 +38,13 @@ public struct PendingDelivery: Sendable, Equatable {
     }
 }
 
+extension PendingDelivery {
+    /// The `tenant/destination` key of the delivery's destination, as `DeliveryEngine.key` makes it.
+    public var destinationKey: String {
+        DeliveryEngine.key(tenant: self.tenant, destination: self.destination)
+    }
+}
+
 /// One event's delivery to one destination. An event belongs to one tenant, so its sequence and the
 /// destination's id name the delivery.
 public struct DeliveryKey: Hashable, Sendable, Comparable {

@@ -84,7 +84,7 @@ public final class Relay: Sendable {
         let replayRestart = ReplayRestart(
             saved: Self.savedReplays(replayFile, logger: logger), tallies: unsettled.replayTallies,
             pending: unsettledDeliveries
-        ) { configuredKeys.contains(DeliveryEngine.key(tenant: $0.tenant, destination: $0.destination)) }
+        ) { configuredKeys.contains($0.destinationKey) }
         for job in replayRestart.recovered {
             logger.warning(
                 "replay job recovered from the journal",
@@ -240,7 +240,7 @@ public final class Relay: Sendable {
         var unconfigured: [String: Int] = [:]
         var oldestDroppedSegment: UInt64?
         let deliverable = deliveries.filter { delivery in
-            let key = DeliveryEngine.key(tenant: delivery.tenant, destination: delivery.destination)
+            let key = delivery.destinationKey
             guard configured.contains(key) else {
                 unconfigured[key, default: 0] += 1
                 oldestDroppedSegment = min(oldestDroppedSegment ?? .max, delivery.location.segment)

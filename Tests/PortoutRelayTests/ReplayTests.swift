@@ -462,7 +462,7 @@ struct ReplayCommandTests {
         return (harness, configPath)
     }
 
-    /// Starts a relay as `startWithDeliveries` does, then makes the sink answer 500, so that later deliveries
+    /// Starts a relay as `startWithDeliveries` does, then makes the sink return 500, so that later deliveries
     /// stay pending.
     static func startWithFailingSink() throws -> (RecordingSink, RelayHarness, String) {
         let failing = Atomic<Bool>(false)
@@ -504,6 +504,25 @@ struct ReplayCommandTests {
         } catch let error as CommandError {
             #expect(error.description.hasPrefix("1 replay or redelivery is unfinished"), "\(error)")
         }
+    }
+
+    /// A saved job that the relay's next start would fail does not count against the limit: here a redelivery
+    /// stopped before it queued anything.
+    @Test func offlineReplaySkipsJobsStartWouldFinish() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        harness.stop()
+        let file = ReplayJobFile(dataDirectory: harness.directory.path + "/data")
+        try file.save([ReplayJob(kind: "redelivery", filter: ReplayRestartTests.tenantFilter())])
+        let limited = harness.configText.replacingOccurrences(
+            of: #""admin": {"listen": "127.0.0.1:0"}"#, with: #""admin": {"listen": "127.0.0.1:0", "maxUnfinishedReplays": 1}"#)
+        try limited.write(toFile: configPath, atomically: true, encoding: .utf8)
+
+        let result = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "20"])
+        #expect(result.status == 0, "\(result.lines)")
+        #expect(try file.load().jobs.count == 2)
     }
 
     /// Ctrl-C ends an offline replay's wait: the job is listed for the relay to finish, and the exit status is 130.
@@ -681,9 +700,10 @@ struct ReplayCommandTests {
         defer { harness.finish() }
         harness.stop()
         let file = ReplayJobFile(dataDirectory: harness.directory.path + "/data")
-        let running = ReplayTests.restoreJobs(
-            nil, statuses: [ReplayJob.Status](repeating: .running, count: AdminConfig().maxUnfinishedReplays))
-        try file.save(running)
+        // Replays saved while scanning, which the relay's next start scans again, so they count as unfinished.
+        let scanning = ReplayTests.restoreJobs(
+            nil, statuses: [ReplayJob.Status](repeating: .scanning, count: AdminConfig().maxUnfinishedReplays))
+        try file.save(scanning)
         do {
             _ = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli"])
             Issue.record("an offline replay started past the limit of unfinished jobs")

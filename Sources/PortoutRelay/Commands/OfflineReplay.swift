@@ -29,14 +29,8 @@ struct OfflineReplay {
         // Checked before the scan, which can take long on a large journal.
         let saved = self.dryRun ? .success([]) : self.savedJobs()
         if !self.dryRun {
-            // The relay also counts a job for each replay whose deliveries are pending and that has no saved
-            // entry, as when the file was unreadable and moved aside.
-            let jobs = (try? saved.get()) ?? []
-            let configured = DeliveryEngine.keys(of: self.config.tenants)
-            let recovered = ReplayRestart.recoveredJobs(saved: jobs, pending: pending.filter {
-                configured.contains(DeliveryEngine.key(tenant: $0.tenant, destination: $0.destination))
-            })
-            let unfinished = ReplayRegistry.unfinishedCount(of: jobs) + recovered.count
+            let unfinished = self.unfinishedAtNextStart(
+                saved: (try? saved.get()) ?? [], tallies: unsettled.replayTallies, pending: pending)
             let limit = self.config.admin.maxUnfinishedReplays
             if unfinished >= limit {
                 let error = AdminRequestHandler.tooManyReplays(unfinished: unfinished, limit: limit)
@@ -121,7 +115,7 @@ struct OfflineReplay {
             controlFile: self.dataDirectory + "/destinations.json", observer: ReplayProgressObserver(registry: registry))
         let configured = engine.configuredDestinations()
         engine.submit(pending.filter {
-            configured.contains(DeliveryEngine.key(tenant: $0.tenant, destination: $0.destination))
+            configured.contains($0.destinationKey)
         })
         engine.start()
         defer { engine.shutdown(graceMs: Self.shutdownGraceMs) }
@@ -211,6 +205,21 @@ struct OfflineReplay {
             self.source.cancel()
             signal(SIGINT, SIG_DFL)
         }
+    }
+
+    /// Counts the jobs the relay's next start would carry on, with the start's own rules. Saved jobs are brought
+    /// up to date with the journal, and each replay with pending deliveries but no saved entry gets a job. The
+    /// jobs the start finishes are left out. It works on copies, so that `saved` is listed again as it was read.
+    private func unfinishedAtNextStart(
+        saved: [ReplayJob], tallies: [String: ReplayTally], pending: [PendingDelivery]
+    ) -> Int {
+        let copies = saved.map {
+            ReplayJob(id: $0.id, kind: $0.kind, filter: $0.filter, createdAtMs: $0.createdAtMs, progress: $0.progress.withLock { $0 })
+        }
+        let configured = DeliveryEngine.keys(of: self.config.tenants)
+        let restart = ReplayRestart(saved: copies, tallies: tallies, pending: pending) { configured.contains($0.destinationKey) }
+        let finishing = Set(restart.finished.map(\.job.id))
+        return restart.jobs.count { !$0.isFinished && !finishing.contains($0.id) }
     }
 
     /// Reads the relay's saved jobs, and reports each entry left out, or moves an unreadable file aside, as the

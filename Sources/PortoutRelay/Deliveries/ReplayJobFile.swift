@@ -293,7 +293,7 @@ struct ReplayRestart {
 
     /// Makes a running job, with an unknown filter, for each replay id among `pending` that no saved job has.
     /// The restart then counts its deliveries as it does a saved job's, and the API can show and cancel it.
-    static func recoveredJobs(saved: [ReplayJob], pending: [PendingDelivery]) -> [ReplayJob] {
+    private static func recoveredJobs(saved: [ReplayJob], pending: [PendingDelivery]) -> [ReplayJob] {
         let savedIDs = Set(saved.map(\.id))
         var firstQueuedAtMs: [String: Int64] = [:]
         for delivery in pending {
