@@ -64,6 +64,27 @@ struct WebhookIntakeTests {
         }
     }
 
+    /// Dedupe and ordering take a port out as one whatever the project, so a new status filed under another
+    /// project would show the port out in both projects' listings.
+    @Test func otherProjectStatusRejected() throws {
+        let harness = try PortOutReadAPITests.harness()
+        defer { harness.finish() }
+        #expect(try harness.post(Events.bareObject("pout_p", status: "initiated"), query: "?project=brit-tel").status == 202)
+        for body in [Events.portOut("pout_p", status: "processing"), Events.bareObject("pout_p", status: "processing")] {
+            let rejected = try harness.post(body, query: "?project=acme-mobile")
+            #expect(rejected.status == 409)
+            #expect(rejected.json?.objectValue?["code"] == "projectConflict")
+        }
+        // A resend under the other project changes nothing, so it stays a duplicate.
+        #expect(try harness.post(Events.bareObject("pout_p", status: "initiated"), query: "?project=acme-mobile").status == 200)
+        #expect(try PortOutReadAPITests.get(harness, "/projects/acme-mobile/portOuts/pout_p").status == 404)
+        // The rejection left no trace in the lifecycle: the port out's own project moves it on, after a restart too.
+        try harness.restart()
+        #expect(try harness.post(Events.portOut("pout_p", status: "processing", project: "brit-tel")).status == 202)
+        #expect(try harness.post(Events.portOut("pout_p", status: "issued")).status == 409)
+        #expect(try PortOutReadAPITests.get(harness, "/projects/brit-tel/portOuts/pout_p").json?.objectValue?["status"] == "processing")
+    }
+
     @Test func schemaFaultsListEveryField() throws {
         let harness = try RelayHarness()
         defer { harness.finish() }

@@ -96,6 +96,10 @@ public struct APIError: Error, Sendable {
         APIError(status: 422, type: "unprocessableEntity", code: code, message: message, details: details)
     }
 
+    public static func conflict(code: String, _ message: String, details: [ValidationIssue] = []) -> APIError {
+        APIError(status: 409, type: "conflict", code: code, message: message, details: details)
+    }
+
     public static func serviceUnavailable(code: String, _ message: String, retryAfterSeconds: Int) -> APIError {
         APIError(
             status: 503, type: "serviceUnavailable", code: code, message: message,

@@ -14,19 +14,32 @@ struct IngestState: Sendable {
         var isStale: Bool
     }
 
+    /// A port out's furthest status and the project it was accepted under, in the 8 bytes an `Int` would take.
+    struct LifecycleEntry: Sendable, Equatable {
+        var rank: Int32
+        var projectTag: UInt32
+
+        init(rank: Int, projectTag: UInt32) {
+            self.rank = Int32(rank)
+            self.projectTag = projectTag
+        }
+    }
+
     /// The outcome of the dedupe and lifecycle checks for one event.
     enum Decision: Equatable {
         /// Already journaled, so the response is 200.
         case duplicate(stale: Bool)
         /// An identical event is being written now, so the response waits until that write settles.
         case twinInFlight(stale: Bool)
-        /// New: journal it under this sequence number. `previousRank` restores the lifecycle if the write fails.
-        case accept(sequence: UInt64, stale: Bool, previousRank: Int?)
+        /// New: journal it under this sequence number. `previous` restores the lifecycle if the write fails.
+        case accept(sequence: UInt64, stale: Bool, previous: LifecycleEntry?)
+        /// The port out was accepted under another of the tenant's projects, so the event is rejected.
+        case otherProject
     }
 
     private(set) var dedupe: ShardedLRUIndex<DigestKey, DedupeEntry>
     /// The highest lifecycle rank accepted per port out, keyed by (tenant, port out).
-    private(set) var lifecycle: ShardedLRUIndex<DigestKey, Int>
+    private(set) var lifecycle: ShardedLRUIndex<DigestKey, LifecycleEntry>
     private(set) var nextSequence: UInt64 = 1
     private var twinWaiters: [DigestKey: [@Sendable (Bool) -> Void]] = [:]
 
@@ -40,25 +53,41 @@ struct IngestState: Sendable {
         self.lifecycle.reserveCapacity(count)
     }
 
-    /// Checks an event and, if it is new, reserves its key and sequence number.
-    mutating func admit(dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?) -> Decision {
+    /// Checks an event and, if it is new, reserves its key and sequence number. A resend under another project
+    /// is still a duplicate, since it changes nothing. Only a new status is rejected there.
+    mutating func admit(dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, project: String) -> Decision {
         if let entry = self.dedupe.lookup(dedupeKey) {
             return entry.isDurable ? .duplicate(stale: entry.isStale) : .twinInFlight(stale: entry.isStale)
         }
         var stale = false
-        var previousRank: Int?
+        var previous: LifecycleEntry?
         if let lifecycleKey, let status {
-            previousRank = self.lifecycle.peek(lifecycleKey)
-            if let previousRank, previousRank >= status.rank {
+            let projectTag = Self.projectTag(project)
+            previous = self.lifecycle.peek(lifecycleKey)
+            if let previous, previous.projectTag != projectTag {
+                return .otherProject
+            }
+            if let previous, previous.rank >= status.rank {
                 stale = true
             } else {
-                _ = self.lifecycle.insert(lifecycleKey, status.rank)
+                _ = self.lifecycle.insert(lifecycleKey, LifecycleEntry(rank: status.rank, projectTag: projectTag))
             }
         }
         _ = self.dedupe.insert(dedupeKey, DedupeEntry(isDurable: false, isStale: stale))
         let sequence = self.nextSequence
         self.nextSequence += 1
-        return .accept(sequence: sequence, stale: stale, previousRank: previousRank)
+        return .accept(sequence: sequence, stale: stale, previous: previous)
+    }
+
+    /// A 32-bit FNV-1a hash of the project name, which stays the same across restarts as Swift's `Hasher` does
+    /// not. Two of a tenant's projects with the same tag are not distinguished, so a port out could then be
+    /// filed under both. With 32 bits and a handful of projects a tenant, that is left as it is.
+    static func projectTag(_ project: String) -> UInt32 {
+        var hash: UInt32 = 2_166_136_261
+        for byte in project.utf8 {
+            hash = (hash ^ UInt32(byte)) &* 16_777_619
+        }
+        return hash
     }
 
     /// Registers a function to run with the outcome of the in-flight write of an identical event.
@@ -78,12 +107,12 @@ struct IngestState: Sendable {
     /// Removes an event whose write failed, so that the sender's retry is treated as new. Returns the waiters of
     /// its twins, which the caller calls with `false`.
     mutating func abandon(
-        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, previousRank: Int?, stale: Bool
+        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, previous: LifecycleEntry?, stale: Bool
     ) -> [@Sendable (Bool) -> Void] {
         _ = self.dedupe.remove(dedupeKey)
-        if let lifecycleKey, let status, !stale, self.lifecycle.peek(lifecycleKey) == status.rank {
-            if let previousRank {
-                _ = self.lifecycle.update(lifecycleKey, previousRank)
+        if let lifecycleKey, let status, !stale, self.lifecycle.peek(lifecycleKey)?.rank == Int32(status.rank) {
+            if let previous {
+                _ = self.lifecycle.update(lifecycleKey, previous)
             } else {
                 _ = self.lifecycle.remove(lifecycleKey)
             }
@@ -95,8 +124,8 @@ struct IngestState: Sendable {
     mutating func restore(_ record: EventRecord) {
         _ = self.dedupe.insert(record.dedupeKey, DedupeEntry(isDurable: true, isStale: record.isStale))
         if let status = record.status, let key = record.lifecycleKey {
-            if (self.lifecycle.peek(key) ?? -1) < status.rank {
-                _ = self.lifecycle.insert(key, status.rank)
+            if (self.lifecycle.peek(key)?.rank ?? -1) < Int32(status.rank) {
+                _ = self.lifecycle.insert(key, LifecycleEntry(rank: status.rank, projectTag: Self.projectTag(record.project)))
             }
         }
         self.nextSequence = max(self.nextSequence, record.sequence + 1)

@@ -77,7 +77,7 @@ final class Ingestor: Sendable {
             self.logRejection(rejection, tenant: tenantID, peer: peer)
             respond(HTTPResponse(error: rejection.error))
         case .success(let event):
-            self.admit(event, counters: tenant.counters, respond: respond)
+            self.admit(event, counters: tenant.counters, peer: peer, respond: respond)
         }
     }
 
@@ -129,10 +129,12 @@ final class Ingestor: Sendable {
     }
 
     private func admit(
-        _ event: IntakeEvent, counters: IngestMetrics.TenantCounters, respond: @escaping @Sendable (HTTPResponse) -> Void
+        _ event: IntakeEvent, counters: IngestMetrics.TenantCounters, peer: String,
+        respond: @escaping @Sendable (HTTPResponse) -> Void
     ) {
         self.state.withLock { state in
-            let decision = state.admit(dedupeKey: event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status)
+            let decision = state.admit(
+                dedupeKey: event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, project: event.project)
             switch decision {
             case .duplicate(let stale):
                 counters.duplicate.increment()
@@ -150,20 +152,30 @@ final class Ingestor: Sendable {
                         respond(HTTPResponse(error: Self.journalUnavailable(retryAfter)))
                     }
                 }
-            case .accept(let sequence, let stale, let previousRank):
+            case .accept(let sequence, let stale, let previous):
                 let record = event.record(sequence: sequence, stale: stale, acceptedAtMs: WallClock.milliseconds())
                 self.journal.append(.event(record)) { result in
                     self.finish(
-                        event, record: record, previousRank: previousRank, result: result, counters: counters,
+                        event, record: record, previous: previous, result: result, counters: counters,
                         respond: respond)
                 }
+            case .otherProject:
+                counters.invalid.increment()
+                let error = APIError.conflict(
+                    code: "projectConflict",
+                    "Port out \(event.portOutID) was accepted under another of tenant \(event.tenant.id)'s projects, "
+                        + "and a port out belongs to one project.",
+                    details: [ValidationIssue(field: "project", message: "differs from the port out's earlier events")])
+                self.logRejection(Rejection(error: error, reason: "projectConflict"), tenant: event.tenant.id, peer: peer)
+                respond(HTTPResponse(error: error))
             }
         }
     }
 
     /// Runs on the journal's writer thread once the event's write has settled.
     private func finish(
-        _ event: IntakeEvent, record: EventRecord, previousRank: Int?, result: Result<JournalLocation, JournalError>,
+        _ event: IntakeEvent, record: EventRecord, previous: IngestState.LifecycleEntry?,
+        result: Result<JournalLocation, JournalError>,
         counters: IngestMetrics.TenantCounters, respond: @Sendable (HTTPResponse) -> Void
     ) {
         switch result {
@@ -190,7 +202,7 @@ final class Ingestor: Sendable {
             self.journalHealthy.store(false, ordering: .relaxed)
             let waiters = self.state.withLock {
                 $0.abandon(event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status,
-                           previousRank: previousRank, stale: record.isStale)
+                           previous: previous, stale: record.isStale)
             }
             counters.unavailable.increment()
             respond(HTTPResponse(error: Self.journalUnavailable(self.retryAfterSeconds)))
