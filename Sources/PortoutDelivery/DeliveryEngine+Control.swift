@@ -26,14 +26,15 @@ extension DeliveryEngine {
         }
     }
 
-    /// Returns the oldest journal segment that contains the event of a delivery not yet settled, for configured
-    /// and detached destinations alike, or nil when nothing is pending. `isRunning` is false once the engine has
+    /// Returns the oldest journal segment that contains the event of a delivery not yet settled, for configured,
+    /// detached and unconfigured destinations alike, or nil when nothing is pending. `isRunning` is false once the engine has
     /// stopped, and then the segment is unknown.
     public func oldestPendingSegment(_ completion: @escaping @Sendable (_ segment: UInt64?, _ isRunning: Bool) -> Void) {
         self.perform { running in
             guard running else { return completion(nil, false) }
             let runtimes = Array(self.loop.destinations.values) + Array(self.loop.detached.values)
-            completion(runtimes.compactMap { $0.queue.oldestSegment }.min(), true)
+            let queues = runtimes.map(\.queue) + Array(self.loop.unconfigured.values)
+            completion(queues.compactMap(\.oldestSegment).min(), true)
         }
     }
 

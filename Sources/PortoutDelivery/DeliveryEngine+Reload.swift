@@ -16,7 +16,8 @@ extension DeliveryEngine {
     /// Swaps in the destinations of a reloaded configuration on the delivery thread.
     ///
     /// A changed destination keeps its queue, mode and failure count. A removed one is detached: nothing more is
-    /// started for it, and attempts in flight settle as usual. `completion` gets nil if the engine has stopped.
+    /// started for it, and attempts in flight settle as usual. An added one takes over the deliveries held for it
+    /// while it was not configured. `completion` gets nil if the engine has stopped.
     public func reconfigure(
         tenants: [TenantConfig], completion: @escaping @Sendable (DestinationChanges?) -> Void
     ) {
@@ -43,6 +44,9 @@ extension DeliveryEngine {
                 } else {
                     changes.added.append(key)
                     let runtime = DestinationRuntime(tenant: tenant.id, config: config, metrics: self.metrics)
+                    if let held = self.loop.unconfigured.removeValue(forKey: key) {
+                        runtime.queue = held
+                    }
                     if let saved = self.loop.heldUnconfigured.removeValue(forKey: key) {
                         runtime.mode = saved.mode
                         runtime.modeReason = saved.reason

@@ -100,18 +100,24 @@ extension DeliveryEngine {
             self.loop.cancelledReplays.insert(replayID)
             let now = WallClock.milliseconds()
             var withdrawn = 0
-            // Detached destinations too: one removed by a reload keeps its queue in case it is configured again.
-            for (key, runtime) in self.loop.destinations.merging(self.loop.detached, uniquingKeysWith: { first, _ in first }) {
-                let removed = runtime.queue.removeWaiting { $0.replayID == replayID }
+            let withdraw = { (removed: [PendingDelivery]) in
                 withdrawn += removed.count
                 for delivery in removed {
                     let record = AttemptRecord.withdrawal(of: delivery, replayID: replayID, atMs: now)
                     self.loop.hold(.attempt(record), nowMs: now)
                     self.observer?.settled(delivery, attempt: record)
                 }
+            }
+            // Detached destinations too: one removed by a reload keeps its queue in case it is configured again.
+            for (key, runtime) in self.loop.destinations.merging(self.loop.detached, uniquingKeysWith: { first, _ in first }) {
+                let removed = runtime.queue.removeWaiting { $0.replayID == replayID }
+                withdraw(removed)
                 if !removed.isEmpty {
                     self.updateCounters(key) { $0.pending = runtime.queue.count }
                 }
+            }
+            for key in Array(self.loop.unconfigured.keys) {
+                withdraw(self.loop.unconfigured[key]!.removeWaiting { $0.replayID == replayID })
             }
             completion(withdrawn)
         }

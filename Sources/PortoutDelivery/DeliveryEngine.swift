@@ -194,12 +194,9 @@ public final class DeliveryEngine: Sendable {
         for delivery in deliveries {
             let key = delivery.destinationKey
             guard let destination = self.loop.runtime(key) else {
-                self.logger.warning(
-                    "delivery skipped",
-                    [
-                        "reason": "destination is not configured", "tenant": .string(delivery.tenant),
-                        "destination": .string(delivery.destination), "event": .string(delivery.eventID),
-                    ])
+                // Held rather than dropped: the journal has the delivery unsettled, and a restart with the
+                // destination configured would send it, so a reload that configures it sends it too.
+                self.loop.unconfigured[key, default: DeliveryQueue()].enqueue(delivery)
                 continue
             }
             destination.queue.enqueue(delivery)

@@ -39,7 +39,7 @@ extension Relay {
             guard isRunning else { return nil }
             // A replay hands its deliveries to the engine after leaving the scan queue, so those in transit are
             // pinned here as well.
-            let pinned = [enginePending, self.unconfiguredPendingSegment, self.replays.oldestInTransitSegment]
+            let pinned = [enginePending, self.replays.oldestInTransitSegment]
                 .compactMap { $0 }.min()
             let segments: [JournalRetention.SegmentInfo]
             do {

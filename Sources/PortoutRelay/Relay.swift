@@ -17,9 +17,6 @@ public final class Relay: Sendable {
     let replays: ReplayJobs
     let store: PortOutStore
     let deadLetters: DeadLetterIndex
-    /// The oldest segment with an unsettled delivery to a destination that was not configured at start. Those
-    /// deliveries are not in the engine, so retention must keep their segments itself.
-    let unconfiguredPendingSegment: UInt64?
     /// Signalled at shutdown to end the retention thread's wait.
     let retentionStop = DispatchSemaphore(value: 0)
     let engine: DeliveryEngine
@@ -64,10 +61,8 @@ public final class Relay: Sendable {
                 deadLetters.suspend(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
             }
         }
-        let unsettledDeliveries = unsettled.pendingDeliveries()
-        let (pending, unconfiguredPendingSegment) = Self.configuredOnly(
-            unsettledDeliveries, config: config, logger: logger)
-        self.unconfiguredPendingSegment = unconfiguredPendingSegment
+        let pending = unsettled.pendingDeliveries()
+        Self.logUnconfigured(pending, config: config, logger: logger)
         logger.info(
             "state rebuilt",
             [
@@ -83,7 +78,7 @@ public final class Relay: Sendable {
         let configuredKeys = DeliveryEngine.keys(of: config.tenants)
         let replayRestart = ReplayRestart(
             saved: Self.savedReplays(replayFile, logger: logger), tallies: unsettled.replayTallies,
-            pending: unsettledDeliveries
+            pending: pending
         ) { configuredKeys.contains($0.destinationKey) }
         for job in replayRestart.recovered {
             logger.warning(
@@ -104,7 +99,7 @@ public final class Relay: Sendable {
         let engine = DeliveryEngine(
             tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
             controlFile: config.dataDir + "/destinations.json", observer: observer)
-        engine.submit(Self.withdrawingCancelledReplays(pending, restart: replayRestart, journal: journal, observer: observer))
+        engine.submit(replayRestart.withdrawingCancelled(pending, journal: journal, observer: observer))
         let replays = ReplayJobs(
             registry: replayRegistry, dataDirectory: config.dataDir, journal: journal, engine: engine,
             deadLetters: deadLetters)
@@ -183,30 +178,6 @@ public final class Relay: Sendable {
              "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current)])
     }
 
-    /// Withdraws the pending deliveries of replays cancelled before the stop, before the engine could send any,
-    /// and returns the others. Each withdrawal is journaled and counted as the engine counts one.
-    private static func withdrawingCancelledReplays(
-        _ pending: [PendingDelivery], restart: ReplayRestart, journal: Journal, observer: RelayDeliveryObserver
-    ) -> [PendingDelivery] {
-        let cancelled = Set(restart.cancels.map(\.id))
-        guard !cancelled.isEmpty else { return pending }
-        let now = WallClock.milliseconds()
-        var deliverable: [PendingDelivery] = []
-        var withdrawn: [(delivery: PendingDelivery, attempt: AttemptRecord)] = []
-        for delivery in pending {
-            guard let replayID = delivery.replayID, cancelled.contains(replayID) else {
-                deliverable.append(delivery)
-                continue
-            }
-            withdrawn.append((delivery, AttemptRecord.withdrawal(of: delivery, replayID: replayID, atMs: now)))
-        }
-        journal.appendAdvisory(withdrawn.map { .attempt($0.attempt) }) { _ in }
-        for (delivery, attempt) in withdrawn {
-            observer.settled(delivery, attempt: attempt)
-        }
-        return deliverable
-    }
-
     /// Reads the replay jobs saved before this start. An unreadable file is logged and moved aside, so that the
     /// next save does not replace what an operator may want to inspect. If it cannot be moved, the log line reports
     /// that, and the next save replaces it. A file with some bad entries is copied aside in the same way and
@@ -231,30 +202,20 @@ public final class Relay: Sendable {
         }
     }
 
-    /// Drops unsettled deliveries to destinations that are no longer configured, logging one line per destination.
-    /// They stay unsettled in the journal, so a start with the destination configured again sends them.
-    private static func configuredOnly(
-        _ deliveries: [PendingDelivery], config: RelayConfig, logger: Logger
-    ) -> (deliveries: [PendingDelivery], oldestDroppedSegment: UInt64?) {
+    /// Logs one line for each destination that has unsettled deliveries and is no longer configured. The engine
+    /// holds those deliveries, and a reload that configures the destination again sends them.
+    private static func logUnconfigured(_ deliveries: [PendingDelivery], config: RelayConfig, logger: Logger) {
         let configured = DeliveryEngine.keys(of: config.tenants)
         var unconfigured: [String: Int] = [:]
-        var oldestDroppedSegment: UInt64?
-        let deliverable = deliveries.filter { delivery in
-            let key = delivery.destinationKey
-            guard configured.contains(key) else {
-                unconfigured[key, default: 0] += 1
-                oldestDroppedSegment = min(oldestDroppedSegment ?? .max, delivery.location.segment)
-                return false
-            }
-            return true
+        for delivery in deliveries where !configured.contains(delivery.destinationKey) {
+            unconfigured[delivery.destinationKey, default: 0] += 1
         }
         for (destination, count) in unconfigured.sorted(by: { $0.key < $1.key }) {
             logger.warning(
                 "unsettled deliveries for a destination that is not configured",
                 ["destination": .string(destination), "pending": .number(Double(count)),
-                 "action": "kept in the journal; they go out after a start with the destination configured"])
+                 "action": "held; they go out once a reload or a restart configures the destination again"])
         }
-        return (deliverable, oldestDroppedSegment)
     }
 
     /// Estimates the events in an existing journal from its size, so the dedupe maps are sized once instead of

@@ -66,6 +66,29 @@ struct ReloadAndShutdownTests {
         #expect(first.received.last?.portOut == "pout_x")
     }
 
+    /// Deliveries found unsettled at start for a destination the configuration no longer names wait in the engine,
+    /// so a reload that names it again sends them ahead of the port out's later statuses.
+    @Test func reloadSendsDeliveriesHeldSinceStart() throws {
+        let failing = Atomic<Bool>(true)
+        let sink = try RecordingSink { _, _ in .init(status: failing.load(ordering: .relaxed) ? 503 : 204) }
+        defer { sink.shutdown() }
+        let withDestination = "[\(Self.tenant("t1", destinations: "[\(Self.destination("d1", url: sink.url))]"))]"
+        let first = try RelayHarness(tenantsJSON: withDestination)
+        #expect(try first.post(Events.portOut("pout_x", status: "initiated")).status == 202)
+        #expect(waitUntil { sink.received.count >= 1 })
+        first.stop()
+
+        let harness = try RelayHarness(tenantsJSON: "[\(Self.tenant("t1"))]", directory: first.directory)
+        defer { harness.finish() }
+        failing.store(false, ordering: .relaxed)
+        let failedAttempts = sink.received.count
+        let restored = harness.relay!.reload(try harness.config(tenantsJSON: withDestination))
+        #expect(restored.destinations.added == ["t1/d1"])
+        #expect(try harness.post(Events.portOut("pout_x", status: "processing")).status == 202)
+        #expect(waitUntil { sink.received.filter { $0.status == "processing" }.count == 1 })
+        #expect(sink.received.dropFirst(failedAttempts).map { $0.status ?? "" } == ["initiated", "processing"])
+    }
+
     @Test func reloadKeepsRestartOnlySettings() throws {
         let harness = try RelayHarness(tenantsJSON: "[\(Self.tenant("t1"))]")
         defer { harness.finish() }

@@ -525,6 +525,57 @@ struct ReplayCommandTests {
         #expect(try file.load().jobs.count == 2)
     }
 
+    /// An offline replay withdraws the pending deliveries of a replay cancelled before the stop, as the relay's
+    /// start does, instead of sending them with its own.
+    @Test func offlineReplayWithdrawsCancelledReplay() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let cancelled = try #require(
+            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_cli"}"#))["id"]?.stringValue)
+        _ = try ReplayTests.waitForJob(harness, cancelled, status: "running")
+        harness.stop()
+        let file = ReplayJobFile(dataDirectory: harness.directory.path + "/data")
+        let saved = try #require(try file.load().jobs.first)
+        // Saved as cancelled, as if the stop came before the withdrawals reached the journal.
+        saved.progress.withLock { $0.status = .cancelled }
+        try file.save([saved])
+        try FileManager.default.removeItem(atPath: harness.directory.path + "/data/destinations.json")
+
+        let result = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_other", "--wait", "20"])
+        #expect(result.status == 0, "\(result.lines)")
+        #expect(sink.received.dropFirst(4).map { $0.portOut ?? "" } == ["pout_other"])
+        try harness.start()
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 5)
+    }
+
+    /// A job that completed without the deliveries of a destination removed from the configuration can still be
+    /// cancelled: those deliveries are withdrawn, and a reload that configures the destination again sends none.
+    @Test func cancelWithdrawsStrandedDeliveries() throws {
+        let (sink, first, _) = try Self.startWithFailingSink()
+        defer { sink.shutdown() }
+        let id = try #require(
+            try ReplayTests.json(try ReplayTests.admin(first, "POST", "/admin/replays", body: #"{"portOut": "pout_other"}"#))["id"]?.stringValue)
+        _ = try ReplayTests.waitForJob(first, id, status: "running")
+        first.stop()
+
+        let harness = try RelayHarness(tenantsJSON: RelayHarness.tenantsJSON(), directory: first.directory)
+        defer { harness.finish() }
+        let stranded = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(stranded["status"] == "completed")
+        #expect(stranded["notConfigured"] == 1)
+        let cancelled = try ReplayTests.json(try ReplayTests.admin(harness, "DELETE", "/admin/replays/\(id)"))
+        #expect(cancelled["withdrawn"] == 1)
+        #expect(cancelled["notConfigured"] == 0)
+        let report = harness.relay!.reload(
+            try harness.config(tenantsJSON: RelayHarness.tenantsJSON(destinations: DeliveryTests.destination(sink.url))))
+        #expect(report.destinations.added == ["t1/d1"])
+        #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
+    }
+
     /// Ctrl-C ends an offline replay's wait: the job is listed for the relay to finish, and the exit status is 130.
     @Test func interruptedOfflineReplayListsJob() throws {
         let (sink, harness, configPath) = try Self.startWithFailingSink()

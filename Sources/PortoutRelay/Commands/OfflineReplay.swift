@@ -28,9 +28,11 @@ struct OfflineReplay {
         let pending = unsettled.pendingDeliveries()
         // Checked before the scan, which can take long on a large journal.
         let saved = self.dryRun ? .success([]) : self.savedJobs()
+        let restart = self.restartOnCopies(of: (try? saved.get()) ?? [], tallies: unsettled.replayTallies, pending: pending)
         if !self.dryRun {
-            let unfinished = self.unfinishedAtNextStart(
-                saved: (try? saved.get()) ?? [], tallies: unsettled.replayTallies, pending: pending)
+            // The jobs the next start would carry on: those it finishes at once do not count.
+            let finishing = Set(restart.finished.map(\.job.id))
+            let unfinished = restart.jobs.count { !$0.isFinished && !finishing.contains($0.id) }
             let limit = self.config.admin.maxUnfinishedReplays
             if unfinished >= limit {
                 let error = AdminRequestHandler.tooManyReplays(unfinished: unfinished, limit: limit)
@@ -66,7 +68,8 @@ struct OfflineReplay {
             }
             return 0
         }
-        return try self.deliver(matches, pending: pending, saved: saved, journal: journal, logger: logger)
+        return try self.deliver(
+            matches, pending: pending, restart: restart, saved: saved, journal: journal, logger: logger)
     }
 
     /// Opens the journal, which recovers it as a start of the relay would, and takes its lock.
@@ -104,17 +107,19 @@ struct OfflineReplay {
 
     /// Queues and sends the matches as a job, waits for them, and adds the job to `saved` in the file.
     private func deliver(
-        _ matches: [ReplayScan.Match], pending: [PendingDelivery], saved: Result<[ReplayJob], any Error>,
-        journal: Journal, logger: Logger
+        _ matches: [ReplayScan.Match], pending: [PendingDelivery], restart: ReplayRestart,
+        saved: Result<[ReplayJob], any Error>, journal: Journal, logger: Logger
     ) throws -> Int32 {
         let job = ReplayJob(kind: "replay", filter: self.filter)
         let registry = ReplayRegistry(logger: logger)
         registry.add(job)
+        let observer = ReplayProgressObserver(registry: registry)
         let engine = DeliveryEngine(
             tenants: self.config.tenants, defaults: self.config.delivery, journal: journal, logger: logger,
-            controlFile: self.dataDirectory + "/destinations.json", observer: ReplayProgressObserver(registry: registry))
+            controlFile: self.dataDirectory + "/destinations.json", observer: observer)
         let configured = engine.configuredDestinations()
-        engine.submit(pending.filter {
+        // As at the relay's start, so that a replay cancelled before the stop sends nothing.
+        engine.submit(restart.withdrawingCancelled(pending, journal: journal, observer: observer).filter {
             configured.contains($0.destinationKey)
         })
         engine.start()
@@ -207,19 +212,17 @@ struct OfflineReplay {
         }
     }
 
-    /// Counts the jobs the relay's next start would carry on, with the start's own rules. Saved jobs are brought
-    /// up to date with the journal, and each replay with pending deliveries but no saved entry gets a job. The
-    /// jobs the start finishes are left out. It works on copies, so that `saved` is listed again as it was read.
-    private func unfinishedAtNextStart(
-        saved: [ReplayJob], tallies: [String: ReplayTally], pending: [PendingDelivery]
-    ) -> Int {
+    /// Brings copies of the saved jobs up to date with the journal, with the relay's start's own rules, so that
+    /// the limit counts the jobs that start would carry on and cancelled replays are known. Copies, so that
+    /// `saved` is listed again as it was read.
+    private func restartOnCopies(
+        of saved: [ReplayJob], tallies: [String: ReplayTally], pending: [PendingDelivery]
+    ) -> ReplayRestart {
         let copies = saved.map {
             ReplayJob(id: $0.id, kind: $0.kind, filter: $0.filter, createdAtMs: $0.createdAtMs, progress: $0.progress.withLock { $0 })
         }
         let configured = DeliveryEngine.keys(of: self.config.tenants)
-        let restart = ReplayRestart(saved: copies, tallies: tallies, pending: pending) { configured.contains($0.destinationKey) }
-        let finishing = Set(restart.finished.map(\.job.id))
-        return restart.jobs.count { !$0.isFinished && !finishing.contains($0.id) }
+        return ReplayRestart(saved: copies, tallies: tallies, pending: pending) { configured.contains($0.destinationKey) }
     }
 
     /// Reads the relay's saved jobs, and reports each entry left out, or moves an unreadable file aside, as the

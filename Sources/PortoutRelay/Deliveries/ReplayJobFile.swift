@@ -312,4 +312,31 @@ struct ReplayRestart {
 
     static let redeliveryLost =
         "the relay stopped before this redelivery's dead letters were queued, so none was sent: start it again"
+
+    /// Withdraws the pending deliveries of replays whose cancellation was requested or done before the stop,
+    /// to configured destinations or not, and returns the others. Each withdrawal is journaled and passed to
+    /// `observer`, as the engine does with one.
+    func withdrawingCancelled(
+        _ pending: [PendingDelivery], journal: Journal, observer: some DeliveryObserver
+    ) -> [PendingDelivery] {
+        let cancelled = Set(self.jobs.filter { job in
+            job.progress.withLock { $0.status == .cancelled || $0.isCancelRequested }
+        }.map(\.id))
+        guard !cancelled.isEmpty else { return pending }
+        let now = WallClock.milliseconds()
+        var deliverable: [PendingDelivery] = []
+        var withdrawn: [(delivery: PendingDelivery, attempt: AttemptRecord)] = []
+        for delivery in pending {
+            guard let replayID = delivery.replayID, cancelled.contains(replayID) else {
+                deliverable.append(delivery)
+                continue
+            }
+            withdrawn.append((delivery, AttemptRecord.withdrawal(of: delivery, replayID: replayID, atMs: now)))
+        }
+        journal.appendAdvisory(withdrawn.map { .attempt($0.attempt) }) { _ in }
+        for (delivery, attempt) in withdrawn {
+            observer.settled(delivery, attempt: attempt)
+        }
+        return deliverable
+    }
 }

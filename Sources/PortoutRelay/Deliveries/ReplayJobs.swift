@@ -32,8 +32,8 @@ final class ReplayJob: Sendable {
         var error: String?
         var finishedAtMs: Int64?
         var isCancelRequested = false
-        /// Deliveries journaled for a destination that was not configured at the last start, which the engine
-        /// does not hold. They count under `notConfigured` and not under `queued` while they stay that way.
+        /// Deliveries journaled for a destination that was not configured at the last start. The engine keeps
+        /// them until a reload configures it again, and they count under `notConfigured`, not `queued`, until then.
         var stranded = 0
 
         var settled: Int {
@@ -222,8 +222,8 @@ final class ReplayRegistry: Sendable {
         guard let job = self.job(replayID) else { return }
         var movedStranded = false
         let finalStatus = job.progress.withLock { progress -> ReplayJob.Status? in
-            // A settlement past `queued` is one of the stranded deliveries, sent after a start that found its
-            // destination configured again. It moves from `notConfigured` to `queued`.
+            // A settlement past `queued` is one of the stranded deliveries, sent after a reload or a start that
+            // configured its destination again. It moves from `notConfigured` to `queued`.
             if outcome.isFinal && progress.settled >= progress.queued && progress.stranded > 0 {
                 progress.stranded -= 1
                 progress.queued += 1
