@@ -203,7 +203,7 @@ public final class Relay: Sendable {
     }
 
     /// Logs one line for each destination that has unsettled deliveries and is no longer configured. The engine
-    /// holds those deliveries, and a reload that configures the destination again sends them.
+    /// keeps those deliveries, and a reload that configures the destination again sends them.
     private static func logUnconfigured(_ deliveries: [PendingDelivery], config: RelayConfig, logger: Logger) {
         let configured = DeliveryEngine.keys(of: config.tenants)
         var unconfigured: [String: Int] = [:]
