@@ -265,6 +265,8 @@ struct WebhookIntakeTests {
             ("data.id", Events.portOut("pout_" + long, status: "initiated")),
             ("id", Events.portOut("pout_crlf", status: "initiated", eventID: "evt_a\\r\\nX-Injected: 1")),
             ("id", Events.portOut("pout_nul", status: "initiated", eventID: "evt_a\\u0000b")),
+            ("id", Events.portOut("pout_space", status: "initiated", eventID: "evt_trailing ")),
+            ("data.id", Events.portOut(" pout_leading", status: "initiated")),
         ]
         for (field, body) in cases {
             let response = try harness.post(body)

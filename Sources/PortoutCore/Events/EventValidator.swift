@@ -166,8 +166,9 @@ private struct FieldChecker {
     /// enough to journal, log and send as a header value.
     static let maxIdentifierBytes = 255
 
-    /// Reads a non-empty string of at most `maxIdentifierBytes` with no control characters, because ids travel
-    /// on into log lines and into the `webhook-id` header of every delivery.
+    /// Reads a non-empty string of at most `maxIdentifierBytes` with no control characters and no space at either
+    /// end, because ids travel on into log lines and into the `webhook-id` header of every delivery. A receiver
+    /// trims a header value's outer spaces (RFC 9110, section 5.5), and would then check a signature over another id.
     mutating func identifier(_ object: JSONObject, _ path: String, _ key: String) -> String? {
         guard let string = self.nonEmptyString(object, path, key) else { return nil }
         if string.utf8.count > Self.maxIdentifierBytes {
@@ -176,6 +177,10 @@ private struct FieldChecker {
         }
         if Self.containsControlCharacter(string) {
             self.fail(Self.join(path, key), "must not contain control characters")
+            return nil
+        }
+        if string.utf8.first == UInt8(ascii: " ") || string.utf8.last == UInt8(ascii: " ") {
+            self.fail(Self.join(path, key), "must not begin or end with a space")
             return nil
         }
         return string
