@@ -8,12 +8,14 @@ public struct DestinationChanges: Sendable, Equatable {
     /// Unsettled deliveries of each removed destination. They stay in the journal and in memory, and go out if a
     /// later reload or restart configures the destination again.
     public var pendingOfRemoved: [String: Int] = [:]
+    /// Replayed deliveries waiting for the removed destinations, not in flight, by replay id.
+    public var waitingReplaysOfRemoved: [String: Int] = [:]
 
     public init() {}
 }
 
 extension DeliveryEngine {
-    /// Swaps in the destinations of a reloaded configuration on the delivery thread.
+    /// Swaps in the destinations of a reloaded configuration on the delivery thread, and calls `completion` there.
     ///
     /// A changed destination keeps its queue, mode and failure count. A removed one is detached: nothing more is
     /// started for it, and attempts in flight settle as usual. An added one takes over the deliveries held for it
@@ -59,6 +61,7 @@ extension DeliveryEngine {
         for (key, runtime) in self.loop.destinations where updated[key] == nil {
             changes.removed.append(key)
             changes.pendingOfRemoved[key] = runtime.queue.count
+            changes.waitingReplaysOfRemoved.merge(runtime.queue.countWaiting(by: \.replayID), uniquingKeysWith: +)
             self.loop.detached[key] = runtime
         }
         self.loop.destinations = updated

@@ -133,6 +133,20 @@ struct DeliveryQueue {
         }
     }
 
+    /// Counts the deliveries not in flight by the key `group` returns for each, leaving out those it returns nil for.
+    func countWaiting(by group: (PendingDelivery) -> String?) -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for lane in self.lanes.values {
+            let firstWaiting = lane.head + (lane.isHeadInFlight ? 1 : 0)
+            for delivery in lane.items[firstWaiting...] {
+                if let key = group(delivery) {
+                    counts[key, default: 0] += 1
+                }
+            }
+        }
+        return counts
+    }
+
     /// Removes and returns the deliveries that match and are not in flight, as cancelling a replay does.
     mutating func removeWaiting(where shouldRemove: (PendingDelivery) -> Bool) -> [PendingDelivery] {
         var removed: [PendingDelivery] = []

@@ -75,6 +75,10 @@ extension Relay {
         let destinationChanges = Locked<DestinationChanges?>(nil)
         let reconfigured = DispatchSemaphore(value: 0)
         self.engine.reconfigure(tenants: effective.tenants) { changes in
+            // On the delivery thread, so that no settlement of those deliveries comes between the removal and the count.
+            if let changes {
+                self.replays.registry.strand(changes.waitingReplaysOfRemoved)
+            }
             destinationChanges.withLock { $0 = changes }
             reconfigured.signal()
         }

@@ -300,8 +300,11 @@ struct ReplayTests {
         let without = try harness.config(
             tenantsJSON: #"[{"id": "t1", "projects": ["acme-mobile"], "verify": {"secrets": ["\#(RelayHarness.inboundSecret)"]}}]"#)
         harness.relay!.reload(without)
-        #expect(try Self.admin(harness, "DELETE", "/admin/replays/\(id)").status == 200)
-        #expect(try Self.waitForJob(harness, id, status: "cancelled")["withdrawn"] == 1)
+        // The reload finished the job without the delivery, as a start without the destination would.
+        #expect(try Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["status"] == "completed")
+        let cancelled = try Self.json(try Self.admin(harness, "DELETE", "/admin/replays/\(id)"))
+        #expect(cancelled["withdrawn"] == 1)
+        #expect(cancelled["notConfigured"] == 0)
         // Its dead letter is back, but cannot be redelivered while the destination is not configured.
         let ids = (try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? [])
             .compactMap { $0.objectValue?["id"]?.stringValue }
@@ -574,6 +577,35 @@ struct ReplayCommandTests {
             try harness.config(tenantsJSON: RelayHarness.tenantsJSON(destinations: DeliveryTests.destination(sink.url))))
         #expect(report.destinations.added == ["t1/d1"])
         #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
+    }
+
+    /// A reload that removes the destination a job waits on finishes the job as a start without it would, so that
+    /// it no longer counts against the limit. A reload that adds the destination back sends the deliveries.
+    @Test func reloadRemovingDestinationFinishesJob() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, _) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let id = try #require(
+            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_cli"}"#))["id"]?.stringValue)
+        _ = try ReplayTests.waitForJob(harness, id, status: "running")
+
+        _ = harness.relay!.reload(try harness.config(tenantsJSON: RelayHarness.tenantsJSON()))
+        let stranded = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(stranded["status"] == "completed")
+        #expect(stranded["queued"] == 0)
+        #expect(stranded["notConfigured"] == 3)
+
+        _ = harness.relay!.reload(
+            try harness.config(tenantsJSON: RelayHarness.tenantsJSON(destinations: DeliveryTests.destination(sink.url))))
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(waitUntil { (try? ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)")))?["delivered"] == 3 })
+        let sent = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(sink.received.count == 7)
+        #expect(sent["queued"] == 3)
+        #expect(sent["delivered"] == 3)
+        #expect(sent["notConfigured"] == 0)
     }
 
     /// Ctrl-C ends an offline replay's wait: the job is listed for the relay to finish, and the exit status is 130.

@@ -154,6 +154,29 @@ final class ReplayRegistry: Sendable {
         return added
     }
 
+    /// Moves replayed deliveries whose destination a reload removed from `queued` to `notConfigured`, as a start
+    /// without the destination does, and finishes each running job that has nothing else left to settle.
+    /// `waiting` counts them by replay id. Called on the delivery thread, like `settled`.
+    ///
+    /// NOTE: an attempt in flight at the reload is not counted. If it is then retried, it waits in the removed
+    /// destination's queue, and its job stays running until a restart or a cancel.
+    func strand(_ waiting: [String: Int]) {
+        guard !waiting.isEmpty else { return }
+        for (replayID, count) in waiting {
+            guard let job = self.job(replayID) else { continue }
+            let finalStatus = job.progress.withLock { progress -> ReplayJob.Status? in
+                progress.queued -= count
+                progress.stranded += count
+                guard progress.status == .running && progress.settled >= progress.queued else { return nil }
+                return progress.isCancelRequested ? .cancelled : .completed
+            }
+            if let finalStatus {
+                self.finish(job, status: finalStatus)
+            }
+        }
+        self.save()
+    }
+
     /// Adds jobs read back from the file at start-up, without saving.
     func restore(_ restored: [ReplayJob]) {
         self.jobs.withLock { jobs in
