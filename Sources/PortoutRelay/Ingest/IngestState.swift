@@ -31,8 +31,8 @@ struct IngestState: Sendable {
         case duplicate(stale: Bool)
         /// An identical event is being written now, so the response waits until that write settles.
         case twinInFlight(stale: Bool)
-        /// New: journal it under this sequence number. `previous` restores the lifecycle if the write fails.
-        case accept(sequence: UInt64, stale: Bool, previous: LifecycleEntry?)
+        /// New: journal it under this sequence number.
+        case accept(sequence: UInt64, stale: Bool)
         /// The port out was accepted under another of the tenant's projects, so the event is rejected.
         case otherProject
     }
@@ -42,6 +42,16 @@ struct IngestState: Sendable {
     private(set) var lifecycle: ShardedLRUIndex<DigestKey, LifecycleEntry>
     private(set) var nextSequence: UInt64 = 1
     private var twinWaiters: [DigestKey: [@Sendable (Bool) -> Void]] = [:]
+
+    /// The status writes in flight for one port out, and its lifecycle entry as the durable writes left it.
+    private struct LifecycleWrites {
+        var durable: LifecycleEntry?
+        var ranks: [Int32]
+    }
+
+    /// Port outs with a status write in flight. A failed write puts the lifecycle back to what the durable
+    /// writes and the other writes in flight make it, since another write for the port out may fail too.
+    private var lifecycleWrites: [DigestKey: LifecycleWrites] = [:]
 
     init(capacity: Int) {
         self.dedupe = ShardedLRUIndex(capacity: capacity)
@@ -60,10 +70,9 @@ struct IngestState: Sendable {
             return entry.isDurable ? .duplicate(stale: entry.isStale) : .twinInFlight(stale: entry.isStale)
         }
         var stale = false
-        var previous: LifecycleEntry?
         if let lifecycleKey, let status {
             let projectTag = Self.projectTag(project)
-            previous = self.lifecycle.peek(lifecycleKey)
+            let previous = self.lifecycle.peek(lifecycleKey)
             if let previous, previous.projectTag != projectTag {
                 return .otherProject
             }
@@ -71,15 +80,18 @@ struct IngestState: Sendable {
                 stale = true
             } else {
                 _ = self.lifecycle.insert(lifecycleKey, LifecycleEntry(rank: status.rank, projectTag: projectTag))
+                // With no write in flight, the entry found is what the durable writes left.
+                self.lifecycleWrites[lifecycleKey, default: LifecycleWrites(durable: previous, ranks: [])]
+                    .ranks.append(Int32(status.rank))
             }
         }
         _ = self.dedupe.insert(dedupeKey, DedupeEntry(isDurable: false, isStale: stale))
         let sequence = self.nextSequence
         self.nextSequence += 1
-        return .accept(sequence: sequence, stale: stale, previous: previous)
+        return .accept(sequence: sequence, stale: stale)
     }
 
-    /// A 32-bit FNV-1a hash of the project name, which stays the same across restarts as Swift's `Hasher` does
+    /// Returns a 32-bit FNV-1a hash of the project name, which stays the same across restarts as Swift's `Hasher` does
     /// not. Two of a tenant's projects with the same tag are not distinguished, so a port out could then be
     /// filed under both. With 32 bits and a handful of projects a tenant, that is left as it is.
     static func projectTag(_ project: String) -> UInt32 {
@@ -96,10 +108,18 @@ struct IngestState: Sendable {
     }
 
     /// Marks an event durable and returns the waiters of its twins, which the caller calls with `true`.
-    mutating func confirm(_ dedupeKey: DigestKey) -> [@Sendable (Bool) -> Void] {
+    mutating func confirm(
+        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool, project: String
+    ) -> [@Sendable (Bool) -> Void] {
         if var entry = self.dedupe.peek(dedupeKey) {
             entry.isDurable = true
             _ = self.dedupe.update(dedupeKey, entry)
+        }
+        if let lifecycleKey, let status, !stale {
+            self.settleWrite(lifecycleKey, rank: Int32(status.rank)) { writes in
+                let durableRank = max(writes.durable?.rank ?? -1, Int32(status.rank))
+                writes.durable = LifecycleEntry(rank: Int(durableRank), projectTag: Self.projectTag(project))
+            }
         }
         return self.twinWaiters.removeValue(forKey: dedupeKey) ?? []
     }
@@ -107,17 +127,36 @@ struct IngestState: Sendable {
     /// Removes an event whose write failed, so that the sender's retry is treated as new. Returns the waiters of
     /// its twins, which the caller calls with `false`.
     mutating func abandon(
-        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, previous: LifecycleEntry?, stale: Bool
+        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool
     ) -> [@Sendable (Bool) -> Void] {
         _ = self.dedupe.remove(dedupeKey)
-        if let lifecycleKey, let status, !stale, self.lifecycle.peek(lifecycleKey)?.rank == Int32(status.rank) {
-            if let previous {
-                _ = self.lifecycle.update(lifecycleKey, previous)
-            } else {
-                _ = self.lifecycle.remove(lifecycleKey)
+        if let lifecycleKey, let status, !stale {
+            let remaining = self.settleWrite(lifecycleKey, rank: Int32(status.rank)) { _ in }
+            if let remaining, let current = self.lifecycle.peek(lifecycleKey) {
+                let rank = max(remaining.durable?.rank ?? -1, remaining.ranks.max() ?? -1)
+                if rank < 0 {
+                    _ = self.lifecycle.remove(lifecycleKey)
+                } else {
+                    _ = self.lifecycle.update(lifecycleKey, LifecycleEntry(rank: Int(rank), projectTag: current.projectTag))
+                }
             }
         }
         return self.twinWaiters.removeValue(forKey: dedupeKey) ?? []
+    }
+
+    /// Removes one write of `rank` from the port out's writes in flight, runs `update` on what is left and
+    /// returns the result, or nil if the port out had no write recorded.
+    @discardableResult
+    private mutating func settleWrite(
+        _ lifecycleKey: DigestKey, rank: Int32, update: (inout LifecycleWrites) -> Void
+    ) -> LifecycleWrites? {
+        guard var writes = self.lifecycleWrites[lifecycleKey] else { return nil }
+        if let index = writes.ranks.firstIndex(of: rank) {
+            writes.ranks.remove(at: index)
+        }
+        update(&writes)
+        self.lifecycleWrites[lifecycleKey] = writes.ranks.isEmpty ? nil : writes
+        return writes
     }
 
     /// Replays one journaled event at start-up.

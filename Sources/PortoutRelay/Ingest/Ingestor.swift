@@ -152,12 +152,11 @@ final class Ingestor: Sendable {
                         respond(HTTPResponse(error: Self.journalUnavailable(retryAfter)))
                     }
                 }
-            case .accept(let sequence, let stale, let previous):
+            case .accept(let sequence, let stale):
                 let record = event.record(sequence: sequence, stale: stale, acceptedAtMs: WallClock.milliseconds())
                 self.journal.append(.event(record)) { result in
                     self.finish(
-                        event, record: record, previous: previous, result: result, counters: counters,
-                        respond: respond)
+                        event, record: record, result: result, counters: counters, respond: respond)
                 }
             case .otherProject:
                 counters.invalid.increment()
@@ -174,14 +173,17 @@ final class Ingestor: Sendable {
 
     /// Runs on the journal's writer thread once the event's write has settled.
     private func finish(
-        _ event: IntakeEvent, record: EventRecord, previous: IngestState.LifecycleEntry?,
-        result: Result<JournalLocation, JournalError>,
+        _ event: IntakeEvent, record: EventRecord, result: Result<JournalLocation, JournalError>,
         counters: IngestMetrics.TenantCounters, respond: @Sendable (HTTPResponse) -> Void
     ) {
         switch result {
         case .success(let location):
             self.journalHealthy.store(true, ordering: .relaxed)
-            let waiters = self.state.withLock { $0.confirm(event.dedupeKey) }
+            let waiters = self.state.withLock {
+                $0.confirm(
+                    event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, stale: record.isStale,
+                    project: event.project)
+            }
             self.portOuts.apply(record, at: location)
             self.engine.submit(record.destinations.map { destination in
                 PendingDelivery(
@@ -202,7 +204,7 @@ final class Ingestor: Sendable {
             self.journalHealthy.store(false, ordering: .relaxed)
             let waiters = self.state.withLock {
                 $0.abandon(event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status,
-                           previous: previous, stale: record.isStale)
+                           stale: record.isStale)
             }
             counters.unavailable.increment()
             respond(HTTPResponse(error: Self.journalUnavailable(self.retryAfterSeconds)))

@@ -1,0 +1,59 @@
+import PortoutCore
+import Testing
+
+@testable import PortoutRelay
+
+/// The lifecycle check when journal writes fail, driven on `IngestState` alone so that the order in which two
+/// writes for one port out settle can be chosen.
+struct IngestStateTests {
+    static let portOut = DigestKey(high: 1, low: 1)
+
+    static func key(_ status: PortOutStatus) -> DigestKey {
+        DigestKey(high: 2, low: UInt64(PortOutStatus.allCases.firstIndex(of: status)!))
+    }
+
+    /// Admits `status` for the port out and returns whether it was taken as stale.
+    static func admit(_ state: inout IngestState, _ status: PortOutStatus) -> Bool? {
+        guard case .accept(_, let stale) = state.admit(
+            dedupeKey: Self.key(status), lifecycleKey: Self.portOut, status: status, project: "acme-mobile")
+        else { return nil }
+        return stale
+    }
+
+    static func abandon(_ state: inout IngestState, _ status: PortOutStatus) {
+        _ = state.abandon(Self.key(status), lifecycleKey: Self.portOut, status: status, stale: false)
+    }
+
+    static func confirm(_ state: inout IngestState, _ status: PortOutStatus) {
+        _ = state.confirm(Self.key(status), lifecycleKey: Self.portOut, status: status, stale: false, project: "acme-mobile")
+    }
+
+    /// Two writes in flight for one port out both fail, in either order: neither status counts afterwards.
+    @Test(arguments: [true, false])
+    func bothWritesFail(laterFailsFirst: Bool) {
+        var state = IngestState(capacity: 100)
+        #expect(Self.admit(&state, .issued) == false)
+        #expect(Self.admit(&state, .completed) == false)
+        for status in laterFailsFirst ? [PortOutStatus.completed, .issued] : [.issued, .completed] {
+            Self.abandon(&state, status)
+        }
+        #expect(state.lifecycle.peek(Self.portOut) == nil)
+        #expect(Self.admit(&state, .issued) == false)
+        #expect(Self.admit(&state, .completed) == false)
+    }
+
+    /// A failed write leaves the rank of the writes that succeeded or are still in flight.
+    @Test func failedWriteKeepsOtherWrites() {
+        var state = IngestState(capacity: 100)
+        #expect(Self.admit(&state, .processing) == false)
+        Self.confirm(&state, .processing)
+        #expect(Self.admit(&state, .issued) == false)
+        #expect(Self.admit(&state, .completed) == false)
+        Self.abandon(&state, .completed)
+        #expect(state.lifecycle.peek(Self.portOut)?.rank == Int32(PortOutStatus.issued.rank))
+        Self.abandon(&state, .issued)
+        #expect(state.lifecycle.peek(Self.portOut)?.rank == Int32(PortOutStatus.processing.rank))
+        #expect(Self.admit(&state, .initiated) == true)
+        #expect(Self.admit(&state, .issued) == false)
+    }
+}
