@@ -182,6 +182,16 @@ public final class Journal: Sendable {
     }
 
     private func enqueue(_ entries: [Entry]) {
+        // Recovery takes a longer frame for damage, so such a record would be lost after being acknowledged.
+        if let oversized = entries.first(where: { $0.payload.count > SegmentFile.maxPayloadBytes }) {
+            let error = JournalError(
+                path: self.directory,
+                reason: "a record of \(oversized.payload.count) bytes is larger than the frame limit of \(SegmentFile.maxPayloadBytes)")
+            for entry in entries {
+                entry.completion?(.failure(error))
+            }
+            return
+        }
         let accepted = self.queue.withLock { queue -> Bool in
             guard !queue.isClosing else { return false }
             queue.pending.append(contentsOf: entries)

@@ -51,7 +51,8 @@ public struct JournalError: Error, Sendable, CustomStringConvertible {
 public enum SegmentFile {
     static let magic: [UInt8] = Array("PORTJNL1".utf8)
     static let frameHeaderBytes = 8
-    /// Frames longer than this are treated as corrupt: no record the relay writes comes near it.
+    /// Frames longer than this are treated as corrupt. The journal refuses longer records, and `limits.maxBodyBytes`
+    /// keeps an event's record well under it.
     static let maxPayloadBytes = 16 * 1024 * 1024
 
     public static func name(for segment: UInt64) -> String {

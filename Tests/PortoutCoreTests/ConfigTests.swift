@@ -76,6 +76,18 @@ struct ConfigTests {
         }
     }
 
+    /// A body over 8 MiB would make a journal record that recovery takes for damage.
+    @Test func bodyLimitFitsJournalFrame() throws {
+        let tenants = #""tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]"#
+        #expect(try Self.parse(#"{"limits": {"maxBodyBytes": 8388608}, "# + tenants + "}").limits.maxBodyBytes == 8_388_608)
+        do {
+            _ = try Self.parse(#"{"limits": {"maxBodyBytes": 8388609}, "# + tenants + "}")
+            Issue.record("a body limit over 8 MiB was accepted")
+        } catch {
+            #expect(error.problems.map(\.path) == ["$.limits.maxBodyBytes"])
+        }
+    }
+
     @Test func secretFromEnvironmentAndFile() throws {
         setenv("PORTOUT_TEST_SECRET", "whsec_ZW52LXNlY3JldA==", 1)
         let directory = NSTemporaryDirectory() + "portout-config-\(UUID().uuidString)"

@@ -84,6 +84,25 @@ import Testing
         #expect(recovered == written)
     }
 
+    /// A record longer than recovery reads is refused rather than written and then lost at the next start.
+    @Test func oversizedRecordIsRefused() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path)
+        let large = Self.event(1, body: String(repeating: "x", count: SegmentFile.maxPayloadBytes))
+        let results = Self.appendAll(journal, [large, Self.event(2)])
+        guard case .failure(let error) = results[0] else {
+            Issue.record("a record over the frame limit was written")
+            return
+        }
+        #expect(error.reason.contains("larger than the frame limit"))
+        #expect((try? results[1].get()) != nil)
+        journal.close()
+        let (reopened, recovered) = try Self.open(directory.path)
+        reopened.close()
+        #expect(recovered == [Self.event(2)])
+    }
+
     @Test func eventBodyMatchesFullDecode() {
         for record in [Self.event(3), Self.event(4, body: "{}")] {
             guard case .event(let event) = record else { continue }

@@ -143,7 +143,9 @@ extension ConfigReader {
                 "maxConnectionsPerClient", "headerTimeoutMs", "bodyTimeoutMs", "idleTimeoutMs",
             ])
         limits.maxHeaderBytes = self.integer(object, "maxHeaderBytes", path, default: limits.maxHeaderBytes, range: 1024...1_048_576)
-        limits.maxBodyBytes = self.integer(object, "maxBodyBytes", path, default: limits.maxBodyBytes, range: 1024...67_108_864)
+        // At most 8 MiB, so that an event's journal record, the body with its ids, fits the journal's frame limit
+        // of 16 MiB. A larger record would be acknowledged and then skipped as damage by the next recovery.
+        limits.maxBodyBytes = self.integer(object, "maxBodyBytes", path, default: limits.maxBodyBytes, range: 1024...8_388_608)
         limits.maxBufferedRequestBytes = self.integer(
             object, "maxBufferedRequestBytes", path, default: limits.maxBufferedRequestBytes, range: 1024...(1 << 40))
         if limits.maxBufferedRequestBytes < limits.smallestBufferedRequestBytes {
