@@ -68,6 +68,31 @@ struct DiskFailureTests {
         #expect(try Self.eventCount(mount) == accepted)
     }
 
+    /// A file size limit makes journal writes fail with EFBIG. The relay answers 503 as for a full disk, and a
+    /// start under the same limit works, instead of SIGXFSZ ending the process.
+    @Test func fileSizeLimitGives503() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let configPath = directory.file("config.json")
+        try ReloadAndShutdownTests.writeConfig(
+            configPath, directory: directory, tenants: "[\(ReloadAndShutdownTests.tenant("t1"))]")
+        for round in 0..<2 {
+            let relay = try RelayProcess(
+                configPath: configPath, logPath: directory.file("relay-\(round).log"), fileSizeLimitKiB: 256)
+            defer { relay.kill() }
+            var statuses: [Int?] = []
+            for index in 0..<1000 {
+                let status = ReloadAndShutdownTests.post(
+                    port: relay.port, tenant: "t1", body: Events.portOut("pout_limit_\(round)_\(index)", status: "initiated"))
+                statuses.append(status)
+                if status != 202 { break }
+            }
+            #expect(statuses.last == 503, "round \(round): \(statuses.suffix(3))")
+            #expect(try LoopbackClient(port: relay.port).request("GET", "/readyz")?.status == 503)
+            #expect(relay.process.isRunning)
+        }
+    }
+
     @Test func tornTailRecoveredAtStart() throws {
         let harness = try RelayHarness()
         defer { harness.finish() }

@@ -14,11 +14,22 @@ final class RelayProcess {
     let logPath: String
 
     /// Starts the relay on `configPath` and, unless `waitForStart` is false, waits until it logs that it started.
-    init(configPath: String, logPath: String, waitForStart: Bool = true) throws {
+    /// `fileSizeLimitKiB` starts it under `ulimit -f`, through a shell that then runs it in its place.
+    init(configPath: String, logPath: String, waitForStart: Bool = true, fileSizeLimitKiB: Int? = nil) throws {
         self.logPath = logPath
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        self.process.executableURL = URL(fileURLWithPath: Self.binary)
-        self.process.arguments = ["serve", "--config", configPath]
+        if let fileSizeLimitKiB {
+            // SIGXFSZ starts at its default action, which ends the process, since the test runner may ignore it and
+            // a child inherits that. ulimit -f counts 1024-byte blocks in bash.
+            self.process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            self.process.arguments = [
+                "--default-signal=XFSZ", "/bin/bash", "-c", "ulimit -f \(fileSizeLimitKiB); exec \"$0\" \"$@\"",
+                Self.binary, "serve", "--config", configPath,
+            ]
+        } else {
+            self.process.executableURL = URL(fileURLWithPath: Self.binary)
+            self.process.arguments = ["serve", "--config", configPath]
+        }
         self.process.standardError = FileHandle(forWritingAtPath: logPath)
         try self.process.run()
         guard waitForStart else { return }

@@ -42,6 +42,9 @@ public enum RelayCommand {
 
     /// Runs the command and returns the process exit status.
     public static func run(_ arguments: [String]) -> Int32 {
+        // A write past a file size limit (`ulimit -f`, LimitFSIZE) then fails with EFBIG, which the journal
+        // reports like a full disk, instead of ending the process with no log line.
+        signal(SIGXFSZ, SIG_IGN)
         let words = Array(arguments.dropFirst())
         if words.count > 1 && words.dropFirst().contains(where: { $0 == "--help" || $0 == "-h" }) {
             print(self.usage)
