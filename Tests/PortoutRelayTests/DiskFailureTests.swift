@@ -17,25 +17,37 @@ struct DiskFailureTests {
         return count
     }
 
+    /// Mounts a 256 KiB tmpfs at `data` in `directory` and returns its path.
+    static func mountTmpfs(in directory: TemporaryDirectory) throws -> String {
+        let mount = directory.path + "/data"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        #expect(runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mount]) == 0)
+        return mount
+    }
+
+    /// Fills what is left of the file system at `mount` with a file and returns its path. tmpfs allocates whole
+    /// pages, so the next write that needs a page fails.
+    static func fill(_ mount: String) -> String {
+        let filler = mount + "/filler"
+        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
+        let handle = FileHandle(forWritingAtPath: filler)!
+        while (try? handle.write(contentsOf: Data(count: 4096))) != nil {}
+        try? handle.close()
+        return filler
+    }
+
     /// The data directory on a 256 KiB tmpfs filled to the brim: 503 with Retry-After and no 2xx until space
     /// returns, then 202 again without a restart.
     @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
     func fullDiskGives503ThenRecovers() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
-        let mount = directory.path + "/data"
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        #expect(runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mount]) == 0)
+        let mount = try Self.mountTmpfs(in: directory)
         defer { _ = runProgram("/bin/umount", ["-l", mount]) }
         let harness = try RelayHarness(destinations: "[]", directory: directory)
         defer { harness.stop() }
         #expect(try harness.post(Events.portOut("pout_disk", status: "initiated")).status == 202)
-        // Fill what is left; tmpfs allocates whole pages, so the next append cannot fit.
-        let filler = mount + "/filler"
-        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
-        let handle = FileHandle(forWritingAtPath: filler)!
-        while (try? handle.write(contentsOf: Data(count: 4096))) != nil {}
-        try? handle.close()
+        let filler = Self.fill(mount)
 
         // Space left in the segment's last page still takes a few events; the first that needs a new page fails.
         var accepted = 1
@@ -66,6 +78,37 @@ struct DiskFailureTests {
         harness.stop()
         // Every 202 is in the journal, and nothing else is.
         #expect(try Self.eventCount(mount) == accepted)
+    }
+
+    static let smallOutcome = JournalRecord.attempt(AttemptRecord(
+        eventSequence: 1, tenant: "t1", destination: "d1", attempt: 1, outcome: .delivered, httpStatus: 204, atMs: 1,
+        nextAttemptAtMs: nil, error: ""))
+
+    /// A failed write of delivery outcomes alone, which no webhook waits for, still shows in readiness and the
+    /// failure count, since the deliveries it leaves unrecorded go out again after a restart.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func failedOutcomeWriteShowsInReadiness() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let mount = try Self.mountTmpfs(in: directory)
+        defer { _ = runProgram("/bin/umount", ["-l", mount]) }
+        let journal = try Journal.open(directory: mount + "/journal", segmentBytes: 1 << 20, logger: Logger(level: .error)) { _, _ in }
+        defer { journal.close() }
+        let filler = Self.fill(mount)
+
+        // More than the segment's one page can take, so the batch needs a page the full tmpfs does not have.
+        let written = DispatchSemaphore(value: 0)
+        journal.appendAdvisory(Array(repeating: Self.smallOutcome, count: 200)) { _ in written.signal() }
+        written.wait()
+        let failed = journal.metrics.lastWriteFailed.load(ordering: .relaxed)
+        #expect(failed)
+        #expect(journal.metrics.writeFailures.value == 1)
+
+        try FileManager.default.removeItem(atPath: filler)
+        journal.appendAdvisory([Self.smallOutcome]) { _ in written.signal() }
+        written.wait()
+        let failedAgain = journal.metrics.lastWriteFailed.load(ordering: .relaxed)
+        #expect(!failedAgain)
     }
 
     /// A file size limit makes journal writes fail with EFBIG. The relay answers 503 as for a full disk, and a

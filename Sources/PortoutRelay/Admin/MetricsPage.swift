@@ -75,6 +75,9 @@ struct MetricsPage: Sendable {
         page.counter(
             "portout_journal_bytes_written_total", help: "Bytes written to the journal since start, framing included.",
             value: metrics.bytesWritten.value)
+        page.counter(
+            "portout_journal_write_failures_total", help: "Journal batches whose write or sync failed since start.",
+            value: metrics.writeFailures.value)
         page.histogram("portout_journal_fsync_seconds", help: "Duration of each journal fdatasync.", metrics.syncDuration)
         page.histogram(
             "portout_journal_group_commit_records", help: "Records written in one journal batch.", metrics.groupCommitRecords)

@@ -4,7 +4,6 @@ import PortoutCrypto
 import PortoutDelivery
 import PortoutHTTP
 import PortoutJournal
-import Synchronization
 
 /// The webhook intake: verifies, validates, dedupes and journals each event, and responds only after the
 /// journal write has settled.
@@ -14,15 +13,13 @@ import Synchronization
 final class Ingestor: Sendable {
     /// Replaced whole by a configuration reload; a request uses the tenant as it was when the request arrived.
     private let tenants: Locked<[String: TenantIntake]>
-    private let journal: Journal
+    let journal: Journal
     private let engine: DeliveryEngine
     private let portOuts: PortOutStore
     let logger: Logger
     let metrics: IngestMetrics
     private let retryAfterSeconds: Int
     private let state: Locked<IngestState>
-    /// False from a failed journal write until the next successful one; `/readyz` reports it.
-    let journalHealthy = Atomic<Bool>(true)
 
     init(
         config: RelayConfig, state: IngestState, journal: Journal, engine: DeliveryEngine, portOuts: PortOutStore,
@@ -178,7 +175,6 @@ final class Ingestor: Sendable {
     ) {
         switch result {
         case .success(let location):
-            self.journalHealthy.store(true, ordering: .relaxed)
             let waiters = self.state.withLock {
                 $0.confirm(
                     event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, stale: record.isStale,
@@ -201,7 +197,6 @@ final class Ingestor: Sendable {
             }
         case .failure:
             // The writer has logged the failure; here the key is released so the sender's retry is taken as new.
-            self.journalHealthy.store(false, ordering: .relaxed)
             let waiters = self.state.withLock {
                 $0.abandon(event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status,
                            stale: record.isStale)
