@@ -147,7 +147,16 @@ struct DiskFailureTests {
         handle.seekToEndOfFile()
         handle.write(Data([0x40, 0, 0, 0, 0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3]))
         handle.closeFile()
+        // A crash mid-write leaves such a tail, so in the last segment it is reported and is not damage.
+        var lines: [String] = []
+        #expect(try JournalCommands.verify(dataDirectory: harness.directory.path + "/data") { lines.append($0) })
+        #expect(lines.first?.contains("torn tail after byte") == true, "\(lines)")
+        #expect(try JournalCommands.forEachRecord(harness.directory.path + "/data") { _, _ in }.isEmpty)
+        // Followed by another segment, it is damage.
+        let next = harness.directory.path + "/data/journal/" + SegmentFile.name(for: 2)
+        #expect(FileManager.default.createFile(atPath: next, contents: Data("PORTJNL1".utf8)))
         #expect(!(try JournalCommands.verify(dataDirectory: harness.directory.path + "/data") { _ in }))
+        try FileManager.default.removeItem(atPath: next)
         try harness.start()
         #expect(try harness.post(Events.portOut("pout_torn", status: "processing")).status == 200)
         #expect(try harness.post(Events.portOut("pout_torn", status: "issued")).status == 202)

@@ -19,18 +19,19 @@ struct JournalStatsTests {
     @Test func damageCountsSegmentsAndRegions() throws {
         let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)
         defer { harness.finish() }
-        for index in 0..<3 {
+        for index in 0..<4 {
             #expect(try harness.post(Events.portOut("pout_stats_\(index)", status: "initiated")).status == 202)
         }
         harness.stop()
         let dataDirectory = harness.directory.path + "/data"
         var locations: [JournalLocation] = []
         _ = try JournalCommands.forEachRecord(dataDirectory) { _, location in locations.append(location) }
-        #expect(locations.count == 3)
+        #expect(locations.count == 4)
         #expect(Set(locations.map(\.segment)).count == 1)
         let path = dataDirectory + "/journal/" + SegmentFile.name(for: locations[0].segment)
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-        // A byte in the middle of the first and of the third record's payload.
+        // A byte in the middle of the first and of the third record's payload. A damaged last record would be a
+        // torn tail, which a crash leaves and which is not counted as damage.
         for location in [locations[0], locations[2]] {
             try handle.seek(toOffset: UInt64(location.offset) + UInt64(location.length / 2))
             let original = try #require(try handle.read(upToCount: 1)?.first)
@@ -42,7 +43,7 @@ struct JournalStatsTests {
         let (summary, _) = try Self.stats(dataDirectory)
         #expect(summary["damagedSegments"] == .number(1))
         #expect(summary["damagedRegions"] == .number(2))
-        #expect(summary["events"] == .number(1))
+        #expect(summary["events"] == .number(2))
     }
 
     /// Retention removes only the oldest segments, so a number missing between two segments is reported as

@@ -9,10 +9,11 @@ public enum JournalCommands {
     static let redactedFields: Set<String> = ["accountNumber", "accountPin"]
 
     /// Checks every frame of every segment and prints one line per segment; returns false if any is damaged or
-    /// missing.
+    /// missing. A torn tail of the last segment is printed but is not damage, since a crash mid-write leaves one
+    /// and the next start cuts it off.
     public static func verify(dataDirectory: String, output: (String) -> Void) throws(JournalError) -> Bool {
         var healthy = true
-        try self.forEachSegment(dataDirectory) { name, bytes, gap in
+        try self.forEachSegment(dataDirectory) { name, bytes, gap, isLast in
             if let gap {
                 output("\(name): \(gap.missing) before it")
                 healthy = false
@@ -28,7 +29,11 @@ public enum JournalCommands {
             }
             if let tornTail = result.tornTail {
                 line += "; torn tail after byte \(result.validBytes): \(tornTail)"
-                healthy = false
+                if isLast {
+                    line += " (a crash mid-write leaves this; the next start cuts it off)"
+                } else {
+                    healthy = false
+                }
             }
             output(line)
         }
@@ -242,9 +247,10 @@ public enum JournalCommands {
         dataDirectory + "/journal"
     }
 
-    /// Passes each segment's file name and bytes to `body`, in order, with the numbers missing just before it.
+    /// Passes each segment's file name and bytes to `body`, in order, with the numbers missing just before it and
+    /// whether it is the last.
     private static func forEachSegment(
-        _ dataDirectory: String, _ body: (String, [UInt8], SegmentFile.Gap?) throws(JournalError) -> Void
+        _ dataDirectory: String, _ body: (String, [UInt8], SegmentFile.Gap?, Bool) throws(JournalError) -> Void
     ) throws(JournalError) {
         let directory = self.journalDirectory(dataDirectory)
         guard FileManager.default.fileExists(atPath: directory) else {
@@ -254,7 +260,7 @@ public enum JournalCommands {
         let gaps = Dictionary(uniqueKeysWithValues: SegmentFile.gaps(in: segments).map { ($0.before, $0) })
         for segment in segments {
             let name = SegmentFile.name(for: segment)
-            try body(name, try SegmentFile.readAll(directory + "/" + name), gaps[segment])
+            try body(name, try SegmentFile.readAll(directory + "/" + name), gaps[segment], segment == segments.last)
         }
     }
 
@@ -272,13 +278,13 @@ public enum JournalCommands {
         }
     }
 
-    /// Visits the valid records of every segment in order; returns each damaged region, torn tail and run of
-    /// missing segments.
+    /// Visits the valid records of every segment in order; returns each damaged region, run of missing segments
+    /// and torn tail, except the last segment's, which a crash mid-write leaves.
     static func forEachRecord(
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> [SegmentDamage] {
         var damage: [SegmentDamage] = []
-        try self.forEachSegment(dataDirectory) { name, bytes, gap in
+        try self.forEachSegment(dataDirectory) { name, bytes, gap, isLast in
             if let gap {
                 damage.append(SegmentDamage(segment: name, problem: "\(gap.missing) before it", missingBefore: gap.count))
             }
@@ -291,7 +297,7 @@ public enum JournalCommands {
                 damage.append(SegmentDamage(
                     segment: name, problem: "\(region.reason); bytes \(region.start) to \(region.end) skipped"))
             }
-            if let tornTail = result.tornTail {
+            if let tornTail = result.tornTail, !isLast {
                 damage.append(SegmentDamage(segment: name, problem: "torn tail after byte \(result.validBytes): \(tornTail)"))
             }
         }
