@@ -88,6 +88,20 @@ struct ConfigTests {
         }
     }
 
+    /// A setting the tenant's scheme does not read is rejected rather than ignored.
+    @Test(arguments: [
+        (#"{"scheme": "hex", "header": "X-Sig", "toleranceSeconds": 60, "secrets": ["s"]}"#, "$.tenants[0].verify.toleranceSeconds"),
+        (#"{"header": "X-Sig", "secrets": ["whsec_c2VjcmV0"]}"#, "$.tenants[0].verify.header"),
+    ])
+    func unusedVerifySettingRejected(verify: String, path: String) throws {
+        do {
+            _ = try Self.parse(#"{"tenants": [{"id": "t1", "projects": ["p"], "verify": "# + verify + "}]}")
+            Issue.record("\(path) was accepted")
+        } catch {
+            #expect(error.problems.map(\.path) == [path])
+        }
+    }
+
     @Test func secretFromEnvironmentAndFile() throws {
         setenv("PORTOUT_TEST_SECRET", "whsec_ZW52LXNlY3JldA==", 1)
         let directory = NSTemporaryDirectory() + "portout-config-\(UUID().uuidString)"

@@ -160,5 +160,11 @@ struct SignatureSchemeTests {
         #expect(try harness.post(tampered, headers: [("X-Hub-Signature-256", mac)]).status == 401)
         #expect(try harness.post(body, headers: [("X-Hub-Signature-256", "sha256=zz")]).status == 401)
         #expect(try harness.post(body, headers: []).status == 401)
+        // An empty or short value cannot be an HMAC-SHA256, so it is malformed, not a signature that differs.
+        for value in ["", "sha256=", String(mac.prefix(62))] {
+            let rejected = try harness.post(body, headers: [("X-Hub-Signature-256", value)])
+            #expect(rejected.status == 401)
+            #expect(rejected.json?.objectValue?["message"] == "The x-hub-signature-256 header is malformed.", "\(value)")
+        }
     }
 }

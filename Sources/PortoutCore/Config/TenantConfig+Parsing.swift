@@ -154,6 +154,13 @@ extension ConfigReader {
         if scheme != .standardWebhooks && header == nil {
             self.fail("\(path).header", "is required for the \(scheme.rawValue) scheme")
         }
+        // Settings a scheme does not read are rejected, so that a file never seems to set what it does not.
+        if scheme == .standardWebhooks && header != nil {
+            self.fail("\(path).header", "is not used by the standard-webhooks scheme, which reads the webhook-* or svix-* headers")
+        }
+        if scheme == .hex && object["toleranceSeconds"] != nil {
+            self.fail("\(path).toleranceSeconds", "is not used by the hex scheme, which signs no timestamp")
+        }
         return VerifyConfig(
             scheme: scheme, secrets: secrets, toleranceSeconds: tolerance, header: header?.lowercased() ?? "")
     }

@@ -174,7 +174,8 @@ struct SignatureVerifier: Sendable {
         if text.hasPrefix("sha256=") {
             text = text.dropFirst("sha256=".count)
         }
-        guard let candidate = ByteEncoding.decodeHex(text) else {
+        // An HMAC-SHA256 is 32 bytes, so an empty or shorter value is malformed rather than a wrong signature.
+        guard let candidate = ByteEncoding.decodeHex(text), candidate.count == 32 else {
             return .failure(.malformed("\(self.config.header) header"))
         }
         var matched = false
