@@ -339,10 +339,7 @@ struct ReplayRestartTests {
         defer { sink.shutdown() }
         let harness = try Self.startWithDelivered(sink)
         defer { harness.finish() }
-        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
-        let id = try #require(
-            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
-        _ = try ReplayTests.waitForJob(harness, id, status: "running")
+        let id = try ReplayTests.startHeldReplay(harness, filter: #"{"tenant": "t1"}"#)
         harness.stop()
         let saved = try #require(try Self.jobFile(harness).load().jobs.first)
         saved.progress.withLock { $0.status = .cancelled }

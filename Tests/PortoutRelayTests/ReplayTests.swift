@@ -53,6 +53,15 @@ struct ReplayTests {
         #expect(sink.received.count == received)
     }
 
+    /// Pauses destination d1 and starts a replay of `filter`, whose deliveries then wait; returns the job's id
+    /// once it runs.
+    static func startHeldReplay(_ harness: RelayHarness, filter: String) throws -> String {
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let id = try #require(try Self.json(try Self.admin(harness, "POST", "/admin/replays", body: filter))["id"]?.stringValue)
+        _ = try Self.waitForJob(harness, id, status: "running")
+        return id
+    }
+
     static func waitForJob(_ harness: RelayHarness, _ id: String, status: String) throws -> JSONObject {
         var last = JSONObject()
         _ = waitUntil(timeoutSeconds: 20) {
@@ -535,10 +544,7 @@ struct ReplayCommandTests {
         defer { sink.shutdown() }
         let (harness, configPath) = try Self.startWithDeliveries(sink)
         defer { harness.finish() }
-        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
-        let cancelled = try #require(
-            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_cli"}"#))["id"]?.stringValue)
-        _ = try ReplayTests.waitForJob(harness, cancelled, status: "running")
+        _ = try ReplayTests.startHeldReplay(harness, filter: #"{"portOut": "pout_cli"}"#)
         harness.stop()
         let file = ReplayJobFile(dataDirectory: harness.directory.path + "/data")
         let saved = try #require(try file.load().jobs.first)
@@ -586,10 +592,7 @@ struct ReplayCommandTests {
         defer { sink.shutdown() }
         let (harness, _) = try Self.startWithDeliveries(sink)
         defer { harness.finish() }
-        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
-        let id = try #require(
-            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_cli"}"#))["id"]?.stringValue)
-        _ = try ReplayTests.waitForJob(harness, id, status: "running")
+        let id = try ReplayTests.startHeldReplay(harness, filter: #"{"portOut": "pout_cli"}"#)
 
         _ = harness.relay!.reload(try harness.config(tenantsJSON: RelayHarness.tenantsJSON()))
         let stranded = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
