@@ -8,8 +8,9 @@ public struct DestinationChanges: Sendable, Equatable {
     /// Unsettled deliveries of each removed destination. They stay in the journal and in memory, and go out if a
     /// later reload or restart configures the destination again.
     public var pendingOfRemoved: [String: Int] = [:]
-    /// Replayed deliveries waiting for the removed destinations, not in flight, by replay id.
-    public var waitingReplaysOfRemoved: [String: Int] = [:]
+    /// Replayed deliveries waiting for the removed destinations, not in flight, that this reload marked as
+    /// stranded, by replay id.
+    public var strandedReplays: [String: Int] = [:]
 
     public init() {}
 }
@@ -61,7 +62,7 @@ extension DeliveryEngine {
         for (key, runtime) in self.loop.destinations where updated[key] == nil {
             changes.removed.append(key)
             changes.pendingOfRemoved[key] = runtime.queue.count
-            changes.waitingReplaysOfRemoved.merge(runtime.queue.countWaiting(by: \.replayID), uniquingKeysWith: +)
+            changes.strandedReplays.merge(runtime.queue.markStranded(), uniquingKeysWith: +)
             self.loop.detached[key] = runtime
         }
         self.loop.destinations = updated

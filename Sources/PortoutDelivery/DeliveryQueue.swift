@@ -133,16 +133,19 @@ struct DeliveryQueue {
         }
     }
 
-    /// Counts the deliveries not in flight by the key `group` returns for each, leaving out those it returns nil for.
-    func countWaiting(by group: (PendingDelivery) -> String?) -> [String: Int] {
+    /// Marks the replayed deliveries not in flight as stranded, and returns how many it marked by replay id.
+    /// Those marked before are not counted again.
+    mutating func markStranded() -> [String: Int] {
         var counts: [String: Int] = [:]
-        for lane in self.lanes.values {
+        for key in Array(self.lanes.keys) {
+            var lane = self.lanes[key]!
             let firstWaiting = lane.head + (lane.isHeadInFlight ? 1 : 0)
-            for delivery in lane.items[firstWaiting...] {
-                if let key = group(delivery) {
-                    counts[key, default: 0] += 1
-                }
+            for index in firstWaiting..<lane.items.count {
+                guard let replayID = lane.items[index].replayID, !lane.items[index].isStranded else { continue }
+                lane.items[index].isStranded = true
+                counts[replayID, default: 0] += 1
             }
+            self.lanes[key] = lane
         }
         return counts
     }

@@ -19,6 +19,9 @@ public struct PendingDelivery: Sendable, Equatable {
     public var nextAttemptAtMs: Int64
     /// The replay or redelivery that queued this delivery again, or nil for the first fan-out.
     public var replayID: String?
+    /// Whether its replay job counts it under `notConfigured` rather than `queued`, because its destination was
+    /// not configured at a start or a reload removed it. Its settlement moves it back to `queued`.
+    public var isStranded = false
 
     public init(
         sequence: UInt64, eventID: String, tenant: String, destination: String, orderingKey: String,

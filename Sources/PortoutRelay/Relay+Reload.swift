@@ -77,7 +77,7 @@ extension Relay {
         self.engine.reconfigure(tenants: effective.tenants) { changes in
             // On the delivery thread, so that no settlement of those deliveries comes between the removal and the count.
             if let changes {
-                self.replays.registry.strand(changes.waitingReplaysOfRemoved)
+                self.replays.registry.strand(changes.strandedReplays)
             }
             destinationChanges.withLock { $0 = changes }
             reconfigured.signal()

@@ -99,7 +99,8 @@ public final class Relay: Sendable {
         let engine = DeliveryEngine(
             tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
             controlFile: config.dataDir + "/destinations.json", observer: observer)
-        engine.submit(replayRestart.withdrawingCancelled(pending, journal: journal, observer: observer))
+        let marked = replayRestart.markingStranded(pending) { configuredKeys.contains($0.destinationKey) }
+        engine.submit(replayRestart.withdrawingCancelled(marked, journal: journal, observer: observer))
         let replays = ReplayJobs(
             registry: replayRegistry, dataDirectory: config.dataDir, journal: journal, engine: engine,
             deadLetters: deadLetters)

@@ -396,9 +396,9 @@ struct ReplayRestartTests {
         registry.restore([job])
         #expect(job.jsonValue.objectValue?["notConfigured"] == 1)
 
-        registry.settled(replayID: "rpl_s", outcome: .retryScheduled)
+        registry.settled(replayID: "rpl_s", outcome: .retryScheduled, wasStranded: true)
         #expect(job.jsonValue.objectValue?["queued"] == 1)
-        registry.settled(replayID: "rpl_s", outcome: .delivered)
+        registry.settled(replayID: "rpl_s", outcome: .delivered, wasStranded: true)
         let reported = job.jsonValue.objectValue
         #expect(reported?["queued"] == 2)
         #expect(reported?["delivered"] == 2)

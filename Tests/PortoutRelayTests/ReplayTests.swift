@@ -594,14 +594,18 @@ struct ReplayCommandTests {
         defer { harness.finish() }
         let id = try ReplayTests.startHeldReplay(harness, filter: #"{"portOut": "pout_cli"}"#)
 
-        _ = harness.relay!.reload(try harness.config(tenantsJSON: RelayHarness.tenantsJSON()))
+        let without = try harness.config(tenantsJSON: RelayHarness.tenantsJSON())
+        let with = try harness.config(tenantsJSON: RelayHarness.tenantsJSON(destinations: DeliveryTests.destination(sink.url)))
+        // Removed twice, with the destination back in between: the deliveries count once.
+        for config in [without, with, without] {
+            _ = harness.relay!.reload(config)
+        }
         let stranded = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
         #expect(stranded["status"] == "completed")
         #expect(stranded["queued"] == 0)
         #expect(stranded["notConfigured"] == 3)
 
-        _ = harness.relay!.reload(
-            try harness.config(tenantsJSON: RelayHarness.tenantsJSON(destinations: DeliveryTests.destination(sink.url))))
+        _ = harness.relay!.reload(with)
         #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
         #expect(waitUntil { (try? ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)")))?["delivered"] == 3 })
         let sent = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
@@ -609,6 +613,41 @@ struct ReplayCommandTests {
         #expect(sent["queued"] == 3)
         #expect(sent["delivered"] == 3)
         #expect(sent["notConfigured"] == 0)
+    }
+
+    /// A job's stranded deliveries that go out after a reload count as queued again, and the job does not finish
+    /// while its other deliveries still wait.
+    @Test func strandedDeliveriesDoNotFinishJobEarly() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let both = RelayHarness.tenantsJSON(destinations: """
+            [\(ReloadAndShutdownTests.destination("d1", url: sink.url)), \(ReloadAndShutdownTests.destination("d2", url: sink.url))]
+            """)
+        let harness = try RelayHarness(tenantsJSON: both)
+        defer { harness.finish() }
+        for status in ["initiated", "processing", "issued"] {
+            #expect(try harness.post(Events.portOut("pout_two", status: status)).status == 202)
+        }
+        #expect(waitUntil { sink.received.count == 6 })
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d2/pause").status == 200)
+        let id = try ReplayTests.startHeldReplay(harness, filter: #"{"portOut": "pout_two"}"#)
+        let onlyFirst = RelayHarness.tenantsJSON(destinations: "[\(ReloadAndShutdownTests.destination("d1", url: sink.url))]")
+        _ = harness.relay!.reload(try harness.config(tenantsJSON: onlyFirst))
+        let stranded = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(stranded["queued"] == 3)
+        #expect(stranded["notConfigured"] == 3)
+
+        _ = harness.relay!.reload(try harness.config(tenantsJSON: both))
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d2/resume").status == 200)
+        #expect(waitUntil { (try? ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)")))?["delivered"] == 3 })
+        let halfway = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(halfway["status"] == "running")
+        #expect(halfway["queued"] == 6)
+        #expect(halfway["notConfigured"] == 0)
+
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        let finished = try ReplayTests.waitForJob(harness, id, status: "completed")
+        #expect(finished["delivered"] == 6)
     }
 
     /// Ctrl-C ends an offline replay's wait: the job is listed for the relay to finish, and the exit status is 130.

@@ -276,7 +276,7 @@ struct ReplayProgressObserver: DeliveryObserver {
 
     func settled(_ delivery: PendingDelivery, attempt: AttemptRecord) {
         if let replayID = delivery.replayID {
-            self.registry.settled(replayID: replayID, outcome: attempt.outcome)
+            self.registry.settled(replayID: replayID, outcome: attempt.outcome, wasStranded: delivery.isStranded)
         }
     }
 

@@ -313,6 +313,20 @@ struct ReplayRestart {
     static let redeliveryLost =
         "the relay stopped before this redelivery's dead letters were queued, so none was sent: start it again"
 
+    /// Marks the replayed deliveries that their jobs count under `notConfigured`: those to destinations
+    /// `configured` rejects, and those of jobs finished before the stop, which only such deliveries outlive.
+    func markingStranded(_ pending: [PendingDelivery], configured: (PendingDelivery) -> Bool) -> [PendingDelivery] {
+        let finished = Set(self.jobs.filter(\.isFinished).map(\.id))
+        return pending.map { delivery in
+            guard let replayID = delivery.replayID, !configured(delivery) || finished.contains(replayID) else {
+                return delivery
+            }
+            var marked = delivery
+            marked.isStranded = true
+            return marked
+        }
+    }
+
     /// Withdraws the pending deliveries of replays whose cancellation was requested or done before the stop,
     /// to configured destinations or not, and returns the others. Each withdrawal is journaled and passed to
     /// `observer`, as the engine does with one.

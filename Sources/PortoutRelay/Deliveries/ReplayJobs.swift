@@ -240,14 +240,13 @@ final class ReplayRegistry: Sendable {
         self.jobs.withLock { Array($0.values) }.sorted { ($0.createdAtMs, $0.id) > ($1.createdAtMs, $1.id) }
     }
 
-    /// Counts a settled attempt of a job's delivery; called on the delivery thread.
-    func settled(replayID: String, outcome: AttemptOutcome) {
+    /// Counts a settled attempt of a job's delivery; called on the delivery thread. A stranded delivery settles
+    /// after a reload or a start configured its destination again, and it moves from `notConfigured` to `queued`.
+    func settled(replayID: String, outcome: AttemptOutcome, wasStranded: Bool) {
         guard let job = self.job(replayID) else { return }
         var movedStranded = false
         let finalStatus = job.progress.withLock { progress -> ReplayJob.Status? in
-            // A settlement past `queued` is one of the stranded deliveries, sent after a reload or a start that
-            // configured its destination again. It moves from `notConfigured` to `queued`.
-            if outcome.isFinal && progress.settled >= progress.queued && progress.stranded > 0 {
+            if outcome.isFinal && wasStranded && progress.stranded > 0 {
                 progress.stranded -= 1
                 progress.queued += 1
                 // A finished job's counts are read from the file at the next start, not from the journal.

@@ -155,7 +155,7 @@ struct RelayDeliveryObserver: DeliveryObserver {
 
     func settled(_ delivery: PendingDelivery, attempt: AttemptRecord) {
         if let replayID = delivery.replayID {
-            self.replays.settled(replayID: replayID, outcome: attempt.outcome)
+            self.replays.settled(replayID: replayID, outcome: attempt.outcome, wasStranded: delivery.isStranded)
             self.deadLetters.replaySettled(
                 DeliveryKey(sequence: delivery.sequence, destination: delivery.destination), outcome: attempt.outcome)
         }
