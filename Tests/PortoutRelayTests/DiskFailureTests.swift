@@ -67,6 +67,11 @@ struct DiskFailureTests {
         #expect(failure.json?.objectValue?["code"] == "journalUnavailable")
         let client = try harness.client()
         #expect(client.request("GET", "/readyz")?.status == 503)
+        // A small outcome batch still fits the segment's last page, and its success does not make the relay ready.
+        let written = DispatchSemaphore(value: 0)
+        harness.relay!.journal.appendAdvisory([Self.smallOutcome]) { _ in written.signal() }
+        written.wait()
+        #expect(client.request("GET", "/readyz")?.status == 503)
         // The rejected event was not remembered, so the same request gets 503 again rather than 200 as a duplicate.
         let retryBody = Events.portOut("pout_full_\(accepted - 1)", status: "initiated")
         #expect(try harness.post(retryBody).status == 503)

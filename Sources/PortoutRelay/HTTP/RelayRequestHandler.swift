@@ -70,7 +70,9 @@ struct RelayRequestHandler: HTTPRequestHandler {
         case .health:
             responder.respond(HTTPResponse(status: 200, json: ["status": "ok"]))
         case .readiness:
-            if !self.ingestor.journal.metrics.lastWriteFailed.load(ordering: .relaxed) {
+            if self.ingestor.eventWritesHealthy.load(ordering: .relaxed)
+                && !self.ingestor.journal.metrics.lastWriteFailed.load(ordering: .relaxed)
+            {
                 responder.respond(HTTPResponse(status: 200, json: ["status": "ready"]))
             } else {
                 responder.respond(HTTPResponse(

@@ -4,6 +4,7 @@ import PortoutCrypto
 import PortoutDelivery
 import PortoutHTTP
 import PortoutJournal
+import Synchronization
 
 /// The webhook intake: verifies, validates, dedupes and journals each event, and responds only after the
 /// journal write has settled.
@@ -20,6 +21,9 @@ final class Ingestor: Sendable {
     let metrics: IngestMetrics
     private let retryAfterSeconds: Int
     private let state: Locked<IngestState>
+    /// False from a failed event write until the next successful one. Small outcome writes may still succeed
+    /// meanwhile, so `/readyz` checks this beside the journal's last write.
+    let eventWritesHealthy = Atomic<Bool>(true)
 
     init(
         config: RelayConfig, state: IngestState, journal: Journal, engine: DeliveryEngine, portOuts: PortOutStore,
@@ -175,6 +179,7 @@ final class Ingestor: Sendable {
     ) {
         switch result {
         case .success(let location):
+            self.eventWritesHealthy.store(true, ordering: .relaxed)
             let waiters = self.state.withLock {
                 $0.confirm(
                     event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, stale: record.isStale,
@@ -197,6 +202,7 @@ final class Ingestor: Sendable {
             }
         case .failure:
             // The writer has logged the failure; here the key is released so the sender's retry is taken as new.
+            self.eventWritesHealthy.store(false, ordering: .relaxed)
             let waiters = self.state.withLock {
                 $0.abandon(event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status,
                            stale: record.isStale)
