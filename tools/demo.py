@@ -41,8 +41,10 @@ def main():
     data_dir = os.path.join(os.path.dirname(config_path), config.get("dataDir", "data"))
     base = f"http://{listen}"
 
-    # Another process on one of these ports would respond to the readiness checks in place of the demo's own.
-    for address in (f"127.0.0.1:{SINK_PORT}", listen, emulator_address):
+    # Another process on one of these ports would respond to the readiness checks in place of the demo's own,
+    # or keep the relay from starting.
+    admin_listen = config.get("admin", {}).get("listen", "127.0.0.1:9090")
+    for address in (f"127.0.0.1:{SINK_PORT}", listen, admin_listen, emulator_address):
         if port_in_use(address):
             sys.exit(f"{address} is already in use, perhaps by an earlier make run; stop that process first")
 

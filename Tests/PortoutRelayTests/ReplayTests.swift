@@ -650,6 +650,26 @@ struct ReplayCommandTests {
         #expect(finished["delivered"] == 6)
     }
 
+    /// Run by root on a relay's data directory that a service user owns, an offline replay would leave files the
+    /// relay cannot read, so it refuses.
+    @Test(.enabled(if: getuid() == 0, "changing a directory's owner needs root"))
+    func offlineReplayRefusesOtherUsersDirectory() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        harness.stop()
+        let dataDirectory = harness.directory.path + "/data"
+        #expect(chown(dataDirectory, 65534, 65534) == 0)
+        do {
+            _ = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli"])
+            Issue.record("an offline replay wrote into another user's data directory")
+        } catch let error as CommandError {
+            #expect(error.description.hasPrefix("\(dataDirectory) belongs to user 65534"), "\(error)")
+        }
+        #expect(try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--dry-run"]).status == 0)
+    }
+
     /// Ctrl-C ends an offline replay's wait: the job is listed for the relay to finish, and the exit status is 130.
     @Test func interruptedOfflineReplayListsJob() throws {
         let (sink, harness, configPath) = try Self.startWithFailingSink()

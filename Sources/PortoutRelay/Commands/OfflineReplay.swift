@@ -21,6 +21,9 @@ struct OfflineReplay {
     let progress: ReplayProgressPrinter
 
     func run() throws -> Int32 {
+        if !self.dryRun {
+            try self.checkOwner()
+        }
         let logger = Logger(level: .warning)
         var unsettled = UnsettledDeliveries()
         let journal = try self.openJournal(logger: logger, unsettled: &unsettled)
@@ -70,6 +73,19 @@ struct OfflineReplay {
         }
         return try self.deliver(
             matches, pending: pending, restart: restart, saved: saved, journal: journal, logger: logger)
+    }
+
+    /// Refuses to write into a data directory that another user owns, as root would with a relay that runs as a
+    /// service user. The job file and journal segments written would be the caller's, and the relay could then
+    /// not read them: it would set the saved jobs aside, or fail to start.
+    private func checkOwner() throws {
+        var status = stat()
+        guard stat(self.dataDirectory, &status) == 0 else { return }
+        let user = geteuid()
+        guard status.st_uid != user else { return }
+        throw CommandError(
+            "\(self.dataDirectory) belongs to user \(status.st_uid), and this command runs as user \(user). Run it as "
+                + "the relay's user, so that the relay can read the files it writes (deploy/README.md shows how).")
     }
 
     /// Opens the journal, which recovers it as a start of the relay would, and takes its lock.
