@@ -23,6 +23,7 @@ struct OfflineReplay {
     func run() throws -> Int32 {
         if !self.dryRun {
             try self.checkOwner()
+            RelayCommand.ignoreFileSizeSignal()
         }
         let logger = Logger(level: .warning)
         var unsettled = UnsettledDeliveries()

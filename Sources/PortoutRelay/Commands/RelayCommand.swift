@@ -42,9 +42,6 @@ public enum RelayCommand {
 
     /// Runs the command and returns the process exit status.
     public static func run(_ arguments: [String]) -> Int32 {
-        // A write past a file size limit (`ulimit -f`, LimitFSIZE) then fails with EFBIG, which the journal
-        // reports like a full disk, instead of ending the process with no log line.
-        signal(SIGXFSZ, SIG_IGN)
         let words = Array(arguments.dropFirst())
         if words.count > 1 && words.dropFirst().contains(where: { $0 == "--help" || $0 == "-h" }) {
             print(self.usage)
@@ -93,6 +90,13 @@ public enum RelayCommand {
         }
     }
 
+    /// Makes a write past a file size limit (`ulimit -f`, LimitFSIZE) fail with EFBIG, which the journal reports
+    /// like a full disk, instead of ending the process with no log line. Only the commands that write the journal
+    /// do this: one that prints into a file would otherwise stop at the limit without an error.
+    static func ignoreFileSizeSignal() {
+        signal(SIGXFSZ, SIG_IGN)
+    }
+
     private static func serve(_ arguments: ArraySlice<String>) throws -> Int32 {
         let options = try CommandArguments(arguments, valueOptions: ["--config", "--log-level"])
         let path = options["--config"] ?? "config.json"
@@ -110,6 +114,7 @@ public enum RelayCommand {
         // Signals are taken by a dispatch source instead of a handler, so shutdown and reload run as ordinary code.
         self.unblockSignals([SIGTERM, SIGINT, SIGHUP])
         signal(SIGPIPE, SIG_IGN)
+        self.ignoreFileSizeSignal()
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
