@@ -148,18 +148,22 @@ struct DiskFailureTests {
         #expect(try harness.post(Events.portOut("pout_torn", status: "processing")).status == 202)
         harness.stop()
         let segment = harness.directory.path + "/data/journal/" + SegmentFile.name(for: 1)
+        let intact = try Data(contentsOf: URL(fileURLWithPath: segment))
         let handle = FileHandle(forWritingAtPath: segment)!
         handle.seekToEndOfFile()
         handle.write(Data([0x40, 0, 0, 0, 0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3]))
         handle.closeFile()
-        // A crash mid-write leaves such a tail, so in the last segment it is reported and is not damage.
+        // A crash mid-write leaves such a tail, so in the active segment it is reported and is not damage.
         var lines: [String] = []
         #expect(try JournalCommands.verify(dataDirectory: harness.directory.path + "/data") { lines.append($0) })
         #expect(lines.first?.contains("torn tail after byte") == true, "\(lines)")
         #expect(try JournalCommands.forEachRecord(harness.directory.path + "/data") { _, _ in }.isEmpty)
-        // Followed by another segment, it is damage.
+        // Followed by a segment the writer prepared ahead, with no records yet, it is still the active segment's.
         let next = harness.directory.path + "/data/journal/" + SegmentFile.name(for: 2)
-        #expect(FileManager.default.createFile(atPath: next, contents: Data("PORTJNL1".utf8)))
+        #expect(FileManager.default.createFile(atPath: next, contents: Data("PORTJNL1".utf8) + Data(count: 4096)))
+        #expect(try JournalCommands.verify(dataDirectory: harness.directory.path + "/data") { _ in })
+        // Followed by a segment with records, it is damage.
+        #expect(FileManager.default.createFile(atPath: next, contents: intact))
         #expect(!(try JournalCommands.verify(dataDirectory: harness.directory.path + "/data") { _ in }))
         try FileManager.default.removeItem(atPath: next)
         try harness.start()

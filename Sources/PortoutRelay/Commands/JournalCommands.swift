@@ -9,11 +9,11 @@ public enum JournalCommands {
     static let redactedFields: Set<String> = ["accountNumber", "accountPin"]
 
     /// Checks every frame of every segment and prints one line per segment; returns false if any is damaged or
-    /// missing. A torn tail of the last segment is printed but is not damage, since a crash mid-write leaves one
-    /// and the next start cuts it off.
+    /// missing. A torn tail of the active segment is printed but is not damage, since a crash mid-write leaves
+    /// one and the next start cuts it off.
     public static func verify(dataDirectory: String, output: (String) -> Void) throws(JournalError) -> Bool {
         var healthy = true
-        try self.forEachSegment(dataDirectory) { name, bytes, gap, isLast in
+        try self.forEachSegment(dataDirectory) { name, bytes, gap, isActive in
             if let gap {
                 output("\(name): \(gap.missing) before it")
                 healthy = false
@@ -29,7 +29,7 @@ public enum JournalCommands {
             }
             if let tornTail = result.tornTail {
                 line += "; torn tail after byte \(result.validBytes): \(tornTail)"
-                if isLast {
+                if isActive {
                     line += " (a crash mid-write leaves this; the next start cuts it off)"
                 } else {
                     healthy = false
@@ -248,7 +248,8 @@ public enum JournalCommands {
     }
 
     /// Passes each segment's file name and bytes to `body`, in order, with the numbers missing just before it and
-    /// whether it is the last.
+    /// whether it is the active one: the last, or followed only by segments with no records, as the writer
+    /// prepares them ahead of rotation. Recovery at start takes the same segment for the active one.
     private static func forEachSegment(
         _ dataDirectory: String, _ body: (String, [UInt8], SegmentFile.Gap?, Bool) throws(JournalError) -> Void
     ) throws(JournalError) {
@@ -258,9 +259,14 @@ public enum JournalCommands {
         }
         let segments = try SegmentFile.segments(in: directory)
         let gaps = Dictionary(uniqueKeysWithValues: SegmentFile.gaps(in: segments).map { ($0.before, $0) })
+        var active = segments.last
+        for segment in segments.dropFirst().reversed() {
+            guard SegmentFile.containsNoRecords(directory + "/" + SegmentFile.name(for: segment)) else { break }
+            active = segments[segments.firstIndex(of: segment)! - 1]
+        }
         for segment in segments {
             let name = SegmentFile.name(for: segment)
-            try body(name, try SegmentFile.readAll(directory + "/" + name), gaps[segment], segment == segments.last)
+            try body(name, try SegmentFile.readAll(directory + "/" + name), gaps[segment], segment >= active ?? 0)
         }
     }
 
@@ -279,12 +285,12 @@ public enum JournalCommands {
     }
 
     /// Visits the valid records of every segment in order; returns each damaged region, run of missing segments
-    /// and torn tail, except the last segment's, which a crash mid-write leaves.
+    /// and torn tail, except the active segment's, which a crash mid-write leaves.
     static func forEachRecord(
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> [SegmentDamage] {
         var damage: [SegmentDamage] = []
-        try self.forEachSegment(dataDirectory) { name, bytes, gap, isLast in
+        try self.forEachSegment(dataDirectory) { name, bytes, gap, isActive in
             if let gap {
                 damage.append(SegmentDamage(segment: name, problem: "\(gap.missing) before it", missingBefore: gap.count))
             }
@@ -297,7 +303,7 @@ public enum JournalCommands {
                 damage.append(SegmentDamage(
                     segment: name, problem: "\(region.reason); bytes \(region.start) to \(region.end) skipped"))
             }
-            if let tornTail = result.tornTail, !isLast {
+            if let tornTail = result.tornTail, !isActive {
                 damage.append(SegmentDamage(segment: name, problem: "torn tail after byte \(result.validBytes): \(tornTail)"))
             }
         }
