@@ -85,6 +85,17 @@ struct WebhookIntakeTests {
         #expect(try PortOutReadAPITests.get(harness, "/projects/brit-tel/portOuts/pout_p").json?.objectValue?["status"] == "processing")
     }
 
+    /// An event that carries the port out without a status change would file it under its project too.
+    @Test func otherProjectUpdateRejected() throws {
+        let harness = try RelayHarness(tenantExtra: #""acceptTypes": ["com.gigs.portOut.updated"]"#)
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_u", status: "processing", project: "brit-tel")).status == 202)
+        let rejected = try harness.post(Self.updated("pout_u", eventID: "evt_u_acme"))
+        #expect(rejected.status == 409)
+        #expect(rejected.json?.objectValue?["code"] == "projectConflict")
+        #expect(try harness.post(Self.updated("pout_u", eventID: "evt_u_brit", project: "brit-tel")).status == 202)
+    }
+
     @Test func schemaFaultsListEveryField() throws {
         let harness = try RelayHarness()
         defer { harness.finish() }
@@ -180,10 +191,15 @@ struct WebhookIntakeTests {
         #expect(response.json?.objectValue?["code"] == "projectNotAllowed")
     }
 
-    @Test func updatedTypeNeedsAcceptTypes() throws {
-        let body = Array(String(decoding: Events.portOut("pout_a", status: "processing", eventID: "evt_u"), as: UTF8.self)
+    /// A `.updated` event for `id` in status processing.
+    static func updated(_ id: String, eventID: String, project: String = "acme-mobile") -> [UInt8] {
+        Array(String(decoding: Events.portOut(id, status: "processing", eventID: eventID, project: project), as: UTF8.self)
             .replacingOccurrences(of: "com.gigs.portOut.processing", with: "com.gigs.portOut.updated")
             .replacingOccurrences(of: #""version":"2024-12-20","#, with: #""version":"2024-12-20","previousData":{"user":"usr_0"},"#).utf8)
+    }
+
+    @Test func updatedTypeNeedsAcceptTypes() throws {
+        let body = Self.updated("pout_a", eventID: "evt_u")
         let strict = try RelayHarness()
         let rejected = try strict.post(body)
         strict.finish()

@@ -64,10 +64,17 @@ struct IngestState: Sendable {
     }
 
     /// Checks an event and, if it is new, reserves its key and sequence number. A resend under another project
-    /// is still a duplicate, since it changes nothing. Only a new status is rejected there.
-    mutating func admit(dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, project: String) -> Decision {
+    /// is still a duplicate, since it changes nothing. A new status is rejected there, and so is an event that
+    /// carries the port out without a status change, checked by `projectCheckKey`.
+    mutating func admit(
+        dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, project: String,
+        projectCheckKey: DigestKey? = nil
+    ) -> Decision {
         if let entry = self.dedupe.lookup(dedupeKey) {
             return entry.isDurable ? .duplicate(stale: entry.isStale) : .twinInFlight(stale: entry.isStale)
+        }
+        if let projectCheckKey, let entry = self.lifecycle.peek(projectCheckKey), entry.projectTag != Self.projectTag(project) {
+            return .otherProject
         }
         var stale = false
         if let lifecycleKey, let status {

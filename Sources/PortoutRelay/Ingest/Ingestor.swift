@@ -135,7 +135,8 @@ final class Ingestor: Sendable {
     ) {
         self.state.withLock { state in
             let decision = state.admit(
-                dedupeKey: event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, project: event.project)
+                dedupeKey: event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, project: event.project,
+                projectCheckKey: event.projectCheckKey)
             switch decision {
             case .duplicate(let stale):
                 counters.duplicate.increment()

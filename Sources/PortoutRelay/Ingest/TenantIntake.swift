@@ -68,6 +68,9 @@ struct IntakeEvent: Sendable {
     let isBare: Bool
     let dedupeKey: DigestKey
     let lifecycleKey: DigestKey?
+    /// The (tenant, port out) key of an event that carries a port out but no status change, such as `.updated`.
+    /// It is only checked against the project of the port out's statuses, so it is not journaled.
+    let projectCheckKey: DigestKey?
     let orderingKey: String
     let body: [UInt8]
     let portOut: PortOut?
@@ -87,11 +90,13 @@ struct IntakeEvent: Sendable {
             self.lifecycleKey = IngestKeys.lifecycle(tenant: tenant.id, portOutID: self.portOutID, hasher: hasher)
             // A bare object carries no event id; one derived from its dedupe key stays the same on every resend.
             self.eventID = event.id ?? "evt_bare_" + self.dedupeKey.description
+            self.projectCheckKey = nil
         } else {
             let eventID = event.id ?? ""
             self.eventID = eventID
             self.dedupeKey = IngestKeys.dedupe(tenant: tenant.id, eventID: eventID)
             self.lifecycleKey = nil
+            self.projectCheckKey = event.portOut.map { IngestKeys.lifecycle(tenant: tenant.id, portOutID: $0.id) }
         }
         self.orderingKey = self.portOutID.isEmpty ? self.eventID : self.portOutID
     }
