@@ -420,6 +420,13 @@ public final class DeliveryEngine: Sendable {
                 "delivery succeeded",
                 ["tenant": .string(delivery.tenant), "destination": .string(delivery.destination),
                  "event": .string(delivery.eventID), "attempt": .number(Double(attempt)), "status": status])
+        case .retryScheduled where httpStatus == 410:
+            // The destination is disabled with it, so no retry is due until an operator resumes it.
+            self.logger.warning(
+                "delivery failed, held until the destination is resumed",
+                ["tenant": .string(delivery.tenant), "destination": .string(delivery.destination),
+                 "event": .string(delivery.eventID), "attempt": .number(Double(attempt)), "status": status,
+                 "reason": .string(reason)])
         case .retryScheduled:
             self.logger.warning(
                 "delivery failed, retry scheduled",

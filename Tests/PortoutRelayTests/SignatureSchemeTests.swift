@@ -144,6 +144,10 @@ struct SignatureSchemeTests {
         #expect(twoTimestamps.json?.objectValue?["message"] == "The carrier-signature header, which has more than one t=, is malformed.")
         let repeatedHeader = try harness.post(body, headers: [("Carrier-Signature", valid), ("Carrier-Signature", valid)])
         #expect(repeatedHeader.status == 401)
+        // A v1= value that is not 32 bytes is malformed, as in the hex scheme.
+        let short = try harness.post(body, headers: [("Carrier-Signature", "t=\(Self.now),v1=abcd")])
+        #expect(short.status == 401)
+        #expect(short.json?.objectValue?["message"] == "The carrier-signature header's v1= signature is malformed.")
     }
 
     @Test func hexCases() throws {

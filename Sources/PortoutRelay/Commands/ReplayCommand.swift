@@ -248,7 +248,11 @@ struct OnlineReplay {
                     else { return nil }
                     return "\(field) \(text)"
                 }
-                var text = ([message] + details).joined(separator: "; ")
+                var text = message
+                if !details.isEmpty {
+                    text = (message.hasSuffix(".") ? String(message.dropLast()) : message) + ": "
+                        + details.joined(separator: "; ") + "."
+                }
                 if let hint = object?["hint"]?.stringValue {
                     text += (text.hasSuffix(".") ? " " : ". ") + hint
                 }

@@ -142,7 +142,8 @@ struct SignatureVerifier: Sendable {
                     return .failure(.malformed("\(self.config.header) header, which has more than one t=,"))
                 }
                 timestampText = pair[1].trimmingSpaces()
-            } else if name == "v1", let bytes = ByteEncoding.decodeHex(pair[1].trimmingSpaces()) {
+            } else if name == "v1", let bytes = ByteEncoding.decodeHex(pair[1].trimmingSpaces()), bytes.count == 32 {
+                // As in the hex scheme, a value that is not 32 bytes cannot be an HMAC-SHA256.
                 candidates.append(bytes)
             }
         }
