@@ -42,6 +42,24 @@ struct IngestStateTests {
         #expect(Self.admit(&state, .completed) == false)
     }
 
+    /// A status that only a write in flight makes stale waits for that write: if it fails, the status is new.
+    @Test(arguments: [true, false])
+    func staleOnlyByWriteInFlightWaits(writeFails: Bool) {
+        var state = IngestState(capacity: 100)
+        #expect(Self.admit(&state, .initiated) == false)
+        Self.confirm(&state, .initiated)
+        #expect(Self.admit(&state, .issued) == false)
+        let decision = state.admit(
+            dedupeKey: Self.key(.processing), lifecycleKey: Self.portOut, status: .processing, project: "acme-mobile")
+        #expect(decision == .writesInFlight)
+        state.waitForWrites(Self.portOut) {}
+        let waiters = writeFails
+            ? state.abandon(Self.key(.issued), lifecycleKey: Self.portOut, status: .issued, stale: false)
+            : state.confirm(Self.key(.issued), lifecycleKey: Self.portOut, status: .issued, stale: false, project: "acme-mobile")
+        #expect(waiters.lifecycle.count == 1)
+        #expect(Self.admit(&state, .processing) == !writeFails)
+    }
+
     /// A failed write leaves the rank of the writes that succeeded or are still in flight.
     @Test func failedWriteKeepsOtherWrites() {
         var state = IngestState(capacity: 100)

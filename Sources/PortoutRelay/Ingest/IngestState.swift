@@ -35,6 +35,16 @@ struct IngestState: Sendable {
         case accept(sequence: UInt64, stale: Bool)
         /// The port out was accepted under another of the tenant's projects, so the event is rejected.
         case otherProject
+        /// The event would be stale only because of a status write still in flight, which may fail. The caller
+        /// registers with `waitForWrites` and admits the event again once the port out's writes have settled.
+        case writesInFlight
+    }
+
+    /// The functions to call once a write has settled: the twins' waiters with the outcome, and the events that
+    /// waited for the port out's writes, which are admitted again.
+    struct Waiters {
+        var twins: [@Sendable (Bool) -> Void] = []
+        var lifecycle: [@Sendable () -> Void] = []
     }
 
     private(set) var dedupe: ShardedLRUIndex<DigestKey, DedupeEntry>
@@ -47,6 +57,7 @@ struct IngestState: Sendable {
     private struct LifecycleWrites {
         var durable: LifecycleEntry?
         var ranks: [Int32]
+        var waiters: [@Sendable () -> Void] = []
     }
 
     /// Port outs with a status write in flight. A failed write puts the lifecycle back to what the durable
@@ -84,6 +95,9 @@ struct IngestState: Sendable {
                 return .otherProject
             }
             if let previous, previous.rank >= status.rank {
+                if let writes = self.lifecycleWrites[lifecycleKey], (writes.durable?.rank ?? -1) < Int32(status.rank) {
+                    return .writesInFlight
+                }
                 stale = true
             } else {
                 _ = self.lifecycle.insert(lifecycleKey, LifecycleEntry(rank: status.rank, projectTag: projectTag))
@@ -109,6 +123,12 @@ struct IngestState: Sendable {
         return hash
     }
 
+    /// Registers a function to run once the port out's status writes in flight have all settled. The caller
+    /// gets it back from the `confirm` or `abandon` of the last of them.
+    mutating func waitForWrites(_ lifecycleKey: DigestKey, _ waiter: @escaping @Sendable () -> Void) {
+        self.lifecycleWrites[lifecycleKey]?.waiters.append(waiter)
+    }
+
     /// Registers a function to run with the outcome of the in-flight write of an identical event.
     mutating func waitForTwin(_ dedupeKey: DigestKey, _ waiter: @escaping @Sendable (Bool) -> Void) {
         self.twinWaiters[dedupeKey, default: []].append(waiter)
@@ -117,29 +137,33 @@ struct IngestState: Sendable {
     /// Marks an event durable and returns the waiters of its twins, which the caller calls with `true`.
     mutating func confirm(
         _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool, project: String
-    ) -> [@Sendable (Bool) -> Void] {
+    ) -> Waiters {
         if var entry = self.dedupe.peek(dedupeKey) {
             entry.isDurable = true
             _ = self.dedupe.update(dedupeKey, entry)
         }
+        var waiters = Waiters(twins: self.twinWaiters.removeValue(forKey: dedupeKey) ?? [])
         if let lifecycleKey, let status, !stale {
-            self.settleWrite(lifecycleKey, rank: Int32(status.rank)) { writes in
+            let settled = self.settleWrite(lifecycleKey, rank: Int32(status.rank)) { writes in
                 let durableRank = max(writes.durable?.rank ?? -1, Int32(status.rank))
                 writes.durable = LifecycleEntry(rank: Int(durableRank), projectTag: Self.projectTag(project))
             }
+            waiters.lifecycle = settled.waiters
         }
-        return self.twinWaiters.removeValue(forKey: dedupeKey) ?? []
+        return waiters
     }
 
     /// Removes an event whose write failed, so that the sender's retry is treated as new. Returns the waiters of
     /// its twins, which the caller calls with `false`.
     mutating func abandon(
         _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool
-    ) -> [@Sendable (Bool) -> Void] {
+    ) -> Waiters {
         _ = self.dedupe.remove(dedupeKey)
+        var waiters = Waiters(twins: self.twinWaiters.removeValue(forKey: dedupeKey) ?? [])
         if let lifecycleKey, let status, !stale {
-            let remaining = self.settleWrite(lifecycleKey, rank: Int32(status.rank)) { _ in }
-            if let remaining, let current = self.lifecycle.peek(lifecycleKey) {
+            let settled = self.settleWrite(lifecycleKey, rank: Int32(status.rank)) { _ in }
+            waiters.lifecycle = settled.waiters
+            if let remaining = settled.writes, let current = self.lifecycle.peek(lifecycleKey) {
                 let rank = max(remaining.durable?.rank ?? -1, remaining.ranks.max() ?? -1)
                 if rank < 0 {
                     _ = self.lifecycle.remove(lifecycleKey)
@@ -148,22 +172,25 @@ struct IngestState: Sendable {
                 }
             }
         }
-        return self.twinWaiters.removeValue(forKey: dedupeKey) ?? []
+        return waiters
     }
 
-    /// Removes one write of `rank` from the port out's writes in flight, runs `update` on what is left and
-    /// returns the result, or nil if the port out had no write recorded.
-    @discardableResult
+    /// Removes one write of `rank` from the port out's writes in flight and runs `update` on what is left.
+    /// Returns the result, or nil if the port out had no write recorded, and the waiters once no write is left.
     private mutating func settleWrite(
         _ lifecycleKey: DigestKey, rank: Int32, update: (inout LifecycleWrites) -> Void
-    ) -> LifecycleWrites? {
-        guard var writes = self.lifecycleWrites[lifecycleKey] else { return nil }
+    ) -> (writes: LifecycleWrites?, waiters: [@Sendable () -> Void]) {
+        guard var writes = self.lifecycleWrites[lifecycleKey] else { return (nil, []) }
         if let index = writes.ranks.firstIndex(of: rank) {
             writes.ranks.remove(at: index)
         }
         update(&writes)
-        self.lifecycleWrites[lifecycleKey] = writes.ranks.isEmpty ? nil : writes
-        return writes
+        guard writes.ranks.isEmpty else {
+            self.lifecycleWrites[lifecycleKey] = writes
+            return (writes, [])
+        }
+        self.lifecycleWrites[lifecycleKey] = nil
+        return (writes, writes.waiters)
     }
 
     /// Replays one journaled event at start-up.

@@ -169,6 +169,11 @@ final class Ingestor: Sendable {
                     details: [ValidationIssue(field: "project", message: "differs from the port out's earlier events")])
                 self.logRejection(Rejection(error: error, reason: "projectConflict"), tenant: event.tenant.id, peer: peer)
                 respond(HTTPResponse(error: error))
+            case .writesInFlight:
+                // Decided again once the writes settle, so that a write that fails does not leave it stale.
+                state.waitForWrites(event.lifecycleKey!) {
+                    self.admit(event, counters: counters, peer: peer, respond: respond)
+                }
             }
         }
     }
@@ -198,8 +203,11 @@ final class Ingestor: Sendable {
                 counters.stale.increment()
             }
             respond(Self.receipt(event.eventID, duplicate: false, stale: record.isStale))
-            for waiter in waiters {
+            for waiter in waiters.twins {
                 waiter(true)
+            }
+            for waiter in waiters.lifecycle {
+                waiter()
             }
         case .failure:
             // The writer has logged the failure; here the key is released so the sender's retry is taken as new.
@@ -210,8 +218,11 @@ final class Ingestor: Sendable {
             }
             counters.unavailable.increment()
             respond(HTTPResponse(error: Self.journalUnavailable(self.retryAfterSeconds)))
-            for waiter in waiters {
+            for waiter in waiters.twins {
                 waiter(false)
+            }
+            for waiter in waiters.lifecycle {
+                waiter()
             }
         }
     }
