@@ -25,7 +25,7 @@ struct IngestStateTests {
     }
 
     static func confirm(_ state: inout IngestState, _ status: PortOutStatus) {
-        _ = state.confirm(Self.key(status), lifecycleKey: Self.portOut, status: status, stale: false, project: "acme-mobile")
+        _ = state.confirm(Self.key(status), lifecycleKey: Self.portOut, status: status, stale: false)
     }
 
     /// Two writes in flight for one port out both fail, in either order: neither status counts afterwards.
@@ -55,7 +55,7 @@ struct IngestStateTests {
         state.waitForWrites(Self.portOut) {}
         let waiters = writeFails
             ? state.abandon(Self.key(.issued), lifecycleKey: Self.portOut, status: .issued, stale: false)
-            : state.confirm(Self.key(.issued), lifecycleKey: Self.portOut, status: .issued, stale: false, project: "acme-mobile")
+            : state.confirm(Self.key(.issued), lifecycleKey: Self.portOut, status: .issued, stale: false)
         #expect(waiters.lifecycle.count == 1)
         #expect(Self.admit(&state, .processing) == !writeFails)
     }
@@ -68,9 +68,9 @@ struct IngestStateTests {
         #expect(Self.admit(&state, .issued) == false)
         #expect(Self.admit(&state, .completed) == false)
         Self.abandon(&state, .completed)
-        #expect(state.lifecycle.peek(Self.portOut)?.rank == Int32(PortOutStatus.issued.rank))
+        #expect(state.lifecycle.peek(Self.portOut)?.rank == Int8(PortOutStatus.issued.rank))
         Self.abandon(&state, .issued)
-        #expect(state.lifecycle.peek(Self.portOut)?.rank == Int32(PortOutStatus.processing.rank))
+        #expect(state.lifecycle.peek(Self.portOut)?.rank == Int8(PortOutStatus.processing.rank))
         #expect(Self.admit(&state, .initiated) == true)
         #expect(Self.admit(&state, .issued) == false)
     }

@@ -14,14 +14,26 @@ struct IngestState: Sendable {
         var isStale: Bool
     }
 
-    /// A port out's furthest status and the project it was accepted under, in the 8 bytes an `Int` would take.
+    /// A port out's furthest status, the furthest whose write is durable, the ranks whose writes are in flight,
+    /// and the project it was accepted under, in the 8 bytes an `Int` would take.
     struct LifecycleEntry: Sendable, Equatable {
-        var rank: Int32
+        var rank: Int8
+        /// -1 while no write of the port out's statuses is durable yet.
+        var durableRank: Int8
+        /// Bit r is set while a write of rank r is in flight. While one is, a status of the same rank is stale or
+        /// waits, so one bit a rank is enough.
+        var inFlightRanks: UInt8 = 0
         var projectTag: UInt32
 
-        init(rank: Int, projectTag: UInt32) {
-            self.rank = Int32(rank)
+        init(rank: Int, durableRank: Int, projectTag: UInt32) {
+            self.rank = Int8(rank)
+            self.durableRank = Int8(durableRank)
             self.projectTag = projectTag
+        }
+
+        /// The rank the durable writes and those still in flight make, or -1 if there is none.
+        var settledRank: Int8 {
+            max(self.durableRank, self.inFlightRanks == 0 ? -1 : Int8(7 - self.inFlightRanks.leadingZeroBitCount))
         }
     }
 
@@ -53,16 +65,8 @@ struct IngestState: Sendable {
     private(set) var nextSequence: UInt64 = 1
     private var twinWaiters: [DigestKey: [@Sendable (Bool) -> Void]] = [:]
 
-    /// The status writes in flight for one port out, and its lifecycle entry as the durable writes left it.
-    private struct LifecycleWrites {
-        var durable: LifecycleEntry?
-        var ranks: [Int32]
-        var waiters: [@Sendable () -> Void] = []
-    }
-
-    /// Port outs with a status write in flight. A failed write puts the lifecycle back to what the durable
-    /// writes and the other writes in flight make it, since another write for the port out may fail too.
-    private var lifecycleWrites: [DigestKey: LifecycleWrites] = [:]
+    /// Events waiting for a port out's status writes in flight to settle, by lifecycle key. Rarely not empty.
+    private var lifecycleWaiters: [DigestKey: [@Sendable () -> Void]] = [:]
 
     init(capacity: Int) {
         self.dedupe = ShardedLRUIndex(capacity: capacity)
@@ -95,15 +99,15 @@ struct IngestState: Sendable {
                 return .otherProject
             }
             if let previous, previous.rank >= status.rank {
-                if let writes = self.lifecycleWrites[lifecycleKey], (writes.durable?.rank ?? -1) < Int32(status.rank) {
+                if previous.inFlightRanks != 0 && previous.durableRank < status.rank {
                     return .writesInFlight
                 }
                 stale = true
             } else {
-                _ = self.lifecycle.insert(lifecycleKey, LifecycleEntry(rank: status.rank, projectTag: projectTag))
-                // With no write in flight, the entry found is what the durable writes left.
-                self.lifecycleWrites[lifecycleKey, default: LifecycleWrites(durable: previous, ranks: [])]
-                    .ranks.append(Int32(status.rank))
+                var entry = previous ?? LifecycleEntry(rank: status.rank, durableRank: -1, projectTag: projectTag)
+                entry.rank = Int8(status.rank)
+                entry.inFlightRanks |= 1 << UInt8(status.rank)
+                _ = self.lifecycle.insert(lifecycleKey, entry)
             }
         }
         _ = self.dedupe.insert(dedupeKey, DedupeEntry(isDurable: false, isStale: stale))
@@ -126,7 +130,7 @@ struct IngestState: Sendable {
     /// Registers a function to run once the port out's status writes in flight have all settled. The caller
     /// gets it back from the `confirm` or `abandon` of the last of them.
     mutating func waitForWrites(_ lifecycleKey: DigestKey, _ waiter: @escaping @Sendable () -> Void) {
-        self.lifecycleWrites[lifecycleKey]?.waiters.append(waiter)
+        self.lifecycleWaiters[lifecycleKey, default: []].append(waiter)
     }
 
     /// Registers a function to run with the outcome of the in-flight write of an identical event.
@@ -136,7 +140,7 @@ struct IngestState: Sendable {
 
     /// Marks an event durable and returns the waiters of its twins, which the caller calls with `true`.
     mutating func confirm(
-        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool, project: String
+        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool
     ) -> Waiters {
         if var entry = self.dedupe.peek(dedupeKey) {
             entry.isDurable = true
@@ -144,11 +148,9 @@ struct IngestState: Sendable {
         }
         var waiters = Waiters(twins: self.twinWaiters.removeValue(forKey: dedupeKey) ?? [])
         if let lifecycleKey, let status, !stale {
-            let settled = self.settleWrite(lifecycleKey, rank: Int32(status.rank)) { writes in
-                let durableRank = max(writes.durable?.rank ?? -1, Int32(status.rank))
-                writes.durable = LifecycleEntry(rank: Int(durableRank), projectTag: Self.projectTag(project))
+            waiters.lifecycle = self.settleWrite(lifecycleKey, rank: status.rank) { entry in
+                entry.durableRank = max(entry.durableRank, Int8(status.rank))
             }
-            waiters.lifecycle = settled.waiters
         }
         return waiters
     }
@@ -161,44 +163,41 @@ struct IngestState: Sendable {
         _ = self.dedupe.remove(dedupeKey)
         var waiters = Waiters(twins: self.twinWaiters.removeValue(forKey: dedupeKey) ?? [])
         if let lifecycleKey, let status, !stale {
-            let settled = self.settleWrite(lifecycleKey, rank: Int32(status.rank)) { _ in }
-            waiters.lifecycle = settled.waiters
-            if let remaining = settled.writes, let current = self.lifecycle.peek(lifecycleKey) {
-                let rank = max(remaining.durable?.rank ?? -1, remaining.ranks.max() ?? -1)
-                if rank < 0 {
-                    _ = self.lifecycle.remove(lifecycleKey)
-                } else {
-                    _ = self.lifecycle.update(lifecycleKey, LifecycleEntry(rank: Int(rank), projectTag: current.projectTag))
-                }
+            waiters.lifecycle = self.settleWrite(lifecycleKey, rank: status.rank) { entry in
+                entry.rank = entry.settledRank
             }
         }
         return waiters
     }
 
-    /// Removes one write of `rank` from the port out's writes in flight and runs `update` on what is left.
-    /// Returns the result, or nil if the port out had no write recorded, and the waiters once no write is left.
+    /// Clears the in-flight bit of `rank` in the port out's entry and runs `update` on the entry. An entry left
+    /// with rank -1, no write of it durable or in flight, is removed. Returns the events that waited for the port
+    /// out's writes once none is in flight, or once the entry is gone, such as evicted by the LRU.
     private mutating func settleWrite(
-        _ lifecycleKey: DigestKey, rank: Int32, update: (inout LifecycleWrites) -> Void
-    ) -> (writes: LifecycleWrites?, waiters: [@Sendable () -> Void]) {
-        guard var writes = self.lifecycleWrites[lifecycleKey] else { return (nil, []) }
-        if let index = writes.ranks.firstIndex(of: rank) {
-            writes.ranks.remove(at: index)
+        _ lifecycleKey: DigestKey, rank: Int, update: (inout LifecycleEntry) -> Void
+    ) -> [@Sendable () -> Void] {
+        var isSettled = true
+        if var entry = self.lifecycle.peek(lifecycleKey) {
+            entry.inFlightRanks &= ~(1 << UInt8(rank))
+            update(&entry)
+            if entry.rank < 0 {
+                _ = self.lifecycle.remove(lifecycleKey)
+            } else {
+                _ = self.lifecycle.update(lifecycleKey, entry)
+                isSettled = entry.inFlightRanks == 0
+            }
         }
-        update(&writes)
-        guard writes.ranks.isEmpty else {
-            self.lifecycleWrites[lifecycleKey] = writes
-            return (writes, [])
-        }
-        self.lifecycleWrites[lifecycleKey] = nil
-        return (writes, writes.waiters)
+        guard isSettled, !self.lifecycleWaiters.isEmpty else { return [] }
+        return self.lifecycleWaiters.removeValue(forKey: lifecycleKey) ?? []
     }
 
     /// Replays one journaled event at start-up.
     mutating func restore(_ record: EventRecord) {
         _ = self.dedupe.insert(record.dedupeKey, DedupeEntry(isDurable: true, isStale: record.isStale))
         if let status = record.status, let key = record.lifecycleKey {
-            if (self.lifecycle.peek(key)?.rank ?? -1) < Int32(status.rank) {
-                _ = self.lifecycle.insert(key, LifecycleEntry(rank: status.rank, projectTag: Self.projectTag(record.project)))
+            if (self.lifecycle.peek(key)?.rank ?? -1) < Int8(status.rank) {
+                _ = self.lifecycle.insert(
+                    key, LifecycleEntry(rank: status.rank, durableRank: status.rank, projectTag: Self.projectTag(record.project)))
             }
         }
         self.nextSequence = max(self.nextSequence, record.sequence + 1)

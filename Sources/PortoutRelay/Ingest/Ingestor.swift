@@ -188,8 +188,7 @@ final class Ingestor: Sendable {
             self.eventWritesHealthy.store(true, ordering: .relaxed)
             let waiters = self.state.withLock {
                 $0.confirm(
-                    event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, stale: record.isStale,
-                    project: event.project)
+                    event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, stale: record.isStale)
             }
             self.portOuts.apply(record, at: location)
             self.engine.submit(record.destinations.map { destination in
