@@ -116,7 +116,7 @@ struct DiskFailureTests {
         #expect(!failedAgain)
     }
 
-    /// A file size limit makes journal writes fail with EFBIG. The relay answers 503 as for a full disk, and a
+    /// A file size limit makes journal writes fail with EFBIG. The relay responds 503 as for a full disk, and a
     /// start under the same limit works, instead of SIGXFSZ ending the process.
     @Test func fileSizeLimitGives503() throws {
         let directory = TemporaryDirectory()

@@ -191,7 +191,7 @@ struct WebhookIntakeTests {
         #expect(response.json?.objectValue?["code"] == "projectNotAllowed")
     }
 
-    /// A `.updated` event for `id` in status processing.
+    /// Returns a `.updated` event for `id` in status processing.
     static func updated(_ id: String, eventID: String, project: String = "acme-mobile") -> [UInt8] {
         Array(String(decoding: Events.portOut(id, status: "processing", eventID: eventID, project: project), as: UTF8.self)
             .replacingOccurrences(of: "com.gigs.portOut.processing", with: "com.gigs.portOut.updated")

@@ -248,8 +248,8 @@ public enum JournalCommands {
     }
 
     /// Passes each segment's file name and bytes to `body`, in order, with the numbers missing just before it and
-    /// whether it is the active one: the last, or followed only by segments with no records, as the writer
-    /// prepares them ahead of rotation. Recovery at start takes the same segment for the active one.
+    /// whether it is the active one. That is the last segment, or one followed only by segments with no records,
+    /// which the writer prepares ahead of rotation. Recovery at start picks the same one.
     private static func forEachSegment(
         _ dataDirectory: String, _ body: (String, [UInt8], SegmentFile.Gap?, Bool) throws(JournalError) -> Void
     ) throws(JournalError) {
@@ -284,8 +284,8 @@ public enum JournalCommands {
         }
     }
 
-    /// Visits the valid records of every segment in order; returns each damaged region, run of missing segments
-    /// and torn tail, except the active segment's, which a crash mid-write leaves.
+    /// Visits the valid records of every segment in order. Returns each damaged region, run of missing segments
+    /// and torn tail, but not the active segment's torn tail, because a crash mid-write leaves one.
     static func forEachRecord(
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> [SegmentDamage] {
