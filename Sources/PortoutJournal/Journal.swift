@@ -136,7 +136,8 @@ public final class Journal: Sendable {
         }
     }
 
-    /// Queues a record; `completion` runs on the writer thread once it is durable or has failed.
+    /// Queues a record; `completion` runs on the writer thread once it is durable or has failed, or on another
+    /// thread if the journal refuses the record at once (closed, or a record over the frame limit).
     ///
     /// Records are written in the order of `append` calls, so callers that need an order (event sequence
     /// numbers) call it under their own lock.
@@ -184,12 +185,9 @@ public final class Journal: Sendable {
     private func enqueue(_ entries: [Entry]) {
         // Recovery takes a longer frame for damage, so such a record would be lost after being acknowledged.
         if let oversized = entries.first(where: { $0.payload.count > SegmentFile.maxPayloadBytes }) {
-            let error = JournalError(
+            Self.fail(entries, JournalError(
                 path: self.directory,
-                reason: "a record of \(oversized.payload.count) bytes is larger than the frame limit of \(SegmentFile.maxPayloadBytes)")
-            for entry in entries {
-                entry.completion?(.failure(error))
-            }
+                reason: "a record of \(oversized.payload.count) bytes is larger than the frame limit of \(SegmentFile.maxPayloadBytes)"))
             return
         }
         let accepted = self.queue.withLock { queue -> Bool in
@@ -200,9 +198,17 @@ public final class Journal: Sendable {
         if accepted {
             self.wakeUp.signal()
         } else {
-            let error = JournalError(path: self.directory, reason: "the journal is closed")
-            for entry in entries {
-                entry.completion?(.failure(error))
+            Self.fail(entries, JournalError(path: self.directory, reason: "the journal is closed"))
+        }
+    }
+
+    /// Calls the completions of records refused before they reach the writer, on another thread. A caller may
+    /// append under a lock that its completion takes too, as ingest does to keep sequence numbers in order.
+    private static func fail(_ entries: [Entry], _ error: JournalError) {
+        let completions = entries.compactMap(\.completion)
+        DispatchQueue.global().async {
+            for completion in completions {
+                completion(.failure(error))
             }
         }
     }

@@ -103,6 +103,26 @@ import Testing
         #expect(recovered == [Self.event(2)])
     }
 
+    /// A refused record's completion runs on another thread, so a caller may append under a lock that its
+    /// completion takes, as ingest does, even while the journal closes.
+    @Test func refusedRecordCompletesOutsideCallersLock() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path)
+        journal.close()
+        let lock = Locked(0)
+        let completed = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            lock.withLock { _ in
+                journal.append(Self.event(1)) { result in
+                    lock.withLock { $0 += 1 }
+                    if case .failure = result { completed.signal() }
+                }
+            }
+        }
+        #expect(completed.wait(timeout: .now() + 10) == .success)
+    }
+
     @Test func eventBodyMatchesFullDecode() {
         for record in [Self.event(3), Self.event(4, body: "{}")] {
             guard case .event(let event) = record else { continue }
