@@ -408,7 +408,7 @@ public final class Journal: Sendable {
             self.metrics.recordsWritten.increment(by: UInt64(batch.count))
             self.metrics.bytesWritten.increment(by: UInt64(bytes.count))
             self.metrics.groupCommitRecords.observe(Double(batch.count))
-            self.metrics.lastWriteFailed.store(false, ordering: .relaxed)
+            self.metrics.writes.recordSuccess()
             active.size += bytes.count
             active.didWrite()
             self.prepareNextSegmentIfDue()
@@ -423,7 +423,7 @@ public final class Journal: Sendable {
                 failure = error as? JournalError ?? JournalError(path: self.directory, reason: "\(error)")
             }
             self.metrics.writeFailures.increment()
-            self.metrics.lastWriteFailed.store(true, ordering: .relaxed)
+            self.metrics.writes.recordFailure(atMs: WallClock.milliseconds())
             self.repairAfterFailure(failure, records: batch.count)
             for entry in batch {
                 entry.completion?(.failure(failure))

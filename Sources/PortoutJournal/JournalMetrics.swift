@@ -11,8 +11,8 @@ public final class JournalMetrics: Sendable {
     public let groupCommitRecords = Histogram(bounds: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])
     /// Batches whose write or sync failed.
     public let writeFailures = Counter()
-    /// Whether the last batch failed, of events and delivery outcomes alike, for the readiness check.
-    public let lastWriteFailed = Atomic<Bool>(false)
+    /// Batches of events and delivery outcomes alike, for the readiness check.
+    public let writes = WriteHealth()
 
     public init() {}
 }

@@ -70,8 +70,11 @@ struct RelayRequestHandler: HTTPRequestHandler {
         case .health:
             responder.respond(HTTPResponse(status: 200, json: ["status": "ok"]))
         case .readiness:
-            if self.ingestor.eventWritesHealthy.load(ordering: .relaxed)
-                && !self.ingestor.journal.metrics.lastWriteFailed.load(ordering: .relaxed)
+            // A failure counts for as long as the Retry-After that the 503s carry.
+            let nowMs = WallClock.milliseconds()
+            let windowMs = Int64(self.ingestor.retryAfterSeconds) * 1000
+            if !self.ingestor.eventWrites.isFailing(nowMs: nowMs, windowMs: windowMs)
+                && !self.ingestor.journal.metrics.writes.isFailing(nowMs: nowMs, windowMs: windowMs)
             {
                 responder.respond(HTTPResponse(status: 200, json: ["status": "ready"]))
             } else {

@@ -19,11 +19,10 @@ final class Ingestor: Sendable {
     private let portOuts: PortOutStore
     let logger: Logger
     let metrics: IngestMetrics
-    private let retryAfterSeconds: Int
+    let retryAfterSeconds: Int
     private let state: Locked<IngestState>
-    /// False from a failed event write until the next successful one. Small outcome writes may still succeed
-    /// meanwhile, so `/readyz` checks this beside the journal's last write.
-    let eventWritesHealthy = Atomic<Bool>(true)
+    /// Event writes alone, for `/readyz`: small outcome writes may still succeed while every event fails.
+    let eventWrites = WriteHealth()
 
     init(
         config: RelayConfig, state: IngestState, journal: Journal, engine: DeliveryEngine, portOuts: PortOutStore,
@@ -185,7 +184,7 @@ final class Ingestor: Sendable {
     ) {
         switch result {
         case .success(let location):
-            self.eventWritesHealthy.store(true, ordering: .relaxed)
+            self.eventWrites.recordSuccess()
             let waiters = self.state.withLock {
                 $0.confirm(
                     event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, stale: record.isStale)
@@ -210,7 +209,7 @@ final class Ingestor: Sendable {
             }
         case .failure:
             // The writer has logged the failure; here the key is released so the sender's retry is taken as new.
-            self.eventWritesHealthy.store(false, ordering: .relaxed)
+            self.eventWrites.recordFailure(atMs: WallClock.milliseconds())
             let waiters = self.state.withLock {
                 $0.abandon(event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status,
                            stale: record.isStale)

@@ -1,0 +1,16 @@
+import PortoutCore
+import Testing
+
+struct WriteHealthTests {
+    /// A failure counts until a write succeeds or the window has passed, so readiness recovers with no writes.
+    @Test func failureLapsesOrClears() {
+        let health = WriteHealth()
+        #expect(!health.isFailing(nowMs: 10_000, windowMs: 5000))
+        health.recordFailure(atMs: 10_000)
+        #expect(health.isFailing(nowMs: 14_999, windowMs: 5000))
+        #expect(!health.isFailing(nowMs: 15_000, windowMs: 5000))
+        health.recordFailure(atMs: 20_000)
+        health.recordSuccess()
+        #expect(!health.isFailing(nowMs: 20_001, windowMs: 5000))
+    }
+}
