@@ -6,8 +6,9 @@ public struct ReplaySubmission: Sendable, Equatable {
     public var queued = 0
     /// Deliveries left out because the same event was still pending for the destination.
     public var alreadyPending = 0
-    /// Deliveries left out because their destination is not configured.
-    public var notConfigured = 0
+    /// Deliveries whose destination a reload removed after the scan. They are held, marked stranded, and go out
+    /// if a reload configures the destination again.
+    public var stranded = 0
 
     public init() {}
 }
@@ -48,8 +49,8 @@ extension DeliveryEngine {
 
     /// Queues replayed deliveries on the delivery thread, each in sequence order within its port out's lane,
     /// and closes the replay window opened for them. A delivery whose event is still pending for its
-    /// destination is left out, since it will go out anyway. `records` contains each delivery's replay record, in
-    /// the same order.
+    /// destination is left out, since it will go out anyway. One whose destination a reload removed after the
+    /// scan is held for it, marked stranded. `records` contains each delivery's replay record, in the same order.
     public func submitReplay(
         _ deliveries: [PendingDelivery], records: [ReplayRecord],
         completion: @escaping @Sendable (ReplaySubmission?) -> Void
@@ -63,11 +64,11 @@ extension DeliveryEngine {
             let now = WallClock.milliseconds()
             for (delivery, record) in zip(deliveries, records) {
                 let key = delivery.destinationKey
-                guard let runtime = self.loop.destinations[key] else {
-                    submission.notConfigured += 1
-                    continue
-                }
-                if runtime.queue.contains(sequence: delivery.sequence, orderingKey: delivery.orderingKey) {
+                let configured = self.loop.destinations[key]
+                let isPending = (configured ?? self.loop.detached[key]).map {
+                    $0.queue.contains(sequence: delivery.sequence, orderingKey: delivery.orderingKey)
+                } ?? self.loop.unconfigured[key]?.contains(sequence: delivery.sequence, orderingKey: delivery.orderingKey)
+                if isPending == true {
                     submission.alreadyPending += 1
                     continue
                 }
@@ -77,6 +78,17 @@ extension DeliveryEngine {
                 if self.loop.settledInReplayWindow.contains(settled) {
                     self.loop.hold(.replay(record), nowMs: now)
                     journaledAgain = true
+                }
+                guard let runtime = configured else {
+                    var held = delivery
+                    held.isStranded = true
+                    if let detached = self.loop.detached[key] {
+                        detached.queue.enqueue(held)
+                    } else {
+                        self.loop.unconfigured[key, default: DeliveryQueue()].enqueue(held)
+                    }
+                    submission.stranded += 1
+                    continue
                 }
                 runtime.queue.enqueue(delivery)
                 submission.queued += 1

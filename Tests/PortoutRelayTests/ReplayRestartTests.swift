@@ -575,6 +575,38 @@ struct ReplayRestartTests {
         #expect(job.progress.withLock { $0.withdrawn } == 1)
     }
 
+    /// A reload can remove a destination between a replay's scan and the engine taking its deliveries. They are
+    /// journaled, so they are held, stranded, and a reload that adds the destination back sends them.
+    @Test func destinationRemovedBeforeSubmitIsHeld() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_r", status: "initiated")).status == 202)
+        #expect(waitUntil { sink.received.count == 1 })
+        let relay = harness.relay!
+        let matches = try ReplayScan.run(dataDirectory: harness.directory.path + "/data", filter: Self.tenantFilter()).get()
+            .matches
+        try #require(matches.count == 1)
+        _ = relay.reload(try harness.config(tenantsJSON: RelayHarness.tenantsJSON()))
+
+        let records = matches.map {
+            ReplayRecord(replayID: "rpl_r", destination: $0.destination, event: $0.event, atMs: WallClock.milliseconds())
+        }
+        let deliveries = records.map {
+            PendingDelivery(event: $0.event, destination: $0.destination, replayID: $0.replayID, sinceMs: $0.atMs)
+        }
+        let submitted = Locked<ReplaySubmission?>(nil)
+        relay.engine.openReplayWindow { _ in }
+        relay.engine.submitReplay(deliveries, records: records) { submission in submitted.withLock { $0 = submission } }
+        #expect(waitUntil { submitted.withLock { $0 } != nil })
+        #expect(submitted.withLock { $0 }?.stranded == 1)
+        #expect(submitted.withLock { $0 }?.queued == 0)
+
+        _ = relay.reload(try harness.config(tenantsJSON: RelayHarness.tenantsJSON(destinations: DeliveryTests.destination(sink.url))))
+        #expect(waitUntil { sink.received.count == 2 })
+    }
+
     /// A replay journals its record while the delivery's first attempt is in flight, and the engine takes the
     /// replay's copy after that attempt has settled. The copy is then resumed after a restart, although the
     /// first attempt's outcome follows the replay's record in the journal. The replay's record is journaled

@@ -450,7 +450,7 @@ final class ReplayJobs: Sendable {
             let (done, cancelRequested) = job.progress.withLock { progress in
                 progress.queued = submission.queued
                 progress.alreadyPending = submission.alreadyPending
-                progress.notConfigured += submission.notConfigured
+                progress.stranded += submission.stranded
                 if progress.status == .scanning {
                     progress.status = .running
                 }
