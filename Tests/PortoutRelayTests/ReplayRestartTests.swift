@@ -381,6 +381,39 @@ struct ReplayRestartTests {
         #expect(job.jsonValue.objectValue?["notConfigured"] == 0)
     }
 
+    /// A finished job's counts come from the journal at a restart, since its entry in the file is saved only at
+    /// a change of status: settlements after the finish, and outcomes lost before the stop, show there.
+    @Test func finishedJobCountsFromJournal() throws {
+        var cancelled = ReplayJob.Progress()
+        cancelled.status = .cancelled
+        cancelled.isCancelRequested = true
+        cancelled.queued = 12
+        cancelled.withdrawn = 4
+        let late = ReplayJob(id: "rpl_late", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 1, progress: cancelled)
+        var completed = ReplayJob.Progress()
+        completed.status = .completed
+        completed.queued = 3
+        completed.delivered = 3
+        let lost = ReplayJob(id: "rpl_lost", kind: "replay", filter: Self.tenantFilter(), createdAtMs: 2, progress: completed)
+        let tallies = [
+            "rpl_late": ReplayTally(delivered: 8, deadLettered: 0, withdrawn: 4),
+            "rpl_lost": ReplayTally(delivered: 2, deadLettered: 0, withdrawn: 0),
+        ]
+        let pending = [PendingDelivery(event: Self.summary(), destination: "d1", replayID: "rpl_lost")]
+        let restart = ReplayRestart(saved: [late, lost], tallies: tallies, pending: pending) { _ in true }
+
+        let lateCounts = late.jsonValue.objectValue
+        #expect(lateCounts?["delivered"] == 8)
+        #expect(lateCounts?["withdrawn"] == 4)
+        #expect(lateCounts?["queued"] == 12)
+        // The delivery whose outcome was lost goes out again, and it is counted once when it settles.
+        let lostCounts = lost.jsonValue.objectValue
+        #expect(lostCounts?["delivered"] == 2)
+        #expect(lostCounts?["queued"] == 3)
+        #expect(lostCounts?["notConfigured"] == 0)
+        #expect(restart.markingStranded(pending) { _ in true }.map(\.isStranded) == [false])
+    }
+
     /// A job that completed without its stranded delivery counts it as queued once it goes out after all.
     @Test func strandedDeliveryMovesToQueued() throws {
         var progress = ReplayJob.Progress()

@@ -243,15 +243,25 @@ struct ReplayRestart {
             let tally = tallies[job.id] ?? ReplayTally()
             let (waiting, stranded) = remaining[job.id] ?? (0, 0)
             if job.isFinished {
-                // A cancellation whose withdrawals had not reached the journal when the relay stopped leaves the
-                // deliveries pending. They are withdrawn again, so that they do not go out.
-                let isCancelled = job.progress.withLock { $0.status == .cancelled }
-                if isCancelled && waiting > 0 {
+                // The file is saved at a change of status, so settlements after the finish are read from the
+                // journal: those of attempts in flight at a cancel, of stranded deliveries that went out, or made
+                // by an offline replay. A job none of whose records are left, after retention, keeps the counts
+                // it saved.
+                if tally.settled + waiting + stranded > 0 {
                     job.progress.withLock { progress in
+                        let journaled = tally.settled + waiting + stranded
+                        let total = max(progress.queued + progress.stranded, journaled)
+                        progress.stranded = stranded
+                        progress.queued = total - stranded
                         progress.delivered = tally.delivered
                         progress.deadLettered = tally.deadLettered
                         progress.withdrawn = tally.withdrawn
                     }
+                }
+                // A cancellation whose withdrawals had not reached the journal when the relay stopped leaves the
+                // deliveries pending. They are withdrawn again, so that they do not go out.
+                let isCancelled = job.progress.withLock { $0.status == .cancelled }
+                if isCancelled && waiting > 0 {
                     self.cancels.append(job)
                 }
                 continue
@@ -314,11 +324,10 @@ struct ReplayRestart {
         "the relay stopped before this redelivery's dead letters were queued, so none was sent: start it again"
 
     /// Marks the replayed deliveries that their jobs count under `notConfigured`: those to destinations
-    /// `configured` rejects, and those of jobs finished before the stop, which only such deliveries outlive.
+    /// `configured` rejects.
     func markingStranded(_ pending: [PendingDelivery], configured: (PendingDelivery) -> Bool) -> [PendingDelivery] {
-        let finished = Set(self.jobs.filter(\.isFinished).map(\.id))
-        return pending.map { delivery in
-            guard let replayID = delivery.replayID, !configured(delivery) || finished.contains(replayID) else {
+        pending.map { delivery in
+            guard delivery.replayID != nil, !configured(delivery) else {
                 return delivery
             }
             var marked = delivery

@@ -244,14 +244,14 @@ final class ReplayRegistry: Sendable {
     /// after a reload or a start configured its destination again, and it moves from `notConfigured` to `queued`.
     func settled(replayID: String, outcome: AttemptOutcome, wasStranded: Bool) {
         guard let job = self.job(replayID) else { return }
-        var movedStranded = false
+        var changedFinishedJob = false
         let finalStatus = job.progress.withLock { progress -> ReplayJob.Status? in
             if outcome.isFinal && wasStranded && progress.stranded > 0 {
                 progress.stranded -= 1
                 progress.queued += 1
-                // A finished job's counts are read from the file at the next start, not from the journal.
-                movedStranded = true
             }
+            // A finished job's file entry is otherwise saved only at a change of status.
+            changedFinishedJob = outcome.isFinal && progress.status != .running && progress.status != .scanning
             switch outcome {
             case .delivered: progress.delivered += 1
             case .deadLettered: progress.deadLettered += 1
@@ -263,7 +263,7 @@ final class ReplayRegistry: Sendable {
         }
         if let finalStatus {
             self.finish(job, status: finalStatus)
-        } else if movedStranded {
+        } else if changedFinishedJob {
             self.save()
         }
     }
