@@ -136,8 +136,9 @@ public final class Journal: Sendable {
         }
     }
 
-    /// Queues a record; `completion` runs on the writer thread once it is durable or has failed, or on another
-    /// thread if the journal refuses the record at once (closed, or a record over the frame limit).
+    /// Queues a record; `completion` runs on the writer thread once it is durable or has failed. A record the
+    /// journal refuses at once, because it is closed or the record is over the frame limit, completes on another
+    /// thread.
     ///
     /// Records are written in the order of `append` calls, so callers that need an order (event sequence
     /// numbers) call it under their own lock.

@@ -32,8 +32,9 @@ final class ReplayJob: Sendable {
         var error: String?
         var finishedAtMs: Int64?
         var isCancelRequested = false
-        /// Deliveries journaled for a destination that was not configured at the last start. The engine keeps
-        /// them until a reload configures it again, and they count under `notConfigured`, not `queued`, until then.
+        /// Deliveries whose destination was not configured at the last start, or was removed by a reload. The
+        /// engine keeps them until a reload configures it again, and they count under `notConfigured`, not
+        /// `queued`, until then.
         var stranded = 0
 
         var settled: Int {
