@@ -384,6 +384,7 @@ public final class Journal: Sendable {
     }
 
     private func write(_ batch: [Entry]) {
+        self.metrics.writes.beginWrite()
         let state = self.writer
         do {
             if state.active.size >= self.segmentBytes {
@@ -424,7 +425,7 @@ public final class Journal: Sendable {
                 failure = error as? JournalError ?? JournalError(path: self.directory, reason: "\(error)")
             }
             self.metrics.writeFailures.increment()
-            self.metrics.writes.recordFailure(atMs: WallClock.milliseconds())
+            self.metrics.writes.recordFailure(atMs: WriteHealth.nowMs())
             self.repairAfterFailure(failure, records: batch.count)
             for entry in batch {
                 entry.completion?(.failure(failure))

@@ -6,11 +6,26 @@ struct WriteHealthTests {
     @Test func failureLapsesOrClears() {
         let health = WriteHealth()
         #expect(!health.isFailing(nowMs: 10_000, windowMs: 5000))
+        health.beginWrite()
         health.recordFailure(atMs: 10_000)
         #expect(health.isFailing(nowMs: 14_999, windowMs: 5000))
         #expect(!health.isFailing(nowMs: 15_000, windowMs: 5000))
+        health.beginWrite()
         health.recordFailure(atMs: 20_000)
+        health.beginWrite()
         health.recordSuccess()
         #expect(!health.isFailing(nowMs: 20_001, windowMs: 5000))
+    }
+
+    /// A write in flight after a failure keeps it, so writes that take longer than the window to fail do not let
+    /// readiness come back between them.
+    @Test func writeInFlightKeepsFailure() {
+        let health = WriteHealth()
+        health.beginWrite()
+        health.recordFailure(atMs: 10_000)
+        health.beginWrite()
+        #expect(health.isFailing(nowMs: 30_000, windowMs: 5000))
+        health.recordFailure(atMs: 31_000)
+        #expect(!health.isFailing(nowMs: 36_000, windowMs: 5000))
     }
 }

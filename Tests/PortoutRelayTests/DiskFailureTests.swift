@@ -105,13 +105,13 @@ struct DiskFailureTests {
         let written = DispatchSemaphore(value: 0)
         journal.appendAdvisory(Array(repeating: Self.smallOutcome, count: 200)) { _ in written.signal() }
         written.wait()
-        #expect(journal.metrics.writes.isFailing(nowMs: WallClock.milliseconds(), windowMs: 60_000))
+        #expect(journal.metrics.writes.isFailing(nowMs: WriteHealth.nowMs(), windowMs: 60_000))
         #expect(journal.metrics.writeFailures.value == 1)
 
         try FileManager.default.removeItem(atPath: filler)
         journal.appendAdvisory([Self.smallOutcome]) { _ in written.signal() }
         written.wait()
-        #expect(!journal.metrics.writes.isFailing(nowMs: WallClock.milliseconds(), windowMs: 60_000))
+        #expect(!journal.metrics.writes.isFailing(nowMs: WriteHealth.nowMs(), windowMs: 60_000))
     }
 
     /// A file size limit makes journal writes fail with EFBIG. The relay responds 503 as for a full disk, and a

@@ -414,6 +414,25 @@ struct ReplayRestartTests {
         #expect(restart.markingStranded(pending) { _ in true }.map(\.isStranded) == [false])
     }
 
+    /// The counts a start takes from the journal are saved, since retention may later remove those records.
+    @Test func startSavesJournalCounts() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try Self.startWithDelivered(sink)
+        defer { harness.finish() }
+        let id = try #require(
+            try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))["id"]?.stringValue)
+        _ = try ReplayTests.waitForJob(harness, id, status: "completed")
+        harness.stop()
+        let saved = try #require(try Self.jobFile(harness).load().jobs.first)
+        saved.progress.withLock { $0.delivered = 0 }
+
+        try Self.restart(harness, savedJob: saved)
+        harness.relay!.replays.registry.flush()
+        let reread = try #require(try Self.jobFile(harness).load().jobs.first)
+        #expect(reread.jsonValue.objectValue?["delivered"] == 3)
+    }
+
     /// A job that completed without its stranded delivery counts it as queued once it goes out after all.
     @Test func strandedDeliveryMovesToQueued() throws {
         var progress = ReplayJob.Progress()

@@ -1,25 +1,42 @@
+import Dispatch
 import Synchronization
 
-/// Whether writes of one kind have been failing, for the readiness check. A failure counts for `windowMs` unless
-/// a write succeeds first. It then lapses, so that a relay taken out of a load balancer by its readiness gets
-/// traffic again to find out whether writes work, since nothing else may write meanwhile.
+/// Whether writes of one kind have been failing, for the readiness check. A failure counts until a write
+/// succeeds, or until `windowMs` has passed with no write of the kind in flight. It lapses then, so that a relay
+/// taken out of a load balancer by its readiness gets traffic again to find out whether writes work, since
+/// nothing else may write meanwhile. A write in flight keeps it, so that slow failures do not let it lapse
+/// between them.
 public final class WriteHealth: Sendable {
-    /// When the last failure came, in milliseconds since the epoch, or 0 after a success.
+    /// When the last failure came, on `nowMs()`'s clock, or 0 after a success.
     private let failedAtMs = Atomic<Int64>(0)
+    private let writesInFlight = Atomic<Int>(0)
 
     public init() {}
 
+    /// Milliseconds on a clock that a change of the wall clock does not move.
+    public static func nowMs() -> Int64 {
+        Int64(DispatchTime.now().uptimeNanoseconds / 1_000_000)
+    }
+
+    public func beginWrite() {
+        self.writesInFlight.add(1, ordering: .relaxed)
+    }
+
     public func recordSuccess() {
+        self.writesInFlight.subtract(1, ordering: .relaxed)
         self.failedAtMs.store(0, ordering: .relaxed)
     }
 
     public func recordFailure(atMs: Int64) {
-        self.failedAtMs.store(atMs, ordering: .relaxed)
+        self.writesInFlight.subtract(1, ordering: .relaxed)
+        self.failedAtMs.store(max(atMs, 1), ordering: .relaxed)
     }
 
-    /// Returns whether a write failed within `windowMs` before `nowMs` and none has succeeded since.
+    /// Returns whether a write failed, none has succeeded since, and either the failure is within `windowMs`
+    /// before `nowMs` or a write is in flight.
     public func isFailing(nowMs: Int64, windowMs: Int64) -> Bool {
         let failedAtMs = self.failedAtMs.load(ordering: .relaxed)
-        return failedAtMs != 0 && nowMs - failedAtMs < windowMs
+        guard failedAtMs != 0 else { return false }
+        return nowMs - failedAtMs < windowMs || self.writesInFlight.load(ordering: .relaxed) > 0
     }
 }

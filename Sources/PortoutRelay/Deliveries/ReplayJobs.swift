@@ -480,12 +480,13 @@ final class ReplayJobs: Sendable {
             self.finish(job, status: status, error: error)
         }
         // Their pending deliveries were withdrawn before the engine started.
-        for job in restart.cancels {
-            if job.isFinished {
-                self.registry.save()
-            } else {
-                self.finish(job, status: .cancelled)
-            }
+        for job in restart.cancels where !job.isFinished {
+            self.finish(job, status: .cancelled)
+        }
+        // The start counted every job from the journal. Saved now, because retention may later remove the records
+        // that the counts came from.
+        if !restart.jobs.isEmpty {
+            self.registry.save()
         }
     }
 

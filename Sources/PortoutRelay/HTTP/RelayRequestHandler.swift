@@ -71,7 +71,7 @@ struct RelayRequestHandler: HTTPRequestHandler {
             responder.respond(HTTPResponse(status: 200, json: ["status": "ok"]))
         case .readiness:
             // A failure counts for as long as the Retry-After that the 503s carry.
-            let nowMs = WallClock.milliseconds()
+            let nowMs = WriteHealth.nowMs()
             let windowMs = Int64(self.ingestor.retryAfterSeconds) * 1000
             if !self.ingestor.eventWrites.isFailing(nowMs: nowMs, windowMs: windowMs)
                 && !self.ingestor.journal.metrics.writes.isFailing(nowMs: nowMs, windowMs: windowMs)

@@ -155,6 +155,7 @@ final class Ingestor: Sendable {
                 }
             case .accept(let sequence, let stale):
                 let record = event.record(sequence: sequence, stale: stale, acceptedAtMs: WallClock.milliseconds())
+                self.eventWrites.beginWrite()
                 self.journal.append(.event(record)) { result in
                     self.finish(
                         event, record: record, result: result, counters: counters, respond: respond)
@@ -209,7 +210,7 @@ final class Ingestor: Sendable {
             }
         case .failure:
             // The writer has logged the failure; here the key is released so the sender's retry is taken as new.
-            self.eventWrites.recordFailure(atMs: WallClock.milliseconds())
+            self.eventWrites.recordFailure(atMs: WriteHealth.nowMs())
             let waiters = self.state.withLock {
                 $0.abandon(event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status,
                            stale: record.isStale)
