@@ -116,8 +116,8 @@ struct IngestState: Sendable {
         return .accept(sequence: sequence, stale: stale)
     }
 
-    /// Returns a 32-bit FNV-1a hash of the project name, which stays the same across restarts as Swift's `Hasher` does
-    /// not. Two of a tenant's projects with the same tag are not distinguished, so a port out could then be
+    /// Returns a 32-bit FNV-1a hash of the project name, which stays the same across restarts as Swift's `Hasher`
+    /// does not. Two of a tenant's projects with the same tag are not distinguished, so a port out could then be
     /// filed under both. With 32 bits and a handful of projects a tenant, that is left as it is.
     static func projectTag(_ project: String) -> UInt32 {
         var hash: UInt32 = 2_166_136_261
@@ -138,7 +138,8 @@ struct IngestState: Sendable {
         self.twinWaiters[dedupeKey, default: []].append(waiter)
     }
 
-    /// Marks an event durable and returns the waiters of its twins, which the caller calls with `true`.
+    /// Marks an event durable and returns the waiters: those of its twins, which the caller calls with `true`, and
+    /// the events to admit again if no write of the port out is left in flight.
     mutating func confirm(
         _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool
     ) -> Waiters {
@@ -155,8 +156,9 @@ struct IngestState: Sendable {
         return waiters
     }
 
-    /// Removes an event whose write failed, so that the sender's retry is treated as new. Returns the waiters of
-    /// its twins, which the caller calls with `false`.
+    /// Removes an event whose write failed, so that the sender's retry is treated as new, and puts the port out's
+    /// rank back to what its other writes make. Returns the waiters: those of its twins, which the caller calls
+    /// with `false`, and the events to admit again if no write of the port out is left in flight.
     mutating func abandon(
         _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool
     ) -> Waiters {
