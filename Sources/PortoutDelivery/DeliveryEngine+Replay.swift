@@ -80,12 +80,12 @@ extension DeliveryEngine {
                     journaledAgain = true
                 }
                 guard let runtime = configured else {
-                    var held = delivery
-                    held.isStranded = true
+                    var stranded = delivery
+                    stranded.isStranded = true
                     if let detached = self.loop.detached[key] {
-                        detached.queue.enqueue(held)
+                        detached.queue.enqueue(stranded)
                     } else {
-                        self.loop.unconfigured[key, default: DeliveryQueue()].enqueue(held)
+                        self.loop.unconfigured[key, default: DeliveryQueue()].enqueue(stranded)
                     }
                     submission.stranded += 1
                     continue

@@ -62,7 +62,8 @@ public final class Relay: Sendable {
             }
         }
         let pending = unsettled.pendingDeliveries()
-        Self.logUnconfigured(pending, config: config, logger: logger)
+        let configuredKeys = DeliveryEngine.keys(of: config.tenants)
+        Self.logUnconfigured(pending, configured: configuredKeys, logger: logger)
         logger.info(
             "state rebuilt",
             [
@@ -75,7 +76,6 @@ public final class Relay: Sendable {
             ])
         let operational = OperationalWebhook(config: config.operationalWebhook, logger: logger)
         let replayFile = ReplayJobFile(dataDirectory: config.dataDir)
-        let configuredKeys = DeliveryEngine.keys(of: config.tenants)
         let replayRestart = ReplayRestart(
             saved: Self.savedReplays(replayFile, logger: logger), tallies: unsettled.replayTallies,
             pending: pending
@@ -205,8 +205,7 @@ public final class Relay: Sendable {
 
     /// Logs one line for each destination that has unsettled deliveries and is no longer configured. The engine
     /// keeps those deliveries, and a reload that configures the destination again sends them.
-    private static func logUnconfigured(_ deliveries: [PendingDelivery], config: RelayConfig, logger: Logger) {
-        let configured = DeliveryEngine.keys(of: config.tenants)
+    private static func logUnconfigured(_ deliveries: [PendingDelivery], configured: Set<String>, logger: Logger) {
         var unconfigured: [String: Int] = [:]
         for delivery in deliveries where !configured.contains(delivery.destinationKey) {
             unconfigured[delivery.destinationKey, default: 0] += 1

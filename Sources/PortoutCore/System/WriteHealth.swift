@@ -1,11 +1,9 @@
 import Dispatch
 import Synchronization
 
-/// Whether writes of one kind have been failing, for the readiness check. A failure counts until a write
-/// succeeds, or until `windowMs` has passed with no write of the kind in flight. It lapses then, so that a relay
-/// taken out of a load balancer by its readiness gets traffic again to find out whether writes work, since
-/// nothing else may write meanwhile. A write in flight keeps it, so that slow failures do not let it lapse
-/// between them.
+/// The failure state of writes of one kind, for the readiness check. A failure counts until a write succeeds, or
+/// until `windowMs` passes with no write in flight. The lapse lets a relay that a load balancer took out of service
+/// get traffic again to test its writes, since nothing else may write meanwhile.
 public final class WriteHealth: Sendable {
     /// When the last failure came, on `nowMs()`'s clock, or 0 after a success.
     private let failedAtMs = Atomic<Int64>(0)

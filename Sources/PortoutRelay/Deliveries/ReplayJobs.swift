@@ -41,6 +41,12 @@ final class ReplayJob: Sendable {
             self.delivered + self.deadLettered + self.withdrawn
         }
 
+        /// The status to finish a running job with once every queued delivery has settled, or nil.
+        var finalStatusIfSettled: ReplayJob.Status? {
+            guard self.status == .running && self.settled >= self.queued else { return nil }
+            return self.isCancelRequested ? .cancelled : .completed
+        }
+
         /// Each count with the name the API and the job file give it, in the order they write them. Computed, so
         /// that no shared key-path list needs to be `Sendable`.
         static var countFields: [(name: String, field: WritableKeyPath<Progress, Int>)] {
@@ -168,8 +174,7 @@ final class ReplayRegistry: Sendable {
             let finalStatus = job.progress.withLock { progress -> ReplayJob.Status? in
                 progress.queued -= count
                 progress.stranded += count
-                guard progress.status == .running && progress.settled >= progress.queued else { return nil }
-                return progress.isCancelRequested ? .cancelled : .completed
+                return progress.finalStatusIfSettled
             }
             if let finalStatus {
                 self.finish(job, status: finalStatus)
@@ -259,8 +264,7 @@ final class ReplayRegistry: Sendable {
             case .cancelled: progress.withdrawn += 1
             case .retryScheduled: return nil
             }
-            guard progress.status == .running && progress.settled >= progress.queued else { return nil }
-            return progress.isCancelRequested ? .cancelled : .completed
+            return progress.finalStatusIfSettled
         }
         if let finalStatus {
             self.finish(job, status: finalStatus)

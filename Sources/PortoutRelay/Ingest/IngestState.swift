@@ -18,7 +18,7 @@ struct IngestState: Sendable {
     /// and the project it was accepted under, in the 8 bytes an `Int` would take.
     struct LifecycleEntry: Sendable, Equatable {
         var rank: Int8
-        /// -1 while no write of the port out's statuses is durable yet.
+        /// The furthest rank whose write is durable, or -1 while none is.
         var durableRank: Int8
         /// Bit r is set while a write of rank r is in flight. While one is, a status of the same rank is stale or
         /// waits, so one bit a rank is enough.
@@ -65,7 +65,8 @@ struct IngestState: Sendable {
     private(set) var nextSequence: UInt64 = 1
     private var twinWaiters: [DigestKey: [@Sendable (Bool) -> Void]] = [:]
 
-    /// Events waiting for a port out's status writes in flight to settle, by lifecycle key. Rarely not empty.
+    /// Events waiting for a port out's status writes in flight to settle, by lifecycle key. Empty unless an event
+    /// waits.
     private var lifecycleWaiters: [DigestKey: [@Sendable () -> Void]] = [:]
 
     init(capacity: Int) {
