@@ -11,9 +11,12 @@ public enum DestinationControlError: Error, Sendable, Equatable {
 }
 
 extension DeliveryEngine {
-    /// Returns every destination's statistics with the acceptance time of its oldest unsettled delivery. Only the
-    /// delivery thread can read that time, so it is missing once the engine has stopped.
-    public func snapshot(_ completion: @escaping @Sendable ([DestinationStatistics]) -> Void) {
+    /// Returns every destination's statistics with the acceptance time of its oldest unsettled delivery, and the
+    /// destinations that are not configured but still have deliveries. Only the delivery thread can read the
+    /// queues, so once the engine has stopped the times are missing and the second list is the one at the stop.
+    public func snapshot(
+        _ completion: @escaping @Sendable ([DestinationStatistics], [UnconfiguredDestinationStatistics]) -> Void
+    ) {
         self.perform { running in
             var statistics = self.statistics()
             if running {
@@ -21,9 +24,36 @@ extension DeliveryEngine {
                     let key = Self.key(tenant: statistics[index].tenant, destination: statistics[index].destination)
                     statistics[index].oldestPendingAcceptedAtMs = self.loop.destinations[key]?.queue.oldestAcceptedAtMs
                 }
+                self.publishUnconfigured()
             }
-            completion(statistics)
+            completion(statistics, self.unconfiguredStatistics())
         }
+    }
+
+    /// Returns the destinations that the configuration does not name but that have deliveries in memory, as last
+    /// published by a snapshot while the engine runs, or by the stop.
+    public func unconfiguredStatistics() -> [UnconfiguredDestinationStatistics] {
+        self.unconfigured.withLock { $0 }
+    }
+
+    /// Counts the deliveries of detached and never-configured destinations, on the delivery thread.
+    func publishUnconfigured() {
+        var published: [UnconfiguredDestinationStatistics] = []
+        for runtime in self.loop.detached.values where runtime.queue.count > 0 {
+            published.append(UnconfiguredDestinationStatistics(
+                tenant: runtime.tenant, destination: runtime.config.id, removedByReload: true,
+                pending: runtime.queue.count, inFlight: runtime.queue.inFlight,
+                oldestPendingAcceptedAtMs: runtime.queue.oldestAcceptedAtMs))
+        }
+        for (key, queue) in self.loop.unconfigured where queue.count > 0 {
+            // Keys are `tenant/destination`, and configuration checks keep '/' out of both identifiers.
+            let parts = key.split(separator: "/", maxSplits: 1)
+            published.append(UnconfiguredDestinationStatistics(
+                tenant: String(parts[0]), destination: parts.count > 1 ? String(parts[1]) : "", removedByReload: false,
+                pending: queue.count, inFlight: queue.inFlight, oldestPendingAcceptedAtMs: queue.oldestAcceptedAtMs))
+        }
+        published.sort { ($0.tenant, $0.destination) < ($1.tenant, $1.destination) }
+        self.unconfigured.withLock { $0 = published }
     }
 
     /// Returns the oldest journal segment that contains the event of a delivery not yet settled, for configured,

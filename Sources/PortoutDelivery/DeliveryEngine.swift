@@ -33,6 +33,8 @@ public final class DeliveryEngine: Sendable {
     let observer: (any DeliveryObserver)?
     private let inbox = Locked<Inbox>(Inbox())
     let counters = Locked<[String: DestinationStatistics]>([:])
+    /// Published by `publishUnconfigured`, for reports from other threads.
+    let unconfigured = Locked<[UnconfiguredDestinationStatistics]>([])
     private let stopped = DispatchSemaphore(value: 0)
     private let hasStarted = Atomic<Bool>(false)
     let loop: DeliveryLoop
@@ -174,6 +176,7 @@ public final class DeliveryEngine: Sendable {
         self.journalOutcomes(force: true)
         let abandoned = self.loop.inFlightCount
         self.loop.cancelAll()
+        self.publishUnconfigured()
         let late = self.inbox.withLock { inbox in
             inbox.hasStopped = true
             defer { inbox.commands.removeAll() }
@@ -467,6 +470,21 @@ public final class DeliveryEngine: Sendable {
             }
         }
     }
+}
+
+/// A destination that the configuration does not name but that still has unsettled deliveries in memory. Nothing
+/// is sent to it until a reload or a start configures it again, which sends them in order.
+public struct UnconfiguredDestinationStatistics: Sendable, Equatable {
+    public var tenant: String
+    public var destination: String
+    /// Whether a reload removed it. Otherwise it was not configured at start, when the journal had deliveries
+    /// for it, or a replay queued deliveries for it.
+    public var removedByReload: Bool
+    /// Deliveries not yet settled, including those in flight.
+    public var pending: Int
+    /// Attempts that were in flight when a reload removed the destination, and have not settled yet.
+    public var inFlight: Int
+    public var oldestPendingAcceptedAtMs: Int64?
 }
 
 /// Receives what the engine does, on the delivery thread; implementations must not block.

@@ -26,6 +26,8 @@ final class HTTPConnection: EventLoopHandler {
     let peer: String
     /// The address that `maxConnectionsPerClient` counts by: the peer's IPv4 address or IPv6 /64.
     let client: String
+    /// The usage of `client`, to which this connection charges its buffered bytes.
+    let usage: ClientUsage
     unowned let owner: LoopConnections
     private(set) var phase = Phase.awaitingRequest
     /// Monotonic milliseconds after which `deadlinePassed()` acts.
@@ -59,11 +61,12 @@ final class HTTPConnection: EventLoopHandler {
     private static let inputEvents = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
     private static let lingerMs: UInt64 = 2000
 
-    init(id: UInt64, fd: Int32, peer: String, client: String, owner: LoopConnections) {
+    init(id: UInt64, fd: Int32, peer: String, client: String, usage: ClientUsage, owner: LoopConnections) {
         self.id = id
         self.fd = fd
         self.peer = peer
         self.client = client
+        self.usage = usage
         self.owner = owner
         self.requestParser = HTTPRequestParser(limits: owner.server.configuration.parserLimits)
         self.deadline = owner.loop.now + owner.server.configuration.idleTimeoutMs
@@ -98,7 +101,7 @@ final class HTTPConnection: EventLoopHandler {
         while !self.isClosed && !self.peerClosedInput && self.received.readableCount < self.maxBuffered {
             // While the handler has a request, reading stops instead of refusing, since that request's response must
             // go out first. Input polling resumes after the response.
-            if self.phase == .handling && !self.owner.server.hasBufferRoom(buffer.count) {
+            if self.phase == .handling && self.owner.server.bufferRoom(for: self.usage) < buffer.count {
                 self.isInputPaused = true
                 break
             }
@@ -106,7 +109,7 @@ final class HTTPConnection: EventLoopHandler {
             // cannot get it rejected. With no room left, one byte is read, and if one arrived its charge fails.
             var readLimit = buffer.count
             if self.phase != .handling && self.phase != .closing {
-                readLimit = min(buffer.count, max(1, self.owner.server.bufferRoom))
+                readLimit = min(buffer.count, max(1, self.owner.server.bufferRoom(for: self.usage)))
             }
             let result: IOResult<Int>
             do {
@@ -126,8 +129,8 @@ final class HTTPConnection: EventLoopHandler {
                 // NOTE: loops reading at the same moment can together pass the limit by up to a read each. Taking
                 // the room before reading closed that gap, but every such wake-up then took 64 KiB, which could
                 // reject another client's request that fitted.
-                guard self.owner.server.chargeBuffered(count, force: self.phase == .handling) else {
-                    self.rejectBufferFull()
+                if let limit = self.owner.server.chargeBuffered(count, client: self.usage, force: self.phase == .handling) {
+                    self.rejectBufferFull(limit)
                     return
                 }
                 self.chargedBytes += count
@@ -173,7 +176,7 @@ final class HTTPConnection: EventLoopHandler {
             let framing = min(self.requestParser.takeFramingBytes(), self.chargedBytes)
             if framing > 0 {
                 self.chargedBytes -= framing
-                self.owner.server.releaseBuffered(framing)
+                self.owner.server.releaseBuffered(framing, client: self.usage)
             }
             switch event {
             case .needMoreData:
@@ -241,14 +244,21 @@ final class HTTPConnection: EventLoopHandler {
         }
     }
 
-    /// Responds 503 and ends the connection, because the bytes just read would pass `maxBufferedRequestBytes`.
-    /// They are dropped, so the connection cannot go on: the rest of its stream would be misread.
-    private func rejectBufferFull() {
-        self.owner.server.bufferFullRejections.add(1, ordering: .relaxed)
+    /// Responds 503 and ends the connection, because the bytes just read would pass `maxBufferedRequestBytes` or
+    /// the client's share of it. They are dropped, so the connection cannot go on: the rest of its stream would be
+    /// misread.
+    private func rejectBufferFull(_ limit: HTTPServer.BufferLimit) {
+        let reason: String
+        switch limit {
+        case .total:
+            self.owner.server.bufferFullRejections.add(1, ordering: .relaxed)
+            reason = "buffered request bytes reached limits.maxBufferedRequestBytes"
+        case .clientShare:
+            self.owner.server.clientShareRejections.add(1, ordering: .relaxed)
+            reason = "this client's buffered request bytes reached its share of limits.maxBufferedRequestBytes"
+        }
         self.owner.server.logger.warning(
-            "request rejected",
-            ["reason": "buffered request bytes reached limits.maxBufferedRequestBytes", "status": 503,
-             "peer": .string(self.peer)])
+            "request rejected", ["reason": .string(reason), "status": 503, "peer": .string(self.peer)])
         self.keepAlive = false
         self.isHeadRequest = false
         self.phase = .handling
@@ -263,7 +273,7 @@ final class HTTPConnection: EventLoopHandler {
     private func settleCharge() {
         let buffered = self.received.readableCount
         if self.chargedBytes > buffered {
-            self.owner.server.releaseBuffered(self.chargedBytes - buffered)
+            self.owner.server.releaseBuffered(self.chargedBytes - buffered, client: self.usage)
             self.chargedBytes = buffered
         }
         // An emptied buffer would otherwise keep the storage of the largest request so far while the connection idles.
@@ -475,7 +485,7 @@ final class HTTPConnection: EventLoopHandler {
     func close() {
         guard !self.isClosed else { return }
         self.isClosed = true
-        self.owner.server.releaseBuffered(self.chargedBytes)
+        self.owner.server.releaseBuffered(self.chargedBytes, client: self.usage)
         self.chargedBytes = 0
         self.owner.remove(self)
     }

@@ -15,6 +15,7 @@ public final class HTTPServer: Sendable {
         public var maxConnections: Int
         public var maxConnectionsPerClient: Int
         public var maxBufferedRequestBytes: Int
+        public var maxBufferedRequestBytesPerClient: Int
         public var headerTimeoutMs: UInt64
         public var bodyTimeoutMs: UInt64
         public var idleTimeoutMs: UInt64
@@ -27,6 +28,7 @@ public final class HTTPServer: Sendable {
             self.maxConnections = limits.maxConnections
             self.maxConnectionsPerClient = limits.maxConnectionsPerClient
             self.maxBufferedRequestBytes = limits.maxBufferedRequestBytes
+            self.maxBufferedRequestBytesPerClient = limits.maxBufferedRequestBytesPerClient
             self.headerTimeoutMs = UInt64(limits.headerTimeoutMs)
             self.bodyTimeoutMs = UInt64(limits.bodyTimeoutMs)
             self.idleTimeoutMs = UInt64(limits.idleTimeoutMs)
@@ -41,11 +43,12 @@ public final class HTTPServer: Sendable {
     /// Bytes read from clients whose requests have no response yet, across all loops, checked against
     /// `maxBufferedRequestBytes`.
     let bufferedRequestBytes = Atomic<Int>(0)
-    /// Requests refused because `maxBufferedRequestBytes` was reached.
+    /// Requests rejected because `maxBufferedRequestBytes` was reached, and those rejected because their client's
+    /// share of it was.
     let bufferFullRejections = Atomic<Int>(0)
-    /// Open connections by client address, across all loops, checked against `maxConnectionsPerClient`. Only
-    /// addresses with a connection open have an entry.
-    private let connectionsByClient = Locked<[String: Int]>([:])
+    let clientShareRejections = Atomic<Int>(0)
+    /// The usage of each client address, across all loops. Only addresses with a connection open have an entry.
+    private let clients = Locked<[String: ClientUsage]>([:])
     /// Connections refused at accept, by the limit they reached.
     let connectionLimitRejections = Atomic<Int>(0)
     let clientLimitRejections = Atomic<Int>(0)
@@ -79,22 +82,41 @@ public final class HTTPServer: Sendable {
         self.bufferedRequestBytes.load(ordering: .relaxed)
     }
 
-    /// Requests refused with 503 since start because `maxBufferedRequestBytes` was reached.
-    public var bufferFullRejectionCount: Int {
-        self.bufferFullRejections.load(ordering: .relaxed)
+    /// Requests rejected with 503 since start because `maxBufferedRequestBytes` was reached (`total`), or because
+    /// the connections from their client address held its share of it (`perClient`).
+    public var bufferFullRejectionCounts: (total: Int, perClient: Int) {
+        (self.bufferFullRejections.load(ordering: .relaxed), self.clientShareRejections.load(ordering: .relaxed))
     }
 
-    /// Adds `bytes` to the buffered count unless that would pass `maxBufferedRequestBytes`, or always when `force`
-    /// is set. Returns whether it added them.
-    func chargeBuffered(_ bytes: Int, force: Bool = false) -> Bool {
+    /// The buffered-bytes limit that a read reached.
+    enum BufferLimit {
+        case total
+        case clientShare
+    }
+
+    /// Adds `bytes` to the buffered counts of the server and of the connection's client, unless that would pass
+    /// `maxBufferedRequestBytes` or the client's share of it, or always when `force` is set. Returns the limit
+    /// that stopped it, or nil when it added them.
+    func chargeBuffered(_ bytes: Int, client: ClientUsage, force: Bool = false) -> BufferLimit? {
         if force {
+            client.bufferedBytes.add(bytes, ordering: .relaxed)
             self.bufferedRequestBytes.add(bytes, ordering: .relaxed)
-            return true
+            return nil
         }
-        var current = self.bufferedRequestBytes.load(ordering: .relaxed)
-        while current + bytes <= self.configuration.maxBufferedRequestBytes {
-            let (exchanged, original) = self.bufferedRequestBytes.compareExchange(
-                expected: current, desired: current + bytes, ordering: .relaxed)
+        guard Self.add(bytes, to: self.bufferedRequestBytes, limit: self.configuration.maxBufferedRequestBytes) else {
+            return .total
+        }
+        guard Self.add(bytes, to: client.bufferedBytes, limit: self.configuration.maxBufferedRequestBytesPerClient) else {
+            self.bufferedRequestBytes.subtract(bytes, ordering: .relaxed)
+            return .clientShare
+        }
+        return nil
+    }
+
+    private static func add(_ bytes: Int, to counter: borrowing Atomic<Int>, limit: Int) -> Bool {
+        var current = counter.load(ordering: .relaxed)
+        while current + bytes <= limit {
+            let (exchanged, original) = counter.compareExchange(expected: current, desired: current + bytes, ordering: .relaxed)
             if exchanged {
                 return true
             }
@@ -103,42 +125,45 @@ public final class HTTPServer: Sendable {
         return false
     }
 
-    /// The bytes that may still be read before `maxBufferedRequestBytes` is reached.
-    var bufferRoom: Int {
-        max(0, self.configuration.maxBufferedRequestBytes - self.bufferedRequestBytes.load(ordering: .relaxed))
+    func releaseBuffered(_ bytes: Int, client: ClientUsage) {
+        client.bufferedBytes.subtract(bytes, ordering: .relaxed)
+        self.bufferedRequestBytes.subtract(bytes, ordering: .relaxed)
     }
 
-    /// Returns whether `bytes` more would stay within `maxBufferedRequestBytes`.
-    func hasBufferRoom(_ bytes: Int) -> Bool {
-        self.bufferRoom >= bytes
+    /// Returns the bytes a connection of `client` may still read before `maxBufferedRequestBytes` or the client's
+    /// share of it is reached.
+    func bufferRoom(for client: ClientUsage) -> Int {
+        let total = self.configuration.maxBufferedRequestBytes - self.bufferedRequestBytes.load(ordering: .relaxed)
+        let own = self.configuration.maxBufferedRequestBytesPerClient - client.bufferedBytes.load(ordering: .relaxed)
+        return max(0, min(total, own))
     }
 
     /// Counts a new connection from `client` unless that client already has `maxConnectionsPerClient` open.
-    /// Returns whether it counted it.
-    func openClientConnection(_ client: String) -> Bool {
+    /// Returns the client's usage, which the connection charges its buffered bytes to, or nil at the limit.
+    func openClientConnection(_ client: String) -> ClientUsage? {
         let limit = self.configuration.maxConnectionsPerClient
-        return self.connectionsByClient.withLock { counts in
-            let open = counts[client, default: 0]
-            guard open < limit else { return false }
-            counts[client] = open + 1
-            return true
+        return self.clients.withLock { clients in
+            let usage = clients[client] ?? ClientUsage()
+            guard usage.connections < limit else { return nil }
+            usage.connections += 1
+            clients[client] = usage
+            return usage
         }
     }
 
     func closeClientConnection(_ client: String) {
-        self.connectionsByClient.withLock { counts in
-            let open = counts[client, default: 0]
-            counts[client] = open > 1 ? open - 1 : nil
+        self.clients.withLock { clients in
+            guard let usage = clients[client] else { return }
+            usage.connections -= 1
+            if usage.connections == 0 {
+                clients[client] = nil
+            }
         }
     }
 
     /// Connections refused at accept because `maxConnections` or `maxConnectionsPerClient` was reached.
     public var connectionRejectionCounts: (total: Int, perClient: Int) {
         (self.connectionLimitRejections.load(ordering: .relaxed), self.clientLimitRejections.load(ordering: .relaxed))
-    }
-
-    func releaseBuffered(_ bytes: Int) {
-        self.bufferedRequestBytes.subtract(bytes, ordering: .relaxed)
     }
 
     /// Adds up the buffer storage of every open connection, input and output. Each loop counts its own
@@ -233,4 +258,14 @@ public final class HTTPServer: Sendable {
             done.wait()
         }
     }
+}
+
+/// The usage of one client address: its open connections, checked against `maxConnectionsPerClient`, and their
+/// buffered request bytes, checked against the client's share of `maxBufferedRequestBytes`.
+///
+/// Thread-safety: `connections` changes only under the server's lock of its client map; each connection charges
+/// `bufferedBytes` from its own loop, atomically.
+final class ClientUsage: @unchecked Sendable {
+    var connections = 0
+    let bufferedBytes = Atomic<Int>(0)
 }

@@ -51,7 +51,7 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
                 self.rejectOverLimit(fd, peer: peer, limit: "maxConnections", message: "The server is at its connection limit.")
                 continue
             }
-            guard self.server.openClientConnection(client) else {
+            guard let usage = self.server.openClientConnection(client) else {
                 self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
                 self.server.clientLimitRejections.add(1, ordering: .relaxed)
                 self.rejectOverLimit(
@@ -62,7 +62,7 @@ final class LoopConnections: EventLoopHandler, @unchecked Sendable {
             Socket.setNoDelay(fd)
             let id = self.nextID
             self.nextID += 1
-            let connection = HTTPConnection(id: id, fd: fd, peer: peer, client: client, owner: self)
+            let connection = HTTPConnection(id: id, fd: fd, peer: peer, client: client, usage: usage, owner: self)
             self.connections[id] = connection
             self.loop.register(fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, handler: connection)
         }

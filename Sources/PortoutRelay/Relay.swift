@@ -251,11 +251,13 @@ public final class Relay: Sendable {
         self.journal.close()
         self.replays.registry.flush()
         let pending = self.engine.statistics().reduce(0) { $0 + $1.pending }
+        let unconfigured = self.engine.unconfiguredStatistics().reduce(0) { $0 + $1.pending }
         // The engine's count leaves out deliveries it settled whose outcome could not be journaled, which the next
         // start sends again. The failed writes show how far to trust it.
         self.logger.info(
             "relay stopped",
             ["connectionsCut": .number(Double(unanswered)), "unsettledDeliveries": .number(Double(pending)),
+             "unconfiguredDeliveries": .number(Double(unconfigured)),
              "journalWriteFailures": .number(Double(self.journal.metrics.writeFailures.value))])
     }
 }

@@ -81,7 +81,7 @@ struct BufferedRequestBudgetTests {
         #expect(response?.header("Connection") == "close")
         #expect(third.isClosedByServer())
         #expect(Self.waitForBuffered(server, buffered))
-        #expect(server.server.bufferFullRejectionCount == 1)
+        #expect(server.server.bufferFullRejectionCounts.total == 1)
 
         // A small request still fits, and a completed body gets its response and releases its bytes.
         let bodiless = try LoopbackClient(port: server.port)
@@ -140,7 +140,7 @@ struct BufferedRequestBudgetTests {
         let client = try LoopbackClient(port: server.port)
         client.send("POST /chunked HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
         #expect(client.readResponse()?.text == "POST /chunked 4000")
-        #expect(server.server.bufferFullRejectionCount == 0)
+        #expect(server.server.bufferFullRejectionCounts.total == 0)
         #expect(Self.waitForBuffered(server, 0))
     }
 
@@ -159,7 +159,7 @@ struct BufferedRequestBudgetTests {
         client.send(fitting + behind)
         #expect(client.readResponse()?.text == "POST /fits 1000")
         #expect(client.readResponse()?.text == "POST /behind 4000")
-        #expect(server.server.bufferFullRejectionCount == 0)
+        #expect(server.server.bufferFullRejectionCounts.total == 0)
 
         Self.finishHolding(holder)
         #expect(Self.waitForBuffered(server, 0))
@@ -186,6 +186,50 @@ struct BufferedRequestBudgetTests {
         for index in 0..<100 {
             #expect(pipelining.readResponse()?.text == "GET /follower/\(index) 0")
         }
+        #expect(Self.waitForBuffered(server, 0))
+    }
+
+    /// One client address may hold only its share of the limit, in the ratio of `maxConnectionsPerClient` to
+    /// `maxConnections`: here 4 of 16, so 16,384 of 65,536 bytes. Partial bodies from one client then get that
+    /// client a 503 while another client is still served.
+    @Test func clientShareStopsOneAddress() throws {
+        let server = try RecordingServer { limits in
+            limits.maxHeaderBytes = 1024
+            limits.maxBodyBytes = 4096
+            limits.maxBufferedRequestBytes = 65_536
+            limits.maxConnections = 16
+            limits.maxConnectionsPerClient = 4
+        }
+        defer { server.shutdown() }
+        #expect(server.server.configuration.maxBufferedRequestBytesPerClient == 16_384)
+        var held: [LoopbackClient] = []
+        var heldBytes = 0
+        for index in 0..<3 {
+            let (client, bytes) = try Self.sendPartial(server, "/held/\(index)", length: 4096, sending: 4090)
+            held.append(client)
+            heldBytes += bytes
+        }
+        #expect(Self.waitForBuffered(server, heldBytes))
+
+        // The fourth partial body would take this address past 16,384 bytes.
+        let (over, _) = try Self.sendPartial(server, "/over", length: 4096, sending: 4090)
+        let rejection = over.readResponse()
+        #expect(rejection?.status == 503)
+        #expect(rejection?.json?.objectValue?["code"] == "serverBusy")
+        #expect(over.isClosedByServer())
+        #expect(server.server.bufferFullRejectionCounts.perClient == 1)
+        #expect(server.server.bufferFullRejectionCounts.total == 0)
+
+        let elsewhere = try LoopbackClient(port: server.port, sourceHost: "127.0.0.2")
+        elsewhere.send(Self.head("/elsewhere", length: 4096) + Self.body(4096))
+        #expect(elsewhere.readResponse()?.text == "POST /elsewhere 4096")
+
+        // Closing one of them gives the address its room back.
+        held.removeLast()
+        #expect(Self.waitForBuffered(server, heldBytes / 3 * 2))
+        let (again, _) = try Self.sendPartial(server, "/again", length: 4096, sending: 4096)
+        #expect(again.readResponse()?.text == "POST /again 4096")
+        held.removeAll()
         #expect(Self.waitForBuffered(server, 0))
     }
 }

@@ -76,6 +76,7 @@ struct AdminTests {
         #expect(lines.contains(
             #"portout_delivery_attempts_total{tenant="t1",destination="d1",outcome="delivered",status_class="2xx"} 2"#))
         #expect(lines.contains(#"portout_delivery_queue_depth{tenant="t1",destination="d1"} 0"#))
+        #expect(lines.contains(#"portout_http_buffer_full_rejections_total{limit="clientShare"} 0"#))
         #expect(lines.contains(#"portout_destination_mode{tenant="t1",destination="d1",mode="active"} 1"#))
         #expect(lines.contains(#"portout_delivery_duration_seconds_count{tenant="t1",destination="d1"} 2"#))
         let syncCount = lines.first { $0.hasPrefix("portout_journal_fsync_seconds_count ") }

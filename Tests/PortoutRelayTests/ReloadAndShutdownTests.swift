@@ -46,6 +46,13 @@ struct ReloadAndShutdownTests {
         #expect(report.destinations.pendingOfRemoved["t1/d1"] == 1)
         #expect(report.needsRestart.isEmpty)
         #expect(harness.relay!.deliveryStatistics().map(\.destination) == ["d2"])
+        let listed = try Self.unconfiguredDestinations(harness)
+        #expect(listed.count == 1)
+        #expect(listed.first?["id"]?.stringValue == "d1")
+        #expect(listed.first?["cause"]?.stringValue == "removedByReload")
+        #expect(listed.first?["queueDepth"]?.numberValue == 1)
+        let metrics = String(decoding: try ReplayTests.admin(harness, "GET", "/metrics").body, as: UTF8.self)
+        #expect(metrics.contains(#"portout_delivery_unconfigured_queue_depth{tenant="t1",destination="d1"} 1"#))
 
         #expect(try harness.post(Events.portOut("pout_y", status: "initiated")).status == 202)
         #expect(waitUntil { second.received.count == 1 })
@@ -64,6 +71,13 @@ struct ReloadAndShutdownTests {
         #expect(restored.destinations.added == ["t1/d1"])
         #expect(waitUntil { harness.relay!.deliveryStatistics().first { $0.destination == "d1" }?.delivered == 1 })
         #expect(first.received.last?.portOut == "pout_x")
+        #expect(try Self.unconfiguredDestinations(harness).isEmpty)
+    }
+
+    static func unconfiguredDestinations(_ harness: RelayHarness) throws -> [JSONObject] {
+        let response = try ReplayTests.admin(harness, "GET", "/admin/unconfigured-destinations")
+        #expect(response.status == 200)
+        return try ReplayTests.json(response)["data"]?.arrayValue?.compactMap(\.objectValue) ?? []
     }
 
     /// Deliveries found unsettled at start for a destination the configuration no longer names wait in the engine,
@@ -78,8 +92,18 @@ struct ReloadAndShutdownTests {
         #expect(waitUntil { sink.received.count >= 1 })
         first.stop()
 
+        // The stop publishes what it leaves held, for the stop line, with no report asked for before it.
+        let idle = try RelayHarness(tenantsJSON: "[\(Self.tenant("t1"))]", directory: first.directory)
+        let engine = idle.relay!.engine
+        idle.stop()
+        #expect(engine.unconfiguredStatistics().map(\.pending) == [1])
+
         let harness = try RelayHarness(tenantsJSON: "[\(Self.tenant("t1"))]", directory: first.directory)
         defer { harness.finish() }
+        let listed = try Self.unconfiguredDestinations(harness)
+        #expect(listed.map { $0["cause"]?.stringValue } == ["notConfiguredSinceStart"])
+        #expect(listed.first?["queueDepth"]?.numberValue == 1)
+        #expect(listed.first?["oldestPendingAgeSeconds"]?.numberValue != nil)
         failing.store(false, ordering: .relaxed)
         let failedAttempts = sink.received.count
         let restored = harness.relay!.reload(try harness.config(tenantsJSON: withDestination))

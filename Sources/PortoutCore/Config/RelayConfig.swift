@@ -57,6 +57,15 @@ public struct Limits: Sendable, Equatable {
         self.maxHeaderBytes + self.maxBodyBytes + max(Self.maxChunkSizeLineBytes + 2, self.maxHeaderBytes)
     }
 
+    /// The part of `maxBufferedRequestBytes` that the connections from one client address may hold, in the ratio
+    /// of `maxConnectionsPerClient` to `maxConnections` and never less than one request of the largest size. With
+    /// the whole limit open to anyone, one client sending partial bodies got every other client a 503.
+    public var maxBufferedRequestBytesPerClient: Int {
+        guard self.maxConnectionsPerClient < self.maxConnections else { return self.maxBufferedRequestBytes }
+        let share = Double(self.maxBufferedRequestBytes) * Double(self.maxConnectionsPerClient) / Double(self.maxConnections)
+        return min(self.maxBufferedRequestBytes, max(self.smallestBufferedRequestBytes, Int(share)))
+    }
+
     public init() {}
 }
 

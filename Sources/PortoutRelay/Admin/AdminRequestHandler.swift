@@ -39,6 +39,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
     enum Route: Equatable {
         case metrics
         case destinations
+        case unconfiguredDestinations
         case destination(tenant: String, id: String)
         case pause(tenant: String, id: String)
         case resume(tenant: String, id: String)
@@ -50,7 +51,8 @@ struct AdminRequestHandler: HTTPRequestHandler {
 
         var allowedMethods: [String] {
             switch self {
-            case .metrics, .destinations, .destination, .deadLetters, .stalled: return ["GET", "HEAD"]
+            case .metrics, .destinations, .unconfiguredDestinations, .destination, .deadLetters, .stalled:
+                return ["GET", "HEAD"]
             case .pause, .resume, .redeliver: return ["POST"]
             case .replays: return ["GET", "HEAD", "POST"]
             case .replay: return ["GET", "HEAD", "DELETE"]
@@ -65,6 +67,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
             let rest = Array(segments.dropFirst(2))
             switch (segments[1], rest.count) {
             case ("destinations", 0): return .destinations
+            case ("unconfigured-destinations", 0): return .unconfiguredDestinations
             case ("destinations", 2): return .destination(tenant: rest[0], id: rest[1])
             case ("destinations", 3) where rest[2] == "pause": return .pause(tenant: rest[0], id: rest[1])
             case ("destinations", 3) where rest[2] == "resume": return .resume(tenant: rest[0], id: rest[1])
@@ -107,14 +110,21 @@ struct AdminRequestHandler: HTTPRequestHandler {
                 respond(HTTPResponse(status: 200, headers: headers, body: Array(text.utf8)))
             }
         case .destinations:
-            self.engine.snapshot { destinations in
+            self.engine.snapshot { destinations, _ in
                 let nowMs = WallClock.milliseconds()
                 respond(HTTPResponse(status: 200, json: [
                     "object": "list", "data": .array(destinations.map { Self.destinationJSON($0, nowMs: nowMs) }),
                 ]))
             }
+        case .unconfiguredDestinations:
+            self.engine.snapshot { _, unconfigured in
+                let nowMs = WallClock.milliseconds()
+                respond(HTTPResponse(status: 200, json: [
+                    "object": "list", "data": .array(unconfigured.map { Self.unconfiguredJSON($0, nowMs: nowMs) }),
+                ]))
+            }
         case .destination(let tenant, let id):
-            self.engine.snapshot { destinations in
+            self.engine.snapshot { destinations, _ in
                 guard let found = destinations.first(where: { $0.tenant == tenant && $0.destination == id }) else {
                     return respond(HTTPResponse(error: .notFound("No destination \(id) in tenant \(tenant).")))
                 }
@@ -201,6 +211,23 @@ struct AdminRequestHandler: HTTPRequestHandler {
         }
     }
 
+    /// Whole seconds from `ms` to `nowMs`, or null when there is no time.
+    private static func ageSeconds(since ms: Int64?, nowMs: Int64) -> JSONValue {
+        ms.map { .number(Double(max(0, nowMs - $0) / 1000)) } ?? .null
+    }
+
+    static func unconfiguredJSON(_ statistics: UnconfiguredDestinationStatistics, nowMs: Int64) -> JSONValue {
+        .object(JSONObject([
+            ("object", "unconfiguredDestination"),
+            ("tenant", .string(statistics.tenant)),
+            ("id", .string(statistics.destination)),
+            ("cause", statistics.removedByReload ? "removedByReload" : "notConfiguredSinceStart"),
+            ("queueDepth", .number(Double(statistics.pending))),
+            ("inFlight", .number(Double(statistics.inFlight))),
+            ("oldestPendingAgeSeconds", Self.ageSeconds(since: statistics.oldestPendingAcceptedAtMs, nowMs: nowMs)),
+        ]))
+    }
+
     static func destinationJSON(_ statistics: DestinationStatistics, nowMs: Int64) -> JSONValue {
         func time(_ ms: Int64?) -> JSONValue {
             ms.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null
@@ -214,8 +241,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
             ("breaker", statistics.isBreakerOpen ? "open" : "closed"),
             ("queueDepth", .number(Double(statistics.pending))),
             ("inFlight", .number(Double(statistics.inFlight))),
-            ("oldestPendingAgeSeconds",
-             statistics.oldestPendingAcceptedAtMs.map { .number(Double(max(0, nowMs - $0) / 1000)) } ?? .null),
+            ("oldestPendingAgeSeconds", Self.ageSeconds(since: statistics.oldestPendingAcceptedAtMs, nowMs: nowMs)),
             ("consecutiveFailures", .number(Double(statistics.consecutiveFailures))),
             ("lastError", statistics.lastError.map { .string($0) } ?? .null),
             ("lastErrorAt", time(statistics.lastErrorAtMs)),

@@ -16,12 +16,14 @@ struct MetricsPage: Sendable {
 
     /// Renders the page; destination gauges come from the delivery thread, so the text arrives in `completion`.
     func render(_ completion: @escaping @Sendable (String) -> Void) {
-        self.engine.snapshot { destinations in
-            completion(self.text(destinations: destinations, nowMs: WallClock.milliseconds()))
+        self.engine.snapshot { destinations, unconfigured in
+            completion(self.text(destinations: destinations, unconfigured: unconfigured, nowMs: WallClock.milliseconds()))
         }
     }
 
-    private func text(destinations: [DestinationStatistics], nowMs: Int64) -> String {
+    private func text(
+        destinations: [DestinationStatistics], unconfigured: [UnconfiguredDestinationStatistics], nowMs: Int64
+    ) -> String {
         var page = PrometheusText()
         page.gauge(
             "portout_build_info", help: "The running version; always 1.", labelNames: ["version"],
@@ -43,10 +45,16 @@ struct MetricsPage: Sendable {
                 + "limits.maxConnectionsPerClient was reached.",
             labelNames: ["limit"],
             samples: [(["maxConnections"], Double(rejections.total)), (["maxConnectionsPerClient"], Double(rejections.perClient))])
+        let bufferRejections = self.server.bufferFullRejectionCounts
         page.counter(
             "portout_http_buffer_full_rejections_total",
-            help: "Requests that got a 503 response because limits.maxBufferedRequestBytes was reached.",
-            value: UInt64(self.server.bufferFullRejectionCount))
+            help: "Requests that got a 503 response because limits.maxBufferedRequestBytes, or the client address's "
+                + "share of it, was reached.",
+            labelNames: ["limit"],
+            samples: [
+                (["maxBufferedRequestBytes"], Double(bufferRejections.total)),
+                (["clientShare"], Double(bufferRejections.perClient)),
+            ])
         page.counter(self.ingest.requests)
         page.counter(self.ingest.signatureFailures)
         page.counter(self.ingest.duplicates)
@@ -61,6 +69,12 @@ struct MetricsPage: Sendable {
             samples: [([], Double(self.deadLetters.count))])
         self.journalMetrics(into: &page)
         self.deliveryMetrics(destinations, nowMs: nowMs, into: &page)
+        page.gauge(
+            "portout_delivery_unconfigured_queue_depth",
+            help: "Unsettled deliveries kept for a destination the configuration does not name. Nothing is sent to it "
+                + "until a reload configures it again.",
+            labelNames: ["tenant", "destination"],
+            samples: unconfigured.map { ([$0.tenant, $0.destination], Double($0.pending)) })
         return page.text
     }
 
