@@ -105,13 +105,17 @@ extension DeliveryEngine {
 
     /// Withdraws the deliveries of replay `replayID` that have not gone out, journaling each as cancelled so that
     /// a restart does not queue them again. Attempts in flight finish, and one that fails is withdrawn then
-    /// instead of retried. `completion` gets the number withdrawn now, or nil if the engine has stopped.
-    public func cancelReplay(_ replayID: String, completion: @escaping @Sendable (Int?) -> Void) {
+    /// instead of retried, so each settles once more. `completion` gets the number withdrawn now and the number
+    /// in flight, or nil if the engine has stopped.
+    public func cancelReplay(
+        _ replayID: String, completion: @escaping @Sendable ((withdrawn: Int, inFlight: Int)?) -> Void
+    ) {
         self.perform { running in
             guard running else { return completion(nil) }
             self.loop.cancelledReplays.insert(replayID)
             let now = WallClock.milliseconds()
             var withdrawn = 0
+            var inFlight = 0
             let withdraw = { (removed: [PendingDelivery]) in
                 withdrawn += removed.count
                 for delivery in removed {
@@ -124,6 +128,7 @@ extension DeliveryEngine {
             for (key, runtime) in self.loop.destinations.merging(self.loop.detached, uniquingKeysWith: { first, _ in first }) {
                 let removed = runtime.queue.removeWaiting { $0.replayID == replayID }
                 withdraw(removed)
+                inFlight += runtime.queue.inFlightCount { $0.replayID == replayID }
                 if !removed.isEmpty {
                     self.updateCounters(key) { $0.pending = runtime.queue.count }
                 }
@@ -131,7 +136,7 @@ extension DeliveryEngine {
             for key in Array(self.loop.unconfigured.keys) {
                 withdraw(self.loop.unconfigured[key]!.removeWaiting { $0.replayID == replayID })
             }
-            completion(withdrawn)
+            completion((withdrawn, inFlight))
         }
     }
 }

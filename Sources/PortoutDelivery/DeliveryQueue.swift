@@ -150,6 +150,11 @@ struct DeliveryQueue {
         return counts
     }
 
+    /// Counts the deliveries in flight that match.
+    func inFlightCount(where matches: (PendingDelivery) -> Bool) -> Int {
+        self.lanes.values.count { $0.isHeadInFlight && matches($0.first) }
+    }
+
     /// Removes and returns the deliveries that match and are not in flight, as cancelling a replay does.
     mutating func removeWaiting(where shouldRemove: (PendingDelivery) -> Bool) -> [PendingDelivery] {
         var removed: [PendingDelivery] = []

@@ -174,6 +174,37 @@ struct ReplayTests {
         #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
     }
 
+    /// A cancel that finds attempts in flight leaves the job running until they settle, so that its final counts
+    /// include them: here one is delivered, and the other fails and is withdrawn instead of retried.
+    @Test func cancelWaitsForAttemptsInFlight() throws {
+        let sink = try RecordingSink { index, _ in
+            switch index {
+            case 0, 1: return .init(status: 204)
+            case 2: return .init(status: 204, delaySeconds: 1.5)
+            default: return .init(status: 500, delaySeconds: 1.5)
+            }
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        for index in 0..<2 {
+            #expect(try harness.post(Events.portOut("pout_f\(index)", status: "initiated")).status == 202)
+        }
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 2 })
+        let started = try Self.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        let id = try #require(started["id"]?.stringValue)
+        #expect(waitUntil { sink.received.count == 4 })
+
+        let cancelled = try Self.json(try Self.admin(harness, "DELETE", "/admin/replays/\(id)"))
+        #expect(cancelled["status"] == "running")
+        #expect(cancelled["cancelRequested"] == .bool(true))
+        let job = try Self.waitForJob(harness, id, status: "cancelled")
+        #expect(job["delivered"] == 1)
+        #expect(job["withdrawn"] == 1)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 4)
+    }
+
     @Test func replayResumesAfterRestart() throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }

@@ -36,6 +36,9 @@ final class ReplayJob: Sendable {
         /// engine keeps them until a reload configures it again, and they count under `notConfigured`, not
         /// `queued`, until then.
         var stranded = 0
+        /// Attempts that were in flight when the cancellation withdrew the rest and have not settled yet. The job
+        /// finishes as cancelled when the last one settles, so that its counts include them.
+        var inFlightAtCancel = 0
 
         var settled: Int {
             self.delivered + self.deadLettered + self.withdrawn
@@ -100,6 +103,7 @@ final class ReplayJob: Sendable {
             ("filter", self.filter.jsonValue),
             ("createdAt", .string(RFC3339.format(epochMilliseconds: self.createdAtMs))),
             ("finishedAt", progress.finishedAtMs.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null),
+            ("cancelRequested", .bool(progress.isCancelRequested)),
         ]
         for (name, field) in Progress.countFields {
             let count = progress[keyPath: field] + (name == "notConfigured" ? progress.stranded : 0)
@@ -263,6 +267,12 @@ final class ReplayRegistry: Sendable {
             case .deadLettered: progress.deadLettered += 1
             case .cancelled: progress.withdrawn += 1
             case .retryScheduled: return nil
+            }
+            if progress.inFlightAtCancel > 0 {
+                progress.inFlightAtCancel -= 1
+                if progress.inFlightAtCancel == 0 && progress.status == .running {
+                    return .cancelled
+                }
             }
             return progress.finalStatusIfSettled
         }
@@ -465,7 +475,7 @@ final class ReplayJobs: Sendable {
             if cancelRequested {
                 // The cancel arrived while the matches were being journaled, before there was anything to
                 // withdraw.
-                self.engine.cancelReplay(job.id) { _ in self.finish(job, status: .cancelled) }
+                self.engine.cancelReplay(job.id) { cancelled in self.finishCancelled(job, inFlight: cancelled?.inFlight ?? 0) }
             } else if done {
                 self.finish(job, status: .completed)
             }
@@ -508,11 +518,19 @@ final class ReplayJobs: Sendable {
         }
         self.registry.save()
         guard !wasScanning else { return completion() }
-        self.engine.cancelReplay(job.id) { _ in
-            if !job.isFinished {
-                self.finish(job, status: .cancelled)
-            }
+        self.engine.cancelReplay(job.id) { cancelled in
+            self.finishCancelled(job, inFlight: cancelled?.inFlight ?? 0)
             completion()
+        }
+    }
+
+    /// Finishes a job whose waiting deliveries the engine withdrew: at once, or, with `inFlight` attempts still
+    /// under way, when the last of them settles. While the engine runs, this is called on the delivery thread,
+    /// so none of them can settle before the count is set.
+    private func finishCancelled(_ job: ReplayJob, inFlight: Int) {
+        job.progress.withLock { $0.inFlightAtCancel = inFlight }
+        if inFlight == 0 {
+            self.finish(job, status: .cancelled)
         }
     }
 }
