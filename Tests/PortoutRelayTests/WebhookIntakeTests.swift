@@ -94,6 +94,15 @@ struct WebhookIntakeTests {
         #expect(rejected.status == 409)
         #expect(rejected.json?.objectValue?["code"] == "projectConflict")
         #expect(try harness.post(Self.updated("pout_u", eventID: "evt_u_brit", project: "brit-tel")).status == 202)
+
+        // An update before any status fixes the project as a status would, after a restart too.
+        #expect(try harness.post(Self.updated("pout_v", eventID: "evt_v_brit", project: "brit-tel")).status == 202)
+        try harness.restart()
+        let status = try harness.post(Events.portOut("pout_v", status: "initiated"))
+        #expect(status.status == 409)
+        #expect(status.json?.objectValue?["code"] == "projectConflict")
+        #expect(try harness.post(Self.updated("pout_v", eventID: "evt_v_acme")).status == 409)
+        #expect(try harness.post(Events.portOut("pout_v", status: "initiated", project: "brit-tel")).status == 202)
     }
 
     @Test func schemaFaultsListEveryField() throws {

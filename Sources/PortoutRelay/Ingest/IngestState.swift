@@ -89,8 +89,12 @@ struct IngestState: Sendable {
         if let entry = self.dedupe.lookup(dedupeKey) {
             return entry.isDurable ? .duplicate(stale: entry.isStale) : .twinInFlight(stale: entry.isStale)
         }
-        if let projectCheckKey, let entry = self.lifecycle.peek(projectCheckKey), entry.projectTag != Self.projectTag(project) {
-            return .otherProject
+        if let projectCheckKey {
+            if let entry = self.lifecycle.peek(projectCheckKey) {
+                guard entry.projectTag == Self.projectTag(project) else { return .otherProject }
+            } else {
+                self.recordProject(projectCheckKey, project)
+            }
         }
         var stale = false
         if let lifecycleKey, let status {
@@ -115,6 +119,13 @@ struct IngestState: Sendable {
         let sequence = self.nextSequence
         self.nextSequence += 1
         return .accept(sequence: sequence, stale: stale)
+    }
+
+    /// Records the project of a port out that has no status yet, with rank -1, so that a first status under another
+    /// project is rejected as it would be after one. The entry stays if the event's write fails, which only
+    /// matters if the carrier then sent the port out under another project.
+    private mutating func recordProject(_ lifecycleKey: DigestKey, _ project: String) {
+        _ = self.lifecycle.insert(lifecycleKey, LifecycleEntry(rank: -1, durableRank: -1, projectTag: Self.projectTag(project)))
     }
 
     /// Returns a 32-bit FNV-1a hash of the project name, which stays the same across restarts as Swift's `Hasher`
@@ -201,6 +212,13 @@ struct IngestState: Sendable {
             if (self.lifecycle.peek(key)?.rank ?? -1) < Int8(status.rank) {
                 _ = self.lifecycle.insert(
                     key, LifecycleEntry(rank: status.rank, durableRank: status.rank, projectTag: Self.projectTag(record.project)))
+            }
+        } else if record.lifecycleKey == nil && !record.portOutID.isEmpty {
+            // An event that carries the port out without a status change. Its key is not journaled, so it is
+            // hashed here; such events are rare next to status changes.
+            let key = IngestKeys.lifecycle(tenant: record.tenant, portOutID: record.portOutID)
+            if self.lifecycle.peek(key) == nil {
+                self.recordProject(key, record.project)
             }
         }
         self.nextSequence = max(self.nextSequence, record.sequence + 1)
