@@ -72,16 +72,26 @@ public struct Logger: Sendable {
 
 /// The destination of log lines, with a per-message rate limit so that a flood of identical events (bad
 /// signatures from a misconfigured sender, say) cannot fill the disk.
+///
+/// The lines of a second over the limit are counted, and after that second one `log lines suppressed` line
+/// reports the count for the message, so a flood that stops is still counted.
 public final class LogSink: Sendable {
     /// Lines per second allowed for one message text before further lines are counted instead of written.
     public let linesPerSecondPerMessage: Int
     private let writer: @Sendable ([UInt8]) -> Void
-    private let state = Locked<[String: RateWindow]>([:])
+    private let state = Locked<State>(State())
+
+    private struct State {
+        var windows: [String: RateWindow] = [:]
+        /// Set while a report of suppressed lines is scheduled.
+        var isReportScheduled = false
+    }
 
     private struct RateWindow {
         var second: Int64
         var written: Int
         var suppressed: Int
+        var level: LogLevel
     }
 
     public init(linesPerSecondPerMessage: Int = 50, writer: @escaping @Sendable ([UInt8]) -> Void) {
@@ -94,29 +104,74 @@ public final class LogSink: Sendable {
     }
 
     func emit(level: LogLevel, message: String, fields: KeyValuePairs<String, JSONValue>) {
-        let nowMilliseconds = Int64(Date().timeIntervalSince1970 * 1000)
+        let nowMilliseconds = WallClock.milliseconds()
         let second = nowMilliseconds / 1000
-        let suppressed: Int? = self.state.withLock { windows in
-            var window = windows[message] ?? RateWindow(second: second, written: 0, suppressed: 0)
-            var carried = 0
-            if window.second != second {
-                carried = window.suppressed
-                window = RateWindow(second: second, written: 0, suppressed: 0)
+        let (isWritten, schedulesReport) = self.state.withLock { state -> (Bool, Bool) in
+            var window = state.windows[message] ?? RateWindow(second: second, written: 0, suppressed: 0, level: level)
+            if window.second != second && window.suppressed == 0 {
+                window = RateWindow(second: second, written: 0, suppressed: 0, level: level)
             }
-            guard window.written < self.linesPerSecondPerMessage else {
-                window.suppressed += 1
-                windows[message] = window
-                return nil
+            if window.second == second && window.written < self.linesPerSecondPerMessage {
+                window.written += 1
+                state.windows[message] = window
+                return (true, false)
             }
-            window.written += 1
-            windows[message] = window
-            return carried
+            // Over the limit, or in a later second but before the earlier second's report, which runs about 50 ms
+            // into the next second. Such a line is counted in that report instead of being written.
+            window.suppressed += 1
+            window.level = max(window.level, level)
+            state.windows[message] = window
+            defer { state.isReportScheduled = true }
+            return (false, !state.isReportScheduled)
         }
-        guard let suppressed else { return }
+        if schedulesReport {
+            self.scheduleReport(afterMs: 1000 - nowMilliseconds % 1000 + 50)
+        }
+        guard isWritten else { return }
+        self.write(level: level, message: message, atMs: nowMilliseconds, fields: Array(fields))
+    }
 
+    private func scheduleReport(afterMs delay: Int64) {
+        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + .milliseconds(Int(delay))) {
+            self.reportSuppressed()
+        }
+    }
+
+    /// Writes one line for each message whose lines were suppressed in a second that has ended, and schedules
+    /// the next report while a flood goes on.
+    private func reportSuppressed() {
+        let nowMilliseconds = WallClock.milliseconds()
+        let second = nowMilliseconds / 1000
+        let (reports, isFloodOngoing) = self.state.withLock { state -> ([(String, RateWindow)], Bool) in
+            var reports: [(String, RateWindow)] = []
+            for (message, window) in state.windows where window.suppressed > 0 && window.second < second {
+                reports.append((message, window))
+                state.windows[message] = nil
+            }
+            // Windows of ended seconds with nothing suppressed are dropped too, so the map holds only recent messages.
+            state.windows = state.windows.filter { $0.value.second >= second }
+            let isFloodOngoing = state.windows.values.contains { $0.suppressed > 0 }
+            state.isReportScheduled = isFloodOngoing
+            return (reports, isFloodOngoing)
+        }
+        for (message, window) in reports.sorted(by: { $0.0 < $1.0 }) {
+            self.write(
+                level: window.level, message: "log lines suppressed", atMs: nowMilliseconds,
+                fields: [
+                    ("message", .string(message)), ("suppressedLines", .number(Double(window.suppressed))),
+                    ("second", .string(RFC3339.format(epochMilliseconds: window.second * 1000))),
+                    ("limitPerSecond", .number(Double(self.linesPerSecondPerMessage))),
+                ])
+        }
+        if isFloodOngoing {
+            self.scheduleReport(afterMs: 1000 - nowMilliseconds % 1000 + 50)
+        }
+    }
+
+    private func write(level: LogLevel, message: String, atMs: Int64, fields: [(key: String, value: JSONValue)]) {
         var writer = JSONWriter(capacity: 160)
         writer.appendRaw("{\"ts\":")
-        writer.writeString(RFC3339.format(epochMilliseconds: nowMilliseconds))
+        writer.writeString(RFC3339.format(epochMilliseconds: atMs))
         writer.appendRaw(",\"level\":")
         writer.writeString(level.rawValue)
         writer.appendRaw(",\"msg\":")
@@ -126,9 +181,6 @@ public final class LogSink: Sendable {
             writer.writeString(key)
             writer.appendRaw(":")
             writer.write(value)
-        }
-        if suppressed > 0 {
-            writer.appendRaw(",\"suppressedLines\":\(suppressed)")
         }
         writer.appendRaw("}\n")
         self.writer(writer.bytes)
