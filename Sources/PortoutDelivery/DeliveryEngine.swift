@@ -356,6 +356,13 @@ public final class DeliveryEngine: Sendable {
             reason = why
         }
         destination.queue.settle(key: delivery.orderingKey, retryAtMs: nextAttemptAt, attempts: attempt)
+        if outcome == .retryScheduled, let replayID = delivery.replayID, !delivery.isStranded,
+            self.loop.destinations[key] == nil
+        {
+            // The attempt was in flight at the reload that removed the destination, so the reload left it unmarked.
+            destination.queue.markStranded(headOf: delivery.orderingKey)
+            self.observer?.stranded([replayID: 1])
+        }
         self.recordHealth(destination, key: key, succeeded: outcome == .delivered)
         let record = AttemptRecord(
             eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
@@ -493,6 +500,9 @@ public protocol DeliveryObserver: Sendable {
     func settled(_ delivery: PendingDelivery, attempt: AttemptRecord)
     /// Called when a destination is disabled because it returned 410 Gone.
     func destinationDisabled(tenant: String, destination: String, reason: String)
+    /// Called with replayed deliveries, counted by replay id, that now wait for a destination no longer
+    /// configured: an attempt that was in flight when a reload removed its destination, and is to be retried.
+    func stranded(_ waiting: [String: Int])
 }
 
 /// A destination's counts since the relay started, with its mode and health.

@@ -150,6 +150,13 @@ struct DeliveryQueue {
         return counts
     }
 
+    /// Marks the delivery at the head of the lane of `key` as stranded, as `markStranded()` does for those waiting.
+    mutating func markStranded(headOf key: String) {
+        guard var lane = self.lanes[key], !lane.isEmpty else { return }
+        lane.items[lane.head].isStranded = true
+        self.lanes[key] = lane
+    }
+
     /// Counts the deliveries in flight that match.
     func inFlightCount(where matches: (PendingDelivery) -> Bool) -> Int {
         self.lanes.values.count { $0.isHeadInFlight && matches($0.first) }

@@ -646,6 +646,38 @@ struct ReplayCommandTests {
         #expect(sent["notConfigured"] == 0)
     }
 
+    /// An attempt in flight at the reload that removes its destination counts under `notConfigured` once it fails,
+    /// as the waiting ones do, so its job completes instead of running until a restart.
+    @Test func inFlightAttemptStrandedAfterReload() throws {
+        let failing = Atomic<Bool>(true)
+        let sink = try RecordingSink { index, _ in
+            guard index > 0, failing.load(ordering: .relaxed) else { return .init(status: 204) }
+            return .init(status: 500, delaySeconds: 1)
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_s", status: "initiated")).status == 202)
+        #expect(waitUntil { sink.received.count == 1 })
+        let started = try ReplayTests.json(try ReplayTests.admin(harness, "POST", "/admin/replays", body: #"{"portOut": "pout_s"}"#))
+        let id = try #require(started["id"]?.stringValue)
+        #expect(waitUntil { sink.received.count == 2 })
+
+        let without = try harness.config(tenantsJSON: RelayHarness.tenantsJSON())
+        #expect(harness.relay!.reload(without).destinations.strandedReplays.isEmpty)
+        let stranded = try ReplayTests.waitForJob(harness, id, status: "completed")
+        #expect(stranded["queued"] == 0)
+        #expect(stranded["notConfigured"] == 1)
+
+        failing.store(false, ordering: .relaxed)
+        _ = harness.relay!.reload(try harness.config(tenantsJSON: RelayHarness.tenantsJSON(destinations: DeliveryTests.destination(sink.url))))
+        #expect(waitUntil { (try? ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)")))?["delivered"] == 1 })
+        let sent = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(sent["queued"] == 1)
+        #expect(sent["notConfigured"] == 0)
+        #expect(sink.received.count == 3)
+    }
+
     /// A job's stranded deliveries that go out after a reload count as queued again, and the job does not finish
     /// while its other deliveries still wait.
     @Test func strandedDeliveriesDoNotFinishJobEarly() throws {

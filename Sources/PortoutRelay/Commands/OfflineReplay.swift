@@ -298,4 +298,9 @@ struct ReplayProgressObserver: DeliveryObserver {
     }
 
     func destinationDisabled(tenant: String, destination: String, reason: String) {}
+
+    /// Counts stranded deliveries as the relay does, though an offline replay never reloads its configuration.
+    func stranded(_ waiting: [String: Int]) {
+        self.registry.strand(waiting)
+    }
 }

@@ -167,10 +167,8 @@ final class ReplayRegistry: Sendable {
 
     /// Moves replayed deliveries whose destination a reload removed from `queued` to `notConfigured`, as a start
     /// without the destination does, and finishes each running job that has nothing else left to settle.
-    /// `waiting` counts them by replay id. Called on the delivery thread, like `settled`.
-    ///
-    /// NOTE: an attempt in flight at the reload is not counted. If it is then retried, it waits in the removed
-    /// destination's queue, and its job stays running until a restart or a cancel.
+    /// `waiting` counts them by replay id. Called on the delivery thread, like `settled`: by the reload for those
+    /// waiting, and by the engine for an attempt in flight at the reload once it is to be retried.
     func strand(_ waiting: [String: Int]) {
         guard !waiting.isEmpty else { return }
         for (replayID, count) in waiting {

@@ -179,6 +179,10 @@ struct RelayDeliveryObserver: DeliveryObserver {
         self.operational.send(type: "deadLetter.created", data: AdminRequestHandler.deadLetterJSON(deadLetter))
     }
 
+    func stranded(_ waiting: [String: Int]) {
+        self.replays.strand(waiting)
+    }
+
     func destinationDisabled(tenant: String, destination: String, reason: String) {
         self.operational.send(
             type: "destination.disabled",
