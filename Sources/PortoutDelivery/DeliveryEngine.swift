@@ -229,13 +229,16 @@ public final class DeliveryEngine: Sendable {
             return
         }
         let timestamp = String(nowMs / 1000)
-        let signature = WebhookSignature.standardWebhooks(
-            key: destination.secretKey, id: delivery.eventID, timestamp: timestamp, body: body)
+        var signatures = ""
+        for key in destination.secretKeys {
+            let signature = WebhookSignature.standardWebhooks(key: key, id: delivery.eventID, timestamp: timestamp, body: body)
+            signatures += (signatures.isEmpty ? "v1," : " v1,") + signature
+        }
         var headers = Self.fixedHeaderLines
         headers.reserveCapacity(headers.count + 3 + destination.headerLines.count)
         headers.append("webhook-id: " + delivery.eventID)
         headers.append("webhook-timestamp: " + timestamp)
-        headers.append("webhook-signature: v1," + signature)
+        headers.append("webhook-signature: " + signatures)
         headers.append(contentsOf: destination.headerLines)
         let transfer = self.loop.takeTransfer()
         transfer.prepare(url: destination.config.url, headers: headers, body: body, timeoutMs: destination.config.timeoutMs)

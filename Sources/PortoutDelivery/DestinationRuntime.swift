@@ -15,7 +15,8 @@ public enum DestinationMode: String, Sendable, CaseIterable {
 final class DestinationRuntime {
     let tenant: String
     let config: DestinationConfig
-    let secretKey: HMACKey
+    /// The keys of `secret` and then of `previousSecrets`, each giving one signature of every delivery.
+    let secretKeys: [HMACKey]
     /// The configured static headers as `name: value` lines, built once for every delivery to use.
     let headerLines: [String]
     var queue = DeliveryQueue()
@@ -35,7 +36,7 @@ final class DestinationRuntime {
         self.durationHistogram = metrics.duration.labels(tenant, config.id)
         self.deliveredCounter = metrics.attempts.labels(
             tenant, config.id, AttemptOutcome.delivered.name, DeliveryMetrics.statusClass(200))
-        self.secretKey = HMACKey(config.secret.keyBytes)
+        self.secretKeys = ([config.secret] + config.previousSecrets).map { HMACKey($0.keyBytes) }
         self.headerLines = config.headers.map { $0.name + ": " + $0.value }
         self.rateLimiter = config.rateLimit.map { RateLimiter(perSecond: $0) }
     }

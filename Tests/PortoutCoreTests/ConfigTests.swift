@@ -23,7 +23,8 @@ struct ConfigTests {
         let text = """
             {"listen": "nowhere", "limits": {"maxBodyBytes": -1}, "surprise": 1,
              "tenants": [{"id": "t1", "projects": [], "verify": {"scheme": "rot13", "secrets": []},
-                          "destinations": [{"id": "d", "url": "ftp://x", "secret": "plain", "statuses": ["lost"]},
+                          "destinations": [{"id": "d", "url": "ftp://x", "secret": "plain", "statuses": ["lost"],
+                                            "previousSecrets": ["whsec_c2VjcmV0", "plain"]},
                                            {"id": "d", "url": "http://127.0.0.1:1/", "secret": {"env": "PORTOUT_UNSET_VARIABLE"}}]}]}
             """
         do {
@@ -34,7 +35,8 @@ struct ConfigTests {
             for expected in [
                 "$.listen", "$.limits.maxBodyBytes", "$.surprise", "$.tenants[0].projects", "$.tenants[0].verify.scheme",
                 "$.tenants[0].destinations[0].url", "$.tenants[0].destinations[0].secret",
-                "$.tenants[0].destinations[0].statuses[0]", "$.tenants[0].destinations[1].id",
+                "$.tenants[0].destinations[0].statuses[0]", "$.tenants[0].destinations[0].previousSecrets[1]",
+                "$.tenants[0].destinations[1].id",
                 "$.tenants[0].destinations[1].secret.env",
             ] {
                 #expect(paths.contains(expected), "missing problem at \(expected): \(error.problems)")

@@ -43,6 +43,28 @@ struct DeliveryTests {
         #expect(delivery.headers["webhook-signature"] == "v1,\(expected)")
     }
 
+    /// During a rotation each delivery carries one signature per secret, newest first, so a receiver that checks
+    /// with either secret accepts it.
+    @Test func previousSecretsAddSignatures() throws {
+        let previous = "whsec_cHJldmlvdXMtb3V0Ym91bmQtc2VjcmV0LTAx"
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url, extra: #""previousSecrets": ["\#(previous)"]"#))
+        defer { harness.finish() }
+        let body = Events.portOut("pout_rot", status: "initiated")
+        #expect(try harness.post(body).status == 202)
+        #expect(waitUntil { sink.received.count == 1 })
+        let delivery = try #require(sink.received.first)
+        let timestamp = try #require(delivery.headers["webhook-timestamp"])
+        let signatures = try #require(delivery.headers["webhook-signature"]).split(separator: " ").map(String.init)
+        let expected = [RelayHarness.outboundSecret, previous].map { secret in
+            "v1," + WebhookSignature.standardWebhooks(
+                key: Secret(value: secret, source: "test").keyBytes, id: "evt_pout_rot_initiated", timestamp: timestamp,
+                body: body)
+        }
+        #expect(signatures == expected)
+    }
+
     @Test func serverErrorThenSuccessRetries() throws {
         let sink = try RecordingSink { index, _ in .init(status: index < 2 ? 500 : 200) }
         defer { sink.shutdown() }

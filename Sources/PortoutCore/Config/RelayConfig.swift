@@ -159,6 +159,9 @@ public struct DestinationConfig: Sendable {
     public var url: String
     /// The outbound Standard Webhooks secret the relay signs deliveries with.
     public var secret: Secret
+    /// Secrets that each delivery is signed with as well during a rotation, so that a receiver still checking with
+    /// one of them accepts it. A Standard Webhooks receiver accepts any one valid signature of the header's list.
+    public var previousSecrets: [Secret] = []
     /// Port-out statuses to deliver; nil delivers all. An event without a status never matches a set filter.
     public var statuses: Set<PortOutStatus>?
     /// Event types to deliver; nil delivers all.
@@ -189,7 +192,8 @@ public struct DestinationConfig: Sendable {
 extension DestinationConfig: Equatable {
     /// Compares every setting; headers compare in order, since they are sent in order.
     public static func == (lhs: DestinationConfig, rhs: DestinationConfig) -> Bool {
-        lhs.id == rhs.id && lhs.url == rhs.url && lhs.secret == rhs.secret && lhs.statuses == rhs.statuses
+        lhs.id == rhs.id && lhs.url == rhs.url && lhs.secret == rhs.secret && lhs.previousSecrets == rhs.previousSecrets
+            && lhs.statuses == rhs.statuses
             && lhs.types == rhs.types && lhs.headers.map(\.name) == rhs.headers.map(\.name)
             && lhs.headers.map(\.value) == rhs.headers.map(\.value) && lhs.timeoutMs == rhs.timeoutMs
             && lhs.concurrency == rhs.concurrency && lhs.retry == rhs.retry && lhs.deliverStale == rhs.deliverStale

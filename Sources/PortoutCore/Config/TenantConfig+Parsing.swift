@@ -5,7 +5,7 @@ extension ConfigReader {
     static let upstreamKeys: Set<String> = ["baseUrl", "apiKey", "timeoutMs"]
     static let verifyKeys: Set<String> = ["scheme", "secrets", "toleranceSeconds", "header"]
     static let destinationKeys: Set<String> = retryKeys.union([
-        "id", "url", "secret", "statuses", "types", "headers", "timeoutMs", "concurrency", "deliverStale",
+        "id", "url", "secret", "previousSecrets", "statuses", "types", "headers", "timeoutMs", "concurrency", "deliverStale",
         "breakerThreshold", "rateLimit",
     ])
     /// Headers the relay sets itself on every delivery, which a destination's `headers` may not replace.
@@ -186,6 +186,21 @@ extension ConfigReader {
         } else {
             self.fail("\(path).secret", "is required")
         }
+        var previousSecrets: [Secret] = []
+        if let value = object["previousSecrets"] {
+            if let elements = value.arrayValue, elements.count <= 8 {
+                for (index, element) in elements.enumerated() {
+                    let elementPath = "\(path).previousSecrets[\(index)]"
+                    guard let previous = self.secret(element, elementPath, baseDirectory: baseDirectory) else { continue }
+                    if !previous.isStandardWebhooksSecret {
+                        self.fail(elementPath, "must be \"whsec_\" followed by base64")
+                    }
+                    previousSecrets.append(previous)
+                }
+            } else {
+                self.fail("\(path).previousSecrets", "must be an array of at most 8 secrets")
+            }
+        }
         let statuses = self.statusFilter(object, path)
         let types = self.stringArray(object, "types", path).map(Set.init)
         let headers = self.headers(object["headers"], "\(path).headers")
@@ -201,7 +216,7 @@ extension ConfigReader {
         }
         guard let id, let url, let secret else { return nil }
         return DestinationConfig(
-            id: id, url: url, secret: secret, statuses: statuses, types: types, headers: headers,
+            id: id, url: url, secret: secret, previousSecrets: previousSecrets, statuses: statuses, types: types, headers: headers,
             timeoutMs: timeoutMs, concurrency: concurrency, retry: retry, deliverStale: deliverStale,
             breakerThreshold: breakerThreshold, rateLimit: rateLimit)
     }
