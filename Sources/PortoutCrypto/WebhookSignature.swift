@@ -12,6 +12,15 @@ public enum WebhookSignature {
         ByteEncoding.base64(self.standardWebhooksMAC(key: key, id: id, timestamp: timestamp, body: body))
     }
 
+    /// Returns a `webhook-signature` value with one `v1,` signature for each key, in order, separated by spaces.
+    public static func standardWebhooksHeader(keys: [HMACKey], id: String, timestamp: String, body: [UInt8]) -> String {
+        var value = ""
+        for key in keys {
+            value += (value.isEmpty ? "v1," : " v1,") + self.standardWebhooks(key: key, id: id, timestamp: timestamp, body: body)
+        }
+        return value
+    }
+
     /// The raw MAC behind `standardWebhooks`, for comparing with decoded signatures.
     public static func standardWebhooksMAC(key: [UInt8], id: String, timestamp: String, body: [UInt8]) -> [UInt8] {
         self.standardWebhooksMAC(key: HMACKey(key), id: id, timestamp: timestamp, body: body)

@@ -229,11 +229,8 @@ public final class DeliveryEngine: Sendable {
             return
         }
         let timestamp = String(nowMs / 1000)
-        var signatures = ""
-        for key in destination.secretKeys {
-            let signature = WebhookSignature.standardWebhooks(key: key, id: delivery.eventID, timestamp: timestamp, body: body)
-            signatures += (signatures.isEmpty ? "v1," : " v1,") + signature
-        }
+        let signatures = WebhookSignature.standardWebhooksHeader(
+            keys: destination.secretKeys, id: delivery.eventID, timestamp: timestamp, body: body)
         var headers = Self.fixedHeaderLines
         headers.reserveCapacity(headers.count + 3 + destination.headerLines.count)
         headers.append("webhook-id: " + delivery.eventID)

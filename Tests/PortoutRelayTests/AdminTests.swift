@@ -283,9 +283,10 @@ struct AdminTests {
         }
         defer { sink.shutdown() }
         let secret = "whsec_b3BlcmF0aW9ucy1zZWNyZXQtZm9yLXRlc3Rz"
+        let previous = "whsec_b2xkLW9wZXJhdGlvbnMtc2VjcmV0"
         let harness = try RelayHarness(
             destinations: Self.destination(sink.url),
-            extra: #""operationalWebhook": {"url": "\#(operations.url)/ops", "secret": "\#(secret)"}"#)
+            extra: #""operationalWebhook": {"url": "\#(operations.url)/ops", "secret": "\#(secret)", "previousSecrets": ["\#(previous)"]}"#)
         defer { harness.finish() }
         #expect(try harness.post(Events.portOut("pout_dl", status: "initiated")).status == 202)
         #expect(waitUntil { operations.received.count == 1 })
@@ -303,9 +304,11 @@ struct AdminTests {
         for event in operations.received {
             let id = try #require(event.headers["webhook-id"])
             let timestamp = try #require(event.headers["webhook-timestamp"])
-            let expected = WebhookSignature.standardWebhooks(
-                key: Secret(value: secret, source: "test").keyBytes, id: id, timestamp: timestamp, body: event.body)
-            #expect(event.headers["webhook-signature"] == "v1,\(expected)")
+            let expected = [secret, previous].map { key in
+                "v1," + WebhookSignature.standardWebhooks(
+                    key: Secret(value: key, source: "test").keyBytes, id: id, timestamp: timestamp, body: event.body)
+            }
+            #expect(event.headers["webhook-signature"] == expected.joined(separator: " "))
             #expect(event.path == "/ops")
         }
     }

@@ -100,7 +100,7 @@ extension ConfigReader {
     mutating func operationalWebhook(_ value: JSONValue, baseDirectory: String) -> OperationalWebhookConfig? {
         let path = "$.operationalWebhook"
         guard let object = self.object(value, path) else { return nil }
-        self.rejectUnknownKeys(object, path, known: ["url", "secret", "timeoutMs"])
+        self.rejectUnknownKeys(object, path, known: ["url", "secret", "previousSecrets", "timeoutMs"])
         let url = self.requiredString(object, "url", path)
         if let url, !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.contains(" ") {
             self.fail("\(path).url", "must be an http:// or https:// URL without spaces")
@@ -114,9 +114,10 @@ extension ConfigReader {
         } else {
             self.fail("\(path).secret", "is required")
         }
+        let previousSecrets = self.previousSecrets(object, path, baseDirectory: baseDirectory)
         let timeoutMs = self.integer(object, "timeoutMs", path, default: 10_000, range: 100...600_000)
         guard let url, let secret else { return nil }
-        return OperationalWebhookConfig(url: url, secret: secret, timeoutMs: timeoutMs)
+        return OperationalWebhookConfig(url: url, secret: secret, previousSecrets: previousSecrets, timeoutMs: timeoutMs)
     }
 
     mutating func stalledAfterSeconds(_ value: JSONValue?) -> [PortOutStatus: Int] {

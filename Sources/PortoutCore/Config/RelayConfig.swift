@@ -206,5 +206,7 @@ public struct OperationalWebhookConfig: Sendable, Equatable {
     public var url: String
     /// The Standard Webhooks secret the events are signed with.
     public var secret: Secret
+    /// Secrets the events are signed with as well during a rotation, as a destination's are.
+    public var previousSecrets: [Secret] = []
     public var timeoutMs: Int
 }

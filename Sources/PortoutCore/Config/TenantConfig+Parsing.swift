@@ -186,21 +186,7 @@ extension ConfigReader {
         } else {
             self.fail("\(path).secret", "is required")
         }
-        var previousSecrets: [Secret] = []
-        if let value = object["previousSecrets"] {
-            if let elements = value.arrayValue, elements.count <= 8 {
-                for (index, element) in elements.enumerated() {
-                    let elementPath = "\(path).previousSecrets[\(index)]"
-                    guard let previous = self.secret(element, elementPath, baseDirectory: baseDirectory) else { continue }
-                    if !previous.isStandardWebhooksSecret {
-                        self.fail(elementPath, "must be \"whsec_\" followed by base64")
-                    }
-                    previousSecrets.append(previous)
-                }
-            } else {
-                self.fail("\(path).previousSecrets", "must be an array of at most 8 secrets")
-            }
-        }
+        let previousSecrets = self.previousSecrets(object, path, baseDirectory: baseDirectory)
         let statuses = self.statusFilter(object, path)
         let types = self.stringArray(object, "types", path).map(Set.init)
         let headers = self.headers(object["headers"], "\(path).headers")
@@ -219,6 +205,25 @@ extension ConfigReader {
             id: id, url: url, secret: secret, previousSecrets: previousSecrets, statuses: statuses, types: types, headers: headers,
             timeoutMs: timeoutMs, concurrency: concurrency, retry: retry, deliverStale: deliverStale,
             breakerThreshold: breakerThreshold, rateLimit: rateLimit)
+    }
+
+    /// Reads the optional `previousSecrets` of an outbound endpoint: up to 8 `whsec_` secrets.
+    mutating func previousSecrets(_ object: JSONObject, _ path: String, baseDirectory: String) -> [Secret] {
+        guard let value = object["previousSecrets"] else { return [] }
+        guard let elements = value.arrayValue, elements.count <= 8 else {
+            self.fail("\(path).previousSecrets", "must be an array of at most 8 secrets")
+            return []
+        }
+        var secrets: [Secret] = []
+        for (index, element) in elements.enumerated() {
+            let elementPath = "\(path).previousSecrets[\(index)]"
+            guard let secret = self.secret(element, elementPath, baseDirectory: baseDirectory) else { continue }
+            if !secret.isStandardWebhooksSecret {
+                self.fail(elementPath, "must be \"whsec_\" followed by base64")
+            }
+            secrets.append(secret)
+        }
+        return secrets
     }
 
     mutating func statusFilter(_ object: JSONObject, _ path: String) -> Set<PortOutStatus>? {

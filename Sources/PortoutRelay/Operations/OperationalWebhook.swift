@@ -108,13 +108,14 @@ final class OperationalWebhook: Sendable {
             return
         }
         let timestamp = String(WallClock.milliseconds() / 1000)
-        let signature = WebhookSignature.standardWebhooks(
-            key: config.secret.keyBytes, id: id, timestamp: timestamp, body: body)
+        let signatures = WebhookSignature.standardWebhooksHeader(
+            keys: ([config.secret] + config.previousSecrets).map { HMACKey($0.keyBytes) }, id: id, timestamp: timestamp,
+            body: body)
         let request = HTTPClient.Request(
             method: "POST", url: config.url,
             headers: [
                 ("Content-Type", "application/json"), ("User-Agent", DeliveryEngine.userAgent), ("webhook-id", id),
-                ("webhook-timestamp", timestamp), ("webhook-signature", "v1,\(signature)"),
+                ("webhook-timestamp", timestamp), ("webhook-signature", signatures),
             ],
             body: body, timeoutMs: config.timeoutMs)
         self.client.send(request) { result in
