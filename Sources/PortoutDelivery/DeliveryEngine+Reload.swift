@@ -64,6 +64,7 @@ extension DeliveryEngine {
             changes.pendingOfRemoved[key] = runtime.queue.count
             changes.strandedReplays.merge(runtime.queue.markStranded(), uniquingKeysWith: +)
             self.loop.detached[key] = runtime
+            self.loop.detachedStatistics[key] = self.counters.withLock { $0[key] }
         }
         self.loop.destinations = updated
         self.loop.updateConnectionLimit()
@@ -74,13 +75,19 @@ extension DeliveryEngine {
         return changes
     }
 
-    /// Rebuilds the published statistics for the configured destinations, keeping the counts of those that stay.
+    /// Rebuilds the published statistics for the configured destinations, keeping the counts of those that stay
+    /// and of those added back after a reload removed them.
     func publishCounters() {
         let destinations = self.loop.destinations
+        var restored: [String: DestinationStatistics] = [:]
+        for key in destinations.keys {
+            restored[key] = self.loop.detachedStatistics.removeValue(forKey: key)
+        }
         self.counters.withLock { counters in
             var published: [String: DestinationStatistics] = [:]
             for (key, runtime) in destinations {
-                var statistics = counters[key] ?? DestinationStatistics(tenant: runtime.tenant, destination: runtime.config.id)
+                var statistics = counters[key] ?? restored[key]
+                    ?? DestinationStatistics(tenant: runtime.tenant, destination: runtime.config.id)
                 statistics.mode = runtime.mode
                 statistics.modeReason = runtime.modeReason
                 statistics.pending = runtime.queue.count

@@ -12,6 +12,8 @@ final class DeliveryLoop: @unchecked Sendable {
     /// Destinations removed by a configuration reload, with the deliveries they still had. Nothing is started for
     /// them; attempts in flight at the reload settle here, and a later reload that adds one back takes it over.
     var detached: [String: DestinationRuntime] = [:]
+    /// The counts since start of destinations a reload removed, so that adding one back carries them on.
+    var detachedStatistics: [String: DestinationStatistics] = [:]
     /// Deliveries to destinations that have never been configured since the engine started, such as those the
     /// journal had unsettled at start for a destination the configuration no longer names. Nothing is started
     /// for them, and a reload that configures the destination takes its queue over.

@@ -41,7 +41,7 @@ public enum RetryDecision: Sendable, Equatable {
             reason = text
         }
         guard attempt < policy.maxAttempts else {
-            return .deadLetter(reason: "\(reason); gave up after \(attempt) attempts")
+            return .deadLetter(reason: "\(reason); gave up after \(attempt) \(attempt == 1 ? "attempt" : "attempts")")
         }
         let scheduleIndex = min(attempt - 1, policy.scheduleSeconds.count - 1)
         let base = policy.scheduleSeconds.isEmpty ? 0 : policy.scheduleSeconds[max(0, scheduleIndex)]

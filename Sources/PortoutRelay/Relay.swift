@@ -176,7 +176,8 @@ public final class Relay: Sendable {
             ["listen": .string(ListenAddress(host: config.listen.host, port: self.port).description),
              "adminListen": .string(ListenAddress(host: config.admin.listen.host, port: self.adminPort).description),
              "dataDir": .string(config.dataDir),
-             "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current)])
+             "tenants": .number(Double(config.tenants.count)), "version": .string(RelayVersion.current),
+             "pid": .number(Double(getpid()))])
     }
 
     /// Reads the replay jobs saved before this start. An unreadable file is logged and moved aside, so that the

@@ -37,6 +37,8 @@ struct ReloadAndShutdownTests {
         defer { harness.finish() }
         #expect(try harness.post(Events.portOut("pout_x", status: "initiated")).status == 202)
         #expect(waitUntil { first.received.count >= 2 })
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.retries ?? 0 >= 1 })
+        let retriesBefore = try #require(harness.relay!.deliveryStatistics().first?.retries)
 
         let swapped = try harness.config(
             tenantsJSON: "[\(Self.tenant("t1", destinations: "[\(Self.destination("d2", url: second.url))]"))]")
@@ -71,6 +73,8 @@ struct ReloadAndShutdownTests {
         #expect(restored.destinations.added == ["t1/d1"])
         #expect(waitUntil { harness.relay!.deliveryStatistics().first { $0.destination == "d1" }?.delivered == 1 })
         #expect(first.received.last?.portOut == "pout_x")
+        // Its counts since start carry on from before the removal.
+        #expect(harness.relay!.deliveryStatistics().first { $0.destination == "d1" }?.retries ?? 0 >= retriesBefore)
         #expect(try Self.unconfiguredDestinations(harness).isEmpty)
     }
 

@@ -135,6 +135,10 @@ struct ReplayTests {
         #expect(job["matched"] == .number(Double(original.count)))
         #expect(job["queued"] == .number(Double(original.count)))
         #expect(job["delivered"] == .number(Double(original.count)))
+        let late = try Self.admin(harness, "DELETE", "/admin/replays/\(id)")
+        #expect(late.status == 409)
+        #expect(try Self.json(late)["code"] == "replayFinished")
+        #expect(try Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["cancelRequested"] == .bool(false))
 
         let replayed = Array(sink.received.dropFirst(original.count))
         #expect(replayed.count == original.count)
@@ -201,6 +205,10 @@ struct ReplayTests {
         let job = try Self.waitForJob(harness, id, status: "cancelled")
         #expect(job["delivered"] == 1)
         #expect(job["withdrawn"] == 1)
+        // A second cancel changes nothing and is not an error.
+        let again = try Self.admin(harness, "DELETE", "/admin/replays/\(id)")
+        #expect(again.status == 200)
+        #expect(try Self.json(again)["status"] == "cancelled")
         Thread.sleep(forTimeInterval: 0.5)
         #expect(sink.received.count == 4)
     }

@@ -267,10 +267,19 @@ public enum RelayCommand {
 
         init(logger: Logger) {
             let signalQueue = DispatchQueue(label: "signals")
+            let isRequested = Locked(false)
             for number in [SIGTERM, SIGINT] {
                 let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
                 source.setEventHandler { [stop] in
-                    logger.info("shutdown requested", ["signal": .string(number == SIGTERM ? "SIGTERM" : "SIGINT")])
+                    let name = JSONValue.string(number == SIGTERM ? "SIGTERM" : "SIGINT")
+                    let isFirst = isRequested.withLock { requested in
+                        defer { requested = true }
+                        return !requested
+                    }
+                    guard isFirst else {
+                        return logger.info("shutdown already under way", ["signal": name])
+                    }
+                    logger.info("shutdown requested", ["signal": name])
                     stop.signal()
                 }
                 source.resume()
