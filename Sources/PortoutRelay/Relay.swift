@@ -253,6 +253,7 @@ public final class Relay: Sendable {
         self.replays.registry.flush()
         let pending = self.engine.statistics().reduce(0) { $0 + $1.pending }
         let unconfigured = self.engine.unconfiguredStatistics().reduce(0) { $0 + $1.pending }
+        self.logger.reportSuppressedLines()
         // The engine's count leaves out deliveries it settled whose outcome could not be journaled, which the next
         // start sends again. The failed writes show how far to trust it.
         self.logger.info(

@@ -79,6 +79,21 @@ struct ConfigTests {
     }
 
     /// A body over 8 MiB would make a journal record that recovery takes for damage.
+    /// A low open-file limit lowers the connection limits together, so one client's share stays a quarter.
+    @Test func connectionLimitsFitOpenFiles() {
+        let limits = Limits()
+        #expect(limits.maxBufferedRequestBytesPerClient == limits.maxBufferedRequestBytes / 4)
+        let fitted = limits.fitted(openFileLimit: 1024, reservedDescriptors: 512)
+        #expect(fitted.maxConnections == 512)
+        #expect(fitted.maxConnectionsPerClient == 128)
+        #expect(fitted.maxBufferedRequestBytesPerClient == limits.maxBufferedRequestBytes / 4)
+        #expect(limits.fitted(openFileLimit: 1 << 20, reservedDescriptors: 512) == limits)
+
+        var proxied = Limits()
+        proxied.maxConnectionsPerClient = proxied.maxConnections
+        #expect(proxied.fitted(openFileLimit: 1024, reservedDescriptors: 512).maxConnectionsPerClient == 512)
+    }
+
     @Test func bodyLimitFitsJournalFrame() throws {
         let tenants = #""tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]"#
         #expect(try Self.parse(#"{"limits": {"maxBodyBytes": 8388608}, "# + tenants + "}").limits.maxBodyBytes == 8_388_608)

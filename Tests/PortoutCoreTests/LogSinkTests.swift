@@ -34,8 +34,9 @@ struct LogSinkTests {
     @Test func floodThatStopsIsReported() {
         let collected = Collected()
         let logger = Logger(level: .info, sink: LogSink(linesPerSecondPerMessage: 3) { collected.append($0) })
-        // Waits for the first half of a second, so that all ten lines fall in one second.
-        while WallClock.milliseconds() % 1000 > 500 {
+        // Waits for the first half of a second of the monotonic clock, which the sink counts by, so that all ten
+        // lines fall in one second.
+        while DispatchTime.now().uptimeNanoseconds / 1_000_000 % 1000 > 500 {
             usleep(10_000)
         }
         for index in 0..<10 {
@@ -57,5 +58,21 @@ struct LogSinkTests {
         usleep(200_000)
         logger.warning("webhook rejected", ["index": 10])
         #expect(collected.all.filter { $0["msg"] == "webhook rejected" }.count == 4)
+    }
+
+    /// A stop reports the count of the second still under way at once, and only once.
+    @Test func stopReportsSecondUnderWay() {
+        let collected = Collected()
+        let logger = Logger(level: .info, sink: LogSink(linesPerSecondPerMessage: 2) { collected.append($0) })
+        for index in 0..<5 {
+            logger.warning("webhook rejected", ["index": .number(Double(index))])
+        }
+        logger.reportSuppressedLines()
+        let reports = { collected.all.filter { $0["msg"] == "log lines suppressed" } }
+        let written = collected.all.filter { $0["msg"] == "webhook rejected" }.count
+        #expect(reports().count == 1)
+        #expect(reports().first?["suppressedLines"] == .number(Double(5 - written)))
+        usleep(1_200_000)
+        #expect(reports().count == 1)
     }
 }

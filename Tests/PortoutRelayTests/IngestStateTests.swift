@@ -37,9 +37,26 @@ struct IngestStateTests {
         for status in laterFailsFirst ? [PortOutStatus.completed, .issued] : [.issued, .completed] {
             Self.abandon(&state, status)
         }
-        #expect(state.lifecycle.peek(Self.portOut) == nil)
+        // The entry stays, with no status, for the project it records.
+        #expect(state.lifecycle.peek(Self.portOut)?.rank == -1)
+        #expect(state.lifecycle.peek(Self.portOut)?.inFlightRanks == 0)
         #expect(Self.admit(&state, .issued) == false)
         #expect(Self.admit(&state, .completed) == false)
+    }
+
+    /// The project that a `.updated` event recorded before any status outlasts a failed status write.
+    @Test func failedWriteKeepsRecordedProject() {
+        var state = IngestState(capacity: 100)
+        let updated = state.admit(
+            dedupeKey: DigestKey(high: 3, low: 1), lifecycleKey: nil, status: nil, project: "acme-mobile",
+            projectCheckKey: Self.portOut)
+        #expect(updated == .accept(sequence: 1, stale: false))
+        #expect(Self.admit(&state, .initiated) == false)
+        Self.abandon(&state, .initiated)
+        let other = state.admit(
+            dedupeKey: Self.key(.initiated), lifecycleKey: Self.portOut, status: .initiated, project: "brit-tel")
+        #expect(other == .otherProject)
+        #expect(Self.admit(&state, .initiated) == false)
     }
 
     /// A status that only a write in flight makes stale waits for that write: if it fails, the status is new.

@@ -66,6 +66,19 @@ public struct Limits: Sendable, Equatable {
         return min(self.maxBufferedRequestBytes, max(self.smallestBufferedRequestBytes, Int(share)))
     }
 
+    /// Returns these limits with `maxConnections` lowered to the descriptors that `openFileLimit` leaves after
+    /// `reservedDescriptors`, and `maxConnectionsPerClient` lowered in proportion. Lowering only the first would
+    /// give one client every connection and the whole of `maxBufferedRequestBytes`.
+    public func fitted(openFileLimit: Int, reservedDescriptors: Int) -> Limits {
+        let room = max(64, openFileLimit - reservedDescriptors)
+        guard self.maxConnections > room else { return self }
+        var fitted = self
+        fitted.maxConnections = room
+        let perClient = Double(self.maxConnectionsPerClient) * Double(room) / Double(self.maxConnections)
+        fitted.maxConnectionsPerClient = max(1, min(self.maxConnectionsPerClient, Int(perClient)))
+        return fitted
+    }
+
     public init() {}
 }
 

@@ -68,13 +68,20 @@ public struct Logger: Sendable {
     public func isEnabled(_ level: LogLevel) -> Bool {
         level >= self.level
     }
+
+    /// Writes the counts of lines suppressed so far, without waiting for their second to end, as a stop does
+    /// before its last line.
+    public func reportSuppressedLines() {
+        self.sink.reportSuppressed(includingCurrentSecond: true)
+    }
 }
 
 /// The destination of log lines, with a per-message rate limit so that a flood of identical events (bad
 /// signatures from a misconfigured sender, say) cannot fill the disk.
 ///
 /// The lines of a second over the limit are counted, and after that second one `log lines suppressed` line
-/// reports the count for the message, so a flood that stops is still counted.
+/// reports the count for the message, so a flood that stops is still counted. Seconds are counted on the
+/// monotonic clock, so that a step of the wall clock neither ends a second early nor holds one open.
 public final class LogSink: Sendable {
     /// Lines per second allowed for one message text before further lines are counted instead of written.
     public let linesPerSecondPerMessage: Int
@@ -88,10 +95,13 @@ public final class LogSink: Sendable {
     }
 
     private struct RateWindow {
+        /// The monotonic second the window counts.
         var second: Int64
         var written: Int
         var suppressed: Int
         var level: LogLevel
+        /// Wall-clock time of the first suppressed line, for the report.
+        var firstSuppressedAtMs: Int64 = 0
     }
 
     public init(linesPerSecondPerMessage: Int = 50, writer: @escaping @Sendable ([UInt8]) -> Void) {
@@ -103,9 +113,14 @@ public final class LogSink: Sendable {
         StandardError.write(bytes)
     }
 
+    private static func monotonicMilliseconds() -> Int64 {
+        Int64(DispatchTime.now().uptimeNanoseconds / 1_000_000)
+    }
+
     func emit(level: LogLevel, message: String, fields: KeyValuePairs<String, JSONValue>) {
-        let nowMilliseconds = WallClock.milliseconds()
-        let second = nowMilliseconds / 1000
+        let nowMs = WallClock.milliseconds()
+        let monotonicMs = Self.monotonicMilliseconds()
+        let second = monotonicMs / 1000
         let (isWritten, schedulesReport) = self.state.withLock { state -> (Bool, Bool) in
             var window = state.windows[message] ?? RateWindow(second: second, written: 0, suppressed: 0, level: level)
             if window.second != second && window.suppressed == 0 {
@@ -118,6 +133,9 @@ public final class LogSink: Sendable {
             }
             // Over the limit, or in a later second but before the earlier second's report, which runs about 50 ms
             // into the next second. Such a line is counted in that report instead of being written.
+            if window.suppressed == 0 {
+                window.firstSuppressedAtMs = nowMs
+            }
             window.suppressed += 1
             window.level = max(window.level, level)
             state.windows[message] = window
@@ -125,23 +143,24 @@ public final class LogSink: Sendable {
             return (false, !state.isReportScheduled)
         }
         if schedulesReport {
-            self.scheduleReport(afterMs: 1000 - nowMilliseconds % 1000 + 50)
+            self.scheduleReport(afterMs: 1000 - monotonicMs % 1000 + 50)
         }
         guard isWritten else { return }
-        self.write(level: level, message: message, atMs: nowMilliseconds, fields: Array(fields))
+        self.write(level: level, message: message, atMs: nowMs, fields: Array(fields))
     }
 
     private func scheduleReport(afterMs delay: Int64) {
         DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + .milliseconds(Int(delay))) {
-            self.reportSuppressed()
+            self.reportSuppressed(includingCurrentSecond: false)
         }
     }
 
-    /// Writes one line for each message whose lines were suppressed in a second that has ended, and schedules
-    /// the next report while a flood goes on.
-    private func reportSuppressed() {
-        let nowMilliseconds = WallClock.milliseconds()
-        let second = nowMilliseconds / 1000
+    /// Writes one line for each message whose lines were suppressed in a second that has ended, or in any second
+    /// with `includingCurrentSecond`, as a stop does. Schedules the next report while a flood goes on.
+    public func reportSuppressed(includingCurrentSecond: Bool) {
+        let nowMs = WallClock.milliseconds()
+        let monotonicMs = Self.monotonicMilliseconds()
+        let second = includingCurrentSecond ? Int64.max : monotonicMs / 1000
         let (reports, isFloodOngoing) = self.state.withLock { state -> ([(String, RateWindow)], Bool) in
             var reports: [(String, RateWindow)] = []
             for (message, window) in state.windows where window.suppressed > 0 && window.second < second {
@@ -149,22 +168,25 @@ public final class LogSink: Sendable {
                 state.windows[message] = nil
             }
             // Windows of ended seconds with nothing suppressed are dropped too, so the map holds only recent messages.
-            state.windows = state.windows.filter { $0.value.second >= second }
+            state.windows = state.windows.filter { $0.value.second >= monotonicMs / 1000 }
             let isFloodOngoing = state.windows.values.contains { $0.suppressed > 0 }
-            state.isReportScheduled = isFloodOngoing
-            return (reports, isFloodOngoing)
+            // A report already scheduled runs anyway; the flag only keeps a second one from being scheduled.
+            if !includingCurrentSecond {
+                state.isReportScheduled = isFloodOngoing
+            }
+            return (reports, isFloodOngoing && !includingCurrentSecond)
         }
         for (message, window) in reports.sorted(by: { $0.0 < $1.0 }) {
             self.write(
-                level: window.level, message: "log lines suppressed", atMs: nowMilliseconds,
+                level: window.level, message: "log lines suppressed", atMs: nowMs,
                 fields: [
                     ("message", .string(message)), ("suppressedLines", .number(Double(window.suppressed))),
-                    ("second", .string(RFC3339.format(epochMilliseconds: window.second * 1000))),
+                    ("firstSuppressedAt", .string(RFC3339.format(epochMilliseconds: window.firstSuppressedAtMs))),
                     ("limitPerSecond", .number(Double(self.linesPerSecondPerMessage))),
                 ])
         }
         if isFloodOngoing {
-            self.scheduleReport(afterMs: 1000 - nowMilliseconds % 1000 + 50)
+            self.scheduleReport(afterMs: 1000 - monotonicMs % 1000 + 50)
         }
     }
 

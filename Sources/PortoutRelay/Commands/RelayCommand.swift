@@ -138,17 +138,19 @@ public enum RelayCommand {
     /// stops the process when it cannot get one.
     static let reservedDescriptors = 512
 
-    /// Raises the open-file limit, and lowers `maxConnections` if the limit would not leave room for the rest.
-    private static func fitConnectionsToFileLimit(_ config: inout RelayConfig, logger: Logger) {
+    /// Raises the open-file limit, and lowers `maxConnections` and `maxConnectionsPerClient` if the limit would
+    /// not leave room for the rest. A reload fits its limits the same way, silently, so that they compare equal.
+    private static func fitConnectionsToFileLimit(_ config: inout RelayConfig, logger: Logger?) {
         let limit = OpenFileLimit.raiseToHardLimit()
-        let room = max(64, limit - self.reservedDescriptors)
-        guard config.limits.maxConnections > room else { return }
-        logger.warning(
+        let fitted = config.limits.fitted(openFileLimit: limit, reservedDescriptors: self.reservedDescriptors)
+        guard fitted != config.limits else { return }
+        logger?.warning(
             "maxConnections lowered to fit the open-file limit",
-            ["configured": .number(Double(config.limits.maxConnections)), "lowered": .number(Double(room)),
+            ["configured": .number(Double(config.limits.maxConnections)), "lowered": .number(Double(fitted.maxConnections)),
+             "maxConnectionsPerClient": .number(Double(fitted.maxConnectionsPerClient)),
              "openFileLimit": .number(Double(limit)),
              "action": "raise LimitNOFILE (systemd) or ulimit -n to allow the configured value"])
-        config.limits.maxConnections = room
+        config.limits = fitted
     }
 
     /// Unblocks signals that a parent process may have left blocked, since a child inherits the signal mask and a
@@ -169,6 +171,7 @@ public enum RelayCommand {
         do {
             var config = try RelayConfig.load(path: path)
             config.logLevel = levelOverride ?? config.logLevel
+            self.fitConnectionsToFileLimit(&config, logger: nil)
             relay.reload(config)
         } catch {
             logger.error(

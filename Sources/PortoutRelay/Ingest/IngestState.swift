@@ -122,8 +122,8 @@ struct IngestState: Sendable {
     }
 
     /// Records the project of a port out that has no status yet, with rank -1, so that a first status under another
-    /// project is rejected as it would be after one. The entry stays if the event's write fails, which only
-    /// matters if the carrier then sent the port out under another project.
+    /// project is rejected as it would be after one. The entry stays if the event's write fails, as an entry does
+    /// after a failed first status, which only matters if the carrier then sent the port out under another project.
     private mutating func recordProject(_ lifecycleKey: DigestKey, _ project: String) {
         _ = self.lifecycle.insert(lifecycleKey, LifecycleEntry(rank: -1, durableRank: -1, projectTag: Self.projectTag(project)))
     }
@@ -185,8 +185,9 @@ struct IngestState: Sendable {
     }
 
     /// Clears the in-flight bit of `rank` in the port out's entry and runs `update` on the entry. An entry left
-    /// with rank -1, no write of it durable or in flight, is removed. Returns the events that waited for the port
-    /// out's writes once none is in flight, or once the entry is gone, such as evicted by the LRU.
+    /// with rank -1, no status write of it durable or in flight, stays, since it records the port out's project
+    /// as a `.updated` event's does. Returns the events that waited for the port out's writes once none is in
+    /// flight, or once the entry is gone, such as evicted by the LRU.
     private mutating func settleWrite(
         _ lifecycleKey: DigestKey, rank: Int, update: (inout LifecycleEntry) -> Void
     ) -> [@Sendable () -> Void] {
@@ -194,12 +195,8 @@ struct IngestState: Sendable {
         if var entry = self.lifecycle.peek(lifecycleKey) {
             entry.inFlightRanks &= ~(1 << UInt8(rank))
             update(&entry)
-            if entry.rank < 0 {
-                _ = self.lifecycle.remove(lifecycleKey)
-            } else {
-                _ = self.lifecycle.update(lifecycleKey, entry)
-                isSettled = entry.inFlightRanks == 0
-            }
+            _ = self.lifecycle.update(lifecycleKey, entry)
+            isSettled = entry.inFlightRanks == 0
         }
         guard isSettled, !self.lifecycleWaiters.isEmpty else { return [] }
         return self.lifecycleWaiters.removeValue(forKey: lifecycleKey) ?? []
