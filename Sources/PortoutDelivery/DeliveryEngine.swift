@@ -470,11 +470,16 @@ public final class DeliveryEngine: Sendable {
         return timeout
     }
 
+    /// Changes the published statistics of a configured destination, or the kept ones of a destination a reload
+    /// removed, whose attempts in flight still settle. Runs on the delivery thread.
     func updateCounters(_ key: String, _ change: (inout DestinationStatistics) -> Void) {
-        self.counters.withLock { counters in
-            if counters[key] != nil {
-                change(&counters[key]!)
-            }
+        let isPublished = self.counters.withLock { counters -> Bool in
+            guard counters[key] != nil else { return false }
+            change(&counters[key]!)
+            return true
+        }
+        if !isPublished && self.loop.detachedStatistics[key] != nil {
+            change(&self.loop.detachedStatistics[key]!)
         }
     }
 }

@@ -684,6 +684,10 @@ struct ReplayCommandTests {
         #expect(sent["queued"] == 1)
         #expect(sent["notConfigured"] == 0)
         #expect(sink.received.count == 3)
+        // The failure that settled while the destination was removed counts in its statistics too.
+        let statistics = try #require(harness.relay!.deliveryStatistics().first)
+        #expect(statistics.retries == 1)
+        #expect(statistics.delivered == 2)
     }
 
     /// A job's stranded deliveries that go out after a reload count as queued again, and the job does not finish
