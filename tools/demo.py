@@ -21,6 +21,20 @@ PORT_OUTS = 30
 SINK_PORT = 8091
 
 
+def print_stop_line(offset):
+    """Prints the stop line that this run's relay wrote to its log after `offset`, with the counts of what it left
+    unsettled. The log is appended to across runs."""
+    try:
+        with open(RELAY_LOG, "rb") as log:
+            log.seek(offset)
+            lines = log.read().decode("utf-8", errors="replace").splitlines()
+            stops = [line.strip() for line in lines if '"msg":"relay stopped"' in line]
+    except OSError:
+        return
+    if stops:
+        print(f"\nthe relay's stop line, from {os.path.relpath(RELAY_LOG)}:\n  {stops[-1]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--binary", required=True, help="the built portout-relay executable")
@@ -49,6 +63,7 @@ def main():
             sys.exit(f"{address} is already in use, perhaps by an earlier make run; stop that process first")
 
     processes = []
+    relay_log_offset = os.path.getsize(RELAY_LOG) if os.path.exists(RELAY_LOG) else 0
 
     def stop(status=0):
         for process in reversed(processes):
@@ -59,6 +74,7 @@ def main():
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        print_stop_line(relay_log_offset)
         sys.exit(status)
     signal.signal(signal.SIGINT, lambda *_: stop())
     signal.signal(signal.SIGTERM, lambda *_: stop())

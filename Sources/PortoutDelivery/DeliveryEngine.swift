@@ -344,8 +344,9 @@ public final class DeliveryEngine: Sendable {
             outcome = .delivered
         case .retry(let at, let why):
             if let replayID = delivery.replayID, self.loop.cancelledReplays.contains(replayID) {
+                // The failure stays in the reason, since it is the destination's last error too.
                 outcome = .cancelled
-                reason = AttemptRecord.withdrawalReason(replayID)
+                reason = why + "; withdrawn instead of retried: " + AttemptRecord.withdrawalReason(replayID)
             } else {
                 outcome = .retryScheduled
                 nextAttemptAt = at

@@ -205,6 +205,9 @@ struct ReplayTests {
         let job = try Self.waitForJob(harness, id, status: "cancelled")
         #expect(job["delivered"] == 1)
         #expect(job["withdrawn"] == 1)
+        // The failure is still the destination's last error.
+        let statistics = try #require(harness.relay!.deliveryStatistics().first)
+        #expect(statistics.lastError?.hasPrefix("destination answered 500; withdrawn instead of retried") == true)
         // A second cancel changes nothing and is not an error.
         let again = try Self.admin(harness, "DELETE", "/admin/replays/\(id)")
         #expect(again.status == 200)
@@ -618,6 +621,8 @@ struct ReplayCommandTests {
         let cancelled = try ReplayTests.json(try ReplayTests.admin(harness, "DELETE", "/admin/replays/\(id)"))
         #expect(cancelled["withdrawn"] == 1)
         #expect(cancelled["notConfigured"] == 0)
+        #expect(cancelled["status"] == "cancelled")
+        #expect(cancelled["finishedAt"] != .null)
         let report = harness.relay!.reload(
             try harness.config(tenantsJSON: RelayHarness.tenantsJSON(destinations: DeliveryTests.destination(sink.url))))
         #expect(report.destinations.added == ["t1/d1"])

@@ -512,6 +512,12 @@ final class ReplayJobs: Sendable {
     func cancel(_ job: ReplayJob, completion: @escaping @Sendable () -> Void) {
         let wasScanning = job.progress.withLock { progress -> Bool in
             progress.isCancelRequested = true
+            // A completed job is cancelled only while deliveries of it wait for a destination no longer
+            // configured. It runs again until they are withdrawn, and then finishes as cancelled.
+            if progress.status == .completed {
+                progress.status = .running
+                progress.finishedAtMs = nil
+            }
             return progress.status == .scanning
         }
         self.registry.save()
