@@ -37,26 +37,54 @@ struct IngestStateTests {
         for status in laterFailsFirst ? [PortOutStatus.completed, .issued] : [.issued, .completed] {
             Self.abandon(&state, status)
         }
-        // The entry stays, with no status, for the project it records.
-        #expect(state.lifecycle.peek(Self.portOut)?.rank == -1)
-        #expect(state.lifecycle.peek(Self.portOut)?.inFlightRanks == 0)
+        // Nothing durable backs the port out, so no entry fixes its project.
+        #expect(state.lifecycle.peek(Self.portOut) == nil)
         #expect(Self.admit(&state, .issued) == false)
         #expect(Self.admit(&state, .completed) == false)
     }
 
-    /// The project that a `.updated` event recorded before any status outlasts a failed status write.
+    static let updatedKey = DigestKey(high: 3, low: 1)
+
+    /// Admits a `.updated` event for the port out under `project`.
+    static func admitUpdated(_ state: inout IngestState, project: String) -> IngestState.Decision {
+        state.admit(
+            dedupeKey: Self.updatedKey, lifecycleKey: nil, status: nil, project: project, projectCheckKey: Self.portOut)
+    }
+
+    /// The project that a durable `.updated` event recorded before any status outlasts a failed status write.
     @Test func failedWriteKeepsRecordedProject() {
         var state = IngestState(capacity: 100)
-        let updated = state.admit(
-            dedupeKey: DigestKey(high: 3, low: 1), lifecycleKey: nil, status: nil, project: "acme-mobile",
-            projectCheckKey: Self.portOut)
-        #expect(updated == .accept(sequence: 1, stale: false))
+        #expect(Self.admitUpdated(&state, project: "acme-mobile") == .accept(sequence: 1, stale: false))
+        _ = state.confirm(
+            Self.updatedKey, lifecycleKey: nil, status: nil, stale: false, projectCheckKey: Self.portOut,
+            project: "acme-mobile")
         #expect(Self.admit(&state, .initiated) == false)
         Self.abandon(&state, .initiated)
         let other = state.admit(
             dedupeKey: Self.key(.initiated), lifecycleKey: Self.portOut, status: .initiated, project: "brit-tel")
         #expect(other == .otherProject)
         #expect(Self.admit(&state, .initiated) == false)
+    }
+
+    /// A failed write fixes no project: neither a first status's nor a `.updated` event's.
+    @Test(arguments: [true, false])
+    func failedWriteFixesNoProject(isUpdate: Bool) {
+        var state = IngestState(capacity: 100)
+        if isUpdate {
+            #expect(Self.admitUpdated(&state, project: "acme-mobile") == .accept(sequence: 1, stale: false))
+            _ = state.abandon(Self.updatedKey, lifecycleKey: nil, status: nil, stale: false, projectCheckKey: Self.portOut)
+        } else {
+            #expect(Self.admit(&state, .initiated) == false)
+            Self.abandon(&state, .initiated)
+        }
+        #expect(state.lifecycle.peek(Self.portOut) == nil)
+        let other = state.admit(
+            dedupeKey: Self.key(.initiated), lifecycleKey: Self.portOut, status: .initiated, project: "brit-tel")
+        #expect(other == .accept(sequence: 2, stale: false))
+    }
+
+    @Test func lifecycleEntryTakesEightBytes() {
+        #expect(MemoryLayout<IngestState.LifecycleEntry>.size == 8)
     }
 
     /// A status that only a write in flight makes stale waits for that write: if it fails, the status is new.

@@ -23,12 +23,20 @@ struct IngestState: Sendable {
         /// Bit r is set while a write of rank r is in flight. While one is, a status of the same rank is stale or
         /// waits, so one bit a rank is enough.
         var inFlightRanks: UInt8 = 0
+        /// Whether a durable write, of a status or of a `.updated` event, was accepted under `projectTag`. Until
+        /// one is, the project is only that of writes in flight, and goes with the last of them if they fail.
+        var isProjectDurable = false
         var projectTag: UInt32
 
         init(rank: Int, durableRank: Int, projectTag: UInt32) {
             self.rank = Int8(rank)
             self.durableRank = Int8(durableRank)
             self.projectTag = projectTag
+        }
+
+        /// Whether nothing durable or in flight backs the entry: no status, and no durable project.
+        var isUnused: Bool {
+            self.rank < 0 && self.inFlightRanks == 0 && !self.isProjectDurable
         }
 
         /// The rank the durable writes and those still in flight make, or -1 if there is none.
@@ -122,10 +130,12 @@ struct IngestState: Sendable {
     }
 
     /// Records the project of a port out that has no status yet, with rank -1, so that a first status under another
-    /// project is rejected as it would be after one. The entry stays if the event's write fails, as an entry does
-    /// after a failed first status, which only matters if the carrier then sent the port out under another project.
-    private mutating func recordProject(_ lifecycleKey: DigestKey, _ project: String) {
-        _ = self.lifecycle.insert(lifecycleKey, LifecycleEntry(rank: -1, durableRank: -1, projectTag: Self.projectTag(project)))
+    /// project is rejected as it would be after one. `confirm` marks it durable, and `abandon` removes it if
+    /// nothing else backs it.
+    private mutating func recordProject(_ lifecycleKey: DigestKey, _ project: String, isDurable: Bool = false) {
+        var entry = LifecycleEntry(rank: -1, durableRank: -1, projectTag: Self.projectTag(project))
+        entry.isProjectDurable = isDurable
+        _ = self.lifecycle.insert(lifecycleKey, entry)
     }
 
     /// Returns a 32-bit FNV-1a hash of the project name, which stays the same across restarts as Swift's `Hasher`
@@ -153,7 +163,8 @@ struct IngestState: Sendable {
     /// Marks an event durable and returns the waiters: those of its twins, which the caller calls with `true`, and
     /// the events to admit again if no write of the port out is left in flight.
     mutating func confirm(
-        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool
+        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool,
+        projectCheckKey: DigestKey? = nil, project: String = ""
     ) -> Waiters {
         if var entry = self.dedupe.peek(dedupeKey) {
             entry.isDurable = true
@@ -163,7 +174,15 @@ struct IngestState: Sendable {
         if let lifecycleKey, let status, !stale {
             waiters.lifecycle = self.settleWrite(lifecycleKey, rank: status.rank) { entry in
                 entry.durableRank = max(entry.durableRank, Int8(status.rank))
+                entry.isProjectDurable = true
             }
+        }
+        if let projectCheckKey {
+            // Recorded again if a failed status write removed the entry meanwhile.
+            var entry = self.lifecycle.peek(projectCheckKey)
+                ?? LifecycleEntry(rank: -1, durableRank: -1, projectTag: Self.projectTag(project))
+            entry.isProjectDurable = true
+            _ = self.lifecycle.insert(projectCheckKey, entry)
         }
         return waiters
     }
@@ -172,7 +191,8 @@ struct IngestState: Sendable {
     /// rank back to what its other writes make. Returns the waiters: those of its twins, which the caller calls
     /// with `false`, and the events to admit again if no write of the port out is left in flight.
     mutating func abandon(
-        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool
+        _ dedupeKey: DigestKey, lifecycleKey: DigestKey?, status: PortOutStatus?, stale: Bool,
+        projectCheckKey: DigestKey? = nil
     ) -> Waiters {
         _ = self.dedupe.remove(dedupeKey)
         var waiters = Waiters(twins: self.twinWaiters.removeValue(forKey: dedupeKey) ?? [])
@@ -181,13 +201,16 @@ struct IngestState: Sendable {
                 entry.rank = entry.settledRank
             }
         }
+        if let projectCheckKey, let entry = self.lifecycle.peek(projectCheckKey), entry.isUnused {
+            _ = self.lifecycle.remove(projectCheckKey)
+        }
         return waiters
     }
 
     /// Clears the in-flight bit of `rank` in the port out's entry and runs `update` on the entry. An entry left
-    /// with rank -1, no status write of it durable or in flight, stays, since it records the port out's project
-    /// as a `.updated` event's does. Returns the events that waited for the port out's writes once none is in
-    /// flight, or once the entry is gone, such as evicted by the LRU.
+    /// with rank -1 and nothing durable or in flight is removed, so that a failed write fixes no project. One
+    /// whose project a durable `.updated` event recorded stays. Returns the events that waited for the port
+    /// out's writes once none is in flight, or once the entry is gone, such as evicted by the LRU.
     private mutating func settleWrite(
         _ lifecycleKey: DigestKey, rank: Int, update: (inout LifecycleEntry) -> Void
     ) -> [@Sendable () -> Void] {
@@ -195,8 +218,12 @@ struct IngestState: Sendable {
         if var entry = self.lifecycle.peek(lifecycleKey) {
             entry.inFlightRanks &= ~(1 << UInt8(rank))
             update(&entry)
-            _ = self.lifecycle.update(lifecycleKey, entry)
-            isSettled = entry.inFlightRanks == 0
+            if entry.isUnused {
+                _ = self.lifecycle.remove(lifecycleKey)
+            } else {
+                _ = self.lifecycle.update(lifecycleKey, entry)
+                isSettled = entry.inFlightRanks == 0
+            }
         }
         guard isSettled, !self.lifecycleWaiters.isEmpty else { return [] }
         return self.lifecycleWaiters.removeValue(forKey: lifecycleKey) ?? []
@@ -207,15 +234,16 @@ struct IngestState: Sendable {
         _ = self.dedupe.insert(record.dedupeKey, DedupeEntry(isDurable: true, isStale: record.isStale))
         if let status = record.status, let key = record.lifecycleKey {
             if (self.lifecycle.peek(key)?.rank ?? -1) < Int8(status.rank) {
-                _ = self.lifecycle.insert(
-                    key, LifecycleEntry(rank: status.rank, durableRank: status.rank, projectTag: Self.projectTag(record.project)))
+                var entry = LifecycleEntry(rank: status.rank, durableRank: status.rank, projectTag: Self.projectTag(record.project))
+                entry.isProjectDurable = true
+                _ = self.lifecycle.insert(key, entry)
             }
         } else if record.lifecycleKey == nil && !record.portOutID.isEmpty {
             // An event that carries the port out without a status change. Its key is not journaled, so it is
             // hashed here; such events are rare next to status changes.
             let key = IngestKeys.lifecycle(tenant: record.tenant, portOutID: record.portOutID)
             if self.lifecycle.peek(key) == nil {
-                self.recordProject(key, record.project)
+                self.recordProject(key, record.project, isDurable: true)
             }
         }
         self.nextSequence = max(self.nextSequence, record.sequence + 1)

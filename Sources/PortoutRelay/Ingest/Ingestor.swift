@@ -188,7 +188,8 @@ final class Ingestor: Sendable {
             self.eventWrites.recordSuccess()
             let waiters = self.state.withLock {
                 $0.confirm(
-                    event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, stale: record.isStale)
+                    event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status, stale: record.isStale,
+                    projectCheckKey: event.projectCheckKey, project: event.project)
             }
             self.portOuts.apply(record, at: location)
             self.engine.submit(record.destinations.map { destination in
@@ -213,7 +214,7 @@ final class Ingestor: Sendable {
             self.eventWrites.recordFailure(atMs: WriteHealth.nowMs())
             let waiters = self.state.withLock {
                 $0.abandon(event.dedupeKey, lifecycleKey: event.lifecycleKey, status: event.status,
-                           stale: record.isStale)
+                           stale: record.isStale, projectCheckKey: event.projectCheckKey)
             }
             counters.unavailable.increment()
             respond(HTTPResponse(error: Self.journalUnavailable(self.retryAfterSeconds)))
