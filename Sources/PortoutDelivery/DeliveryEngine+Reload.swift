@@ -78,15 +78,11 @@ extension DeliveryEngine {
     /// Rebuilds the published statistics for the configured destinations, keeping the counts of those that stay
     /// and of those added back after a reload removed them.
     func publishCounters() {
-        let destinations = self.loop.destinations
-        var restored: [String: DestinationStatistics] = [:]
-        for key in destinations.keys {
-            restored[key] = self.loop.detachedStatistics.removeValue(forKey: key)
-        }
+        let loop = self.loop
         self.counters.withLock { counters in
             var published: [String: DestinationStatistics] = [:]
-            for (key, runtime) in destinations {
-                var statistics = counters[key] ?? restored[key]
+            for (key, runtime) in loop.destinations {
+                var statistics = counters[key] ?? loop.detachedStatistics.removeValue(forKey: key)
                     ?? DestinationStatistics(tenant: runtime.tenant, destination: runtime.config.id)
                 statistics.mode = runtime.mode
                 statistics.modeReason = runtime.modeReason

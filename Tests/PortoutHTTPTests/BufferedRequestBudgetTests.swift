@@ -202,14 +202,14 @@ struct BufferedRequestBudgetTests {
         }
         defer { server.shutdown() }
         #expect(server.server.configuration.maxBufferedRequestBytesPerClient == 16_384)
-        var held: [LoopbackClient] = []
-        var heldBytes = 0
+        var partial: [LoopbackClient] = []
+        var partialBytes = 0
         for index in 0..<3 {
-            let (client, bytes) = try Self.sendPartial(server, "/held/\(index)", length: 4096, sending: 4090)
-            held.append(client)
-            heldBytes += bytes
+            let (client, bytes) = try Self.sendPartial(server, "/partial/\(index)", length: 4096, sending: 4090)
+            partial.append(client)
+            partialBytes += bytes
         }
-        #expect(Self.waitForBuffered(server, heldBytes))
+        #expect(Self.waitForBuffered(server, partialBytes))
 
         // The fourth partial body would take this address past 16,384 bytes.
         let (over, _) = try Self.sendPartial(server, "/over", length: 4096, sending: 4090)
@@ -225,11 +225,11 @@ struct BufferedRequestBudgetTests {
         #expect(elsewhere.readResponse()?.text == "POST /elsewhere 4096")
 
         // Closing one of them gives the address its room back.
-        held.removeLast()
-        #expect(Self.waitForBuffered(server, heldBytes / 3 * 2))
+        partial.removeLast()
+        #expect(Self.waitForBuffered(server, partialBytes / 3 * 2))
         let (again, _) = try Self.sendPartial(server, "/again", length: 4096, sending: 4096)
         #expect(again.readResponse()?.text == "POST /again 4096")
-        held.removeAll()
+        partial.removeAll()
         #expect(Self.waitForBuffered(server, 0))
     }
 }

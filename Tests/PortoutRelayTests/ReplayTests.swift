@@ -156,18 +156,28 @@ struct ReplayTests {
         #expect(Set(replayed.compactMap { $0.headers["webhook-id"] }) == Set(original.compactMap { $0.headers["webhook-id"] }))
     }
 
+    /// Posts `portOuts` initiated statuses, waits until they are delivered, runs `beforeReplay`, then starts a
+    /// replay of tenant t1 and returns its id.
+    static func replayDelivered(
+        _ harness: RelayHarness, portOuts: Int, prefix: String, beforeReplay: () throws -> Void = {}
+    ) throws -> String {
+        for index in 0..<portOuts {
+            #expect(try harness.post(Events.portOut("\(prefix)\(index)", status: "initiated")).status == 202)
+        }
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == portOuts })
+        try beforeReplay()
+        let started = try Self.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
+        return try #require(started["id"]?.stringValue)
+    }
+
     @Test func cancelWithdrawsQueuedReplay() throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }
         let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
         defer { harness.finish() }
-        for index in 0..<5 {
-            #expect(try harness.post(Events.portOut("pout_c\(index)", status: "initiated")).status == 202)
+        let id = try Self.replayDelivered(harness, portOuts: 5, prefix: "pout_c") { () throws in
+            #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
         }
-        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 5 })
-        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
-        let started = try Self.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
-        let id = try #require(started["id"]?.stringValue)
         #expect(waitUntil { (try? Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))["queued"]) == 5 })
 
         try Self.cancelPausedReplay(harness, id, withdrawn: 5, sink: sink, received: 5)
@@ -191,12 +201,7 @@ struct ReplayTests {
         defer { sink.shutdown() }
         let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url))
         defer { harness.finish() }
-        for index in 0..<2 {
-            #expect(try harness.post(Events.portOut("pout_f\(index)", status: "initiated")).status == 202)
-        }
-        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 2 })
-        let started = try Self.json(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "t1"}"#))
-        let id = try #require(started["id"]?.stringValue)
+        let id = try Self.replayDelivered(harness, portOuts: 2, prefix: "pout_f")
         #expect(waitUntil { sink.received.count == 4 })
 
         let cancelled = try Self.json(try Self.admin(harness, "DELETE", "/admin/replays/\(id)"))

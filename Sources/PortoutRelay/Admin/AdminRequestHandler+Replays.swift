@@ -72,18 +72,18 @@ extension AdminRequestHandler {
         guard method == "DELETE" else {
             return respond(HTTPResponse(status: 200, json: job.jsonValue))
         }
-        // A finished job keeps nothing to withdraw, unless deliveries wait for a destination no longer configured.
-        let (status, stranded) = job.progress.withLock { ($0.status, $0.stranded) }
-        if status == .cancelled {
-            return respond(HTTPResponse(status: 200, json: job.jsonValue))
-        }
-        if (status == .completed || status == .failed) && stranded == 0 {
-            return respond(HTTPResponse(error: .conflict(
-                code: "replayFinished", "Replay \(id) has already \(status == .failed ? "failed" : "completed"); nothing is left to cancel.")))
-        }
-        self.logger.info("admin action", ["action": "cancel replay", "replay": .string(id), "peer": .string(peer)])
-        self.replays.cancel(job) {
-            respond(HTTPResponse(status: 200, json: job.jsonValue))
+        let logger = self.logger
+        self.replays.cancel(job) { request in
+            switch request {
+            case .accepted:
+                logger.info("admin action", ["action": "cancel replay", "replay": .string(id), "peer": .string(peer)])
+                respond(HTTPResponse(status: 200, json: job.jsonValue))
+            case .alreadyCancelled:
+                respond(HTTPResponse(status: 200, json: job.jsonValue))
+            case .finished(let status):
+                respond(HTTPResponse(error: .conflict(
+                    code: "replayFinished", "Replay \(id) has already \(status.rawValue); nothing is left to cancel.")))
+            }
         }
     }
 

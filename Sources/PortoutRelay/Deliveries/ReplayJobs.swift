@@ -508,23 +508,43 @@ final class ReplayJobs: Sendable {
         self.stopping.store(true, ordering: .relaxed)
     }
 
+    /// The outcome of a cancellation request.
+    enum CancelRequest: Equatable {
+        /// The request was accepted: a scan stops, and queued deliveries are withdrawn.
+        case accepted
+        case alreadyCancelled
+        /// The job completed or failed with nothing left to withdraw.
+        case finished(ReplayJob.Status)
+    }
+
     /// Requests cancellation: a scan stops, and queued deliveries that have not gone out are withdrawn.
-    func cancel(_ job: ReplayJob, completion: @escaping @Sendable () -> Void) {
-        let wasScanning = job.progress.withLock { progress -> Bool in
-            progress.isCancelRequested = true
-            // A completed job is cancelled only while deliveries of it wait for a destination no longer
-            // configured. It runs again until they are withdrawn, and then finishes as cancelled.
-            if progress.status == .completed {
+    /// `completion` gets `accepted` once the withdrawals are done, or at once the reason nothing was done.
+    func cancel(_ job: ReplayJob, completion: @escaping @Sendable (CancelRequest) -> Void) {
+        let (request, wasScanning) = job.progress.withLock { progress -> (CancelRequest, Bool) in
+            switch progress.status {
+            case .cancelled:
+                return (.alreadyCancelled, false)
+            case .failed:
+                return (.finished(.failed), false)
+            case .completed where progress.stranded == 0:
+                return (.finished(.completed), false)
+            case .completed:
+                // Deliveries of it wait for a destination no longer configured. It runs again until they are
+                // withdrawn, and then finishes as cancelled.
                 progress.status = .running
                 progress.finishedAtMs = nil
+            case .scanning, .running:
+                break
             }
-            return progress.status == .scanning
+            progress.isCancelRequested = true
+            return (.accepted, progress.status == .scanning)
         }
+        guard request == .accepted else { return completion(request) }
         self.registry.save()
-        guard !wasScanning else { return completion() }
+        guard !wasScanning else { return completion(.accepted) }
         self.engine.cancelReplay(job.id) { cancelled in
             self.finishCancelled(job, inFlight: cancelled?.inFlight ?? 0)
-            completion()
+            completion(.accepted)
         }
     }
 
