@@ -5,10 +5,14 @@ import shutil
 import subprocess
 
 
-def row(name, value, reference, unit, reference_name, target=None, ok=None):
-    """Return a table row: the relay's figure beside its reference from the same run, with a target if set."""
+def row(name, value, reference, unit, reference_name, target=None, ok=None, runs=None):
+    """Return a table row: the relay's figure beside its reference from the same run, with a target if set.
+
+    `runs`, for a figure that is a mean over several runs, contains each run's figure as
+    `{"relay": [...], "reference": [...]}`, and the results page lists them.
+    """
     return {"name": name, "value": value, "reference": reference, "unit": unit, "referenceName": reference_name,
-            "target": target, "ok": ok}
+            "target": target, "ok": ok, "runs": runs}
 
 
 def ratio_text(result):
@@ -68,6 +72,22 @@ def print_table(results):
         print(f"{result['name']:<{width}} {format_value(result['value'], result['unit']):>13} "
               f"{format_value(result['reference'], result['unit']):>13} {ratio_text(result):>7}  "
               f"{result['target'] or '':<10} {verdict_text(result):<4} {result['referenceName'] or ''}")
+
+
+def runs_text(result):
+    """Return each run's figure of a row that is a mean, relay runs first, as `relay 9,100 and 9,700; ...`."""
+    runs = result["runs"]
+    relay = " and ".join(format_value(value, result["unit"]) for value in runs["relay"])
+    reference = " and ".join(format_value(value, result["unit"]) for value in runs["reference"])
+    return f"relay {relay}; {result['referenceName']} {reference}"
+
+
+def print_runs(results):
+    averaged = [result for result in results if result.get("runs")]
+    if averaged:
+        print("\nthe runs behind each figure that is a mean, in the order they went:")
+    for result in averaged:
+        print(f"{result['name']}: {runs_text(result)}")
 
 
 def print_sweep(sweep):
@@ -237,6 +257,7 @@ def write_markdown(path, report, plot_name, readme):
         lines.append(f"| {result['name']} | {format_value(result['value'], result['unit'])} | "
                      f"{format_value(result['reference'], result['unit'])} | {ratio_text(result)} | {target} | "
                      f"{verdict_text(result)} | {result['referenceName'] or ''} |")
+    lines += runs_markdown(report["results"])
     if report["failures"]:
         lines += ["", "Failed:", ""]
         lines += [f"- {name}: {message}" for name, message in report["failures"]]
@@ -244,6 +265,19 @@ def write_markdown(path, report, plot_name, readme):
         lines += sweep_markdown(report["sweep"], plot_name)
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def runs_markdown(results):
+    averaged = [result for result in results if result.get("runs")]
+    if not averaged:
+        return []
+    return [
+        "",
+        "Where a figure below lists two runs, it is their mean, so that a machine whose speed drifts during the "
+        "part moves the relay and its reference alike. A reference's first run went before the relay's runs and "
+        "its second after them.",
+        "",
+    ] + [f"- {result['name']}: {runs_text(result)}" for result in averaged]
 
 
 def disk_sync_markdown(disk_sync):

@@ -126,6 +126,7 @@ def main():
     report_data["loadAverageEnd"] = report.load_average()
     report_data["elapsedSeconds"] = time.time() - started
     report.print_table(report_data["results"])
+    report.print_runs(report_data["results"])
     report.print_disk_sync(report_data.get("diskSync"))
     report.print_sweep(report_data["sweep"])
     write_outputs(report_data, is_full=arguments.only == list(PARTS))
