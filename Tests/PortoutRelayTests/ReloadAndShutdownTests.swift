@@ -242,8 +242,10 @@ struct ReloadAndShutdownTests {
 
         let relay = try RelayProcess(configPath: configPath, logPath: directory.file("relay.log"), waitForStart: false)
         defer { relay.kill() }
-        #expect(waitUntil { FileManager.default.fileExists(atPath: directory.path + "/data/journal/journal.lock") })
-        Thread.sleep(forTimeInterval: 0.05)
+        // The lock file exists already, since the journal above created it. The relay takes the lock after it
+        // has set up its signal handling and before it recovers, so the signal goes in between.
+        let lockPath = directory.path + "/data/journal/journal.lock"
+        #expect(waitUntil { Self.holdsFileLock(pid: relay.process.processIdentifier, path: lockPath) })
         let startedBeforeSignal = relay.started != nil
         relay.signal(SIGTERM)
         #expect(!startedBeforeSignal, "recovery finished before the signal, so this run does not test the start")
@@ -253,6 +255,22 @@ struct ReloadAndShutdownTests {
     }
 
     static let slowRecoveryRecords = 300_000
+
+    /// Returns whether process `pid` has a `flock` on the file at `path`, as /proc/locks lists it. Reading the
+    /// list takes no lock, so the check cannot make the relay's own attempt to lock fail.
+    static func holdsFileLock(pid: Int32, path: String) -> Bool {
+        var status = stat()
+        guard stat(path, &status) == 0, let locks = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else {
+            return false
+        }
+        // Each line looks like "1: FLOCK  ADVISORY  WRITE 4242 fe:00:16245331 0 EOF": the pid, then the device in
+        // hexadecimal and the inode in decimal.
+        return locks.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            guard fields.count >= 6, fields[1] == "FLOCK", fields[4] == "\(pid)" else { return false }
+            return fields[5].split(separator: ":").last == "\(status.st_ino)"
+        }
+    }
 
     @Test func sigtermUnderLoadLosesNothingAcknowledged() throws {
         let sink = try RecordingSink { _, _ in .init(status: 204, delaySeconds: 0.02) }
