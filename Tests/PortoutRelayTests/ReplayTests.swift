@@ -921,6 +921,30 @@ struct ReplayCommandTests {
     }
 
 
+    /// A replay through the relay to a paused destination cannot end, so `--wait` stops following it and leaves
+    /// the job running, where the command without it would wait until a resume.
+    @Test func onlineReplayWaitLeavesJobRunning() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let url = "http://127.0.0.1:\(harness.adminPort)"
+        let result = try Self.run(["--config", configPath, "--admin-url", url, "--port-out", "pout_cli", "--wait", "1"])
+        #expect(result.status == 1, "\(result.lines)")
+        #expect(result.lines.contains { $0.hasPrefix("destination t1/d1 is paused") }, "\(result.lines)")
+        let last = result.lines.last ?? ""
+        #expect(last.contains("is still running after the --wait time"), "\(last)")
+        let id = try #require(result.lines.first?.split(separator: " ").dropFirst().first.map(String.init))
+        #expect(try ReplayTests.json(ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))["status"]?.stringValue == "running")
+
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(waitUntil {
+            (try? ReplayTests.json(ReplayTests.admin(harness, "GET", "/admin/replays/\(id)")))?["status"]?.stringValue == "completed"
+        })
+        #expect(sink.received.count == 7)
+    }
+
     /// An offline replay keeps the relay's saved jobs: it refuses to start past the limit of unfinished jobs,
     /// and it copies a file with bad entries aside before adding its job.
     @Test func offlineReplayKeepsSavedJobs() throws {

@@ -24,8 +24,10 @@ public enum RelayCommand {
                         takes --config FILE in place of --data-dir and reads dataDir from it
           replay [--config FILE] [--admin-url URL] [--tenant ID] [--destination ID] [--port-out ID]
                  [--status S[,S...]] [--type TYPE] [--from TIME] [--to TIME] [--dead-lettered-only] [--dry-run]
+                 [--wait SECONDS]
                         replay matching deliveries through the running relay's admin listener (address and token
-                        from the config) and show progress; TIME is RFC 3339, such as 2026-11-02T09:00:00Z
+                        from the config) and show progress until the job ends, or for at most SECONDS, after
+                        which the job goes on in the relay; TIME is RFC 3339, such as 2026-11-02T09:00:00Z
           replay --offline [--config FILE] [--data-dir DIR] [--wait SECONDS] [filters as above]
                         replay straight from the journal while the relay is stopped, waiting up to SECONDS
                         (default 300) for the deliveries to settle

@@ -25,26 +25,26 @@ enum ReplayCommand {
         let filter = try self.filter(options)
         let config = try RelayConfig.load(path: options["--config"] ?? "config.json")
         let progress = ReplayProgressPrinter(output: output)
+        let wait = try options["--wait"].map { text -> Double in
+            guard let seconds = Double(text), seconds >= 0, seconds <= 86_400 else {
+                throw UsageError("--wait must be a number of seconds from 0 to 86400")
+            }
+            return seconds
+        }
         if options.has("--offline") {
             try self.checkConfigured(filter, config: config)
-            let wait = try options["--wait"].map { text -> Double in
-                guard let seconds = Double(text), seconds >= 0, seconds <= 86_400 else {
-                    throw UsageError("--wait must be a number of seconds from 0 to 86400")
-                }
-                return seconds
-            } ?? 300
             return try OfflineReplay(
                 config: config, dataDirectory: options["--data-dir"] ?? config.dataDir, filter: filter,
-                dryRun: options.has("--dry-run"), waitSeconds: wait, progress: progress
+                dryRun: options.has("--dry-run"), waitSeconds: wait ?? 300, progress: progress
             ).run()
         }
-        guard options["--data-dir"] == nil && options["--wait"] == nil else {
-            throw UsageError("--data-dir and --wait apply only with --offline")
+        guard options["--data-dir"] == nil else {
+            throw UsageError("--data-dir applies only with --offline")
         }
         let url = options["--admin-url"] ?? "http://\(config.admin.listen)"
         return try OnlineReplay(
             adminURL: url, token: config.admin.token?.value, filter: filter, dryRun: options.has("--dry-run"),
-            progress: progress
+            waitSeconds: wait, progress: progress
         ).run()
     }
 
@@ -134,6 +134,8 @@ struct OnlineReplay {
     let token: String?
     let filter: DeliveryFilter
     let dryRun: Bool
+    /// How long the command follows the job before it leaves it running on the relay; nil follows it to the end.
+    let waitSeconds: Double?
     let progress: ReplayProgressPrinter
 
     func run() throws -> Int32 {
@@ -158,8 +160,9 @@ struct OnlineReplay {
         return try self.follow(id, client: client)
     }
 
-    /// Polls the job until it ends, showing its progress, and returns the exit status.
+    /// Polls the job until it ends or `waitSeconds` have passed, showing its progress, and returns the exit status.
     private func follow(_ id: String, client: HTTPClient) throws -> Int32 {
+        let deadline = self.waitSeconds.map { DispatchTime.now() + $0 }
         // Ctrl-C cancels the job on the relay too, so that it does not go on unseen.
         signal(SIGINT, SIG_IGN)
         let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "replay-interrupt"))
@@ -202,6 +205,13 @@ struct OnlineReplay {
                 }
                 let isClean = count("deadLettered") == 0 && count("notConfigured") == 0
                 return status == "completed" && isClean ? 0 : 1
+            }
+            if let deadline, DispatchTime.now() >= deadline {
+                // Not cancelled: the job goes on in the relay, as one started through the admin API would.
+                self.progress.line(
+                    "replay \(id) is still \(status) after the --wait time; it goes on in the relay, and "
+                        + "GET /admin/replays/\(id) shows its progress")
+                return 1
             }
             Thread.sleep(forTimeInterval: 0.5)
         }
