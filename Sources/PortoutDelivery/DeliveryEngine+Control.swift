@@ -141,6 +141,36 @@ extension DeliveryEngine {
         }
     }
 
+    /// Pauses every configured destination when the saved modes cannot be read. Starting them all active could
+    /// send to one that an operator paused or a 410 disabled, where a pause only delays deliveries until someone
+    /// resumes it. The file is renamed aside first, so that the save of the pauses keeps it for inspection.
+    private func pauseEveryDestination(_ controlFile: DestinationControlFile, unreadableBecause error: String) {
+        let movedTo = DurableFile.moveAside(path: controlFile.path)
+        let reason =
+            "destinations.json could not be read at start, so the modes saved before it are unknown; "
+            + "resume each destination that should be sending"
+        let nowMs = WallClock.milliseconds()
+        let runtimes = self.loop.destinations.values.sorted { ($0.tenant, $0.config.id) < ($1.tenant, $1.config.id) }
+        for runtime in runtimes {
+            runtime.mode = .paused
+            runtime.modeReason = reason
+            runtime.modeChangedAtMs = nowMs
+        }
+        self.logger.error(
+            "destination modes not restored; every destination paused",
+            ["path": .string(controlFile.path), "error": .string(error),
+             "movedTo": movedTo.map { .string($0) } ?? .null, "destinations": .number(Double(runtimes.count)),
+             "action": "check the moved file, then resume each destination that should be sending"])
+        // Without the rename, the unreadable file stays for the next start to pause everything again.
+        guard movedTo != nil else { return }
+        do {
+            try controlFile.save(runtimes, unconfigured: [:])
+        } catch {
+            self.logger.error(
+                "destination modes not saved", ["path": .string(controlFile.path), "error": .string(error.description)])
+        }
+    }
+
     /// Applies the modes saved before the last stop. Runs in `init`, before the delivery thread starts.
     func restoreModes() {
         guard let controlFile = self.controlFile else { return }
@@ -148,10 +178,7 @@ extension DeliveryEngine {
         do {
             entries = try controlFile.load()
         } catch {
-            // Starting with every destination active could send to one an operator stopped, so this is loud.
-            self.logger.error(
-                "destination modes not restored; every destination starts active",
-                ["path": .string(controlFile.path), "error": .string("\(error)")])
+            self.pauseEveryDestination(controlFile, unreadableBecause: "\(error)")
             return
         }
         for (key, entry) in entries.sorted(by: { $0.key < $1.key }) {

@@ -29,8 +29,9 @@ public final class Journal: Sendable {
     /// Read descriptors of segments removed by retention, closed at its next pass.
     private let retiredReaders = Locked<[Int32]>([])
     private let writer: WriterState
-    /// Descriptor holding an exclusive `flock` on `journal.lock` while the journal is open.
-    private let lockFD: Int32
+    /// Descriptors holding an exclusive `flock` on `journal.lock` and on the journal directory while the journal
+    /// is open.
+    private let lockFDs: [Int32]
 
     private struct Entry {
         var payload: [UInt8]
@@ -73,7 +74,7 @@ public final class Journal: Sendable {
         } catch {
             throw JournalError(path: directory, reason: "cannot create the journal directory: \(error)")
         }
-        let lockFD = try self.lock(directory)
+        let lockFDs = try self.lock(directory)
         let journal: Journal
         do {
             let recovery = try JournalRecovery(directory: directory, logger: logger, includeBodies: includeBodies)
@@ -83,9 +84,9 @@ public final class Journal: Sendable {
                     directory: directory, segment: segment, size: size, segmentBytes: segmentBytes, logger: logger))
             journal = Journal(
                 directory: directory, segmentBytes: segmentBytes, logger: logger, metrics: metrics, writer: writer,
-                lockFD: lockFD)
+                lockFDs: lockFDs)
         } catch {
-            Glibc.close(lockFD)
+            lockFDs.forEach { Glibc.close($0) }
             throw error
         }
         startNamedThread("journal-writer") { journal.runWriter() }
@@ -93,23 +94,34 @@ public final class Journal: Sendable {
     }
 
     private init(
-        directory: String, segmentBytes: Int, logger: Logger, metrics: JournalMetrics, writer: WriterState, lockFD: Int32
+        directory: String, segmentBytes: Int, logger: Logger, metrics: JournalMetrics, writer: WriterState, lockFDs: [Int32]
     ) {
         self.directory = directory
         self.metrics = metrics
         self.segmentBytes = segmentBytes
         self.logger = logger
         self.writer = writer
-        self.lockFD = lockFD
+        self.lockFDs = lockFDs
         self.currentSegment = Atomic(writer.active.segment)
     }
 
-    /// Takes an exclusive lock so that a second relay on the same data directory fails at start instead of
-    /// writing the same segments.
-    private static func lock(_ directory: String) throws(JournalError) -> Int32 {
-        let path = directory + "/journal.lock"
+    /// Takes exclusive locks so that a second relay on the same data directory fails at start instead of
+    /// writing the same segments. The lock on `journal.lock` is the one earlier versions take. The lock on the
+    /// directory itself still holds when someone deletes that file, which would let a second relay lock a new
+    /// file of the same name.
+    private static func lock(_ directory: String) throws(JournalError) -> [Int32] {
+        let file = try self.lock(path: directory + "/journal.lock", flags: O_RDWR | O_CREAT)
         do {
-            let fd = try systemCall("open") { Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
+            return [file, try self.lock(path: directory, flags: O_RDONLY | O_DIRECTORY)]
+        } catch {
+            Glibc.close(file)
+            throw error
+        }
+    }
+
+    private static func lock(path: String, flags: Int32) throws(JournalError) -> Int32 {
+        do {
+            let fd = try systemCall("open") { Glibc.open(path, flags | O_CLOEXEC, 0o600) }
             // A child process spawned by this one keeps a copy of the lock until it executes its program, so a
             // lock that was just released may stay taken for a moment. Only one taken for a whole second means
             // another relay.
@@ -230,7 +242,7 @@ public final class Journal: Sendable {
             readers.removeAll()
         }
         self.closeRetiredReaders()
-        Glibc.close(self.lockFD)
+        self.lockFDs.forEach { Glibc.close($0) }
     }
 
     /// Reads one record back, as the delivery path does for a body it did not keep in memory.

@@ -60,7 +60,12 @@ public enum SegmentFile {
         return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".seg"
     }
 
-    /// The segment numbers in `directory`, in ascending order.
+    /// The highest segment number the journal takes from a file name. A journal that started a segment every
+    /// second would need about nine million years to get there, so a file with a higher number was not written by
+    /// it, and counting from such a number could overflow.
+    public static let maxSegmentNumber: UInt64 = 1 << 48
+
+    /// The segment numbers in `directory`, in ascending order. A name above `maxSegmentNumber` is not a segment.
     public static func segments(in directory: String) throws(JournalError) -> [UInt64] {
         let names: [String]
         do {
@@ -73,7 +78,7 @@ public enum SegmentFile {
             guard name.hasSuffix(".seg"), name.utf8.count == 24,
                 name.utf8.prefix(20).allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
             else { return nil }
-            return UInt64(name.prefix(20))
+            return UInt64(name.prefix(20)).flatMap { $0 <= self.maxSegmentNumber ? $0 : nil }
         }.sorted()
     }
 

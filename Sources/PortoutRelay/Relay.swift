@@ -49,6 +49,7 @@ public final class Relay: Sendable {
                 unsettled.add(event, at: location)
                 portOuts.apply(event, at: location)
             case .attempt(let attempt):
+                state.reserveSequences(through: attempt.eventSequence)
                 if let deadLetter = unsettled.apply(attempt) {
                     deadLetters.add(deadLetter)
                 } else if attempt.outcome.isFinal {
@@ -57,6 +58,7 @@ public final class Relay: Sendable {
                         outcome: attempt.outcome)
                 }
             case .replay(let replay):
+                state.reserveSequences(through: replay.event.sequence)
                 unsettled.reopen(replay)
                 deadLetters.suspend(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
             }

@@ -83,6 +83,16 @@ struct RetryDecisionTests {
         #expect(RetryAfter.seconds("soon") == nil)
         #expect(RetryAfter.seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0)
         #expect(RetryAfter.seconds(nil) == nil)
+        #expect(RetryAfter.seconds("+120") == nil)
+    }
+
+    /// A delay too large for Int is still a request to wait long, so it reaches the cap instead of being dropped.
+    @Test func retryAfterBeyondIntIsCapped() {
+        let seconds = RetryAfter.seconds("99999999999999999999999")
+        #expect(seconds == Double(Int.max))
+        // The policy's cap for Retry-After in decide(_:) is 120 s.
+        #expect(Self.decide(.response(status: 503, retryAfterSeconds: seconds))
+            == .retry(atMs: 1_120_000, reason: "destination answered 503"))
     }
 }
 

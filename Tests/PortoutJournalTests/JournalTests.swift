@@ -84,6 +84,26 @@ import Testing
         #expect(recovered == written)
     }
 
+    /// A file whose name is a number no journal reaches is not a segment: recovery leaves it alone instead of
+    /// counting past the largest segment number.
+    @Test func segmentNameBeyondLimitIsIgnored() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path)
+        Self.appendAll(journal, [Self.event(1)])
+        journal.close()
+        let stray = directory.path + "/18446744073709551615.seg"
+        try Data("XXXXXXXXjunk".utf8).write(to: URL(fileURLWithPath: stray))
+        #expect(try SegmentFile.segments(in: directory.path) == [1])
+
+        let (reopened, recovered) = try Self.open(directory.path)
+        #expect(recovered == [Self.event(1)])
+        let results = Self.appendAll(reopened, [Self.event(2)])
+        reopened.close()
+        #expect(results.allSatisfy { if case .success = $0 { true } else { false } })
+        #expect(FileManager.default.fileExists(atPath: stray))
+    }
+
     /// A record longer than recovery reads is refused rather than written and then lost at the next start.
     @Test func oversizedRecordIsRefused() throws {
         let directory = TemporaryDirectory()

@@ -163,6 +163,52 @@ struct AdminTests {
         #expect(relay.deliveryStatistics().first?.mode == .paused)
     }
 
+    /// A damaged destinations.json hides which destinations were held, so a start pauses every destination,
+    /// keeps the damaged file under another name, and sends nothing until a resume.
+    @Test func unreadableModesPauseEveryDestination() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url), extra: Self.tokenConfig)
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        #expect(try harness.post(Events.portOut("pout_u", status: "initiated")).status == 202)
+        harness.stop()
+        let dataDirectory = harness.directory.path + "/data"
+        let damaged = Array(#"{"destinations":[{"tenant":"t1","destination":"d1","mode":"paused""#.utf8)
+        try Data(damaged).write(to: URL(fileURLWithPath: dataDirectory + "/destinations.json"))
+
+        try harness.start()
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.isEmpty)
+        let state = try Self.destinationState(harness)
+        #expect(state["mode"] == "paused")
+        #expect(state["modeReason"]?.stringValue?.hasPrefix("destinations.json could not be read") == true)
+        let names = try FileManager.default.contentsOfDirectory(atPath: dataDirectory)
+        let aside = try #require(names.first { $0.hasPrefix("destinations.json.unreadable-") })
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dataDirectory + "/" + aside)) == Data(damaged))
+
+        // The pause was saved, so a second start keeps it without another unreadable file.
+        try harness.restart()
+        #expect(try Self.destinationState(harness)["mode"] == "paused")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dataDirectory).filter { $0.contains(".unreadable-") }.count == 1)
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(waitUntil { sink.received.count == 1 })
+    }
+
+    /// Two Authorization headers get 401 even when one is right, since a proxy in front may have checked the
+    /// other.
+    @Test func repeatedAuthorizationIsRejected() throws {
+        let harness = try RelayHarness(extra: Self.tokenConfig)
+        defer { harness.finish() }
+        let client = try LoopbackClient(port: harness.adminPort)
+        for tokens in [[Self.token, "wrong-token-wrong-token"], ["wrong-token-wrong-token", Self.token], [Self.token, Self.token]] {
+            let response = try #require(client.request("GET", "/admin/destinations", headers: tokens.map { ("Authorization", "Bearer \($0)") }))
+            #expect(response.status == 401, "\(tokens)")
+        }
+        let single = try #require(client.request("GET", "/admin/destinations", headers: [("Authorization", "Bearer \(Self.token)")]))
+        #expect(single.status == 200)
+    }
+
     @Test func breakerSendsOneAtATimeUntilSuccess() throws {
         let failures = 10
         let sink = try RecordingSink { index, _ in

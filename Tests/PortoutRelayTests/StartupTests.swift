@@ -1,4 +1,5 @@
 import Foundation
+import Dispatch
 import PortoutCore
 import PortoutHTTP
 import PortoutJournal
@@ -21,6 +22,50 @@ struct StartupTests {
         } catch let error as JournalError {
             #expect(error.reason == "the journal is in use by another process")
         }
+    }
+
+    /// The lock on the journal directory still holds after someone deletes journal.lock, so a second relay
+    /// cannot lock a new file of the same name and write beside the first.
+    @Test func deletedLockFileStillKeepsSecondRelayOut() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        try FileManager.default.removeItem(atPath: harness.directory.path + "/data/journal/journal.lock")
+        var config = try harness.config
+        config.listen = ListenAddress(host: "127.0.0.1", port: 0)
+        do {
+            let second = try Relay(config: config, logger: Logger(level: .error))
+            second.shutdown()
+            Issue.record("a second relay opened a journal whose lock file was deleted")
+        } catch let error as JournalError {
+            #expect(error.reason == "the journal is in use by another process")
+        }
+    }
+
+    /// An attempt whose event record was lost to damage still reserves the event's sequence, so that a new event
+    /// does not take the same number and make the journal's records about it ambiguous.
+    @Test func orphanAttemptReservesItsSequence() throws {
+        let harness = try RelayHarness()
+        defer { harness.finish() }
+        harness.stop()
+        let journalDirectory = harness.directory.path + "/data/journal"
+        let journal = try Journal.open(directory: journalDirectory, segmentBytes: 1 << 20, logger: Logger(level: .error)) { _, _ in }
+        let written = DispatchSemaphore(value: 0)
+        journal.appendAll([.attempt(AttemptRecord(
+            eventSequence: 41, tenant: "t1", destination: "d1", attempt: 1, outcome: .retryScheduled, httpStatus: 503,
+            atMs: 1, nextAttemptAtMs: 2, error: "destination answered 503"))]) { _ in written.signal() }
+        written.wait()
+        journal.close()
+
+        try harness.start()
+        #expect(try harness.post(Events.portOut("pout_seq", status: "initiated")).status == 202)
+        harness.stop()
+        var sequences: [UInt64] = []
+        let reopened = try Journal.open(directory: journalDirectory, segmentBytes: 1 << 20, logger: Logger(level: .error)) {
+            record, _ in
+            if case .event(let event) = record { sequences.append(event.sequence) }
+        }
+        reopened.close()
+        #expect(sequences == [42])
     }
 
     @Test func secondRelayOnSamePortFails() throws {

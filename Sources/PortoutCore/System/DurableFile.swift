@@ -34,6 +34,18 @@ public enum DurableFile {
         _ = try systemCall("fsync") { fsync(directoryFD) }
     }
 
+    /// Returns the name that a state file which cannot be read is moved or copied to, `path.unreadable-<milliseconds>`.
+    public static func asideName(for path: String) -> String {
+        path + ".unreadable-\(WallClock.milliseconds())"
+    }
+
+    /// Renames a state file that cannot be read to `asideName(for:)`, so that the next save does not replace it,
+    /// and returns the new path, or nil if the rename failed.
+    public static func moveAside(path: String) -> String? {
+        let movedTo = self.asideName(for: path)
+        return rename(path, movedTo) == 0 ? movedTo : nil
+    }
+
     /// Reads a whole file, or returns nil if it does not exist.
     public static func read(path: String) throws(SystemError) -> [UInt8]? {
         let fd: Int32

@@ -106,8 +106,7 @@ struct ReplayJobFile: Sendable {
     /// Renames an unreadable file out of the way, so that the next save does not replace what an operator may
     /// want to inspect. Returns the new name, or nil if the rename failed and the next save replaces the file.
     func moveAside() -> String? {
-        let movedTo = self.asideName()
-        return rename(self.path, movedTo) == 0 ? movedTo : nil
+        DurableFile.moveAside(path: self.path)
     }
 
     /// Returns the path of a copy beside the file that has exactly `bytes`, or nil if there is none.
@@ -128,7 +127,7 @@ struct ReplayJobFile: Sendable {
 
     /// Returns a fresh name beside the file each time, so that no earlier copy is replaced.
     private func asideName() -> String {
-        self.path + ".unreadable-\(WallClock.milliseconds())"
+        DurableFile.asideName(for: self.path)
     }
 
     /// Reads one entry, or returns what is wrong with it, worded to follow its JSON path, such as `replays[3]`.

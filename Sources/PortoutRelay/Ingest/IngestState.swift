@@ -246,7 +246,14 @@ struct IngestState: Sendable {
                 self.recordProject(key, record.project, isDurable: true)
             }
         }
-        self.nextSequence = max(self.nextSequence, record.sequence + 1)
+        self.reserveSequences(through: record.sequence)
+    }
+
+    /// Keeps new events from taking `sequence` or any lower number. Recovery calls it for the sequences that
+    /// attempt and replay records name too, since their event's own record may be damaged and skipped, and a new
+    /// event under the same number would make the journal's later records ambiguous.
+    mutating func reserveSequences(through sequence: UInt64) {
+        self.nextSequence = max(self.nextSequence, sequence + 1)
     }
 }
 
