@@ -13,15 +13,7 @@ struct StartupTests {
     @Test func secondRelayOnSameDataDirectoryFails() throws {
         let harness = try RelayHarness()
         defer { harness.finish() }
-        var config = try harness.config
-        config.listen = ListenAddress(host: "127.0.0.1", port: 0)
-        do {
-            let second = try Relay(config: config, logger: Logger(level: .error))
-            second.shutdown()
-            Issue.record("a second relay opened a journal that is in use")
-        } catch let error as JournalError {
-            #expect(error.reason == "the journal is in use by another process")
-        }
+        try Self.expectJournalInUse(harness, "a second relay opened a journal that is in use")
     }
 
     /// The lock on the journal directory still holds after someone deletes journal.lock, so a second relay
@@ -30,12 +22,17 @@ struct StartupTests {
         let harness = try RelayHarness()
         defer { harness.finish() }
         try FileManager.default.removeItem(atPath: harness.directory.path + "/data/journal/journal.lock")
+        try Self.expectJournalInUse(harness, "a second relay opened a journal whose lock file was deleted")
+    }
+
+    /// Starts a second relay on the data directory of `harness`'s running relay and expects it to fail.
+    static func expectJournalInUse(_ harness: RelayHarness, _ failure: Comment) throws {
         var config = try harness.config
         config.listen = ListenAddress(host: "127.0.0.1", port: 0)
         do {
             let second = try Relay(config: config, logger: Logger(level: .error))
             second.shutdown()
-            Issue.record("a second relay opened a journal whose lock file was deleted")
+            Issue.record(failure)
         } catch let error as JournalError {
             #expect(error.reason == "the journal is in use by another process")
         }
