@@ -129,8 +129,7 @@ extension DeliveryEngine {
         curl_multi_wakeup(self.loop.multi)
         guard let controlFile = self.controlFile else { return nil }
         do {
-            try controlFile.save(
-                Array(self.loop.destinations.values) + Array(self.loop.detached.values), unconfigured: self.loop.heldUnconfigured)
+            try self.saveModes(controlFile)
             return nil
         } catch {
             self.logger.error(
@@ -139,6 +138,25 @@ extension DeliveryEngine {
                  "path": .string(controlFile.path), "error": .string(error.description)])
             return error.description
         }
+    }
+
+    /// Writes the modes of every destination, configured, removed by a reload or held while not configured.
+    func saveModes(_ controlFile: DestinationControlFile) throws(SystemError) {
+        try controlFile.save(
+            Array(self.loop.destinations.values) + Array(self.loop.detached.values), unconfigured: self.loop.heldUnconfigured)
+    }
+
+    /// Holds a destination that is not configured but has deliveries waiting, when the saved modes could not be
+    /// read at start: it may have been held before, so a reload that configures it again applies a pause.
+    /// Returns whether it was newly held, so that the caller saves the modes once for a batch.
+    func holdUnconfiguredWithUnknownMode(_ key: String) -> Bool {
+        guard let reason = self.loop.unreadableModesReason, self.loop.heldUnconfigured[key] == nil else { return false }
+        self.loop.heldUnconfigured[key] = DestinationControlFile.Entry(
+            mode: .paused, reason: reason, changedAtMs: WallClock.milliseconds())
+        self.logger.warning(
+            "destination paused for when it is configured again",
+            ["destination": .string(key), "reason": .string(reason)])
+        return true
     }
 
     /// Pauses every configured destination when the saved modes cannot be read. Starting them all active could
@@ -151,6 +169,7 @@ extension DeliveryEngine {
             + "resume each destination that should be sending"
         let nowMs = WallClock.milliseconds()
         let runtimes = self.loop.destinations.values.sorted { ($0.tenant, $0.config.id) < ($1.tenant, $1.config.id) }
+        self.loop.unreadableModesReason = reason
         for runtime in runtimes {
             runtime.mode = .paused
             runtime.modeReason = reason
@@ -163,8 +182,13 @@ extension DeliveryEngine {
              "action": "check the moved file, then resume each destination that should be sending"])
         // Without the rename, the unreadable file stays for the next start to pause everything again.
         guard movedTo != nil else { return }
+        self.saveModesLoggingFailure(controlFile)
+    }
+
+    /// Saves the modes as `saveModes` does, and logs a failure, for changes no operator request waits on.
+    func saveModesLoggingFailure(_ controlFile: DestinationControlFile) {
         do {
-            try controlFile.save(runtimes, unconfigured: [:])
+            try self.saveModes(controlFile)
         } catch {
             self.logger.error(
                 "destination modes not saved", ["path": .string(controlFile.path), "error": .string(error.description)])

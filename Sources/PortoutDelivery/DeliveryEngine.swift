@@ -194,16 +194,21 @@ public final class DeliveryEngine: Sendable {
     }
 
     private func enqueue(_ deliveries: [PendingDelivery]) {
+        var isHeldChanged = false
         for delivery in deliveries {
             let key = delivery.destinationKey
             guard let destination = self.loop.runtime(key) else {
                 // Held rather than dropped: the journal has the delivery unsettled, and a restart with the
                 // destination configured would send it, so a reload that configures it sends it too.
                 self.loop.unconfigured[key, default: DeliveryQueue()].enqueue(delivery)
+                isHeldChanged = self.holdUnconfiguredWithUnknownMode(key) || isHeldChanged
                 continue
             }
             destination.queue.enqueue(delivery)
             self.updateCounters(key) { $0.pending = destination.queue.count }
+        }
+        if isHeldChanged, let controlFile = self.controlFile {
+            self.saveModesLoggingFailure(controlFile)
         }
     }
 

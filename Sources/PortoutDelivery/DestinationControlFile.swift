@@ -15,17 +15,24 @@ struct DestinationControlFile: Sendable {
     func load() throws -> [String: Entry] {
         guard let bytes = try DurableFile.read(path: self.path) else { return [:] }
         let document = try JSONParser.parse(bytes)
+        // Only a file this type wrote counts: any other shape could be hiding held destinations.
+        guard let elements = document.objectValue?["destinations"]?.arrayValue else {
+            throw ControlFileError(path: self.path, reason: "the file is not an object with a \"destinations\" array")
+        }
         var entries: [String: Entry] = [:]
-        for element in document.objectValue?["destinations"]?.arrayValue ?? [] {
+        for element in elements {
             guard let object = element.objectValue, let tenant = object["tenant"]?.stringValue,
                 let destination = object["destination"]?.stringValue,
                 let mode = object["mode"]?.stringValue.flatMap(DestinationMode.init(rawValue:))
             else {
                 throw ControlFileError(path: self.path, reason: "an entry lacks tenant, destination or mode")
             }
+            let changedAtMs = object["changedAtMs"].map { $0.intValue.flatMap { Int64(exactly: $0) } } ?? 0
+            guard let changedAtMs else {
+                throw ControlFileError(path: self.path, reason: "an entry's changedAtMs is not an integer")
+            }
             entries[tenant + "/" + destination] = Entry(
-                mode: mode, reason: object["reason"]?.stringValue ?? "",
-                changedAtMs: Int64(object["changedAtMs"]?.numberValue ?? 0))
+                mode: mode, reason: object["reason"]?.stringValue ?? "", changedAtMs: changedAtMs)
         }
         return entries
     }

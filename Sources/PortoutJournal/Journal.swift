@@ -458,7 +458,7 @@ public final class Journal: Sendable {
 
     private func rotate() throws {
         let state = self.writer
-        let next = state.active.segment + 1
+        let next = try SegmentFile.next(after: state.active.segment, directory: self.directory)
         // A preparation still running would otherwise create the same file beside the writer, preallocate zeros
         // over records written into it, and leave a second descriptor for it to be cut at close. Waiting costs
         // only when the writer fills the last quarter of a segment faster than the preparation creates one.
@@ -480,9 +480,10 @@ public final class Journal: Sendable {
     /// Creates the next segment on another thread once the active one is three quarters full.
     private func prepareNextSegmentIfDue() {
         let state = self.writer
-        guard !state.isPreparing, state.active.size >= self.segmentBytes / 4 * 3 else { return }
+        guard !state.isPreparing, state.active.size >= self.segmentBytes / 4 * 3,
+            let next = try? SegmentFile.next(after: state.active.segment, directory: self.directory)
+        else { return }
         state.isPreparing = true
-        let next = state.active.segment + 1
         let directory = self.directory
         let logger = self.logger
         let segmentBytes = self.segmentBytes

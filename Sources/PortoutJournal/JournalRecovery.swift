@@ -81,7 +81,7 @@ struct JournalRecovery {
                 // A segment cut below its header is rewritten from scratch by the writer, and one whose header is
                 // damaged is left alone for a new one.
                 if bytes.count >= SegmentFile.magic.count && !bytes.prefix(SegmentFile.magic.count).elementsEqual(SegmentFile.magic) {
-                    return (segment + 1, 0)
+                    return (try SegmentFile.next(after: segment, directory: self.directory), 0)
                 }
                 return (segment, result.validBytes < SegmentFile.magic.count ? 0 : result.validBytes)
             }
@@ -117,7 +117,7 @@ struct JournalRecovery {
         let size = try self.fileSize(path)
         if size >= SegmentFile.magic.count, !(try self.hasValidHeader(path)) {
             // Records appended behind a bad header would be skipped with it at the next start.
-            return (last + 1, 0)
+            return (try SegmentFile.next(after: last, directory: self.directory), 0)
         }
         // Appends go after the last record, into the zeros preallocated past it, if any.
         return (last, lastValidBytes)

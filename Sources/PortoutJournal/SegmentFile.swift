@@ -65,6 +65,18 @@ public enum SegmentFile {
     /// it, and counting from such a number could overflow.
     public static let maxSegmentNumber: UInt64 = 1 << 48
 
+    /// Returns the number of the segment after `segment`. The journal never writes a segment above
+    /// `maxSegmentNumber`, since a start would not read it back.
+    static func next(after segment: UInt64, directory: String) throws(JournalError) -> UInt64 {
+        guard segment < self.maxSegmentNumber else {
+            throw JournalError(
+                path: directory + "/" + self.name(for: segment),
+                reason: "no segment may follow this one, whose number is the largest the journal uses (\(self.maxSegmentNumber)); "
+                    + "a file of this name was not written by the journal, so move it out of the directory")
+        }
+        return segment + 1
+    }
+
     /// The segment numbers in `directory`, in ascending order. A name above `maxSegmentNumber` is not a segment.
     public static func segments(in directory: String) throws(JournalError) -> [UInt64] {
         let names: [String]

@@ -104,6 +104,16 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: stray))
     }
 
+    /// No segment follows the largest number, since a start would not read it back: a journal whose last file
+    /// has that number refuses to start instead of writing records that a later start would skip.
+    @Test func noSegmentFollowsTheLargestNumber() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let last = directory.path + "/" + SegmentFile.name(for: SegmentFile.maxSegmentNumber)
+        try Data("XXXXXXXXjunk".utf8).write(to: URL(fileURLWithPath: last))
+        #expect(throws: JournalError.self) { _ = try Self.open(directory.path) }
+    }
+
     /// A record longer than recovery reads is refused rather than written and then lost at the next start.
     @Test func oversizedRecordIsRefused() throws {
         let directory = TemporaryDirectory()

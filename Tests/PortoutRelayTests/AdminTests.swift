@@ -156,10 +156,8 @@ struct AdminTests {
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
         harness.stop()
         // A start without d1 keeps its saved mode, and a reload that configures d1 again applies it.
-        let without = try harness.config(tenantsJSON: #"[{"id": "t1", "projects": ["acme-mobile"], "verify": {"secrets": ["\#(RelayHarness.inboundSecret)"]}}]"#)
-        let relay = try Relay(config: without, logger: Logger(level: .error))
+        let relay = try Self.startWithoutDestinationThenReload(harness)
         defer { relay.shutdown(graceSeconds: 0) }
-        relay.reload(try harness.config)
         #expect(relay.deliveryStatistics().first?.mode == .paused)
     }
 
@@ -195,6 +193,25 @@ struct AdminTests {
         #expect(waitUntil { sink.received.count == 1 })
     }
 
+    /// A destination left out of the configuration at a start that could not read the saved modes may have been
+    /// held too, so a reload that configures it again pauses it.
+    @Test func unreadableModesHoldUnconfiguredDestination() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url))
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
+        #expect(try harness.post(Events.portOut("pout_h", status: "initiated")).status == 202)
+        harness.stop()
+        try "garbage".write(toFile: harness.directory.path + "/data/destinations.json", atomically: true, encoding: .utf8)
+
+        let relay = try Self.startWithoutDestinationThenReload(harness)
+        defer { relay.shutdown(graceSeconds: 0) }
+        #expect(relay.deliveryStatistics().first?.mode == .paused)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.isEmpty)
+    }
+
     /// Two Authorization headers get 401 even when one is right, since a proxy in front may have checked the
     /// other.
     @Test func repeatedAuthorizationIsRejected() throws {
@@ -207,6 +224,15 @@ struct AdminTests {
         }
         let single = try #require(client.request("GET", "/admin/destinations", headers: [("Authorization", "Bearer \(Self.token)")]))
         #expect(single.status == 200)
+    }
+
+    /// Starts a relay on the stopped `harness`'s data with tenant t1 but no destination, then reloads the
+    /// harness's configuration, which has d1; the caller shuts the relay down.
+    static func startWithoutDestinationThenReload(_ harness: RelayHarness) throws -> Relay {
+        let without = try harness.config(tenantsJSON: #"[{"id": "t1", "projects": ["acme-mobile"], "verify": {"secrets": ["\#(RelayHarness.inboundSecret)"]}}]"#)
+        let relay = try Relay(config: without, logger: Logger(level: .error))
+        relay.reload(try harness.config)
+        return relay
     }
 
     @Test func breakerSendsOneAtATimeUntilSuccess() throws {

@@ -177,7 +177,14 @@ struct OnlineReplay {
             signal(SIGINT, SIG_DFL)
         }
         while true {
-            let job = try self.call(client, "GET", "/admin/replays/\(id)")
+            let job: JSONObject
+            do {
+                job = try self.call(client, "GET", "/admin/replays/\(id)", timeoutMs: Self.pollTimeoutMs(until: deadline))
+            } catch let error as CommandError where deadline.map({ DispatchTime.now() >= $0 }) == true {
+                // A relay that stops responding must not hold the command past --wait either.
+                self.progress.line("replay \(id): \(error.description)")
+                return self.leaveRunning(id, status: "unknown")
+            }
             let status = job["status"]?.stringValue ?? ""
             let finished = ["completed", "cancelled", "failed"].contains(status)
             func count(_ name: String) -> Int { Int(job[name]?.numberValue ?? 0) }
@@ -207,14 +214,28 @@ struct OnlineReplay {
                 return status == "completed" && isClean ? 0 : 1
             }
             if let deadline, DispatchTime.now() >= deadline {
-                // Not cancelled: the job goes on in the relay, as one started through the admin API would.
-                self.progress.line(
-                    "replay \(id) is still \(status) after the --wait time; it goes on in the relay, and "
-                        + "GET /admin/replays/\(id) shows its progress")
-                return 1
+                return self.leaveRunning(id, status: status)
             }
             Thread.sleep(forTimeInterval: 0.5)
         }
+    }
+
+    /// Stops following job `id` at the end of --wait without cancelling it, as one started through the admin API
+    /// would go on, and returns exit status 1.
+    private func leaveRunning(_ id: String, status: String) -> Int32 {
+        self.progress.line(
+            "replay \(id) is still \(status) after the --wait time; it goes on in the relay, and "
+                + "GET /admin/replays/\(id) shows its progress")
+        return 1
+    }
+
+    /// Returns the timeout of one poll: the admin client's usual 10 s, or less, so that a poll ends by `deadline`.
+    private static func pollTimeoutMs(until deadline: DispatchTime?) -> Int {
+        guard let deadline else { return 10_000 }
+        let now = DispatchTime.now().uptimeNanoseconds
+        let remainingMs = deadline.uptimeNanoseconds > now ? Int((deadline.uptimeNanoseconds - now) / 1_000_000) : 0
+        // libcurl needs some time to connect and read even from a loopback listener that responds at once.
+        return min(10_000, max(200, remainingMs))
     }
 
     /// Says which destinations of the filter are paused or disabled, since their deliveries wait until resumed.
@@ -233,14 +254,18 @@ struct OnlineReplay {
     }
 
     /// Sends one admin request and returns its JSON object, or throws with the relay's error message.
-    private func call(_ client: HTTPClient, _ method: String, _ path: String, body: [UInt8] = []) throws -> JSONObject {
+    private func call(
+        _ client: HTTPClient, _ method: String, _ path: String, body: [UInt8] = [], timeoutMs: Int = 10_000
+    ) throws -> JSONObject {
         var headers: [(name: String, value: String)] = [("Content-Type", "application/json")]
         if let token = self.token {
             headers.append(("Authorization", "Bearer \(token)"))
         }
         let result = Locked<Result<HTTPClient.Response, HTTPClient.TransportError>?>(nil)
         let done = DispatchSemaphore(value: 0)
-        client.send(HTTPClient.Request(method: method, url: self.adminURL + path, headers: headers, body: body)) { outcome in
+        let request = HTTPClient.Request(
+            method: method, url: self.adminURL + path, headers: headers, body: body, timeoutMs: timeoutMs)
+        client.send(request) { outcome in
             result.withLock { $0 = outcome }
             done.signal()
         }
