@@ -39,12 +39,14 @@ public final class Relay: Sendable {
         var unsettled = UnsettledDeliveries()
         var portOuts = PortOutIndex()
         let deadLetters = DeadLetterIndex()
+        var order = EventSequenceCheck()
         let journal = try Journal.open(
             directory: journalDirectory, segmentBytes: config.journal.segmentBytes, logger: logger,
             includeBodies: false, metrics: JournalMetrics()
         ) { record, location in
             switch record {
             case .event(let event):
+                order.note(event.sequence)
                 state.restore(event)
                 unsettled.add(event, at: location)
                 portOuts.apply(event, at: location)
@@ -62,6 +64,14 @@ public final class Relay: Sendable {
                 unsettled.reopen(replay)
                 deadLetters.suspend(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
             }
+        }
+        if let problem = order.takeProblem() {
+            // The events are still restored: they carry the ids of the originals, so receivers that dedupe on
+            // webhook-id drop what is sent again, while skipping them would lose any that are no copies.
+            logger.error(
+                "journal events out of sequence",
+                ["problem": .string(problem), "effect": "copies of events are delivered again",
+                 "action": "run portout-relay journal verify to find the segment, and move a copied segment out of the journal"])
         }
         let pending = unsettled.pendingDeliveries()
         let configuredKeys = DeliveryEngine.keys(of: config.tenants)

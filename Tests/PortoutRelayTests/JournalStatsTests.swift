@@ -64,9 +64,39 @@ struct JournalStatsTests {
         #expect(try JournalCommands.verify(dataDirectory: dataDirectory) { verifyLines.append($0) } == false)
         #expect(verifyLines.contains("\(SegmentFile.name(for: segment + 2)): segment \(segment + 1) is missing before it"))
         let (summary, damage) = try Self.stats(dataDirectory)
-        #expect(damage.map(\.segment) == [SegmentFile.name(for: segment + 2)])
+        #expect(damage.first?.segment == SegmentFile.name(for: segment + 2))
+        #expect(damage.first?.missingBefore == 1)
         #expect(summary["missingSegments"] == .number(1))
-        #expect(summary["damagedSegments"] == .number(0))
+        // The copy repeats the first segment's event, which is also reported.
+        #expect(damage.dropFirst().map(\.problem) == [
+            "1 event out of sequence, the first with sequence 1 after 1, as when records are copied or restored into the journal"
+        ])
+    }
+
+    /// A segment copied under the next number has no gap before it, but its events repeat earlier sequences,
+    /// which verify, stats and dump all report as damage.
+    @Test func copiedSegmentIsDamage() throws {
+        let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)
+        defer { harness.finish() }
+        for status in ["initiated", "processing"] {
+            #expect(try harness.post(Events.portOut("pout_copy", status: status)).status == 202)
+        }
+        harness.stop()
+        let dataDirectory = harness.directory.path + "/data"
+        let journal = dataDirectory + "/journal/"
+        let segment = try #require(try SegmentFile.segments(in: journal).last)
+        try FileManager.default.copyItem(
+            atPath: journal + SegmentFile.name(for: segment), toPath: journal + SegmentFile.name(for: segment + 1))
+
+        var verifyLines: [String] = []
+        #expect(try JournalCommands.verify(dataDirectory: dataDirectory) { verifyLines.append($0) } == false)
+        let copyLine = try #require(verifyLines.last)
+        #expect(copyLine.contains("2 events out of sequence, the first with sequence 1 after 2"), "\(copyLine)")
+        #expect(verifyLines.first?.contains("out of sequence") == false)
+        let (summary, damage) = try Self.stats(dataDirectory)
+        #expect(damage.map(\.segment) == [SegmentFile.name(for: segment + 1)])
+        #expect(summary["damagedSegments"] == .number(1))
+        #expect(summary["events"] == .number(4))
     }
 
     /// Events carry account numbers, so the journal's directory and files are the owner's alone, whatever the umask.

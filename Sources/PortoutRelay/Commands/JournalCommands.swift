@@ -13,6 +13,7 @@ public enum JournalCommands {
     /// one and the next start cuts it off.
     public static func verify(dataDirectory: String, output: (String) -> Void) throws(JournalError) -> Bool {
         var healthy = true
+        var order = EventSequenceCheck()
         try self.forEachSegment(dataDirectory) { name, bytes, gap, isActive in
             if let gap {
                 output("\(name): \(gap.missing) before it")
@@ -20,9 +21,17 @@ public enum JournalCommands {
             }
             var undecodable = 0
             let result = SegmentFile.scan(bytes) { payload, _ in
-                if JournalRecord.decode(payload) == nil { undecodable += 1 }
+                switch JournalRecord.decode(payload) {
+                case nil: undecodable += 1
+                case .event(let event)?: order.note(event.sequence)
+                default: break
+                }
             }
             var line = "\(name): \(result.records) records, \(bytes.count) bytes"
+            if let problem = order.takeProblem() {
+                line += "; \(problem)"
+                healthy = false
+            }
             for damage in result.damage {
                 line += "; damaged: \(damage.reason), bytes \(damage.start) to \(damage.end) skipped"
                 healthy = false
@@ -290,6 +299,7 @@ public enum JournalCommands {
         _ dataDirectory: String, _ body: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> [SegmentDamage] {
         var damage: [SegmentDamage] = []
+        var order = EventSequenceCheck()
         try self.forEachSegment(dataDirectory) { name, bytes, gap, isActive in
             if let gap {
                 damage.append(SegmentDamage(segment: name, problem: "\(gap.missing) before it", missingBefore: gap.count))
@@ -297,11 +307,17 @@ public enum JournalCommands {
             let segment = UInt64(name.prefix(20)) ?? 0
             let result = SegmentFile.scan(bytes) { payload, offset in
                 guard let record = JournalRecord.decode(payload) else { return }
+                if case .event(let event) = record {
+                    order.note(event.sequence)
+                }
                 body(record, JournalLocation(segment: segment, offset: Int64(offset), length: Int32(payload.count)))
             }
             for region in result.damage {
                 damage.append(SegmentDamage(
                     segment: name, problem: "\(region.reason); bytes \(region.start) to \(region.end) skipped"))
+            }
+            if let problem = order.takeProblem() {
+                damage.append(SegmentDamage(segment: name, problem: problem))
             }
             if let tornTail = result.tornTail, !isActive {
                 damage.append(SegmentDamage(segment: name, problem: "torn tail after byte \(result.validBytes): \(tornTail)"))
