@@ -58,7 +58,7 @@ def deliver(context, name, data, destinations, records, reference_connections):
     """Measure wrk and libcurl alone against an nginx sink, then the relay's deliveries from `data`, then both
     references again.
 
-    Returns the relay's rate, each run's rate of wrk and of libcurl, and the connection count the references
+    Return the relay's rate, each run's rate of wrk and of libcurl, and the connection count the references
     used. The references run before and after the relay, so that a machine whose speed drifts moves their mean
     and the relay alike. The relay's clock starts at process start, so it includes replaying the journal and
     the relay's rate is a lower bound.

@@ -70,8 +70,8 @@ def webhook_wrk(context, events, duration):
 def paired(runs):
     """Return the mean of each figure over `runs`, wrk's figures from runs of the same server.
 
-    For latencies this is an approximation: the mean of two runs' percentiles is not the percentile of their
-    requests taken together, which wrk does not report.
+    For latencies this is an approximation, because the mean of two runs' percentiles is not the percentile of
+    their requests taken together, which wrk does not report.
     """
     return {key: sum(run[key] for run in runs) / len(runs) for key in ("rate", "p50Us", "p99Us", "p999Us")}
 

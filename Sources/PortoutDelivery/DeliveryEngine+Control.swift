@@ -146,30 +146,30 @@ extension DeliveryEngine {
             Array(self.loop.destinations.values) + Array(self.loop.detached.values), unconfigured: self.loop.heldUnconfigured)
     }
 
-    /// Holds a destination that is not configured but has deliveries waiting, when the saved modes could not be
-    /// read at start: it may have been held before, so a reload that configures it again applies a pause.
-    /// Returns whether it was newly held, so that the caller saves the modes once for a batch.
+    /// Holds a paused mode for a destination that is not configured but has deliveries waiting, when the saved
+    /// modes could not be read at start. The destination may have been held before, so a reload that configures
+    /// it again pauses it. Returns whether the mode is new, so that the caller saves the modes once for a batch.
     func holdUnconfiguredWithUnknownMode(_ key: String) -> Bool {
-        guard let reason = self.loop.unreadableModesReason, self.loop.heldUnconfigured[key] == nil else { return false }
+        guard let unreadable = self.loop.unreadableModes, self.loop.heldUnconfigured[key] == nil else { return false }
         self.loop.heldUnconfigured[key] = DestinationControlFile.Entry(
-            mode: .paused, reason: reason, changedAtMs: WallClock.milliseconds())
+            mode: .paused, reason: unreadable.reason, changedAtMs: WallClock.milliseconds())
         self.logger.warning(
-            "destination paused for when it is configured again",
-            ["destination": .string(key), "reason": .string(reason)])
+            "unconfigured destination will start paused",
+            ["destination": .string(key), "reason": .string(unreadable.reason)])
         return true
     }
 
     /// Pauses every configured destination when the saved modes cannot be read. Starting them all active could
-    /// send to one that an operator paused or a 410 disabled, where a pause only delays deliveries until someone
-    /// resumes it. The file is renamed aside first, so that the save of the pauses keeps it for inspection.
+    /// send to one that an operator paused or a 410 disabled, while a pause only delays deliveries until a resume.
+    /// The file is renamed aside first, so that saving the pauses does not replace it.
     private func pauseEveryDestination(_ controlFile: DestinationControlFile, unreadableBecause error: String) {
         let movedTo = DurableFile.moveAside(path: controlFile.path)
         let reason =
-            "destinations.json could not be read at start, so the modes saved before it are unknown; "
-            + "resume each destination that should be sending"
+            "destinations.json could not be read at start, so the modes saved before it are unknown. "
+            + "Resume each destination that should be sending."
         let nowMs = WallClock.milliseconds()
         let runtimes = self.loop.destinations.values.sorted { ($0.tenant, $0.config.id) < ($1.tenant, $1.config.id) }
-        self.loop.unreadableModesReason = reason
+        self.loop.unreadableModes = (reason, movedTo != nil)
         for runtime in runtimes {
             runtime.mode = .paused
             runtime.modeReason = reason
@@ -185,7 +185,7 @@ extension DeliveryEngine {
         self.saveModesLoggingFailure(controlFile)
     }
 
-    /// Saves the modes as `saveModes` does, and logs a failure, for changes no operator request waits on.
+    /// Saves the modes as `saveModes` does and logs a failure, for changes that no operator request waits on.
     func saveModesLoggingFailure(_ controlFile: DestinationControlFile) {
         do {
             try self.saveModes(controlFile)

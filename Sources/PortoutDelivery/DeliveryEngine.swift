@@ -207,7 +207,7 @@ public final class DeliveryEngine: Sendable {
             destination.queue.enqueue(delivery)
             self.updateCounters(key) { $0.pending = destination.queue.count }
         }
-        if isHeldChanged, let controlFile = self.controlFile {
+        if isHeldChanged, self.loop.unreadableModes?.isMovedAside == true, let controlFile = self.controlFile {
             self.saveModesLoggingFailure(controlFile)
         }
     }

@@ -24,8 +24,9 @@ final class DeliveryLoop: @unchecked Sendable {
     /// Saved modes of destinations held before a restart that are not configured now, by `tenant/destination`.
     /// They are kept in the saved file and applied if a reload configures the destination again.
     var heldUnconfigured: [String: DestinationControlFile.Entry] = [:]
-    /// Set when the saved modes could not be read at start, to the reason given to the destinations it paused.
-    var unreadableModesReason: String?
+    /// Set when the saved modes could not be read at start: the reason given to the paused destinations, and
+    /// whether the unreadable file was renamed aside, without which saving the modes would replace it.
+    var unreadableModes: (reason: String, isMovedAside: Bool)?
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var idle: [CurlTransfer] = []
     /// Threads with multi handles of their own, and the transfers each has in flight.

@@ -15,7 +15,7 @@ struct DestinationControlFile: Sendable {
     func load() throws -> [String: Entry] {
         guard let bytes = try DurableFile.read(path: self.path) else { return [:] }
         let document = try JSONParser.parse(bytes)
-        // Only a file this type wrote counts: any other shape could be hiding held destinations.
+        // Only the shape that `save` writes is read, because any other shape could be hiding held destinations.
         guard let elements = document.objectValue?["destinations"]?.arrayValue else {
             throw ControlFileError(path: self.path, reason: "the file is not an object with a \"destinations\" array")
         }
@@ -27,9 +27,12 @@ struct DestinationControlFile: Sendable {
             else {
                 throw ControlFileError(path: self.path, reason: "an entry lacks tenant, destination or mode")
             }
-            let changedAtMs = object["changedAtMs"].map { $0.intValue.flatMap { Int64(exactly: $0) } } ?? 0
-            guard let changedAtMs else {
-                throw ControlFileError(path: self.path, reason: "an entry's changedAtMs is not an integer")
+            var changedAtMs: Int64 = 0
+            if let value = object["changedAtMs"] {
+                guard let milliseconds = value.intValue.flatMap({ Int64(exactly: $0) }) else {
+                    throw ControlFileError(path: self.path, reason: "an entry's changedAtMs is not an integer")
+                }
+                changedAtMs = milliseconds
             }
             entries[tenant + "/" + destination] = Entry(
                 mode: mode, reason: object["reason"]?.stringValue ?? "", changedAtMs: changedAtMs)

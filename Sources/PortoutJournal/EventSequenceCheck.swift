@@ -8,22 +8,20 @@ public struct EventSequenceCheck: Sendable {
 
     public init() {}
 
-    /// Notes the event with `sequence`, read after every earlier record; returns false if it is out of sequence.
-    @discardableResult
-    public mutating func note(_ sequence: UInt64) -> Bool {
+    /// Notes the event with `sequence`, read after every earlier record.
+    public mutating func note(_ sequence: UInt64) {
         guard sequence <= self.highest else {
             self.highest = sequence
-            return true
+            return
         }
         self.outOfSequence += 1
         if self.first == nil {
             self.first = (sequence, self.highest)
         }
-        return false
     }
 
     /// Returns what was found since the last call, such as "2 events out of sequence, the first with sequence 3
-    /// after 7; …", or nil, and counts afresh from here. The highest sequence seen carries on.
+    /// after 7, …", or nil, and counts afresh from here. The highest sequence seen carries on.
     public mutating func takeProblem() -> String? {
         defer {
             self.outOfSequence = 0

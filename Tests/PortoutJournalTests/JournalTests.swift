@@ -84,7 +84,7 @@ import Testing
         #expect(recovered == written)
     }
 
-    /// A file whose name is a number no journal reaches is not a segment: recovery leaves it alone instead of
+    /// A file whose name is a number no journal reaches is not a segment, so recovery leaves it alone instead of
     /// counting past the largest segment number.
     @Test func segmentNameBeyondLimitIsIgnored() throws {
         let directory = TemporaryDirectory()
@@ -104,8 +104,8 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: stray))
     }
 
-    /// No segment follows the largest number, since a start would not read it back: a journal whose last file
-    /// has that number refuses to start instead of writing records that a later start would skip.
+    /// No segment follows the largest number, since a start would not read it back. A journal whose last file
+    /// has that number fails to open instead of writing records that a later start would skip.
     @Test func noSegmentFollowsTheLargestNumber() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
