@@ -123,13 +123,27 @@ public enum SegmentFile {
 
     /// Reads a whole file into memory.
     public static func readAll(_ path: String) throws(JournalError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        try self.read(path, into: &bytes)
+        return bytes
+    }
+
+    /// Replaces `bytes` with the whole file, reusing its storage. Recovery reads every segment into one buffer,
+    /// because a new 64 MiB array for each made the kernel fault in and zero 16,384 pages per segment. On a
+    /// 1,000,000-record journal that was 160,000 page faults and about a seventh of start-up's CPU time.
+    static func read(_ path: String, into bytes: inout [UInt8]) throws(JournalError) {
         do {
             let fd = try systemCall("open") { open(path, O_RDONLY | O_CLOEXEC) }
             defer { _ = close(fd) }
             var info = stat()
             _ = try systemCall("fstat") { fstat(fd, &info) }
             let size = Int(info.st_size)
-            var bytes = [UInt8](repeating: 0, count: size)
+            // Only bytes the buffer grows by are zeroed first; pread overwrites the rest.
+            if bytes.count < size {
+                bytes.append(contentsOf: repeatElement(0, count: size - bytes.count))
+            } else {
+                bytes.removeLast(bytes.count - size)
+            }
             var filled = 0
             while filled < size {
                 let count = try systemCall("pread") {
@@ -138,7 +152,7 @@ public enum SegmentFile {
                 if count == 0 { break }
                 filled += count
             }
-            return filled == size ? bytes : Array(bytes[0..<filled])
+            bytes.removeLast(size - filled)
         } catch {
             throw JournalError(path: path, error)
         }

@@ -193,21 +193,6 @@ struct ConfigTests {
     }
 }
 
-struct LRUIndexTests {
-    @Test func evictsLeastRecentlyUsed() {
-        var index = LRUIndex<Int, String>(capacity: 2)
-        #expect(index.insert(1, "a") == nil)
-        #expect(index.insert(2, "b") == nil)
-        #expect(index.lookup(1) == "a")
-        let evicted = index.insert(3, "c")
-        #expect(evicted?.key == 2)
-        #expect(index.peek(2) == nil)
-        #expect(index.count == 2)
-        #expect(index.remove(1) == "a")
-        #expect(index.count == 1)
-    }
-}
-
 extension ConfigTests {
     @Test func adminOffLoopbackNeedsToken() throws {
         let tenants = #""tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]"#

@@ -82,3 +82,59 @@ struct ShardedTableTests {
         #expect(!keys.contains("key8"))
     }
 }
+
+struct LRUIndexTests {
+    @Test func evictsLeastRecentlyUsed() {
+        var index = LRUIndex<Int, String>(capacity: 2)
+        #expect(index.insert(1, "a") == nil)
+        #expect(index.insert(2, "b") == nil)
+        #expect(index.lookup(1) == "a")
+        let evicted = index.insert(3, "c")
+        #expect(evicted?.key == 2)
+        #expect(index.peek(2) == nil)
+        #expect(index.count == 2)
+        #expect(index.remove(1) == "a")
+        #expect(index.count == 1)
+    }
+
+    @Test func conditionalInsertKeepsOrReplaces() {
+        var index = LRUIndex<Int, Int>(capacity: 3)
+        index.insert(1, 10)
+        index.insert(2, 20)
+        // Kept: the value stays and so does the entry's place, so 1 is still the oldest.
+        index.insert(1, 5) { $0 < 5 }
+        #expect(index.peek(1) == 10)
+        index.insert(3, 30)
+        #expect(index.insert(4, 40)?.key == 1)
+        // Replaced: the entry becomes the most recent, so 3 is now the oldest.
+        index.insert(2, 25) { $0 < 25 }
+        #expect(index.peek(2) == 25)
+        #expect(index.insert(5, 50)?.key == 3)
+        // An absent key is inserted even when the condition is false.
+        index.remove(4)
+        #expect(index.insert(6, 60) { _ in false } == nil)
+        #expect(index.peek(6) == 60)
+        #expect(index.count == 3)
+    }
+
+    @Test func fullIndexReusesEvictedAndRemovedNodes() {
+        var index = LRUIndex<Int, Int>(capacity: 2)
+        for key in 0..<100 {
+            // Every tenth key finds the room that removing the key before it left.
+            let expected = key >= 2 && key % 10 != 0 ? key - 2 : nil
+            #expect(index.insert(key, key * 2)?.key == expected)
+            if key % 10 == 9 {
+                #expect(index.remove(key - 1) == (key - 1) * 2)
+            }
+        }
+        #expect(index.count == 1)
+        // Two nodes served all hundred keys.
+        #expect(index.keys.count == 2)
+        #expect(index.insert(99, 0) { _ in false } == nil)
+        #expect(index.peek(99) == 198)
+        #expect(index.insert(100, 200) == nil)
+        #expect(index.insert(101, 202)?.key == 99)
+        #expect(index.insert(100, 0) { _ in false } == nil)
+        #expect(index.insert(102, 204)?.key == 100)
+    }
+}

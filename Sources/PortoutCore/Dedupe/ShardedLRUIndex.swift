@@ -43,6 +43,15 @@ public struct ShardedLRUIndex<Key: Hashable, Value> {
         self.shards[self.shard(of: key)].insert(key, value)
     }
 
+    /// Inserts the value if the key is absent, or replaces the entry's value if `replaces` returns true for it;
+    /// see `LRUIndex.insert(_:_:replacingIf:)`.
+    @inlinable @discardableResult
+    public mutating func insert(
+        _ key: Key, _ value: Value, replacingIf replaces: (Value) -> Bool
+    ) -> (key: Key, value: Value)? {
+        self.shards[self.shard(of: key)].insert(key, value, replacingIf: replaces)
+    }
+
     /// Replaces the value of an existing entry without changing the recency order; returns false if absent.
     @inlinable @discardableResult
     public mutating func update(_ key: Key, _ value: Value) -> Bool {

@@ -233,11 +233,9 @@ struct IngestState: Sendable {
     mutating func restore(_ record: EventRecord) {
         _ = self.dedupe.insert(record.dedupeKey, DedupeEntry(isDurable: true, isStale: record.isStale))
         if let status = record.status, let key = record.lifecycleKey {
-            if (self.lifecycle.peek(key)?.rank ?? -1) < Int8(status.rank) {
-                var entry = LifecycleEntry(rank: status.rank, durableRank: status.rank, projectTag: Self.projectTag(record.project))
-                entry.isProjectDurable = true
-                _ = self.lifecycle.insert(key, entry)
-            }
+            var entry = LifecycleEntry(rank: status.rank, durableRank: status.rank, projectTag: Self.projectTag(record.project))
+            entry.isProjectDurable = true
+            _ = self.lifecycle.insert(key, entry) { $0.rank < entry.rank }
         } else if record.lifecycleKey == nil && !record.portOutID.isEmpty {
             // An event that carries the port out without a status change. Its key is not journaled, so it is
             // hashed here; such events are rare next to status changes.
