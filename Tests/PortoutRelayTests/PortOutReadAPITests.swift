@@ -60,6 +60,25 @@ struct PortOutReadAPITests {
         #expect(try Self.get(harness, "/projects/acme-mobile/portOuts/pout_none").status == 404)
     }
 
+    /// Objects read once are kept in memory by journal location, so a client that polls must still see each
+    /// status as soon as it is accepted.
+    @Test func pollingSeesEachNewStatus() throws {
+        let harness = try Self.harness()
+        defer { harness.finish() }
+        #expect(try harness.post(Self.event("pout_2", status: "initiated", createdMinute: 2)).status == 202)
+        for status in ["initiated", "processing", "issued", "completed"] {
+            #expect(try harness.post(Self.event("pout_1", status: status, createdMinute: 1)).status == 202)
+            for _ in 0..<2 {
+                let list = try Self.get(harness, "/projects/acme-mobile/portOuts?status=initiated,processing,issued,completed")
+                let items = list.json?.objectValue?["items"]?.arrayValue?.compactMap(\.objectValue) ?? []
+                #expect(items.map { $0["id"] } == ["pout_2", "pout_1"])
+                #expect(items.map { $0["status"] } == ["initiated", .string(status)])
+                let retrieved = try Self.get(harness, "/projects/acme-mobile/portOuts/pout_1")
+                #expect(retrieved.json?.objectValue?["status"] == .string(status))
+            }
+        }
+    }
+
     @Test func authAndScoping() throws {
         let harness = try Self.harness()
         defer { harness.finish() }

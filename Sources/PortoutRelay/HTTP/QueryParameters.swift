@@ -54,6 +54,10 @@ struct QueryParameters {
     /// Decodes `%XX` escapes, and `+` as a space unless `plusIsSpace` is false (as in a path); nil if an escape
     /// is malformed or the result is not UTF-8.
     static func decode(_ text: Substring, plusIsSpace: Bool = true) -> String? {
+        // Most path segments and values have nothing to decode, and the text is valid UTF-8 already.
+        if !text.utf8.contains(where: { $0 == UInt8(ascii: "%") || ($0 == UInt8(ascii: "+") && plusIsSpace) }) {
+            return String(text)
+        }
         var bytes: [UInt8] = []
         var iterator = text.utf8.makeIterator()
         while let byte = iterator.next() {
