@@ -44,6 +44,33 @@ struct ConfigTests {
         }
     }
 
+    @Test func destinationURLNeedsHostNoFragment() throws {
+        func destination(_ url: String) -> String {
+            #"{"tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}, "#
+                + #""destinations": [{"id": "d", "url": "\#(url)", "secret": "whsec_c2VjcmV0"}]}]}"#
+        }
+        // The backslash and t below reach the parser as a JSON escape for a tab.
+        let rejected = [
+            "http://", "https:///path", "http://billing.internal/hook#part", "http://billing.internal/a b",
+            "http://billing.internal/\\t", "ftp://billing.internal/", "billing.internal/hook",
+        ]
+        for url in rejected {
+            do {
+                _ = try Self.parse(destination(url))
+                Issue.record("destination url \(url) was accepted")
+            } catch {
+                #expect(error.problems.map(\.path) == ["$.tenants[0].destinations[0].url"], "\(url)")
+            }
+        }
+        let accepted = [
+            "http://127.0.0.1:8080/hook", "https://billing.internal/port-outs?source=relay", "http://[::1]:9/",
+            "https://user:pass@billing.internal/",
+        ]
+        for url in accepted {
+            #expect(try Self.parse(destination(url)).tenants[0].destinations[0].url == url)
+        }
+    }
+
     @Test func transferThreadsDefaultAndRange() throws {
         let tenants = #""tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}}]"#
         let defaults = try Self.parse("{\(tenants)}")

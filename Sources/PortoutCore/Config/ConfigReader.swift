@@ -1,3 +1,5 @@
+import Foundation
+
 /// Reads typed values out of a JSON document while collecting every problem with its JSON path.
 ///
 /// Each accessor returns nil (or the default) after recording a problem, so one pass over a file reports all its
@@ -23,6 +25,24 @@ struct ConfigReader {
             return nil
         }
         return object
+    }
+
+    /// Records a problem with a URL the relay sends requests to. A URL without a host, or with a fragment that
+    /// libcurl drops before sending, points somewhere other than the operator meant.
+    mutating func checkHTTPURL(_ url: String, _ path: String) {
+        guard url.hasPrefix("http://") || url.hasPrefix("https://"),
+            !url.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F })
+        else {
+            self.fail(path, "must be an http:// or https:// URL without spaces")
+            return
+        }
+        guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else {
+            self.fail(path, "must be a valid URL with a host, such as https://billing.internal/port-outs")
+            return
+        }
+        if components.fragment != nil {
+            self.fail(path, "must not have a #fragment, which is never sent: remove it")
+        }
     }
 
     mutating func requiredString(_ object: JSONObject, _ key: String, _ path: String) -> String? {

@@ -102,8 +102,8 @@ extension ConfigReader {
         guard let object = self.object(value, path) else { return nil }
         self.rejectUnknownKeys(object, path, known: ["url", "secret", "previousSecrets", "timeoutMs"])
         let url = self.requiredString(object, "url", path)
-        if let url, !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.contains(" ") {
-            self.fail("\(path).url", "must be an http:// or https:// URL without spaces")
+        if let url {
+            self.checkHTTPURL(url, "\(path).url")
         }
         var secret: Secret?
         if let secretValue = object["secret"] {

@@ -102,8 +102,8 @@ extension ConfigReader {
         guard let object = self.object(value, path) else { return nil }
         self.rejectUnknownKeys(object, path, known: Self.upstreamKeys)
         var baseURL = self.requiredString(object, "baseUrl", path)
-        if let url = baseURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.contains(" ") {
-            self.fail("\(path).baseUrl", "must be an http:// or https:// URL without spaces")
+        if let url = baseURL {
+            self.checkHTTPURL(url, "\(path).baseUrl")
         }
         while baseURL?.hasSuffix("/") == true {
             baseURL?.removeLast()
@@ -174,8 +174,8 @@ extension ConfigReader {
             self.checkIdentifier(id, "\(path).id")
         }
         let url = self.requiredString(object, "url", path)
-        if let url, !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.contains(" ") {
-            self.fail("\(path).url", "must be an http:// or https:// URL without spaces")
+        if let url {
+            self.checkHTTPURL(url, "\(path).url")
         }
         var secret: Secret?
         if let secretValue = object["secret"] {
