@@ -34,10 +34,10 @@ struct JournalRecovery {
         }
         var totalRecords = 0
         var lastValidBytes = 0
-        var bytes: [UInt8] = []
+        let reader = SegmentReader()
         for (index, segment) in segments.enumerated() {
             let path = self.directory + "/" + SegmentFile.name(for: segment)
-            try SegmentFile.read(path, into: &bytes)
+            let bytes = try reader.read(path)
             var undecodable = 0
             let result = SegmentFile.scan(bytes) { payload, offset in
                 guard let record = JournalRecord.decode(payload, includeBody: self.includeBodies) else {
