@@ -343,7 +343,8 @@ public enum SegmentFile {
     }
 }
 
-/// Reads whole segments, one after another, into one buffer that grows to fit the largest and is never zeroed.
+/// A reader of whole segments, one after another, into one buffer that grows to fit the largest and is never
+/// zeroed.
 ///
 /// Recovery reads every segment this way because a new 64 MiB array for each made the kernel fault in and zero
 /// 16,384 pages per segment. On a 1,000,000-record journal that was 160,000 page faults and about a seventh of
