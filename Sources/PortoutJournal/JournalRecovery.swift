@@ -35,6 +35,8 @@ struct JournalRecovery {
         var totalRecords = 0
         var lastValidBytes = 0
         let reader = SegmentReader()
+        // The last segment's bytes are scanned after the reader's last call.
+        defer { withExtendedLifetime(reader) {} }
         for (index, segment) in segments.enumerated() {
             let path = self.directory + "/" + SegmentFile.name(for: segment)
             let bytes = try reader.read(path)

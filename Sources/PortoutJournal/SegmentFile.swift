@@ -123,25 +123,9 @@ public enum SegmentFile {
 
     /// Reads a whole file into memory.
     public static func readAll(_ path: String) throws(JournalError) -> [UInt8] {
-        do {
-            let fd = try systemCall("open") { open(path, O_RDONLY | O_CLOEXEC) }
-            defer { _ = close(fd) }
-            var info = stat()
-            _ = try systemCall("fstat") { fstat(fd, &info) }
-            let size = Int(info.st_size)
-            var bytes = [UInt8](repeating: 0, count: size)
-            var filled = 0
-            while filled < size {
-                let count = try systemCall("pread") {
-                    bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + filled, size - filled, off_t(filled)) }
-                }
-                if count == 0 { break }
-                filled += count
-            }
-            return filled == size ? bytes : Array(bytes[0..<filled])
-        } catch {
-            throw JournalError(path: path, error)
-        }
+        let reader = SegmentReader()
+        defer { withExtendedLifetime(reader) {} }
+        return Array(try reader.read(path))
     }
 
     /// The outcome of checking a segment's frames: where the valid prefix ends and, if it ends early, why.
@@ -356,7 +340,9 @@ final class SegmentReader {
         self.buffer.deallocate()
     }
 
-    /// Reads the whole file and returns its bytes, which stay valid until the next call.
+    /// Reads the whole file and returns its bytes, which stay valid until the next call. Swift may release an
+    /// object right after its last use, so a caller keeps the reader alive with `withExtendedLifetime` for as
+    /// long as it reads the bytes.
     func read(_ path: String) throws(JournalError) -> UnsafeRawBufferPointer {
         do {
             let fd = try systemCall("open") { open(path, O_RDONLY | O_CLOEXEC) }

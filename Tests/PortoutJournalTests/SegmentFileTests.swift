@@ -79,6 +79,7 @@ struct SegmentFileTests {
         defer { directory.remove() }
         let sizes = [70_000, 3, 0, 150_000, 69_999, 160_000]
         let reader = SegmentReader()
+        defer { withExtendedLifetime(reader) {} }
         for (index, size) in sizes.enumerated() {
             let contents = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index) }
             let path = directory.file("\(index).seg")
