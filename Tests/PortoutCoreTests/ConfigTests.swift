@@ -44,30 +44,51 @@ struct ConfigTests {
         }
     }
 
-    @Test func destinationURLNeedsHostNoFragment() throws {
+    @Test func destinationURLChecked() throws {
         func destination(_ url: String) -> String {
             #"{"tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}, "#
                 + #""destinations": [{"id": "d", "url": "\#(url)", "secret": "whsec_c2VjcmV0"}]}]}"#
         }
         // The backslash and t below reach the parser as a JSON escape for a tab.
-        let rejected = [
-            "http://", "https:///path", "http://billing.internal/hook#part", "http://billing.internal/a b",
-            "http://billing.internal/\\t", "ftp://billing.internal/", "billing.internal/hook",
+        let rejected: [(url: String, message: String)] = [
+            ("http://", "must be a valid URL with a host, as in https://billing.internal/port-outs"),
+            ("https:///path", "must be a valid URL with a host, as in https://billing.internal/port-outs"),
+            ("http://billing.internal/hook#part", "must not have a #fragment, which is never sent: remove it"),
+            ("http://billing.internal/a b", "must not contain spaces or control characters; write a space as %20"),
+            ("http://billing.internal/\\t", "must not contain spaces or control characters; write a space as %20"),
+            ("ftp://billing.internal/", "must start with http:// or https://, as in https://billing.internal/port-outs"),
+            ("billing.internal/hook", "must start with http:// or https://, as in https://billing.internal/port-outs"),
+            ("http://127.0.0.1:99999/x", "has port 99999, which is not between 1 and 65535"),
+            ("http://127.0.0.1:0/x", "has port 0, which is not between 1 and 65535"),
+            ("http://billing.internal/%zz", "contains a % that is not followed by two hexadecimal digits; write a percent sign as %25"),
+            ("http://billing.internal/100%", "contains a % that is not followed by two hexadecimal digits; write a percent sign as %25"),
         ]
-        for url in rejected {
+        for (url, message) in rejected {
             do {
                 _ = try Self.parse(destination(url))
                 Issue.record("destination url \(url) was accepted")
             } catch {
                 #expect(error.problems.map(\.path) == ["$.tenants[0].destinations[0].url"], "\(url)")
+                #expect(error.problems.map(\.message) == [message], "\(url)")
             }
         }
         let accepted = [
             "http://127.0.0.1:8080/hook", "https://billing.internal/port-outs?source=relay", "http://[::1]:9/",
-            "https://user:pass@billing.internal/",
+            "https://user:pass@billing.internal/", "HTTPS://billing.internal/a%2Fb", "http://127.0.0.1:65535/",
         ]
         for url in accepted {
             #expect(try Self.parse(destination(url)).tenants[0].destinations[0].url == url)
+        }
+    }
+
+    @Test func upstreamBaseURLHasNoQuery() throws {
+        let tenant = #"{"id": "t1", "projects": ["p"], "verify": {"secrets": ["whsec_c2VjcmV0"]}, "#
+        do {
+            _ = try Self.parse(#"{"tenants": [\#(tenant)"upstream": {"baseUrl": "http://127.0.0.1:1/?a=b", "apiKey": "carrier-key"}}]}"#)
+            Issue.record("a base URL with a query was accepted")
+        } catch {
+            #expect(error.problems.map(\.path) == ["$.tenants[0].upstream.baseUrl"])
+            #expect(error.problems.first?.message == "must not have a ?query, because request paths are appended to this URL")
         }
     }
 

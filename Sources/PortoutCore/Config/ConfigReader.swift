@@ -27,22 +27,47 @@ struct ConfigReader {
         return object
     }
 
-    /// Records a problem with a URL the relay sends requests to. A URL without a host, or with a fragment that
-    /// libcurl drops before sending, points somewhere other than the operator meant.
-    mutating func checkHTTPURL(_ url: String, _ path: String) {
-        guard url.hasPrefix("http://") || url.hasPrefix("https://"),
-            !url.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F })
-        else {
-            self.fail(path, "must be an http:// or https:// URL without spaces")
+    /// Records a problem with a URL the relay sends requests to, so that it shows at start rather than at every
+    /// attempt. libcurl rejects a port outside 1 to 65535 and drops a fragment before sending. A `%` without two
+    /// hex digits after it is not valid in a URL. `example` is a valid URL for the message, and `isBase` marks a
+    /// URL that request paths are appended to, after any query it has.
+    mutating func checkHTTPURL(_ url: String, _ path: String, example: String, isBase: Bool = false) {
+        let lowercased = url.lowercased()
+        guard lowercased.hasPrefix("http://") || lowercased.hasPrefix("https://") else {
+            self.fail(path, "must start with http:// or https://, as in \(example)")
+            return
+        }
+        guard !url.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else {
+            self.fail(path, "must not contain spaces or control characters; write a space as %20")
+            return
+        }
+        guard Self.hasValidEscapes(url) else {
+            self.fail(path, "contains a % that is not followed by two hexadecimal digits; write a percent sign as %25")
             return
         }
         guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else {
-            self.fail(path, "must be a valid URL with a host, such as https://billing.internal/port-outs")
+            self.fail(path, "must be a valid URL with a host, as in \(example)")
             return
+        }
+        if let port = components.port, !(1...65535).contains(port) {
+            self.fail(path, "has port \(port), which is not between 1 and 65535")
         }
         if components.fragment != nil {
             self.fail(path, "must not have a #fragment, which is never sent: remove it")
         }
+        if isBase, components.query != nil {
+            self.fail(path, "must not have a ?query, because request paths are appended to this URL")
+        }
+    }
+
+    private static func hasValidEscapes(_ text: String) -> Bool {
+        var bytes = text.utf8.makeIterator()
+        while let byte = bytes.next() {
+            guard byte == UInt8(ascii: "%") else { continue }
+            guard let high = bytes.next(), let low = bytes.next(), ASCII.hexDigitValue(high) != nil, ASCII.hexDigitValue(low) != nil
+            else { return false }
+        }
+        return true
     }
 
     mutating func requiredString(_ object: JSONObject, _ key: String, _ path: String) -> String? {

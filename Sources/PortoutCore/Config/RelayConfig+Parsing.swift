@@ -103,7 +103,7 @@ extension ConfigReader {
         self.rejectUnknownKeys(object, path, known: ["url", "secret", "previousSecrets", "timeoutMs"])
         let url = self.requiredString(object, "url", path)
         if let url {
-            self.checkHTTPURL(url, "\(path).url")
+            self.checkHTTPURL(url, "\(path).url", example: "https://alerts.internal/portout-relay")
         }
         var secret: Secret?
         if let secretValue = object["secret"] {

@@ -103,7 +103,7 @@ extension ConfigReader {
         self.rejectUnknownKeys(object, path, known: Self.upstreamKeys)
         var baseURL = self.requiredString(object, "baseUrl", path)
         if let url = baseURL {
-            self.checkHTTPURL(url, "\(path).baseUrl")
+            self.checkHTTPURL(url, "\(path).baseUrl", example: "https://api.carrier.example", isBase: true)
         }
         while baseURL?.hasSuffix("/") == true {
             baseURL?.removeLast()
@@ -175,7 +175,7 @@ extension ConfigReader {
         }
         let url = self.requiredString(object, "url", path)
         if let url {
-            self.checkHTTPURL(url, "\(path).url")
+            self.checkHTTPURL(url, "\(path).url", example: "https://billing.internal/port-outs")
         }
         var secret: Secret?
         if let secretValue = object["secret"] {
