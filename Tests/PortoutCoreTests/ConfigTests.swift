@@ -62,6 +62,10 @@ struct ConfigTests {
             ("http://127.0.0.1:0/x", "has port 0, which is not between 1 and 65535"),
             ("http://billing.internal/%zz", "contains a % that is not followed by two hexadecimal digits; write a percent sign as %25"),
             ("http://billing.internal/100%", "contains a % that is not followed by two hexadecimal digits; write a percent sign as %25"),
+            ("http://a@b@127.0.0.1:8080/x", "has more than one @ before the host; write an @ in a user name or password as %40"),
+            ("http://[v1.fe]:8080/x", "has a host in brackets that is not an IPv6 address"),
+            ("http://127.0.0.1\u{200B}:8080/x", "must be ASCII: percent-encode other characters, and write a host name in its xn-- form"),
+            ("http://\u{FF11}27.0.0.1/", "must be ASCII: percent-encode other characters, and write a host name in its xn-- form"),
         ]
         for (url, message) in rejected {
             do {
@@ -75,6 +79,8 @@ struct ConfigTests {
         let accepted = [
             "http://127.0.0.1:8080/hook", "https://billing.internal/port-outs?source=relay", "http://[::1]:9/",
             "https://user:pass@billing.internal/", "HTTPS://billing.internal/a%2Fb", "http://127.0.0.1:65535/",
+            "http://user:p%40ss@billing.internal/x?next=a@b", "http://[fe80::1%25eth0]:8080/", "http://[::ffff:127.0.0.1]/",
+            "https://xn--bcher-kva.example/",
         ]
         for url in accepted {
             #expect(try Self.parse(destination(url)).tenants[0].destinations[0].url == url)

@@ -79,6 +79,24 @@ struct PortOutReadAPITests {
         }
     }
 
+    /// A port out's `data` may carry extra fields up to the body limit, so large objects are read from the journal
+    /// each time instead of being kept in memory.
+    @Test func largeObjectsNotKept() throws {
+        let harness = try Self.harness()
+        defer { harness.finish() }
+        let padding = String(repeating: "x", count: PortOutStore.maxRecentObjectBytes)
+        let large = String(decoding: Self.event("pout_large", status: "initiated", createdMinute: 1), as: UTF8.self)
+            .replacingOccurrences(of: "\"subscription\":", with: "\"padding\":\"\(padding)\",\"subscription\":")
+        #expect(try harness.post(Array(large.utf8)).status == 202)
+        #expect(try harness.post(Self.event("pout_small", status: "initiated", createdMinute: 2)).status == 202)
+        for _ in 0..<2 {
+            let object = try Self.get(harness, "/projects/acme-mobile/portOuts/pout_large").json?.objectValue
+            #expect(object?["padding"]?.stringValue == padding)
+            #expect(try Self.get(harness, "/projects/acme-mobile/portOuts/pout_small").status == 200)
+        }
+        #expect(harness.relay?.store.keptObjectCount == 1)
+    }
+
     @Test func authAndScoping() throws {
         let harness = try Self.harness()
         defer { harness.finish() }

@@ -32,6 +32,7 @@ struct ConfigReader {
     /// hex digits after it is not valid in a URL. `example` is a valid URL for the message, and `isBase` marks a
     /// URL that request paths are appended to, after any query it has.
     mutating func checkHTTPURL(_ url: String, _ path: String, example: String, isBase: Bool = false) {
+        // A fault in the raw text ends the check, since the parts parsed from such text would be wrong too.
         let lowercased = url.lowercased()
         guard lowercased.hasPrefix("http://") || lowercased.hasPrefix("https://") else {
             self.fail(path, "must start with http:// or https://, as in \(example)")
@@ -41,14 +42,27 @@ struct ConfigReader {
             self.fail(path, "must not contain spaces or control characters; write a space as %20")
             return
         }
+        guard url.utf8.allSatisfy({ $0 < 0x80 }) else {
+            self.fail(path, "must be ASCII: percent-encode other characters, and write a host name in its xn-- form")
+            return
+        }
         guard Self.hasValidEscapes(url) else {
             self.fail(path, "contains a % that is not followed by two hexadecimal digits; write a percent sign as %25")
             return
         }
+
         guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else {
             self.fail(path, "must be a valid URL with a host, as in \(example)")
             return
         }
+        let authority = url.drop { $0 != ":" }.dropFirst(3).prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        if authority.filter({ $0 == "@" }).count > 1 {
+            self.fail(path, "has more than one @ before the host; write an @ in a user name or password as %40")
+        }
+        if host.hasPrefix("["), !Self.isIPv6Literal(host) {
+            self.fail(path, "has a host in brackets that is not an IPv6 address")
+        }
+
         if let port = components.port, !(1...65535).contains(port) {
             self.fail(path, "has port \(port), which is not between 1 and 65535")
         }
@@ -58,6 +72,14 @@ struct ConfigReader {
         if isBase, components.query != nil {
             self.fail(path, "must not have a ?query, because request paths are appended to this URL")
         }
+    }
+
+    /// Returns whether `host` is an IPv6 address in brackets, with or without a zone such as `%25eth0`.
+    private static func isIPv6Literal(_ host: String) -> Bool {
+        guard host.hasPrefix("["), host.hasSuffix("]") else { return false }
+        let address = host.dropFirst().dropLast().prefix { $0 != "%" }
+        var parsed = in6_addr()
+        return inet_pton(AF_INET6, String(address), &parsed) == 1
     }
 
     private static func hasValidEscapes(_ text: String) -> Bool {

@@ -11,10 +11,13 @@ final class PortOutStore: Sendable {
     /// the relay runs, because the index only names records that were written durably, so no entry goes stale.
     private let recentObjects = Locked(LRUIndex<JournalLocation, [UInt8]>(capacity: PortOutStore.recentObjectCount))
 
-    /// Enough for the pages that clients poll over and over, such as the newest port outs of each project, at
-    /// about 400 bytes an object. Under a load of list requests, reading and slicing objects took 29 percent of
-    /// the relay's CPU time.
+    /// Enough for the pages that clients poll over and over, such as the newest port outs of each project. Under
+    /// a load of list requests, reading and slicing objects took 29 percent of the relay's CPU time.
     static let recentObjectCount = 4096
+
+    /// A port-out object is about 400 bytes, but extra fields can make it as large as a request body. Larger
+    /// objects are read from the journal each time, so the kept objects take at most about 8 MiB.
+    static let maxRecentObjectBytes = 2048
 
     init(index: PortOutIndex, journal: Journal) {
         self.index = Locked(index)
@@ -67,12 +70,19 @@ final class PortOutStore: Sendable {
 
     /// Reads the event at `location` and returns its port-out object: the body itself for a bare object, or
     /// the envelope's `data`, sliced out of the body without parsing it when the key is spelled plainly.
+    /// The number of port-out objects kept in memory now.
+    var keptObjectCount: Int {
+        self.recentObjects.withLock { $0.count }
+    }
+
     private func object(at location: JournalLocation) throws(JournalError) -> [UInt8] {
         if let object = self.recentObjects.withLock({ $0.lookup(location) }) {
             return object
         }
         let object = try self.readObject(at: location)
-        self.recentObjects.withLock { _ = $0.insert(location, object) }
+        if object.count <= Self.maxRecentObjectBytes {
+            self.recentObjects.withLock { _ = $0.insert(location, object) }
+        }
         return object
     }
 
