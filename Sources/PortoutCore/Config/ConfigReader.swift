@@ -27,10 +27,9 @@ struct ConfigReader {
         return object
     }
 
-    /// Records a problem with a URL the relay sends requests to, so that it shows at start rather than at every
-    /// attempt. libcurl rejects a port outside 1 to 65535 and drops a fragment before sending. A `%` without two
-    /// hex digits after it is not valid in a URL. `example` is a valid URL for the message, and `isBase` marks a
-    /// URL that request paths are appended to, after any query it has.
+    /// Records a problem with a URL the relay sends requests to, so that it shows at start and not at every
+    /// attempt. libcurl rejects a port outside 1 to 65535 and never sends a fragment, and a `%` must be followed
+    /// by two hex digits. `example` is a valid URL for messages. `isBase` marks a URL that paths are appended to.
     mutating func checkHTTPURL(_ url: String, _ path: String, example: String, isBase: Bool = false) {
         // A fault in the raw text ends the check, since the parts parsed from such text would be wrong too.
         let lowercased = url.lowercased()
@@ -82,12 +81,13 @@ struct ConfigReader {
         return inet_pton(AF_INET6, String(address), &parsed) == 1
     }
 
+    /// Returns whether every `%` in `text` is followed by two hex digits.
     private static func hasValidEscapes(_ text: String) -> Bool {
         var bytes = text.utf8.makeIterator()
         while let byte = bytes.next() {
             guard byte == UInt8(ascii: "%") else { continue }
-            guard let high = bytes.next(), let low = bytes.next(), ASCII.hexDigitValue(high) != nil, ASCII.hexDigitValue(low) != nil
-            else { return false }
+            guard let high = bytes.next(), let low = bytes.next() else { return false }
+            guard ASCII.hexDigitValue(high) != nil, ASCII.hexDigitValue(low) != nil else { return false }
         }
         return true
     }

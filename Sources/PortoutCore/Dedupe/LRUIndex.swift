@@ -48,7 +48,7 @@ public struct LRUIndex<Key: Hashable, Value> {
     }
 
     /// Inserts the value if the key is absent, or replaces the entry's value if `replaces` returns true for it.
-    /// Either way the entry becomes the most recently used, while an entry left as it was keeps its place.
+    /// An inserted or replaced entry becomes the most recently used, and one left as it was keeps its place.
     /// Returns the entry evicted to make room.
     @inlinable @discardableResult
     public mutating func insert(
@@ -61,10 +61,7 @@ public struct LRUIndex<Key: Hashable, Value> {
         // journal inserts every key, and start-up took about a tenth more CPU time with a second lookup each.
         let fresh = self.freeNodes.last ?? Int32(self.keys.count)
         if let node = Self.claim(&self.slots[key], for: fresh) {
-            if replaces(self.values[Int(node)]) {
-                self.values[Int(node)] = value
-                self.moveToFront(node)
-            }
+            self.replace(node, with: value, if: replaces)
             return nil
         }
         self.store(key, value, at: fresh)
@@ -84,10 +81,7 @@ public struct LRUIndex<Key: Hashable, Value> {
         _ key: Key, _ value: Value, replacingIf replaces: (Value) -> Bool
     ) -> (key: Key, value: Value)? {
         if let node = self.slots[key] {
-            if replaces(self.values[Int(node)]) {
-                self.values[Int(node)] = value
-                self.moveToFront(node)
-            }
+            self.replace(node, with: value, if: replaces)
             return nil
         }
         let victim = self.tail
@@ -98,6 +92,14 @@ public struct LRUIndex<Key: Hashable, Value> {
         self.slots[key] = victim
         self.store(key, value, at: victim)
         return evicted
+    }
+
+    /// Replaces the value in `node` and makes it the most recently used, if `replaces` returns true for the
+    /// value there now.
+    @inlinable mutating func replace(_ node: Int32, with value: Value, if replaces: (Value) -> Bool) {
+        guard replaces(self.values[Int(node)]) else { return }
+        self.values[Int(node)] = value
+        self.moveToFront(node)
     }
 
     /// Puts a new entry in `node`, the last free node or the next new one, and links it at the front.

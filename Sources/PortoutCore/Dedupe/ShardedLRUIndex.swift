@@ -43,8 +43,8 @@ public struct ShardedLRUIndex<Key: Hashable, Value> {
         self.shards[self.shard(of: key)].insert(key, value)
     }
 
-    /// Inserts the value if the key is absent, or replaces the entry's value if `replaces` returns true for it;
-    /// see `LRUIndex.insert(_:_:replacingIf:)`.
+    /// Inserts the value if the key is absent, or replaces the entry's value if `replaces` returns true for it,
+    /// as `LRUIndex.insert(_:_:replacingIf:)` describes.
     @inlinable @discardableResult
     public mutating func insert(
         _ key: Key, _ value: Value, replacingIf replaces: (Value) -> Bool

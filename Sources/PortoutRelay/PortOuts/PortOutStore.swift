@@ -68,13 +68,12 @@ final class PortOutStore: Sendable {
         }
     }
 
-    /// Reads the event at `location` and returns its port-out object: the body itself for a bare object, or
-    /// the envelope's `data`, sliced out of the body without parsing it when the key is spelled plainly.
     /// The number of port-out objects kept in memory now.
     var keptObjectCount: Int {
         self.recentObjects.withLock { $0.count }
     }
 
+    /// Returns the port-out object of the event at `location`, from memory if it was read recently.
     private func object(at location: JournalLocation) throws(JournalError) -> [UInt8] {
         if let object = self.recentObjects.withLock({ $0.lookup(location) }) {
             return object
@@ -86,6 +85,8 @@ final class PortOutStore: Sendable {
         return object
     }
 
+    /// Reads the event at `location` and returns its port-out object: the body itself for a bare object, or
+    /// the envelope's `data`, sliced out of the body without parsing it when the key is spelled plainly.
     private func readObject(at location: JournalLocation) throws(JournalError) -> [UInt8] {
         let (body, isBare) = try self.journal.readEventBody(at: location)
         if isBare {
