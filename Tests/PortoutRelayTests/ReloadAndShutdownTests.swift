@@ -256,6 +256,39 @@ struct ReloadAndShutdownTests {
 
     static let slowRecoveryRecords = 300_000
 
+    /// A SIGTERM sent the moment the relay blocks it, before libdispatch can have set up the source that takes
+    /// it, still stops the relay. Each start gives one chance at that moment, so the test takes several.
+    @Test func sigtermAsSoonAsBlockedStops() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let configPath = directory.file("config.json")
+        try Self.writeConfig(configPath, directory: directory, tenants: "[\(Self.tenant("t1"))]")
+        for start in 0..<5 {
+            let relay = try RelayProcess(
+                configPath: configPath, logPath: directory.file("relay-\(start).log"), waitForStart: false)
+            defer { relay.kill() }
+            let pid = relay.process.processIdentifier
+            let blocked = waitUntil(timeoutSeconds: 30, pollSeconds: 0.0002) {
+                Self.blockedSignals(pid: pid).map { $0 & Self.signalBit(SIGTERM) != 0 } ?? false
+            }
+            #expect(blocked, "start \(start): the relay never blocked SIGTERM")
+            relay.signal(SIGTERM)
+            #expect(relay.waitForExit(timeoutSeconds: 30) == 0, "start \(start)")
+            #expect(relay.logLines("shutdown requested").count == 1, "start \(start)")
+        }
+    }
+
+    static func signalBit(_ number: Int32) -> UInt64 {
+        1 << UInt64(number - 1)
+    }
+
+    /// The signals that process `pid`'s main thread blocks, from the `SigBlk` line of /proc/PID/status.
+    static func blockedSignals(pid: Int32) -> UInt64? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        let line = status.split(separator: "\n").first { $0.hasPrefix("SigBlk:") }
+        return line.flatMap { UInt64($0.dropFirst("SigBlk:".count).trimmingCharacters(in: .whitespaces), radix: 16) }
+    }
+
     /// Returns whether process `pid` has a `flock` on the file at `path`, as /proc/locks lists it. Reading the
     /// list takes no lock, so the check cannot make the relay's own attempt to lock fail.
     static func holdsFileLock(pid: Int32, path: String) -> Bool {

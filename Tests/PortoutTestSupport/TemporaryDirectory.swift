@@ -19,12 +19,12 @@ public struct TemporaryDirectory: Sendable {
     }
 }
 
-/// Polls `condition` every 10 ms until it is true or `timeoutSeconds` pass, and returns its last value.
-public func waitUntil(timeoutSeconds: Double = 10, _ condition: () -> Bool) -> Bool {
+/// Polls `condition` every `pollSeconds` until it is true or `timeoutSeconds` pass, and returns its last value.
+public func waitUntil(timeoutSeconds: Double = 10, pollSeconds: Double = 0.01, _ condition: () -> Bool) -> Bool {
     let deadline = Date().addingTimeInterval(timeoutSeconds)
     while Date() < deadline {
         if condition() { return true }
-        Thread.sleep(forTimeInterval: 0.01)
+        Thread.sleep(forTimeInterval: pollSeconds)
     }
     return condition()
 }

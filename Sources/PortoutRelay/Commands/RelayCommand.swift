@@ -100,6 +100,8 @@ public enum RelayCommand {
     }
 
     private static func serve(_ arguments: ArraySlice<String>) throws -> Int32 {
+        // First, so that a stop or reload sent while the configuration is read waits as pending too.
+        self.blockSignals([SIGTERM, SIGINT, SIGHUP])
         let options = try CommandArguments(arguments, valueOptions: ["--config", "--log-level"])
         let path = options["--config"] ?? "config.json"
         var levelOverride: LogLevel?
@@ -113,13 +115,8 @@ public enum RelayCommand {
         config.logLevel = levelOverride ?? config.logLevel
         let logger = Logger(level: config.logLevel)
         self.fitConnectionsToFileLimit(&config, logger: logger)
-        // Signals are taken by a dispatch source instead of a handler, so shutdown and reload run as ordinary code.
-        self.unblockSignals([SIGTERM, SIGINT, SIGHUP])
         signal(SIGPIPE, SIG_IGN)
         self.ignoreFileSizeSignal()
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGHUP, SIG_IGN)
         // Watched before the relay starts, so that a stop requested during a long journal recovery takes effect
         // as soon as the start finishes.
         let termination = TerminationSignals(logger: logger)
@@ -155,16 +152,20 @@ public enum RelayCommand {
         config.limits = fitted
     }
 
-    /// Unblocks signals that a parent process may have left blocked, since a child inherits the signal mask and a
-    /// blocked SIGTERM would never reach the dispatch source. Runs before the relay starts its threads, which
-    /// inherit the mask in turn.
-    private static func unblockSignals(_ numbers: [Int32]) {
+    /// Blocks signals that dispatch sources take, so that shutdown and reload run as ordinary code instead of in a
+    /// handler. Must run before the command starts a thread, since threads inherit the mask.
+    ///
+    /// libdispatch reads a source's signal from a signalfd, which returns only pending signals, and it registers the
+    /// source later, on its own thread. A signal that is blocked in every thread stays pending until then. One
+    /// that is only ignored, as it was here before, is discarded on arrival: a SIGTERM sent as the relay started
+    /// was lost, and the relay ran on until killed.
+    private static func blockSignals(_ numbers: [Int32]) {
         var set = sigset_t()
         sigemptyset(&set)
         for number in numbers {
             sigaddset(&set, number)
         }
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
     }
 
     /// Re-reads the configuration file on SIGHUP. An invalid file changes nothing, and every problem is logged.
@@ -183,6 +184,7 @@ public enum RelayCommand {
     }
 
     private static func emulate(_ arguments: ArraySlice<String>) throws -> Int32 {
+        self.blockSignals([SIGTERM, SIGINT])
         let options = try CommandArguments(
             arguments,
             valueOptions: [
@@ -251,10 +253,7 @@ public enum RelayCommand {
         settings.generatedPortOuts = Int(try number("--port-outs", 0...10_000_000) ?? 0)
         settings.seed = options["--seed"].flatMap { UInt64($0) }
         let level = LogLevel(rawValue: options["--log-level"] ?? "info") ?? .info
-        self.unblockSignals([SIGTERM, SIGINT])
         signal(SIGPIPE, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
         let termination = TerminationSignals(logger: Logger(level: level))
         defer { termination.cancel() }
         let emulator = CarrierEmulator(settings: settings, logger: Logger(level: level))
@@ -264,8 +263,8 @@ public enum RelayCommand {
         return 0
     }
 
-    /// SIGTERM and SIGINT, taken by dispatch sources from creation on, so the caller must have set both to be
-    /// ignored. `wait` returns once either has arrived, at once if one came before it was called.
+    /// SIGTERM and SIGINT, taken by dispatch sources, so the caller must have blocked both before starting any
+    /// thread. `wait` returns once either has arrived, at once if one came before it was called.
     private final class TerminationSignals {
         private let stop = DispatchSemaphore(value: 0)
         private var sources: [DispatchSourceSignal] = []
