@@ -45,6 +45,8 @@ public final class DeliveryEngine: Sendable {
         var commands: [@Sendable (Bool) -> Void] = []
         /// Set by `shutdown`: when in-flight attempts are abandoned.
         var stopDeadlineMs: Int64?
+        /// Cleared by `stopStartingAttempts` or `shutdown`.
+        var startsAttempts = true
         var hasStopped = false
     }
 
@@ -119,10 +121,18 @@ public final class DeliveryEngine: Sendable {
         }
     }
 
+    /// Stops starting attempts, while those in flight go on and their outcomes are journaled. The engine still
+    /// takes deliveries and commands, so that a relay that is stopping counts every unsettled delivery.
+    public func stopStartingAttempts() {
+        self.inbox.withLock { $0.startsAttempts = false }
+        curl_multi_wakeup(self.loop.multi)
+    }
+
     /// Stops starting attempts, gives those in flight up to `graceMs` to finish and journals their outcomes.
     /// Attempts still in flight after that are abandoned unrecorded, so they are made again after a restart.
     public func shutdown(graceMs: Int64 = 0) {
         let alreadyStopping = self.inbox.withLock { inbox -> Bool in
+            inbox.startsAttempts = false
             defer { inbox.stopDeadlineMs = inbox.stopDeadlineMs ?? WallClock.milliseconds() + graceMs }
             return inbox.stopDeadlineMs != nil
         }
@@ -141,8 +151,8 @@ public final class DeliveryEngine: Sendable {
     private func run() {
         let loop = self.loop
         while true {
-            let (incoming, commands, stopDeadline) = self.inbox.withLock { inbox in
-                let drained = (inbox.deliveries, inbox.commands, inbox.stopDeadlineMs)
+            let (incoming, commands, stopDeadline, startsAttempts) = self.inbox.withLock { inbox in
+                let drained = (inbox.deliveries, inbox.commands, inbox.stopDeadlineMs, inbox.startsAttempts)
                 inbox.deliveries.removeAll(keepingCapacity: true)
                 inbox.commands.removeAll()
                 return drained
@@ -155,14 +165,15 @@ public final class DeliveryEngine: Sendable {
                 self.stop()
                 return
             }
-            if stopDeadline == nil {
+            if startsAttempts {
                 self.startDueTransfers()
             }
             var running: Int32 = 0
             curl_multi_perform(loop.multi, &running)
             self.collectFinished()
             self.journalOutcomes(force: stopDeadline != nil)
-            var timeout = stopDeadline == nil ? self.pollTimeoutMs() : 50
+            // Not from pollTimeoutMs once attempts stop starting, since a due delivery would make that 0 and spin.
+            var timeout = startsAttempts ? self.pollTimeoutMs() : 50
             if let heldSince = self.loop.outcomesHeldSinceMs {
                 timeout = min(timeout, max(0, heldSince + Self.outcomeHoldMs - WallClock.milliseconds()))
             }

@@ -223,17 +223,21 @@ public final class HTTPServer: Sendable {
         return port
     }
 
-    /// Stops accepting and waits up to `timeoutMs` for responses to the requests already read. Each connection
-    /// closes after its last response. Returns the connections still open when the time ran out, which
-    /// `shutdown` then closes.
-    @discardableResult
-    public func drain(timeoutMs: Int64) -> Int {
+    /// Stops accepting without waiting: each connection closes after its response to the requests already read.
+    public func beginDraining() {
         let loops = self.state.withLock { $0.loops }
         for connections in loops {
             connections.loop.execute {
                 connections.beginDraining()
             }
         }
+    }
+
+    /// Stops accepting, if `beginDraining` has not, and waits up to `timeoutMs` for responses to the requests
+    /// already read. Returns the connections still open when the time ran out, which `shutdown` then closes.
+    @discardableResult
+    public func drain(timeoutMs: Int64) -> Int {
+        self.beginDraining()
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, timeoutMs)) * 1_000_000
         while self.connectionCount > 0 && DispatchTime.now().uptimeNanoseconds < deadline {
             Thread.sleep(forTimeInterval: 0.01)

@@ -220,7 +220,8 @@ struct ReloadAndShutdownTests {
         #expect(relay.waitForExit(timeoutSeconds: 20) == 0)
     }
 
-    /// A SIGTERM that arrives while the journal is still being recovered stops the relay once it has started.
+    /// A SIGTERM that arrives while the journal is still being recovered stops the relay before it listens or
+    /// delivers.
     @Test func sigtermDuringStartStops() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
@@ -252,6 +253,40 @@ struct ReloadAndShutdownTests {
         #expect(relay.waitForExit(timeoutSeconds: 60) == 0)
         #expect(relay.logLines("shutdown requested").count == 1)
         #expect(relay.logLines("relay stopped").count == 1)
+        #expect(relay.logLines("relay stopped").first?["started"] == false)
+        #expect(relay.logLines("relay started").isEmpty)
+    }
+
+    /// A request left unfinished on the admin listener keeps the relay waiting for it during the grace period,
+    /// but the webhook listener closes and deliveries stop starting as soon as the stop is requested.
+    @Test func sigtermStopsListenersAndAttemptsAtOnce() throws {
+        let sink = try RecordingSink { _, _ in .init(status: 204, delaySeconds: 2) }
+        defer { sink.shutdown() }
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let configPath = directory.file("config.json")
+        let destination = """
+            {"id": "d1", "url": "\(sink.url)/d1", "secret": "\(RelayHarness.outboundSecret)", "concurrency": 1}
+            """
+        try Self.writeConfig(configPath, directory: directory, tenants: "[\(Self.tenant("t1", destinations: "[\(destination)]"))]")
+        let relay = try RelayProcess(configPath: configPath, logPath: directory.file("relay.log"))
+        defer { relay.kill() }
+        let admin = try LoopbackClient(port: relay.adminPort)
+        admin.send("GET /admin/destinations HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(admin.readResponse() != nil)
+        admin.send("GET /admin/destinations HTTP/1.1\r\nHost: x\r\n")
+        for index in 0..<3 {
+            #expect(Self.post(port: relay.port, tenant: "t1", body: Events.portOut("pout_stop_\(index)", status: "initiated")) == 202)
+        }
+        // The first delivery is in flight for 2 s, and the admin loop has long read the unfinished head.
+        #expect(waitUntil { sink.received.count == 1 })
+
+        relay.signal(SIGTERM)
+        #expect(waitUntil(timeoutSeconds: 3) { (try? LoopbackClient(port: relay.port)) == nil })
+        #expect(relay.process.isRunning, "the relay did not wait for the unfinished admin request")
+        #expect(relay.waitForExit(timeoutSeconds: 30) == 0)
+        #expect(sink.received.count == 1)
+        #expect(relay.logLines("relay stopped").first?["unsettledDeliveries"] == 2)
     }
 
     static let slowRecoveryRecords = 300_000

@@ -121,7 +121,13 @@ public enum RelayCommand {
         // as soon as the start finishes.
         let termination = TerminationSignals(logger: logger)
         defer { termination.cancel() }
-        let relay = try Relay(config: config, logger: logger)
+        let relay: Relay
+        do {
+            relay = try Relay(config: config, logger: logger) { termination.isRequested }
+        } catch is Relay.StopRequestedDuringStart {
+            logger.info("relay stopped", ["started": false, "reason": "the stop was requested during recovery"])
+            return 0
+        }
         let reloadSource = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "reload"))
         reloadSource.setEventHandler {
             self.reload(relay, path: path, levelOverride: levelOverride, logger: logger)
@@ -267,11 +273,12 @@ public enum RelayCommand {
     /// thread. `wait` returns once either has arrived, at once if one came before it was called.
     private final class TerminationSignals {
         private let stop = DispatchSemaphore(value: 0)
+        private let requested = Locked(false)
         private var sources: [DispatchSourceSignal] = []
 
         init(logger: Logger) {
             let signalQueue = DispatchQueue(label: "signals")
-            let isRequested = Locked(false)
+            let isRequested = self.requested
             for number in [SIGTERM, SIGINT] {
                 let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
                 source.setEventHandler { [stop] in
@@ -289,6 +296,11 @@ public enum RelayCommand {
                 source.resume()
                 self.sources.append(source)
             }
+        }
+
+        /// Whether either signal has arrived.
+        var isRequested: Bool {
+            self.requested.withLock { $0 }
         }
 
         func wait() {
