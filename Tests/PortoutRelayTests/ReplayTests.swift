@@ -780,6 +780,38 @@ struct ReplayCommandTests {
         #expect(jobs.first?.progress.withLock { $0.queued } == 3)
     }
 
+    /// A Ctrl-C the moment an online replay blocks SIGINT, before libdispatch can have set up the source that
+    /// takes it, neither kills the command nor leaves a job running: either no job is made, or it is cancelled.
+    @Test func earlyInterruptLeavesNoJobRunning() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        let url = "http://127.0.0.1:\(harness.adminPort)"
+        for start in 0..<3 {
+            let process = try Self.launch(
+                RelayProcess.binary, ["replay", "--config", configPath, "--admin-url", url, "--port-out", "pout_cli"],
+                outputPath: harness.directory.file("replay-\(start).out"))
+            defer { if process.isRunning { process.terminate() } }
+            let pid = process.processIdentifier
+            let blocked = waitUntil(timeoutSeconds: 30, pollSeconds: 0.0002) {
+                ReloadAndShutdownTests.blockedSignals(pid: pid).map { $0 & ReloadAndShutdownTests.signalBit(SIGINT) != 0 } ?? false
+            }
+            #expect(blocked, "start \(start): the command never blocked SIGINT")
+            kill(pid, SIGINT)
+            #expect(waitUntil(timeoutSeconds: 30) { !process.isRunning }, "start \(start)")
+            #expect(process.terminationReason == .exit, "start \(start)")
+            #expect(process.terminationStatus == 130, "start \(start)")
+        }
+        // A cancelled scan reports its status once it has stopped.
+        func statuses() -> [String] {
+            let list = try? ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays"))
+            return list?["data"]?.arrayValue?.compactMap { $0.objectValue?["status"]?.stringValue } ?? ["unreadable"]
+        }
+        #expect(waitUntil { statuses().allSatisfy { $0 == "cancelled" } }, "\(statuses())")
+    }
+
     /// A job file that cannot be copied, here because it is larger than the file size limit, is renamed aside
     /// instead, so that the save that follows does not drop its bad entry.
     @Test func uncopiableJobFileIsRenamedAside() throws {

@@ -21,6 +21,9 @@ struct OfflineReplay {
     let progress: ReplayProgressPrinter
 
     func run() throws -> Int32 {
+        // Before the journal's thread starts, so that it inherits the blocked SIGINT.
+        let interrupt = InterruptWatch()
+        defer { interrupt.stop() }
         if !self.dryRun {
             try self.checkOwner()
             RelayCommand.ignoreFileSizeSignal()
@@ -73,7 +76,8 @@ struct OfflineReplay {
             return 0
         }
         return try self.deliver(
-            matches, pending: pending, restart: restart, saved: saved, journal: journal, logger: logger)
+            matches, pending: pending, restart: restart, saved: saved, journal: journal, logger: logger,
+            interrupt: interrupt)
     }
 
     /// Refuses to write into a data directory that another user owns, as root would with a relay that runs as a
@@ -125,7 +129,7 @@ struct OfflineReplay {
     /// Queues and sends the matches as a job, waits for them, and adds the job to `saved` in the file.
     private func deliver(
         _ matches: [ReplayScan.Match], pending: [PendingDelivery], restart: ReplayRestart,
-        saved: Result<[ReplayJob], any Error>, journal: Journal, logger: Logger
+        saved: Result<[ReplayJob], any Error>, journal: Journal, logger: Logger, interrupt: InterruptWatch
     ) throws -> Int32 {
         let job = ReplayJob(kind: "replay", filter: self.filter)
         let registry = ReplayRegistry(logger: logger)
@@ -161,13 +165,15 @@ struct OfflineReplay {
             Thread.sleep(forTimeInterval: 0.01)
         }
         // Ctrl-C ends the wait early, and the job is still listed, so that the relay finishes it.
-        let interrupt = Interrupt(self.progress)
-        defer { interrupt.stop() }
+        interrupt.onInterrupt { [progress] count in
+            if count > 1 { InterruptWatch.exitInterrupted() }
+            progress.line("interrupted: listing the job; Ctrl-C again exits at once")
+        }
         if !job.isFinished {
             self.progress.line("waiting up to \(Int(self.waitSeconds)) s; Ctrl-C ends the wait and lists the job")
         }
         let deadline = Date().addingTimeInterval(self.waitSeconds)
-        while !job.isFinished && Date() < deadline && !interrupt.happened {
+        while !job.isFinished && Date() < deadline && interrupt.count == 0 {
             self.show(job, final: false)
             Thread.sleep(forTimeInterval: 0.2)
         }
@@ -177,7 +183,7 @@ struct OfflineReplay {
         if !job.isFinished {
             let verb = progress.queued - progress.settled == 1 ? "is" : "are"
             let state = heldDestinations.isEmpty ? "\(verb) in flight or retrying" : "\(verb) held, in flight or retrying"
-            let moment = interrupt.happened ? "at the interrupt" : "after \(Int(self.waitSeconds)) s"
+            let moment = interrupt.count > 0 ? "at the interrupt" : "after \(Int(self.waitSeconds)) s"
             self.progress.line(
                 "\(ReplayProgressPrinter.deliveries(progress.queued - progress.settled)) \(state) \(moment); "
                     + "attempts in flight get \(Self.shutdownGraceMs / 1000) s to finish, and the rest go out when the relay starts")
@@ -191,42 +197,10 @@ struct OfflineReplay {
                 "\(ReplayProgressPrinter.deliveries(progress.notConfigured)) skipped: the destination is not configured")
         }
         self.list(job, with: saved)
-        if interrupt.happened {
+        if interrupt.count > 0 {
             return 130
         }
         return progress.status == .completed && progress.deadLettered == 0 && progress.notConfigured == 0 ? 0 : 1
-    }
-
-    /// The watch on SIGINT during an offline replay's wait. The first signal ends the wait, and a second exits
-    /// at once.
-    final class Interrupt {
-        private let count = Locked(0)
-        private let source: any DispatchSourceSignal
-
-        init(_ progress: ReplayProgressPrinter) {
-            signal(SIGINT, SIG_IGN)
-            self.source = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "offline-replay-interrupt"))
-            self.source.setEventHandler { [count] in
-                let signals = count.withLock { count -> Int in
-                    count += 1
-                    return count
-                }
-                if signals > 1 {
-                    exit(130)
-                }
-                progress.line("interrupted: listing the job; Ctrl-C again exits at once")
-            }
-            self.source.resume()
-        }
-
-        var happened: Bool {
-            self.count.withLock { $0 > 0 }
-        }
-
-        func stop() {
-            self.source.cancel()
-            signal(SIGINT, SIG_DFL)
-        }
     }
 
     /// Brings copies of the saved jobs up to date with the journal, with the relay's start's own rules, so that

@@ -139,11 +139,20 @@ struct OnlineReplay {
     let progress: ReplayProgressPrinter
 
     func run() throws -> Int32 {
+        // Before the client's thread starts, so that it inherits the blocked SIGINT. A dry run creates no job.
+        let interrupt = self.dryRun ? nil : InterruptWatch()
+        defer { interrupt?.stop() }
         let client = HTTPClient(name: "replay-client")
         defer { client.shutdown() }
         var body = self.filter.jsonValue.objectValue ?? JSONObject()
         if self.dryRun {
             body["dryRun"] = true
+        }
+        // Once the request is sent the relay may create the job, so a Ctrl-C from then on cancels it instead of
+        // leaving it to run unseen.
+        interrupt?.onInterrupt { [progress] count in
+            if count > 1 { InterruptWatch.exitInterrupted() }
+            progress.line("interrupted: the replay is cancelled once the relay has created it; Ctrl-C again exits at once")
         }
         let created = try self.call(client, "POST", "/admin/replays", body: JSONWriter.encode(.object(body)))
         if self.dryRun {
@@ -155,6 +164,11 @@ struct OnlineReplay {
             return 0
         }
         guard let id = created["id"]?.stringValue else { throw CommandError("the relay returned no replay id") }
+        interrupt?.onInterrupt { _ in
+            self.progress.line("cancelling replay \(id)")
+            _ = try? self.call(client, "DELETE", "/admin/replays/\(id)")
+            InterruptWatch.exitInterrupted()
+        }
         self.progress.line("replay \(id) started; Ctrl-C cancels it")
         self.warnAboutHeldDestinations(client)
         return try self.follow(id, client: client)
@@ -163,19 +177,6 @@ struct OnlineReplay {
     /// Polls the job until it ends or `waitSeconds` have passed, showing its progress, and returns the exit status.
     private func follow(_ id: String, client: HTTPClient) throws -> Int32 {
         let deadline = self.waitSeconds.map { DispatchTime.now() + $0 }
-        // Ctrl-C cancels the job on the relay too, so that it does not go on unseen.
-        signal(SIGINT, SIG_IGN)
-        let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "replay-interrupt"))
-        interrupt.setEventHandler {
-            self.progress.line("cancelling replay \(id)")
-            _ = try? self.call(client, "DELETE", "/admin/replays/\(id)")
-            exit(130)
-        }
-        interrupt.resume()
-        defer {
-            interrupt.cancel()
-            signal(SIGINT, SIG_DFL)
-        }
         while true {
             let job: JSONObject
             do {
