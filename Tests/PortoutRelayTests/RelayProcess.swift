@@ -15,7 +15,11 @@ final class RelayProcess {
 
     /// Starts the relay on `configPath` and, unless `waitForStart` is false, waits until it logs that it started.
     /// `fileSizeLimitKiB` starts it under `ulimit -f`, through a shell that then runs it in its place.
-    init(configPath: String, logPath: String, waitForStart: Bool = true, fileSizeLimitKiB: Int? = nil) throws {
+    /// `environment` adds to the test runner's environment.
+    init(
+        configPath: String, logPath: String, waitForStart: Bool = true, fileSizeLimitKiB: Int? = nil,
+        environment: [String: String] = [:]
+    ) throws {
         self.logPath = logPath
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         if let fileSizeLimitKiB {
@@ -29,6 +33,9 @@ final class RelayProcess {
         } else {
             self.process.executableURL = URL(fileURLWithPath: Self.binary)
             self.process.arguments = ["serve", "--config", configPath]
+        }
+        if !environment.isEmpty {
+            self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }
         self.process.standardError = FileHandle(forWritingAtPath: logPath)
         try self.process.run()

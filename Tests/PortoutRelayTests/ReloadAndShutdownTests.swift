@@ -291,6 +291,61 @@ struct ReloadAndShutdownTests {
 
     static let slowRecoveryRecords = 300_000
 
+    /// The relay sends systemd READY=1 once it listens, and STOPPING=1 when a stop is requested, through a socket
+    /// named by path or in the abstract namespace.
+    @Test(arguments: ["path", "abstract"])
+    func serviceManagerHearsReadyAndStopping(_ kind: String) throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let configPath = directory.file("config.json")
+        try Self.writeConfig(configPath, directory: directory, tenants: "[\(Self.tenant("t1"))]")
+        let name = kind == "path" ? directory.file("notify.sock") : "@portout-relay-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let socket = try NotifySocket(name: name)
+        let relay = try RelayProcess(
+            configPath: configPath, logPath: directory.file("relay.log"), environment: ["NOTIFY_SOCKET": name])
+        defer { relay.kill() }
+        let ready = socket.receive()
+        #expect(ready?.hasPrefix("READY=1\n") == true, "\(ready ?? "nothing")")
+        #expect(ready?.contains("STATUS=listening on 127.0.0.1:\(relay.port)") == true, "\(ready ?? "nothing")")
+
+        relay.signal(SIGTERM)
+        #expect(socket.receive() == "STOPPING=1")
+        #expect(relay.waitForExit(timeoutSeconds: 20) == 0)
+        #expect(relay.logLines("service manager notification failed").isEmpty)
+    }
+
+    /// A datagram socket in place of systemd's notification socket.
+    final class NotifySocket {
+        let descriptor: Int32
+
+        init(name: String) throws {
+            self.descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            var bytes = Array(name.utf8)
+            if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+            let length = socklen_t(MemoryLayout<sockaddr_un>.offset(of: \.sun_path)! + bytes.count)
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(self.descriptor, $0, length) }
+            }
+            guard bound == 0 else { throw SystemError(operation: "bind \(name)", errno: errno) }
+            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            setsockopt(self.descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        }
+
+        deinit {
+            close(self.descriptor)
+        }
+
+        /// Returns the next datagram as text, or nil after 20 s without one.
+        func receive() -> String? {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = recv(self.descriptor, &buffer, buffer.count, 0)
+            return count < 0 ? nil : String(decoding: buffer[..<count], as: UTF8.self)
+        }
+    }
+
     /// A SIGTERM sent the moment the relay blocks it, before libdispatch can have set up the source that takes
     /// it, still stops the relay. Each start gives one chance at that moment, so the test takes several.
     @Test func sigtermAsSoonAsBlockedStops() throws {

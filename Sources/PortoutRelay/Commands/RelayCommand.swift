@@ -133,10 +133,26 @@ public enum RelayCommand {
             self.reload(relay, path: path, levelOverride: levelOverride, logger: logger)
         }
         reloadSource.resume()
+        let notifier = ServiceNotifier(environment: ProcessInfo.processInfo.environment)
+        self.notify(notifier, "READY=1\nSTATUS=listening on \(relay.config.listen.host):\(relay.port)", logger: logger)
         termination.wait()
+        self.notify(notifier, "STOPPING=1", logger: logger)
         reloadSource.cancel()
         relay.shutdown()
         return 0
+    }
+
+    /// Tells systemd about the relay's state, for a unit of `Type=notify`, which counts the relay as started only
+    /// once it listens, and so delays a reload or a dependent unit until then.
+    private static func notify(_ notifier: ServiceNotifier, _ state: String, logger: Logger) {
+        do {
+            try notifier.send(state)
+        } catch {
+            logger.warning(
+                "service manager notification failed",
+                ["socket": .string(notifier.socketPath ?? ""), "state": .string(state), "error": .string(error.description),
+                 "effect": "systemd may time the start out, or not see the stop until the process exits"])
+        }
     }
 
     /// Descriptors kept free of client connections for the journal, outbound connections and libdispatch, which

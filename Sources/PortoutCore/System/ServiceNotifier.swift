@@ -1,0 +1,45 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A way to tell systemd that the relay is ready or stopping, for a unit of `Type=notify`: a datagram to the
+/// socket that `NOTIFY_SOCKET` names, in the format of sd_notify(3). Without that variable, as outside systemd,
+/// it sends nothing.
+public struct ServiceNotifier: Sendable {
+    /// The socket's path, or its name in the abstract namespace after a leading "@".
+    public let socketPath: String?
+
+    public init(environment: [String: String]) {
+        self.socketPath = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// Sends `state`, such as "READY=1". Does nothing without a socket.
+    public func send(_ state: String) throws(SystemError) {
+        guard let socketPath else { return }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        var name = Array(socketPath.utf8)
+        if name.first == UInt8(ascii: "@") {
+            // An abstract socket's name starts with a zero byte where the path would start.
+            name[0] = 0
+        }
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard name.count < capacity else {
+            throw SystemError(operation: "NOTIFY_SOCKET of \(name.count) bytes", errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { path in
+            path.copyBytes(from: name)
+        }
+        let length = socklen_t(MemoryLayout<sockaddr_un>.offset(of: \.sun_path)! + name.count)
+        let descriptor = try systemCall("socket") { socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        defer { close(descriptor) }
+        let message = Array(state.utf8)
+        _ = try systemCall("sendto NOTIFY_SOCKET") {
+            withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                    sendto(descriptor, message, message.count, Int32(MSG_NOSIGNAL), socketAddress, length)
+                }
+            }
+        }
+    }
+}
