@@ -128,8 +128,12 @@ public enum RelayCommand {
             logger.info("relay stopped", ["started": false, "reason": "the stop was requested during recovery"])
             return 0
         }
-        let reloadSource = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "reload"))
+        let reloadQueue = DispatchQueue(label: "reload")
+        let reloadSource = DispatchSource.makeSignalSource(signal: SIGHUP, queue: reloadQueue)
         reloadSource.setEventHandler {
+            guard !termination.isRequested else {
+                return logger.info("configuration reload skipped", ["reason": "the relay is stopping"])
+            }
             self.reload(relay, path: path, levelOverride: levelOverride, logger: logger)
         }
         reloadSource.resume()
@@ -137,7 +141,8 @@ public enum RelayCommand {
         self.notify(notifier, "READY=1\nSTATUS=listening on \(relay.config.listen.host):\(relay.port)", logger: logger)
         termination.wait()
         self.notify(notifier, "STOPPING=1", logger: logger)
-        reloadSource.cancel()
+        // On the reload queue, so that a reload already under way ends before the shutdown begins.
+        reloadQueue.sync { reloadSource.cancel() }
         relay.shutdown()
         return 0
     }
