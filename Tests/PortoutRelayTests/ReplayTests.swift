@@ -531,6 +531,14 @@ struct ReplayCommandTests {
         return (sink, harness, configPath)
     }
 
+    /// Starts a relay as `startWithDeliveries` does and pauses its destination, so that a replay cannot finish.
+    /// Returns the relay, its configuration's path and its admin URL.
+    static func startPaused(_ sink: RecordingSink) throws -> (RelayHarness, String, String) {
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
+        return (harness, configPath, "http://127.0.0.1:\(harness.adminPort)")
+    }
+
     /// Runs `executable` as a child process with its standard output in `outputPath`.
     static func launch(_ executable: String, _ arguments: [String], outputPath: String) throws -> Process {
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
@@ -785,10 +793,8 @@ struct ReplayCommandTests {
     @Test func earlyInterruptLeavesNoJobRunning() throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }
-        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        let (harness, configPath, url) = try Self.startPaused(sink)
         defer { harness.finish() }
-        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
-        let url = "http://127.0.0.1:\(harness.adminPort)"
         for start in 0..<3 {
             let process = try Self.launch(
                 RelayProcess.binary, ["replay", "--config", configPath, "--admin-url", url, "--port-out", "pout_cli"],
@@ -958,10 +964,8 @@ struct ReplayCommandTests {
     @Test func onlineReplayWaitLeavesJobRunning() throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }
-        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        let (harness, configPath, url) = try Self.startPaused(sink)
         defer { harness.finish() }
-        #expect(try ReplayTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause").status == 200)
-        let url = "http://127.0.0.1:\(harness.adminPort)"
         let result = try Self.run(["--config", configPath, "--admin-url", url, "--port-out", "pout_cli", "--wait", "1"])
         #expect(result.status == 1, "\(result.lines)")
         #expect(result.lines.contains { $0.hasPrefix("destination t1/d1 is paused") }, "\(result.lines)")
