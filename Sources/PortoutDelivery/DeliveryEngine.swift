@@ -151,8 +151,8 @@ public final class DeliveryEngine: Sendable {
     private func run() {
         let loop = self.loop
         while true {
-            let (incoming, commands, stopDeadline, startsAttempts) = self.inbox.withLock { inbox in
-                let drained = (inbox.deliveries, inbox.commands, inbox.stopDeadlineMs, inbox.startsAttempts)
+            let (incoming, commands) = self.inbox.withLock { inbox in
+                let drained = (inbox.deliveries, inbox.commands)
                 inbox.deliveries.removeAll(keepingCapacity: true)
                 inbox.commands.removeAll()
                 return drained
@@ -161,6 +161,9 @@ public final class DeliveryEngine: Sendable {
             for command in commands {
                 command(true)
             }
+            // Read after the enqueue, which takes seconds for a million deliveries restored at start, so that a
+            // stop requested meanwhile starts no attempt.
+            let (stopDeadline, startsAttempts) = self.inbox.withLock { ($0.stopDeadlineMs, $0.startsAttempts) }
             if let stopDeadline, loop.inFlightCount == 0 || WallClock.milliseconds() >= stopDeadline {
                 self.stop()
                 return

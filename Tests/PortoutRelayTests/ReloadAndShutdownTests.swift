@@ -314,6 +314,27 @@ struct ReloadAndShutdownTests {
         #expect(relay.logLines("service manager notification failed").isEmpty)
     }
 
+    /// A notification socket that is never read, with its queue full, holds up neither the start nor the stop:
+    /// the relay logs that the notifications failed.
+    @Test func fullNotifySocketBlocksNothing() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let configPath = directory.file("config.json")
+        try Self.writeConfig(configPath, directory: directory, tenants: "[\(Self.tenant("t1"))]")
+        let name = directory.file("notify.sock")
+        let socket = try NotifySocket(name: name)
+        #expect(socket.fill() > 0)
+        let relay = try RelayProcess(
+            configPath: configPath, logPath: directory.file("relay.log"), environment: ["NOTIFY_SOCKET": name])
+        defer { relay.kill() }
+        #expect(waitUntil { relay.logLines("service manager notification failed").count == 1 })
+
+        relay.signal(SIGTERM)
+        #expect(relay.waitForExit(timeoutSeconds: 20) == 0)
+        let failures = relay.logLines("service manager notification failed")
+        #expect(failures.map { $0["state"]?.stringValue } == ["READY=1\nSTATUS=listening on 127.0.0.1:\(relay.port)", "STOPPING=1"])
+    }
+
     /// A datagram socket in place of systemd's notification socket.
     final class NotifySocket {
         let descriptor: Int32
@@ -336,6 +357,30 @@ struct ReloadAndShutdownTests {
 
         deinit {
             close(self.descriptor)
+        }
+
+        /// Sends datagrams to this socket until its queue is full, and returns how many it took.
+        func fill() -> Int {
+            let sender = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+            defer { close(sender) }
+            var address = sockaddr_un()
+            var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+            let named = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(self.descriptor, $0, &length) }
+            }
+            guard named == 0 else { return 0 }
+            let datagram = [UInt8](repeating: 0x78, count: 1024)
+            var sent = 0
+            while sent < 100_000 {
+                let result = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        sendto(sender, datagram, datagram.count, Int32(MSG_DONTWAIT), $0, length)
+                    }
+                }
+                guard result > 0 else { break }
+                sent += 1
+            }
+            return sent
         }
 
         /// Returns the next datagram as text, or nil after 20 s without one.

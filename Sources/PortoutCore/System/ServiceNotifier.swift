@@ -25,7 +25,7 @@ public struct ServiceNotifier: Sendable {
         }
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
         guard name.count < capacity else {
-            throw SystemError(operation: "NOTIFY_SOCKET of \(name.count) bytes", errno: ENAMETOOLONG)
+            throw SystemError(operation: "using a NOTIFY_SOCKET name of \(name.count) bytes", errno: ENAMETOOLONG)
         }
         withUnsafeMutableBytes(of: &address.sun_path) { path in
             path.copyBytes(from: name)
@@ -37,7 +37,8 @@ public struct ServiceNotifier: Sendable {
         _ = try systemCall("sendto NOTIFY_SOCKET") {
             withUnsafePointer(to: &address) { pointer in
                 pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-                    sendto(descriptor, message, message.count, Int32(MSG_NOSIGNAL), socketAddress, length)
+                    // Not waiting, so that a socket that is never read cannot hold up the start or the stop.
+                    sendto(descriptor, message, message.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), socketAddress, length)
                 }
             }
         }

@@ -197,7 +197,12 @@ struct OfflineReplay {
                 "\(ReplayProgressPrinter.deliveries(progress.notConfigured)) skipped: the destination is not configured")
         }
         self.list(job, with: saved)
-        if interrupt.count > 0 {
+        // The job is listed, so a Ctrl-C from here on only cuts short the grace that attempts in flight get.
+        let interruptsSoFar = interrupt.count
+        interrupt.onInterrupt { count in
+            if count > interruptsSoFar { InterruptWatch.exitInterrupted() }
+        }
+        if interruptsSoFar > 0 {
             return 130
         }
         return progress.status == .completed && progress.deadLettered == 0 && progress.notConfigured == 0 ? 0 : 1
