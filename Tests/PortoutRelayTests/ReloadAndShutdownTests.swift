@@ -314,6 +314,29 @@ struct ReloadAndShutdownTests {
         #expect(relay.logLines("service manager notification failed").isEmpty)
     }
 
+    /// A reload that hangs, here on a secret file replaced by a FIFO that no one writes, holds up a stop for the
+    /// grace period at most.
+    @Test func hungReloadDelaysStopByGraceAtMost() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let secretPath = directory.file("secret")
+        try RelayHarness.inboundSecret.write(toFile: secretPath, atomically: true, encoding: .utf8)
+        let configPath = directory.file("config.json")
+        let tenant = #"{"id": "t1", "projects": ["acme-mobile"], "verify": {"secrets": [{"file": "\#(secretPath)"}]}}"#
+        try Self.writeConfig(configPath, directory: directory, tenants: "[\(tenant)]")
+        let relay = try RelayProcess(configPath: configPath, logPath: directory.file("relay.log"))
+        defer { relay.kill() }
+        try FileManager.default.removeItem(atPath: secretPath)
+        #expect(mkfifo(secretPath, 0o600) == 0)
+        relay.signal(SIGHUP)
+        #expect(waitUntil { !relay.logLines("configuration reload requested").isEmpty })
+
+        relay.signal(SIGTERM)
+        #expect(relay.waitForExit(timeoutSeconds: 30) == 0)
+        #expect(relay.logLines("configuration reload still under way at shutdown").count == 1)
+        #expect(relay.logLines("relay stopped").count == 1)
+    }
+
     /// A notification socket that is never read, with its queue full, holds up neither the start nor the stop:
     /// the relay logs that the notifications failed.
     @Test func fullNotifySocketBlocksNothing() throws {

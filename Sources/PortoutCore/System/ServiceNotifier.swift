@@ -19,12 +19,14 @@ public struct ServiceNotifier: Sendable {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         var name = Array(socketPath.utf8)
-        if name.first == UInt8(ascii: "@") {
-            // An abstract socket's name starts with a zero byte where the path would start.
+        let isAbstract = name.first == UInt8(ascii: "@")
+        if isAbstract {
+            // An abstract socket's name starts with a zero byte where the path would start, and needs no zero
+            // byte at the end, which a path does.
             name[0] = 0
         }
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard name.count < capacity else {
+        guard name.count < capacity || (isAbstract && name.count == capacity) else {
             throw SystemError(operation: "using a NOTIFY_SOCKET name of \(name.count) bytes", errno: ENAMETOOLONG)
         }
         withUnsafeMutableBytes(of: &address.sun_path) { path in

@@ -138,11 +138,22 @@ public enum RelayCommand {
         }
         reloadSource.resume()
         let notifier = ServiceNotifier(environment: ProcessInfo.processInfo.environment)
-        self.notify(notifier, "READY=1\nSTATUS=listening on \(relay.config.listen.host):\(relay.port)", logger: logger)
+        if !termination.isRequested {
+            self.notify(notifier, "READY=1\nSTATUS=listening on \(relay.config.listen.host):\(relay.port)", logger: logger)
+        }
         termination.wait()
         self.notify(notifier, "STOPPING=1", logger: logger)
-        // On the reload queue, so that a reload already under way ends before the shutdown begins.
-        reloadQueue.sync { reloadSource.cancel() }
+        // A reload already under way ends before the shutdown begins: the empty block runs after it on the same
+        // queue. A reload can hang, for example on a secret file that is a FIFO, so the wait lasts the grace period
+        // at most.
+        reloadSource.cancel()
+        let reloadsDone = DispatchSemaphore(value: 0)
+        reloadQueue.async { reloadsDone.signal() }
+        if reloadsDone.wait(timeout: .now() + .seconds(relay.config.shutdownGraceSeconds)) == .timedOut {
+            logger.warning(
+                "configuration reload still under way at shutdown",
+                ["effect": "the relay stops without waiting for it", "seconds": .number(Double(relay.config.shutdownGraceSeconds))])
+        }
         relay.shutdown()
         // Kept to the end of the process: with a million deliveries pending, freeing them took 2.6 s after the
         // "relay stopped" line, which a service manager would wait out for nothing.

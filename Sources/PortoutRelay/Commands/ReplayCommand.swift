@@ -154,7 +154,15 @@ struct OnlineReplay {
             if count > 1 { InterruptWatch.exitInterrupted() }
             progress.line("interrupted: the replay is cancelled once the relay has created it; Ctrl-C again exits at once")
         }
-        let created = try self.call(client, "POST", "/admin/replays", body: JSONWriter.encode(.object(body)))
+        let created: JSONObject
+        do {
+            created = try self.call(client, "POST", "/admin/replays", body: JSONWriter.encode(.object(body)))
+        } catch where (interrupt?.count ?? 0) > 0 {
+            self.progress.line(
+                "interrupted, and the relay did not answer (\(error)); it may still create the replay, which "
+                    + "GET /admin/replays would list")
+            InterruptWatch.exitInterrupted()
+        }
         if self.dryRun {
             self.progress.line("\(ReplayProgressPrinter.deliveries(Int(created["count"]?.numberValue ?? 0))) match")
             for match in created["sample"]?.arrayValue ?? [] {
@@ -166,7 +174,13 @@ struct OnlineReplay {
         guard let id = created["id"]?.stringValue else { throw CommandError("the relay returned no replay id") }
         interrupt?.onInterrupt { _ in
             self.progress.line("cancelling replay \(id)")
-            _ = try? self.call(client, "DELETE", "/admin/replays/\(id)")
+            do {
+                _ = try self.call(client, "DELETE", "/admin/replays/\(id)")
+            } catch {
+                self.progress.line(
+                    "replay \(id) not cancelled: \(error); it goes on in the relay, and DELETE /admin/replays/\(id) "
+                        + "cancels it")
+            }
             InterruptWatch.exitInterrupted()
         }
         self.progress.line("replay \(id) started; Ctrl-C cancels it")
