@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// A way to tell systemd that the relay is ready or stopping, for a unit of `Type=notify`: a datagram to the
+/// A sender of the messages that tell systemd a unit of `Type=notify` is ready or stopping: datagrams to the
 /// socket that `NOTIFY_SOCKET` names, in the format of sd_notify(3). Without that variable, as outside systemd,
 /// it sends nothing.
 public struct ServiceNotifier: Sendable {

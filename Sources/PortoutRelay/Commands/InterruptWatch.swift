@@ -18,10 +18,7 @@ final class InterruptWatch {
     private let source: any DispatchSourceSignal
 
     init() {
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &set, nil)
+        blockSignals([SIGINT])
         self.source = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "interrupt"))
         self.source.setEventHandler { [state] in
             let (count, action) = state.withLock { state in
@@ -61,9 +58,6 @@ final class InterruptWatch {
     func stop() {
         self.source.cancel()
         signal(SIGINT, SIG_DFL)
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGINT)
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        unblockSignals([SIGINT])
     }
 }

@@ -100,8 +100,9 @@ public enum RelayCommand {
     }
 
     private static func serve(_ arguments: ArraySlice<String>) throws -> Int32 {
-        // First, so that a stop or reload sent while the configuration is read waits as pending too.
-        self.blockSignals([SIGTERM, SIGINT, SIGHUP])
+        // Dispatch sources take these, so that shutdown and reload run as ordinary code instead of in a handler.
+        // Blocked first, so that a stop or reload sent while the configuration is read waits as pending too.
+        blockSignals([SIGTERM, SIGINT, SIGHUP])
         let options = try CommandArguments(arguments, valueOptions: ["--config", "--log-level"])
         let path = options["--config"] ?? "config.json"
         var levelOverride: LogLevel?
@@ -125,7 +126,7 @@ public enum RelayCommand {
         do {
             relay = try Relay(config: config, logger: logger) { termination.isRequested }
         } catch is Relay.StopRequestedDuringStart {
-            logger.info("relay stopped", ["started": false, "reason": "the stop was requested during recovery"])
+            logger.info("relay stopped", ["started": false, "reason": "the stop was requested before the relay listened"])
             return 0
         }
         let reloadQueue = DispatchQueue(label: "reload")
@@ -143,22 +144,25 @@ public enum RelayCommand {
         }
         termination.wait()
         self.notify(notifier, "STOPPING=1", logger: logger)
-        // A reload already under way ends before the shutdown begins: the empty block runs after it on the same
-        // queue. A reload can hang, for example on a secret file that is a FIFO, so the wait lasts the grace period
-        // at most.
         reloadSource.cancel()
-        let reloadsDone = DispatchSemaphore(value: 0)
-        reloadQueue.async { reloadsDone.signal() }
-        if reloadsDone.wait(timeout: .now() + .seconds(relay.config.shutdownGraceSeconds)) == .timedOut {
-            logger.warning(
-                "configuration reload still under way at shutdown",
-                ["effect": "the relay stops without waiting for it", "seconds": .number(Double(relay.config.shutdownGraceSeconds))])
-        }
+        self.waitForReload(on: reloadQueue, seconds: relay.config.shutdownGraceSeconds, logger: logger)
         relay.shutdown()
         // Kept to the end of the process: with a million deliveries pending, freeing them took 2.6 s after the
         // "relay stopped" line, which a service manager would wait out for nothing.
         _ = Unmanaged.passRetained(relay)
         return 0
+    }
+
+    /// Waits until a reload already under way on `queue` has ended, for `seconds` at most, since a reload can hang,
+    /// for example on a secret file that is a FIFO. The empty block runs after the reload on the same queue.
+    private static func waitForReload(on queue: DispatchQueue, seconds: Int, logger: Logger) {
+        let reloadsDone = DispatchSemaphore(value: 0)
+        queue.async { reloadsDone.signal() }
+        if reloadsDone.wait(timeout: .now() + .seconds(seconds)) == .timedOut {
+            logger.warning(
+                "configuration reload still under way at shutdown",
+                ["effect": "the relay stops without waiting for it", "seconds": .number(Double(seconds))])
+        }
     }
 
     /// Tells systemd about the relay's state, for a unit of `Type=notify`, which counts the relay as started only
@@ -193,22 +197,6 @@ public enum RelayCommand {
         config.limits = fitted
     }
 
-    /// Blocks signals that dispatch sources take, so that shutdown and reload run as ordinary code instead of in a
-    /// handler. Must run before the command starts a thread, since threads inherit the mask.
-    ///
-    /// libdispatch reads a source's signal from a signalfd, which returns only pending signals, and it registers the
-    /// source later, on its own thread. A signal that is blocked in every thread stays pending until then. One
-    /// that is only ignored, as it was here before, is discarded on arrival: a SIGTERM sent as the relay started
-    /// was lost, and the relay ran on until killed.
-    private static func blockSignals(_ numbers: [Int32]) {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for number in numbers {
-            sigaddset(&set, number)
-        }
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-    }
-
     /// Re-reads the configuration file on SIGHUP. An invalid file changes nothing, and every problem is logged.
     private static func reload(_ relay: Relay, path: String, levelOverride: LogLevel?, logger: Logger) {
         logger.info("configuration reload requested", ["path": .string(path)])
@@ -225,7 +213,7 @@ public enum RelayCommand {
     }
 
     private static func emulate(_ arguments: ArraySlice<String>) throws -> Int32 {
-        self.blockSignals([SIGTERM, SIGINT])
+        blockSignals([SIGTERM, SIGINT])
         let options = try CommandArguments(
             arguments,
             valueOptions: [

@@ -159,8 +159,8 @@ struct OnlineReplay {
             created = try self.call(client, "POST", "/admin/replays", body: JSONWriter.encode(.object(body)))
         } catch where (interrupt?.count ?? 0) > 0 {
             self.progress.line(
-                "interrupted, and the relay did not answer (\(error)); it may still create the replay, which "
-                    + "GET /admin/replays would list")
+                "interrupted, and the request to create the replay failed (\(error)); the relay may still create "
+                    + "it, and GET /admin/replays would list it")
             InterruptWatch.exitInterrupted()
         }
         if self.dryRun {
