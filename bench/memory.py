@@ -1,6 +1,7 @@
 """Memory and start-up: RSS idle, with port outs in state and with 1,000,000 dedupe keys, and the time to start
 on a 1,000,000-record journal."""
 import shutil
+import statistics
 import time
 
 from report import row
@@ -26,21 +27,42 @@ def memory_and_startup(context):
     # and 250,000 port outs. The worst case, one record per port out, is measured too.
     records = context.arguments.replay_records
     data = context.journal("replay", records, "--statuses-per-port-out", "4")
-    startup, loaded_rss = measure_startup(context, data)
+    startups, loaded_rss = measure_startups(context, data)
     shutil.rmtree(data, ignore_errors=True)
     data = context.journal("replay", records)
-    worst_startup, worst_rss = measure_startup(context, data)
+    worst_startups, worst_rss = measure_startups(context, data)
     shutil.rmtree(data, ignore_errors=True)
+    startup, worst_startup = statistics.median(startups), statistics.median(worst_startups)
     return [
         row("RSS idle", idle_rss, None, "MiB", None, target="<= 64 MiB", ok=idle_rss <= 64),
         row(f"RSS with {port_outs:,} port outs in state", state_rss, None, "MiB", None),
         row("memory per accepted port out", per_port_out, None, "bytes", None),
         row(f"RSS with {records:,} dedupe keys", loaded_rss, None, "MiB", None, target="<= 300 MiB",
             ok=loaded_rss <= 300),
-        row(f"start-up on a {records:,}-record journal", startup, None, "s", None, target="<= 3 s", ok=startup <= 3),
+        row(f"start-up on a {records:,}-record journal", startup, None, "s", None, target="<= 3 s", ok=startup <= 3,
+            runs={"relay": startups}),
         row("RSS, one record per port out (worst case)", worst_rss, None, "MiB", None),
-        row("start-up, one record per port out (worst case)", worst_startup, None, "s", None),
+        row("start-up, one record per port out (worst case)", worst_startup, None, "s", None,
+            runs={"relay": worst_startups}),
     ]
+
+
+def measure_startups(context, data):
+    """Return the seconds to start in each of STARTUP_RUNS starts on the journal in `data`, and the largest RSS
+    of those starts once ready.
+
+    A start has no reference to run beside it, and on this machine the same binary took from 1.9 to 3.3 s on
+    one journal within a few minutes, so the figure is the median of several starts.
+    """
+    seconds, rss = [], []
+    for _ in range(STARTUP_RUNS):
+        startup, ready_rss = measure_startup(context, data)
+        seconds.append(startup)
+        rss.append(ready_rss)
+    return seconds, max(rss)
+
+
+STARTUP_RUNS = 3
 
 
 def measure_startup(context, data):

@@ -9,7 +9,8 @@ def row(name, value, reference, unit, reference_name, target=None, ok=None, runs
     """Return a table row: the relay's figure beside its reference from the same run, with a target if set.
 
     `runs`, for a figure that is a mean over several runs, contains each run's figure as
-    `{"relay": [...], "reference": [...]}`, and the results page lists them.
+    `{"relay": [...], "reference": [...]}`, and the results page lists them. A figure without a reference that is
+    the median of several runs has `{"relay": [...]}` alone.
     """
     return {"name": name, "value": value, "reference": reference, "unit": unit, "referenceName": reference_name,
             "target": target, "ok": ok, "runs": runs}
@@ -75,17 +76,24 @@ def print_table(results):
 
 
 def runs_text(result):
-    """Return each run's figure of a row that is a mean, relay runs first, as `relay 9,100 and 9,700; ...`."""
+    """Return each run's figure of a row made of several runs, relay runs first, as `relay 9,100 and 9,700; ...`."""
     runs = result["runs"]
-    relay = " and ".join(format_value(value, result["unit"]) for value in runs["relay"])
-    reference = " and ".join(format_value(value, result["unit"]) for value in runs["reference"])
+    relay = listed([format_value(value, result["unit"]) for value in runs["relay"]])
+    if "reference" not in runs:
+        return f"relay {relay}"
+    reference = listed([format_value(value, result["unit"]) for value in runs["reference"]])
     return f"relay {relay}; {result['referenceName']} {reference}"
+
+
+def listed(items):
+    """Return `a`, `a and b`, or `a, b and c`."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def print_runs(results):
     averaged = [result for result in results if result.get("runs")]
     if averaged:
-        print("\nthe runs behind each figure that is a mean, in the order they went:")
+        print("\nthe runs behind each figure that is a mean or a median, in the order they went:")
     for result in averaged:
         print(f"{result['name']}: {runs_text(result)}")
 
@@ -275,7 +283,7 @@ def runs_markdown(results):
         "",
         "Where a figure below lists two runs, it is their mean, so that a machine whose speed drifts during the "
         "part moves the relay and its reference alike. A reference's first run went before the relay's runs and "
-        "its second after them.",
+        "its second after them. Where it lists three runs of the relay alone, it is their median.",
         "",
     ] + [f"- {result['name']}: {runs_text(result)}" for result in averaged]
 

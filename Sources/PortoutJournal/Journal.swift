@@ -62,10 +62,13 @@ public final class Journal: Sendable {
 
     /// Opens the journal in `directory`, creating it if needed; recovers every segment, calling `visit` with
     /// each valid record in order, then starts the writer thread. Without `includeBodies`, events reach `visit`
-    /// with empty bodies, which `read(at:)` fetches when they are needed.
+    /// with empty bodies, which `read(at:)` fetches when they are needed, and with the text fields in `omitting`
+    /// empty. `lane`, if given, also gets every event, on a second thread, and is done with them when `open`
+    /// returns.
     public static func open(
         directory: String, segmentBytes: Int, logger: Logger, includeBodies: Bool = true,
-        metrics: JournalMetrics = JournalMetrics(), visit: (JournalRecord, JournalLocation) -> Void
+        omitting: OmittedEventText = [], metrics: JournalMetrics = JournalMetrics(), lane: (any RecoveryLane)? = nil,
+        visit: (JournalRecord, JournalLocation) -> Void
     ) throws(JournalError) -> Journal {
         do {
             // Owner only, with the files in it, because events carry account numbers.
@@ -77,7 +80,8 @@ public final class Journal: Sendable {
         let lockFDs = try self.lock(directory)
         let journal: Journal
         do {
-            let recovery = try JournalRecovery(directory: directory, logger: logger, includeBodies: includeBodies)
+            let recovery = try JournalRecovery(
+                directory: directory, logger: logger, includeBodies: includeBodies, omitting: omitting, lane: lane)
             let (segment, size) = try recovery.run(visit: visit)
             let writer = WriterState(
                 active: try ActiveSegment.open(

@@ -42,19 +42,21 @@ public final class Relay: Sendable {
         var state = IngestState(capacity: config.dedupe.capacity)
         state.reserveCapacity(Self.estimatedEvents(journalDirectory: journalDirectory))
         var unsettled = UnsettledDeliveries()
-        var portOuts = PortOutIndex()
+        let portOutLane = PortOutIndex.RecoveryBuilder()
         let deadLetters = DeadLetterIndex()
         var order = EventSequenceCheck()
         let journal = try Journal.open(
             directory: journalDirectory, segmentBytes: config.journal.segmentBytes, logger: logger,
-            includeBodies: false, metrics: JournalMetrics()
+            // The subscription is the port-out index's, built on the lane, and an id and type matter only to an
+            // event that is delivered.
+            includeBodies: false, omitting: [.undeliveredIDAndType, .subscription], metrics: JournalMetrics(),
+            lane: portOutLane
         ) { record, location in
             switch record {
             case .event(let event):
                 order.note(event.sequence)
                 state.restore(event)
                 unsettled.add(event, at: location)
-                portOuts.apply(event, at: location)
             case .attempt(let attempt):
                 state.reserveSequences(through: attempt.eventSequence)
                 if let deadLetter = unsettled.apply(attempt) {
@@ -70,6 +72,7 @@ public final class Relay: Sendable {
                 deadLetters.suspend(DeliveryKey(sequence: replay.event.sequence, destination: replay.destination))
             }
         }
+        let portOuts = portOutLane.index
         if let problem = order.takeProblem() {
             // The events are still restored: they carry the ids of the originals, so receivers that dedupe on
             // webhook-id drop what is sent again, while skipping them would lose any that are no copies.

@@ -13,6 +13,29 @@ struct ShardedTableTests {
         #expect(counts.max()! < 1_300)
     }
 
+    /// Strings pick their shard with FNV-1a rather than `hashValue`, and ids that differ only in their last
+    /// characters must still spread.
+    @Test func stringKeysSpreadEvenly() {
+        var counts = Array(repeating: 0, count: HashShards.count)
+        for number in 0..<64_000 {
+            counts[HashShards.index(of: "pout_\(number)")] += 1
+        }
+        #expect(counts.min()! > 700)
+        #expect(counts.max()! < 1_300)
+    }
+
+    /// The published FNV-1a values for the empty string and "a", and a port-out id against a byte-by-byte
+    /// reference.
+    @Test func fnv1aKnownValues() {
+        #expect(FNV1a.hash32("") == 0x811C_9DC5)
+        #expect(FNV1a.hash32("a") == 0xE40C_292C)
+        #expect(FNV1a.hash64("") == 0xCBF2_9CE4_8422_2325)
+        #expect(FNV1a.hash64("a") == 0xAF63_DC4C_8601_EC8C)
+        let id = "pout_0SNTORy8HZRd6PFFxSbd414RhJyC"
+        let bytewise = id.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
+        #expect(FNV1a.hash64(id) == bytewise)
+    }
+
     @Test func smallIndexKeepsExactOrder() {
         var index = ShardedLRUIndex<Int, String>(capacity: 2)
         #expect(index.capacity == 2)

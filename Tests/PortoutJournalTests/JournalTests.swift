@@ -405,6 +405,96 @@ import Testing
         #expect(result.tornTail == nil)
     }
 
+    /// Keeps what the recovery lane is given. Touched only on the lane's thread until `Journal.open` returns.
+    final class RecordingLane: RecoveryLane, @unchecked Sendable {
+        var events: [(event: EventRecord, location: JournalLocation)] = []
+
+        func visit(_ event: EventRecord, at location: JournalLocation) {
+            self.events.append((event, location))
+        }
+    }
+
+    /// The lane gets every event the visitor gets, in the same order and at the same places, across many
+    /// segments and past a damaged record, with the id and type left out. Attempt records go to the visitor
+    /// alone.
+    @Test func laneGetsEveryEventInOrder() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (journal, _) = try Self.open(directory.path, segmentBytes: 512)
+        for sequence in 1...60 {
+            Self.appendAll(journal, [Self.event(UInt64(sequence))])
+            if sequence % 7 == 0 {
+                Self.appendAll(journal, [.attempt(AttemptRecord(
+                    eventSequence: UInt64(sequence), tenant: "t1", destination: "crm", attempt: 1, outcome: .delivered,
+                    httpStatus: 204, atMs: 0, nextAttemptAtMs: nil, error: ""))])
+            }
+        }
+        journal.close()
+        let segments = try SegmentFile.segments(in: directory.path)
+        #expect(segments.count > 10)
+        let second = directory.path + "/" + SegmentFile.name(for: segments[1])
+        var bytes = [UInt8](FileManager.default.contents(atPath: second)!)
+        bytes[bytes.count - 5] ^= 0xFF
+        #expect(FileManager.default.createFile(atPath: second, contents: Data(bytes)))
+
+        let lane = RecordingLane()
+        var visited: [(event: EventRecord, location: JournalLocation)] = []
+        var attempts = 0
+        let reopened = try Journal.open(
+            directory: directory.path, segmentBytes: 512, logger: Logger(level: .error), includeBodies: false,
+            lane: lane
+        ) { record, location in
+            switch record {
+            case .event(let event): visited.append((event, location))
+            case .attempt: attempts += 1
+            case .replay: break
+            }
+        }
+        reopened.close()
+        // The damage costs one record, an event or an attempt.
+        #expect(visited.count + attempts == 60 + 8 - 1)
+        #expect(visited.count >= 59)
+        #expect(lane.events.map(\.location) == visited.map(\.location))
+        for (laneEvent, visitedEvent) in zip(lane.events.map(\.event), visited.map(\.event)) {
+            #expect(laneEvent.eventID.isEmpty && laneEvent.type.isEmpty)
+            var expected = visitedEvent
+            expected.eventID = ""
+            expected.type = ""
+            #expect(laneEvent == expected)
+        }
+    }
+
+    /// Each option leaves its fields empty and decodes the rest as written.
+    @Test func omittedTextIsLeftEmpty() {
+        func event(destinations: [String]) -> EventRecord {
+            EventRecord(
+                sequence: 9, acceptedAtMs: 5, isStale: false, isBare: false, status: .issued,
+                dedupeKey: DigestKey(high: 1, low: 2), lifecycleKey: DigestKey(high: 3, low: 4), tenant: "t1",
+                eventID: "evt_9", type: "com.gigs.portOut.issued", portOutID: "pout_9", project: "acme-mobile",
+                destinations: destinations, body: Array("{}".utf8), portOutCreatedAtMs: 7,
+                subscription: "sub_0SNTORy8HZRd6PFFxSbd414RhJyC")
+        }
+        func decoded(_ event: EventRecord, omitting: OmittedEventText) -> EventRecord? {
+            JournalRecord.event(event).encoded().withUnsafeBytes { payload in
+                guard case .event(let decoded)? = JournalRecord.decode(payload, omitting: omitting) else { return nil }
+                return decoded
+            }
+        }
+        for destinations in [[], ["billing", "crm"]] {
+            let original = event(destinations: destinations)
+            #expect(decoded(original, omitting: []) == original)
+
+            var withoutText = original
+            withoutText.eventID = ""
+            withoutText.type = ""
+            #expect(decoded(original, omitting: .idAndType) == withoutText)
+
+            var forRecovery = destinations.isEmpty ? withoutText : original
+            forRecovery.subscription = ""
+            #expect(decoded(original, omitting: [.undeliveredIDAndType, .subscription]) == forRecovery)
+        }
+    }
+
     @Test func rotationKeepsOrder() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }

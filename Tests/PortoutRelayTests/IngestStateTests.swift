@@ -119,4 +119,19 @@ struct IngestStateTests {
         #expect(Self.admit(&state, .initiated) == true)
         #expect(Self.admit(&state, .issued) == false)
     }
+
+    /// Dedupe and lifecycle keys pick their shard from their digest's high word, so those digests must spread
+    /// over the shards as evenly as a hash would.
+    @Test func digestKeysSpreadOverShards() {
+        var dedupe = Array(repeating: 0, count: HashShards.count)
+        var lifecycle = Array(repeating: 0, count: HashShards.count)
+        for number in 0..<64_000 {
+            dedupe[HashShards.index(of: IngestKeys.dedupe(tenant: "t1", portOutID: "pout_\(number)", status: .issued))] += 1
+            lifecycle[HashShards.index(of: IngestKeys.lifecycle(tenant: "t1", portOutID: "pout_\(number)"))] += 1
+        }
+        for counts in [dedupe, lifecycle] {
+            #expect(counts.min()! > 700)
+            #expect(counts.max()! < 1_300)
+        }
+    }
 }

@@ -24,10 +24,22 @@ public struct DigestKey: Hashable, Sendable, CustomStringConvertible {
         self.low = low
     }
 
+    /// Hashes the low word alone. Either word of a SHA-256 digest is spread evenly, and the high word already
+    /// picks the shard.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.low)
+    }
+
     public var description: String {
         let highText = String(self.high, radix: 16)
         let lowText = String(self.low, radix: 16)
         return String(repeating: "0", count: 16 - highText.count) + highText
             + String(repeating: "0", count: 16 - lowText.count) + lowText
+    }
+}
+
+extension DigestKey: ShardableKey {
+    public var shardBits: UInt {
+        UInt(truncatingIfNeeded: self.high)
     }
 }

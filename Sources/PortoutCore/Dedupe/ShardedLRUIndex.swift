@@ -4,7 +4,7 @@
 /// A full shard evicts its own least recently used entry, which is the oldest of that shard rather than of the
 /// whole index. With keys spread evenly, it is among the oldest sixty-fourth of all entries. Below
 /// `minimumShardedCapacity` the index keeps one shard and exact order, since small tables grow quickly anyway.
-public struct ShardedLRUIndex<Key: Hashable, Value> {
+public struct ShardedLRUIndex<Key: ShardableKey, Value> {
     public static var minimumShardedCapacity: Int { 65_536 }
 
     /// The maximum number of entries, rounded up to a multiple of the shard count.
