@@ -53,7 +53,15 @@ struct JournalRecovery {
         for (index, segment) in segments.enumerated() {
             let path = self.directory + "/" + SegmentFile.name(for: segment)
             runner?.waitForFreeReader()
-            let bytes = try readers[index % readers.count].read(path)
+            let bytes: UnsafeRawBufferPointer
+            do {
+                bytes = try readers[index % readers.count].read(path)
+            } catch {
+                // The lane never gets this reader, so it is given back here. libdispatch stops the process when
+                // a semaphore is freed with a count below its initial one.
+                runner?.returnUnusedReader()
+                throw error
+            }
             var undecodable = 0
             var laneEvents: [LaneRunner.Span] = []
             let result = SegmentFile.scan(bytes) { payload, offset in
@@ -173,6 +181,11 @@ struct JournalRecovery {
 
         func waitForFreeReader() {
             self.freeReaders.wait()
+        }
+
+        /// Gives back a reader taken with `waitForFreeReader` whose bytes are never submitted.
+        func returnUnusedReader() {
+            self.freeReaders.signal()
         }
 
         func submit(_ events: [Span], in bytes: UnsafeRawBufferPointer) {

@@ -50,4 +50,20 @@ struct PortOutIndexTests {
         #expect(index.entry(tenant: "t2", project: "acme-mobile", id: "pout_2")?.status == .processing)
         #expect(index.count == 11)
     }
+
+    /// Ids that are equal as Swift strings but differ in their bytes are one port out, whatever shard either
+    /// spelling would hash to.
+    @Test func equalIDsInOtherBytesAreOnePortOut() {
+        var index = PortOutIndex()
+        for number in 0..<50 {
+            for (id, status) in [("pout_caf\u{E9}\(number)", PortOutStatus.initiated), ("pout_cafe\u{301}\(number)", .processing)] {
+                var (record, location) = Self.event(
+                    tenant: "t1", project: "acme-mobile", portOut: number, status: status, segment: 1)
+                record.portOutID = id
+                index.apply(record, at: location)
+            }
+        }
+        #expect(index.count == 50)
+        #expect(index.entry(tenant: "t1", project: "acme-mobile", id: "pout_caf\u{E9}7")?.status == .processing)
+    }
 }

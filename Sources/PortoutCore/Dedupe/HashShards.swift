@@ -18,7 +18,8 @@ public enum HashShards {
 /// A key of a sharded table. Any key can pick its shard from `hashValue`. A key whose bits are already spread
 /// evenly, such as a digest, can pick it from those bits and so save a second hashing on every lookup.
 public protocol ShardableKey: Hashable {
-    /// Bits spread evenly over the keys. The shard comes from the top six.
+    /// Bits spread evenly over the keys, the same for any two keys that are equal. The shard comes from the top
+    /// six.
     var shardBits: UInt { get }
 }
 
@@ -28,19 +29,9 @@ extension ShardableKey {
     }
 }
 
-/// Picks the shard with FNV-1a, which costs a fraction of `hashValue`'s seeded SipHash. The table's own lookups
-/// still use `hashValue`, so keys chosen to share a shard only make that shard larger.
-extension String: ShardableKey {
-    @inlinable public var shardBits: UInt {
-        // FNV-1a's top bits hardly change with the last bytes, and ids differ most there, so they are mixed
-        // down with MurmurHash3's final steps.
-        var bits = FNV1a.hash64(self)
-        bits ^= bits >> 33
-        bits &*= 0xFF51_AFD7_ED55_8CCD
-        bits ^= bits >> 33
-        return UInt(truncatingIfNeeded: bits)
-    }
-}
+/// Strings keep `hashValue`, because equal strings may differ in their bytes: "caf\u{E9}" equals "cafe\u{301}",
+/// and "\u{212A}" (the Kelvin sign) equals "K". A hash of the bytes would put such a pair in two shards.
+extension String: ShardableKey {}
 
 extension Int: ShardableKey {}
 
