@@ -414,7 +414,7 @@ import Testing
         }
     }
 
-    /// Writes events 1 through `count` into 512-byte segments, one append at a time so that each segment holds
+    /// Writes events 1 through `count` into 512-byte segments, one append at a time so that each segment contains
     /// a few, with an attempt record after every event whose sequence is a multiple of `attemptEvery`. Returns the
     /// segments.
     static func writeSmallSegments(_ directory: String, events count: Int, attemptEvery: Int = .max) throws -> [UInt64] {

@@ -134,4 +134,14 @@ struct IngestStateTests {
             #expect(counts.max()! < 1_300)
         }
     }
+
+    /// Project tags are 32-bit FNV-1a: the published values for the empty string and "a", and a project name
+    /// against a byte-by-byte reference.
+    @Test func projectTagIsFNV1a() {
+        #expect(IngestState.projectTag("") == 0x811C_9DC5)
+        #expect(IngestState.projectTag("a") == 0xE40C_292C)
+        let project = "acme-mobile-prepaid-europe"
+        let bytewise = project.utf8.reduce(UInt32(2_166_136_261)) { ($0 ^ UInt32($1)) &* 16_777_619 }
+        #expect(IngestState.projectTag(project) == bytewise)
+    }
 }
