@@ -76,7 +76,6 @@ public enum ByteEncoding {
     /// are ignored, as most decoders do.
     public static func decodeBase64(_ text: Substring) -> [UInt8]? {
         let utf8 = text.utf8
-        guard utf8.count % 4 == 0 else { return nil }
         let decoded = utf8.withContiguousStorageIfAvailable { self.decodeBase64(bytes: $0) }
         if let decoded {
             return decoded
@@ -84,7 +83,9 @@ public enum ByteEncoding {
         return Array(utf8).withUnsafeBufferPointer { self.decodeBase64(bytes: $0) }
     }
 
-    private static func decodeBase64(bytes: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+    /// Decodes padded standard base64 text given as bytes, as `decodeBase64(_:)` does.
+    public static func decodeBase64(bytes: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard bytes.count % 4 == 0 else { return nil }
         var padding = 0
         if bytes.count >= 4, bytes[bytes.count - 1] == UInt8(ascii: "=") {
             padding = bytes[bytes.count - 2] == UInt8(ascii: "=") ? 2 : 1

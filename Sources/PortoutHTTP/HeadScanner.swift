@@ -37,10 +37,21 @@ struct HeadScanner: Sendable {
             if self.position >= limits.maxHeaderBytes {
                 return .failure(HTTPParseError(status: 431, reason: "request head exceeds \(limits.maxHeaderBytes) bytes"))
             }
-            let byte = bytes[self.position]
-            if self.position == self.lineStart, self.requestLine != nil, byte == 0x20 || byte == 0x09 {
+            if self.position == self.lineStart, self.requestLine != nil,
+                bytes[self.position] == 0x20 || bytes[self.position] == 0x09
+            {
                 return .failure(.badRequest("header line starts with white space (obsolete line folding)"))
             }
+            // Bytes other than CR and LF need no decision here, so they are skipped in a loop of their own: the
+            // checks above cost about 20 instructions a byte when they ran for every byte of the head.
+            let scanEnd = min(bytes.count, limits.maxHeaderBytes)
+            var next = self.position
+            while next < scanEnd, bytes[next] != 0x0D, bytes[next] != 0x0A {
+                next += 1
+            }
+            self.position = next
+            guard next < scanEnd else { continue }
+            let byte = bytes[next]
             if byte == 0x0D {
                 guard self.position + 1 < bytes.count else { return .needMoreData }
                 guard bytes[self.position + 1] == 0x0A else {
@@ -58,10 +69,7 @@ struct HeadScanner: Sendable {
                 }
                 continue
             }
-            if byte == 0x0A {
-                return .failure(.badRequest("bare LF where CRLF is required"))
-            }
-            self.position += 1
+            return .failure(.badRequest("bare LF where CRLF is required"))
         }
         if self.position >= limits.maxHeaderBytes {
             return .failure(HTTPParseError(status: 431, reason: "request head exceeds \(limits.maxHeaderBytes) bytes"))
@@ -174,10 +182,11 @@ struct HeadScanner: Sendable {
         case .failure(let error):
             return .failure(error)
         case .success(let framing):
-            if self.headers.count(of: "host") > 1 {
+            let (host, hostCount) = self.headers.lookup("host")
+            if hostCount > 1 {
                 return .failure(.badRequest("more than one Host header"))
             }
-            if let host = self.headers["host"], !HostFieldSyntax.isValid(host) {
+            if let host, !HostFieldSyntax.isValid(host) {
                 return .failure(.badRequest("Host header is not a valid host with an optional port"))
             }
             // Most requests carry no Connection field, so its tokens are split only when there is one.
@@ -200,8 +209,8 @@ struct HeadScanner: Sendable {
     }
 
     static func framing(_ headers: HTTPHeaders, version: HTTPVersion) -> Result<BodyFraming, HTTPParseError> {
-        let lengthCount = headers.count(of: "content-length")
-        if headers["transfer-encoding"] != nil {
+        let (lengthText, lengthCount) = headers.lookup("content-length")
+        if headers.count(of: "transfer-encoding") > 0 {
             guard lengthCount == 0 else {
                 return .failure(.badRequest("both Content-Length and Transfer-Encoding are present"))
             }
@@ -213,7 +222,7 @@ struct HeadScanner: Sendable {
             }
             return .success(.chunked)
         }
-        guard let lengthText = headers["content-length"] else {
+        guard let lengthText else {
             return .success(.none)
         }
         guard lengthCount == 1 else {

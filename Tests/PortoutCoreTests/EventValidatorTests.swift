@@ -64,6 +64,18 @@ struct EventValidatorTests {
         #expect((try? JSONParser.parse("{\(many)}"))?.objectValue?.members.count == 40)
     }
 
+    /// The duplicate check compares fingerprints of the keys as decoded, so a key spelled with escapes is the
+    /// same key as its plain spelling, in either order, while distinct keys of one length stay distinct.
+    @Test func escapedKeySpellingsAreDuplicates() {
+        for text in [#"{"data":1,"d\u0061ta":2}"#, #"{"d\u0061ta":1,"data":2}"#, #"{"\u00e9":1,"é":2}"#,
+                     #"{"a\/b":1,"a/b":2}"#]
+        {
+            #expect(throws: JSONParseError.self, "\(text)") { try JSONParser.parse(text) }
+        }
+        let distinct = try? JSONParser.parse(#"{"ab":1,"ba":2,"a\u0062c":3,"abd":4,"":5}"#)
+        #expect(distinct?.objectValue?.keys == ["ab", "ba", "abc", "abd", ""])
+    }
+
     /// Lookups start where the last one ended, so the same fields in any order must still all be found.
     @Test func fieldsInAnyOrderValidate() throws {
         let envelope = try #require(try JSONParser.parse(Self.envelope).objectValue)

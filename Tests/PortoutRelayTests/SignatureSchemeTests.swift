@@ -59,6 +59,32 @@ struct SignatureSchemeTests {
         #expect(missing.json?.objectValue?["code"] == "signatureMissing")
     }
 
+    /// A `webhook-signature` value is a list separated by spaces: runs of spaces, other versions and entries
+    /// that are not base64 are passed over, and only a list with no `v1,` entry at all is malformed.
+    @Test func signatureListEntries() throws {
+        let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)
+        defer { harness.finish() }
+        let body = Events.portOut("pout_list", status: "initiated")
+        let valid = RelayHarness.standardWebhooksHeaders(body, secret: RelayHarness.inboundSecret, id: "msg_1")
+        let signature = valid[2].1
+        let cases: [(String, Int, String?)] = [
+            ("  v2,AAAA   v1,!!!!  \(signature)  ", 202, nil),
+            ("\(signature) v1,", 200, nil),
+            ("v1,", 401, "No signature matches the body."),
+            ("v1,AAA", 401, "The webhook-signature header is malformed."),
+            ("v2,\(signature.dropFirst(3)) v1", 401, "The webhook-signature header is malformed."),
+            (" ", 401, "The webhook-signature header is malformed."),
+            (String(signature.dropFirst(3)), 401, "The webhook-signature header is malformed."),
+        ]
+        for (value, status, message) in cases {
+            let response = try harness.post(body, headers: [valid[0], valid[1], ("webhook-signature", value)])
+            #expect(response.status == status, "\(value)")
+            if let message {
+                #expect(response.json?.objectValue?["message"] == .string(message), "\(value)")
+            }
+        }
+    }
+
     /// A repeated signature header is rejected even when one of its copies is valid, since a proxy in front may
     /// take the other one. A timestamp with a plus sign is rejected even when the signature covers it.
     @Test func repeatedHeadersAndPlusTimestampRejected() throws {

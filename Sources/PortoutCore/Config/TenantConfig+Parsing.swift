@@ -270,6 +270,8 @@ public enum HeaderSyntax {
         !text.isEmpty && text.utf8.allSatisfy(self.isTokenByte)
     }
 
+    /// Inlinable, because the HTTP parser calls it for every byte of every header name.
+    @inlinable
     public static func isTokenByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),

@@ -103,6 +103,9 @@ private struct Cursor {
         // in place. Past `linearKeyLimit` members the keys go into a set, so that an object with tens of
         // thousands of members is not checked in quadratic time.
         var keys = Set<[UInt8]>()
+        // A fingerprint of each of the first `linearKeyLimit` keys, so that the search in place compares
+        // integers and compares bytes only when two fingerprints are equal.
+        var fingerprints = KeyFingerprints(repeating: 0)
         // The carrier's objects have ten or so members, so one allocation usually fits them all.
         members.reserveCapacity(Self.linearKeyLimit)
         self.skipWhitespace()
@@ -118,8 +121,12 @@ private struct Cursor {
             }
             let keyOffset = self.index
             let key = try self.parseString()
-            if Self.isDuplicate(key, in: members, set: &keys) {
+            let fingerprint = self.fingerprint(of: key, rawStart: keyOffset + 1, rawEnd: self.index - 1)
+            if Self.isDuplicate(key, fingerprint: fingerprint, in: members, fingerprints: fingerprints, set: &keys) {
                 throw JSONParseError(offset: keyOffset, reason: "duplicate key \"\(key)\"")
+            }
+            if members.count < Self.linearKeyLimit {
+                fingerprints[members.count] = fingerprint
             }
             self.skipWhitespace()
             guard self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: ":") else {
@@ -143,15 +150,38 @@ private struct Cursor {
         }
     }
 
-    static let linearKeyLimit = 16
+    typealias KeyFingerprints = InlineArray<16, UInt64>
+    static let linearKeyLimit = KeyFingerprints.count
 
-    /// Returns whether `key` is already among `members`. Once the object outgrows `linearKeyLimit`, `set`
-    /// contains every key so far.
-    static func isDuplicate(_ key: String, in members: [(key: String, value: JSONValue)], set: inout Set<[UInt8]>)
-        -> Bool
-    {
+    /// Returns FNV-1a over a key's UTF-8 bytes, mixed with their count. Every escape is longer than what it
+    /// decodes to, so a key shorter than its input bytes `rawStart..<rawEnd` had escapes and is hashed itself.
+    func fingerprint(of key: String, rawStart: Int, rawEnd: Int) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        let count = key.utf8.count
+        if count == rawEnd - rawStart {
+            for index in rawStart..<rawEnd {
+                hash = (hash ^ UInt64(self.bytes[index])) &* 0x0000_0100_0000_01b3
+            }
+        } else {
+            for byte in key.utf8 {
+                hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+            }
+        }
+        return hash ^ UInt64(count)
+    }
+
+    /// Returns whether `key` is already among `members`. While the object has fewer than `linearKeyLimit`
+    /// members, `fingerprints` holds theirs in order; once it outgrows that, `set` contains every key so far.
+    static func isDuplicate(
+        _ key: String, fingerprint: UInt64, in members: [(key: String, value: JSONValue)],
+        fingerprints: KeyFingerprints, set: inout Set<[UInt8]>
+    ) -> Bool {
         if members.count < self.linearKeyLimit {
-            return members.contains { JSONObject.sameKey($0.key, key) }
+            for index in 0..<members.count
+            where fingerprints[index] == fingerprint && JSONObject.sameKey(members[index].key, key) {
+                return true
+            }
+            return false
         }
         if set.isEmpty {
             for member in members {

@@ -17,8 +17,9 @@ final class IngestMetrics: Sendable {
         help: "Accepted events whose status did not move their port out forward; journaled, not forwarded by default.",
         labelNames: ["tenant"])
 
-    /// The counters of one tenant, looked up once so that the request path takes no lock for them.
-    struct TenantCounters: Sendable {
+    /// The counters of one tenant, looked up once so that the request path takes no lock for them. A class, so
+    /// that the closures of a request retain it once rather than each of its counters.
+    final class TenantCounters: Sendable {
         let accepted: Counter
         let duplicate: Counter
         let signatureFailed: Counter
@@ -27,15 +28,21 @@ final class IngestMetrics: Sendable {
         let signatureFailures: Counter
         let duplicates: Counter
         let stale: Counter
+
+        init(family: IngestMetrics, tenant: String) {
+            self.accepted = family.requests.labels(tenant, "accepted")
+            self.duplicate = family.requests.labels(tenant, "duplicate")
+            self.signatureFailed = family.requests.labels(tenant, "signatureFailed")
+            self.invalid = family.requests.labels(tenant, "invalid")
+            self.unavailable = family.requests.labels(tenant, "unavailable")
+            self.signatureFailures = family.signatureFailures.labels(tenant)
+            self.duplicates = family.duplicates.labels(tenant)
+            self.stale = family.staleEvents.labels(tenant)
+        }
     }
 
     func counters(tenant: String) -> TenantCounters {
-        TenantCounters(
-            accepted: self.requests.labels(tenant, "accepted"), duplicate: self.requests.labels(tenant, "duplicate"),
-            signatureFailed: self.requests.labels(tenant, "signatureFailed"),
-            invalid: self.requests.labels(tenant, "invalid"), unavailable: self.requests.labels(tenant, "unavailable"),
-            signatureFailures: self.signatureFailures.labels(tenant), duplicates: self.duplicates.labels(tenant),
-            stale: self.staleEvents.labels(tenant))
+        TenantCounters(family: self, tenant: tenant)
     }
 
     /// Counts a request for a tenant that is not configured. The path's tenant is not used as a label, since any

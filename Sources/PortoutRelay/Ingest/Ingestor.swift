@@ -94,7 +94,7 @@ final class Ingestor: Sendable {
         }
         // Content-Type is a single-value field (RFC 9110, section 8.3), and a downstream parser that took the
         // last of several could read the body differently.
-        let contentTypeCount = request.head.headers.count(of: "Content-Type")
+        let (contentType, contentTypeCount) = request.head.headers.lookup("Content-Type")
         guard contentTypeCount <= 1 else {
             return .failure(Rejection(
                 error: .badRequest(
@@ -102,7 +102,6 @@ final class Ingestor: Sendable {
                     "The request has \(contentTypeCount) Content-Type header fields. Send exactly one."),
                 reason: "multiple Content-Type fields"))
         }
-        let contentType = request.head.headers["Content-Type"]
         guard Self.isJSONMediaType(contentType) else {
             return .failure(Rejection(error: .unsupportedMediaType(contentType), reason: "unsupported media type"))
         }
@@ -249,17 +248,20 @@ final class Ingestor: Sendable {
     /// Returns whether the media type, ignoring parameters, case and surrounding white space, is `application/json` or
     /// `application/cloudevents+json`. Compared on bytes because this runs on every webhook.
     static func isJSONMediaType(_ value: String?) -> Bool {
-        guard let value else { return false }
-        var mediaType = value.utf8.prefix { $0 != UInt8(ascii: ";") }[...]
-        while let first = mediaType.first, first == 0x20 || first == 0x09 {
-            mediaType = mediaType.dropFirst()
-        }
-        while let last = mediaType.last, last == 0x20 || last == 0x09 {
-            mediaType = mediaType.dropLast()
-        }
-        return Self.jsonMediaTypes.contains { expected in
-            expected.utf8.count == mediaType.count
-                && zip(mediaType, expected.utf8).allSatisfy { ASCII.lowercased($0) == $1 }
+        guard var value else { return false }
+        return value.withUTF8 { bytes in
+            var end = bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.count
+            var start = 0
+            while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 {
+                start += 1
+            }
+            while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 {
+                end -= 1
+            }
+            let mediaType = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            return Self.jsonMediaTypes.contains { expected in
+                expected.utf8.withContiguousStorageIfAvailable { ASCII.equalsIgnoringCase(mediaType, $0) } ?? false
+            }
         }
     }
 

@@ -68,38 +68,32 @@ struct SignatureVerifier: Sendable {
         }
     }
 
-    private static let headerSpellings = [
-        ("webhook-id", "svix-id"), ("webhook-timestamp", "svix-timestamp"), ("webhook-signature", "svix-signature"),
-    ]
-
     private func verifyStandardWebhooks(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
-        // Some senders send both spellings, which must then agree. Values are read only in that case, since this
+        // Some senders send both spellings, which must then agree. Each spelling is looked up once, since this
         // runs for every webhook.
-        for (standard, svix) in Self.headerSpellings {
-            let standardCount = headers.count(of: standard)
-            let svixCount = headers.count(of: svix)
-            if standardCount > 1 {
-                return .failure(.repeated(standard))
-            }
-            if svixCount > 1 {
-                return .failure(.repeated(svix))
-            }
-            if standardCount == 1 && svixCount == 1 && headers[standard] != headers[svix] {
-                return .failure(.conflicting(standard, svix))
-            }
+        let idField: HeaderSpelling
+        let timestampField: HeaderSpelling
+        let signatureField: HeaderSpelling
+        switch (
+            Self.read(headers, "webhook-id", "svix-id"), Self.read(headers, "webhook-timestamp", "svix-timestamp"),
+            Self.read(headers, "webhook-signature", "svix-signature")
+        ) {
+        case (.failure(let failure), _, _), (_, .failure(let failure), _), (_, _, .failure(let failure)):
+            return .failure(failure)
+        case (.success(let id), .success(let timestamp), .success(let signature)):
+            (idField, timestampField, signatureField) = (id, timestamp, signature)
         }
-        let idName = headers["webhook-id"] != nil ? "webhook-id" : "svix-id"
-        guard let id = headers[idName], !id.isEmpty else {
+        guard let (idName, id) = idField, !id.isEmpty else {
             return .failure(.missing("webhook-id header"))
         }
         // The MAC covers the id's bytes as sent, and text read from invalid UTF-8 has other bytes.
         guard headers.hasValidUTF8(idName) else {
             return .failure(.malformed("\(idName) header"))
         }
-        guard let timestampText = headers["webhook-timestamp"] ?? headers["svix-timestamp"] else {
+        guard let (_, timestampText) = timestampField else {
             return .failure(.missing("webhook-timestamp header"))
         }
-        guard let signatureText = headers["webhook-signature"] ?? headers["svix-signature"] else {
+        guard let (_, signatureText) = signatureField else {
             return .failure(.missing("webhook-signature header"))
         }
         guard let timestamp = Self.unixSeconds(timestampText[...]) else {
@@ -108,10 +102,7 @@ struct SignatureVerifier: Sendable {
         if let failure = self.checkTolerance(timestamp, now) {
             return .failure(failure)
         }
-        let candidates = signatureText.utf8.split(separator: UInt8(ascii: " ")).compactMap { entry -> [UInt8]? in
-            guard entry.starts(with: "v1,".utf8) else { return nil }
-            return ByteEncoding.decodeBase64(Substring(entry.dropFirst(3)))
-        }
+        let candidates = Self.standardSignatures(signatureText)
         guard !candidates.isEmpty else { return .failure(.malformed("webhook-signature header")) }
         var matched = false
         for key in self.keys {
@@ -124,10 +115,11 @@ struct SignatureVerifier: Sendable {
     }
 
     private func verifyTimestampedHex(_ headers: HTTPHeaders, _ body: [UInt8], _ now: Int) -> Result<Void, Failure> {
-        guard headers.count(of: self.config.header) <= 1 else {
+        let field = headers.lookup(self.config.header)
+        guard field.count <= 1 else {
             return .failure(.repeated(self.config.header))
         }
-        guard let value = headers[self.config.header] else {
+        guard let value = field.value else {
             return .failure(.missing("\(self.config.header) header"))
         }
         var timestampText: Substring?
@@ -165,10 +157,11 @@ struct SignatureVerifier: Sendable {
     }
 
     private func verifyHex(_ headers: HTTPHeaders, _ body: [UInt8]) -> Result<Void, Failure> {
-        guard headers.count(of: self.config.header) <= 1 else {
+        let field = headers.lookup(self.config.header)
+        guard field.count <= 1 else {
             return .failure(.repeated(self.config.header))
         }
-        guard let value = headers[self.config.header] else {
+        guard let value = field.value else {
             return .failure(.missing("\(self.config.header) header"))
         }
         var text = value[...]
@@ -184,6 +177,50 @@ struct SignatureVerifier: Sendable {
             matched = true
         }
         return matched ? .success(()) : .failure(.mismatch)
+    }
+
+    /// Decodes the `v1,` entries of a `webhook-signature` value, which are separated by spaces. Entries of other
+    /// versions, and `v1,` entries that are not base64, are left out.
+    private static func standardSignatures(_ value: String) -> [[UInt8]] {
+        var value = value
+        return value.withUTF8 { bytes in
+            var signatures: [[UInt8]] = []
+            var start = 0
+            while start < bytes.count {
+                let end = bytes[start...].firstIndex(of: UInt8(ascii: " ")) ?? bytes.count
+                if end - start >= 3, bytes[start] == UInt8(ascii: "v"), bytes[start + 1] == UInt8(ascii: "1"),
+                    bytes[start + 2] == UInt8(ascii: ","),
+                    let signature = ByteEncoding.decodeBase64(bytes: UnsafeBufferPointer(rebasing: bytes[(start + 3)..<end]))
+                {
+                    signatures.append(signature)
+                }
+                start = end + 1
+            }
+            return signatures
+        }
+    }
+
+    /// A header's name as sent, in its `webhook-` or `svix-` spelling, and its value; nil when it is absent.
+    private typealias HeaderSpelling = (name: String, value: String)?
+
+    /// Reads a Standard Webhooks header under both spellings. Either may appear once; when both do, their
+    /// values must be equal, and the `webhook-` spelling is the one read.
+    private static func read(_ headers: HTTPHeaders, _ standard: String, _ svix: String) -> Result<HeaderSpelling, Failure> {
+        let standardField = headers.lookup(standard)
+        let svixField = headers.lookup(svix)
+        if standardField.count > 1 {
+            return .failure(.repeated(standard))
+        }
+        if svixField.count > 1 {
+            return .failure(.repeated(svix))
+        }
+        if let standardValue = standardField.value {
+            if let svixValue = svixField.value, svixValue != standardValue {
+                return .failure(.conflicting(standard, svix))
+            }
+            return .success((standard, standardValue))
+        }
+        return .success(svixField.value.map { (svix, $0) })
     }
 
     /// Parses a timestamp of Unix seconds written as 1 to 19 ASCII digits. `Int.init` alone would also take a

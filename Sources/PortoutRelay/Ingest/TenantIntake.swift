@@ -3,10 +3,19 @@ import PortoutCrypto
 import PortoutJournal
 
 /// A tenant's intake rules: its signature check, projects, accepted types and destination filters.
-struct TenantIntake: Sendable {
+///
+/// A class, like `IntakeEvent`: every request looks its tenant up and every accepted event keeps it until the
+/// journal write settles, and copying the configuration's strings and arrays cost a retain and a release each.
+final class TenantIntake: Sendable {
     let config: TenantConfig
     let verifier: SignatureVerifier
     let counters: IngestMetrics.TenantCounters
+
+    init(config: TenantConfig, verifier: SignatureVerifier, counters: IngestMetrics.TenantCounters) {
+        self.config = config
+        self.verifier = verifier
+        self.counters = counters
+    }
 
     /// Applies the tenant's project and type rules and derives the event's keys.
     func classify(_ event: ValidatedEvent, body: [UInt8], query: Substring?) -> Result<IntakeEvent, APIError> {
@@ -35,7 +44,7 @@ struct TenantIntake: Sendable {
                     details: [ValidationIssue(field: "type", message: "is not in the tenant's acceptTypes")]))
             }
         }
-        return .success(IntakeEvent(tenant: self.config, event: event, project: project, body: body))
+        return .success(IntakeEvent(intake: self, event: event, project: project, body: body))
     }
 
     /// Returns the project of a bare `portOut` object, which carries none: `?project=`, or the tenant's only one.
@@ -58,8 +67,10 @@ struct TenantIntake: Sendable {
 }
 
 /// An event that passed every stateless check, with the keys dedupe, the lifecycle and ordering use.
-struct IntakeEvent: Sendable {
-    let tenant: TenantConfig
+///
+/// A class, because the closures that wait for the journal write and for an in-flight twin each capture it.
+final class IntakeEvent: Sendable {
+    let intake: TenantIntake
     let eventID: String
     let type: String
     let project: String
@@ -75,8 +86,13 @@ struct IntakeEvent: Sendable {
     let body: [UInt8]
     let portOut: PortOut?
 
-    init(tenant: TenantConfig, event: ValidatedEvent, project: String, body: [UInt8]) {
-        self.tenant = tenant
+    var tenant: TenantConfig {
+        self.intake.config
+    }
+
+    init(intake: TenantIntake, event: ValidatedEvent, project: String, body: [UInt8]) {
+        let tenant = intake.config
+        self.intake = intake
         self.type = event.type
         self.project = project
         self.portOutID = event.portOut?.id ?? ""
