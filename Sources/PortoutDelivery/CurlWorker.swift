@@ -56,10 +56,7 @@ final class CurlWorker: @unchecked Sendable {
 
     /// Returns the transfers that finished since the last call.
     func takeFinished() -> [Finished] {
-        self.finished.withLock { finished in
-            defer { finished.removeAll(keepingCapacity: true) }
-            return finished
-        }
+        self.finished.withLock { $0.takeAll() }
     }
 
     /// Abandons the transfers in flight and ends the thread; returns once it has ended. Transfers not yet
@@ -73,8 +70,7 @@ final class CurlWorker: @unchecked Sendable {
     private func run() {
         while true {
             let (incoming, isStopping) = self.inbox.withLock { inbox in
-                defer { inbox.transfers.removeAll(keepingCapacity: true) }
-                return (inbox.transfers, inbox.isStopping)
+                (inbox.transfers.takeAll(), inbox.isStopping)
             }
             if isStopping {
                 for handle in self.active.keys {

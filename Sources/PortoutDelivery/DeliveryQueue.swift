@@ -15,6 +15,17 @@ struct DeliveryQueue {
         var isEmpty: Bool { self.head == self.items.count }
         var first: PendingDelivery { self.items[self.head] }
 
+        /// Inserts a delivery in sequence order behind any head in flight, and returns whether it is the head.
+        mutating func insert(_ delivery: PendingDelivery) -> Bool {
+            let firstMovable = self.head + (self.isHeadInFlight ? 1 : 0)
+            var index = self.items.count
+            while index > firstMovable && self.items[index - 1].sequence > delivery.sequence {
+                index -= 1
+            }
+            self.items.insert(delivery, at: index)
+            return index == self.head
+        }
+
         mutating func removeFirst() {
             self.head += 1
             if self.head == self.items.count {
@@ -46,17 +57,13 @@ struct DeliveryQueue {
     private(set) var count = 0
 
     /// Adds a delivery to its lane in sequence order, but never ahead of a head that is in flight.
+    ///
+    /// Lanes are changed in place in the dictionary, here and below, because a lane copied out and stored back
+    /// shares its items while it is changed, so each change copied them.
     mutating func enqueue(_ delivery: PendingDelivery) {
-        var lane = self.lanes[delivery.orderingKey] ?? Lane()
-        let firstMovable = lane.head + (lane.isHeadInFlight ? 1 : 0)
-        var index = lane.items.count
-        while index > firstMovable && lane.items[index - 1].sequence > delivery.sequence {
-            index -= 1
-        }
-        lane.items.insert(delivery, at: index)
-        self.lanes[delivery.orderingKey] = lane
+        let isHead = self.lanes[delivery.orderingKey, default: Lane()].insert(delivery)
         self.count += 1
-        if index == lane.head {
+        if isHead {
             self.schedule.push(Scheduled(dueMs: delivery.nextAttemptAtMs, sequence: delivery.sequence, key: delivery.orderingKey))
         }
     }
@@ -111,50 +118,60 @@ struct DeliveryQueue {
     /// Settles the in-flight head of `key`: a retry puts it back at `retryAtMs`; otherwise it leaves the queue
     /// and the lane's next delivery becomes due.
     mutating func settle(key: String, retryAtMs: Int64?, attempts: Int) {
-        guard var lane = self.lanes[key], !lane.isEmpty, lane.isHeadInFlight else {
+        guard let index = self.lanes.index(forKey: key), !self.lanes.values[index].isEmpty,
+            self.lanes.values[index].isHeadInFlight
+        else {
             preconditionFailure("settled a delivery that is not in flight")
         }
         self.inFlight -= 1
+        let next = Self.settleHead(of: &self.lanes.values[index], retryAtMs: retryAtMs, attempts: attempts)
+        if retryAtMs == nil {
+            self.count -= 1
+        }
+        guard let next else {
+            self.lanes.remove(at: index)
+            return
+        }
+        self.schedule.push(Scheduled(dueMs: next.nextAttemptAtMs, sequence: next.sequence, key: key))
+    }
+
+    /// Puts a lane's head back to wait until `retryAtMs`, or removes it when `retryAtMs` is nil. Returns the
+    /// lane's new waiting head, or nil when the lane is empty.
+    private static func settleHead(of lane: inout Lane, retryAtMs: Int64?, attempts: Int) -> PendingDelivery? {
         lane.isHeadInFlight = false
         if let retryAtMs {
             lane.items[lane.head].attempts = attempts
             lane.items[lane.head].nextAttemptAtMs = retryAtMs
-            self.schedule.push(Scheduled(dueMs: retryAtMs, sequence: lane.first.sequence, key: key))
-            self.lanes[key] = lane
-            return
-        }
-        lane.removeFirst()
-        self.count -= 1
-        if lane.isEmpty {
-            self.lanes.removeValue(forKey: key)
         } else {
-            self.schedule.push(Scheduled(dueMs: lane.first.nextAttemptAtMs, sequence: lane.first.sequence, key: key))
-            self.lanes[key] = lane
+            lane.removeFirst()
         }
+        return lane.isEmpty ? nil : lane.first
     }
 
     /// Marks the replayed deliveries not in flight as stranded, and returns how many it marked by replay id.
     /// Those marked before are not counted again.
     mutating func markStranded() -> [String: Int] {
         var counts: [String: Int] = [:]
-        for key in Array(self.lanes.keys) {
-            var lane = self.lanes[key]!
-            let firstWaiting = lane.head + (lane.isHeadInFlight ? 1 : 0)
-            for index in firstWaiting..<lane.items.count {
-                guard let replayID = lane.items[index].replayID, !lane.items[index].isStranded else { continue }
-                lane.items[index].isStranded = true
-                counts[replayID, default: 0] += 1
-            }
-            self.lanes[key] = lane
+        for position in self.lanes.values.indices {
+            Self.markStranded(&self.lanes.values[position], counts: &counts)
         }
         return counts
     }
 
+    private static func markStranded(_ lane: inout Lane, counts: inout [String: Int]) {
+        let firstWaiting = lane.head + (lane.isHeadInFlight ? 1 : 0)
+        for index in firstWaiting..<lane.items.count {
+            guard let replayID = lane.items[index].replayID, !lane.items[index].isStranded else { continue }
+            lane.items[index].isStranded = true
+            counts[replayID, default: 0] += 1
+        }
+    }
+
     /// Marks the delivery at the head of the lane of `key` as stranded, as `markStranded()` does for those waiting.
     mutating func markStranded(headOf key: String) {
-        guard var lane = self.lanes[key], !lane.isEmpty else { return }
-        lane.items[lane.head].isStranded = true
-        self.lanes[key] = lane
+        guard let index = self.lanes.index(forKey: key), !self.lanes.values[index].isEmpty else { return }
+        let head = self.lanes.values[index].head
+        self.lanes.values[index].items[head].isStranded = true
     }
 
     /// Counts the deliveries in flight that match.

@@ -128,11 +128,7 @@ public final class EventLoop: @unchecked Sendable {
 
     private func runPendingTasks() {
         while true {
-            let tasks = self.pendingTasks.withLock { tasks -> [@Sendable () -> Void] in
-                let batch = tasks
-                tasks.removeAll(keepingCapacity: true)
-                return batch
-            }
+            let tasks = self.pendingTasks.withLock { $0.takeAll() }
             if tasks.isEmpty { return }
             for task in tasks {
                 task()

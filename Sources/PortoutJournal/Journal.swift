@@ -377,9 +377,7 @@ public final class Journal: Sendable {
         while true {
             self.wakeUp.wait()
             let (batch, isClosing) = self.queue.withLock { queue in
-                let batch = queue.pending
-                queue.pending.removeAll(keepingCapacity: true)
-                return (batch, queue.isClosing)
+                (queue.pending.takeAll(), queue.isClosing)
             }
             if !batch.isEmpty {
                 self.write(batch)

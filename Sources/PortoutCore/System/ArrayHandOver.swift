@@ -1,0 +1,14 @@
+extension Array {
+    /// Returns every element of a queue that one thread fills and another drains, and leaves it empty with
+    /// room for as many elements as it had, up to 16 KiB of them.
+    ///
+    /// Copying the queue and then calling `removeAll(keepingCapacity: true)` allocates a buffer of the queue's
+    /// largest size ever on each turn, because the copy still shares the old buffer.
+    public mutating func takeAll() -> [Element] {
+        var batch: [Element] = []
+        swap(&batch, &self)
+        let maxKept = Swift.max(16, 16_384 / Swift.max(1, MemoryLayout<Element>.stride))
+        self.reserveCapacity(Swift.min(batch.count, maxKept))
+        return batch
+    }
+}
