@@ -82,7 +82,8 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
         self.find(name).count
     }
 
-    /// The first value of the named field and how many fields have that name, from one pass over the fields.
+    /// Returns the first value of the named field and how many fields have that name, from one pass over the
+    /// fields.
     public func lookup(_ name: String) -> (value: String?, count: Int) {
         let (first, count) = self.find(name)
         return (first.map(self.value(at:)), count)

@@ -121,7 +121,7 @@ private struct Cursor {
             }
             let keyOffset = self.index
             let key = try self.parseString()
-            let fingerprint = self.fingerprint(of: key, rawStart: keyOffset + 1, rawEnd: self.index - 1)
+            let fingerprint = Self.fingerprint(of: key)
             if Self.isDuplicate(key, fingerprint: fingerprint, in: members, fingerprints: fingerprints, set: &keys) {
                 throw JSONParseError(offset: keyOffset, reason: "duplicate key \"\(key)\"")
             }
@@ -153,25 +153,21 @@ private struct Cursor {
     typealias KeyFingerprints = InlineArray<16, UInt64>
     static let linearKeyLimit = KeyFingerprints.count
 
-    /// Returns FNV-1a over a key's UTF-8 bytes, mixed with their count. Every escape is longer than what it
-    /// decodes to, so a key shorter than its input bytes `rawStart..<rawEnd` had escapes and is hashed itself.
-    func fingerprint(of key: String, rawStart: Int, rawEnd: Int) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        let count = key.utf8.count
-        if count == rawEnd - rawStart {
-            for index in rawStart..<rawEnd {
-                hash = (hash ^ UInt64(self.bytes[index])) &* 0x0000_0100_0000_01b3
-            }
-        } else {
-            for byte in key.utf8 {
+    /// Returns the 64-bit FNV-1a hash of a key's UTF-8 bytes as decoded, so that escaped and plain spellings
+    /// of one key get the same fingerprint.
+    static func fingerprint(of key: String) -> UInt64 {
+        var key = key
+        return key.withUTF8 { bytes in
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in bytes {
                 hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
             }
+            return hash
         }
-        return hash ^ UInt64(count)
     }
 
     /// Returns whether `key` is already among `members`. While the object has fewer than `linearKeyLimit`
-    /// members, `fingerprints` holds theirs in order; once it outgrows that, `set` contains every key so far.
+    /// members, `fingerprints` contains theirs in order. Once it outgrows that, `set` contains every key so far.
     static func isDuplicate(
         _ key: String, fingerprint: UInt64, in members: [(key: String, value: JSONValue)],
         fingerprints: KeyFingerprints, set: inout Set<[UInt8]>

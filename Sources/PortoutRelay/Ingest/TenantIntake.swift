@@ -4,8 +4,8 @@ import PortoutJournal
 
 /// A tenant's intake rules: its signature check, projects, accepted types and destination filters.
 ///
-/// A class, like `IntakeEvent`: every request looks its tenant up and every accepted event keeps it until the
-/// journal write settles, and copying the configuration's strings and arrays cost a retain and a release each.
+/// A class, like `IntakeEvent`, so that each request and the closures waiting on its journal write retain it
+/// once instead of copying the configuration, whose every string and array costs a retain and a release.
 final class TenantIntake: Sendable {
     let config: TenantConfig
     let verifier: SignatureVerifier
