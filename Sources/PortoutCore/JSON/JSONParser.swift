@@ -153,17 +153,10 @@ private struct Cursor {
     typealias KeyFingerprints = InlineArray<16, UInt64>
     static let linearKeyLimit = KeyFingerprints.count
 
-    /// Returns the 64-bit FNV-1a hash of a key's UTF-8 bytes as decoded, so that escaped and plain spellings
-    /// of one key get the same fingerprint.
+    /// Returns the FNV-1a hash of a key's bytes as decoded, so that escaped and plain spellings of one key get
+    /// the same fingerprint.
     static func fingerprint(of key: String) -> UInt64 {
-        var key = key
-        return key.withUTF8 { bytes in
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in bytes {
-                hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
-            }
-            return hash
-        }
+        FNV1a.hash64(key)
     }
 
     /// Returns whether `key` is already among `members`. While the object has fewer than `linearKeyLimit`
