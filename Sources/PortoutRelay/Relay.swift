@@ -81,7 +81,7 @@ public final class Relay: Sendable {
                 ["problem": .string(problem), "effect": "copies of events are delivered again",
                  "action": "run portout-relay journal verify to find the segment, and move a copied segment out of the journal"])
         }
-        let pending = unsettled.pendingDeliveries()
+        var pending = unsettled.pendingDeliveries()
         let configuredKeys = DeliveryEngine.keys(of: config.tenants)
         Self.logUnconfigured(pending, configured: configuredKeys, logger: logger)
         logger.info(
@@ -126,8 +126,8 @@ public final class Relay: Sendable {
         let engine = DeliveryEngine(
             tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
             controlFile: config.dataDir + "/destinations.json", observer: observer)
-        let marked = replayRestart.markingStranded(pending) { configuredKeys.contains($0.destinationKey) }
-        engine.submit(replayRestart.withdrawingCancelled(marked, journal: journal, observer: observer))
+        replayRestart.markStranded(&pending) { configuredKeys.contains($0.destinationKey) }
+        engine.submit(replayRestart.withdrawingCancelled(pending, journal: journal, observer: observer))
         let replays = ReplayJobs(
             registry: replayRegistry, dataDirectory: config.dataDir, journal: journal, engine: engine,
             deadLetters: deadLetters)
@@ -238,9 +238,22 @@ public final class Relay: Sendable {
     /// Logs one line for each destination that has unsettled deliveries and is no longer configured. The engine
     /// keeps those deliveries, and a reload that configures the destination again sends them.
     private static func logUnconfigured(_ deliveries: [PendingDelivery], configured: Set<String>, logger: Logger) {
+        // Counted by tenant and destination before the keys are joined, since joining one for each of what may
+        // be a million deliveries allocated a string each time.
+        struct Destination: Hashable {
+            var tenant: String
+            var id: String
+        }
+        var counts: [Destination: Int] = [:]
+        for delivery in deliveries {
+            counts[Destination(tenant: delivery.tenant, id: delivery.destination), default: 0] += 1
+        }
         var unconfigured: [String: Int] = [:]
-        for delivery in deliveries where !configured.contains(delivery.destinationKey) {
-            unconfigured[delivery.destinationKey, default: 0] += 1
+        for (destination, count) in counts {
+            let key = DeliveryEngine.key(tenant: destination.tenant, destination: destination.id)
+            if !configured.contains(key) {
+                unconfigured[key] = count
+            }
         }
         for (destination, count) in unconfigured.sorted(by: { $0.key < $1.key }) {
             logger.warning(

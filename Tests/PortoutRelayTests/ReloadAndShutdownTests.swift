@@ -117,6 +117,34 @@ struct ReloadAndShutdownTests {
         #expect(sink.received.dropFirst(failedAttempts).map { $0.status ?? "" } == ["initiated", "processing"])
     }
 
+    /// A start logs one warning for each destination that the configuration dropped while it still had unsettled
+    /// deliveries, with their count, and none for the destinations still configured.
+    @Test func startLogsHeldDeliveriesPerUnconfiguredDestination() throws {
+        let sink = try RecordingSink { _, _ in .init(status: 503) }
+        defer { sink.shutdown() }
+        let destinations = ["d1", "d2", "d3"].map { Self.destination($0, url: sink.url) }.joined(separator: ", ")
+        let first = try RelayHarness(tenantsJSON: "[\(Self.tenant("t1", destinations: "[\(destinations)]"))]")
+        for (index, status) in ["initiated", "processing"].enumerated() {
+            #expect(try first.post(Events.portOut("pout_\(index)", status: status)).status == 202)
+        }
+        first.stop()
+        defer { first.directory.remove() }
+
+        let lines = Locked<[[UInt8]]>([])
+        let logger = Logger(level: .warning, sink: LogSink { line in lines.withLock { $0.append(line) } })
+        let onlyD2 = "[\(Self.tenant("t1", destinations: "[\(Self.destination("d2", url: sink.url))]"))]"
+        let relay = try Relay(config: try first.config(tenantsJSON: onlyD2), logger: logger)
+        relay.shutdown(graceSeconds: 0)
+        let warnings = lines.withLock { $0 }.compactMap { line -> JSONObject? in
+            guard let object = try? JSONParser.parse(line).objectValue,
+                object["msg"]?.stringValue == "unsettled deliveries for a destination that is not configured"
+            else { return nil }
+            return object
+        }
+        #expect(warnings.map { $0["destination"]?.stringValue } == ["t1/d1", "t1/d3"])
+        #expect(warnings.map { $0["pending"]?.numberValue } == [2, 2])
+    }
+
     @Test func reloadKeepsRestartOnlySettings() throws {
         let harness = try RelayHarness(tenantsJSON: "[\(Self.tenant("t1"))]")
         defer { harness.finish() }

@@ -414,7 +414,11 @@ struct ReplayRestartTests {
         #expect(lostCounts?["delivered"] == 2)
         #expect(lostCounts?["queued"] == 3)
         #expect(lostCounts?["notConfigured"] == 0)
-        #expect(restart.markingStranded(pending) { _ in true }.map(\.isStranded) == [false])
+        var marked = pending
+        restart.markStranded(&marked) { _ in true }
+        #expect(marked.map(\.isStranded) == [false])
+        restart.markStranded(&marked) { _ in false }
+        #expect(marked.map(\.isStranded) == [true])
     }
 
     /// The counts a start takes from the journal are saved, since retention may later remove those records.

@@ -323,15 +323,11 @@ struct ReplayRestart {
         "the relay stopped before this redelivery's dead letters were queued, so none was sent: start it again"
 
     /// Marks the replayed deliveries that their jobs count under `notConfigured`: those to destinations
-    /// `configured` rejects.
-    func markingStranded(_ pending: [PendingDelivery], configured: (PendingDelivery) -> Bool) -> [PendingDelivery] {
-        pending.map { delivery in
-            guard delivery.replayID != nil, !configured(delivery) else {
-                return delivery
-            }
-            var marked = delivery
-            marked.isStranded = true
-            return marked
+    /// `configured` rejects. Changed in place: copying them all took about 50 ms per 200,000 restored
+    /// deliveries, and most deliveries are not replayed ones.
+    func markStranded(_ pending: inout [PendingDelivery], configured: (PendingDelivery) -> Bool) {
+        for index in pending.indices where pending[index].replayID != nil && !configured(pending[index]) {
+            pending[index].isStranded = true
         }
     }
 
