@@ -54,6 +54,12 @@ struct UnsettledDeliveriesTests {
         #expect(unsettled.apply(Self.attempt(1, "crm", 1, .delivered)) == nil)
         #expect(unsettled.apply(Self.attempt(3, "crm", 1, .delivered)) == nil)
         #expect(Self.summary(unsettled.pendingDeliveries()) == ["2/billing/0/0", "2/crm/2/9000"])
+        // Settling an event's first destination leaves the others pending, and a retry of one still counts.
+        #expect(unsettled.apply(Self.attempt(2, "crm", 3, .delivered)) == nil)
+        #expect(unsettled.apply(Self.attempt(2, "billing", 1, .retryScheduled)) == nil)
+        #expect(Self.summary(unsettled.pendingDeliveries()) == ["2/billing/1/9000"])
+        #expect(unsettled.apply(Self.attempt(2, "billing", 2, .delivered)) == nil)
+        #expect(unsettled.pendingDeliveries().isEmpty)
     }
 
     @Test func replaysReopenSettledDeliveriesAndAreTallied() {
