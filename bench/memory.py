@@ -1,5 +1,5 @@
 """Memory and start-up: RSS idle, with port outs in state and with 1,000,000 dedupe keys, and the time to start
-on a 1,000,000-record journal."""
+on a 1,000,000-record journal, with every delivery settled and with every one pending."""
 import shutil
 import statistics
 import time
@@ -32,6 +32,11 @@ def memory_and_startup(context):
     data = context.journal("replay", records)
     worst_startups, worst_rss = measure_startups(context, data)
     shutil.rmtree(data, ignore_errors=True)
+    # A relay restarted after its destination was down for the whole journal: every event waits to be sent. No
+    # sink listens, so the relay's first attempts fail and are retried later; the start is over before that.
+    data = context.journal("replay", records, "--destinations", "sink0")
+    pending_startups, pending_rss = measure_startups(context, data, destinations=["sink0"])
+    shutil.rmtree(data, ignore_errors=True)
     startup, worst_startup = statistics.median(startups), statistics.median(worst_startups)
     return [
         row("RSS idle", idle_rss, None, "MiB", None, target="<= 64 MiB", ok=idle_rss <= 64),
@@ -44,10 +49,13 @@ def memory_and_startup(context):
         row("RSS, one record per port out (worst case)", worst_rss, None, "MiB", None),
         row("start-up, one record per port out (worst case)", worst_startup, None, "s", None,
             runs={"relay": worst_startups}),
+        row(f"start-up with {records:,} deliveries pending", statistics.median(pending_startups), None, "s", None,
+            runs={"relay": pending_startups}),
+        row(f"RSS with {records:,} deliveries pending", pending_rss, None, "MiB", None),
     ]
 
 
-def measure_startups(context, data):
+def measure_startups(context, data, destinations=()):
     """Return the seconds to start in each of STARTUP_RUNS starts on the journal in `data`, and the largest RSS
     of those starts once ready.
 
@@ -56,7 +64,7 @@ def measure_startups(context, data):
     """
     seconds, rss = [], []
     for _ in range(STARTUP_RUNS):
-        startup, ready_rss = measure_startup(context, data)
+        startup, ready_rss = measure_startup(context, data, destinations)
         seconds.append(startup)
         rss.append(ready_rss)
     return seconds, max(rss)
@@ -65,10 +73,11 @@ def measure_startups(context, data):
 STARTUP_RUNS = 3
 
 
-def measure_startup(context, data):
+def measure_startup(context, data, destinations=()):
     """Return the seconds from process start until /readyz responds, and the RSS then."""
     started = time.time()
-    relay = start_relay(context.relay_binary, context.work, "replay", data=data, wait=False)
+    relay = start_relay(context.relay_binary, context.work, "replay", data=data, wait=False,
+                        destinations=destinations)
     try:
         wait_ready(RELAY_PORT, relay, timeout=120)
         startup = time.time() - started

@@ -11,7 +11,7 @@ Parts, in the order they run (pick some with --only, or BENCH_ONLY=a,b for make)
   delivery  the relay starts on a journal of undelivered events and sends them to an nginx sink, to 1 and to 4
             destinations, beside wrk's own rate against that sink and beside libcurl alone (`portout-bench curl`).
   memory    RSS idle, with 100,000 port outs in state and with 1,000,000 dedupe keys; start-up on a
-            1,000,000-record journal.
+            1,000,000-record journal, with every delivery settled and with every one pending.
   read      the read API's retrieve and list over 100,000 port outs, beside nginx returning fixed bodies.
   scale     ingest rate, deliveries and RSS at 10 tenants x 10 destinations and at 1,000 tenants beside one
             tenant with one destination, and delivery with 10,000 port outs pending at once.
