@@ -216,17 +216,36 @@ public final class DeliveryEngine: Sendable {
 
     private func enqueue(_ deliveries: [PendingDelivery]) {
         var isHeldChanged = false
+        // Each destination's key and runtime are found once per batch, and its published count is updated once.
+        // Done per delivery, that was about a quarter of the delivery thread's samples while it queued a million
+        // deliveries restored at start.
+        struct Destination: Hashable {
+            var tenant: String
+            var id: String
+        }
+        var targets: [Destination: (key: String, runtime: DestinationRuntime?)] = [:]
         for delivery in deliveries {
-            let key = delivery.destinationKey
-            guard let destination = self.loop.runtime(key) else {
+            let name = Destination(tenant: delivery.tenant, id: delivery.destination)
+            let target: (key: String, runtime: DestinationRuntime?)
+            if let known = targets[name] {
+                target = known
+            } else {
+                let key = delivery.destinationKey
+                target = (key, self.loop.runtime(key))
+                targets[name] = target
+            }
+            guard let destination = target.runtime else {
                 // Held rather than dropped: the journal has the delivery unsettled, and a restart with the
                 // destination configured would send it, so a reload that configures it sends it too.
-                self.loop.unconfigured[key, default: DeliveryQueue()].enqueue(delivery)
-                isHeldChanged = self.holdUnconfiguredWithUnknownMode(key) || isHeldChanged
+                self.loop.unconfigured[target.key, default: DeliveryQueue()].enqueue(delivery)
+                isHeldChanged = self.holdUnconfiguredWithUnknownMode(target.key) || isHeldChanged
                 continue
             }
             destination.queue.enqueue(delivery)
-            self.updateCounters(key) { $0.pending = destination.queue.count }
+        }
+        for target in targets.values {
+            guard let destination = target.runtime else { continue }
+            self.updateCounters(target.key) { $0.pending = destination.queue.count }
         }
         if isHeldChanged, self.loop.unreadableModes?.isMovedAside == true, let controlFile = self.controlFile {
             self.saveModesLoggingFailure(controlFile)
