@@ -148,6 +148,25 @@ struct DeliveryQueue {
         return lane.isEmpty ? nil : lane.first
     }
 
+    /// Makes every lane head that waits for a later retry due at `nowMs`, and returns how many there were. The
+    /// schedule is built again from the lanes, so no entry for the later time is left to surface.
+    mutating func makeWaitingDue(nowMs: Int64) -> Int {
+        var advanced = 0
+        var schedule = MinHeap<Scheduled>()
+        for position in self.lanes.values.indices {
+            guard !self.lanes.values[position].isEmpty, !self.lanes.values[position].isHeadInFlight else { continue }
+            let head = self.lanes.values[position].head
+            if self.lanes.values[position].items[head].nextAttemptAtMs > nowMs {
+                self.lanes.values[position].items[head].nextAttemptAtMs = nowMs
+                advanced += 1
+            }
+            let first = self.lanes.values[position].first
+            schedule.push(Scheduled(dueMs: first.nextAttemptAtMs, sequence: first.sequence, key: self.lanes.keys[position]))
+        }
+        self.schedule = schedule
+        return advanced
+    }
+
     /// Marks the replayed deliveries not in flight as stranded, and returns how many it marked by replay id.
     /// Those marked before are not counted again.
     mutating func markStranded() -> [String: Int] {

@@ -178,4 +178,35 @@ struct DeliveryQueueTests {
         queue.settle(key: "a", retryAtMs: nil, attempts: 1)
         #expect(queue.takeDue(nowMs: 0)?.sequence == 3)
     }
+
+    @Test func waitingRetriesMadeDueKeepLaneOrder() {
+        var queue = DeliveryQueue()
+        queue.enqueue(Self.delivery(1, key: "a"))
+        queue.enqueue(Self.delivery(2, key: "a"))
+        queue.enqueue(Self.delivery(3, key: "b"))
+        queue.enqueue(Self.delivery(4, key: "c"))
+        queue.enqueue(Self.delivery(5, key: "d", due: 20))
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 1)
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 3)
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 4)
+        queue.settle(key: "a", retryAtMs: 5_000, attempts: 1)
+        queue.settle(key: "b", retryAtMs: 9_000, attempts: 3)
+        // Lane c's head stays in flight, and lane d's is due before the moment it is made due.
+        #expect(queue.makeWaitingDue(nowMs: 100) == 2)
+        #expect(queue.takeDue(nowMs: 100)?.sequence == 5)
+        #expect(queue.takeDue(nowMs: 100)?.sequence == 1)
+        let retried = queue.takeDue(nowMs: 100)
+        #expect(retried?.sequence == 3)
+        #expect(retried?.attempts == 3)
+        // Sequence 2 still waits behind 1, and nothing is left scheduled for the retry times given up.
+        #expect(queue.takeDue(nowMs: 100) == nil)
+        queue.settle(key: "a", retryAtMs: nil, attempts: 2)
+        #expect(queue.takeDue(nowMs: 100)?.sequence == 2)
+        queue.settle(key: "b", retryAtMs: 9_000, attempts: 4)
+        queue.settle(key: "c", retryAtMs: 9_000, attempts: 1)
+        #expect(queue.takeDue(nowMs: 8_999) == nil)
+        #expect(queue.nextDueMs() == 9_000)
+        #expect(queue.makeWaitingDue(nowMs: 9_500) == 0)
+        #expect(queue.inFlight == 2)
+    }
 }

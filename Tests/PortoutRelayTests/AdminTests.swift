@@ -140,6 +140,34 @@ struct AdminTests {
         #expect(sink.received.map(\.status) == ["initiated", "processing", "issued"])
     }
 
+    /// A destination that failed and came back gets its waiting retries at once when an operator resumes it,
+    /// after a restart too, instead of at the backoff's next time, here 10 minutes away.
+    @Test func resumeSendsDeliveriesWaitingForRetry() throws {
+        let failing = Atomic<Bool>(true)
+        let sink = try RecordingSink { _, _ in .init(status: failing.load(ordering: .relaxed) ? 503 : 204) }
+        defer { sink.shutdown() }
+        let destination = DeliveryTests.destination(sink.url, retrySchedule: "[600]", maxAttempts: 5)
+        let harness = try RelayHarness(destinations: destination, extra: Self.tokenConfig)
+        defer { harness.finish() }
+        for status in ["initiated", "processing"] {
+            #expect(try harness.post(Events.portOut("pout_r", status: status)).status == 202)
+        }
+        #expect(try harness.post(Events.portOut("pout_s", status: "initiated")).status == 202)
+        #expect(waitUntil { sink.received.count == 2 })
+        try harness.restart()
+        failing.store(false, ordering: .relaxed)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 2)
+        #expect(try Self.destinationState(harness)["queueDepth"] == 3)
+
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(waitUntil { sink.received.count == 5 })
+        let retried = sink.received.dropFirst(2)
+        #expect(retried.filter { $0.portOut == "pout_r" }.map(\.status) == ["initiated", "processing"])
+        #expect(retried.filter { $0.portOut == "pout_s" }.map(\.status) == ["initiated"])
+        #expect(waitUntil { (try? Self.destinationState(harness)["queueDepth"]) == 0 })
+    }
+
     @Test func pauseOfUnknownDestinationIsNotFound() throws {
         let harness = try RelayHarness(extra: Self.tokenConfig)
         defer { harness.finish() }

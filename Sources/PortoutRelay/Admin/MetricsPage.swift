@@ -72,7 +72,7 @@ struct MetricsPage: Sendable {
         page.gauge(
             "portout_delivery_unconfigured_queue_depth",
             help: "Unsettled deliveries kept for a destination the configuration does not name. Nothing is sent to it "
-                + "until a reload configures it again.",
+                + "until a reload or a restart configures it again.",
             labelNames: ["tenant", "destination"],
             samples: unconfigured.map { ([$0.tenant, $0.destination], Double($0.pending)) })
         return page.text
