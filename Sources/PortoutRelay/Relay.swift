@@ -83,13 +83,15 @@ public final class Relay: Sendable {
         }
         var pending = unsettled.pendingDeliveries()
         let configuredKeys = DeliveryEngine.keys(of: config.tenants)
-        Self.logUnconfigured(pending, configured: configuredKeys, logger: logger)
+        let unconfigured = Self.logUnconfigured(pending, configured: configuredKeys, logger: logger)
         logger.info(
             "state rebuilt",
             [
                 "dedupeKeys": .number(Double(state.dedupe.count)),
                 "nextSequence": .number(Double(state.nextSequence)),
-                "unsettledDeliveries": .number(Double(pending.count)),
+                // Counted apart, as the stop line counts them.
+                "unsettledDeliveries": .number(Double(pending.count - unconfigured)),
+                "unconfiguredDeliveries": .number(Double(unconfigured)),
                 "portOuts": .number(Double(portOuts.count)),
                 "deadLetters": .number(Double(deadLetters.count)),
                 "milliseconds": .number(Double(WallClock.milliseconds() - startedAt)),
@@ -235,9 +237,10 @@ public final class Relay: Sendable {
         }
     }
 
-    /// Logs one line for each destination that has unsettled deliveries and is no longer configured. The engine
-    /// keeps those deliveries, and a reload that configures the destination again sends them.
-    private static func logUnconfigured(_ deliveries: [PendingDelivery], configured: Set<String>, logger: Logger) {
+    /// Logs one line for each destination that has unsettled deliveries and is no longer configured, and returns
+    /// how many deliveries those destinations have. The engine keeps them, and a reload that configures the
+    /// destination again sends them.
+    private static func logUnconfigured(_ deliveries: [PendingDelivery], configured: Set<String>, logger: Logger) -> Int {
         // Counted by tenant and destination before the keys are joined, since joining one for each of what may
         // be a million deliveries allocated a string each time.
         struct Destination: Hashable {
@@ -261,6 +264,7 @@ public final class Relay: Sendable {
                 ["destination": .string(destination), "pending": .number(Double(count)),
                  "action": "held; they go out once a reload or a restart configures the destination again"])
         }
+        return unconfigured.values.reduce(0, +)
     }
 
     /// Estimates the events in an existing journal from its size, so the dedupe maps are sized once instead of

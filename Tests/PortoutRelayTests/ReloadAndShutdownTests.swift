@@ -118,7 +118,8 @@ struct ReloadAndShutdownTests {
     }
 
     /// A start logs one warning for each destination that the configuration dropped while it still had unsettled
-    /// deliveries, with their count, and none for the destinations still configured.
+    /// deliveries, with their count, and none for the destinations still configured. Its "state rebuilt" line
+    /// counts the held deliveries apart, as the stop line does.
     @Test func startLogsHeldDeliveriesPerUnconfiguredDestination() throws {
         let sink = try RecordingSink { _, _ in .init(status: 503) }
         defer { sink.shutdown() }
@@ -131,7 +132,7 @@ struct ReloadAndShutdownTests {
         defer { first.directory.remove() }
 
         let lines = Locked<[[UInt8]]>([])
-        let logger = Logger(level: .warning, sink: LogSink { line in lines.withLock { $0.append(line) } })
+        let logger = Logger(level: .info, sink: LogSink { line in lines.withLock { $0.append(line) } })
         let onlyD2 = "[\(Self.tenant("t1", destinations: "[\(Self.destination("d2", url: sink.url))]"))]"
         let relay = try Relay(config: try first.config(tenantsJSON: onlyD2), logger: logger)
         relay.shutdown(graceSeconds: 0)
@@ -143,6 +144,10 @@ struct ReloadAndShutdownTests {
         }
         #expect(warnings.map { $0["destination"]?.stringValue } == ["t1/d1", "t1/d3"])
         #expect(warnings.map { $0["pending"]?.numberValue } == [2, 2])
+        let rebuilt = lines.withLock { $0 }.compactMap { try? JSONParser.parse($0).objectValue }
+            .first { $0["msg"]?.stringValue == "state rebuilt" }
+        #expect(rebuilt?["unsettledDeliveries"]?.numberValue == 2)
+        #expect(rebuilt?["unconfiguredDeliveries"]?.numberValue == 4)
     }
 
     @Test func reloadKeepsRestartOnlySettings() throws {
