@@ -148,18 +148,24 @@ struct DeliveryQueue {
         return lane.isEmpty ? nil : lane.first
     }
 
-    /// Makes every lane head that waits for a later retry due at `nowMs`, and returns how many there were. The
-    /// schedule is built again from the lanes, so no entry for the later time is left to surface.
+    /// Makes every delivery not in flight that waits for a later retry due at `nowMs`, and returns how many there
+    /// were. Not only lane heads: a replayed earlier status goes in ahead of a retry that was already waiting, and
+    /// that retry would otherwise keep its later time once the replayed one is sent. The schedule is built again
+    /// from the lanes, so no entry for a later time is left to surface.
     mutating func makeWaitingDue(nowMs: Int64) -> Int {
         var advanced = 0
         var schedule = MinHeap<Scheduled>()
         for position in self.lanes.values.indices {
-            guard !self.lanes.values[position].isEmpty, !self.lanes.values[position].isHeadInFlight else { continue }
-            let head = self.lanes.values[position].head
-            if self.lanes.values[position].items[head].nextAttemptAtMs > nowMs {
-                self.lanes.values[position].items[head].nextAttemptAtMs = nowMs
+            guard !self.lanes.values[position].isEmpty else { continue }
+            // Read field by field, since a copy of the lane would share its items and make each change copy them.
+            let isHeadInFlight = self.lanes.values[position].isHeadInFlight
+            let firstWaiting = self.lanes.values[position].head + (isHeadInFlight ? 1 : 0)
+            for index in firstWaiting..<self.lanes.values[position].items.count
+            where self.lanes.values[position].items[index].nextAttemptAtMs > nowMs {
+                self.lanes.values[position].items[index].nextAttemptAtMs = nowMs
                 advanced += 1
             }
+            guard !isHeadInFlight else { continue }
             let first = self.lanes.values[position].first
             schedule.push(Scheduled(dueMs: first.nextAttemptAtMs, sequence: first.sequence, key: self.lanes.keys[position]))
         }

@@ -209,4 +209,39 @@ struct DeliveryQueueTests {
         #expect(queue.makeWaitingDue(nowMs: 9_500) == 0)
         #expect(queue.inFlight == 2)
     }
+
+    /// A replayed earlier status goes in ahead of a retry that was already waiting. Once the replayed one is sent,
+    /// the retry behind it goes at once too, not at its old time.
+    @Test func waitingRetriesBehindReplayedStatusAreMadeDue() {
+        var queue = DeliveryQueue()
+        queue.enqueue(Self.delivery(5, key: "a"))
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 5)
+        queue.settle(key: "a", retryAtMs: 3_600_000, attempts: 1)
+        var replayed = Self.delivery(2, key: "a")
+        replayed.replayID = "rpl_1"
+        queue.enqueue(replayed)
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 2)
+        queue.settle(key: "a", retryAtMs: 3_600_000, attempts: 1)
+        // Sequence 2 waits at the head and 5 behind it, both an hour out.
+        #expect(queue.makeWaitingDue(nowMs: 100) == 2)
+        #expect(queue.takeDue(nowMs: 100)?.sequence == 2)
+        queue.settle(key: "a", retryAtMs: nil, attempts: 2)
+        let behind = queue.takeDue(nowMs: 100)
+        #expect(behind?.sequence == 5)
+        #expect(behind?.attempts == 1)
+    }
+
+    /// Deliveries behind a head in flight are made due too, and go once the head settles.
+    @Test func waitingRetriesBehindInFlightHeadAreMadeDue() {
+        var queue = DeliveryQueue()
+        queue.enqueue(Self.delivery(5, key: "a"))
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 5)
+        queue.settle(key: "a", retryAtMs: 3_600_000, attempts: 1)
+        queue.enqueue(Self.delivery(2, key: "a"))
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 2)
+        #expect(queue.makeWaitingDue(nowMs: 100) == 1)
+        #expect(queue.takeDue(nowMs: 100) == nil)
+        queue.settle(key: "a", retryAtMs: nil, attempts: 1)
+        #expect(queue.takeDue(nowMs: 100)?.sequence == 5)
+    }
 }
