@@ -97,9 +97,27 @@ struct UnsettledDeliveriesTests {
         let (again, _) = Self.event(4, destinations: ["crm"])
         unsettled.add(again, at: location)
         #expect(Self.summary(unsettled.pendingDeliveries()) == ["4/crm/0/0"])
+        // A destination named twice for one event gets one delivery.
+        let (twice, location5) = Self.event(6, destinations: ["crm", "crm", "billing"])
+        unsettled.add(twice, at: location5)
+        #expect(Self.summary(unsettled.pendingDeliveries()) == ["4/crm/0/0", "6/billing/0/0", "6/crm/0/0"])
         // An event with no destinations has nothing to deliver.
         let (none, elsewhere) = Self.event(5, destinations: [])
         unsettled.add(none, at: elsewhere)
-        #expect(unsettled.pendingDeliveries().count == 1)
+        #expect(unsettled.pendingDeliveries().count == 3)
+    }
+
+    /// Events keep their type's own bytes, even where another event's type is the same text in another Unicode
+    /// spelling.
+    @Test func deadLettersKeepTheirTypesBytes() {
+        var unsettled = UnsettledDeliveries()
+        let types = ["com.gigs.caf\u{E9}", "com.gigs.cafe\u{301}", "com.gigs.caf\u{E9}"]
+        for (index, type) in types.enumerated() {
+            var (record, location) = Self.event(UInt64(index + 1), destinations: ["crm"])
+            record.type = type
+            unsettled.add(record, at: location)
+        }
+        let deadLetters = (1...3).compactMap { unsettled.apply(Self.attempt(UInt64($0), "crm", 1, .deadLettered)) }
+        #expect(deadLetters.map { Array($0.event.type.utf8) } == types.map { Array($0.utf8) })
     }
 }

@@ -24,8 +24,11 @@ struct UnsettledDeliveries {
 
         init(event: EventSummary, destinations: [String], sinceMs: Int64) {
             self.event = event
-            self.first = destinations.first.map { Progress(destination: $0, sinceMs: sinceMs) }
-            self.others = destinations.dropFirst().map { Progress(destination: $0, sinceMs: sinceMs) }
+            // Ingest never journals a destination twice for one event; a hand-made journal that does gets one
+            // delivery per destination all the same.
+            for destination in destinations where !self.contains(destination) {
+                self.append(Progress(destination: destination, sinceMs: sinceMs))
+            }
         }
 
         var count: Int {
@@ -87,7 +90,9 @@ struct UnsettledDeliveries {
     mutating func add(_ event: EventRecord, at location: JournalLocation) {
         guard !event.destinations.isEmpty else { return }
         var summary = EventSummary(event, location: location)
-        if let shared = self.types.first(where: { $0 == summary.type }) {
+        // Compared byte for byte: `==` holds for Unicode spellings that are canonically equivalent, and sharing one
+        // of them would change the bytes of the other's type.
+        if let shared = self.types.first(where: { $0.utf8.elementsEqual(summary.type.utf8) }) {
             summary.type = shared
         } else if self.types.count < 32 {
             self.types.append(summary.type)
