@@ -32,9 +32,8 @@ def memory_and_startup(context):
     data = context.journal("replay", records)
     worst_startups, worst_rss = measure_startups(context, data)
     shutil.rmtree(data, ignore_errors=True)
-    # A relay restarted after its destination was down for the whole journal: every event waits to be sent. No
-    # sink listens, so the relay's first attempts fail and are scheduled for later; the start is over before
-    # that. Each start journals the attempts it made before it was stopped, so the next reads a few more records.
+    # A relay restarted after its destination was down for the whole journal, so every event waits to be sent.
+    # No sink listens, so each start journals a few failed attempts before it is stopped, which the next reads.
     data = context.journal("replay", records, "--destinations", "sink0")
     pending_startups, pending_rss = measure_startups(context, data, destinations=["sink0"])
     shutil.rmtree(data, ignore_errors=True)

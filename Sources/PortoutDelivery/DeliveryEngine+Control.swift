@@ -71,8 +71,8 @@ extension DeliveryEngine {
     /// Pauses a destination or makes it active again; resuming also clears a 410 disable and the breaker's count.
     /// Deliveries held meanwhile go out in their original order. The mode is saved in the data directory.
     ///
-    /// Resuming also sends at once the deliveries waiting for a retry, even on a destination that was active: a
-    /// resume means the operator expects it to take them now, and after hours down the backoff could be hours more.
+    /// Resuming also sends the deliveries waiting for a retry at once, even on a destination that was active,
+    /// because the operator expects it to take them now, and after hours down the backoff could be hours more.
     ///
     /// A pause without a `reason` keeps the reason and time of a pause already in effect, so that a repeated
     /// request, from a script or a second operator, does not erase why the destination was paused.
@@ -89,7 +89,7 @@ extension DeliveryEngine {
                 let advanced = runtime.queue.makeWaitingDue(nowMs: WallClock.milliseconds())
                 if advanced > 0 {
                     self.logger.info(
-                        "deliveries waiting for a retry made due by a resume",
+                        "retries made due by resume",
                         ["tenant": .string(tenant), "destination": .string(destination),
                          "deliveries": .number(Double(advanced))])
                 }

@@ -219,19 +219,14 @@ public final class DeliveryEngine: Sendable {
         // Each destination's key and runtime are found once per batch, and its published count is updated once.
         // Done per delivery, that was about a quarter of the delivery thread's samples while it queued a million
         // deliveries restored at start.
-        struct Destination: Hashable {
-            var tenant: String
-            var id: String
-        }
-        var targets: [Destination: (key: String, runtime: DestinationRuntime?)] = [:]
+        var targets: [DestinationName: (key: String, runtime: DestinationRuntime?)] = [:]
         for delivery in deliveries {
-            let name = Destination(tenant: delivery.tenant, id: delivery.destination)
+            let name = delivery.destinationName
             let target: (key: String, runtime: DestinationRuntime?)
             if let known = targets[name] {
                 target = known
             } else {
-                let key = delivery.destinationKey
-                target = (key, self.loop.runtime(key))
+                target = (name.key, self.loop.runtime(name.key))
                 targets[name] = target
             }
             guard let destination = target.runtime else {

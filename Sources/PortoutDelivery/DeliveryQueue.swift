@@ -148,10 +148,9 @@ struct DeliveryQueue {
         return lane.isEmpty ? nil : lane.first
     }
 
-    /// Makes every delivery not in flight that waits for a later retry due at `nowMs`, and returns how many there
-    /// were. Not only lane heads: a replayed earlier status goes in ahead of a retry that was already waiting, and
-    /// that retry would otherwise keep its later time once the replayed one is sent. The schedule is built again
-    /// from the lanes, so no entry for a later time is left to surface.
+    /// Makes every delivery not in flight that waits for a later retry due at `nowMs`, and returns how many it
+    /// changed. Deliveries behind a lane's head are included, because a replayed earlier status goes in ahead of
+    /// a waiting retry. The schedule is rebuilt from the lanes, so no entry for a later time remains.
     mutating func makeWaitingDue(nowMs: Int64) -> Int {
         var advanced = 0
         var schedule = MinHeap<Scheduled>()

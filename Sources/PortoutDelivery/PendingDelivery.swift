@@ -46,6 +46,27 @@ extension PendingDelivery {
     public var destinationKey: String {
         DeliveryEngine.key(tenant: self.tenant, destination: self.destination)
     }
+
+    /// The delivery's tenant and destination, for grouping many deliveries without joining a key for each.
+    public var destinationName: DestinationName {
+        DestinationName(tenant: self.tenant, id: self.destination)
+    }
+}
+
+/// A destination named by its tenant and its id within the tenant.
+public struct DestinationName: Hashable, Sendable {
+    public var tenant: String
+    public var id: String
+
+    public init(tenant: String, id: String) {
+        self.tenant = tenant
+        self.id = id
+    }
+
+    /// The `tenant/destination` key, as `DeliveryEngine.key` makes it.
+    public var key: String {
+        DeliveryEngine.key(tenant: self.tenant, destination: self.id)
+    }
 }
 
 /// One event's delivery to one destination. An event belongs to one tenant, so its sequence and the

@@ -89,7 +89,7 @@ public final class Relay: Sendable {
             [
                 "dedupeKeys": .number(Double(state.dedupe.count)),
                 "nextSequence": .number(Double(state.nextSequence)),
-                // Counted apart, as the stop line counts them.
+                // Counted apart from the unsettled ones, as in the stop line.
                 "unsettledDeliveries": .number(Double(pending.count - unconfigured)),
                 "unconfiguredDeliveries": .number(Double(unconfigured)),
                 "portOuts": .number(Double(portOuts.count)),
@@ -243,20 +243,13 @@ public final class Relay: Sendable {
     private static func logUnconfigured(_ deliveries: [PendingDelivery], configured: Set<String>, logger: Logger) -> Int {
         // Counted by tenant and destination before the keys are joined, since joining one for each of what may
         // be a million deliveries allocated a string each time.
-        struct Destination: Hashable {
-            var tenant: String
-            var id: String
-        }
-        var counts: [Destination: Int] = [:]
+        var counts: [DestinationName: Int] = [:]
         for delivery in deliveries {
-            counts[Destination(tenant: delivery.tenant, id: delivery.destination), default: 0] += 1
+            counts[delivery.destinationName, default: 0] += 1
         }
         var unconfigured: [String: Int] = [:]
-        for (destination, count) in counts {
-            let key = DeliveryEngine.key(tenant: destination.tenant, destination: destination.id)
-            if !configured.contains(key) {
-                unconfigured[key] = count
-            }
+        for (destination, count) in counts where !configured.contains(destination.key) {
+            unconfigured[destination.key] = count
         }
         for (destination, count) in unconfigured.sorted(by: { $0.key < $1.key }) {
             logger.warning(

@@ -179,7 +179,7 @@ struct DeliveryQueueTests {
         #expect(queue.takeDue(nowMs: 0)?.sequence == 3)
     }
 
-    @Test func waitingRetriesMadeDueKeepLaneOrder() {
+    @Test func madeDueRetriesKeepLaneOrder() {
         var queue = DeliveryQueue()
         queue.enqueue(Self.delivery(1, key: "a"))
         queue.enqueue(Self.delivery(2, key: "a"))
@@ -212,7 +212,7 @@ struct DeliveryQueueTests {
 
     /// A replayed earlier status goes in ahead of a retry that was already waiting. Once the replayed one is sent,
     /// the retry behind it goes at once too, not at its old time.
-    @Test func waitingRetriesBehindReplayedStatusAreMadeDue() {
+    @Test func retriesBehindReplayedStatusMadeDue() {
         var queue = DeliveryQueue()
         queue.enqueue(Self.delivery(5, key: "a"))
         #expect(queue.takeDue(nowMs: 0)?.sequence == 5)
@@ -232,7 +232,7 @@ struct DeliveryQueueTests {
     }
 
     /// Deliveries behind a head in flight are made due too, and go once the head settles.
-    @Test func waitingRetriesBehindInFlightHeadAreMadeDue() {
+    @Test func retriesBehindInFlightHeadMadeDue() {
         var queue = DeliveryQueue()
         queue.enqueue(Self.delivery(5, key: "a"))
         #expect(queue.takeDue(nowMs: 0)?.sequence == 5)

@@ -140,8 +140,8 @@ struct AdminTests {
         #expect(sink.received.map(\.status) == ["initiated", "processing", "issued"])
     }
 
-    /// A destination that failed and came back gets its waiting retries at once when an operator resumes it,
-    /// after a restart too, instead of at the backoff's next time, here 10 minutes away.
+    /// A resume sends the retries waiting after a restart at once, instead of at the backoff's next time, here
+    /// 10 minutes away.
     @Test func resumeSendsDeliveriesWaitingForRetry() throws {
         let failing = Atomic<Bool>(true)
         let sink = try RecordingSink { _, _ in .init(status: failing.load(ordering: .relaxed) ? 503 : 204) }

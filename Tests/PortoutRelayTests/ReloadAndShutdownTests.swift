@@ -117,10 +117,9 @@ struct ReloadAndShutdownTests {
         #expect(sink.received.dropFirst(failedAttempts).map { $0.status ?? "" } == ["initiated", "processing"])
     }
 
-    /// A start logs one warning for each destination that the configuration dropped while it still had unsettled
-    /// deliveries, with their count, and none for the destinations still configured. Its "state rebuilt" line
-    /// counts the held deliveries apart, as the stop line does.
-    @Test func startLogsHeldDeliveriesPerUnconfiguredDestination() throws {
+    /// A start logs one warning with the count for each dropped destination that has unsettled deliveries, and
+    /// none for configured ones. Its "state rebuilt" line counts the held deliveries apart, as the stop line does.
+    @Test func startLogsHeldDeliveriesPerDestination() throws {
         let sink = try RecordingSink { _, _ in .init(status: 503) }
         defer { sink.shutdown() }
         let destinations = ["d1", "d2", "d3"].map { Self.destination($0, url: sink.url) }.joined(separator: ", ")

@@ -32,7 +32,7 @@ struct UnsettledDeliveriesTests {
 
     @Test func attemptsSettleRetryAndDeadLetter() {
         var unsettled = UnsettledDeliveries()
-        // Added out of order, as a copied segment or a replay can leave them; they come back in sequence order.
+        // Added out of order, as a copied segment or a replay can leave them. They come back in sequence order.
         for sequence: UInt64 in [3, 1, 2] {
             let (record, location) = Self.event(sequence, destinations: ["crm", "billing"])
             unsettled.add(record, at: location)
@@ -54,7 +54,7 @@ struct UnsettledDeliveriesTests {
         #expect(unsettled.apply(Self.attempt(1, "crm", 1, .delivered)) == nil)
         #expect(unsettled.apply(Self.attempt(3, "crm", 1, .delivered)) == nil)
         #expect(Self.summary(unsettled.pendingDeliveries()) == ["2/billing/0/0", "2/crm/2/9000"])
-        // Settling an event's first destination leaves the others pending, and a retry of one still counts.
+        // Settling an event's first destination leaves the others pending, and a retry keeps its attempt count.
         #expect(unsettled.apply(Self.attempt(2, "crm", 3, .delivered)) == nil)
         #expect(unsettled.apply(Self.attempt(2, "billing", 1, .retryScheduled)) == nil)
         #expect(Self.summary(unsettled.pendingDeliveries()) == ["2/billing/1/9000"])
@@ -62,7 +62,7 @@ struct UnsettledDeliveriesTests {
         #expect(unsettled.pendingDeliveries().isEmpty)
     }
 
-    @Test func replaysReopenSettledDeliveriesAndAreTallied() {
+    @Test func replaysReopenAndAreTallied() {
         var unsettled = UnsettledDeliveries()
         let (record, location) = Self.event(7, destinations: ["crm"])
         unsettled.add(record, at: location)
@@ -107,9 +107,9 @@ struct UnsettledDeliveriesTests {
         #expect(unsettled.pendingDeliveries().count == 3)
     }
 
-    /// Events keep their type's own bytes, even where another event's type is the same text in another Unicode
-    /// spelling.
-    @Test func deadLettersKeepTheirTypesBytes() {
+    /// Events keep the bytes of their own type, even when another event's type is the same text in another
+    /// Unicode spelling.
+    @Test func deadLettersKeepTypeBytes() {
         var unsettled = UnsettledDeliveries()
         let types = ["com.gigs.caf\u{E9}", "com.gigs.cafe\u{301}", "com.gigs.caf\u{E9}"]
         for (index, type) in types.enumerated() {

@@ -14,18 +14,18 @@ struct UnsettledDeliveries {
         var sinceMs: Int64
     }
 
-    /// An event's unsettled deliveries. Most events go to one destination, so the first is held inline: an array
-    /// per event was a million allocations to make at start, and to free after it, with a million pending.
+    /// An event's unsettled deliveries, with the first held inline because most events go to one destination. An
+    /// array per event meant a million allocations at start, and a million frees after it, with a million pending.
     private struct Entry {
         var event: EventSummary
-        /// Nil only when `others` is empty too.
+        /// The first delivery, nil only when `others` is empty too.
         var first: Progress?
         var others: [Progress] = []
 
         init(event: EventSummary, destinations: [String], sinceMs: Int64) {
             self.event = event
-            // Ingest never journals a destination twice for one event; a hand-made journal that does gets one
-            // delivery per destination all the same.
+            // Ingest never journals a destination twice for one event. A hand-made journal that does still gets
+            // one delivery per destination.
             for destination in destinations where !self.contains(destination) {
                 self.append(Progress(destination: destination, sinceMs: sinceMs))
             }
@@ -47,7 +47,7 @@ struct UnsettledDeliveries {
             }
         }
 
-        /// Changes the destination's progress; returns false if it has none.
+        /// Applies `change` to the destination's progress, and returns false if the event has no delivery to it.
         mutating func update(_ destination: String, _ change: (inout Progress) -> Void) -> Bool {
             if self.first?.destination == destination {
                 change(&self.first!)
@@ -81,8 +81,8 @@ struct UnsettledDeliveries {
     private var entries: [UInt64: Entry] = [:]
     /// How many deliveries the entries hold, so that `pendingDeliveries` allocates its result once.
     private var count = 0
-    /// The event types seen, so that events share one copy of each type's text instead of keeping the one each
-    /// record decoded, which was another million strings to free with a million deliveries pending.
+    /// The event types seen. Events share one copy of each type's text instead of the copy each record decoded,
+    /// which with a million deliveries pending was a million more strings to free.
     private var types: [String] = []
     /// Per replay id, the deliveries it queued that settled, as the journal's attempt records show them.
     private(set) var replayTallies: [String: ReplayTally] = [:]
@@ -90,8 +90,8 @@ struct UnsettledDeliveries {
     mutating func add(_ event: EventRecord, at location: JournalLocation) {
         guard !event.destinations.isEmpty else { return }
         var summary = EventSummary(event, location: location)
-        // Compared byte for byte: `==` holds for Unicode spellings that are canonically equivalent, and sharing one
-        // of them would change the bytes of the other's type.
+        // Compared byte for byte, because `==` is true for canonically equivalent Unicode spellings, and sharing
+        // one of them would change the other's bytes.
         if let shared = self.types.first(where: { $0.utf8.elementsEqual(summary.type.utf8) }) {
             summary.type = shared
         } else if self.types.count < 32 {
