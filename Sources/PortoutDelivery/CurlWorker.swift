@@ -49,9 +49,18 @@ final class CurlWorker: @unchecked Sendable {
     }
 
     /// Sends a prepared transfer; it comes back through `takeFinished`.
+    ///
+    /// Only the first transfer into an empty inbox wakes the worker, because the worker takes the whole inbox
+    /// after each wake-up. A wake-up costs a socket write.
     func start(_ transfer: CurlTransfer) {
-        self.inbox.withLock { $0.transfers.append(transfer) }
-        curl_multi_wakeup(self.multi)
+        let wasEmpty = self.inbox.withLock { inbox in
+            let wasEmpty = inbox.transfers.isEmpty
+            inbox.transfers.append(transfer)
+            return wasEmpty
+        }
+        if wasEmpty {
+            curl_multi_wakeup(self.multi)
+        }
     }
 
     /// Returns the transfers that finished since the last call.
@@ -96,8 +105,15 @@ final class CurlWorker: @unchecked Sendable {
                 done.append(Finished(transfer: transfer, code: message.pointee.data.result))
             }
             if !done.isEmpty {
-                self.finished.withLock { $0.append(contentsOf: done) }
-                self.notify()
+                // The delivery thread takes the whole list after each wake-up, so only a batch into an empty list wakes it.
+                let wasEmpty = self.finished.withLock { finished in
+                    let wasEmpty = finished.isEmpty
+                    finished.append(contentsOf: done)
+                    return wasEmpty
+                }
+                if wasEmpty {
+                    self.notify()
+                }
             }
             curl_multi_poll(self.multi, nil, 0, 1000, nil)
         }
