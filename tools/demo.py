@@ -65,7 +65,16 @@ def main():
     processes = []
     relay_log_offset = os.path.getsize(RELAY_LOG) if os.path.exists(RELAY_LOG) else 0
 
-    def stop(status=0):
+    def stop(status=0, interrupted=False):
+        if interrupted:
+            # Ctrl-C in a terminal signals the whole process group, so the children are already stopping. A SIGINT
+            # sent to this process alone reaches none of them, and they get SIGTERM once the wait ends.
+            deadline = time.monotonic() + 3
+            for process in processes:
+                try:
+                    process.wait(timeout=max(0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
         for process in reversed(processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -76,7 +85,7 @@ def main():
                 process.kill()
         print_stop_line(relay_log_offset)
         sys.exit(status)
-    signal.signal(signal.SIGINT, lambda *_: stop())
+    signal.signal(signal.SIGINT, lambda *_: stop(interrupted=True))
     signal.signal(signal.SIGTERM, lambda *_: stop())
 
     sink = subprocess.Popen(
