@@ -7,6 +7,7 @@ import Synchronization
 /// A downstream HTTP server on 127.0.0.1 that records every request and replies as a test script chooses.
 public final class RecordingSink: Sendable {
     public struct Received: Sendable {
+        public var method: String
         public var path: String
         public var headers: HTTPHeaders
         public var body: [UInt8]
@@ -91,7 +92,7 @@ public final class RecordingSink: Sendable {
 
         func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
             var entry = Received(
-                path: String(request.head.path), headers: request.head.headers, body: request.body,
+                method: request.head.method, path: String(request.head.path), headers: request.head.headers, body: request.body,
                 atMs: Int64(Date().timeIntervalSince1970 * 1000))
             entry.activeAtArrival = self.active.wrappingAdd(1, ordering: .relaxed).newValue
             let index = self.arrivals.wrappingAdd(1, ordering: .relaxed).oldValue

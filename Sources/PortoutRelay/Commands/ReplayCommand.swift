@@ -172,16 +172,21 @@ struct OnlineReplay {
             return 0
         }
         guard let id = created["id"]?.stringValue else { throw CommandError("the relay returned no replay id") }
-        interrupt?.onInterrupt { _ in
-            self.progress.line("cancelling replay \(id)")
-            do {
-                _ = try self.call(client, "DELETE", "/admin/replays/\(id)")
-            } catch {
-                self.progress.line(
-                    "replay \(id) not cancelled: \(error); it goes on in the relay, and DELETE /admin/replays/\(id) "
-                        + "cancels it")
+        interrupt?.onInterrupt { count in
+            if count > 1 { InterruptWatch.exitInterrupted() }
+            // Sent from another queue, because the watch runs its actions one at a time on its own queue, and a
+            // second Ctrl-C must exit at once even before the relay has responded to the cancellation.
+            DispatchQueue.global().async {
+                self.progress.line("cancelling replay \(id); Ctrl-C again exits at once")
+                do {
+                    _ = try self.call(client, "DELETE", "/admin/replays/\(id)")
+                } catch {
+                    self.progress.line(
+                        "replay \(id) not cancelled: \(error); it goes on in the relay, and DELETE /admin/replays/\(id) "
+                            + "cancels it")
+                }
+                InterruptWatch.exitInterrupted()
             }
-            InterruptWatch.exitInterrupted()
         }
         self.progress.line("replay \(id) started; Ctrl-C cancels it")
         self.warnAboutHeldDestinations(client)
