@@ -227,7 +227,16 @@ final class HTTPConnection: EventLoopHandler {
         case .none, .contentLength(0): hasBody = false
         default: hasBody = true
         }
-        if let response = self.owner.server.handler.checkHead(head, peer: self.peer) {
+        var early: HTTPResponse?
+        if head.hasUnsupportedExpectation {
+            // RFC 9110 section 10.1.1 allows a 417 response to an expectation other than 100-continue.
+            self.owner.server.logger.info(
+                "request rejected", ["reason": "unsupported expectation", "status": 417, "peer": .string(self.peer)])
+            early = HTTPResponse(error: .expectationFailed())
+        } else {
+            early = self.owner.server.handler.checkHead(head, peer: self.peer)
+        }
+        if let response = early {
             if hasBody {
                 // The unread body would be taken for the next request, so the connection ends with this response.
                 self.keepAlive = false

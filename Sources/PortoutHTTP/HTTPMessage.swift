@@ -226,10 +226,12 @@ public struct HTTPRequestHead: Sendable {
     public var expectsContinue: Bool
     /// Whether the client asked to switch protocols, which this server never does.
     public var requestsUpgrade: Bool
+    /// Whether an HTTP/1.1 `Expect` field has a member other than `100-continue`, the only one this server meets.
+    public var hasUnsupportedExpectation: Bool
 
     public init(
         method: String, target: String, version: HTTPVersion, headers: HTTPHeaders, framing: BodyFraming,
-        keepAlive: Bool, expectsContinue: Bool, requestsUpgrade: Bool
+        keepAlive: Bool, expectsContinue: Bool, requestsUpgrade: Bool, hasUnsupportedExpectation: Bool = false
     ) {
         self.method = method
         self.target = target
@@ -240,6 +242,7 @@ public struct HTTPRequestHead: Sendable {
         self.keepAlive = keepAlive
         self.expectsContinue = expectsContinue
         self.requestsUpgrade = requestsUpgrade
+        self.hasUnsupportedExpectation = hasUnsupportedExpectation
     }
 
     /// The target's query, without the `?`, or nil.

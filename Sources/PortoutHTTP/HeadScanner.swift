@@ -197,13 +197,17 @@ struct HeadScanner: Sendable {
             } else {
                 keepAlive = connection.contains("keep-alive") && !connection.contains("close")
             }
-            let expectsContinue =
-                requestLine.version == .http1_1 && self.headers["expect"]?.lowercased() == "100-continue"
+            // RFC 9110 section 10.1.1 requires ignoring 100-continue in an HTTP/1.0 request, and this server ignores
+            // any other expectation of such a request too.
+            let expectations =
+                requestLine.version == .http1_1 && self.headers["expect"] != nil ? self.headers.tokens("expect") : []
+            let expectsContinue = expectations.contains("100-continue")
             let requestsUpgrade = connection.contains("upgrade") && self.headers["upgrade"] != nil
             let head = HTTPRequestHead(
                 method: requestLine.method, target: requestLine.target, version: requestLine.version,
                 headers: self.headers, framing: framing, keepAlive: keepAlive, expectsContinue: expectsContinue,
-                requestsUpgrade: requestsUpgrade)
+                requestsUpgrade: requestsUpgrade,
+                hasUnsupportedExpectation: expectations.contains { $0 != "100-continue" })
             return .head(head)
         }
     }

@@ -113,6 +113,28 @@ struct HTTPServerTests {
         #expect(client.readResponse()?.status == 200)
     }
 
+    @Test func otherExpectationGets417() throws {
+        let server = try Self.start()
+        defer { server.shutdown() }
+        let withBody = try LoopbackClient(port: server.port)
+        withBody.send("POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue, x-fast\r\n\r\n")
+        let response = withBody.readResponse()
+        #expect(response?.status == 417)
+        #expect(response?.json?.objectValue?["code"] == "expectationFailed")
+        // The body was never read, so the server cannot find where the next request starts.
+        #expect(withBody.isClosedByServer())
+
+        let withoutBody = try LoopbackClient(port: server.port)
+        withoutBody.send("GET /e HTTP/1.1\r\nHost: x\r\nExpect: x-fast\r\n\r\n")
+        #expect(withoutBody.readResponse()?.status == 417)
+        #expect(withoutBody.request("GET", "/after")?.status == 200)
+
+        // The server ignores an HTTP/1.0 request's expectations.
+        let http10 = try LoopbackClient(port: server.port)
+        http10.send("POST /e HTTP/1.0\r\nContent-Length: 4\r\nExpect: x-fast\r\n\r\nbody")
+        #expect(http10.readResponse()?.status == 200)
+    }
+
     @Test func headLimitIncludesFinalCRLF() throws {
         let server = try Self.start()
         defer { server.shutdown() }

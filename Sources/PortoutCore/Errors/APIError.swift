@@ -86,6 +86,15 @@ public struct APIError: Error, Sendable {
             hint: "Send the event as application/json.")
     }
 
+    /// Returns the 417 error for an `Expect` field with a member other than `100-continue`. The value is not
+    /// repeated, since it can be as long as the head allows.
+    public static func expectationFailed() -> APIError {
+        APIError(
+            status: 417, type: "invalidRequest", code: "expectationFailed",
+            message: "The Expect header has an expectation other than 100-continue, the only one this server supports.",
+            hint: "Send the request without Expect, or with Expect: 100-continue.")
+    }
+
     public static func headersTooLarge(limit: Int) -> APIError {
         APIError(
             status: 431, type: "invalidRequest", code: "headersTooLarge",
