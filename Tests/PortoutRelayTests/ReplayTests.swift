@@ -818,33 +818,47 @@ struct ReplayCommandTests {
         #expect(waitUntil { statuses().allSatisfy { $0 == "cancelled" } }, "\(statuses())")
     }
 
-    /// A second Ctrl-C exits at once, before the relay has responded to the cancellation that the first one sent.
-    @Test func secondInterruptSkipsCancelWait() throws {
-        let replay = "rpl_held"
-        let admin = try RecordingSink { _, request in
+    /// Starts an admin listener for `replay` that creates job `heldReplay` after `createDelaySeconds` and delays
+    /// its response to the cancellation past the command's 10 s request timeout.
+    static func holdingCancelAdmin(createDelaySeconds: Double = 0) throws -> RecordingSink {
+        let job = Array(#"{"object":"replay","id":"\#(Self.heldReplay)","status":"running"}"#.utf8)
+        return try RecordingSink { _, request in
             switch (request.method, request.path) {
             case ("POST", "/admin/replays"):
-                return .init(status: 201, body: Array(#"{"object":"replay","id":"\#(replay)","status":"running"}"#.utf8))
+                return .init(status: 201, body: job, delaySeconds: createDelaySeconds)
             case ("DELETE", _):
-                // Longer than the command's 10 s request timeout, so that only the second Ctrl-C can end its wait.
                 return .init(status: 200, body: Array(#"{"status":"cancelled"}"#.utf8), delaySeconds: 25)
             case (_, "/admin/destinations"):
                 return .init(status: 200, body: Array(#"{"object":"list","data":[]}"#.utf8))
             default:
-                return .init(status: 200, body: Array(#"{"object":"replay","id":"\#(replay)","status":"running"}"#.utf8))
+                return .init(status: 200, body: job)
             }
         }
-        defer { admin.shutdown() }
-        let directory = TemporaryDirectory()
-        defer { directory.remove() }
-        let configPath = directory.file("config.json")
-        let config = #"{"dataDir": "\#(directory.file("data"))", "tenants": [{"id": "t1", "projects": ["p"], "verify": {"secrets": ["\#(RelayHarness.inboundSecret)"]}}]}"#
-        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
 
+    static let heldReplay = "rpl_held"
+
+    /// Starts `replay` for one port out against `admin`, with its standard output in the returned file.
+    static func launchReplay(admin: RecordingSink, in directory: TemporaryDirectory) throws -> (Process, String) {
+        let configPath = directory.file("config.json")
+        let tenant = #"{"id": "t1", "projects": ["p"], "verify": {"secrets": ["\#(RelayHarness.inboundSecret)"]}}"#
+        let config = #"{"dataDir": "\#(directory.file("data"))", "tenants": [\#(tenant)]}"#
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         let outputPath = directory.file("replay.out")
         let process = try Self.launch(
             RelayProcess.binary, ["replay", "--config", configPath, "--admin-url", admin.url, "--port-out", "pout_cli"],
             outputPath: outputPath)
+        return (process, outputPath)
+    }
+
+    /// A second Ctrl-C exits at once, before the relay has responded to the cancellation that the first one sent,
+    /// and prints that the replay may still run.
+    @Test func secondInterruptSkipsCancelWait() throws {
+        let admin = try Self.holdingCancelAdmin()
+        defer { admin.shutdown() }
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (process, outputPath) = try Self.launchReplay(admin: admin, in: directory)
         defer { if process.isRunning { process.terminate() } }
         func output() -> String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
         #expect(waitUntil(timeoutSeconds: 30) { output().contains("Ctrl-C cancels it") }, "\(output())")
@@ -855,8 +869,30 @@ struct ReplayCommandTests {
         #expect(waitUntil(timeoutSeconds: 30) { !process.isRunning })
         #expect(process.terminationReason == .exit)
         #expect(process.terminationStatus == 130)
-        #expect(output().contains("cancelling replay \(replay)"), "\(output())")
+        #expect(output().contains("cancelling replay \(Self.heldReplay)"), "\(output())")
+        #expect(output().contains("replay \(Self.heldReplay) may still run"), "\(output())")
         #expect(!output().contains("not cancelled"), "\(output())")
+    }
+
+    /// A Ctrl-C while the relay creates the job cancels it once created, without following it meanwhile.
+    @Test func interruptDuringCreateCancelsJob() throws {
+        let admin = try Self.holdingCancelAdmin(createDelaySeconds: 2)
+        defer { admin.shutdown() }
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (process, outputPath) = try Self.launchReplay(admin: admin, in: directory)
+        defer { if process.isRunning { process.terminate() } }
+        func output() -> String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+        #expect(waitUntil(timeoutSeconds: 30) { admin.received.contains { $0.method == "POST" } })
+
+        kill(process.processIdentifier, SIGINT)
+        #expect(waitUntil(timeoutSeconds: 30) { admin.received.contains { $0.method == "DELETE" } })
+        kill(process.processIdentifier, SIGINT)
+        #expect(waitUntil(timeoutSeconds: 30) { !process.isRunning })
+        #expect(process.terminationStatus == 130)
+        #expect(output().contains("cancelling replay \(Self.heldReplay)"), "\(output())")
+        #expect(!output().contains("started"), "\(output())")
+        #expect(!admin.received.contains { $0.method == "GET" })
     }
 
     /// A job file that cannot be copied, here because it is larger than the file size limit, is renamed aside

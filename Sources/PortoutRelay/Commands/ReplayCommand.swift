@@ -172,8 +172,13 @@ struct OnlineReplay {
             return 0
         }
         guard let id = created["id"]?.stringValue else { throw CommandError("the relay returned no replay id") }
-        interrupt?.onInterrupt { count in
-            if count > 1 { InterruptWatch.exitInterrupted() }
+        interrupt?.onInterrupt { [progress] count in
+            if count > 1 {
+                progress.line(
+                    "exiting before the relay confirmed the cancellation: replay \(id) may still run; "
+                        + "GET /admin/replays/\(id) shows it, and DELETE /admin/replays/\(id) cancels it")
+                InterruptWatch.exitInterrupted()
+            }
             // Sent from another queue, because the watch runs its actions one at a time on its own queue, and a
             // second Ctrl-C must exit at once even before the relay has responded to the cancellation.
             DispatchQueue.global().async {
@@ -187,6 +192,10 @@ struct OnlineReplay {
                 }
                 InterruptWatch.exitInterrupted()
             }
+        }
+        if (interrupt?.count ?? 0) > 0 {
+            // A Ctrl-C during the create request has started the cancellation, which ends the process.
+            DispatchSemaphore(value: 0).wait()
         }
         self.progress.line("replay \(id) started; Ctrl-C cancels it")
         self.warnAboutHeldDestinations(client)
