@@ -65,19 +65,35 @@ def main():
     processes = []
     relay_log_offset = os.path.getsize(RELAY_LOG) if os.path.exists(RELAY_LOG) else 0
 
-    def stop(status=0, interrupted=False):
-        if interrupted:
-            # Ctrl-C in a terminal signals the whole process group, so the children are already stopping. A SIGINT
-            # sent to this process alone reaches none of them, and they get SIGTERM once the wait ends.
-            deadline = time.monotonic() + 3
-            for process in processes:
-                try:
-                    process.wait(timeout=max(0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
+    def relay_log_since_start():
+        try:
+            with open(RELAY_LOG, "rb") as log:
+                log.seek(relay_log_offset)
+                return log.read()
+        except OSError:
+            return b""
+
+    def terminate_children():
         for process in reversed(processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+
+    def stop(status=0, interrupted=False):
+        if interrupted:
+            # Ctrl-C in a terminal signals the whole process group, so the children are already stopping. A SIGINT
+            # sent to this process alone reaches none of them, and then the relay logs no shutdown request.
+            deadline = time.monotonic() + 1
+            while b'"msg":"shutdown requested"' not in relay_log_since_start() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if b'"msg":"shutdown requested"' in relay_log_since_start():
+                # The relay gives deliveries in flight up to its grace period.
+                deadline = time.monotonic() + config.get("shutdownGraceSeconds", 10) + 2
+                for process in processes:
+                    try:
+                        process.wait(timeout=max(0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        pass
+        terminate_children()
         for process in processes:
             try:
                 process.wait(timeout=10)
@@ -85,7 +101,18 @@ def main():
                 process.kill()
         print_stop_line(relay_log_offset)
         sys.exit(status)
-    signal.signal(signal.SIGINT, lambda *_: stop(interrupted=True))
+
+    interrupts = 0
+
+    def on_interrupt(*_):
+        nonlocal interrupts
+        interrupts += 1
+        # A further Ctrl-C runs this handler inside the first one's wait, so it only sends SIGTERM.
+        if interrupts > 1:
+            terminate_children()
+            return
+        stop(interrupted=True)
+    signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGTERM, lambda *_: stop())
 
     sink = subprocess.Popen(
