@@ -19,6 +19,7 @@ private struct HeadSummary: Equatable {
     var keepAlive: Bool
     var expectsContinue: Bool
     var requestsUpgrade: Bool
+    var hasUnsupportedExpectation: Bool
 
     init(_ head: HTTPRequestHead) {
         self.method = head.method
@@ -31,6 +32,7 @@ private struct HeadSummary: Equatable {
         self.keepAlive = head.keepAlive
         self.expectsContinue = head.expectsContinue
         self.requestsUpgrade = head.requestsUpgrade
+        self.hasUnsupportedExpectation = head.hasUnsupportedExpectation
     }
 }
 
