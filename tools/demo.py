@@ -21,16 +21,20 @@ PORT_OUTS = 30
 SINK_PORT = 8091
 
 
-def print_stop_line(offset):
-    """Prints the stop line that this run's relay wrote to its log after `offset`, with the counts of what it left
-    unsettled. The log is appended to across runs."""
+def relay_log_after(offset):
+    """Returns what the relay wrote to its log after `offset`, which is where this run began, since the log is
+    appended to across runs."""
     try:
         with open(RELAY_LOG, "rb") as log:
             log.seek(offset)
-            lines = log.read().decode("utf-8", errors="replace").splitlines()
-            stops = [line.strip() for line in lines if '"msg":"relay stopped"' in line]
+            return log.read().decode("utf-8", errors="replace")
     except OSError:
-        return
+        return ""
+
+
+def print_stop_line(offset):
+    """Prints the stop line that this run's relay wrote to its log, with the counts of what it left unsettled."""
+    stops = [line.strip() for line in relay_log_after(offset).splitlines() if '"msg":"relay stopped"' in line]
     if stops:
         print(f"\nthe relay's stop line, from {os.path.relpath(RELAY_LOG)}:\n  {stops[-1]}")
 
@@ -65,13 +69,8 @@ def main():
     processes = []
     relay_log_offset = os.path.getsize(RELAY_LOG) if os.path.exists(RELAY_LOG) else 0
 
-    def relay_log_since_start():
-        try:
-            with open(RELAY_LOG, "rb") as log:
-                log.seek(relay_log_offset)
-                return log.read()
-        except OSError:
-            return b""
+    def relay_took_stop_request():
+        return '"msg":"shutdown requested"' in relay_log_after(relay_log_offset)
 
     def terminate_children():
         for process in reversed(processes):
@@ -83,9 +82,9 @@ def main():
             # Ctrl-C in a terminal signals the whole process group, so the children are already stopping. A SIGINT
             # sent to this process alone reaches none of them, and then the relay logs no shutdown request.
             deadline = time.monotonic() + 1
-            while b'"msg":"shutdown requested"' not in relay_log_since_start() and time.monotonic() < deadline:
+            while not relay_took_stop_request() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if b'"msg":"shutdown requested"' in relay_log_since_start():
+            if relay_took_stop_request():
                 # The relay gives deliveries in flight up to its grace period.
                 deadline = time.monotonic() + config.get("shutdownGraceSeconds", 10) + 2
                 for process in processes:
@@ -107,7 +106,7 @@ def main():
     def on_interrupt(*_):
         nonlocal interrupts
         interrupts += 1
-        # A further Ctrl-C runs this handler inside the first one's wait, so it only sends SIGTERM.
+        # A further Ctrl-C runs this handler inside the first one's wait, so it sends SIGTERM and returns to it.
         if interrupts > 1:
             terminate_children()
             return

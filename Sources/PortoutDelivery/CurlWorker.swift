@@ -53,11 +53,7 @@ final class CurlWorker: @unchecked Sendable {
     /// Only the first transfer into an empty inbox wakes the worker, because the worker takes the whole inbox
     /// after each wake-up. A wake-up costs a socket write.
     func start(_ transfer: CurlTransfer) {
-        let wasEmpty = self.inbox.withLock { inbox in
-            let wasEmpty = inbox.transfers.isEmpty
-            inbox.transfers.append(transfer)
-            return wasEmpty
-        }
+        let wasEmpty = self.inbox.withLock { $0.transfers.append(handingOver: CollectionOfOne(transfer)) }
         if wasEmpty {
             curl_multi_wakeup(self.multi)
         }
@@ -105,12 +101,9 @@ final class CurlWorker: @unchecked Sendable {
                 done.append(Finished(transfer: transfer, code: message.pointee.data.result))
             }
             if !done.isEmpty {
-                // The delivery thread takes the whole list after each wake-up, so only a batch into an empty list wakes it.
-                let wasEmpty = self.finished.withLock { finished in
-                    let wasEmpty = finished.isEmpty
-                    finished.append(contentsOf: done)
-                    return wasEmpty
-                }
+                // The delivery thread takes the whole list after each wake-up, so only a batch into an empty list
+                // wakes it.
+                let wasEmpty = self.finished.withLock { $0.append(handingOver: done) }
                 if wasEmpty {
                     self.notify()
                 }

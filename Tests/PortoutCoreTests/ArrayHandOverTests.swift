@@ -32,4 +32,16 @@ struct ArrayHandOverTests {
         _ = queue.takeAll()
         #expect(queue.capacity == 0)
     }
+
+    /// Only an append after a `takeAll`, into an empty queue, reports that the consumer needs a wake-up.
+    @Test func handOverReportsFirstAppend() {
+        var queue: [Int] = []
+        let first = queue.append(handingOver: [1])
+        let second = queue.append(handingOver: [2, 3])
+        #expect(first)
+        #expect(!second)
+        #expect(queue.takeAll() == [1, 2, 3])
+        let afterTake = queue.append(handingOver: CollectionOfOne(4))
+        #expect(afterTake)
+    }
 }

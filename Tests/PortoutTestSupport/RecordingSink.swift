@@ -92,7 +92,8 @@ public final class RecordingSink: Sendable {
 
         func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
             var entry = Received(
-                method: request.head.method, path: String(request.head.path), headers: request.head.headers, body: request.body,
+                method: request.head.method,
+                path: String(request.head.path), headers: request.head.headers, body: request.body,
                 atMs: Int64(Date().timeIntervalSince1970 * 1000))
             entry.activeAtArrival = self.active.wrappingAdd(1, ordering: .relaxed).newValue
             let index = self.arrivals.wrappingAdd(1, ordering: .relaxed).oldValue

@@ -91,7 +91,7 @@ public struct APIError: Error, Sendable {
     public static func expectationFailed() -> APIError {
         APIError(
             status: 417, type: "invalidRequest", code: "expectationFailed",
-            message: "The Expect header has an expectation other than 100-continue, the only one this server supports.",
+            message: "The Expect header has an expectation other than 100-continue, the only one supported.",
             hint: "Send the request without Expect, or with Expect: 100-continue.")
     }
 

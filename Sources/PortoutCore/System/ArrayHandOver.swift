@@ -11,4 +11,12 @@ extension Array {
         self.reserveCapacity(Swift.min(batch.count, maxKept))
         return batch
     }
+
+    /// Appends `elements` and returns whether the array was empty before, for a producer that wakes the consumer
+    /// only for the first item since the consumer's last `takeAll`.
+    public mutating func append(handingOver elements: some Sequence<Element>) -> Bool {
+        let wasEmpty = self.isEmpty
+        self.append(contentsOf: elements)
+        return wasEmpty
+    }
 }

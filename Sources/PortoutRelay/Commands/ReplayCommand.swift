@@ -179,16 +179,16 @@ struct OnlineReplay {
                         + "GET /admin/replays/\(id) shows it, and DELETE /admin/replays/\(id) cancels it")
                 InterruptWatch.exitInterrupted()
             }
-            // Sent from another queue, because the watch runs its actions one at a time on its own queue, and a
-            // second Ctrl-C must exit at once even before the relay has responded to the cancellation.
+            // Sent from another queue, because the watch runs one action at a time on its own queue, and a second
+            // Ctrl-C must exit at once even before the relay has responded.
             DispatchQueue.global().async {
                 self.progress.line("cancelling replay \(id); Ctrl-C again exits at once")
                 do {
                     _ = try self.call(client, "DELETE", "/admin/replays/\(id)")
                 } catch {
                     self.progress.line(
-                        "replay \(id) not cancelled: \(error); it goes on in the relay, and DELETE /admin/replays/\(id) "
-                            + "cancels it")
+                        "replay \(id) not cancelled: \(error); it goes on in the relay, and "
+                            + "DELETE /admin/replays/\(id) cancels it")
                 }
                 InterruptWatch.exitInterrupted()
             }
