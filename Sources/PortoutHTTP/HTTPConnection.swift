@@ -227,8 +227,8 @@ final class HTTPConnection: EventLoopHandler {
         case .none, .contentLength(0): hasBody = false
         default: hasBody = true
         }
-        // The handler's answer goes first, so that an unknown path or a missing credential gets its 404 or 401
-        // whatever the request expects.
+        // The handler's rejection comes first, so that an unknown path or a missing credential gets its 404 or
+        // 401 whatever the request expects.
         var early = self.owner.server.handler.checkHead(head, peer: self.peer)
         if early == nil && head.hasUnsupportedExpectation {
             // RFC 9110 section 10.1.1 allows a 417 response to an expectation other than 100-continue.

@@ -134,7 +134,7 @@ struct HTTPServerTests {
         http10.send("POST /e HTTP/1.0\r\nContent-Length: 4\r\nExpect: x-fast\r\n\r\nbody")
         #expect(http10.readResponse()?.status == 200)
 
-        // A request that the handler rejects from its head gets the handler's answer.
+        // A request that the handler rejects from its head gets the handler's response, not 417.
         let rejected = try LoopbackClient(port: server.port)
         rejected.send("GET /reject-early HTTP/1.1\r\nHost: x\r\nExpect: x-fast\r\n\r\n")
         #expect(rejected.readResponse()?.status == 403)
