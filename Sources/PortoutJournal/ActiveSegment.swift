@@ -52,9 +52,10 @@ final class ActiveSegment: @unchecked Sendable {
     }
 
     /// Opens a segment for appending after its first `size` bytes, writing the header of a new one, and
-    /// preallocates its first stretch.
+    /// preallocates its first stretch. With `besideWriter`, for a segment prepared while the writer syncs
+    /// another, the stretch goes in synced pieces. Otherwise it goes in one write and one sync, which is faster.
     static func open(
-        directory: String, segment: UInt64, size: Int, segmentBytes: Int, logger: Logger
+        directory: String, segment: UInt64, size: Int, segmentBytes: Int, besideWriter: Bool, logger: Logger
     ) throws(JournalError) -> ActiveSegment {
         let path = directory + "/" + SegmentFile.name(for: segment)
         do {
@@ -72,7 +73,8 @@ final class ActiveSegment: @unchecked Sendable {
                 segment: segment, fd: fd, path: path, size: logicalSize, preallocatedEnd: physicalSize,
                 limit: segmentBytes, logger: logger)
             if physicalSize < firstStretchEnd {
-                if let failure = Self.writeZeros(fd, from: physicalSize, to: firstStretchEnd) {
+                let pieceBytes = besideWriter ? Self.pieceBytes : firstStretchEnd - physicalSize
+                if let failure = Self.writeZeros(fd, from: physicalSize, to: firstStretchEnd, pieceBytes: pieceBytes) {
                     active.reportFailure(failure)
                 } else {
                     active.preallocatedEnd = firstStretchEnd
@@ -117,7 +119,7 @@ final class ActiveSegment: @unchecked Sendable {
             do throws(SystemError) {
                 let fd = try systemCall("open") { Glibc.open(path, O_WRONLY | O_CLOEXEC) }
                 defer { Glibc.close(fd) }
-                if let failure = Self.writeZeros(fd, from: start, to: end) {
+                if let failure = Self.writeZeros(fd, from: start, to: end, pieceBytes: Self.pieceBytes) {
                     outcome = .failure(failure)
                 } else {
                     outcome = .success(end)
@@ -168,8 +170,8 @@ final class ActiveSegment: @unchecked Sendable {
 
     /// Writes zeros from `start` to `end` in pieces of `pieceBytes`, syncing each before writing the next. On
     /// failure cuts the file back to `start` and returns the error.
-    private static func writeZeros(_ fd: Int32, from start: Int, to end: Int) -> SystemError? {
-        let zeros = [UInt8](repeating: 0, count: min(Self.pieceBytes, max(0, end - start)))
+    private static func writeZeros(_ fd: Int32, from start: Int, to end: Int, pieceBytes: Int) -> SystemError? {
+        let zeros = [UInt8](repeating: 0, count: min(pieceBytes, max(0, end - start)))
         var offset = start
         do throws(SystemError) {
             while offset < end {

@@ -85,7 +85,8 @@ public final class Journal: Sendable {
             let (segment, size) = try recovery.run(visit: visit)
             let writer = WriterState(
                 active: try ActiveSegment.open(
-                    directory: directory, segment: segment, size: size, segmentBytes: segmentBytes, logger: logger))
+                    directory: directory, segment: segment, size: size, segmentBytes: segmentBytes, besideWriter: false,
+                    logger: logger))
             journal = Journal(
                 directory: directory, segmentBytes: segmentBytes, logger: logger, metrics: metrics, writer: writer,
                 lockFDs: lockFDs)
@@ -471,7 +472,8 @@ public final class Journal: Sendable {
         }
         let opened = try prepared
             ?? ActiveSegment.open(
-                directory: self.directory, segment: next, size: 0, segmentBytes: self.segmentBytes, logger: self.logger)
+                directory: self.directory, segment: next, size: 0, segmentBytes: self.segmentBytes, besideWriter: false,
+                logger: self.logger)
         state.active.close()
         state.active = opened
         self.currentSegment.store(opened.segment, ordering: .releasing)
@@ -494,7 +496,8 @@ public final class Journal: Sendable {
             defer { state.preparation.leave() }
             do {
                 let created = try ActiveSegment.open(
-                    directory: directory, segment: next, size: 0, segmentBytes: segmentBytes, logger: logger)
+                    directory: directory, segment: next, size: 0, segmentBytes: segmentBytes, besideWriter: true,
+                    logger: logger)
                 state.prepared.withLock { $0 = created }
             } catch {
                 // The writer creates the segment itself when it rotates, so this only costs latency.
