@@ -115,6 +115,23 @@ struct PortOutReadAPITests {
         #expect(try Self.get(harness, "/projects/other-carrier/portOuts", key: Self.otherKey).status == 200)
     }
 
+    /// A forwarded call without a valid key for the project is rejected before its body is read, so an
+    /// unauthenticated client cannot make the relay take a body, and the connection closes.
+    @Test func keyCheckedBeforeBody() throws {
+        let harness = try Self.harness()
+        defer { harness.finish() }
+        for (key, status) in [(nil, 401), ("wrong-key-0123456789", 401), (Self.otherKey, 404)] {
+            let client = try harness.client()
+            let authorization = key.map { "Authorization: Bearer \($0)\r\n" } ?? ""
+            // The body is announced and never sent.
+            client.send(
+                "POST /projects/acme-mobile/portOuts HTTP/1.1\r\nHost: x\r\n\(authorization)"
+                    + "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+            #expect(client.readResponse()?.status == status)
+            #expect(client.isClosedByServer())
+        }
+    }
+
     @Test func invalidParametersAre422() throws {
         let harness = try Self.harness()
         defer { harness.finish() }

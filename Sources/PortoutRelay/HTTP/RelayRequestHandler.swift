@@ -44,7 +44,8 @@ struct RelayRequestHandler: HTTPRequestHandler {
         }
     }
 
-    /// Rejects unknown paths, wrong methods and unknown tenants before their bodies are read.
+    /// Rejects unknown paths, wrong methods, unknown tenants and Port Out API calls without a valid key for the
+    /// project before their bodies are read.
     func checkHead(_ head: HTTPRequestHead, peer: String) -> HTTPResponse? {
         guard let (route, allowed) = Self.route(head.path) else {
             return HTTPResponse(error: .notFound("No resource at \(head.path)."))
@@ -52,13 +53,21 @@ struct RelayRequestHandler: HTTPRequestHandler {
         guard allowed.contains(head.method) else {
             return HTTPResponse(error: .methodNotAllowed(head.method, allowed: allowed))
         }
-        if case .webhook(let tenant) = route, !self.ingestor.hasTenant(tenant) {
+        switch route {
+        case .webhook(let tenant) where !self.ingestor.hasTenant(tenant):
             self.ingestor.metrics.countUnknownTenant()
             self.ingestor.logger.info(
                 "webhook rejected", ["reason": "unknown tenant", "status": 404, "tenant": .string(tenant), "peer": .string(peer)])
             return HTTPResponse(error: .notFound("No tenant \(tenant) is configured."))
+        case .carrierAPI(let path):
+            // Checked again in `handle`, since a reload may change the keys while the body is read.
+            if case .failure(let error) = self.readAPI.authorize(project: path.project, headers: head.headers, peer: peer) {
+                return HTTPResponse(error: error)
+            }
+            return nil
+        default:
+            return nil
         }
-        return nil
     }
 
     func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
