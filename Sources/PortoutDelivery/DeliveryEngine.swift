@@ -281,8 +281,12 @@ public final class DeliveryEngine: Sendable {
         do {
             body = try self.journal.readEventBody(at: delivery.location).body
         } catch {
-            self.settle(delivery, destination: destination, key: key, attempt: delivery.attempts + 1,
-                        decision: .deadLetter(reason: "cannot read the event from the journal: \(error)"), httpStatus: nil)
+            let attempt = delivery.attempts + 1
+            let decision = RetryDecision.decide(
+                readFailure: "cannot read the event from the journal: \(error)", errno: error.errno, attempt: attempt,
+                policy: destination.config.retry, nowMs: nowMs, acceptedAtMs: delivery.acceptedAtMs,
+                random: { Double.random(in: 0..<1) })
+            self.settle(delivery, destination: destination, key: key, attempt: attempt, decision: decision, httpStatus: nil)
             return
         }
         let timestamp = String(nowMs / 1000)

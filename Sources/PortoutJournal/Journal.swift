@@ -23,11 +23,9 @@ public final class Journal: Sendable {
     private let queue = Locked<Queue>(Queue())
     private let wakeUp = DispatchSemaphore(value: 0)
     private let stopped = DispatchSemaphore(value: 0)
-    private let readers = Locked<[UInt64: Int32]>([:])
+    private let readers = SegmentReaders()
     /// The segment the writer appends to, published for retention, which must never remove it.
     private let currentSegment: Atomic<UInt64>
-    /// Read descriptors of segments removed by retention, closed at its next pass.
-    private let retiredReaders = Locked<[Int32]>([])
     private let writer: WriterState
     /// Descriptors holding an exclusive `flock` on `journal.lock` and on the journal directory while the journal
     /// is open.
@@ -240,13 +238,7 @@ public final class Journal: Sendable {
         guard !alreadyClosing else { return }
         self.wakeUp.signal()
         self.stopped.wait()
-        self.readers.withLock { readers in
-            for fd in readers.values {
-                Glibc.close(fd)
-            }
-            readers.removeAll()
-        }
-        self.closeRetiredReaders()
+        self.readers.closeAll()
         self.lockFDs.forEach { Glibc.close($0) }
     }
 
@@ -277,16 +269,16 @@ public final class Journal: Sendable {
     ) throws(JournalError) -> Value {
         // The path is built only for an error message, since reads are on the read API's hot path.
         let path = { self.path(of: location.segment) }
-        let fd = try self.readDescriptor(segment: location.segment)
         let total = SegmentFile.frameHeaderBytes + Int(location.length)
         var frame = [UInt8](repeating: 0, count: total)
-        let count: Int
-        do {
-            count = try systemCall("pread") {
-                frame.withUnsafeMutableBytes { pread(fd, $0.baseAddress, total, off_t(location.offset)) }
+        let count = try self.readers.withDescriptor(segment: location.segment, path: path) { fd throws(JournalError) in
+            do throws(SystemError) {
+                return try systemCall("pread") {
+                    frame.withUnsafeMutableBytes { pread(fd, $0.baseAddress, total, off_t(location.offset)) }
+                }
+            } catch {
+                throw JournalError(path: path(), error)
             }
-        } catch {
-            throw JournalError(path: path(), error)
         }
         guard count == total else {
             throw JournalError(path: path(), reason: "record at offset \(location.offset) is cut short")
@@ -304,27 +296,6 @@ public final class Journal: Sendable {
             }
         }
         return try outcome.get()
-    }
-
-    private func readDescriptor(segment: UInt64) throws(JournalError) -> Int32 {
-        if let fd = self.readers.withLock({ $0[segment] }) {
-            return fd
-        }
-        let path = self.path(of: segment)
-        let fd: Int32
-        do {
-            fd = try systemCall("open") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
-        } catch {
-            throw JournalError(path: path, error)
-        }
-        return self.readers.withLock { readers in
-            if let existing = readers[segment] {
-                Glibc.close(fd)
-                return existing
-            }
-            readers[segment] = fd
-            return fd
-        }
     }
 
     /// The segment the writer appends to now.
@@ -350,22 +321,10 @@ public final class Journal: Sendable {
         return (segments.count, bytes)
     }
 
-    /// Takes the read descriptors of removed segments out of use; `closeRetiredReaders` closes them later.
+    /// Takes the read descriptors of removed segments out of use, closing each now or after the last read
+    /// using it.
     func retireReaders(_ segments: [UInt64]) {
-        let descriptors = self.readers.withLock { readers in
-            segments.compactMap { readers.removeValue(forKey: $0) }
-        }
-        self.retiredReaders.withLock { $0.append(contentsOf: descriptors) }
-    }
-
-    func closeRetiredReaders() {
-        let descriptors = self.retiredReaders.withLock { retired -> [Int32] in
-            defer { retired.removeAll() }
-            return retired
-        }
-        for fd in descriptors {
-            Glibc.close(fd)
-        }
+        self.readers.retire(segments)
     }
 
     private func path(of segment: UInt64) -> String {

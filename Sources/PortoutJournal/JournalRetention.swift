@@ -81,10 +81,9 @@ extension Journal {
     /// Removes segments that a plan found removable, oldest first, and syncs the directory. Returns the segments
     /// removed, which stop at the first that could not be.
     ///
-    /// Read descriptors of removed segments are closed at the next call instead of now, because a reader may
-    /// have taken one just before. Callers stop reading a segment before removing it.
+    /// A read descriptor of a removed segment is closed by the last read using it. Callers stop reading a
+    /// segment before removing it.
     public func remove(_ plan: JournalRetention.Plan) -> [UInt64] {
-        self.closeRetiredReaders()
         var removed: [UInt64] = []
         for info in plan.removable {
             let path = self.directory + "/" + SegmentFile.name(for: info.segment)

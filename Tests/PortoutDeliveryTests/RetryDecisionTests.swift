@@ -2,6 +2,10 @@ import PortoutCore
 import PortoutJournal
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @testable import PortoutDelivery
 
 struct RetryDecisionTests {
@@ -52,6 +56,16 @@ struct RetryDecisionTests {
             == .retry(atMs: 1_005_000, reason: "destination answered 429"))
         #expect(Self.decide(.response(status: 503, retryAfterSeconds: 99_999))
             == .retry(atMs: 1_120_000, reason: "destination answered 503"))
+    }
+
+    /// A journal read that failed for want of descriptors or memory is retried; a missing or damaged record,
+    /// which would fail again, dead-letters at once.
+    @Test(arguments: [(EMFILE, true), (ENFILE, true), (ENOMEM, true), (ENOENT, false), (EIO, false), (0, false)])
+    func readFailureRetriesOnlyWhenPassing(_ errno: Int32, _ isRetried: Bool) {
+        let decision = RetryDecision.decide(
+            readFailure: "cannot read", errno: errno, attempt: 1, policy: Self.policy, nowMs: 1_000_000,
+            acceptedAtMs: 1_000_000, random: { 0.5 })
+        #expect(decision == (isRetried ? .retry(atMs: 1_005_000, reason: "cannot read") : .deadLetter(reason: "cannot read")))
     }
 
     @Test func lastAttemptDeadLetters() {
