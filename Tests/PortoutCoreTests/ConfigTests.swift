@@ -220,6 +220,23 @@ struct ConfigTests {
         }
     }
 
+    /// A request's field value has no white space at either end, so such a key or token could never match.
+    @Test func bearerTokensWithOuterSpaceRejected() {
+        let text = """
+            {"admin": {"token": "admin-token-0123456789 "},
+             "tenants": [{"id": "a", "projects": ["p"], "apiKeys": [" read-key-0123456789", "short"],
+                          "verify": {"secrets": ["whsec_c2VjcmV0"]}}]}
+            """
+        do {
+            _ = try Self.parse(text)
+            Issue.record("bearer tokens with white space at an end were accepted")
+        } catch {
+            #expect(error.problems.map(\.path) == ["$.admin.token", "$.tenants[0].apiKeys[0]", "$.tenants[0].apiKeys[1]"])
+            #expect(error.problems.first?.message.contains("white space") == true)
+            #expect(error.problems.last?.message.contains("at least 16 characters") == true)
+        }
+    }
+
     @Test func typeFilterNamesOnlyAcceptedTypes() throws {
         func tenant(acceptTypes: String, types: String) -> String {
             """

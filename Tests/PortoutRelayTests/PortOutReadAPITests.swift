@@ -115,6 +115,28 @@ struct PortOutReadAPITests {
         #expect(try Self.get(harness, "/projects/other-carrier/portOuts", key: Self.otherKey).status == 200)
     }
 
+    /// Each 401 names the Bearer scheme in `WWW-Authenticate`, and the token may follow the scheme after
+    /// several spaces.
+    @Test func bearerChallengeAndSpacing() throws {
+        let harness = try Self.harness()
+        defer { harness.finish() }
+        let target = "/projects/acme-mobile/portOuts"
+        // A request without a Bearer token gets a hint on how to send one.
+        let cases: [(authorization: String?, hasHint: Bool)] = [
+            (nil, true), ("", true), ("Basic dXNlcjpwYXNz", true), ("Bearer", true), ("Bearer wrong-key-0123456789", false),
+        ]
+        for (authorization, hasHint) in cases {
+            let client = try harness.client()
+            let headers = authorization.map { [("Authorization", $0)] } ?? []
+            let response = try #require(client.request("GET", target, headers: headers))
+            #expect(response.status == 401)
+            #expect(response.header("WWW-Authenticate")?.hasPrefix("Bearer realm=\"portout-relay\"") == true)
+            #expect((response.json?.objectValue?["hint"] != nil) == hasHint)
+        }
+        let client = try harness.client()
+        #expect(client.request("GET", target, headers: [("Authorization", "Bearer   \(Self.key)")])?.status == 200)
+    }
+
     /// A forwarded call without a valid key for the project is rejected before its body is read, so an
     /// unauthenticated client cannot make the relay take a body, and the connection closes.
     @Test func keyCheckedBeforeBody() throws {

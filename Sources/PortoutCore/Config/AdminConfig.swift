@@ -37,10 +37,7 @@ extension ConfigReader {
             }
         }
         if let tokenValue = object["token"] {
-            admin.token = self.secret(tokenValue, "\(path).token", baseDirectory: baseDirectory)
-            if let token = admin.token, token.value.utf8.count < 16 {
-                self.fail("\(path).token", "must be at least 16 characters, so it cannot be guessed")
-            }
+            admin.token = self.bearerToken(tokenValue, "\(path).token", baseDirectory: baseDirectory)
         }
         // Admin endpoints pause destinations and replay events, so they are never open beyond this host.
         if admin.token == nil && !admin.listen.isLoopback && object["token"] == nil {

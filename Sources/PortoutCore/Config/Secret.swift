@@ -39,6 +39,20 @@ public struct Secret: Sendable, Equatable, CustomStringConvertible {
 }
 
 extension ConfigReader {
+    /// Reads a secret that clients present as `Authorization: Bearer <token>`, such as a read API key or the
+    /// admin token. A request's field value has no white space at either end, so a token with some would
+    /// never match.
+    mutating func bearerToken(_ value: JSONValue, _ path: String, baseDirectory: String) -> Secret? {
+        guard let secret = self.secret(value, path, baseDirectory: baseDirectory) else { return nil }
+        if secret.value.utf8.count < 16 {
+            self.fail(path, "must be at least 16 characters, so it cannot be guessed")
+        }
+        if secret.value.first?.isWhitespace == true || secret.value.last?.isWhitespace == true {
+            self.fail(path, "must not begin or end with white space, which a request cannot send")
+        }
+        return secret
+    }
+
     /// Reads a secret given as a string, `{"env": NAME}` or `{"file": PATH}`; relative paths start at `baseDirectory`.
     mutating func secret(_ value: JSONValue, _ path: String, baseDirectory: String) -> Secret? {
         if let string = value.stringValue {

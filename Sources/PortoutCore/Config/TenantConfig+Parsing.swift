@@ -46,10 +46,7 @@ extension ConfigReader {
         if let keys = object["apiKeys"] {
             if let array = keys.arrayValue {
                 for (index, key) in array.enumerated() {
-                    if let secret = self.secret(key, "\(path).apiKeys[\(index)]", baseDirectory: baseDirectory) {
-                        if secret.value.utf8.count < 16 {
-                            self.fail("\(path).apiKeys[\(index)]", "must be at least 16 characters, so it cannot be guessed")
-                        }
+                    if let secret = self.bearerToken(key, "\(path).apiKeys[\(index)]", baseDirectory: baseDirectory) {
                         apiKeys.append(secret)
                     }
                 }

@@ -47,7 +47,7 @@ final class PortOutReadAPI: Sendable {
             found = candidate.tenant
         }
         guard let found else {
-            return .failure(.unauthorized(code: "apiKeyInvalid", "The API key is not valid."))
+            return .failure(BearerToken.rejection(code: "apiKeyInvalid", "The API key is not valid."))
         }
         return .success(found)
     }

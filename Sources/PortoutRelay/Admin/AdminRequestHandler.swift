@@ -205,7 +205,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
             return .failure(error)
         case .success(let presented):
             guard ConstantTime.equals(token, presented) else {
-                return .failure(.unauthorized(code: "apiKeyInvalid", "The admin token is not valid."))
+                return .failure(BearerToken.rejection(code: "apiKeyInvalid", "The admin token is not valid."))
             }
             return .success(())
         }

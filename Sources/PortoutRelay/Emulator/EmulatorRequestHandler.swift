@@ -103,19 +103,16 @@ extension CarrierEmulator {
     }
 
     private func authenticate(_ headers: HTTPHeaders) -> Result<EmulatorSettings.APIKey, APIError> {
-        let presented = headers["Authorization"].flatMap { value -> String? in
-            let parts = value.split(separator: " ", maxSplits: 1)
-            return parts.count == 2 && parts[0].lowercased() == "bearer" ? String(parts[1]) : nil
+        let bytes: [UInt8]
+        switch BearerToken.presented(in: headers, hint: "Send Authorization: Bearer <key> with one of the --api-keys.") {
+        case .failure(let error): return .failure(error)
+        case .success(let presented): bytes = presented
         }
-        guard let presented else {
-            return .failure(.unauthorized(code: "apiKeyMissing", "The request has no Bearer API key."))
-        }
-        let bytes = Array(presented.utf8)
         var found: EmulatorSettings.APIKey?
         for key in self.settings.apiKeys where ConstantTime.equals(Array(key.key.utf8), bytes) {
             found = key
         }
-        guard let found else { return .failure(.unauthorized(code: "apiKeyInvalid", "The API key is not valid.")) }
+        guard let found else { return .failure(BearerToken.rejection(code: "apiKeyInvalid", "The API key is not valid.")) }
         return .success(found)
     }
 

@@ -3,19 +3,32 @@ import PortoutHTTP
 
 /// Reads the token of `Authorization: Bearer <token>`, which the read API and the admin listener both take.
 enum BearerToken {
+    /// Returns the token the request presents, or the 401 to send.
     static func presented(in headers: HTTPHeaders, hint: String) -> Result<[UInt8], APIError> {
         guard let authorization = headers["Authorization"] else {
-            return .failure(.unauthorized(code: "apiKeyMissing", "The request has no Authorization header.", hint: hint))
+            return .failure(self.rejection(code: "apiKeyMissing", "The request has no Authorization header.", hint: hint))
         }
         // A proxy in front may have checked the other copy, so neither is taken.
         guard headers.count(of: "Authorization") == 1 else {
-            return .failure(.unauthorized(
+            return .failure(self.rejection(
                 code: "apiKeyInvalid", "The request has more than one Authorization header.", hint: hint))
         }
+        // RFC 9110 section 11.4 allows one or more spaces between the scheme and the token.
         let parts = authorization.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-            return .failure(.unauthorized(code: "apiKeyInvalid", "The Authorization header is not a Bearer token."))
+        let token = parts.count == 2 ? parts[1].drop { $0 == " " } : ""
+        guard parts.first?.lowercased() == "bearer", !token.isEmpty else {
+            return .failure(self.rejection(code: "apiKeyInvalid", "The Authorization header is not a Bearer token.", hint: hint))
         }
-        return .success(Array(parts[1].utf8))
+        return .success(Array(token.utf8))
+    }
+
+    /// Returns a 401 with the `WWW-Authenticate` field that RFC 9110 section 15.5.2 requires of it, naming the
+    /// Bearer scheme. `code` "apiKeyInvalid" adds RFC 6750's `error="invalid_token"`.
+    static func rejection(code: String, _ message: String, hint: String? = nil) -> APIError {
+        let challenge = code == "apiKeyInvalid" ? #"Bearer realm="portout-relay", error="invalid_token""#
+            : #"Bearer realm="portout-relay""#
+        return APIError(
+            status: 401, type: "unauthorized", code: code, message: message, hint: hint,
+            headers: [("WWW-Authenticate", challenge)])
     }
 }
