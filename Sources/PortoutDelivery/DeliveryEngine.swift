@@ -283,7 +283,8 @@ public final class DeliveryEngine: Sendable {
         } catch {
             let attempt = delivery.attempts + 1
             let decision = RetryDecision.decide(
-                readFailure: "cannot read the event from the journal: \(error)", errno: error.errno, attempt: attempt,
+                readFailure: "cannot read the event from the journal: \(error)", isTransient: error.isTransient,
+                attempt: attempt,
                 policy: destination.config.retry, nowMs: nowMs, acceptedAtMs: delivery.acceptedAtMs,
                 random: { Double.random(in: 0..<1) })
             self.settle(delivery, destination: destination, key: key, attempt: attempt, decision: decision, httpStatus: nil)

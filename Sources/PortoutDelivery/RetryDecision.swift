@@ -1,9 +1,5 @@
 import PortoutCore
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// The result of one attempt, as the destination returned it.
 public enum AttemptResult: Sendable, Equatable {
     /// A response arrived; `retryAfterSeconds` is the parsed `Retry-After`, if any.
@@ -58,24 +54,21 @@ public enum RetryDecision: Sendable, Equatable {
         return .retry(atMs: at, reason: reason)
     }
 
-    /// Decides the fate of attempt number `attempt` when the event could not be read back from the journal,
-    /// with `errno` from the failed call, or 0 for a record that is missing or damaged.
+    /// Decides the fate of attempt number `attempt` when the event could not be read back from the journal.
     ///
-    /// Running out of descriptors or memory passes, so such a failure is retried as a failed connection is.
-    /// Any other failure would recur on every attempt, so it dead-letters at once.
+    /// A transient failure (`JournalError.isTransient`) is retried as a failed connection is. Any other would
+    /// recur on every attempt, so it dead-letters at once.
     public static func decide(
-        readFailure reason: String, errno: Int32, attempt: Int, policy: RetryPolicy, nowMs: Int64,
+        readFailure reason: String, isTransient: Bool, attempt: Int, policy: RetryPolicy, nowMs: Int64,
         acceptedAtMs: Int64, random: () -> Double
     ) -> RetryDecision {
-        guard self.passingReadErrors.contains(errno) else {
+        guard isTransient else {
             return .deadLetter(reason: reason)
         }
         return self.decide(
             .transportError(reason), attempt: attempt, policy: policy, maxRetryAfterSeconds: 0, nowMs: nowMs,
             acceptedAtMs: acceptedAtMs, random: random)
     }
-
-    static let passingReadErrors: Set<Int32> = [EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR]
 
     static func isRetryable(_ status: Int) -> Bool {
         status == 408 || status == 425 || status == 429 || (500..<600).contains(status)

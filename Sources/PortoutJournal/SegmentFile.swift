@@ -42,6 +42,12 @@ public struct JournalError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         "\(self.path): \(self.reason)"
     }
+
+    /// Whether the failure is transient: a shortage of file descriptors or memory, or an interrupted call, so
+    /// that the same read may succeed later. A missing, damaged or unreadable record fails again each time.
+    public var isTransient: Bool {
+        [EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR].contains(self.errno)
+    }
 }
 
 /// Segment naming, framing and the file-level calls shared by the writer, recovery and the offline commands.

@@ -174,7 +174,8 @@ struct ConfigTests {
     }
 
     @Test func secretFromEnvironmentAndFile() throws {
-        setenv("PORTOUT_TEST_SECRET", "whsec_ZW52LXNlY3JldA==", 1)
+        // Line breaks and spaces around either value are not part of the secret.
+        setenv("PORTOUT_TEST_SECRET", " whsec_ZW52LXNlY3JldA==\n", 1)
         let directory = NSTemporaryDirectory() + "portout-config-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }

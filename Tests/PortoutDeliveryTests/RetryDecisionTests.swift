@@ -61,10 +61,12 @@ struct RetryDecisionTests {
     /// A journal read that failed for want of descriptors or memory is retried; a missing or damaged record,
     /// which would fail again, dead-letters at once.
     @Test(arguments: [(EMFILE, true), (ENFILE, true), (ENOMEM, true), (ENOENT, false), (EIO, false), (0, false)])
-    func readFailureRetriesOnlyWhenPassing(_ errno: Int32, _ isRetried: Bool) {
+    func readFailureRetriesOnlyWhenTransient(_ errno: Int32, _ isRetried: Bool) {
+        let error = JournalError(path: "/journal/1.seg", reason: "cannot read", errno: errno)
+        #expect(error.isTransient == isRetried)
         let decision = RetryDecision.decide(
-            readFailure: "cannot read", errno: errno, attempt: 1, policy: Self.policy, nowMs: 1_000_000,
-            acceptedAtMs: 1_000_000, random: { 0.5 })
+            readFailure: "cannot read", isTransient: error.isTransient, attempt: 1, policy: Self.policy,
+            nowMs: 1_000_000, acceptedAtMs: 1_000_000, random: { 0.5 })
         #expect(decision == (isRetried ? .retry(atMs: 1_005_000, reason: "cannot read") : .deadLetter(reason: "cannot read")))
     }
 

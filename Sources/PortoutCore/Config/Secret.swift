@@ -68,7 +68,9 @@ extension ConfigReader {
         }
         if let name = object["env"] {
             guard let name = self.string(name, "\(path).env") else { return nil }
-            guard let resolved = ProcessInfo.processInfo.environment[name], !resolved.isEmpty else {
+            // Trimmed as a file's contents are, since secret stores often add a line break.
+            let resolved = ProcessInfo.processInfo.environment[name]?.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let resolved, !resolved.isEmpty else {
                 self.fail("\(path).env", "environment variable \(name) is not set or empty")
                 return nil
             }

@@ -175,8 +175,16 @@ final class PortOutReadAPI: Sendable {
         }
     }
 
+    /// Returns 503 with `Retry-After` for a transient failure, such as running out of file descriptors, and 500
+    /// for any other.
     private func readFailed(_ error: JournalError) -> HTTPResponse {
-        self.logger.error("port out read failed", ["error": .string(error.description)])
+        self.logger.error(
+            "port out read failed", ["error": .string(error.description), "transient": .bool(error.isTransient)])
+        guard !error.isTransient else {
+            return HTTPResponse(error: .serviceUnavailable(
+                code: "journalReadUnavailable", "The port out could not be read from the journal for now.",
+                retryAfterSeconds: 1))
+        }
         return HTTPResponse(error: APIError(
             status: 500, type: "internalError", code: "journalReadFailed",
             message: "The port out could not be read from the journal."))

@@ -148,11 +148,23 @@ final class OperationalWebhook: Sendable {
 /// Keeps the dead-letter list and replay progress current as deliveries settle, and reports dead letters and
 /// disabled destinations to the operational webhook.
 struct RelayDeliveryObserver: DeliveryObserver {
-    let journal: Journal
     let deadLetters: DeadLetterIndex
     let replays: ReplayRegistry
     let operational: OperationalWebhook
     let logger: Logger
+    /// Reads an event back from the journal; tests replace it to make reads fail.
+    var readEvent: @Sendable (JournalLocation) throws(JournalError) -> JournalRecord
+
+    init(
+        journal: Journal, deadLetters: DeadLetterIndex, replays: ReplayRegistry, operational: OperationalWebhook,
+        logger: Logger
+    ) {
+        self.deadLetters = deadLetters
+        self.replays = replays
+        self.operational = operational
+        self.logger = logger
+        self.readEvent = { location throws(JournalError) in try journal.read(at: location) }
+    }
 
     func settled(_ delivery: PendingDelivery, attempt: AttemptRecord) {
         if let replayID = delivery.replayID {
@@ -161,16 +173,30 @@ struct RelayDeliveryObserver: DeliveryObserver {
                 DeliveryKey(sequence: delivery.sequence, destination: delivery.destination), outcome: attempt.outcome)
         }
         guard attempt.outcome == .deadLettered else { return }
-        // Dead letters are rare, so the event's type and status are read back from the journal here instead of
-        // being carried by every pending delivery.
+        self.list(delivery, attempt: attempt, retries: 0)
+    }
+
+    /// Seconds between tries to list a dead letter whose event read failed transiently. A delivery that gave up
+    /// because the relay ran out of file descriptors usually reaches here while it still has none.
+    static let listingRetrySeconds: [Double] = [1, 5, 30, 120, 600]
+
+    /// Adds a dead letter to the list and reports it. Dead letters are rare, so the event's type and status are
+    /// read back from the journal here instead of being carried by every pending delivery.
+    private func list(_ delivery: PendingDelivery, attempt: AttemptRecord, retries: Int) {
         let record: JournalRecord
         do {
-            record = try self.journal.read(at: delivery.location)
+            record = try self.readEvent(delivery.location)
         } catch {
+            if error.isTransient && retries < Self.listingRetrySeconds.count {
+                DispatchQueue.global().asyncAfter(deadline: .now() + Self.listingRetrySeconds[retries]) {
+                    self.list(delivery, attempt: attempt, retries: retries + 1)
+                }
+                return
+            }
             self.logger.error(
                 "dead letter not listed",
                 ["event": .string(delivery.eventID), "destination": .string(delivery.destination),
-                 "error": .string(error.description)])
+                 "error": .string(error.description), "effect": "listed after the next start"])
             return
         }
         guard case .event(let event) = record else { return }
