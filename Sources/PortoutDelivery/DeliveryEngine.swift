@@ -284,10 +284,10 @@ public final class DeliveryEngine: Sendable {
             let attempt = delivery.attempts + 1
             let decision = RetryDecision.decide(
                 readFailure: "cannot read the event from the journal: \(error)", isTransient: error.isTransient,
-                attempt: attempt,
-                policy: destination.config.retry, nowMs: nowMs, acceptedAtMs: delivery.acceptedAtMs,
+                attempt: attempt, policy: destination.config.retry, nowMs: nowMs, acceptedAtMs: delivery.acceptedAtMs,
                 random: { Double.random(in: 0..<1) })
-            self.settle(delivery, destination: destination, key: key, attempt: attempt, decision: decision, httpStatus: nil)
+            self.settle(
+                delivery, destination: destination, key: key, attempt: attempt, decision: decision, httpStatus: nil)
             return
         }
         let timestamp = String(nowMs / 1000)

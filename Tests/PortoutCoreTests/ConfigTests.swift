@@ -232,7 +232,8 @@ struct ConfigTests {
             _ = try Self.parse(text)
             Issue.record("bearer tokens with white space at an end were accepted")
         } catch {
-            #expect(error.problems.map(\.path) == ["$.admin.token", "$.tenants[0].apiKeys[0]", "$.tenants[0].apiKeys[1]"])
+            #expect(
+                error.problems.map(\.path) == ["$.admin.token", "$.tenants[0].apiKeys[0]", "$.tenants[0].apiKeys[1]"])
             #expect(error.problems.first?.message.contains("white space") == true)
             #expect(error.problems.last?.message.contains("at least 16 characters") == true)
         }

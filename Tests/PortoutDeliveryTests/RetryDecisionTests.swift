@@ -67,7 +67,9 @@ struct RetryDecisionTests {
         let decision = RetryDecision.decide(
             readFailure: "cannot read", isTransient: error.isTransient, attempt: 1, policy: Self.policy,
             nowMs: 1_000_000, acceptedAtMs: 1_000_000, random: { 0.5 })
-        #expect(decision == (isRetried ? .retry(atMs: 1_005_000, reason: "cannot read") : .deadLetter(reason: "cannot read")))
+        let expected: RetryDecision =
+            isRetried ? .retry(atMs: 1_005_000, reason: "cannot read") : .deadLetter(reason: "cannot read")
+        #expect(decision == expected)
     }
 
     @Test func lastAttemptDeadLetters() {

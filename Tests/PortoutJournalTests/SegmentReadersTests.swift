@@ -56,7 +56,9 @@ import Glibc
         let readers = SegmentReaders(maxOpen: 2)
         try readers.withDescriptor(segment: 1, path: { paths[0] }) { held throws(JournalError) in
             for segment in 2...3 {
-                _ = try readers.withDescriptor(segment: UInt64(segment), path: { paths[segment - 1] }) { Self.firstByte($0) }
+                _ = try readers.withDescriptor(segment: UInt64(segment), path: { paths[segment - 1] }) {
+                    Self.firstByte($0)
+                }
             }
             #expect(readers.openCount == 2)
             readers.retire([1])

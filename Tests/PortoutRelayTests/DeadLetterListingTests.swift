@@ -16,8 +16,12 @@ import Glibc
 /// the listing, and any other leaves it to the next start.
 @Suite struct DeadLetterListingTests {
     /// Journals one event, and returns the journal and a delivery of it that gave up.
-    static func deadLetteredDelivery(in directory: TemporaryDirectory) throws -> (Journal, PendingDelivery, AttemptRecord) {
-        let journal = try Journal.open(directory: directory.path, segmentBytes: 1 << 20, logger: Logger(level: .error)) { _, _ in }
+    static func deadLetteredDelivery(
+        in directory: TemporaryDirectory
+    ) throws -> (Journal, PendingDelivery, AttemptRecord) {
+        let journal = try Journal.open(
+            directory: directory.path, segmentBytes: 1 << 20, logger: Logger(level: .error)
+        ) { _, _ in }
         let event = EventRecord(
             sequence: 1, acceptedAtMs: 1_700_000_000_000, isStale: false, isBare: false, status: .processing,
             dedupeKey: DigestKey(high: 1, low: 2), lifecycleKey: DigestKey(high: 3, low: 4), tenant: "t1",

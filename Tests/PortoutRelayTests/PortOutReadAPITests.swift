@@ -123,7 +123,8 @@ struct PortOutReadAPITests {
         let target = "/projects/acme-mobile/portOuts"
         // A request without a Bearer token gets a hint on how to send one.
         let cases: [(authorization: String?, hasHint: Bool)] = [
-            (nil, true), ("", true), ("Basic dXNlcjpwYXNz", true), ("Bearer", true), ("Bearer wrong-key-0123456789", false),
+            (nil, true), ("", true), ("Basic dXNlcjpwYXNz", true), ("Bearer", true),
+            ("Bearer wrong-key-0123456789", false),
         ]
         for (authorization, hasHint) in cases {
             let client = try harness.client()

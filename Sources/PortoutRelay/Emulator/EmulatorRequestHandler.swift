@@ -104,7 +104,8 @@ extension CarrierEmulator {
 
     private func authenticate(_ headers: HTTPHeaders) -> Result<EmulatorSettings.APIKey, APIError> {
         let bytes: [UInt8]
-        switch BearerToken.presented(in: headers, hint: "Send Authorization: Bearer <key> with one of the --api-keys.") {
+        let hint = "Send Authorization: Bearer <key> with one of the --api-keys."
+        switch BearerToken.presented(in: headers, hint: hint) {
         case .failure(let error): return .failure(error)
         case .success(let presented): bytes = presented
         }
@@ -112,7 +113,9 @@ extension CarrierEmulator {
         for key in self.settings.apiKeys where ConstantTime.equals(Array(key.key.utf8), bytes) {
             found = key
         }
-        guard let found else { return .failure(BearerToken.rejection(code: "apiKeyInvalid", "The API key is not valid.")) }
+        guard let found else {
+            return .failure(BearerToken.rejection(code: "apiKeyInvalid", "The API key is not valid."))
+        }
         return .success(found)
     }
 

@@ -6,7 +6,8 @@ enum BearerToken {
     /// Returns the token the request presents, or the 401 to send.
     static func presented(in headers: HTTPHeaders, hint: String) -> Result<[UInt8], APIError> {
         guard let authorization = headers["Authorization"] else {
-            return .failure(self.rejection(code: "apiKeyMissing", "The request has no Authorization header.", hint: hint))
+            return .failure(
+                self.rejection(code: "apiKeyMissing", "The request has no Authorization header.", hint: hint))
         }
         // A proxy in front may have checked the other copy, so neither is taken.
         guard headers.count(of: "Authorization") == 1 else {
@@ -17,7 +18,8 @@ enum BearerToken {
         let parts = authorization.split(separator: " ", maxSplits: 1)
         let token = parts.count == 2 ? parts[1].drop { $0 == " " } : ""
         guard parts.first?.lowercased() == "bearer", !token.isEmpty else {
-            return .failure(self.rejection(code: "apiKeyInvalid", "The Authorization header is not a Bearer token.", hint: hint))
+            return .failure(
+                self.rejection(code: "apiKeyInvalid", "The Authorization header is not a Bearer token.", hint: hint))
         }
         return .success(Array(token.utf8))
     }

@@ -61,7 +61,8 @@ struct RelayRequestHandler: HTTPRequestHandler {
             return HTTPResponse(error: .notFound("No tenant \(tenant) is configured."))
         case .carrierAPI(let path):
             // Checked again in `handle`, since a reload may change the keys while the body is read.
-            if case .failure(let error) = self.readAPI.authorize(project: path.project, headers: head.headers, peer: peer) {
+            let authorized = self.readAPI.authorize(project: path.project, headers: head.headers, peer: peer)
+            if case .failure(let error) = authorized {
                 return HTTPResponse(error: error)
             }
             return nil
