@@ -132,6 +132,8 @@ struct PortOutReadAPITests {
             let response = try #require(client.request("GET", target, headers: headers))
             #expect(response.status == 401)
             #expect(response.header("WWW-Authenticate")?.hasPrefix("Bearer realm=\"portout-relay\"") == true)
+            // Only a Bearer token that was sent and is wrong gets an error code in the challenge.
+            #expect(response.header("WWW-Authenticate")?.contains("invalid_token") == !hasHint)
             #expect((response.json?.objectValue?["hint"] != nil) == hasHint)
         }
         let client = try harness.client()

@@ -40,15 +40,14 @@ public struct Secret: Sendable, Equatable, CustomStringConvertible {
 
 extension ConfigReader {
     /// Reads a secret that clients present as `Authorization: Bearer <token>`, such as a read API key or the
-    /// admin token. A request's field value has no white space at either end, so a token with some would
-    /// never match.
+    /// admin token. RFC 6750's token syntax has no white space, and a field value none at either end.
     mutating func bearerToken(_ value: JSONValue, _ path: String, baseDirectory: String) -> Secret? {
         guard let secret = self.secret(value, path, baseDirectory: baseDirectory) else { return nil }
         if secret.value.utf8.count < 16 {
             self.fail(path, "must be at least 16 characters, so it cannot be guessed")
         }
-        if secret.value.first?.isWhitespace == true || secret.value.last?.isWhitespace == true {
-            self.fail(path, "must not begin or end with white space, which a request cannot send")
+        if secret.value.contains(where: \.isWhitespace) {
+            self.fail(path, "must not contain white space, which a Bearer token cannot carry")
         }
         return secret
     }
@@ -71,7 +70,8 @@ extension ConfigReader {
             // Trimmed as a file's contents are, since secret stores often add a line break.
             let resolved = ProcessInfo.processInfo.environment[name]?.trimmingCharacters(in: .whitespacesAndNewlines)
             guard let resolved, !resolved.isEmpty else {
-                self.fail("\(path).env", "environment variable \(name) is not set or empty")
+                self.fail(
+                    "\(path).env", "environment variable \(name) is not set, or empty once white space is trimmed")
                 return nil
             }
             return Secret(value: resolved, source: "env \(name)")

@@ -47,7 +47,8 @@ final class PortOutReadAPI: Sendable {
             found = candidate.tenant
         }
         guard let found else {
-            return .failure(BearerToken.rejection(code: "apiKeyInvalid", "The API key is not valid."))
+            return .failure(
+                BearerToken.rejection(code: "apiKeyInvalid", "The API key is not valid.", isWrongToken: true))
         }
         return .success(found)
     }

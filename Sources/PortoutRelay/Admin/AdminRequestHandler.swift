@@ -205,7 +205,8 @@ struct AdminRequestHandler: HTTPRequestHandler {
             return .failure(error)
         case .success(let presented):
             guard ConstantTime.equals(token, presented) else {
-                return .failure(BearerToken.rejection(code: "apiKeyInvalid", "The admin token is not valid."))
+                return .failure(
+                    BearerToken.rejection(code: "apiKeyInvalid", "The admin token is not valid.", isWrongToken: true))
             }
             return .success(())
         }

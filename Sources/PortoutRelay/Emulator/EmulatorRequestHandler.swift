@@ -114,7 +114,8 @@ extension CarrierEmulator {
             found = key
         }
         guard let found else {
-            return .failure(BearerToken.rejection(code: "apiKeyInvalid", "The API key is not valid."))
+            return .failure(
+                BearerToken.rejection(code: "apiKeyInvalid", "The API key is not valid.", isWrongToken: true))
         }
         return .success(found)
     }

@@ -25,9 +25,12 @@ enum BearerToken {
     }
 
     /// Returns a 401 with the `WWW-Authenticate` field that RFC 9110 section 15.5.2 requires of it, naming the
-    /// Bearer scheme. `code` "apiKeyInvalid" adds RFC 6750's `error="invalid_token"`.
-    static func rejection(code: String, _ message: String, hint: String? = nil) -> APIError {
-        let challenge = code == "apiKeyInvalid" ? #"Bearer realm="portout-relay", error="invalid_token""#
+    /// Bearer scheme. `isWrongToken` adds `error="invalid_token"`, which RFC 6750 section 3.1 keeps for a
+    /// Bearer token that was sent and is not valid.
+    static func rejection(
+        code: String, _ message: String, hint: String? = nil, isWrongToken: Bool = false
+    ) -> APIError {
+        let challenge = isWrongToken ? #"Bearer realm="portout-relay", error="invalid_token""#
             : #"Bearer realm="portout-relay""#
         return APIError(
             status: 401, type: "unauthorized", code: code, message: message, hint: hint,
