@@ -182,6 +182,12 @@ struct RelayDeliveryObserver: DeliveryObserver {
 
     /// Adds a dead letter to the list and reports it. Dead letters are rare, so the event's type and status are
     /// read back from the journal here instead of being carried by every pending delivery.
+    ///
+    /// NOTE: the dead letter is listed when its delivery settles, before the batch holding its attempt record
+    /// is written. If that write fails, as it does while the relay is out of file descriptors, the list shows a
+    /// dead letter that the journal lacks; the next start delivers the event again instead of listing it. A
+    /// listing delayed by a transient read failure is also not checked against a replay that delivered the
+    /// event in the meantime.
     private func list(_ delivery: PendingDelivery, attempt: AttemptRecord, retries: Int) {
         let record: JournalRecord
         do {
@@ -196,7 +202,8 @@ struct RelayDeliveryObserver: DeliveryObserver {
             self.logger.error(
                 "dead letter not listed",
                 ["event": .string(delivery.eventID), "destination": .string(delivery.destination),
-                 "error": .string(error.description), "effect": "listed after the next start"])
+                 "error": .string(error.description),
+                 "effect": "listed after the next start if its attempt was journaled, and delivered again if not"])
             return
         }
         guard case .event(let event) = record else { return }
