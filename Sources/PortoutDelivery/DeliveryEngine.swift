@@ -330,11 +330,21 @@ public final class DeliveryEngine: Sendable {
         self.loop.outcomesHeldSinceMs = nil
         let count = self.loop.outcomes.count
         let logger = self.logger
+        let observer = self.observer
+        let deadLetters = self.loop.heldDeadLetters
+        self.loop.heldDeadLetters.removeAll()
         let completion: Journal.Completion = { result in
-            if case .failure(let error) = result {
+            switch result {
+            case .success:
+                if !deadLetters.isEmpty {
+                    observer?.deadLettersJournaled(deadLetters)
+                }
+            case .failure(let error):
                 logger.error(
                     "delivery outcomes not journaled",
-                    ["error": .string(error.description), "records": .number(Double(count))])
+                    ["error": .string(error.description), "records": .number(Double(count)),
+                     "deadLetters": .number(Double(deadLetters.count)),
+                     "effect": "these attempts are made again after the next start, and their dead letters not listed"])
             }
         }
         if durable {
@@ -432,6 +442,9 @@ public final class DeliveryEngine: Sendable {
             attempt: attempt, outcome: outcome, httpStatus: httpStatus, atMs: now, nextAttemptAtMs: nextAttemptAt,
             error: reason)
         self.loop.hold(.attempt(record), nowMs: now)
+        if outcome == .deadLettered {
+            self.loop.heldDeadLetters.append((delivery, record))
+        }
         self.observer?.settled(delivery, attempt: record)
         if outcome == .delivered, let httpStatus, (200..<300).contains(httpStatus) {
             destination.deliveredCounter.increment()
@@ -566,6 +579,9 @@ public struct UnconfiguredDestinationStatistics: Sendable, Equatable {
 public protocol DeliveryObserver: Sendable {
     /// Called with each attempt that settled or was scheduled again, and with each withdrawn delivery.
     func settled(_ delivery: PendingDelivery, attempt: AttemptRecord)
+    /// Called with the deliveries that gave up, once the journal has their attempt records, from the journal's
+    /// writer thread. A batch whose write failed never arrives here: the next start delivers those again.
+    func deadLettersJournaled(_ deadLetters: [(delivery: PendingDelivery, attempt: AttemptRecord)])
     /// Called when a destination is disabled because it returned 410 Gone.
     func destinationDisabled(tenant: String, destination: String, reason: String)
     /// Called with replayed deliveries, counted by replay id, that now wait for a destination no longer

@@ -36,6 +36,8 @@ final class DeliveryLoop: @unchecked Sendable {
     var outcomes: [JournalRecord] = []
     /// When the oldest record in `outcomes` was added; nil while it is empty.
     var outcomesHeldSinceMs: Int64?
+    /// The deliveries among `outcomes` that gave up, for the observer once their records are written.
+    var heldDeadLetters: [(delivery: PendingDelivery, attempt: AttemptRecord)] = []
 
     /// The number of replays whose records are on their way to the journal and not yet submitted, opened by
     /// `DeliveryEngine.openReplayWindow`.

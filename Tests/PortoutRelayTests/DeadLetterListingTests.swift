@@ -67,7 +67,7 @@ import Glibc
         defer { journal.close() }
         let deadLetters = DeadLetterIndex()
         let observer = Self.observer(journal: journal, deadLetters: deadLetters, failingReads: 1, errno: EMFILE)
-        observer.settled(delivery, attempt: attempt)
+        observer.deadLettersJournaled([(delivery, attempt)])
         #expect(deadLetters.count == 0)
         // The first retry comes after a second.
         let deadline = Date().addingTimeInterval(10)
@@ -86,7 +86,7 @@ import Glibc
         let deadLetters = DeadLetterIndex()
         // errno 0 is a record that fails its checksum, which a later read would find the same.
         let observer = Self.observer(journal: journal, deadLetters: deadLetters, failingReads: 1, errno: 0)
-        observer.settled(delivery, attempt: attempt)
+        observer.deadLettersJournaled([(delivery, attempt)])
         Thread.sleep(forTimeInterval: RelayDeliveryObserver.listingRetrySeconds[0] + 0.5)
         #expect(deadLetters.count == 0)
     }

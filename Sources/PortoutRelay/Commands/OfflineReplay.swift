@@ -278,6 +278,8 @@ struct ReplayProgressObserver: DeliveryObserver {
 
     func destinationDisabled(tenant: String, destination: String, reason: String) {}
 
+    func deadLettersJournaled(_ deadLetters: [(delivery: PendingDelivery, attempt: AttemptRecord)]) {}
+
     /// Counts stranded deliveries as the relay does, though an offline replay never reloads its configuration.
     func stranded(_ waiting: [String: Int]) {
         self.registry.strand(waiting)

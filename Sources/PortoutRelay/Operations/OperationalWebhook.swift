@@ -172,8 +172,12 @@ struct RelayDeliveryObserver: DeliveryObserver {
             self.deadLetters.replaySettled(
                 DeliveryKey(sequence: delivery.sequence, destination: delivery.destination), outcome: attempt.outcome)
         }
-        guard attempt.outcome == .deadLettered else { return }
-        self.list(delivery, attempt: attempt, retries: 0)
+    }
+
+    func deadLettersJournaled(_ deadLetters: [(delivery: PendingDelivery, attempt: AttemptRecord)]) {
+        for (delivery, attempt) in deadLetters {
+            self.list(delivery, attempt: attempt, retries: 0)
+        }
     }
 
     /// Seconds between tries to list a dead letter whose event read failed transiently. A delivery that gave up
@@ -183,10 +187,7 @@ struct RelayDeliveryObserver: DeliveryObserver {
     /// Adds a dead letter to the list and reports it. Dead letters are rare, so the event's type and status are
     /// read back from the journal here instead of being carried by every pending delivery.
     ///
-    /// NOTE: the dead letter is listed when its delivery settles, before the batch holding its attempt record
-    /// is written. If that write fails, as it does while the relay is out of file descriptors, the list shows a
-    /// dead letter that the journal lacks; the next start delivers the event again instead of listing it. A
-    /// listing delayed by a transient read failure is also not checked against a replay that delivered the
+    /// NOTE: a listing delayed by a transient read failure is not checked against a replay that delivered the
     /// event in the meantime.
     private func list(_ delivery: PendingDelivery, attempt: AttemptRecord, retries: Int) {
         let record: JournalRecord
@@ -203,7 +204,7 @@ struct RelayDeliveryObserver: DeliveryObserver {
                 "dead letter not listed",
                 ["event": .string(delivery.eventID), "destination": .string(delivery.destination),
                  "error": .string(error.description),
-                 "effect": "listed after the next start if its attempt was journaled, and delivered again if not"])
+                 "effect": "listed after the next start"])
             return
         }
         guard case .event(let event) = record else { return }
