@@ -188,8 +188,8 @@ struct RelayDeliveryObserver: DeliveryObserver {
     /// read back from the journal here instead of being carried by every pending delivery.
     ///
     /// NOTE: a dead letter listed after a replay has queued its event again stays listed when that copy is
-    /// delivered, until a restart rebuilds the list. It takes a listing delayed by a transient read failure, or
-    /// a delivery that gives up while the replay's records are being written; neither was seen in testing.
+    /// delivered, until a restart rebuilds the list. That needs a listing delayed by a transient read failure,
+    /// or a delivery that gives up while the replay's records are being written. Neither was seen in testing.
     /// Dead letters in the last batch at shutdown may reach the list after the operational webhook stopped,
     /// and are then not reported to it.
     private func list(_ delivery: PendingDelivery, attempt: AttemptRecord, retries: Int) {
