@@ -46,8 +46,10 @@ public struct JournalError: Error, Sendable, CustomStringConvertible {
     /// Whether the failure is transient: a shortage of file descriptors or memory, or an interrupted call, so
     /// that the same read may succeed later. A missing, damaged or unreadable record fails again each time.
     public var isTransient: Bool {
-        [EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR].contains(self.errno)
+        Self.transientErrnos.contains(self.errno)
     }
+
+    private static let transientErrnos: Set<Int32> = [EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR]
 }
 
 /// Segment naming, framing and the file-level calls shared by the writer, recovery and the offline commands.

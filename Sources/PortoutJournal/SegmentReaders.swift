@@ -37,7 +37,7 @@ final class SegmentReaders: Sendable {
         self.maxOpen = maxOpen
     }
 
-    /// The number of descriptors open, including those closed by their last read.
+    /// The number of descriptors open, including those that their last read will close.
     var openCount: Int {
         self.state.withLock { $0.open.count + $0.draining.count }
     }
