@@ -77,6 +77,7 @@ extension DeliveryEngine {
                 let settled = DeliveryKey(sequence: delivery.sequence, destination: delivery.destination)
                 if self.loop.settledInReplayWindow.contains(settled) {
                     self.loop.hold(.replay(record), nowMs: now)
+                    self.loop.heldChanges.append(.replayQueued(settled))
                     journaledAgain = true
                 }
                 guard let runtime = configured else {
@@ -120,7 +121,7 @@ extension DeliveryEngine {
                 withdrawn += removed.count
                 for delivery in removed {
                     let record = AttemptRecord.withdrawal(of: delivery, replayID: replayID, atMs: now)
-                    self.loop.hold(.attempt(record), nowMs: now)
+                    self.loop.hold(record, of: delivery, nowMs: now)
                     self.observer?.settled(delivery, attempt: record)
                 }
             }

@@ -36,8 +36,8 @@ final class DeliveryLoop: @unchecked Sendable {
     var outcomes: [JournalRecord] = []
     /// When the oldest record in `outcomes` was added; nil while it is empty.
     var outcomesHeldSinceMs: Int64?
-    /// The deliveries among `outcomes` that gave up, for the observer once their records are written.
-    var heldDeadLetters: [(delivery: PendingDelivery, attempt: AttemptRecord)] = []
+    /// The changes to the dead-letter list that `outcomes` make, for the observer once they are written.
+    var heldChanges: [DeadLetterChange] = []
 
     /// The number of replays whose records are on their way to the journal and not yet submitted, opened by
     /// `DeliveryEngine.openReplayWindow`.
@@ -45,6 +45,14 @@ final class DeliveryLoop: @unchecked Sendable {
     /// The deliveries whose final outcome was held while a replay window was open. Their records may follow a
     /// replay's records in the journal, so a copy the replay queues for one of them is journaled again.
     var settledInReplayWindow: Set<DeliveryKey> = []
+
+    /// Holds a delivery's attempt record, with the change it makes to the dead-letter list.
+    func hold(_ attempt: AttemptRecord, of delivery: PendingDelivery, nowMs: Int64) {
+        self.hold(.attempt(attempt), nowMs: nowMs)
+        if let change = DeadLetterChange(delivery, attempt: attempt) {
+            self.heldChanges.append(change)
+        }
+    }
 
     func hold(_ outcome: JournalRecord, nowMs: Int64) {
         if self.openReplayWindows > 0, case .attempt(let attempt) = outcome, attempt.outcome.isFinal {

@@ -84,3 +84,33 @@ public struct DeliveryKey: Hashable, Sendable, Comparable {
         (lhs.sequence, lhs.destination) < (rhs.sequence, rhs.destination)
     }
 }
+
+/// A change to the dead-letter list that an outcome record makes. The engine passes each to its observer once
+/// the journal has the record, in the journal's order, so that the list changes as a restart would rebuild it.
+public enum DeadLetterChange: Sendable, Equatable {
+    /// A delivery gave up.
+    case deadLettered(PendingDelivery, AttemptRecord)
+    /// A replayed delivery went out or was withdrawn, so the dead letter it replaced is dropped or listed again.
+    case replaySettled(DeliveryKey, AttemptOutcome)
+    /// A replay's copy was journaled again behind its owner's final outcome. If that outcome was a dead letter,
+    /// the list took it after the replay's first records, so the copy replaces it only from here on.
+    case replayQueued(DeliveryKey)
+
+    /// The change that `attempt` makes, or nil for one that changes nothing on the list.
+    public init?(_ delivery: PendingDelivery, attempt: AttemptRecord) {
+        switch attempt.outcome {
+        case .deadLettered:
+            self = .deadLettered(delivery, attempt)
+        case .delivered, .cancelled:
+            guard delivery.replayID != nil else { return nil }
+            let key = DeliveryKey(sequence: delivery.sequence, destination: delivery.destination)
+            self = .replaySettled(key, attempt.outcome)
+        case .retryScheduled:
+            return nil
+        }
+    }
+
+    public var isDeadLetter: Bool {
+        if case .deadLettered = self { true } else { false }
+    }
+}

@@ -7,6 +7,7 @@ import PortoutTestSupport
 import Synchronization
 import Testing
 
+@testable import PortoutDelivery
 @testable import PortoutRelay
 
 /// Delivery through real libcurl to a sink on loopback, with retry delays shortened to fractions of a second.
@@ -252,5 +253,19 @@ struct DeliveryTests {
         #expect(byPath["/terminal"] == ["completed"])
         #expect(byPath["/all"] == ["initiated", "completed"])
         #expect(byPath["/stale"] == ["processing"])
+    }
+
+    /// The journal still completes writes after the engine stops, when a stop cut connections short, and the
+    /// deliveries those submit are resumed by the next start instead of kept.
+    @Test func submitAfterStopIsDropped() throws {
+        let harness = try RelayHarness(destinations: Self.destination("http://127.0.0.1:9"))
+        defer { harness.finish() }
+        let engine = harness.relay!.engine
+        harness.stop()
+        let delivery = PendingDelivery(
+            sequence: 1, eventID: "evt_1", tenant: "t1", destination: "d1", orderingKey: "pout_1",
+            location: JournalLocation(segment: 1, offset: 8, length: 10), acceptedAtMs: 1)
+        engine.submit([delivery])
+        #expect(engine.inboxCount == 0)
     }
 }

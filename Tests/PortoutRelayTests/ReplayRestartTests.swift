@@ -711,4 +711,52 @@ struct ReplayRestartTests {
         #expect(waitUntil { sink.received.count == 3 })
         #expect(Set(sink.received.compactMap { $0.headers["webhook-id"] }) == ["evt_pout_w_initiated"])
     }
+
+    /// As above, but the first attempt gives up. The dead letter reaches the list after the replay's record, and
+    /// leaves it again when the replay's copy is journaled behind it: delivered, the copy leaves nothing listed,
+    /// before a restart and after one.
+    @Test func copyQueuedAfterOwnerDeadLetteredLeavesNothingListed() throws {
+        let sink = try RecordingSink { index, _ in
+            RecordingSink.Reply(status: index == 0 ? 500 : 204, delaySeconds: index == 0 ? 1 : 0)
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url, maxAttempts: 1))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_d", status: "initiated")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.inFlight == 1 })
+
+        let relay = harness.relay!
+        let scan = ReplayScan.run(dataDirectory: harness.directory.path + "/data", filter: Self.tenantFilter())
+        let matches = try scan.get().matches
+        try #require(matches.count == 1)
+        let now = WallClock.milliseconds()
+        let records = matches.map {
+            ReplayRecord(replayID: "rpl_d", destination: $0.destination, event: $0.event, atMs: now)
+        }
+        let journaled = DispatchSemaphore(value: 0)
+        relay.engine.openReplayWindow { running in
+            #expect(running)
+            relay.journal.appendAll(records.map(JournalRecord.replay)) { _ in journaled.signal() }
+        }
+        journaled.wait()
+        let keys = records.map { DeliveryKey(sequence: $0.event.sequence, destination: $0.destination) }
+        // What ReplayJobs does once the records are journaled: nothing is listed yet to take off the list.
+        keys.forEach(relay.deadLetters.suspend)
+        #expect(waitUntil { relay.deadLetters.count == 1 })
+
+        let deliveries = records.map {
+            PendingDelivery(event: $0.event, destination: $0.destination, replayID: $0.replayID, sinceMs: $0.atMs)
+        }
+        let submitted = Locked<ReplaySubmission?>(nil)
+        relay.engine.submitReplay(deliveries, records: records) { submission in submitted.withLock { $0 = submission } }
+        #expect(waitUntil { submitted.withLock { $0 }?.queued == 1 })
+        #expect(waitUntil { relay.deliveryStatistics().first?.delivered == 1 })
+        #expect(waitUntil { relay.deadLetters.count == 0 })
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(relay.deadLetters.count == 0)
+
+        try harness.restart()
+        #expect(harness.relay!.deadLetters.count == 0)
+        #expect(sink.received.count == 2)
+    }
 }

@@ -278,7 +278,7 @@ struct ReplayProgressObserver: DeliveryObserver {
 
     func destinationDisabled(tenant: String, destination: String, reason: String) {}
 
-    func deadLettersJournaled(_ deadLetters: [(delivery: PendingDelivery, attempt: AttemptRecord)]) {}
+    func journaled(_ changes: [DeadLetterChange]) {}
 
     /// Counts stranded deliveries as the relay does, though an offline replay never reloads its configuration.
     func stranded(_ waiting: [String: Int]) {

@@ -355,6 +355,9 @@ struct ReplayRestart {
         for (delivery, attempt) in withdrawn {
             observer.settled(delivery, attempt: attempt)
         }
+        // Passed on at once, not from the write's completion, because the engine has not started and so no
+        // other change can come first. The write is advisory.
+        observer.journaled(withdrawn.compactMap { DeadLetterChange($0.delivery, attempt: $0.attempt) })
         return deliverable
     }
 }

@@ -169,14 +169,22 @@ struct RelayDeliveryObserver: DeliveryObserver {
     func settled(_ delivery: PendingDelivery, attempt: AttemptRecord) {
         if let replayID = delivery.replayID {
             self.replays.settled(replayID: replayID, outcome: attempt.outcome, wasStranded: delivery.isStranded)
-            self.deadLetters.replaySettled(
-                DeliveryKey(sequence: delivery.sequence, destination: delivery.destination), outcome: attempt.outcome)
         }
     }
 
-    func deadLettersJournaled(_ deadLetters: [(delivery: PendingDelivery, attempt: AttemptRecord)]) {
-        for (delivery, attempt) in deadLetters {
-            self.list(delivery, attempt: attempt, retries: 0)
+    func journaled(_ changes: [DeadLetterChange]) {
+        for change in changes {
+            switch change {
+            case .deadLettered(let delivery, let attempt):
+                self.deadLetters.reserve(
+                    DeliveryKey(sequence: delivery.sequence, destination: delivery.destination),
+                    segment: delivery.location.segment)
+                self.list(delivery, attempt: attempt, retries: 0)
+            case .replaySettled(let key, let outcome):
+                self.deadLetters.replaySettled(key, outcome: outcome)
+            case .replayQueued(let key):
+                self.deadLetters.suspend(key)
+            }
         }
     }
 
@@ -187,11 +195,11 @@ struct RelayDeliveryObserver: DeliveryObserver {
     /// Adds a dead letter to the list and reports it. Dead letters are rare, so the event's type and status are
     /// read back from the journal here instead of being carried by every pending delivery.
     ///
-    /// NOTE: a dead letter listed after a replay has queued its event again stays listed when that copy is
-    /// delivered, until a restart rebuilds the list. That needs a listing delayed by a transient read failure,
-    /// or a delivery that gives up while the replay's records are being written. Neither was seen in testing.
-    /// Dead letters in the last batch at shutdown may reach the list after the operational webhook stopped,
-    /// and are then not reported to it.
+    /// The dead letter took its place on the list in `journaled`, so a replay that queues its event again while
+    /// the read is retried still applies to it.
+    ///
+    /// NOTE: dead letters in the last batch at shutdown may reach the list after the operational webhook
+    /// stopped, and are then not reported to it.
     private func list(_ delivery: PendingDelivery, attempt: AttemptRecord, retries: Int) {
         let record: JournalRecord
         do {
@@ -203,6 +211,7 @@ struct RelayDeliveryObserver: DeliveryObserver {
                 }
                 return
             }
+            self.deadLetters.abandon(DeliveryKey(sequence: delivery.sequence, destination: delivery.destination))
             self.logger.error(
                 "dead letter not listed",
                 ["event": .string(delivery.eventID), "destination": .string(delivery.destination),
@@ -210,10 +219,14 @@ struct RelayDeliveryObserver: DeliveryObserver {
                  "effect": "listed after the next start"])
             return
         }
-        guard case .event(let event) = record else { return }
+        guard case .event(let event) = record else {
+            // Delivery locations come from event records, so this is a journal that changed under the relay.
+            return self.deadLetters.abandon(DeliveryKey(sequence: delivery.sequence, destination: delivery.destination))
+        }
         let deadLetter = DeadLetter(
             event: EventSummary(event, location: delivery.location), destination: delivery.destination, attempt: attempt)
-        self.deadLetters.add(deadLetter)
+        // A dead letter that a replay delivered while its event was read is not reported: it is gone already.
+        guard self.deadLetters.fill(deadLetter) else { return }
         self.operational.send(type: "deadLetter.created", data: AdminRequestHandler.deadLetterJSON(deadLetter))
     }
 
