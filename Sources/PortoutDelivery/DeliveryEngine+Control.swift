@@ -169,6 +169,16 @@ extension DeliveryEngine {
         return true
     }
 
+    /// Pauses a destination that a reload adds after a start that could not read the saved modes, which may
+    /// have held it. A pause only delays its deliveries until a resume.
+    func pauseWithUnknownMode(_ runtime: DestinationRuntime, key: String, reason: String) {
+        runtime.mode = .paused
+        runtime.modeReason = reason
+        runtime.modeChangedAtMs = WallClock.milliseconds()
+        self.logger.warning(
+            "added destination starts paused", ["destination": .string(key), "reason": .string(reason)])
+    }
+
     /// Pauses every configured destination when the saved modes cannot be read. Starting them all active could
     /// send to one that an operator paused or a 410 disabled, while a pause only delays deliveries until a resume.
     /// The file is renamed aside first, so that saving the pauses does not replace it.

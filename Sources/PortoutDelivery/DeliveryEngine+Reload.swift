@@ -33,6 +33,7 @@ extension DeliveryEngine {
     private func applyDestinations(_ tenants: [TenantConfig]) -> DestinationChanges {
         var changes = DestinationChanges()
         var updated: [String: DestinationRuntime] = [:]
+        var pausedWithUnknownMode = false
         for tenant in tenants {
             for config in tenant.destinations {
                 let key = Self.key(tenant: tenant.id, destination: config.id)
@@ -54,6 +55,10 @@ extension DeliveryEngine {
                         runtime.mode = saved.mode
                         runtime.modeReason = saved.reason
                         runtime.modeChangedAtMs = saved.changedAtMs
+                    } else if let unreadable = self.loop.unreadableModes {
+                        // The unreadable file may have held it too, disabled by a 410 with nothing waiting.
+                        self.pauseWithUnknownMode(runtime, key: key, reason: unreadable.reason)
+                        pausedWithUnknownMode = true
                     }
                     updated[key] = runtime
                 }
@@ -67,6 +72,11 @@ extension DeliveryEngine {
             self.loop.detachedStatistics[key] = self.counters.withLock { $0[key] }
         }
         self.loop.destinations = updated
+        if pausedWithUnknownMode, self.loop.unreadableModes?.isMovedAside == true,
+            let controlFile = self.controlFile
+        {
+            self.saveModesLoggingFailure(controlFile)
+        }
         self.loop.updateConnectionLimit()
         self.publishCounters()
         changes.added.sort()

@@ -222,22 +222,33 @@ struct AdminTests {
     }
 
     /// A destination left out of the configuration at a start that could not read the saved modes may have been
-    /// held too, so a reload that configures it again pauses it.
-    @Test func unreadableModesHoldUnconfiguredDestination() throws {
+    /// held too, with deliveries waiting for it or none, so a reload that configures it again pauses it. The pause
+    /// is saved, so it outlasts a restart with the destination configured from the start.
+    @Test(arguments: [true, false])
+    func unreadableModesPauseDestinationAddedLater(deliveryWaiting: Bool) throws {
         let sink = try RecordingSink()
         defer { sink.shutdown() }
         let harness = try RelayHarness(destinations: Self.destination(sink.url))
         defer { harness.finish() }
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
-        #expect(try harness.post(Events.portOut("pout_h", status: "initiated")).status == 202)
+        if deliveryWaiting {
+            #expect(try harness.post(Events.portOut("pout_h", status: "initiated")).status == 202)
+        }
         harness.stop()
-        try "garbage".write(toFile: harness.directory.path + "/data/destinations.json", atomically: true, encoding: .utf8)
+        let path = harness.directory.path + "/data/destinations.json"
+        try "garbage".write(toFile: path, atomically: true, encoding: .utf8)
 
         let relay = try Self.startWithoutDestinationThenReload(harness)
-        defer { relay.shutdown(graceSeconds: 0) }
-        #expect(relay.deliveryStatistics().first?.mode == .paused)
+        let statistics = relay.deliveryStatistics().first
+        #expect(statistics?.mode == .paused)
+        #expect(statistics?.modeReason.hasPrefix("destinations.json could not be read") == true)
+        relay.shutdown(graceSeconds: 0)
+
+        try harness.start()
+        #expect(harness.relay!.deliveryStatistics().first?.mode == .paused)
+        #expect(try harness.post(Events.portOut("pout_a", status: "initiated")).status == 202)
         Thread.sleep(forTimeInterval: 0.5)
-        #expect(sink.received.isEmpty)
+        #expect(sink.received.count == 0)
     }
 
     /// Two Authorization headers get 401 even when one is right, since a proxy in front may have checked the
