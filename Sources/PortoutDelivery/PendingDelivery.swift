@@ -110,6 +110,7 @@ public enum DeadLetterChange: Sendable, Equatable {
         }
     }
 
+    /// Whether the change is a delivery that gave up.
     public var isDeadLetter: Bool {
         if case .deadLettered = self { true } else { false }
     }
