@@ -181,15 +181,16 @@ extension DeliveryEngine {
 
     /// Pauses every configured destination when the saved modes cannot be read. Starting them all active could
     /// send to one that an operator paused or a 410 disabled, while a pause only delays deliveries until a resume.
-    /// The file is renamed aside first, so that saving the pauses does not replace it.
+    /// The file is linked aside first, so that saving the pauses does not lose it. It stays in place until that
+    /// save replaces it, so a failed save leaves the next start to pause every destination again.
     private func pauseEveryDestination(_ controlFile: DestinationControlFile, unreadableBecause error: String) {
-        let movedTo = DurableFile.moveAside(path: controlFile.path)
+        let copiedTo = DurableFile.linkAside(path: controlFile.path)
         let reason =
             "destinations.json could not be read at start, so the modes saved before it are unknown. "
             + "Resume each destination that should be sending."
         let nowMs = WallClock.milliseconds()
         let runtimes = self.loop.destinations.values.sorted { ($0.tenant, $0.config.id) < ($1.tenant, $1.config.id) }
-        self.loop.unreadableModes = (reason, movedTo != nil)
+        self.loop.unreadableModes = (reason, copiedTo != nil)
         for runtime in runtimes {
             runtime.mode = .paused
             runtime.modeReason = reason
@@ -198,10 +199,10 @@ extension DeliveryEngine {
         self.logger.error(
             "destination modes not restored; every destination paused",
             ["path": .string(controlFile.path), "error": .string(error),
-             "movedTo": movedTo.map { .string($0) } ?? .null, "destinations": .number(Double(runtimes.count)),
-             "action": "check the moved file, then resume each destination that should be sending"])
-        // Without the rename, the unreadable file stays for the next start to pause everything again.
-        guard movedTo != nil else { return }
+             "copiedTo": copiedTo.map { .string($0) } ?? .null, "destinations": .number(Double(runtimes.count)),
+             "action": "check the copied file, then resume each destination that should be sending"])
+        // Without the copy, the unreadable file stays for the next start to pause everything again.
+        guard copiedTo != nil else { return }
         self.saveModesLoggingFailure(controlFile)
     }
 

@@ -72,7 +72,7 @@ extension DeliveryEngine {
             self.loop.detachedStatistics[key] = self.counters.withLock { $0[key] }
         }
         self.loop.destinations = updated
-        if pausedWithUnknownMode, self.loop.unreadableModes?.isMovedAside == true,
+        if pausedWithUnknownMode, self.loop.unreadableModes?.isCopiedAside == true,
             let controlFile = self.controlFile
         {
             self.saveModesLoggingFailure(controlFile)

@@ -25,8 +25,8 @@ final class DeliveryLoop: @unchecked Sendable {
     /// They are kept in the saved file and applied if a reload configures the destination again.
     var heldUnconfigured: [String: DestinationControlFile.Entry] = [:]
     /// Set when the saved modes could not be read at start: the reason given to the paused destinations, and
-    /// whether the unreadable file was renamed aside, without which saving the modes would replace it.
-    var unreadableModes: (reason: String, isMovedAside: Bool)?
+    /// whether the unreadable file was copied aside, without which saving the modes would lose it.
+    var unreadableModes: (reason: String, isCopiedAside: Bool)?
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var idle: [CurlTransfer] = []
     /// Threads with multi handles of their own, and the transfers each has in flight.

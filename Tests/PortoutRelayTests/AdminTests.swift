@@ -221,6 +221,33 @@ struct AdminTests {
         #expect(waitUntil { sink.received.count == 1 })
     }
 
+    /// A start that cannot save the pauses after an unreadable destinations.json leaves the unreadable file in
+    /// place, so the next start pauses every destination again instead of finding no saved modes.
+    @Test func unsavedPausesLeaveUnreadableFile() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url))
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
+        #expect(try harness.post(Events.portOut("pout_s", status: "initiated")).status == 202)
+        harness.stop()
+        let path = harness.directory.path + "/data/destinations.json"
+        try "garbage".write(toFile: path, atomically: true, encoding: .utf8)
+        // A directory where the save writes its temporary file makes that save fail.
+        try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
+
+        try harness.start()
+        #expect(harness.relay!.deliveryStatistics().first?.mode == .paused)
+        harness.stop()
+        try FileManager.default.removeItem(atPath: path + ".tmp")
+        #expect((try? String(contentsOfFile: path, encoding: .utf8)) == "garbage")
+
+        try harness.start()
+        #expect(harness.relay!.deliveryStatistics().first?.mode == .paused)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 0)
+    }
+
     /// A destination left out of the configuration at a start that could not read the saved modes may have been
     /// held too, with deliveries waiting for it or none, so a reload that configures it again pauses it. The pause
     /// is saved, so it outlasts a restart with the destination configured from the start.

@@ -46,6 +46,14 @@ public enum DurableFile {
         return rename(path, movedTo) == 0 ? movedTo : nil
     }
 
+    /// Links a state file that cannot be read to `asideName(for:)` as well, and returns that path, or nil if the
+    /// link failed. Unlike `moveAside`, the file stays where it is until a save replaces it, so a save that
+    /// fails, or a crash before it, leaves the next start to find the same unreadable file.
+    public static func linkAside(path: String) -> String? {
+        let linkedTo = self.asideName(for: path)
+        return link(path, linkedTo) == 0 ? linkedTo : nil
+    }
+
     /// Reads a whole file, or returns nil if it does not exist.
     public static func read(path: String) throws(SystemError) -> [UInt8]? {
         let fd: Int32
