@@ -6,6 +6,7 @@ everything running until Ctrl-C.
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -177,6 +178,12 @@ def main():
     else:
         say(f"== only {finished} of {PORT_OUTS} port outs finished within 90 s; relay -> sink: {sink_count[0]} "
             f"deliveries so far. See {RELAY_LOG} and {EMULATOR_LOG}")
+    counts = webhook_counts(admin_base, admin_token)
+    if counts is not None:
+        outcomes, stale = counts
+        say(f"== relay: {sum(outcomes.values()):,} webhooks received in this run: {outcomes.get('accepted', 0):,} "
+            f"accepted ({stale:,} of them stale, journaled but not forwarded), "
+            f"{outcomes.get('duplicate', 0):,} duplicates answered 200 and dropped")
     say(f"== journal: {stats}")
     project = tenant["projects"][0]
     say("")
@@ -209,17 +216,43 @@ def say(line):
         print(line, flush=True)
 
 
-def admin_destinations(admin_base, token):
-    """Returns the destinations as the admin listener lists them, or None if it could not be read."""
-    request = urllib.request.Request(admin_base + "/admin/destinations")
+def admin_get(admin_base, path, token):
+    """Returns the body of a GET on the admin listener, or None, after saying why, if it could not be read."""
+    request = urllib.request.Request(admin_base + path)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return json.load(response).get("data", [])
-    except (OSError, ValueError) as error:
+            return response.read()
+    except OSError as error:
+        say(f"== could not read {admin_base}{path}: {error}")
+        return None
+
+
+def admin_destinations(admin_base, token):
+    """Returns the destinations as the admin listener lists them, or None if it could not be read."""
+    body = admin_get(admin_base, "/admin/destinations", token)
+    try:
+        return None if body is None else json.loads(body).get("data", [])
+    except ValueError as error:
         say(f"== could not read {admin_base}/admin/destinations: {error}")
         return None
+
+
+def webhook_counts(admin_base, token):
+    """Returns the relay's webhook requests by outcome and its count of stale events, from /metrics."""
+    page = admin_get(admin_base, "/metrics", token)
+    if page is None:
+        return None
+    outcomes, stale = {}, 0
+    for line in page.decode().splitlines():
+        requests = re.match(r'portout_webhook_requests_total\{.*outcome="(\w+)".*\} (\S+)$', line)
+        stale_line = re.match(r'portout_stale_events_total\{.*\} (\S+)$', line)
+        if requests:
+            outcomes[requests[1]] = outcomes.get(requests[1], 0) + int(float(requests[2]))
+        elif stale_line:
+            stale += int(float(stale_line[1]))
+    return outcomes, stale
 
 
 def destinations_not_active(admin_base, token):

@@ -38,8 +38,12 @@ struct AdminTests {
     @Test func adminRequiresItsToken() throws {
         let harness = try RelayHarness(extra: Self.tokenConfig)
         defer { harness.finish() }
-        #expect(try Self.admin(harness, "GET", "/metrics", token: nil).status == 401)
-        #expect(try Self.admin(harness, "GET", "/admin/destinations", token: "wrong-token-wrong-token").status == 401)
+        let missing = try Self.admin(harness, "GET", "/metrics", token: nil)
+        #expect(missing.status == 401)
+        #expect(missing.json?.objectValue?["code"]?.stringValue == "adminTokenMissing")
+        let wrong = try Self.admin(harness, "GET", "/admin/destinations", token: "wrong-token-wrong-token")
+        #expect(wrong.status == 401)
+        #expect(wrong.json?.objectValue?["code"]?.stringValue == "adminTokenInvalid")
         #expect(try Self.admin(harness, "GET", "/no/such/path", token: nil).status == 401)
         #expect(try Self.admin(harness, "GET", "/metrics").status == 200)
         #expect(try Self.admin(harness, "GET", "/no/such/path").status == 404)

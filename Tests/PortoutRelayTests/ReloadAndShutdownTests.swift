@@ -202,9 +202,12 @@ struct ReloadAndShutdownTests {
 
     // MARK: Signals to a relay process
 
-    static func writeConfig(_ path: String, directory: TemporaryDirectory, tenants: String, extra: String = "") throws {
+    static func writeConfig(
+        _ path: String, directory: TemporaryDirectory, tenants: String, extra: String = "",
+        listen: String = "127.0.0.1:0"
+    ) throws {
         let text = """
-            {"listen": "127.0.0.1:0", "dataDir": "\(directory.path)/data", "logLevel": "info",
+            {"listen": "\(listen)", "dataDir": "\(directory.path)/data", "logLevel": "info",
              "admin": {"listen": "127.0.0.1:0"}, "shutdownGraceSeconds": 5,
              \(extra.isEmpty ? "" : extra + ",") "tenants": \(tenants)}
             """
@@ -216,6 +219,25 @@ struct ReloadAndShutdownTests {
         let headers = [("Content-Type", "application/json")]
             + RelayHarness.standardWebhooksHeaders(body, secret: secret, id: "msg_signal")
         return client.request("POST", "/webhooks/\(tenant)", headers: headers, body: body)?.status
+    }
+
+    /// A start that fails once the configuration is read, here on a port that a sink already listens on, logs
+    /// one line like the others and exits with status 1.
+    @Test func failedStartLogsLine() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let configPath = directory.file("config.json")
+        let port = try #require(URL(string: sink.url)?.port)
+        try Self.writeConfig(
+            configPath, directory: directory, tenants: "[\(Self.tenant("t1"))]", listen: "127.0.0.1:\(port)")
+        let relay = try RelayProcess(configPath: configPath, logPath: directory.file("relay.log"), waitForStart: false)
+        defer { relay.kill() }
+        #expect(relay.waitForExit(timeoutSeconds: 20) == 1)
+        let lines = relay.logLines("relay not started")
+        #expect(lines.count == 1)
+        #expect(lines.first?["error"]?.stringValue?.contains("Address already in use") == true)
     }
 
     @Test func sighupReloadsValidAndRejectsInvalid() throws {

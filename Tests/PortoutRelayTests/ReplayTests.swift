@@ -289,6 +289,12 @@ struct ReplayTests {
         rejecting.store(false, ordering: .relaxed)
         let unknown = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"ids": ["dl_999_d1"]}"#)
         #expect(unknown.status == 422)
+        // The fields an empty request is told to add are the ones a redelivery takes.
+        let empty = try Self.json(try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: "{}"))
+        let message = empty["details"]?.arrayValue?.first?.objectValue?["message"]?.stringValue ?? ""
+        #expect(empty["code"] == "filterRequired")
+        #expect(message.contains("portOut"))
+        #expect(!message.contains("deadLetteredOnly"))
         let redelivery = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"ids": ["\#(ids[0])", "\#(ids[2])"]}"#)
         #expect(redelivery.status == 202)
         let id = try #require(try Self.json(redelivery)["id"]?.stringValue)
@@ -960,6 +966,8 @@ struct ReplayCommandTests {
         let listed = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/replays/\(id)"))
         #expect(listed["status"] == "completed")
         #expect(listed["delivered"] == 3)
+        // The journal's records were read to find the matches: at least the three events.
+        #expect((listed["scannedRecords"]?.numberValue ?? 0) >= 3)
     }
 
     /// A dry run with the relay stopped names a targeted destination that an operator left paused.

@@ -38,7 +38,8 @@ final class PortOutReadAPI: Sendable {
     /// Finds the tenant whose key the request carries, comparing every configured key in constant time.
     func authenticate(_ headers: HTTPHeaders) -> Result<TenantConfig, APIError> {
         let presented: [UInt8]
-        switch BearerToken.presented(in: headers, hint: "Send Authorization: Bearer <key> with one of the tenant's apiKeys.") {
+        let hint = "Send Authorization: Bearer <key> with one of the tenant's apiKeys."
+        switch BearerToken.presented(in: headers, credential: .apiKey, hint: hint) {
         case .failure(let error): return .failure(error)
         case .success(let token): presented = token
         }

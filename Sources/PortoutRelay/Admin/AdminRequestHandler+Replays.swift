@@ -31,7 +31,7 @@ extension AdminRequestHandler {
         case .success(let parsed): object = parsed
         }
         let filter: DeliveryFilter
-        switch self.nonEmptyFilter(object, missingField: "tenant") {
+        switch self.nonEmptyFilter(object, missingField: "tenant", fields: DeliveryFilter.fieldNames) {
         case .failure(let error): return respond(HTTPResponse(error: error))
         case .success(let parsed): filter = parsed
         }
@@ -177,8 +177,9 @@ extension AdminRequestHandler {
     /// `POST /admin/dead-letters/redeliver`: `{"ids": [...]}` or filter fields.
     func redeliver(body: [UInt8], peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void) {
         let object: JSONObject
-        let known = DeliveryFilter.fieldNames.filter { $0 != "deadLetteredOnly" } + ["ids"]
-        switch Self.bodyObject(body, known: known) {
+        // Every dead letter is dead-lettered, so the flag has no meaning here.
+        let fields = DeliveryFilter.fieldNames.filter { $0 != "deadLetteredOnly" }
+        switch Self.bodyObject(body, known: fields + ["ids"]) {
         case .failure(let error): return respond(HTTPResponse(error: error))
         case .success(let parsed): object = parsed
         }
@@ -205,7 +206,7 @@ extension AdminRequestHandler {
                     details: unsendable.map { ValidationIssue(field: "ids", message: "\($0.id): destination \($0.destination) is not configured") })))
             }
         } else {
-            switch self.nonEmptyFilter(object, missingField: "ids") {
+            switch self.nonEmptyFilter(object, missingField: "ids", fields: fields) {
             case .failure(let error): return respond(HTTPResponse(error: error))
             case .success(let parsed): filter = parsed
             }
@@ -243,17 +244,20 @@ extension AdminRequestHandler {
         return issues.isEmpty ? .success(found) : .failure(ValidationFailure(issues))
     }
 
-    /// Parses the filter fields of a body and requires at least one; `missingField` names what to add instead.
-    /// A tenant or destination that is not configured is rejected, since nothing could be sent to it.
-    private func nonEmptyFilter(_ object: JSONObject, missingField: String) -> Result<DeliveryFilter, APIError> {
+    /// Parses the filter fields of a body and requires at least one of `fields`, the ones the request takes;
+    /// `missingField` names what to add instead. A tenant or destination that is not configured is rejected,
+    /// since nothing could be sent to it.
+    private func nonEmptyFilter(
+        _ object: JSONObject, missingField: String, fields: [String]
+    ) -> Result<DeliveryFilter, APIError> {
         switch DeliveryFilter.parse({ object[$0] }) {
         case .failure(let failure):
             return .failure(.unprocessable(code: "invalidParameters", "The filter is invalid.", details: failure.issues))
         case .success(let filter) where filter.isEmpty:
-            let fields = DeliveryFilter.fieldNames.joined(separator: ", ")
+            let others = fields.filter { $0 != missingField }.joined(separator: ", ")
             return .failure(.unprocessable(
                 code: "filterRequired", "At least one filter field is required.",
-                details: [ValidationIssue(field: missingField, message: "is required unless another of \(fields) is set")]))
+                details: [ValidationIssue(field: missingField, message: "is required unless one of \(others) is set")]))
         case .success(let filter):
             let configured = self.engine.statistics().map { (tenant: $0.tenant, destination: $0.destination) }
             if let issue = filter.unconfiguredIssue(configured) {

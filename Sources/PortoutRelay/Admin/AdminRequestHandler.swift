@@ -200,13 +200,17 @@ struct AdminRequestHandler: HTTPRequestHandler {
 
     private func authenticate(_ headers: HTTPHeaders) -> Result<Void, APIError> {
         guard let token = self.settings.token else { return .success(()) }
-        switch BearerToken.presented(in: headers, hint: "Send Authorization: Bearer <admin.token>.") {
+        switch BearerToken.presented(
+            in: headers, credential: .adminToken, hint: "Send Authorization: Bearer <admin.token>.")
+        {
         case .failure(let error):
             return .failure(error)
         case .success(let presented):
             guard ConstantTime.equals(token, presented) else {
                 return .failure(
-                    BearerToken.rejection(code: "apiKeyInvalid", "The admin token is not valid.", isWrongToken: true))
+                    BearerToken.rejection(
+                        code: BearerToken.Credential.adminToken.invalidCode, "The admin token is not valid.",
+                        isWrongToken: true))
             }
             return .success(())
         }

@@ -48,9 +48,10 @@ struct OfflineReplay {
             }
         }
         let matches: [ReplayScan.Match]
+        let scannedRecords: Int
         switch ReplayScan.run(dataDirectory: self.dataDirectory, filter: self.filter) {
         case .failure(let failure): throw CommandError(failure.description)
-        case .success(let found): matches = found.matches
+        case .success(let found): (matches, scannedRecords) = found
         }
         if self.dryRun {
             self.progress.line("\(ReplayProgressPrinter.deliveries(matches.count)) match")
@@ -76,8 +77,8 @@ struct OfflineReplay {
             return 0
         }
         return try self.deliver(
-            matches, pending: pending, restart: restart, saved: saved, journal: journal, logger: logger,
-            interrupt: interrupt)
+            matches, scannedRecords: scannedRecords, pending: pending, restart: restart, saved: saved,
+            journal: journal, logger: logger, interrupt: interrupt)
     }
 
     /// Refuses to write into a data directory that another user owns, as root would with a relay that runs as a
@@ -128,10 +129,11 @@ struct OfflineReplay {
 
     /// Queues and sends the matches as a job, waits for them, and adds the job to `saved` in the file.
     private func deliver(
-        _ matches: [ReplayScan.Match], pending: [PendingDelivery], restart: ReplayRestart,
+        _ matches: [ReplayScan.Match], scannedRecords: Int, pending: [PendingDelivery], restart: ReplayRestart,
         saved: Result<[ReplayJob], any Error>, journal: Journal, logger: Logger, interrupt: InterruptWatch
     ) throws -> Int32 {
         let job = ReplayJob(kind: "replay", filter: self.filter)
+        job.progress.withLock { $0.scannedRecords = scannedRecords }
         let registry = ReplayRegistry(logger: logger)
         registry.add(job)
         let observer = ReplayProgressObserver(registry: registry)

@@ -128,6 +128,10 @@ public enum RelayCommand {
         } catch is Relay.StopRequestedDuringStart {
             logger.info("relay stopped", ["started": false, "reason": "the stop was requested before the relay listened"])
             return 0
+        } catch {
+            // A log line like the others, for a service manager's log, rather than plain text on standard error.
+            logger.error("relay not started", ["error": .string(String(describing: error))])
+            return 1
         }
         let reloadQueue = DispatchQueue(label: "reload")
         let reloadSource = DispatchSource.makeSignalSource(signal: SIGHUP, queue: reloadQueue)

@@ -105,7 +105,7 @@ extension CarrierEmulator {
     private func authenticate(_ headers: HTTPHeaders) -> Result<EmulatorSettings.APIKey, APIError> {
         let bytes: [UInt8]
         let hint = "Send Authorization: Bearer <key> with one of the --api-keys."
-        switch BearerToken.presented(in: headers, hint: hint) {
+        switch BearerToken.presented(in: headers, credential: .apiKey, hint: hint) {
         case .failure(let error): return .failure(error)
         case .success(let presented): bytes = presented
         }

@@ -3,23 +3,35 @@ import PortoutHTTP
 
 /// Reads the token of `Authorization: Bearer <token>`, which the read API and the admin listener both take.
 enum BearerToken {
+    /// The credential a token is, which names the codes of its 401s: `apiKeyMissing`, `adminTokenInvalid` and so on.
+    enum Credential: String {
+        case apiKey
+        case adminToken
+
+        var missingCode: String { self.rawValue + "Missing" }
+        var invalidCode: String { self.rawValue + "Invalid" }
+    }
+
     /// Returns the token the request presents, or the 401 to send.
-    static func presented(in headers: HTTPHeaders, hint: String) -> Result<[UInt8], APIError> {
+    static func presented(
+        in headers: HTTPHeaders, credential: Credential, hint: String
+    ) -> Result<[UInt8], APIError> {
         guard let authorization = headers["Authorization"] else {
             return .failure(
-                self.rejection(code: "apiKeyMissing", "The request has no Authorization header.", hint: hint))
+                self.rejection(code: credential.missingCode, "The request has no Authorization header.", hint: hint))
         }
         // A proxy in front may have checked the other copy, so neither is taken.
         guard headers.count(of: "Authorization") == 1 else {
             return .failure(self.rejection(
-                code: "apiKeyInvalid", "The request has more than one Authorization header.", hint: hint))
+                code: credential.invalidCode, "The request has more than one Authorization header.", hint: hint))
         }
         // RFC 9110 section 11.4 allows one or more spaces between the scheme and the token.
         let parts = authorization.split(separator: " ", maxSplits: 1)
         let token = parts.count == 2 ? parts[1].drop { $0 == " " } : ""
         guard parts.first?.lowercased() == "bearer", !token.isEmpty else {
             return .failure(
-                self.rejection(code: "apiKeyInvalid", "The Authorization header is not a Bearer token.", hint: hint))
+                self.rejection(
+                    code: credential.invalidCode, "The Authorization header is not a Bearer token.", hint: hint))
         }
         return .success(Array(token.utf8))
     }
