@@ -294,8 +294,11 @@ public final class Relay: Sendable {
         self.server.shutdown()
         self.upstreamClient.shutdown()
         self.engine.shutdown(graceMs: max(0, deadline - WallClock.milliseconds()))
-        self.operational.shutdown()
+        // The journal closes first, since its last completions list the last dead letters and finish replays, and
+        // those events then get the rest of the grace period to reach the operational webhook.
         self.journal.close()
+        self.operational.drain(timeoutMs: max(0, deadline - WallClock.milliseconds()))
+        self.operational.shutdown()
         self.replays.registry.flush()
         let pending = self.engine.statistics().reduce(0) { $0 + $1.pending }
         let unconfigured = self.engine.unconfiguredStatistics().reduce(0) { $0 + $1.pending }

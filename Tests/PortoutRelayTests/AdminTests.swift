@@ -413,6 +413,28 @@ struct AdminTests {
         #expect(operations.received.map(\.activeAtArrival).max()! <= OperationalWebhook.maxInFlight)
     }
 
+    /// Deliveries that give up during the stop's grace period are reported before the relay stops, although
+    /// their dead letters reach the list only as the journal closes. There are more of them than the webhook
+    /// sends at once, so some wait for a slow endpoint.
+    @Test func deadLettersAtStopAreReported() throws {
+        let operations = try RecordingSink { _, _ in .init(status: 204, delaySeconds: 0.3) }
+        defer { operations.shutdown() }
+        let sink = try RecordingSink { _, _ in .init(status: 500, delaySeconds: 1) }
+        defer { sink.shutdown() }
+        let count = 2 * OperationalWebhook.maxInFlight
+        let harness = try RelayHarness(
+            destinations: DeliveryTests.destination(sink.url, maxAttempts: 1, extra: #""concurrency": \#(count)"#),
+            extra: #""operationalWebhook": {"url": "\#(operations.url)/ops", "secret": "whsec_b3BzLXNlY3JldA=="}"#)
+        defer { harness.finish() }
+        for index in 0..<count {
+            #expect(try harness.post(Events.portOut("pout_stop\(index)", status: "initiated")).status == 202)
+        }
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.inFlight == count })
+        harness.stop(graceSeconds: 5)
+        #expect(operations.received.count == count)
+        #expect(operations.received.allSatisfy { $0.json?["type"]?.stringValue == "deadLetter.created" })
+    }
+
     @Test func operationalWebhookReportsRelayEvents() throws {
         let operations = try RecordingSink()
         defer { operations.shutdown() }

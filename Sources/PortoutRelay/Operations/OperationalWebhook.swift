@@ -10,7 +10,8 @@ import Synchronization
 /// Event types: `destination.disabled`, `deadLetter.created` and `replay.finished`. Each event is tried up to four
 /// times, after 1, 10 and 60 seconds. At most `maxInFlight` are sent at once and `maxWaiting` wait, so a burst
 /// of dead letters cannot take every file descriptor. Events beyond that are dropped and counted in the log.
-/// NOTE: these events are held in memory only, so one still waiting or being retried is lost if the relay stops.
+/// NOTE: these events are held in memory only, so one still waiting or being retried when the relay's grace period
+/// ends is lost.
 final class OperationalWebhook: Sendable {
     static let retryDelaysSeconds: [Double] = [1, 10, 60]
     static let maxInFlight = 4
@@ -50,6 +51,16 @@ final class OperationalWebhook: Sendable {
     func shutdown() {
         self.isStopped.store(true, ordering: .relaxed)
         self.client.shutdown()
+    }
+
+    /// Waits until no event is being sent or waiting, for `timeoutMs` at most, so that events made during a stop,
+    /// such as the last dead letters, go out before `shutdown`. A retry scheduled for later is not waited for.
+    func drain(timeoutMs: Int64) {
+        let deadline = WallClock.milliseconds() + timeoutMs
+        while WallClock.milliseconds() < deadline {
+            guard self.queue.withLock({ $0.inFlight > 0 || !$0.waiting.isEmpty }) else { return }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
     }
 
     /// Sends one event of `type` with `data`, if an endpoint is configured.
@@ -197,9 +208,6 @@ struct RelayDeliveryObserver: DeliveryObserver {
     ///
     /// The dead letter took its place on the list in `journaled`, so a replay that queues its event again while
     /// the read is retried still applies to it.
-    ///
-    /// NOTE: dead letters in the last batch at shutdown may reach the list after the operational webhook
-    /// stopped, and are then not reported to it.
     private func list(_ delivery: PendingDelivery, attempt: AttemptRecord, retries: Int) {
         let record: JournalRecord
         do {
