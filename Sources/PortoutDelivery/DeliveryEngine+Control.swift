@@ -106,9 +106,19 @@ extension DeliveryEngine {
     }
 
     /// Reads the modes saved in a data directory's control file by `tenant/destination` key, for commands that
-    /// run while the relay is stopped. Only destinations that are not active have an entry.
-    public static func savedModes(controlFile path: String) throws -> [String: DestinationMode] {
-        try DestinationControlFile(path: path).load().mapValues(\.mode)
+    /// run while the relay is stopped. A destination in `configured` that the file does not name counts as
+    /// paused when the file records that the modes saved before some start are unknown, as the relay pauses it.
+    public static func savedModes(
+        controlFile path: String, configured: Set<String>
+    ) throws -> [String: DestinationMode] {
+        let contents = try DestinationControlFile(path: path).load()
+        var modes = contents.entries.mapValues(\.mode)
+        if contents.unknownModes != nil {
+            for key in configured where modes[key] == nil {
+                modes[key] = .paused
+            }
+        }
+        return modes
     }
 
     /// The reason recorded for a pause requested without one.
@@ -153,36 +163,39 @@ extension DeliveryEngine {
     /// Writes the modes of every destination, configured, removed by a reload or held while not configured.
     func saveModes(_ controlFile: DestinationControlFile) throws(SystemError) {
         try controlFile.save(
-            Array(self.loop.destinations.values) + Array(self.loop.detached.values), unconfigured: self.loop.heldUnconfigured)
+            Array(self.loop.destinations.values) + Array(self.loop.detached.values),
+            unconfigured: self.loop.heldUnconfigured, unknownModes: self.loop.unknownModes)
     }
 
-    /// Holds a paused mode for a destination that is not configured but has deliveries waiting, when the saved
-    /// modes could not be read at start. The destination may have been held before, so a reload that configures
-    /// it again pauses it. Returns whether the mode is new, so that the caller saves the modes once for a batch.
+    /// Holds a paused mode for a destination that is not configured but has deliveries waiting, when its saved
+    /// mode is unknown. The destination may have been held before, so a reload that configures it again pauses
+    /// it. Returns whether the mode is new, so that the caller saves the modes once for a batch.
     func holdUnconfiguredWithUnknownMode(_ key: String) -> Bool {
-        guard let unreadable = self.loop.unreadableModes, self.loop.heldUnconfigured[key] == nil else { return false }
+        guard let unknown = self.loop.unknownModes, self.loop.heldUnconfigured[key] == nil else { return false }
         self.loop.heldUnconfigured[key] = DestinationControlFile.Entry(
-            mode: .paused, reason: unreadable.reason, changedAtMs: WallClock.milliseconds())
+            mode: .paused, reason: unknown.reason, changedAtMs: WallClock.milliseconds())
         self.logger.warning(
             "unconfigured destination will start paused",
-            ["destination": .string(key), "reason": .string(unreadable.reason)])
+            ["destination": .string(key), "reason": .string(unknown.reason)])
         return true
     }
 
-    /// Pauses a destination that a reload adds after a start that could not read the saved modes, which may
-    /// have held it. A pause only delays its deliveries until a resume.
+    /// Pauses a configured destination that the saved modes do not name, when a start could not read them, since
+    /// they may have held it. A pause only delays its deliveries until a resume.
     func pauseWithUnknownMode(_ runtime: DestinationRuntime, key: String, reason: String) {
         runtime.mode = .paused
         runtime.modeReason = reason
         runtime.modeChangedAtMs = WallClock.milliseconds()
         self.logger.warning(
-            "added destination starts paused", ["destination": .string(key), "reason": .string(reason)])
+            "destination paused; its saved mode is unknown", ["destination": .string(key), "reason": .string(reason)])
     }
 
     /// Pauses every configured destination when the saved modes cannot be read. Starting them all active could
     /// send to one that an operator paused or a 410 disabled, while a pause only delays deliveries until a resume.
-    /// The file is linked aside first, so that saving the pauses does not lose it. It stays in place until that
-    /// save replaces it, so a failed save leaves the next start to pause every destination again.
+    /// The saves from here on record that the modes are unknown, so that a destination configured at a later
+    /// start or reload is paused too. The file is linked aside first, so that saving the pauses does not lose it.
+    /// It stays in place until that save replaces it, so a failed save leaves the next start to pause every
+    /// destination again.
     private func pauseEveryDestination(_ controlFile: DestinationControlFile, unreadableBecause error: String) {
         let copiedTo = DurableFile.linkAside(path: controlFile.path)
         let reason =
@@ -190,7 +203,8 @@ extension DeliveryEngine {
             + "Resume each destination that should be sending."
         let nowMs = WallClock.milliseconds()
         let runtimes = self.loop.destinations.values.sorted { ($0.tenant, $0.config.id) < ($1.tenant, $1.config.id) }
-        self.loop.unreadableModes = (reason, copiedTo != nil)
+        self.loop.unknownModes = DestinationControlFile.UnknownModes(reason: reason, sinceMs: nowMs)
+        self.loop.savesKeepModesFile = copiedTo == nil
         for runtime in runtimes {
             runtime.mode = .paused
             runtime.modeReason = reason
@@ -200,7 +214,9 @@ extension DeliveryEngine {
             "destination modes not restored; every destination paused",
             ["path": .string(controlFile.path), "error": .string(error),
              "copiedTo": copiedTo.map { .string($0) } ?? .null, "destinations": .number(Double(runtimes.count)),
-             "action": "check the copied file, then resume each destination that should be sending"])
+             "action": copiedTo == nil
+                ? "copy the file aside by hand before resuming a destination, since that saves the modes over it"
+                : "check the copied file, then resume each destination that should be sending"])
         // Without the copy, the unreadable file stays for the next start to pause everything again.
         guard copiedTo != nil else { return }
         self.saveModesLoggingFailure(controlFile)
@@ -219,24 +235,35 @@ extension DeliveryEngine {
     /// Applies the modes saved before the last stop. Runs in `init`, before the delivery thread starts.
     func restoreModes() {
         guard let controlFile = self.controlFile else { return }
-        let entries: [String: DestinationControlFile.Entry]
+        let contents: DestinationControlFile.Contents
         do {
-            entries = try controlFile.load()
+            contents = try controlFile.load()
         } catch {
             self.pauseEveryDestination(controlFile, unreadableBecause: "\(error)")
             return
         }
-        for (key, entry) in entries.sorted(by: { $0.key < $1.key }) {
+        self.loop.unknownModes = contents.unknownModes
+        if let unknown = contents.unknownModes {
+            for (key, runtime) in self.loop.destinations.sorted(by: { $0.key < $1.key })
+            where contents.entries[key] == nil {
+                self.pauseWithUnknownMode(runtime, key: key, reason: unknown.reason)
+            }
+        }
+        // Active entries are kept only beside `unknownModes`, and are not held.
+        for (key, entry) in contents.entries.sorted(by: { $0.key < $1.key }) {
             guard let runtime = self.loop.destinations[key] else {
                 self.loop.heldUnconfigured[key] = entry
-                self.logger.warning(
-                    "held destination is not configured; its mode applies if it is configured again",
-                    ["destination": .string(key), "mode": .string(entry.mode.rawValue)])
+                if entry.mode != .active {
+                    self.logger.warning(
+                        "held destination is not configured; its mode applies if it is configured again",
+                        ["destination": .string(key), "mode": .string(entry.mode.rawValue)])
+                }
                 continue
             }
             runtime.mode = entry.mode
             runtime.modeReason = entry.reason
             runtime.modeChangedAtMs = entry.changedAtMs
+            guard entry.mode != .active else { continue }
             self.logger.warning(
                 "destination held since before the restart",
                 ["tenant": .string(runtime.tenant), "destination": .string(runtime.config.id),

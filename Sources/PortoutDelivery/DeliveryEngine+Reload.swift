@@ -55,9 +55,9 @@ extension DeliveryEngine {
                         runtime.mode = saved.mode
                         runtime.modeReason = saved.reason
                         runtime.modeChangedAtMs = saved.changedAtMs
-                    } else if let unreadable = self.loop.unreadableModes {
+                    } else if let unknown = self.loop.unknownModes {
                         // The unreadable file may have held it too, disabled by a 410 with nothing waiting.
-                        self.pauseWithUnknownMode(runtime, key: key, reason: unreadable.reason)
+                        self.pauseWithUnknownMode(runtime, key: key, reason: unknown.reason)
                         pausedWithUnknownMode = true
                     }
                     updated[key] = runtime
@@ -72,9 +72,7 @@ extension DeliveryEngine {
             self.loop.detachedStatistics[key] = self.counters.withLock { $0[key] }
         }
         self.loop.destinations = updated
-        if pausedWithUnknownMode, self.loop.unreadableModes?.isCopiedAside == true,
-            let controlFile = self.controlFile
-        {
+        if pausedWithUnknownMode, !self.loop.savesKeepModesFile, let controlFile = self.controlFile {
             self.saveModesLoggingFailure(controlFile)
         }
         self.loop.updateConnectionLimit()

@@ -267,7 +267,7 @@ public final class DeliveryEngine: Sendable {
             guard let destination = target.runtime else { continue }
             self.updateCounters(target.key) { $0.pending = destination.queue.count }
         }
-        if isHeldChanged, self.loop.unreadableModes?.isCopiedAside == true, let controlFile = self.controlFile {
+        if isHeldChanged, !self.loop.savesKeepModesFile, let controlFile = self.controlFile {
             self.saveModesLoggingFailure(controlFile)
         }
     }

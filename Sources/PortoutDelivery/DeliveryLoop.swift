@@ -24,9 +24,12 @@ final class DeliveryLoop: @unchecked Sendable {
     /// Saved modes of destinations held before a restart that are not configured now, by `tenant/destination`.
     /// They are kept in the saved file and applied if a reload configures the destination again.
     var heldUnconfigured: [String: DestinationControlFile.Entry] = [:]
-    /// Set when the saved modes could not be read at start: the reason given to the paused destinations, and
-    /// whether the unreadable file was copied aside, without which saving the modes would lose it.
-    var unreadableModes: (reason: String, isCopiedAside: Bool)?
+    /// Set when the saved modes could not be read at this start or one before it, so that a destination they do
+    /// not name may have been held, and is paused.
+    var unknownModes: DestinationControlFile.UnknownModes?
+    /// Set while an unreadable destinations.json could not be copied aside, so that only a save an operator
+    /// requests replaces it.
+    var savesKeepModesFile = false
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var idle: [CurlTransfer] = []
     /// Threads with multi handles of their own, and the transfers each has in flight.

@@ -9,17 +9,39 @@ struct DestinationControlFile: Sendable {
         var changedAtMs: Int64
     }
 
+    /// The record that a start could not read the file, so that the modes of destinations it does not name
+    /// are unknown: they may have been held. It stays in every later save.
+    struct UnknownModes: Sendable, Equatable {
+        /// The reason given to the destinations paused for it.
+        var reason: String
+        var sinceMs: Int64
+    }
+
+    struct Contents: Equatable {
+        /// The held destinations by `tenant/destination` key.
+        var entries: [String: Entry] = [:]
+        var unknownModes: UnknownModes?
+    }
+
     let path: String
 
-    /// Reads the held destinations by `tenant/destination` key. A missing file means none are held.
-    func load() throws -> [String: Entry] {
-        guard let bytes = try DurableFile.read(path: self.path) else { return [:] }
+    /// Reads the held destinations. A missing file means none are held.
+    func load() throws -> Contents {
+        guard let bytes = try DurableFile.read(path: self.path) else { return Contents() }
         let document = try JSONParser.parse(bytes)
         // Only the shape that `save` writes is read, because any other shape could be hiding held destinations.
         guard let elements = document.objectValue?["destinations"]?.arrayValue else {
             throw ControlFileError(path: self.path, reason: "the file is not an object with a \"destinations\" array")
         }
-        var entries: [String: Entry] = [:]
+        var contents = Contents()
+        if let unknown = document.objectValue?["unknownModes"] {
+            guard let reason = unknown.objectValue?["reason"]?.stringValue,
+                let sinceMs = unknown.objectValue?["sinceMs"]?.intValue.flatMap({ Int64(exactly: $0) })
+            else {
+                throw ControlFileError(path: self.path, reason: "unknownModes lacks a reason or an integer sinceMs")
+            }
+            contents.unknownModes = UnknownModes(reason: reason, sinceMs: sinceMs)
+        }
         for element in elements {
             guard let object = element.objectValue, let tenant = object["tenant"]?.stringValue,
                 let destination = object["destination"]?.stringValue,
@@ -34,17 +56,20 @@ struct DestinationControlFile: Sendable {
                 }
                 changedAtMs = milliseconds
             }
-            entries[tenant + "/" + destination] = Entry(
+            contents.entries[tenant + "/" + destination] = Entry(
                 mode: mode, reason: object["reason"]?.stringValue ?? "", changedAtMs: changedAtMs)
         }
-        return entries
+        return contents
     }
 
-    /// Replaces the file with the destinations of `runtimes` that are not active, and the held destinations
-    /// that are not configured now, by `tenant/destination` key.
-    func save(_ runtimes: [DestinationRuntime], unconfigured: [String: Entry]) throws(SystemError) {
+    /// Replaces the file with the destinations of `runtimes` that are not active, the held destinations that are
+    /// not configured now, by `tenant/destination` key, and `unknownModes`. With `unknownModes`, the active ones
+    /// are written too, since a destination the file does not name then starts paused.
+    func save(
+        _ runtimes: [DestinationRuntime], unconfigured: [String: Entry], unknownModes: UnknownModes?
+    ) throws(SystemError) {
         var heldDestinations: [(tenant: String, destination: String, entry: Entry)] = runtimes.filter {
-            $0.mode != .active
+            $0.mode != .active || unknownModes != nil
         }.map {
             ($0.tenant, $0.config.id, Entry(mode: $0.mode, reason: $0.modeReason, changedAtMs: $0.modeChangedAtMs))
         }
@@ -60,7 +85,13 @@ struct DestinationControlFile: Sendable {
                 "changedAtMs": .number(Double(item.entry.changedAtMs)),
             ]
         }
-        try DurableFile.replace(path: self.path, with: JSONWriter.encode(["destinations": .array(entries)]))
+        var document = JSONObject([("destinations", .array(entries))])
+        if let unknownModes {
+            document["unknownModes"] = [
+                "reason": .string(unknownModes.reason), "sinceMs": .number(Double(unknownModes.sinceMs)),
+            ]
+        }
+        try DurableFile.replace(path: self.path, with: JSONWriter.encode(.object(document)))
     }
 }
 

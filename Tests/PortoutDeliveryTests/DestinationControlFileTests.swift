@@ -13,6 +13,7 @@ struct DestinationControlFileTests {
         #"{"destinations": [{"tenant": "t1", "destination": "d1"}]}"#,
         #"{"destinations": [{"tenant": "t1", "destination": "d1", "mode": "paused", "changedAtMs": 1e300}]}"#,
         #"{"destinations": [{"tenant": "t1", "destination": "d1", "mode": "paused", "changedAtMs": 1.5}]}"#,
+        #"{"destinations": [], "unknownModes": {"reason": "r"}}"#, #"{"destinations": [], "unknownModes": true}"#,
     ])
     func unexpectedShapeIsUnreadable(_ text: String) throws {
         let directory = TemporaryDirectory()
@@ -26,11 +27,29 @@ struct DestinationControlFileTests {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let file = DestinationControlFile(path: directory.file("destinations.json"))
-        #expect(try file.load().isEmpty)
+        #expect(try file.load() == DestinationControlFile.Contents())
         try #"{"destinations": []}"#.write(toFile: file.path, atomically: true, encoding: .utf8)
-        #expect(try file.load().isEmpty)
+        #expect(try file.load() == DestinationControlFile.Contents())
         try #"{"destinations": [{"tenant": "t1", "destination": "d1", "mode": "paused", "reason": "r", "changedAtMs": 7}]}"#
             .write(toFile: file.path, atomically: true, encoding: .utf8)
-        #expect(try file.load() == ["t1/d1": .init(mode: .paused, reason: "r", changedAtMs: 7)])
+        #expect(try file.load().entries == ["t1/d1": .init(mode: .paused, reason: "r", changedAtMs: 7)])
+        #expect(try file.load().unknownModes == nil)
+
+        let unknown = DestinationControlFile.UnknownModes(reason: "unreadable at start", sinceMs: 9)
+        let held: [String: DestinationControlFile.Entry] = [
+            "t1/d2": .init(mode: .disabled, reason: "410", changedAtMs: 8)
+        ]
+        try file.save([], unconfigured: held, unknownModes: unknown)
+        #expect(try file.load().entries == ["t1/d2": .init(mode: .disabled, reason: "410", changedAtMs: 8)])
+        #expect(try file.load().unknownModes == unknown)
+    }
+
+    /// A symbolic link whose target is gone could be hiding held destinations as much as a damaged file.
+    @Test func danglingLinkIsUnreadable() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let file = DestinationControlFile(path: directory.file("destinations.json"))
+        try FileManager.default.createSymbolicLink(atPath: file.path, withDestinationPath: directory.file("gone.json"))
+        #expect(throws: (any Error).self) { try file.load() }
     }
 }

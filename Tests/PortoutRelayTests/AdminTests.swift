@@ -252,6 +252,45 @@ struct AdminTests {
         #expect(sink.received.count == 0)
     }
 
+    /// A destination held while it was not configured, with nothing waiting for it, is lost from the file that
+    /// an unreadable start saves. The file records that the modes are unknown, so a later start that configures
+    /// the destination again pauses it.
+    @Test func unknownModesOutlastTheStartThatFoundThem() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let destinations = """
+            [{"id": "d1", "url": "\(sink.url)/d1", "secret": "\(RelayHarness.outboundSecret)"},
+             {"id": "d2", "url": "\(sink.url)/d2", "secret": "\(RelayHarness.outboundSecret)"}]
+            """
+        let harness = try RelayHarness(destinations: destinations)
+        defer { harness.finish() }
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d2/pause", token: nil).status == 200)
+        harness.stop()
+        let onlyFirst = try harness.config(
+            tenantsJSON: RelayHarness.tenantsJSON(destinations: Self.destination(sink.url)))
+        try Relay(config: onlyFirst, logger: Logger(level: .error)).shutdown(graceSeconds: 0)
+        let path = harness.directory.path + "/data/destinations.json"
+        try "garbage".write(toFile: path, atomically: true, encoding: .utf8)
+        try Relay(config: onlyFirst, logger: Logger(level: .error)).shutdown(graceSeconds: 0)
+
+        try harness.start()
+        let modes = Dictionary(uniqueKeysWithValues: harness.relay!.deliveryStatistics().map { ($0.destination, $0) })
+        #expect(modes["d1"]?.mode == .paused)
+        #expect(modes["d2"]?.mode == .paused)
+        #expect(modes["d2"]?.modeReason.hasPrefix("destinations.json could not be read") == true)
+        #expect(try harness.post(Events.portOut("pout_k", status: "initiated")).status == 202)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 0)
+
+        // A resumed destination is saved as active, so it is not paused again at the next start.
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume", token: nil).status == 200)
+        #expect(waitUntil { sink.received.count == 1 })
+        try harness.restart()
+        let restarted = Dictionary(
+            uniqueKeysWithValues: harness.relay!.deliveryStatistics().map { ($0.destination, $0.mode) })
+        #expect(restarted == ["d1": .active, "d2": .paused])
+    }
+
     /// A destination left out of the configuration at a start that could not read the saved modes may have been
     /// held too, with deliveries waiting for it or none, so a reload that configures it again pauses it. The pause
     /// is saved, so it outlasts a restart with the destination configured from the start.

@@ -54,13 +54,16 @@ public enum DurableFile {
         return link(path, linkedTo) == 0 ? linkedTo : nil
     }
 
-    /// Reads a whole file, or returns nil if it does not exist.
+    /// Reads a whole file, or returns nil if it does not exist. A symbolic link to a file that does not exist
+    /// is an error, not a missing file, since what it pointed at may have held state.
     public static func read(path: String) throws(SystemError) -> [UInt8]? {
         let fd: Int32
         do {
             fd = try systemCall("open") { open(path, O_RDONLY | O_CLOEXEC) }
         } catch where error.errno == ENOENT {
-            return nil
+            var status = stat()
+            guard lstat(path, &status) == 0 else { return nil }
+            throw error
         }
         defer { _ = close(fd) }
         var bytes: [UInt8] = []

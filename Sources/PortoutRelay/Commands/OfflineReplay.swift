@@ -59,15 +59,15 @@ struct OfflineReplay {
                 self.progress.line(JSONWriter.encodeString(AdminRequestHandler.matchJSON(match)))
             }
             let controlFile = self.dataDirectory + "/destinations.json"
+            let configured = DeliveryEngine.keys(of: self.config.tenants)
             let saved: [String: DestinationMode]
             do {
-                saved = try DeliveryEngine.savedModes(controlFile: controlFile)
+                saved = try DeliveryEngine.savedModes(controlFile: controlFile, configured: configured)
             } catch {
                 self.progress.line("reading \(controlFile) failed: \(error). Paused destinations are not named.")
                 saved = [:]
             }
             // A held destination that is no longer configured is not named: a replay skips its deliveries.
-            let configured = DeliveryEngine.keys(of: self.config.tenants)
             let targeted = Set(matches.map { DeliveryEngine.key(tenant: $0.event.tenant, destination: $0.destination) })
             for key in targeted.sorted() where configured.contains(key) {
                 if let mode = saved[key], mode != .active {
