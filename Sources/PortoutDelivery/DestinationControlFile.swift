@@ -17,15 +17,17 @@ struct DestinationControlFile: Sendable {
         var sinceMs: Int64
     }
 
+    /// What the file holds.
     struct Contents: Equatable {
-        /// The held destinations by `tenant/destination` key.
+        /// The destinations the file names, by `tenant/destination` key: the held ones, and beside
+        /// `unknownModes` the active ones too.
         var entries: [String: Entry] = [:]
         var unknownModes: UnknownModes?
     }
 
     let path: String
 
-    /// Reads the held destinations. A missing file means none are held.
+    /// Reads the file. A missing file means that no destination is held.
     func load() throws -> Contents {
         guard let bytes = try DurableFile.read(path: self.path) else { return Contents() }
         let document = try JSONParser.parse(bytes)

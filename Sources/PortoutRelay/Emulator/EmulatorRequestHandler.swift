@@ -115,7 +115,8 @@ extension CarrierEmulator {
         }
         guard let found else {
             return .failure(
-                BearerToken.rejection(code: "apiKeyInvalid", "The API key is not valid.", isWrongToken: true))
+                BearerToken.rejection(
+                    code: BearerToken.Credential.apiKey.invalidCode, "The API key is not valid.", isWrongToken: true))
         }
         return .success(found)
     }
