@@ -98,6 +98,9 @@ extension DeliveryEngine {
             if !(mode == .paused && runtime.mode == .paused && reason == nil) {
                 saveError = self.changeMode(
                     runtime, key: key, to: mode, reason: mode == .active ? "" : reason ?? Self.defaultPauseReason)
+            } else if self.loop.modesSaveRetryAtMs != nil, let controlFile = self.controlFile {
+                // The same pause again, after a save that failed: it is saved now, not only acknowledged.
+                saveError = self.saveModesReportingFailure(controlFile, runtime: runtime)
             }
             var statistics = self.counters.withLock { $0[key]! }
             statistics.oldestPendingAcceptedAtMs = runtime.queue.oldestAcceptedAtMs
@@ -148,6 +151,13 @@ extension DeliveryEngine {
         // A resumed destination may have deliveries due now, which the next pass starts.
         curl_multi_wakeup(self.loop.multi)
         guard let controlFile = self.controlFile else { return nil }
+        return self.saveModesReportingFailure(controlFile, runtime: runtime)
+    }
+
+    /// Saves the modes after `runtime` changed, and returns the error, which it logs, if the save failed.
+    private func saveModesReportingFailure(
+        _ controlFile: DestinationControlFile, runtime: DestinationRuntime
+    ) -> String? {
         do {
             try self.saveModes(controlFile)
             return nil
@@ -155,16 +165,37 @@ extension DeliveryEngine {
             self.logger.error(
                 "destination mode not saved",
                 ["tenant": .string(runtime.tenant), "destination": .string(runtime.config.id),
-                 "path": .string(controlFile.path), "error": .string(error.description)])
+                 "path": .string(controlFile.path), "error": .string(error.description),
+                 "effect": .string("saving is tried again every \(Self.modesSaveRetryMs / 1000) s and at the stop")])
             return error.description
         }
     }
 
-    /// Writes the modes of every destination, configured, removed by a reload or held while not configured.
+    /// How long after a failed save of the modes the engine tries again.
+    static let modesSaveRetryMs: Int64 = 5000
+
+    /// Writes the modes of every destination, configured, removed by a reload or held while not configured. A
+    /// failure schedules another try, since a mode the file lacks is lost at the next start.
     func saveModes(_ controlFile: DestinationControlFile) throws(SystemError) {
-        try controlFile.save(
-            Array(self.loop.destinations.values) + Array(self.loop.detached.values),
-            unconfigured: self.loop.heldUnconfigured, unknownModes: self.loop.unknownModes)
+        do {
+            try controlFile.save(
+                Array(self.loop.destinations.values) + Array(self.loop.detached.values),
+                unconfigured: self.loop.heldUnconfigured, unknownModes: self.loop.unknownModes)
+        } catch {
+            self.loop.modesSaveRetryAtMs = WallClock.milliseconds() + Self.modesSaveRetryMs
+            throw error
+        }
+        self.loop.modesSaveRetryAtMs = nil
+        // The file now has what this run knows, so the unreadable one it replaced is gone either way.
+        self.loop.savesKeepModesFile = false
+    }
+
+    /// Saves the modes again if a save failed and its retry is due; `force` tries at once, as at the stop.
+    func retryModesSave(nowMs: Int64, force: Bool = false) {
+        guard let due = self.loop.modesSaveRetryAtMs, force || nowMs >= due, let controlFile = self.controlFile else {
+            return
+        }
+        self.saveModesLoggingFailure(controlFile)
     }
 
     /// Holds a paused mode for a destination that is not configured but has deliveries waiting, when its saved
@@ -198,10 +229,11 @@ extension DeliveryEngine {
     /// destination again.
     private func pauseEveryDestination(_ controlFile: DestinationControlFile, unreadableBecause error: String) {
         let copiedTo = DurableFile.linkAside(path: controlFile.path)
-        let reason =
-            "destinations.json could not be read at start, so the modes saved before it are unknown. "
-            + "Resume each destination that should be sending."
         let nowMs = WallClock.milliseconds()
+        // Dated, because later starts give the same reason to a destination that the saved file does not name.
+        let reason =
+            "destinations.json could not be read at the start at \(RFC3339.format(epochMilliseconds: nowMs)), so "
+            + "the modes saved before it are unknown. Resume each destination that should be sending."
         let runtimes = self.loop.destinations.values.sorted { ($0.tenant, $0.config.id) < ($1.tenant, $1.config.id) }
         self.loop.unknownModes = DestinationControlFile.UnknownModes(reason: reason, sinceMs: nowMs)
         self.loop.savesKeepModesFile = copiedTo == nil
@@ -244,9 +276,15 @@ extension DeliveryEngine {
         }
         self.loop.unknownModes = contents.unknownModes
         if let unknown = contents.unknownModes {
+            var paused = false
             for (key, runtime) in self.loop.destinations.sorted(by: { $0.key < $1.key })
             where contents.entries[key] == nil {
                 self.pauseWithUnknownMode(runtime, key: key, reason: unknown.reason)
+                paused = true
+            }
+            // Saved, so that the pause outlasts `unknownModes` once an operator removes it from the file.
+            if paused {
+                self.saveModesLoggingFailure(controlFile)
             }
         }
         // Active entries are kept only beside `unknownModes`, and are not held.

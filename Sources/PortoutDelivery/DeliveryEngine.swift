@@ -206,10 +206,14 @@ public final class DeliveryEngine: Sendable {
             curl_multi_perform(loop.multi, &running)
             self.collectFinished()
             self.journalOutcomes(force: stopDeadline != nil)
+            self.retryModesSave(nowMs: WallClock.milliseconds())
             // Not from pollTimeoutMs once attempts stop starting, since a due delivery would make that 0 and spin.
             var timeout = startsAttempts ? self.pollTimeoutMs() : 50
             if let heldSince = self.loop.outcomesHeldSinceMs {
                 timeout = min(timeout, max(0, heldSince + Self.outcomeHoldMs - WallClock.milliseconds()))
+            }
+            if let retryAt = self.loop.modesSaveRetryAtMs {
+                timeout = min(timeout, max(0, retryAt - WallClock.milliseconds()))
             }
             if timeout > 0 {
                 curl_multi_poll(loop.multi, nil, 0, Int32(timeout), nil)
@@ -219,6 +223,7 @@ public final class DeliveryEngine: Sendable {
 
     private func stop() {
         self.journalOutcomes(force: true)
+        self.retryModesSave(nowMs: WallClock.milliseconds(), force: true)
         let abandoned = self.loop.inFlightCount
         self.loop.cancelAll()
         self.publishUnconfigured()

@@ -30,6 +30,8 @@ final class DeliveryLoop: @unchecked Sendable {
     /// Set while an unreadable destinations.json could not be copied aside, so that only a save an operator
     /// requests replaces it.
     var savesKeepModesFile = false
+    /// When to try again to save the modes, after a save failed; nil while the file has every change.
+    var modesSaveRetryAtMs: Int64?
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var idle: [CurlTransfer] = []
     /// Threads with multi handles of their own, and the transfers each has in flight.

@@ -1,6 +1,7 @@
 import Foundation
 import PortoutCore
 import PortoutCrypto
+import PortoutDelivery
 import PortoutTestSupport
 import Synchronization
 import Testing
@@ -282,6 +283,20 @@ struct AdminTests {
         Thread.sleep(forTimeInterval: 0.5)
         #expect(sink.received.count == 0)
 
+        // The pause of d2 was saved at the start that made it, so it outlasts unknownModes removed by hand.
+        harness.stop()
+        let url = URL(fileURLWithPath: path)
+        var document = try #require(try JSONParser.parse(Array(Data(contentsOf: url))).objectValue)
+        let unknownModes = try #require(document["unknownModes"])
+        document["unknownModes"] = nil
+        try Data(JSONWriter.encode(.object(document))).write(to: url)
+        try harness.start()
+        #expect(harness.relay!.deliveryStatistics().first { $0.destination == "d2" }?.mode == .paused)
+        harness.stop()
+        document["unknownModes"] = unknownModes
+        try Data(JSONWriter.encode(.object(document))).write(to: url)
+        try harness.start()
+
         // A resumed destination is saved as active, so it is not paused again at the next start.
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume", token: nil).status == 200)
         #expect(waitUntil { sink.received.count == 1 })
@@ -289,6 +304,31 @@ struct AdminTests {
         let restarted = Dictionary(
             uniqueKeysWithValues: harness.relay!.deliveryStatistics().map { ($0.destination, $0.mode) })
         #expect(restarted == ["d1": .active, "d2": .paused])
+    }
+
+    /// A mode whose save failed is saved once the disk takes it again: a 410's disable at the stop, and a pause
+    /// when the operator sends it again.
+    @Test func failedModeSaveIsTriedAgain() throws {
+        let sink = try RecordingSink { _, _ in .init(status: 410) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url))
+        defer { harness.finish() }
+        let path = harness.directory.path + "/data/destinations.json"
+        // A directory where the save writes its temporary file makes the save fail.
+        try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
+        #expect(try harness.post(Events.portOut("pout_f", status: "initiated")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.mode == .disabled })
+        try FileManager.default.removeItem(atPath: path + ".tmp")
+        try harness.restart()
+        #expect(harness.relay!.deliveryStatistics().first?.mode == .disabled)
+
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume", token: nil).status == 200)
+        try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 500)
+        try FileManager.default.removeItem(atPath: path + ".tmp")
+        #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
+        let saved = try DeliveryEngine.savedModes(controlFile: path, configured: ["t1/d1"])
+        #expect(saved["t1/d1"] == .paused)
     }
 
     /// A destination left out of the configuration at a start that could not read the saved modes may have been

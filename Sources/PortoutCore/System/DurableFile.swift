@@ -63,7 +63,7 @@ public enum DurableFile {
         } catch where error.errno == ENOENT {
             var status = stat()
             guard lstat(path, &status) == 0 else { return nil }
-            throw error
+            throw SystemError(operation: "open the target of symbolic link \(path)", errno: ENOENT)
         }
         defer { _ = close(fd) }
         var bytes: [UInt8] = []

@@ -64,7 +64,8 @@ struct OfflineReplay {
             do {
                 saved = try DeliveryEngine.savedModes(controlFile: controlFile, configured: configured)
             } catch {
-                self.progress.line("reading \(controlFile) failed: \(error). Paused destinations are not named.")
+                self.progress.line(
+                    "reading \(controlFile) failed: \(error). The next start of the relay pauses every destination.")
                 saved = [:]
             }
             // A held destination that is no longer configured is not named: a replay skips its deliveries.
