@@ -186,7 +186,7 @@ extension DeliveryEngine {
             throw error
         }
         self.loop.modesSaveRetryAtMs = nil
-        // The file now has what this run knows, so the unreadable one it replaced is gone either way.
+        // The file now has this run's modes, so the unreadable one it replaced is gone either way.
         self.loop.savesKeepModesFile = false
     }
 
@@ -196,6 +196,10 @@ extension DeliveryEngine {
             return
         }
         self.saveModesLoggingFailure(controlFile)
+        if self.loop.modesSaveRetryAtMs == nil {
+            // The line an operator waits for after a 500 modeNotSaved or a "not saved" line.
+            self.logger.info("destination modes saved", ["path": .string(controlFile.path)])
+        }
     }
 
     /// Holds a paused mode for a destination that is not configured but has deliveries waiting, when its saved
@@ -275,15 +279,18 @@ extension DeliveryEngine {
             return
         }
         self.loop.unknownModes = contents.unknownModes
+        var pausedWithUnknownMode = false
         if let unknown = contents.unknownModes {
-            var paused = false
             for (key, runtime) in self.loop.destinations.sorted(by: { $0.key < $1.key })
             where contents.entries[key] == nil {
                 self.pauseWithUnknownMode(runtime, key: key, reason: unknown.reason)
-                paused = true
+                pausedWithUnknownMode = true
             }
-            // Saved, so that the pause outlasts `unknownModes` once an operator removes it from the file.
-            if paused {
+        }
+        defer {
+            // Saved once every entry is applied, so that the pauses outlast `unknownModes` if an operator removes it
+            // from the file; a save before that would write the file's held destinations as active.
+            if pausedWithUnknownMode {
                 self.saveModesLoggingFailure(controlFile)
             }
         }

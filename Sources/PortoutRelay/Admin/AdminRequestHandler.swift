@@ -193,7 +193,9 @@ struct AdminRequestHandler: HTTPRequestHandler {
                      "error": .string(error), "peer": .string(peer)])
                 respond(HTTPResponse(error: APIError(
                     status: 500, type: "internalError", code: "modeNotSaved",
-                    message: "The destination is \(mode.rawValue) now, but the change could not be saved and will not survive a restart: \(error)")))
+                    message: "The destination is \(mode.rawValue) now, but the change could not be saved: \(error). "
+                        + "The relay tries again every 5 s and at its stop, and logs destination modes saved once "
+                        + "a save succeeds; a crash before then loses the change.")))
             }
         }
     }
