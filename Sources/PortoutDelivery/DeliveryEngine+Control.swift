@@ -128,6 +128,10 @@ extension DeliveryEngine {
     public static let defaultPauseReason = "paused by an operator"
 
     /// Holds a destination that returned 410 Gone until an operator resumes it.
+    ///
+    /// NOTE: the disable lives in destinations.json only. If its save fails and the process ends before a retry
+    /// succeeds (a crash, or an offline replay that exits), the next start sends to the destination again, which
+    /// disables it again if it still answers 410. The journaled 410 attempt could rebuild it; it does not yet.
     func disable(_ runtime: DestinationRuntime, key: String, reason: String) {
         guard runtime.mode != .disabled else { return }
         _ = self.changeMode(runtime, key: key, to: .disabled, reason: reason)
@@ -185,6 +189,10 @@ extension DeliveryEngine {
             self.loop.modesSaveRetryAtMs = WallClock.milliseconds() + Self.modesSaveRetryMs
             throw error
         }
+        if self.loop.modesSaveRetryAtMs != nil {
+            // The line an operator waits for after a 500 modeNotSaved or a "not saved" line, whichever save it is.
+            self.logger.info("destination modes saved", ["path": .string(controlFile.path)])
+        }
         self.loop.modesSaveRetryAtMs = nil
         // The file now has this run's modes, so the unreadable one it replaced is gone either way.
         self.loop.savesKeepModesFile = false
@@ -196,10 +204,6 @@ extension DeliveryEngine {
             return
         }
         self.saveModesLoggingFailure(controlFile)
-        if self.loop.modesSaveRetryAtMs == nil {
-            // The line an operator waits for after a 500 modeNotSaved or a "not saved" line.
-            self.logger.info("destination modes saved", ["path": .string(controlFile.path)])
-        }
     }
 
     /// Holds a paused mode for a destination that is not configured but has deliveries waiting, when its saved

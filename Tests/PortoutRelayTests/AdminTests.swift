@@ -311,7 +311,9 @@ struct AdminTests {
     /// A mode whose save failed is saved once the disk takes it again: a 410's disable at the stop, and a pause
     /// when the operator sends it again.
     @Test func failedModeSaveIsTriedAgain() throws {
-        let sink = try RecordingSink { _, _ in .init(status: 410) }
+        // Only the first attempt gets 410, so that the resume below delivers instead of disabling and saving again
+        // while the test makes the next save fail.
+        let sink = try RecordingSink { index, _ in .init(status: index == 0 ? 410 : 204) }
         defer { sink.shutdown() }
         let harness = try RelayHarness(destinations: Self.destination(sink.url))
         defer { harness.finish() }
@@ -325,12 +327,40 @@ struct AdminTests {
         #expect(harness.relay!.deliveryStatistics().first?.mode == .disabled)
 
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume", token: nil).status == 200)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 1 })
         try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 500)
         try FileManager.default.removeItem(atPath: path + ".tmp")
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
         let saved = try DeliveryEngine.savedModes(controlFile: path, configured: ["t1/d1"])
         #expect(saved["t1/d1"] == .paused)
+    }
+
+    /// After a failed save, the next save that succeeds logs that the modes are saved, whatever change made it.
+    @Test func saveAfterFailureIsLogged() throws {
+        let harness = try RelayHarness(destinations: Self.destination("http://127.0.0.1:9"))
+        defer { harness.finish() }
+        harness.stop()
+        let lines = Locked<[String]>([])
+        let sink = LogSink { bytes in lines.withLock { $0.append(String(decoding: bytes, as: UTF8.self)) } }
+        let relay = try Relay(config: try harness.config, logger: Logger(level: .info, sink: sink))
+        defer { relay.shutdown(graceSeconds: 0) }
+        let path = harness.directory.path + "/data/destinations.json"
+        let pause = { (reason: String) -> Bool in
+            let done = DispatchSemaphore(value: 0)
+            let saved = Locked(false)
+            relay.engine.setMode(tenant: "t1", destination: "d1", mode: .paused, reason: reason) { result in
+                saved.withLock { $0 = (try? result.get()) != nil }
+                done.signal()
+            }
+            done.wait()
+            return saved.withLock { $0 }
+        }
+        try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
+        #expect(!pause("first"))
+        try FileManager.default.removeItem(atPath: path + ".tmp")
+        #expect(pause("second"))
+        #expect(lines.withLock { $0 }.contains { $0.contains(#""msg":"destination modes saved""#) })
     }
 
     /// A destination left out of the configuration at a start that could not read the saved modes may have been

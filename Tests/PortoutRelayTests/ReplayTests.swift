@@ -289,7 +289,7 @@ struct ReplayTests {
         rejecting.store(false, ordering: .relaxed)
         let unknown = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"ids": ["dl_999_d1"]}"#)
         #expect(unknown.status == 422)
-        // The fields an empty request is told to add are the ones a redelivery takes.
+        // The error for an empty request names the fields that a redelivery takes.
         let empty = try Self.json(try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: "{}"))
         let message = empty["details"]?.arrayValue?.first?.objectValue?["message"]?.stringValue ?? ""
         #expect(empty["code"] == "filterRequired")
@@ -968,6 +968,21 @@ struct ReplayCommandTests {
         #expect(listed["delivered"] == 3)
         // The journal's records were read to find the matches: at least the three events.
         #expect((listed["scannedRecords"]?.numberValue ?? 0) >= 3)
+    }
+
+    /// A destination that returns 410 during an offline replay is named as disabled in the summary, since its
+    /// deliveries then wait for a resume rather than for the relay's start.
+    @Test func offlineReplayNamesDestinationDisabledDuringWait() throws {
+        let gone = Atomic<Bool>(false)
+        let sink = try RecordingSink { _, _ in gone.load(ordering: .relaxed) ? .init(status: 410) : .init(status: 204) }
+        defer { sink.shutdown() }
+        let (harness, configPath) = try Self.startWithDeliveries(sink)
+        defer { harness.finish() }
+        harness.stop()
+        gone.store(true, ordering: .relaxed)
+        let result = try Self.run(["--offline", "--config", configPath, "--port-out", "pout_cli", "--wait", "2"])
+        #expect(result.lines.contains { $0.hasPrefix("destination t1/d1 is disabled") }, "\(result.lines)")
+        #expect(result.lines.contains { $0.contains("those to a held destination once it is resumed") })
     }
 
     /// A dry run with the relay stopped names a targeted destination that an operator left paused.

@@ -117,6 +117,18 @@ struct OfflineReplay {
         return try result.get()
     }
 
+    /// Names each destination among `targeted` that is paused or disabled now and is not in `warned` yet.
+    private func warnHeldDestinations(
+        _ engine: DeliveryEngine, among targeted: Set<String>, warned: inout Set<String>
+    ) {
+        for statistics in engine.statistics().sorted(by: { ($0.tenant, $0.destination) < ($1.tenant, $1.destination) })
+        where statistics.mode != .active {
+            let key = DeliveryEngine.key(tenant: statistics.tenant, destination: statistics.destination)
+            guard targeted.contains(key), warned.insert(key).inserted else { continue }
+            self.warnHeld(key, mode: statistics.mode)
+        }
+    }
+
     private func warnHeld(_ destination: String, mode: DestinationMode) {
         self.progress.line(
             "destination \(destination) is \(mode.rawValue); its deliveries wait until it is resumed, after the relay starts")
@@ -155,12 +167,8 @@ struct OfflineReplay {
         jobs.queue(matches, for: job)
         self.progress.line("replay \(job.id): \(ReplayProgressPrinter.deliveries(matches.count)) match")
         let targeted = Set(matches.map { DeliveryEngine.key(tenant: $0.event.tenant, destination: $0.destination) })
-        let heldDestinations = engine.statistics().filter {
-            $0.mode != .active && targeted.contains("\($0.tenant)/\($0.destination)")
-        }
-        for destination in heldDestinations {
-            self.warnHeld("\(destination.tenant)/\(destination.destination)", mode: destination.mode)
-        }
+        var heldDestinations = Set<String>()
+        self.warnHeldDestinations(engine, among: targeted, warned: &heldDestinations)
         // `--wait` counts from when the deliveries are queued, because until then the job could be neither
         // reported nor listed.
         let queueingDeadline = Date().addingTimeInterval(Self.queueingLimitSeconds)
@@ -181,15 +189,19 @@ struct OfflineReplay {
             Thread.sleep(forTimeInterval: 0.2)
         }
         self.show(job, final: true)
+        // A destination that returned 410 during the wait is disabled now, and its deliveries wait for a resume.
+        self.warnHeldDestinations(engine, among: targeted, warned: &heldDestinations)
 
         let progress = job.progress.withLock { $0 }
         if !job.isFinished {
             let verb = progress.queued - progress.settled == 1 ? "is" : "are"
             let state = heldDestinations.isEmpty ? "\(verb) in flight or retrying" : "\(verb) held, in flight or retrying"
             let moment = interrupt.count > 0 ? "at the interrupt" : "after \(Int(self.waitSeconds)) s"
+            let heldNote = heldDestinations.isEmpty ? "" : ", those to a held destination once it is resumed"
             self.progress.line(
                 "\(ReplayProgressPrinter.deliveries(progress.queued - progress.settled)) \(state) \(moment); "
-                    + "attempts in flight get \(Self.shutdownGraceMs / 1000) s to finish, and the rest go out when the relay starts")
+                    + "attempts in flight get \(Self.shutdownGraceMs / 1000) s to finish, and the rest go out when the "
+                    + "relay starts" + heldNote)
         }
         if progress.alreadyPending > 0 {
             self.progress.line(
