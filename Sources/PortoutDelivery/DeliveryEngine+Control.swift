@@ -127,11 +127,8 @@ extension DeliveryEngine {
     /// The reason recorded for a pause requested without one.
     public static let defaultPauseReason = "paused by an operator"
 
-    /// Holds a destination that returned 410 Gone until an operator resumes it.
-    ///
-    /// NOTE: the disable lives in destinations.json only. If its save fails and the process ends before a retry
-    /// succeeds (a crash, or an offline replay that exits), the next start sends to the destination again, which
-    /// disables it again if it still answers 410. The journaled 410 attempt could rebuild it; it does not yet.
+    /// Holds a destination that returned 410 Gone until an operator resumes it. If the save fails and the process
+    /// ends before a retry succeeds, `restoreDisables` rebuilds the disable from the journaled attempt.
     func disable(_ runtime: DestinationRuntime, key: String, reason: String) {
         guard runtime.mode != .disabled else { return }
         _ = self.changeMode(runtime, key: key, to: .disabled, reason: reason)
@@ -269,6 +266,28 @@ extension DeliveryEngine {
         } catch {
             self.logger.error(
                 "destination modes not saved", ["path": .string(controlFile.path), "error": .string(error.description)])
+        }
+    }
+
+    /// Disables each configured destination whose last journaled attempt returned 410 and that the saved modes show
+    /// as active with no change since that attempt, because the disable was not saved. Runs in `init` after
+    /// `restoreModes`.
+    func restoreDisables(_ gone: GoneDestinations) {
+        var rebuilt = false
+        for (key, sinceMs) in gone.sinceMs.sorted(by: { $0.key < $1.key }) {
+            guard let runtime = self.loop.destinations[key], runtime.mode == .active, runtime.modeChangedAtMs < sinceMs
+            else { continue }
+            runtime.mode = .disabled
+            runtime.modeReason = "destination answered 410 Gone"
+            runtime.modeChangedAtMs = sinceMs
+            rebuilt = true
+            self.logger.warning(
+                "destination disabled again from the journal",
+                ["destination": .string(key), "reason": .string(runtime.modeReason),
+                 "cause": "its last attempt returned 410 and the disable was not saved before the process ended"])
+        }
+        if rebuilt, !self.loop.savesKeepModesFile, let controlFile = self.controlFile {
+            self.saveModesLoggingFailure(controlFile)
         }
     }
 

@@ -115,3 +115,25 @@ public enum DeadLetterChange: Sendable, Equatable {
         if case .deadLettered = self { true } else { false }
     }
 }
+
+/// The destinations whose last journaled attempt returned 410 Gone, which disabled them, with that attempt's time,
+/// gathered while the journal is replayed at start. A disable lives in destinations.json, and this rebuilds one
+/// whose save had not succeeded when the process ended.
+public struct GoneDestinations: Sendable {
+    /// By `tenant/destination` key.
+    public private(set) var sinceMs: [String: Int64] = [:]
+
+    public init() {}
+
+    /// Notes an attempt in journal order. Any later attempt to the destination, which only a resume lets start,
+    /// clears its mark; a withdrawal is no attempt.
+    public mutating func note(_ attempt: AttemptRecord) {
+        guard attempt.outcome != .cancelled else { return }
+        let key = DeliveryEngine.key(tenant: attempt.tenant, destination: attempt.destination)
+        if attempt.httpStatus == 410 && attempt.outcome == .retryScheduled {
+            self.sinceMs[key] = attempt.atMs
+        } else {
+            self.sinceMs.removeValue(forKey: key)
+        }
+    }
+}

@@ -308,9 +308,11 @@ struct AdminTests {
         #expect(restarted == ["d1": .active, "d2": .paused])
     }
 
-    /// A mode whose save failed is saved once the disk takes it again: a 410's disable at the stop, and a pause
-    /// when the operator sends it again.
-    @Test func failedModeSaveIsTriedAgain() throws {
+    /// A 410's disable whose save failed outlasts a restart: saved at the stop once the disk takes it again, or,
+    /// when even that save fails, rebuilt from the journaled attempt at the next start. After a resume and a
+    /// delivery it is not rebuilt again, and a pause whose save failed is saved when the operator sends it again.
+    @Test(arguments: [true, false])
+    func failedModeSaveIsNotLost(diskBackBeforeStop: Bool) throws {
         // Only the first attempt gets 410, so that the resume below delivers instead of disabling and saving again
         // while the test makes the next save fail.
         let sink = try RecordingSink { index, _ in .init(status: index == 0 ? 410 : 204) }
@@ -322,18 +324,30 @@ struct AdminTests {
         try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
         #expect(try harness.post(Events.portOut("pout_f", status: "initiated")).status == 202)
         #expect(waitUntil { harness.relay!.deliveryStatistics().first?.mode == .disabled })
-        try FileManager.default.removeItem(atPath: path + ".tmp")
-        try harness.restart()
+        if diskBackBeforeStop {
+            try FileManager.default.removeItem(atPath: path + ".tmp")
+            harness.stop()
+        } else {
+            harness.stop()
+            try FileManager.default.removeItem(atPath: path + ".tmp")
+            #expect(!FileManager.default.fileExists(atPath: path))
+        }
+        try harness.start()
         #expect(harness.relay!.deliveryStatistics().first?.mode == .disabled)
+        #expect(try DeliveryEngine.savedModes(controlFile: path, configured: ["t1/d1"])["t1/d1"] == .disabled)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 1)
 
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume", token: nil).status == 200)
-        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 1 })
+        #expect(waitUntil { sink.received.count == 2 })
+        try harness.restart()
+        #expect(harness.relay!.deliveryStatistics().first?.mode == .active)
+
         try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 500)
         try FileManager.default.removeItem(atPath: path + ".tmp")
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
-        let saved = try DeliveryEngine.savedModes(controlFile: path, configured: ["t1/d1"])
-        #expect(saved["t1/d1"] == .paused)
+        #expect(try DeliveryEngine.savedModes(controlFile: path, configured: ["t1/d1"])["t1/d1"] == .paused)
     }
 
     /// After a failed save, the next save that succeeds logs that the modes are saved, whatever change made it.
