@@ -269,26 +269,33 @@ extension DeliveryEngine {
         }
     }
 
-    /// Disables each configured destination whose last journaled attempt returned 410 and that the saved modes show
-    /// as active with no change since that attempt, because the disable was not saved. Runs in `init` after
-    /// `restoreModes`.
+    /// Disables each configured destination that the saved modes show as active with no change since its last
+    /// journaled 410, because the disable was not saved, and keeps the times for destinations a reload adds. Runs
+    /// in `init` after `restoreModes`.
     func restoreDisables(_ gone: GoneDestinations) {
+        self.loop.goneSinceMs = gone.sinceMs
         var rebuilt = false
-        for (key, sinceMs) in gone.sinceMs.sorted(by: { $0.key < $1.key }) {
-            guard let runtime = self.loop.destinations[key], runtime.mode == .active, runtime.modeChangedAtMs < sinceMs
-            else { continue }
-            runtime.mode = .disabled
-            runtime.modeReason = "destination answered 410 Gone"
-            runtime.modeChangedAtMs = sinceMs
-            rebuilt = true
-            self.logger.warning(
-                "destination disabled again from the journal",
-                ["destination": .string(key), "reason": .string(runtime.modeReason),
-                 "cause": "its last attempt returned 410 and the disable was not saved before the process ended"])
+        for (key, runtime) in self.loop.destinations.sorted(by: { $0.key < $1.key }) {
+            rebuilt = self.disableIfGoneUnsaved(runtime, key: key) || rebuilt
         }
         if rebuilt, !self.loop.savesKeepModesFile, let controlFile = self.controlFile {
             self.saveModesLoggingFailure(controlFile)
         }
+    }
+
+    /// Disables an active destination again when the journal has a 410 from it after its last saved change of
+    /// mode, so after any resume. Returns whether it did; the caller saves the modes.
+    func disableIfGoneUnsaved(_ runtime: DestinationRuntime, key: String) -> Bool {
+        guard let sinceMs = self.loop.goneSinceMs[key], runtime.mode == .active, runtime.modeChangedAtMs < sinceMs
+        else { return false }
+        runtime.mode = .disabled
+        runtime.modeReason = "destination answered 410 Gone"
+        runtime.modeChangedAtMs = sinceMs
+        self.logger.warning(
+            "destination disabled again from the journal",
+            ["destination": .string(key), "reason": .string(runtime.modeReason),
+             "cause": "the journal has a 410 from it after the last change of its mode that was saved"])
+        return true
     }
 
     /// Applies the modes saved before the last stop. Runs in `init`, before the delivery thread starts.

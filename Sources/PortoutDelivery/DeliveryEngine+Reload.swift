@@ -33,7 +33,7 @@ extension DeliveryEngine {
     private func applyDestinations(_ tenants: [TenantConfig]) -> DestinationChanges {
         var changes = DestinationChanges()
         var updated: [String: DestinationRuntime] = [:]
-        var pausedWithUnknownMode = false
+        var modesChanged = false
         for tenant in tenants {
             for config in tenant.destinations {
                 let key = Self.key(tenant: tenant.id, destination: config.id)
@@ -58,8 +58,9 @@ extension DeliveryEngine {
                     } else if let unknown = self.loop.unknownModes {
                         // The unreadable file may have held it too, disabled by a 410 with nothing waiting.
                         self.pauseWithUnknownMode(runtime, key: key, reason: unknown.reason)
-                        pausedWithUnknownMode = true
+                        modesChanged = true
                     }
+                    modesChanged = self.disableIfGoneUnsaved(runtime, key: key) || modesChanged
                     updated[key] = runtime
                 }
             }
@@ -72,7 +73,7 @@ extension DeliveryEngine {
             self.loop.detachedStatistics[key] = self.counters.withLock { $0[key] }
         }
         self.loop.destinations = updated
-        if pausedWithUnknownMode, !self.loop.savesKeepModesFile, let controlFile = self.controlFile {
+        if modesChanged, !self.loop.savesKeepModesFile, let controlFile = self.controlFile {
             self.saveModesLoggingFailure(controlFile)
         }
         self.loop.updateConnectionLimit()

@@ -32,6 +32,8 @@ final class DeliveryLoop: @unchecked Sendable {
     var savesKeepModesFile = false
     /// When to try again to save the modes, after a save failed; nil while the file has every change.
     var modesSaveRetryAtMs: Int64?
+    /// The time of each destination's last 410 in the journal at start, by `tenant/destination` key.
+    var goneSinceMs: [String: Int64] = [:]
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var idle: [CurlTransfer] = []
     /// Threads with multi handles of their own, and the transfers each has in flight.

@@ -19,8 +19,7 @@ struct DestinationControlFile: Sendable {
 
     /// What the file holds.
     struct Contents: Equatable {
-        /// The destinations the file names, by `tenant/destination` key: the held ones, and beside
-        /// `unknownModes` the active ones too.
+        /// The destinations the file names, by `tenant/destination` key, active ones included.
         var entries: [String: Entry] = [:]
         var unknownModes: UnknownModes?
     }
@@ -64,23 +63,22 @@ struct DestinationControlFile: Sendable {
         return contents
     }
 
-    /// Replaces the file with the destinations of `runtimes` that are not active, the held destinations that are
-    /// not configured now, by `tenant/destination` key, and `unknownModes`. With `unknownModes`, the active ones
-    /// are written too, since a destination the file does not name then starts paused.
+    /// Replaces the file with the mode of each of `runtimes`, the saved modes of destinations that are not
+    /// configured now, by `tenant/destination` key, and `unknownModes`. Active destinations are written too: their
+    /// time of change tells a start that a resume came after a 410 in the journal, and beside `unknownModes` a
+    /// destination the file does not name starts paused.
     func save(
         _ runtimes: [DestinationRuntime], unconfigured: [String: Entry], unknownModes: UnknownModes?
     ) throws(SystemError) {
-        var heldDestinations: [(tenant: String, destination: String, entry: Entry)] = runtimes.filter {
-            $0.mode != .active || unknownModes != nil
-        }.map {
+        var savedDestinations: [(tenant: String, destination: String, entry: Entry)] = runtimes.map {
             ($0.tenant, $0.config.id, Entry(mode: $0.mode, reason: $0.modeReason, changedAtMs: $0.modeChangedAtMs))
         }
         for (key, entry) in unconfigured {
             let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
-            heldDestinations.append((parts[0], parts.count > 1 ? parts[1] : "", entry))
+            savedDestinations.append((parts[0], parts.count > 1 ? parts[1] : "", entry))
         }
-        heldDestinations.sort { ($0.tenant, $0.destination) < ($1.tenant, $1.destination) }
-        let entries: [JSONValue] = heldDestinations.map { item in
+        savedDestinations.sort { ($0.tenant, $0.destination) < ($1.tenant, $1.destination) }
+        let entries: [JSONValue] = savedDestinations.map { item in
             [
                 "tenant": .string(item.tenant), "destination": .string(item.destination),
                 "mode": .string(item.entry.mode.rawValue), "reason": .string(item.entry.reason),

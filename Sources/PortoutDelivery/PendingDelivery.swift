@@ -116,24 +116,19 @@ public enum DeadLetterChange: Sendable, Equatable {
     }
 }
 
-/// The destinations whose last journaled attempt returned 410 Gone, which disabled them, with that attempt's time,
-/// gathered while the journal is replayed at start. A disable lives in destinations.json, and this rebuilds one
-/// whose save had not succeeded when the process ended.
+/// The time of each destination's last journaled attempt that returned 410 Gone, which disabled it, gathered
+/// while the journal is replayed at start. A disable lives in destinations.json, and a change saved there after
+/// this time, such as a resume, ends it; without one, the disable had not been saved when the process ended.
 public struct GoneDestinations: Sendable {
     /// By `tenant/destination` key.
     public private(set) var sinceMs: [String: Int64] = [:]
 
     public init() {}
 
-    /// Notes an attempt in journal order. Any later attempt to the destination, which only a resume lets start,
-    /// clears its mark; a withdrawal is no attempt.
+    /// Notes an attempt in journal order. Every 410 counts, also one of a replay cancelled while it was in flight.
     public mutating func note(_ attempt: AttemptRecord) {
-        guard attempt.outcome != .cancelled else { return }
+        guard attempt.httpStatus == 410 else { return }
         let key = DeliveryEngine.key(tenant: attempt.tenant, destination: attempt.destination)
-        if attempt.httpStatus == 410 && attempt.outcome == .retryScheduled {
-            self.sinceMs[key] = attempt.atMs
-        } else {
-            self.sinceMs.removeValue(forKey: key)
-        }
+        self.sinceMs[key] = max(self.sinceMs[key] ?? 0, attempt.atMs)
     }
 }

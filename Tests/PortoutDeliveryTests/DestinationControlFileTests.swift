@@ -1,5 +1,6 @@
 import Foundation
 import PortoutCore
+import PortoutJournal
 import PortoutTestSupport
 import Testing
 
@@ -51,5 +52,24 @@ struct DestinationControlFileTests {
         let file = DestinationControlFile(path: directory.file("destinations.json"))
         try FileManager.default.createSymbolicLink(atPath: file.path, withDestinationPath: directory.file("gone.json"))
         #expect(throws: (any Error).self) { try file.load() }
+    }
+
+    /// Every 410 marks its destination, also one of a withdrawn replay, and the latest counts; no other status
+    /// clears the mark, since an attempt in flight at the 410 can end after it.
+    @Test func goneDestinationsKeepLatest410() {
+        func attempt(_ status: Int?, _ outcome: AttemptOutcome, at atMs: Int64) -> AttemptRecord {
+            AttemptRecord(
+                eventSequence: 1, tenant: "t1", destination: "d1", attempt: 1, outcome: outcome, httpStatus: status,
+                atMs: atMs, nextAttemptAtMs: nil, error: "")
+        }
+        var gone = GoneDestinations()
+        gone.note(attempt(204, .delivered, at: 3))
+        #expect(gone.sinceMs.isEmpty)
+        gone.note(attempt(410, .retryScheduled, at: 5))
+        gone.note(attempt(204, .delivered, at: 7))
+        #expect(gone.sinceMs == ["t1/d1": 5])
+        gone.note(attempt(410, .cancelled, at: 9))
+        gone.note(attempt(nil, .retryScheduled, at: 11))
+        #expect(gone.sinceMs == ["t1/d1": 9])
     }
 }

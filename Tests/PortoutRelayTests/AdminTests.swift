@@ -339,6 +339,8 @@ struct AdminTests {
         #expect(sink.received.count == 1)
 
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume", token: nil).status == 200)
+        // The resume is saved with its time, which is what keeps a later start from disabling it again.
+        #expect(try DeliveryEngine.savedModes(controlFile: path, configured: ["t1/d1"])["t1/d1"] == .active)
         #expect(waitUntil { sink.received.count == 2 })
         try harness.restart()
         #expect(harness.relay!.deliveryStatistics().first?.mode == .active)
@@ -348,6 +350,41 @@ struct AdminTests {
         try FileManager.default.removeItem(atPath: path + ".tmp")
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
         #expect(try DeliveryEngine.savedModes(controlFile: path, configured: ["t1/d1"])["t1/d1"] == .paused)
+    }
+
+    /// An attempt that was in flight at a 410 and ends after it, with another status, does not stand for a resume:
+    /// the disable that was never saved is rebuilt at a start, and at a reload that configures the destination
+    /// again after a start without it.
+    @Test(arguments: [true, false])
+    func unsavedDisableRebuiltDespiteLaterAttempt(configuredAtStart: Bool) throws {
+        // Two attempts go out together: the first to arrive ends after the second's 410.
+        let sink = try RecordingSink { index, _ in
+            .init(status: index == 0 ? 204 : 410, delaySeconds: index == 0 ? 1 : 0.1)
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url, extra: #""concurrency": 2"#))
+        defer { harness.finish() }
+        let path = harness.directory.path + "/data/destinations.json"
+        try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
+        #expect(try harness.post(Events.portOut("pout_l1", status: "initiated")).status == 202)
+        #expect(try harness.post(Events.portOut("pout_l2", status: "initiated")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.delivered == 1 })
+        #expect(harness.relay!.deliveryStatistics().first?.mode == .disabled)
+        harness.stop()
+        try FileManager.default.removeItem(atPath: path + ".tmp")
+
+        let relay: Relay
+        if configuredAtStart {
+            relay = try Relay(config: try harness.config, logger: Logger(level: .error))
+        } else {
+            let without = try harness.config(tenantsJSON: RelayHarness.tenantsJSON())
+            relay = try Relay(config: without, logger: Logger(level: .error))
+            _ = relay.reload(try harness.config)
+        }
+        defer { relay.shutdown(graceSeconds: 0) }
+        #expect(relay.deliveryStatistics().first?.mode == .disabled)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(sink.received.count == 2)
     }
 
     /// After a failed save, the next save that succeeds logs that the modes are saved, whatever change made it.
