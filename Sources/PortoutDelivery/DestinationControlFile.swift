@@ -17,7 +17,7 @@ struct DestinationControlFile: Sendable {
         var sinceMs: Int64
     }
 
-    /// What the file holds.
+    /// The file's contents.
     struct Contents: Equatable {
         /// The destinations the file names, by `tenant/destination` key, active ones included.
         var entries: [String: Entry] = [:]
@@ -64,9 +64,9 @@ struct DestinationControlFile: Sendable {
     }
 
     /// Replaces the file with the mode of each of `runtimes`, the saved modes of destinations that are not
-    /// configured now, by `tenant/destination` key, and `unknownModes`. Active destinations are written too: their
-    /// time of change tells a start that a resume came after a 410 in the journal, and beside `unknownModes` a
-    /// destination the file does not name starts paused.
+    /// configured now, by `tenant/destination` key, and `unknownModes`. Active destinations are written too, because
+    /// their time of change shows a start that a resume came after a 410 in the journal, and beside `unknownModes`
+    /// a destination the file does not name starts paused.
     func save(
         _ runtimes: [DestinationRuntime], unconfigured: [String: Entry], unknownModes: UnknownModes?
     ) throws(SystemError) {

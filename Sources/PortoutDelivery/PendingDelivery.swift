@@ -117,8 +117,9 @@ public enum DeadLetterChange: Sendable, Equatable {
 }
 
 /// The time of each destination's last journaled attempt that returned 410 Gone, which disabled it, gathered
-/// while the journal is replayed at start. A disable lives in destinations.json, and a change saved there after
-/// this time, such as a resume, ends it; without one, the disable had not been saved when the process ended.
+/// while the journal is replayed at start. A disable lives in destinations.json. If the file shows no change of
+/// the destination's mode after this time, such as a resume, the disable had not been saved when the process
+/// ended.
 public struct GoneDestinations: Sendable {
     /// By `tenant/destination` key.
     public private(set) var sinceMs: [String: Int64] = [:]

@@ -54,8 +54,8 @@ struct DestinationControlFileTests {
         #expect(throws: (any Error).self) { try file.load() }
     }
 
-    /// Every 410 marks its destination, also one of a withdrawn replay, and the latest counts; no other status
-    /// clears the mark, since an attempt in flight at the 410 can end after it.
+    /// Every 410 marks its destination, also one of a withdrawn replay, and the latest counts. No other status
+    /// clears the mark, because an attempt in flight at the 410 can end after it.
     @Test func goneDestinationsKeepLatest410() {
         func attempt(_ status: Int?, _ outcome: AttemptOutcome, at atMs: Int64) -> AttemptRecord {
             AttemptRecord(
