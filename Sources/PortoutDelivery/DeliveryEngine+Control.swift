@@ -283,10 +283,10 @@ extension DeliveryEngine {
         }
     }
 
-    /// Disables an active destination again when the journal has a 410 from it after its last saved change of
-    /// mode, so after any resume. Returns whether it did; the caller saves the modes.
+    /// Disables a destination again when the journal has a 410 from it after its last saved change of mode, so
+    /// after any resume or pause. Returns whether it did; the caller saves the modes.
     func disableIfGoneUnsaved(_ runtime: DestinationRuntime, key: String) -> Bool {
-        guard let sinceMs = self.loop.goneSinceMs[key], runtime.mode == .active, runtime.modeChangedAtMs < sinceMs
+        guard let sinceMs = self.loop.goneSinceMs[key], runtime.mode != .disabled, runtime.modeChangedAtMs < sinceMs
         else { return false }
         runtime.mode = .disabled
         runtime.modeReason = "destination answered 410 Gone"
@@ -309,6 +309,14 @@ extension DeliveryEngine {
             return
         }
         self.loop.unknownModes = contents.unknownModes
+        if !contents.namesEveryDestination {
+            // An older file shows no resume of a destination it does not name, so a 410 in the journal before now
+            // is taken as resumed; the next save names every destination with this time.
+            let nowMs = WallClock.milliseconds()
+            for (key, runtime) in self.loop.destinations where contents.entries[key] == nil {
+                runtime.modeChangedAtMs = nowMs
+            }
+        }
         var pausedWithUnknownMode = false
         if let unknown = contents.unknownModes {
             for (key, runtime) in self.loop.destinations.sorted(by: { $0.key < $1.key })
@@ -319,12 +327,12 @@ extension DeliveryEngine {
         }
         defer {
             // Saved once every entry is applied, so that the pauses outlast `unknownModes` if an operator removes it
-            // from the file; a save before that would write the file's held destinations as active.
+            // from the file. A save before that would write the file's held destinations as active.
             if pausedWithUnknownMode {
                 self.saveModesLoggingFailure(controlFile)
             }
         }
-        // Active entries are kept only beside `unknownModes`, and are not held.
+        // Active entries hold nothing back: they give the time of the destination's last change of mode.
         for (key, entry) in contents.entries.sorted(by: { $0.key < $1.key }) {
             guard let runtime = self.loop.destinations[key] else {
                 self.loop.heldUnconfigured[key] = entry

@@ -22,7 +22,13 @@ struct DestinationControlFile: Sendable {
         /// The destinations the file names, by `tenant/destination` key, active ones included.
         var entries: [String: Entry] = [:]
         var unknownModes: UnknownModes?
+        /// False for a file saved by a version that wrote only held destinations, so that a destination it does
+        /// not name may have been resumed at a time the file does not show.
+        var namesEveryDestination = true
     }
+
+    /// The `version` that `save` writes: files with it name every destination with its time of change.
+    static let version = 2
 
     let path: String
 
@@ -35,6 +41,7 @@ struct DestinationControlFile: Sendable {
             throw ControlFileError(path: self.path, reason: "the file is not an object with a \"destinations\" array")
         }
         var contents = Contents()
+        contents.namesEveryDestination = document.objectValue?["version"]?.intValue == Self.version
         if let unknown = document.objectValue?["unknownModes"] {
             guard let reason = unknown.objectValue?["reason"]?.stringValue,
                 let sinceMs = unknown.objectValue?["sinceMs"]?.intValue.flatMap({ Int64(exactly: $0) })
@@ -85,7 +92,7 @@ struct DestinationControlFile: Sendable {
                 "changedAtMs": .number(Double(item.entry.changedAtMs)),
             ]
         }
-        var document = JSONObject([("destinations", .array(entries))])
+        var document = JSONObject([("version", .number(Double(Self.version))), ("destinations", .array(entries))])
         if let unknownModes {
             document["unknownModes"] = [
                 "reason": .string(unknownModes.reason), "sinceMs": .number(Double(unknownModes.sinceMs)),

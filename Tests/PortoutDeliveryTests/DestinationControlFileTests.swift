@@ -30,7 +30,9 @@ struct DestinationControlFileTests {
         let file = DestinationControlFile(path: directory.file("destinations.json"))
         #expect(try file.load() == DestinationControlFile.Contents())
         try #"{"destinations": []}"#.write(toFile: file.path, atomically: true, encoding: .utf8)
-        #expect(try file.load() == DestinationControlFile.Contents())
+        #expect(try file.load().entries.isEmpty)
+        // A file without the version was saved by one that wrote held destinations only.
+        #expect(try file.load().namesEveryDestination == false)
         try #"{"destinations": [{"tenant": "t1", "destination": "d1", "mode": "paused", "reason": "r", "changedAtMs": 7}]}"#
             .write(toFile: file.path, atomically: true, encoding: .utf8)
         #expect(try file.load().entries == ["t1/d1": .init(mode: .paused, reason: "r", changedAtMs: 7)])
@@ -43,6 +45,7 @@ struct DestinationControlFileTests {
         try file.save([], unconfigured: held, unknownModes: unknown)
         #expect(try file.load().entries == ["t1/d2": .init(mode: .disabled, reason: "410", changedAtMs: 8)])
         #expect(try file.load().unknownModes == unknown)
+        #expect(try file.load().namesEveryDestination)
     }
 
     /// A symbolic link whose target is gone could be hiding held destinations as much as a damaged file.

@@ -387,6 +387,34 @@ struct AdminTests {
         #expect(sink.received.count == 2)
     }
 
+    /// A 410 from a destination paused before it, whose disable was never saved, disables it at the next start.
+    /// A file from a version that saved held destinations only shows no resume, so its unnamed destinations are
+    /// taken as resumed after any 410 before the start.
+    @Test(arguments: [true, false])
+    func journaled410AgainstSavedFile(pausedBefore: Bool) throws {
+        let sink = try RecordingSink { _, _ in .init(status: 410) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: Self.destination(sink.url))
+        defer { harness.finish() }
+        let path = harness.directory.path + "/data/destinations.json"
+        try FileManager.default.createDirectory(atPath: path + ".tmp", withIntermediateDirectories: false)
+        #expect(try harness.post(Events.portOut("pout_p", status: "initiated")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.mode == .disabled })
+        harness.stop()
+        try FileManager.default.removeItem(atPath: path + ".tmp")
+        let paused = #"{"tenant": "t1", "destination": "d1", "mode": "paused", "reason": "r", "changedAtMs": 1}"#
+        let file = pausedBefore ? #"{"version": 2, "destinations": [\#(paused)]}"# : #"{"destinations": []}"#
+        try file.write(toFile: path, atomically: true, encoding: .utf8)
+
+        try harness.start()
+        #expect(harness.relay!.deliveryStatistics().first?.mode == (pausedBefore ? .disabled : .active))
+        if !pausedBefore {
+            // The next save writes the version that names every destination.
+            #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
+            #expect(try String(contentsOfFile: path, encoding: .utf8).contains(#""version":2"#))
+        }
+    }
+
     /// After a failed save, the next save that succeeds logs that the modes are saved, whatever change made it.
     @Test func saveAfterFailureIsLogged() throws {
         let harness = try RelayHarness(destinations: Self.destination("http://127.0.0.1:9"))

@@ -260,6 +260,8 @@ struct ReplayTests {
             #expect(try harness.post(Events.portOut("pout_bad\(index)", status: "initiated")).status == 202)
         }
         #expect(waitUntil { harness.relay!.deliveryStatistics().first?.deadLettered == 3 })
+        // Listed once their outcomes are journaled, a moment after they count as dead-lettered.
+        #expect(waitUntil { harness.relay!.deadLetters.count == 3 })
 
         let list = try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))
         let items = list["data"]?.arrayValue?.compactMap(\.objectValue) ?? []
@@ -338,7 +340,8 @@ struct ReplayTests {
         func listed() throws -> Int {
             (try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? []).count
         }
-        #expect(try listed() == 2)
+        // Listed again once the withdrawals are journaled.
+        #expect(waitUntil { (try? listed()) == 2 })
         try harness.restart()
         #expect(try listed() == 2)
         // A journal scan agrees that they are dead letters again.
@@ -367,10 +370,14 @@ struct ReplayTests {
         let cancelled = try Self.json(try Self.admin(harness, "DELETE", "/admin/replays/\(id)"))
         #expect(cancelled["withdrawn"] == 1)
         #expect(cancelled["notConfigured"] == 0)
-        // Its dead letter is back, but cannot be redelivered while the destination is not configured.
-        let ids = (try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? [])
-            .compactMap { $0.objectValue?["id"]?.stringValue }
-        #expect(ids.count == 1)
+        // Its dead letter is back once the withdrawal is journaled, but cannot be redelivered while the
+        // destination is not configured.
+        let listed = {
+            (try? Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? [])?
+                .compactMap { $0.objectValue?["id"]?.stringValue } ?? []
+        }
+        #expect(waitUntil { listed().count == 1 })
+        let ids = listed()
         let redelivery = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"ids": ["\#(ids.first ?? "")"]}"#)
         #expect(redelivery.status == 422)
 
