@@ -311,24 +311,25 @@ extension DeliveryEngine {
         self.loop.unknownModes = contents.unknownModes
         if !contents.namesEveryDestination {
             // An older file shows no resume of a destination it does not name, so a 410 in the journal before now
-            // is taken as resumed; the next save names every destination with this time.
+            // is taken as resumed. Saved below, so that a later 410 is not taken as resumed at the next start.
             let nowMs = WallClock.milliseconds()
             for (key, runtime) in self.loop.destinations where contents.entries[key] == nil {
                 runtime.modeChangedAtMs = nowMs
             }
         }
-        var pausedWithUnknownMode = false
+        var savesAfterApplying = !contents.namesEveryDestination
         if let unknown = contents.unknownModes {
             for (key, runtime) in self.loop.destinations.sorted(by: { $0.key < $1.key })
             where contents.entries[key] == nil {
                 self.pauseWithUnknownMode(runtime, key: key, reason: unknown.reason)
-                pausedWithUnknownMode = true
+                savesAfterApplying = true
             }
         }
         defer {
             // Saved once every entry is applied, so that the pauses outlast `unknownModes` if an operator removes it
-            // from the file. A save before that would write the file's held destinations as active.
-            if pausedWithUnknownMode {
+            // from the file, and an older file's destinations keep this start's time. A save before that would
+            // write the file's held destinations as active.
+            if savesAfterApplying {
                 self.saveModesLoggingFailure(controlFile)
             }
         }

@@ -41,7 +41,14 @@ struct DestinationControlFile: Sendable {
             throw ControlFileError(path: self.path, reason: "the file is not an object with a \"destinations\" array")
         }
         var contents = Contents()
-        contents.namesEveryDestination = document.objectValue?["version"]?.intValue == Self.version
+        // No version is a file of an earlier version. Any other than this one's could mean anything.
+        if let version = document.objectValue?["version"] {
+            guard version.intValue == Self.version else {
+                throw ControlFileError(path: self.path, reason: "version \(version) is not \(Self.version)")
+            }
+        } else {
+            contents.namesEveryDestination = false
+        }
         if let unknown = document.objectValue?["unknownModes"] {
             guard let reason = unknown.objectValue?["reason"]?.stringValue,
                 let sinceMs = unknown.objectValue?["sinceMs"]?.intValue.flatMap({ Int64(exactly: $0) })
@@ -58,6 +65,10 @@ struct DestinationControlFile: Sendable {
                 throw ControlFileError(path: self.path, reason: "an entry lacks tenant, destination or mode")
             }
             var changedAtMs: Int64 = 0
+            if contents.namesEveryDestination && object["changedAtMs"] == nil {
+                // The time is what orders a saved change against a 410 in the journal.
+                throw ControlFileError(path: self.path, reason: "an entry lacks changedAtMs")
+            }
             if let value = object["changedAtMs"] {
                 guard let milliseconds = value.intValue.flatMap({ Int64(exactly: $0) }) else {
                     throw ControlFileError(path: self.path, reason: "an entry's changedAtMs is not an integer")

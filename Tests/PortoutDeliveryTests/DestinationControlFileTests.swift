@@ -15,6 +15,8 @@ struct DestinationControlFileTests {
         #"{"destinations": [{"tenant": "t1", "destination": "d1", "mode": "paused", "changedAtMs": 1e300}]}"#,
         #"{"destinations": [{"tenant": "t1", "destination": "d1", "mode": "paused", "changedAtMs": 1.5}]}"#,
         #"{"destinations": [], "unknownModes": {"reason": "r"}}"#, #"{"destinations": [], "unknownModes": true}"#,
+        #"{"version": 3, "destinations": []}"#, #"{"version": "2", "destinations": []}"#,
+        #"{"version": 2, "destinations": [{"tenant": "t1", "destination": "d1", "mode": "active"}]}"#,
     ])
     func unexpectedShapeIsUnreadable(_ text: String) throws {
         let directory = TemporaryDirectory()
