@@ -195,7 +195,7 @@ extension DeliveryEngine {
         self.loop.savesKeepModesFile = false
     }
 
-    /// Saves the modes again if a save failed and its retry is due; `force` tries at once, as at the stop.
+    /// Saves the modes again if a save failed and its retry is due. `force` tries at once, as at the stop.
     func retryModesSave(nowMs: Int64, force: Bool = false) {
         guard let due = self.loop.modesSaveRetryAtMs, force || nowMs >= due, let controlFile = self.controlFile else {
             return
@@ -272,8 +272,8 @@ extension DeliveryEngine {
     /// Disables each configured destination that the saved modes show as active with no change since its last
     /// journaled 410, because the disable was not saved, and keeps the times for destinations a reload adds. Runs
     /// in `init` after `restoreModes`.
-    func restoreDisables(_ gone: GoneDestinations) {
-        self.loop.goneSinceMs = gone.sinceMs
+    func restoreDisables(_ goneDestinations: GoneDestinations) {
+        self.loop.goneSinceMs = goneDestinations.sinceMs
         var rebuilt = false
         for (key, runtime) in self.loop.destinations.sorted(by: { $0.key < $1.key }) {
             rebuilt = self.disableIfGoneUnsaved(runtime, key: key) || rebuilt
@@ -284,7 +284,7 @@ extension DeliveryEngine {
     }
 
     /// Disables a destination again when the journal has a 410 from it after its last saved change of mode, so
-    /// after any resume or pause. Returns whether it did; the caller saves the modes.
+    /// after any resume or pause. Returns whether it did, and the caller saves the modes.
     func disableIfGoneUnsaved(_ runtime: DestinationRuntime, key: String) -> Bool {
         guard let sinceMs = self.loop.goneSinceMs[key], runtime.mode != .disabled, runtime.modeChangedAtMs < sinceMs
         else { return false }

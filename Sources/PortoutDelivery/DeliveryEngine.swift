@@ -59,7 +59,7 @@ public final class DeliveryEngine: Sendable {
     public init(
         tenants: [TenantConfig], defaults: DeliveryDefaults, journal: Journal, logger: Logger,
         metrics: DeliveryMetrics = DeliveryMetrics(), controlFile: String? = nil,
-        observer: (any DeliveryObserver)? = nil, gone: GoneDestinations = GoneDestinations()
+        observer: (any DeliveryObserver)? = nil, goneDestinations: GoneDestinations = GoneDestinations()
     ) {
         self.observer = observer
         self.journal = journal
@@ -76,7 +76,7 @@ public final class DeliveryEngine: Sendable {
         }
         self.loop = DeliveryLoop(destinations: destinations, transferThreads: defaults.transferThreads)
         self.restoreModes()
-        self.restoreDisables(gone)
+        self.restoreDisables(goneDestinations)
         self.publishCounters()
     }
 

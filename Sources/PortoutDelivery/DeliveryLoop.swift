@@ -30,7 +30,7 @@ final class DeliveryLoop: @unchecked Sendable {
     /// Set while an unreadable destinations.json could not be copied aside, so that only a save an operator
     /// requests replaces it.
     var savesKeepModesFile = false
-    /// When to try again to save the modes, after a save failed; nil while the file has every change.
+    /// When to try again to save the modes after a save failed, or nil while the file has every change.
     var modesSaveRetryAtMs: Int64?
     /// The time of each destination's last 410 in the journal at start, by `tenant/destination` key.
     var goneSinceMs: [String: Int64] = [:]

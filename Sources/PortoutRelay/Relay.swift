@@ -45,7 +45,7 @@ public final class Relay: Sendable {
         let portOutLane = PortOutIndex.RecoveryBuilder()
         let deadLetters = DeadLetterIndex()
         var order = EventSequenceCheck()
-        var gone = GoneDestinations()
+        var goneDestinations = GoneDestinations()
         let journal = try Journal.open(
             directory: journalDirectory, segmentBytes: config.journal.segmentBytes, logger: logger,
             // The subscription is the port-out index's, built on the lane, and an id and type matter only to an
@@ -60,7 +60,7 @@ public final class Relay: Sendable {
                 unsettled.add(event, at: location)
             case .attempt(let attempt):
                 state.reserveSequences(through: attempt.eventSequence)
-                gone.note(attempt)
+                goneDestinations.note(attempt)
                 if let deadLetter = unsettled.apply(attempt) {
                     deadLetters.add(deadLetter)
                 } else if attempt.outcome.isFinal {
@@ -129,7 +129,7 @@ public final class Relay: Sendable {
             logger: logger)
         let engine = DeliveryEngine(
             tenants: config.tenants, defaults: config.delivery, journal: journal, logger: logger,
-            controlFile: config.dataDir + "/destinations.json", observer: observer, gone: gone)
+            controlFile: config.dataDir + "/destinations.json", observer: observer, goneDestinations: goneDestinations)
         replayRestart.markStranded(&pending) { configuredKeys.contains($0.destinationKey) }
         engine.submit(replayRestart.withdrawingCancelled(pending, journal: journal, observer: observer))
         let replays = ReplayJobs(

@@ -41,10 +41,10 @@ struct DestinationControlFileTests {
         #expect(try file.load().unknownModes == nil)
 
         let unknown = DestinationControlFile.UnknownModes(reason: "unreadable at start", sinceMs: 9)
-        let held: [String: DestinationControlFile.Entry] = [
+        let heldEntries: [String: DestinationControlFile.Entry] = [
             "t1/d2": .init(mode: .disabled, reason: "410", changedAtMs: 8)
         ]
-        try file.save([], unconfigured: held, unknownModes: unknown)
+        try file.save([], unconfigured: heldEntries, unknownModes: unknown)
         #expect(try file.load().entries == ["t1/d2": .init(mode: .disabled, reason: "410", changedAtMs: 8)])
         #expect(try file.load().unknownModes == unknown)
         #expect(try file.load().namesEveryDestination)
@@ -67,14 +67,14 @@ struct DestinationControlFileTests {
                 eventSequence: 1, tenant: "t1", destination: "d1", attempt: 1, outcome: outcome, httpStatus: status,
                 atMs: atMs, nextAttemptAtMs: nil, error: "")
         }
-        var gone = GoneDestinations()
-        gone.note(attempt(204, .delivered, at: 3))
-        #expect(gone.sinceMs.isEmpty)
-        gone.note(attempt(410, .retryScheduled, at: 5))
-        gone.note(attempt(204, .delivered, at: 7))
-        #expect(gone.sinceMs == ["t1/d1": 5])
-        gone.note(attempt(410, .cancelled, at: 9))
-        gone.note(attempt(nil, .retryScheduled, at: 11))
-        #expect(gone.sinceMs == ["t1/d1": 9])
+        var goneDestinations = GoneDestinations()
+        goneDestinations.note(attempt(204, .delivered, at: 3))
+        #expect(goneDestinations.sinceMs.isEmpty)
+        goneDestinations.note(attempt(410, .retryScheduled, at: 5))
+        goneDestinations.note(attempt(204, .delivered, at: 7))
+        #expect(goneDestinations.sinceMs == ["t1/d1": 5])
+        goneDestinations.note(attempt(410, .cancelled, at: 9))
+        goneDestinations.note(attempt(nil, .retryScheduled, at: 11))
+        #expect(goneDestinations.sinceMs == ["t1/d1": 9])
     }
 }

@@ -352,9 +352,8 @@ struct AdminTests {
         #expect(try DeliveryEngine.savedModes(controlFile: path, configured: ["t1/d1"])["t1/d1"] == .paused)
     }
 
-    /// An attempt that was in flight at a 410 and ends after it, with another status, does not stand for a resume:
-    /// the disable that was never saved is rebuilt at a start, and at a reload that configures the destination
-    /// again after a start without it.
+    /// An attempt that was in flight at a 410 and ends after it with another status is no resume. So the disable
+    /// that was never saved is rebuilt at a start, and at a reload that adds the destination after a start without it.
     @Test(arguments: [true, false])
     func unsavedDisableRebuiltDespiteLaterAttempt(configuredAtStart: Bool) throws {
         // Two attempts go out together: the first to arrive ends after the second's 410.

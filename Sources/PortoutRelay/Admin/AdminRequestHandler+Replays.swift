@@ -244,7 +244,7 @@ extension AdminRequestHandler {
         return issues.isEmpty ? .success(found) : .failure(ValidationFailure(issues))
     }
 
-    /// Parses the filter fields of a body and requires at least one of `fields`, the ones the request takes;
+    /// Parses the filter fields of a body and requires at least one of `fields`, the ones the request takes.
     /// `missingField` names what to add instead. A tenant or destination that is not configured is rejected,
     /// since nothing could be sent to it.
     private func nonEmptyFilter(

@@ -30,8 +30,8 @@ struct OfflineReplay {
         }
         let logger = Logger(level: .warning)
         var unsettled = UnsettledDeliveries()
-        var gone = GoneDestinations()
-        let journal = try self.openJournal(logger: logger, unsettled: &unsettled, gone: &gone)
+        var goneDestinations = GoneDestinations()
+        let journal = try self.openJournal(logger: logger, unsettled: &unsettled, goneDestinations: &goneDestinations)
         defer { journal.close() }
         let pending = unsettled.pendingDeliveries()
         // Checked before the scan, which can take long on a large journal.
@@ -80,7 +80,7 @@ struct OfflineReplay {
         }
         return try self.deliver(
             matches, scannedRecords: scannedRecords, pending: pending, restart: restart, saved: saved,
-            journal: journal, gone: gone, logger: logger, interrupt: interrupt)
+            journal: journal, goneDestinations: goneDestinations, logger: logger, interrupt: interrupt)
     }
 
     /// Refuses to write into a data directory that another user owns, as root would with a relay that runs as a
@@ -98,10 +98,10 @@ struct OfflineReplay {
 
     /// Opens the journal, which recovers it as a start of the relay would, and takes its lock.
     private func openJournal(
-        logger: Logger, unsettled: inout UnsettledDeliveries, gone: inout GoneDestinations
+        logger: Logger, unsettled: inout UnsettledDeliveries, goneDestinations: inout GoneDestinations
     ) throws -> Journal {
         var found = UnsettledDeliveries()
-        var goneFound = GoneDestinations()
+        var foundGoneDestinations = GoneDestinations()
         let result = Result { () throws(JournalError) -> Journal in
             try Journal.open(
                 directory: self.dataDirectory + "/journal", segmentBytes: self.config.journal.segmentBytes,
@@ -111,13 +111,13 @@ struct OfflineReplay {
                 case .event(let event): found.add(event, at: location)
                 case .attempt(let attempt):
                     _ = found.apply(attempt)
-                    goneFound.note(attempt)
+                    foundGoneDestinations.note(attempt)
                 case .replay(let replay): found.reopen(replay)
                 }
             }
         }
         unsettled = found
-        gone = goneFound
+        goneDestinations = foundGoneDestinations
         if case .failure(let error) = result, error.reason == "the journal is in use by another process" {
             throw CommandError("the relay is running on \(self.dataDirectory); replay through it without --offline")
         }
@@ -150,7 +150,7 @@ struct OfflineReplay {
     /// Queues and sends the matches as a job, waits for them, and adds the job to `saved` in the file.
     private func deliver(
         _ matches: [ReplayScan.Match], scannedRecords: Int, pending: [PendingDelivery], restart: ReplayRestart,
-        saved: Result<[ReplayJob], any Error>, journal: Journal, gone: GoneDestinations, logger: Logger,
+        saved: Result<[ReplayJob], any Error>, journal: Journal, goneDestinations: GoneDestinations, logger: Logger,
         interrupt: InterruptWatch
     ) throws -> Int32 {
         let job = ReplayJob(kind: "replay", filter: self.filter)
@@ -160,7 +160,8 @@ struct OfflineReplay {
         let observer = ReplayProgressObserver(registry: registry)
         let engine = DeliveryEngine(
             tenants: self.config.tenants, defaults: self.config.delivery, journal: journal, logger: logger,
-            controlFile: self.dataDirectory + "/destinations.json", observer: observer, gone: gone)
+            controlFile: self.dataDirectory + "/destinations.json", observer: observer,
+            goneDestinations: goneDestinations)
         let configured = engine.configuredDestinations()
         // As at the relay's start, so that a replay cancelled before the stop sends nothing.
         engine.submit(restart.withdrawingCancelled(pending, journal: journal, observer: observer).filter {
