@@ -196,6 +196,7 @@ def main():
     say("And with the admin listener:")
     say(f"  curl -s {admin_auth}{admin_base}/admin/destinations")
     say(f"  curl -s {admin_auth}-X POST {admin_base}/admin/destinations/{tenant['id']}/billing/pause   # then .../resume")
+    say(f"  curl -s {admin_auth}'{admin_base}/admin/deliveries?destination=billing&limit=3'   # each attempt")
     say(f"  curl -s {admin_auth}{admin_base}/metrics | grep portout_delivery_queue_depth")
     say(f"  {arguments.binary} journal dump --data-dir {data_dir} | tail")
     say(f"  tail -f {RELAY_LOG}")

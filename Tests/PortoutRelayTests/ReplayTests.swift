@@ -96,6 +96,8 @@ struct ReplayTests {
         #expect(try preview(#""tenant": "gigs", "destination": "d1", "to": "2000-01-01T00:00:00Z""#) == 0)
         #expect(try preview(#""tenant": "gigs", "from": "2000-01-01T00:00:00Z""#) == original.count)
         #expect(try preview(#""tenant": "gigs", "deadLetteredOnly": true"#) == 0)
+        let eventID = try #require(original.first?.json?["id"]?.stringValue)
+        #expect(try preview(#""event": "\#(eventID)""#) == 1)
         // Nothing could be sent to a tenant or destination that is not configured, so naming one is an error.
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"tenant": "other"}"#).status == 422)
         #expect(try Self.admin(harness, "POST", "/admin/replays", body: #"{"destination": "nosuch"}"#).status == 422)
@@ -319,6 +321,82 @@ struct ReplayTests {
         #expect(dumped.isEmpty, "journal dump --dead-letters listed redelivered ones: \(dumped)")
     }
 
+    static func deliveries(_ harness: RelayHarness, _ query: String) throws -> [JSONObject] {
+        let list = try Self.json(try Self.admin(harness, "GET", "/admin/deliveries?\(query)"))
+        return list["data"]?.arrayValue?.compactMap(\.objectValue) ?? []
+    }
+
+    static func steps(_ delivery: JSONObject?) -> [String] {
+        (delivery?["steps"]?.arrayValue ?? []).compactMap { step in
+            guard let step = step.objectValue else { return nil }
+            return step["kind"] == "attempt" ? step["outcome"]?.stringValue : step["kind"]?.stringValue
+        }
+    }
+
+    @Test func deliveryHistoryShowsEachStep() throws {
+        let rejecting = Atomic<Bool>(true)
+        let sink = try RecordingSink { index, received in
+            switch received.portOut {
+            case "pout_flaky" where index == 0: return .init(status: 503)
+            case "pout_refused" where rejecting.load(ordering: .relaxed): return .init(status: 400)
+            default: return .init(status: 204)
+            }
+        }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: DeliveryTests.destination(sink.url, retrySchedule: "[0.2]"))
+        defer { harness.finish() }
+        #expect(try harness.post(Events.portOut("pout_flaky", status: "initiated")).status == 202)
+        #expect(waitUntil { sink.received.count == 2 })
+        #expect(try harness.post(Events.portOut("pout_refused", status: "initiated", eventID: "evt_refused")).status == 202)
+        #expect(try harness.post(Events.portOut("pout_flaky", status: "processing")).status == 202)
+        // Attempts reach the journal a moment after the sink responds to them.
+        #expect(waitUntil { (try? Self.deliveries(harness, "destination=d1").map { $0["state"] }) == ["delivered", "deadLettered", "delivered"] })
+
+        let flaky = try Self.deliveries(harness, "portOut=pout_flaky&status=initiated")
+        #expect(flaky.count == 1)
+        #expect(Self.steps(flaky.first) == ["retryScheduled", "delivered"])
+        let firstTry = flaky.first?["steps"]?.arrayValue?.first?.objectValue
+        #expect(firstTry?["httpStatus"] == 503)
+        #expect(firstTry?["attempt"] == 1)
+        #expect(firstTry?["nextAttemptAt"]?.stringValue != nil)
+        #expect(firstTry?["error"] == "destination answered 503")
+        #expect(flaky.first?["event"] == "evt_pout_flaky_initiated")
+
+        let refused = try Self.deliveries(harness, "event=evt_refused")
+        #expect(refused.map { $0["portOut"] } == ["pout_refused"])
+        #expect(refused.first?["state"] == "deadLettered")
+        let refusedID = try #require(refused.first?["id"]?.stringValue)
+
+        // The redelivery's copy is part of the same delivery, after the dead letter.
+        rejecting.store(false, ordering: .relaxed)
+        let deadLetterID = refusedID.replacingOccurrences(of: "dlv_", with: "dl_")
+        let job = try Self.json(try Self.admin(
+            harness, "POST", "/admin/dead-letters/redeliver", body: #"{"ids": ["\#(deadLetterID)"]}"#))
+        let jobID = try #require(job["id"]?.stringValue)
+        _ = try Self.waitForJob(harness, jobID, status: "completed")
+        #expect(waitUntil { (try? Self.deliveries(harness, "event=evt_refused").first?["state"]) == "delivered" })
+        let redelivered = try Self.deliveries(harness, "event=evt_refused").first
+        #expect(Self.steps(redelivered) == ["deadLettered", "queuedByReplay", "delivered"])
+        #expect(redelivered?["steps"]?.arrayValue?[1].objectValue?["replay"] == .string(jobID))
+
+        // Pages go by event, then destination, and survive a restart, since they are read from the journal.
+        try harness.restart()
+        let first = try Self.json(try Self.admin(harness, "GET", "/admin/deliveries?limit=2"))
+        let firstIDs = (first["data"]?.arrayValue ?? []).compactMap { $0.objectValue?["id"]?.stringValue }
+        #expect(firstIDs.count == 2)
+        #expect(firstIDs[1] == refusedID)
+        #expect(first["hasMore"] == true)
+        #expect(first["nextStartingAfter"] == .string(refusedID))
+        let second = try Self.json(try Self.admin(harness, "GET", "/admin/deliveries?limit=2&startingAfter=\(refusedID)"))
+        #expect(second["data"]?.arrayValue?.compactMap { $0.objectValue?["status"] } == ["processing"])
+        #expect(second["hasMore"] == false)
+        #expect(second["nextStartingAfter"] == .null)
+
+        for query in ["startingAfter=\(deadLetterID)", "deadLetteredOnly=true", "limit=201", "event=", "colour=red"] {
+            #expect(try Self.admin(harness, "GET", "/admin/deliveries?\(query)").status == 422, "\(query)")
+        }
+    }
+
     @Test func cancelledRedeliveryKeepsDeadLetters() throws {
         let sink = try RecordingSink { _, _ in .init(status: 400) }
         defer { sink.shutdown() }
@@ -342,6 +420,9 @@ struct ReplayTests {
         }
         // Listed again once the withdrawals are journaled.
         #expect(waitUntil { (try? listed()) == 2 })
+        let history = try Self.deliveries(harness, "destination=d1")
+        #expect(history.map { $0["state"] } == ["deadLettered", "deadLettered"])
+        #expect(Self.steps(history.first) == ["deadLettered", "queuedByReplay", "cancelled"])
         try harness.restart()
         #expect(try listed() == 2)
         // A journal scan agrees that they are dead letters again.

@@ -89,6 +89,56 @@ extension AdminRequestHandler {
 
     /// `GET /admin/dead-letters`: filter fields, `limit` and `startingAfter` as query parameters.
     func listDeadLetters(query: Substring?) -> HTTPResponse {
+        let parsed: ListQuery
+        switch Self.listQuery(query, idPrefix: DeadLetter.idPrefix) {
+        case .failure(let error): return HTTPResponse(error: error)
+        case .success(let query): parsed = query
+        }
+        let matching = self.deadLetters.matching(parsed.filter).filter { parsed.after == nil || $0.key > parsed.after! }
+        let page = matching.prefix(parsed.limit)
+        return HTTPResponse(status: 200, json: [
+            "object": "list", "data": .array(page.map(Self.deadLetterJSON)),
+            "hasMore": .bool(matching.count > parsed.limit),
+            "nextStartingAfter": matching.count > parsed.limit ? .string(page.last!.id) : .null,
+        ])
+    }
+
+    /// `GET /admin/deliveries`: each delivery the filter takes, with every attempt and replay of it that the
+    /// journal holds, oldest event first. Filter fields, `limit` and `startingAfter` as query parameters.
+    func listDeliveries(query: Substring?, respond: @escaping @Sendable (HTTPResponse) -> Void) {
+        let parsed: ListQuery
+        switch Self.listQuery(query, idPrefix: DeliveryHistory.Delivery.idPrefix) {
+        case .failure(let error): return respond(HTTPResponse(error: error))
+        case .success(let query): parsed = query
+        }
+        let logger = self.logger
+        self.replays.history(parsed.filter, after: parsed.after, limit: parsed.limit) { result in
+            switch result {
+            case .failure(let failure):
+                logger.warning(
+                    "delivery history not read", ["error": .string(failure.description), "filter": parsed.filter.jsonValue])
+                respond(HTTPResponse(error: .serviceUnavailable(
+                    code: "journalUnreadable", "The delivery history could not be read: \(failure.description).",
+                    retryAfterSeconds: 1)))
+            case .success(let page):
+                respond(HTTPResponse(status: 200, json: [
+                    "object": "list", "data": .array(page.deliveries.map(Self.deliveryJSON)),
+                    "hasMore": .bool(page.hasMore),
+                    "nextStartingAfter": page.hasMore ? .string(page.deliveries.last!.id) : .null,
+                ]))
+            }
+        }
+    }
+
+    /// The query of a list of deliveries: filter fields but `deadLetteredOnly`, a page size, and the id of the
+    /// entry to start after.
+    struct ListQuery {
+        var filter: DeliveryFilter
+        var limit: Int
+        var after: DeliveryKey?
+    }
+
+    private static func listQuery(_ query: Substring?, idPrefix: String) -> Result<ListQuery, APIError> {
         let parameters = QueryParameters(query)
         var issues = parameters.issues()
         let known = Set(DeliveryFilter.fieldNames + ["limit", "startingAfter"]).subtracting(["deadLetteredOnly"])
@@ -105,22 +155,15 @@ extension AdminRequestHandler {
 
         var after: DeliveryKey?
         if let text = parameters["startingAfter"] {
-            after = DeadLetter.key(fromID: text)
+            after = DeliveryKey(id: text, prefix: idPrefix)
             if after == nil {
-                issues.append(ValidationIssue(field: "startingAfter", message: "must be a dead letter id such as dl_42_billing"))
+                issues.append(ValidationIssue(field: "startingAfter", message: "must be an id from this list, such as \(idPrefix)42_billing"))
             }
         }
         guard issues.isEmpty else {
-            return HTTPResponse(error: .unprocessable(code: "invalidParameters", "The query is invalid.", details: issues))
+            return .failure(.unprocessable(code: "invalidParameters", "The query is invalid.", details: issues))
         }
-
-        let matching = self.deadLetters.matching(filter).filter { after == nil || $0.key > after! }
-        let page = matching.prefix(limit)
-        return HTTPResponse(status: 200, json: [
-            "object": "list", "data": .array(page.map(Self.deadLetterJSON)),
-            "hasMore": .bool(matching.count > limit),
-            "nextStartingAfter": matching.count > limit ? .string(page.last!.id) : .null,
-        ])
+        return .success(ListQuery(filter: filter, limit: limit, after: after))
     }
 
     /// Reads the `limit` query parameter, or returns the default page size.
@@ -230,7 +273,7 @@ extension AdminRequestHandler {
         var keys: [DeliveryKey] = []
         var issues: [ValidationIssue] = []
         for (index, element) in elements.enumerated() {
-            guard let key = element.stringValue.flatMap(DeadLetter.key(fromID:)) else {
+            guard let key = element.stringValue.flatMap({ DeliveryKey(id: $0, prefix: DeadLetter.idPrefix) }) else {
                 issues.append(ValidationIssue(field: "ids[\(index)]", message: "must be a dead letter id such as dl_42_billing"))
                 continue
             }
@@ -297,6 +340,31 @@ extension AdminRequestHandler {
                 ("attempts", .number(Double(deadLetter.attempts))),
                 ("httpStatus", deadLetter.httpStatus.map { .number(Double($0)) } ?? .null),
                 ("reason", .string(deadLetter.reason)),
+            ]))
+    }
+
+    static func deliveryJSON(_ delivery: DeliveryHistory.Delivery) -> JSONValue {
+        func time(_ milliseconds: Int64) -> JSONValue {
+            .string(RFC3339.format(epochMilliseconds: milliseconds))
+        }
+        let steps: [JSONValue] = delivery.steps.map { step in
+            switch step {
+            case .attempt(let attempt):
+                return .object(JSONObject([
+                    ("kind", "attempt"), ("at", time(attempt.atMs)), ("attempt", .number(Double(attempt.attempt))),
+                    ("outcome", .string(attempt.outcome.name)),
+                    ("httpStatus", attempt.httpStatus.map { .number(Double($0)) } ?? .null),
+                    ("error", attempt.error.isEmpty ? .null : .string(attempt.error)),
+                    ("nextAttemptAt", attempt.nextAttemptAtMs.map(time) ?? .null),
+                ]))
+            case .queuedByReplay(let replayID, let atMs):
+                return .object(JSONObject([("kind", "queuedByReplay"), ("at", time(atMs)), ("replay", .string(replayID))]))
+            }
+        }
+        return .object(JSONObject(
+            [("object", "delivery"), ("id", .string(delivery.id))] + self.eventMembers(delivery.event) + [
+                ("destination", .string(delivery.destination)), ("state", .string(delivery.state.rawValue)),
+                ("steps", .array(steps)),
             ]))
     }
 

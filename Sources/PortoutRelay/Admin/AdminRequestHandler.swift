@@ -46,12 +46,13 @@ struct AdminRequestHandler: HTTPRequestHandler {
         case replays
         case replay(id: String)
         case deadLetters
+        case deliveries
         case redeliver
         case stalled
 
         var allowedMethods: [String] {
             switch self {
-            case .metrics, .destinations, .unconfiguredDestinations, .destination, .deadLetters, .stalled:
+            case .metrics, .destinations, .unconfiguredDestinations, .destination, .deadLetters, .deliveries, .stalled:
                 return ["GET", "HEAD"]
             case .pause, .resume, .redeliver: return ["POST"]
             case .replays: return ["GET", "HEAD", "POST"]
@@ -75,6 +76,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
             case ("replays", 1): return .replay(id: rest[0])
             case ("dead-letters", 0): return .deadLetters
             case ("dead-letters", 1) where rest[0] == "redeliver": return .redeliver
+            case ("deliveries", 0): return .deliveries
             case ("stalled", 0): return .stalled
             default: return nil
             }
@@ -140,6 +142,8 @@ struct AdminRequestHandler: HTTPRequestHandler {
             self.replay(id: id, method: request.head.method, peer: peer, respond: respond)
         case .deadLetters:
             respond(self.listDeadLetters(query: request.head.query))
+        case .deliveries:
+            self.listDeliveries(query: request.head.query, respond: respond)
         case .redeliver:
             self.redeliver(body: request.body, peer: peer, respond: respond)
         case .stalled:

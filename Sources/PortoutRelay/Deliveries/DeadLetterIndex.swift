@@ -21,22 +21,15 @@ struct DeadLetter: Sendable {
         self.deadLetteredAtMs = attempt.atMs
     }
 
-    /// `dl_<event sequence>_<destination>`, stable across restarts since both parts come from the journal.
+    /// `dl_<event sequence>_<destination>`.
     var id: String {
-        "dl_\(self.event.sequence)_\(self.destination)"
+        self.key.id(prefix: Self.idPrefix)
     }
+
+    static let idPrefix = "dl_"
 
     var key: DeliveryKey {
         DeliveryKey(sequence: self.event.sequence, destination: self.destination)
-    }
-
-    /// Parses an id made by `id`; nil for anything else.
-    static func key(fromID id: String) -> DeliveryKey? {
-        guard id.hasPrefix("dl_") else { return nil }
-        let rest = id.dropFirst(3)
-        guard let separator = rest.firstIndex(of: "_"), let sequence = UInt64(rest[..<separator]) else { return nil }
-        let destination = String(rest[rest.index(after: separator)...])
-        return destination.isEmpty ? nil : DeliveryKey(sequence: sequence, destination: destination)
     }
 }
 

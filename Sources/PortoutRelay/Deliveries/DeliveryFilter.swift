@@ -6,6 +6,7 @@ struct DeliveryFilter: Sendable, Equatable {
     var tenant: String?
     var destination: String?
     var portOutID: String?
+    var eventID: String?
     var statuses: Set<PortOutStatus>?
     var type: String?
     /// Acceptance time, from inclusive and to exclusive, in Unix milliseconds.
@@ -15,7 +16,9 @@ struct DeliveryFilter: Sendable, Equatable {
     var deadLetteredOnly = false
 
     /// The names a filter is written with, in a JSON body, a query string or command-line flags.
-    static let fieldNames = ["tenant", "destination", "portOut", "status", "type", "from", "to", "deadLetteredOnly"]
+    static let fieldNames = [
+        "tenant", "destination", "portOut", "event", "status", "type", "from", "to", "deadLetteredOnly",
+    ]
 
     var isEmpty: Bool {
         self == DeliveryFilter()
@@ -25,6 +28,7 @@ struct DeliveryFilter: Sendable, Equatable {
         if let tenant = self.tenant, event.tenant != tenant { return false }
         if let wanted = self.destination, destination != wanted { return false }
         if let portOutID = self.portOutID, event.portOutID != portOutID { return false }
+        if let eventID = self.eventID, event.eventID != eventID { return false }
         if let statuses = self.statuses {
             guard let status = event.status, statuses.contains(status) else { return false }
         }
@@ -64,6 +68,7 @@ struct DeliveryFilter: Sendable, Equatable {
         filter.tenant = text("tenant")
         filter.destination = text("destination")
         filter.portOutID = text("portOut")
+        filter.eventID = text("event")
         filter.type = text("type")
         if let statuses = text("status") {
             let parsed = statuses.split(separator: ",").map { PortOutStatus(rawValue: String($0)) }
@@ -117,6 +122,7 @@ struct DeliveryFilter: Sendable, Equatable {
         object["tenant"] = self.tenant.map { .string($0) }
         object["destination"] = self.destination.map { .string($0) }
         object["portOut"] = self.portOutID.map { .string($0) }
+        object["event"] = self.eventID.map { .string($0) }
         object["status"] = self.statuses.map { .string($0.map(\.rawValue).sorted().joined(separator: ",")) }
         object["type"] = self.type.map { .string($0) }
         object["from"] = self.acceptedFromMs.map { .string(RFC3339.format(epochMilliseconds: $0)) }

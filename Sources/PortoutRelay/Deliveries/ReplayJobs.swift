@@ -359,6 +359,20 @@ final class ReplayJobs: Sendable {
         }
     }
 
+    /// Reads a page of delivery histories. It takes the scan queue like a replay, so that the reads of the
+    /// journal that admin requests start run one at a time and never beside a retention pass.
+    func history(
+        _ filter: DeliveryFilter, after: DeliveryKey?, limit: Int,
+        completion: @escaping @Sendable (Result<DeliveryHistory.Page, ReplayScan.Failure>) -> Void
+    ) {
+        let dataDirectory = self.dataDirectory
+        self.scans.async {
+            completion(DeliveryHistory.page(dataDirectory: dataDirectory, filter: filter, after: after, limit: limit) {
+                self.stopping.load(ordering: .relaxed)
+            })
+        }
+    }
+
     /// Starts a replay: scans the journal on a background queue, then queues the matches. Returns nil, and
     /// starts nothing, when `maxUnfinishedJobs` jobs are unfinished.
     func startReplay(_ filter: DeliveryFilter) -> ReplayJob? {

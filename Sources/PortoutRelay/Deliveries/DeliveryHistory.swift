@@ -1,0 +1,135 @@
+import PortoutCore
+import PortoutDelivery
+import PortoutJournal
+
+/// The journal's record of single deliveries, every attempt and every time a replay queued one again, for
+/// `GET /admin/deliveries`, so that an operator can see what happened to one event at a destination without
+/// reading a journal dump.
+enum DeliveryHistory {
+    /// The status of a delivery after the records read so far.
+    enum State: String, Sendable {
+        /// Not attempted yet, or queued again by a replay and not attempted since.
+        case pending
+        /// The last attempt failed and another is due.
+        case retrying
+        case delivered
+        case deadLettered
+    }
+
+    /// One step of a delivery, in journal order.
+    enum Step: Sendable {
+        case attempt(AttemptRecord)
+        case queuedByReplay(replayID: String, atMs: Int64)
+    }
+
+    struct Delivery: Sendable {
+        var event: EventSummary
+        var destination: String
+        var state = State.pending
+        var steps: [Step] = []
+        /// The state before the newest replay queued the delivery, which a withdrawal of that copy restores.
+        var stateBeforeReplay: State?
+
+        var key: DeliveryKey {
+            DeliveryKey(sequence: self.event.sequence, destination: self.destination)
+        }
+
+        var id: String {
+            self.key.id(prefix: Self.idPrefix)
+        }
+
+        static let idPrefix = "dlv_"
+
+        mutating func apply(_ attempt: AttemptRecord) {
+            self.steps.append(.attempt(attempt))
+            switch attempt.outcome {
+            case .delivered: self.state = .delivered
+            case .retryScheduled: self.state = .retrying
+            case .deadLettered: self.state = .deadLettered
+            case .cancelled: self.state = self.stateBeforeReplay ?? .pending
+            }
+        }
+
+        mutating func applyReplay(_ replay: ReplayRecord) {
+            self.steps.append(.queuedByReplay(replayID: replay.replayID, atMs: replay.atMs))
+            self.stateBeforeReplay = self.state
+            self.state = .pending
+        }
+    }
+
+    struct Page: Sendable {
+        var deliveries: [Delivery]
+        var hasMore: Bool
+        var scannedRecords: Int
+    }
+
+    /// Reads the whole journal under `dataDirectory` and returns the first `limit` deliveries that `filter`
+    /// takes after `after`, in the order of their keys (event sequence, then destination), each with its steps.
+    /// Only `limit + 1` deliveries are kept while reading, so the memory a request takes does not grow with the
+    /// journal. `shouldStop` is polled between records.
+    static func page(
+        dataDirectory: String, filter: DeliveryFilter, after: DeliveryKey?, limit: Int,
+        shouldStop: () -> Bool = { false }
+    ) -> Result<Page, ReplayScan.Failure> {
+        var kept: [DeliveryKey: Delivery] = [:]
+        // The largest kept key, which the next smaller candidate displaces once `limit + 1` are kept.
+        var largest: DeliveryKey?
+        var scanned = 0
+        var stopped = false
+        do {
+            _ = try JournalCommands.forEachRecord(dataDirectory) { record, location in
+                guard !stopped else { return }
+                scanned += 1
+                if scanned % 4096 == 0 && shouldStop() {
+                    stopped = true
+                    return
+                }
+                switch record {
+                case .event(let event):
+                    let summary = EventSummary(event, location: location)
+                    for destination in event.destinations where filter.matches(summary, destination: destination) {
+                        let key = DeliveryKey(sequence: event.sequence, destination: destination)
+                        guard after.map({ key > $0 }) ?? true, kept[key] == nil else { continue }
+                        if kept.count > limit {
+                            // Events come in sequence order except in a damaged journal, so this is rare.
+                            guard let current = largest, key < current else { continue }
+                            kept[current] = nil
+                        }
+                        kept[key] = Delivery(event: summary, destination: destination)
+                        largest = kept.keys.max()
+                    }
+                case .attempt(let attempt):
+                    kept[DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination)]?.apply(attempt)
+                case .replay(let replay):
+                    kept[DeliveryKey(sequence: replay.event.sequence, destination: replay.destination)]?
+                        .applyReplay(replay)
+                }
+            }
+        } catch {
+            return .failure(.journal(error.description))
+        }
+        if stopped {
+            return .failure(.stopped)
+        }
+        let ordered = kept.values.sorted { $0.key < $1.key }
+        return .success(Page(
+            deliveries: Array(ordered.prefix(limit)), hasMore: ordered.count > limit, scannedRecords: scanned))
+    }
+}
+
+extension DeliveryKey {
+    /// `<prefix><event sequence>_<destination>`, stable across restarts since both parts come from the journal.
+    func id(prefix: String) -> String {
+        "\(prefix)\(self.sequence)_\(self.destination)"
+    }
+
+    /// Parses an id made by `id(prefix:)`; nil for anything else.
+    init?(id: String, prefix: String) {
+        guard id.hasPrefix(prefix) else { return nil }
+        let rest = id.dropFirst(prefix.count)
+        guard let separator = rest.firstIndex(of: "_"), let sequence = UInt64(rest[..<separator]) else { return nil }
+        let destination = String(rest[rest.index(after: separator)...])
+        guard !destination.isEmpty else { return nil }
+        self.init(sequence: sequence, destination: destination)
+    }
+}
