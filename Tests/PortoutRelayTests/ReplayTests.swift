@@ -395,6 +395,19 @@ struct ReplayTests {
         for query in ["startingAfter=\(deadLetterID)", "deadLetteredOnly=true", "limit=201", "event=", "colour=red"] {
             #expect(try Self.admin(harness, "GET", "/admin/deliveries?\(query)").status == 422, "\(query)")
         }
+
+        // The command prints the same entries from the journal, which it may read beside the relay.
+        let outputPath = harness.directory.path + "/deliveries.jsonl"
+        let command = try ReplayCommandTests.launch(
+            RelayProcess.binary, ["journal", "deliveries", "--data-dir", harness.directory.path + "/data", "--limit", "2"],
+            outputPath: outputPath)
+        command.waitUntilExit()
+        #expect(command.terminationStatus == 0)
+        let printed = try String(contentsOfFile: outputPath, encoding: .utf8).split(separator: "\n")
+            .compactMap { try? JSONParser.parse(Array($0.utf8)).objectValue }
+        let listed = first["data"]?.arrayValue?.compactMap(\.objectValue) ?? []
+        #expect(printed.count == 2)
+        #expect(printed == listed)
     }
 
     @Test func cancelledRedeliveryKeepsDeadLetters() throws {

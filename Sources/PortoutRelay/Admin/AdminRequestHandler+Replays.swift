@@ -122,7 +122,7 @@ extension AdminRequestHandler {
                     retryAfterSeconds: 1)))
             case .success(let page):
                 respond(HTTPResponse(status: 200, json: [
-                    "object": "list", "data": .array(page.deliveries.map(Self.deliveryJSON)),
+                    "object": "list", "data": .array(page.deliveries.map(\.jsonValue)),
                     "hasMore": .bool(page.hasMore),
                     "nextStartingAfter": page.hasMore ? .string(page.deliveries.last!.id) : .null,
                 ]))
@@ -343,32 +343,7 @@ extension AdminRequestHandler {
             ]))
     }
 
-    static func deliveryJSON(_ delivery: DeliveryHistory.Delivery) -> JSONValue {
-        func time(_ milliseconds: Int64) -> JSONValue {
-            .string(RFC3339.format(epochMilliseconds: milliseconds))
-        }
-        let steps: [JSONValue] = delivery.steps.map { step in
-            switch step {
-            case .attempt(let attempt):
-                return .object(JSONObject([
-                    ("kind", "attempt"), ("at", time(attempt.atMs)), ("attempt", .number(Double(attempt.attempt))),
-                    ("outcome", .string(attempt.outcome.name)),
-                    ("httpStatus", attempt.httpStatus.map { .number(Double($0)) } ?? .null),
-                    ("error", attempt.error.isEmpty ? .null : .string(attempt.error)),
-                    ("nextAttemptAt", attempt.nextAttemptAtMs.map(time) ?? .null),
-                ]))
-            case .queuedByReplay(let replayID, let atMs):
-                return .object(JSONObject([("kind", "queuedByReplay"), ("at", time(atMs)), ("replay", .string(replayID))]))
-            }
-        }
-        return .object(JSONObject(
-            [("object", "delivery"), ("id", .string(delivery.id))] + self.eventMembers(delivery.event) + [
-                ("destination", .string(delivery.destination)), ("state", .string(delivery.state.rawValue)),
-                ("steps", .array(steps)),
-            ]))
-    }
-
-    private static func eventMembers(_ event: EventSummary) -> [(key: String, value: JSONValue)] {
+    static func eventMembers(_ event: EventSummary) -> [(key: String, value: JSONValue)] {
         [
             ("tenant", .string(event.tenant)),
             ("event", .string(event.eventID)),

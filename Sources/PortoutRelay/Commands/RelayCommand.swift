@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import PortoutCore
+import PortoutDelivery
 import PortoutJournal
 
 /// The `portout-relay` command line.
@@ -18,6 +19,9 @@ public enum RelayCommand {
                         check every journal frame; exit status 1 if any segment is damaged
           journal dump --data-dir DIR [--bodies] [--dead-letters]
                         print one JSON line per record; --dead-letters lists only deliveries that gave up
+          journal deliveries --data-dir DIR [filter flags as for replay] [--limit N] [--starting-after ID]
+                        print one JSON line per delivery, oldest event first, with each attempt and replay of it
+                        (at most N, default 1000)
           journal stats --data-dir DIR [--retention-seconds N]
                         print totals for the journal as one JSON line, with what retention would remove now
                         (--retention-seconds, or journal.retentionSeconds from --config); each journal command
@@ -352,10 +356,14 @@ public enum RelayCommand {
     }
 
     private static func journal(_ arguments: ArraySlice<String>) throws -> Int32 {
-        guard let action = arguments.first else { throw UsageError("journal needs verify, dump or stats") }
-        let options = try CommandArguments(
-            arguments.dropFirst(), valueOptions: ["--data-dir", "--config", "--retention-seconds"],
-            flagOptions: ["--bodies", "--dead-letters"])
+        guard let action = arguments.first else { throw UsageError("journal needs verify, dump, stats or deliveries") }
+        let options = action == "deliveries"
+            ? try CommandArguments(
+                arguments.dropFirst(),
+                valueOptions: ReplayCommand.filterValueOptions.union(["--data-dir", "--config", "--limit", "--starting-after"]))
+            : try CommandArguments(
+                arguments.dropFirst(), valueOptions: ["--data-dir", "--config", "--retention-seconds"],
+                flagOptions: ["--bodies", "--dead-letters"])
         let config = try options["--config"].map { try RelayConfig.load(path: $0) }
         guard let dataDirectory = options["--data-dir"] ?? config?.dataDir else {
             throw UsageError("journal \(action) needs --data-dir or --config")
@@ -379,8 +387,44 @@ public enum RelayCommand {
             }
             return self.reportDamage(
                 try JournalCommands.stats(dataDirectory: dataDirectory, retentionSeconds: retention, output: output))
+        case "deliveries":
+            return try self.listDeliveries(options, dataDirectory: dataDirectory, output: output)
         default:
             throw UsageError("unknown journal command \(action)")
+        }
+    }
+
+    /// `journal deliveries`: one JSON line per delivery the filter flags take, with its steps, as
+    /// `GET /admin/deliveries` lists them, for when the relay is not running.
+    private static func listDeliveries(
+        _ options: CommandArguments, dataDirectory: String, output: (String) -> Void
+    ) throws -> Int32 {
+        let filter = try ReplayCommand.filter(options, required: false)
+        var limit = 1000
+        if let text = options["--limit"] {
+            guard let value = Int(text), (1...ReplayScan.maxDeliveries).contains(value) else {
+                throw UsageError("--limit must be a whole number from 1 to \(ReplayScan.maxDeliveries)")
+            }
+            limit = value
+        }
+        let prefix = DeliveryHistory.Delivery.idPrefix
+        let after = try options["--starting-after"].map { text in
+            guard let key = DeliveryKey(id: text, prefix: prefix) else {
+                throw UsageError("--starting-after must be a delivery id such as \(prefix)42_billing")
+            }
+            return key
+        }
+        switch DeliveryHistory.page(dataDirectory: dataDirectory, filter: filter, after: after, limit: limit) {
+        case .failure(let failure):
+            throw CommandError("the deliveries could not be listed: \(failure.description)")
+        case .success(let page):
+            for delivery in page.deliveries {
+                output(JSONWriter.encodeString(delivery.jsonValue))
+            }
+            if page.hasMore, let last = page.deliveries.last {
+                self.printError("portout-relay: more deliveries match; continue with --starting-after \(last.id)")
+            }
+            return 0
         }
     }
 

@@ -58,7 +58,13 @@ enum ReplayCommand {
         }
     }
 
-    private static func filter(_ options: CommandArguments) throws -> DeliveryFilter {
+    /// The value options that give a filter's fields, for commands that take a filter.
+    static var filterValueOptions: Set<String> {
+        Set(self.filterFlags.values)
+    }
+
+    /// Reads the filter flags. A replay needs at least one (`required`), where a listing takes all deliveries.
+    static func filter(_ options: CommandArguments, required: Bool = true) throws -> DeliveryFilter {
         let parsed = DeliveryFilter.parse { field in
             if field == "deadLetteredOnly" {
                 return options.has("--dead-lettered-only") ? .bool(true) : nil
@@ -69,7 +75,7 @@ enum ReplayCommand {
         case .failure(let failure):
             let problems = failure.issues.map { "\(self.filterFlags[$0.field] ?? "--" + $0.field) \($0.message)" }
             throw UsageError(problems.joined(separator: "; "))
-        case .success(let filter) where filter.isEmpty:
+        case .success(let filter) where filter.isEmpty && required:
             throw UsageError("a replay needs at least one of \(self.filterFlags.values.sorted().joined(separator: ", ")) or --dead-lettered-only")
         case .success(let filter):
             return filter

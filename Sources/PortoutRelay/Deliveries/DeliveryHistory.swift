@@ -40,6 +40,34 @@ enum DeliveryHistory {
 
         static let idPrefix = "dlv_"
 
+        /// The delivery as `GET /admin/deliveries` and `journal deliveries` show it.
+        var jsonValue: JSONValue {
+            func time(_ milliseconds: Int64) -> JSONValue {
+                .string(RFC3339.format(epochMilliseconds: milliseconds))
+            }
+            let steps: [JSONValue] = self.steps.map { step in
+                switch step {
+                case .attempt(let attempt):
+                    return .object(JSONObject([
+                        ("kind", "attempt"), ("at", time(attempt.atMs)), ("attempt", .number(Double(attempt.attempt))),
+                        ("outcome", .string(attempt.outcome.name)),
+                        ("httpStatus", attempt.httpStatus.map { .number(Double($0)) } ?? .null),
+                        ("error", attempt.error.isEmpty ? .null : .string(attempt.error)),
+                        ("nextAttemptAt", attempt.nextAttemptAtMs.map(time) ?? .null),
+                    ]))
+                case .queuedByReplay(let replayID, let atMs):
+                    return .object(JSONObject([
+                        ("kind", "queuedByReplay"), ("at", time(atMs)), ("replay", .string(replayID)),
+                    ]))
+                }
+            }
+            return .object(JSONObject(
+                [("object", "delivery"), ("id", .string(self.id))] + AdminRequestHandler.eventMembers(self.event) + [
+                    ("destination", .string(self.destination)), ("state", .string(self.state.rawValue)),
+                    ("steps", .array(steps)),
+                ]))
+        }
+
         mutating func apply(_ attempt: AttemptRecord) {
             self.steps.append(.attempt(attempt))
             switch attempt.outcome {
