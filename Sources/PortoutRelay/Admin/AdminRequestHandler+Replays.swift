@@ -114,6 +114,9 @@ extension AdminRequestHandler {
         let logger = self.logger
         self.replays.history(parsed.filter, after: parsed.after, limit: parsed.limit) { result in
             switch result {
+            case .failure(.stopped):
+                respond(HTTPResponse(error: .serviceUnavailable(
+                    code: "relayStopping", "The relay is stopping; ask again once it has started.", retryAfterSeconds: 1)))
             case .failure(let failure):
                 logger.warning(
                     "delivery history not read", ["error": .string(failure.description), "filter": parsed.filter.jsonValue])

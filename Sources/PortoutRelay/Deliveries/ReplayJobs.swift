@@ -367,6 +367,10 @@ final class ReplayJobs: Sendable {
     ) {
         let dataDirectory = self.dataDirectory
         self.scans.async {
+            // Requests queued behind others when the stop began are answered at once, not after a read each.
+            guard !self.stopping.load(ordering: .relaxed) else {
+                return completion(.failure(.stopped))
+            }
             completion(DeliveryHistory.page(dataDirectory: dataDirectory, filter: filter, after: after, limit: limit) {
                 self.stopping.load(ordering: .relaxed)
             })
