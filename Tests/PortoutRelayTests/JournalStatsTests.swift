@@ -15,6 +15,20 @@ struct JournalStatsTests {
         return (summary, damage)
     }
 
+    /// A replay record of a delivery still unsettled queued nothing, as the replay's own `alreadyPending` count
+    /// says, so it is not counted as a replayed delivery.
+    @Test func replayOfPendingNotCounted() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let data = try DeliveryHistoryTests.write([
+            .event(DeliveryHistoryTests.event(1)), .attempt(DeliveryHistoryTests.attempt(1, 1, .delivered)),
+            DeliveryHistoryTests.replay(1, "rpl_a"), DeliveryHistoryTests.replay(1, "rpl_b"),
+        ], in: directory)
+        let (summary, _) = try Self.stats(data)
+        #expect(summary["replayedDeliveries"] == 1)
+        #expect(summary["unsettledDeliveries"] == 1)
+    }
+
     /// Two damaged records in one segment are two damaged regions but one damaged segment.
     @Test func damageCountsSegmentsAndRegions() throws {
         let harness = try RelayHarness(verify: #"{"secrets": ["\#(RelayHarness.inboundSecret)"]}"#)

@@ -435,7 +435,7 @@ struct ReplayTests {
         #expect(waitUntil { (try? listed()) == 2 })
         let history = try Self.deliveries(harness, "destination=d1")
         #expect(history.map { $0["state"] } == ["deadLettered", "deadLettered"])
-        #expect(Self.steps(history.first) == ["deadLettered", "queuedByReplay", "cancelled"])
+        #expect(Self.steps(history.first) == ["deadLettered", "queuedByReplay", "withdrawn"])
         try harness.restart()
         #expect(try listed() == 2)
         // A journal scan agrees that they are dead letters again.

@@ -141,8 +141,13 @@ public enum JournalCommands {
                     unsettled.removeValue(forKey: "\(attempt.eventSequence)/\(attempt.destination)")
                 }
             case .replay(let replay):
-                replayed += 1
-                unsettled["\(replay.event.sequence)/\(replay.destination)"] = replay.event.location.segment
+                // A replay journals every match, and the engine then leaves a delivery still unsettled with its
+                // owner, as a restart does, so only a settled one was queued again.
+                let key = "\(replay.event.sequence)/\(replay.destination)"
+                if unsettled[key] == nil {
+                    replayed += 1
+                    unsettled[key] = replay.event.location.segment
+                }
             }
         }
         var summary = JSONObject()

@@ -55,7 +55,7 @@ struct OfflineReplay {
         case .success(let found): (matches, scannedRecords) = found
         }
         if self.dryRun {
-            self.progress.line("\(ReplayProgressPrinter.deliveries(matches.count)) match")
+            self.progress.line(ReplayProgressPrinter.matching(matches.count))
             for match in matches.prefix(10) {
                 self.progress.line(JSONWriter.encodeString(AdminRequestHandler.matchJSON(match)))
             }
@@ -174,7 +174,7 @@ struct OfflineReplay {
             registry: registry, dataDirectory: self.dataDirectory, journal: journal, engine: engine,
             deadLetters: DeadLetterIndex())
         jobs.queue(matches, for: job)
-        self.progress.line("replay \(job.id): \(ReplayProgressPrinter.deliveries(matches.count)) match")
+        self.progress.line("replay \(job.id): \(ReplayProgressPrinter.matching(matches.count))")
         let targeted = Set(matches.map { DeliveryEngine.key(tenant: $0.event.tenant, destination: $0.destination) })
         var heldDestinations = Set<String>()
         self.warnHeldDestinations(engine, among: targeted, warned: &heldDestinations)

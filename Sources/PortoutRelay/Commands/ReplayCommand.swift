@@ -100,6 +100,11 @@ final class ReplayProgressPrinter: Sendable {
         count == 1 ? "1 delivery" : "\(count) deliveries"
     }
 
+    /// Returns "1 delivery matches" or "N deliveries match".
+    static func matching(_ count: Int) -> String {
+        self.deliveries(count) + (count == 1 ? " matches" : " match")
+    }
+
     func update(queued: Int, delivered: Int, deadLettered: Int, withdrawn: Int, final: Bool) {
         let settled = delivered + deadLettered + withdrawn
         // "0/0 settled" would read as a job that did nothing and finished; the lines printed after this one
@@ -170,11 +175,14 @@ struct OnlineReplay {
             InterruptWatch.exitInterrupted()
         }
         if self.dryRun {
-            self.progress.line("\(ReplayProgressPrinter.deliveries(Int(created["count"]?.numberValue ?? 0))) match")
+            let count = Int(created["count"]?.numberValue ?? 0)
+            self.progress.line(ReplayProgressPrinter.matching(count))
             for match in created["sample"]?.arrayValue ?? [] {
                 self.progress.line(JSONWriter.encodeString(match))
             }
-            self.warnAboutHeldDestinations(client)
+            if count > 0 {
+                self.warnAboutHeldDestinations(client)
+            }
             return 0
         }
         guard let id = created["id"]?.stringValue else { throw CommandError("the relay returned no replay id") }

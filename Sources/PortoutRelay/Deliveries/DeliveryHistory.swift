@@ -53,6 +53,9 @@ enum DeliveryHistory {
             }
             let steps: [JSONValue] = self.steps.map { step in
                 switch step {
+                case .attempt(let attempt) where attempt.outcome == .cancelled:
+                    // Journaled as an attempt, but nothing was sent: a cancelled replay withdrew its copy.
+                    return .object(JSONObject([("kind", "withdrawn"), ("at", time(attempt.atMs))]))
                 case .attempt(let attempt):
                     return .object(JSONObject([
                         ("kind", "attempt"), ("at", time(attempt.atMs)), ("attempt", .number(Double(attempt.attempt))),
@@ -179,7 +182,7 @@ extension DeliveryKey {
         "\(prefix)\(self.sequence)_\(self.destination)"
     }
 
-    /// Parses an id made by `id(prefix:)`; nil for anything else.
+    /// Parses an id made by `id(prefix:)`, or returns nil for anything else.
     init?(id: String, prefix: String) {
         guard id.hasPrefix(prefix) else { return nil }
         let rest = id.dropFirst(prefix.count)
