@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import PortoutCore
 import PortoutDelivery
 import PortoutJournal
@@ -118,9 +119,42 @@ import Testing
         #expect(try Self.history(records, filter: filter).map(\.key.sequence) == [2])
     }
 
+    /// A dead letter of an event that retention removed cannot be sent again, so a start does not list it, as
+    /// the running relay stopped listing it when retention removed the event.
+    @Test func deadLetterOfRemovedEventNotRestored() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        _ = try Self.write([
+            Self.replay(1, "rpl_a"), .attempt(Self.attempt(1, 1, .deadLettered)), .event(Self.event(2)),
+            .attempt(Self.attempt(2, 1, .deadLettered)),
+        ], in: directory)
+        let harness = try RelayHarness(directory: directory)
+        defer { harness.finish() }
+        #expect(harness.relay?.deadLetters.count == 1)
+        #expect(harness.relay?.deadLetters.matching(DeliveryFilter()).map(\.id) == ["dl_2_crm"])
+    }
+
     @Test func withdrawnCopyOfRemovedEvent() throws {
         let found = try Self.history([Self.replay(1, "rpl_a"), .attempt(Self.attempt(1, 1, .cancelled))])
         #expect(found.first?.state == .withdrawn)
+    }
+
+    /// A damaged record is missing from the page, and the page lists the damage so that the command can report it.
+    @Test func damageIsReported() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let data = try Self.write([.event(Self.event(1)), .event(Self.event(2))], in: directory)
+        var locations: [JournalLocation] = []
+        _ = try JournalCommands.forEachRecord(data) { _, location in locations.append(location) }
+        let path = data + "/journal/" + SegmentFile.name(for: locations[0].segment)
+        let handle = try #require(FileHandle(forUpdatingAtPath: path))
+        try handle.seek(toOffset: UInt64(locations[0].offset) + UInt64(locations[0].length / 2))
+        try handle.write(contentsOf: [0xFF, 0x00, 0xFF])
+        try handle.close()
+
+        let page = try DeliveryHistory.page(dataDirectory: data, filter: DeliveryFilter(), after: nil, limit: 10).get()
+        #expect(page.deliveries.map(\.key.sequence) == [2])
+        #expect(page.damage.count == 1)
     }
 
     @Test func idsHaveOneForm() {

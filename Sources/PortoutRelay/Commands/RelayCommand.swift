@@ -424,7 +424,7 @@ public enum RelayCommand {
             if page.hasMore, let last = page.deliveries.last {
                 self.printError("portout-relay: more deliveries match; continue with --starting-after \(last.id)")
             }
-            return 0
+            return self.reportDamage(page.damage)
         }
     }
 

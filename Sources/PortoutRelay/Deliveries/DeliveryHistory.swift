@@ -62,7 +62,8 @@ enum DeliveryHistory {
                         ("outcome", .string(attempt.outcome.name)),
                         ("httpStatus", attempt.httpStatus.map { .number(Double($0)) } ?? .null),
                         ("error", attempt.error.isEmpty ? .null : .string(attempt.error)),
-                        ("nextAttemptAt", attempt.nextAttemptAtMs.map(time) ?? .null),
+                        // A 410 disables the destination, so the next attempt waits for a resume, not for a time.
+                        ("nextAttemptAt", attempt.httpStatus == 410 ? .null : (attempt.nextAttemptAtMs.map(time) ?? .null)),
                     ]))
                 case .queuedByReplay(let replayID, let atMs):
                     return .object(JSONObject([
@@ -102,6 +103,8 @@ enum DeliveryHistory {
         var deliveries: [Delivery]
         var hasMore: Bool
         var scannedRecords: Int
+        /// The journal's damage, whose records and the steps in them are missing from the page.
+        var damage: [JournalCommands.SegmentDamage]
     }
 
     /// Reads the whole journal under `dataDirectory` and returns the first `limit` deliveries that `filter`
@@ -134,8 +137,9 @@ enum DeliveryHistory {
             kept[key] = delivery
             largest = kept.keys.max()
         }
+        let damage: [JournalCommands.SegmentDamage]
         do {
-            _ = try JournalCommands.forEachRecord(dataDirectory) { record, location in
+            damage = try JournalCommands.forEachRecord(dataDirectory) { record, location in
                 guard !stopped else { return }
                 scanned += 1
                 if scanned % 4096 == 0 && shouldStop() {
@@ -157,6 +161,8 @@ enum DeliveryHistory {
                         filter.matches(replay.event, destination: replay.destination)
                     {
                         // Settled as far as the journal shows, so the replay applies.
+                        // NOTE: if retention also removed the record of an earlier replay that queued this copy,
+                        // a later replay that found it pending is credited with it here, as in a restart's counts.
                         keep(Delivery(
                             event: replay.event, destination: replay.destination, state: .withdrawn,
                             isEventRemoved: true))
@@ -172,7 +178,8 @@ enum DeliveryHistory {
         }
         let ordered = kept.values.sorted { $0.key < $1.key }
         return .success(Page(
-            deliveries: Array(ordered.prefix(limit)), hasMore: ordered.count > limit, scannedRecords: scanned))
+            deliveries: Array(ordered.prefix(limit)), hasMore: ordered.count > limit, scannedRecords: scanned,
+            damage: damage))
     }
 }
 
