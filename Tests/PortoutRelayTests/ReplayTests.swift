@@ -347,10 +347,12 @@ struct ReplayTests {
         defer { harness.finish() }
         #expect(try harness.post(Events.portOut("pout_flaky", status: "initiated")).status == 202)
         #expect(waitUntil { sink.received.count == 2 })
-        #expect(try harness.post(Events.portOut("pout_refused", status: "initiated", eventID: "evt_refused")).status == 202)
+        let refusedEvent = Events.portOut("pout_refused", status: "initiated", eventID: "evt_refused")
+        #expect(try harness.post(refusedEvent).status == 202)
         #expect(try harness.post(Events.portOut("pout_flaky", status: "processing")).status == 202)
         // Attempts reach the journal a moment after the sink responds to them.
-        #expect(waitUntil { (try? Self.deliveries(harness, "destination=d1").map { $0["state"] }) == ["delivered", "deadLettered", "delivered"] })
+        let settled: [JSONValue?] = ["delivered", "deadLettered", "delivered"]
+        #expect(waitUntil { (try? Self.deliveries(harness, "destination=d1").map { $0["state"] }) == settled })
 
         let flaky = try Self.deliveries(harness, "portOut=pout_flaky&status=initiated")
         #expect(flaky.count == 1)
@@ -387,7 +389,8 @@ struct ReplayTests {
         #expect(firstIDs[1] == refusedID)
         #expect(first["hasMore"] == true)
         #expect(first["nextStartingAfter"] == .string(refusedID))
-        let second = try Self.json(try Self.admin(harness, "GET", "/admin/deliveries?limit=2&startingAfter=\(refusedID)"))
+        let secondPath = "/admin/deliveries?limit=2&startingAfter=\(refusedID)"
+        let second = try Self.json(try Self.admin(harness, "GET", secondPath))
         #expect(second["data"]?.arrayValue?.compactMap { $0.objectValue?["status"] } == ["processing"])
         #expect(second["hasMore"] == false)
         #expect(second["nextStartingAfter"] == .null)
@@ -399,7 +402,8 @@ struct ReplayTests {
         // The command prints the same entries from the journal, which it may read beside the relay.
         let outputPath = harness.directory.path + "/deliveries.jsonl"
         let command = try ReplayCommandTests.launch(
-            RelayProcess.binary, ["journal", "deliveries", "--data-dir", harness.directory.path + "/data", "--limit", "2"],
+            RelayProcess.binary,
+            ["journal", "deliveries", "--data-dir", harness.directory.path + "/data", "--limit", "2"],
             outputPath: outputPath)
         command.waitUntilExit()
         #expect(command.terminationStatus == 0)

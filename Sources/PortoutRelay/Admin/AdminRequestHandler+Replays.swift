@@ -116,10 +116,12 @@ extension AdminRequestHandler {
             switch result {
             case .failure(.stopped):
                 respond(HTTPResponse(error: .serviceUnavailable(
-                    code: "relayStopping", "The relay is stopping; ask again once it has started.", retryAfterSeconds: 1)))
+                    code: "relayStopping", "The relay is stopping; ask again once it has started.",
+                    retryAfterSeconds: 1)))
             case .failure(let failure):
                 logger.warning(
-                    "delivery history not read", ["error": .string(failure.description), "filter": parsed.filter.jsonValue])
+                    "delivery history not read",
+                    ["error": .string(failure.description), "filter": parsed.filter.jsonValue])
                 respond(HTTPResponse(error: .serviceUnavailable(
                     code: "journalUnreadable", "The delivery history could not be read: \(failure.description).",
                     retryAfterSeconds: 1)))
@@ -160,7 +162,8 @@ extension AdminRequestHandler {
         if let text = parameters["startingAfter"] {
             after = DeliveryKey(id: text, prefix: idPrefix)
             if after == nil {
-                issues.append(ValidationIssue(field: "startingAfter", message: "must be an id from this list, such as \(idPrefix)42_billing"))
+                issues.append(ValidationIssue(
+                    field: "startingAfter", message: "must be an id from this list, such as \(idPrefix)42_billing"))
             }
         }
         guard issues.isEmpty else {

@@ -27,7 +27,8 @@ public enum RelayCommand {
                         (--retention-seconds, or journal.retentionSeconds from --config); each journal command
                         takes --config FILE in place of --data-dir and reads dataDir from it
           replay [--config FILE] [--admin-url URL] [--tenant ID] [--destination ID] [--port-out ID]
-                 [--event ID] [--status S[,S...]] [--type TYPE] [--from TIME] [--to TIME] [--dead-lettered-only] [--dry-run]
+                 [--event ID] [--status S[,S...]] [--type TYPE] [--from TIME] [--to TIME] [--dead-lettered-only]
+                 [--dry-run]
                  [--wait SECONDS]
                         replay matching deliveries through the running relay's admin listener (address and token
                         from the config) and show progress until the job ends, or for at most SECONDS, after
@@ -360,7 +361,8 @@ public enum RelayCommand {
         let options = action == "deliveries"
             ? try CommandArguments(
                 arguments.dropFirst(),
-                valueOptions: ReplayCommand.filterValueOptions.union(["--data-dir", "--config", "--limit", "--starting-after"]))
+                valueOptions: ReplayCommand.filterValueOptions.union(
+                    ["--data-dir", "--config", "--limit", "--starting-after"]))
             : try CommandArguments(
                 arguments.dropFirst(), valueOptions: ["--data-dir", "--config", "--retention-seconds"],
                 flagOptions: ["--bodies", "--dead-letters"])

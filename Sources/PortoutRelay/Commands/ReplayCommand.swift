@@ -9,15 +9,15 @@ import Synchronization
 /// straight from the journal while the relay is stopped.
 enum ReplayCommand {
     static let valueOptions: Set<String> = [
-        "--config", "--admin-url", "--data-dir", "--tenant", "--destination", "--port-out", "--event", "--status", "--type",
-        "--from", "--to", "--wait",
+        "--config", "--admin-url", "--data-dir", "--tenant", "--destination", "--port-out", "--event", "--status",
+        "--type", "--from", "--to", "--wait",
     ]
     static let flagOptions: Set<String> = ["--offline", "--dead-lettered-only", "--dry-run"]
 
     /// Flag names by filter field.
     private static let filterFlags: [String: String] = [
-        "tenant": "--tenant", "destination": "--destination", "portOut": "--port-out", "event": "--event", "status": "--status",
-        "type": "--type", "from": "--from", "to": "--to",
+        "tenant": "--tenant", "destination": "--destination", "portOut": "--port-out", "event": "--event",
+        "status": "--status", "type": "--type", "from": "--from", "to": "--to",
     ]
 
     static func run(_ arguments: ArraySlice<String>, output: @escaping @Sendable (String) -> Void) throws -> Int32 {

@@ -63,7 +63,10 @@ enum DeliveryHistory {
                         ("httpStatus", attempt.httpStatus.map { .number(Double($0)) } ?? .null),
                         ("error", attempt.error.isEmpty ? .null : .string(attempt.error)),
                         // A 410 disables the destination, so the next attempt waits for a resume, not for a time.
-                        ("nextAttemptAt", attempt.httpStatus == 410 ? .null : (attempt.nextAttemptAtMs.map(time) ?? .null)),
+                        (
+                            "nextAttemptAt",
+                            attempt.httpStatus == 410 ? .null : (attempt.nextAttemptAtMs.map(time) ?? .null)
+                        ),
                     ]))
                 case .queuedByReplay(let replayID, let atMs):
                     return .object(JSONObject([
