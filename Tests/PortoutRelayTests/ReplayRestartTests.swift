@@ -266,6 +266,9 @@ struct ReplayRestartTests {
             good.replacingOccurrences(of: "rpl_good", with: ""),
             good.replacingOccurrences(of: "rpl_good", with: "rpl_wide")
                 .replacingOccurrences(of: #"{"tenant": "t1"}"#, with: #"{"tenant": "t1", "colour": "blue"}"#),
+            // Only a redelivery is given ids, and it keeps their count with them.
+            good.replacingOccurrences(of: "rpl_good", with: "rpl_ids")
+                .replacingOccurrences(of: "\"completed\"}", with: #""completed", "ids": ["dl_1_d1"]}"#),
         ]
         let text = #"{"replays": ["# + entries.joined(separator: ", ") + "]}"
         try Data(text.utf8).write(to: URL(fileURLWithPath: Self.jobFile(harness).path))
@@ -274,7 +277,7 @@ struct ReplayRestartTests {
 
         let contents = try Self.jobFile(harness).load()
         #expect(contents.jobs.map(\.id) == ["rpl_good"])
-        #expect(contents.rejectedEntries.count == 10)
+        #expect(contents.rejectedEntries.count == 11)
         #expect(contents.rejectedEntries.first == "replays[0] is not a complete job")
         #expect(contents.rejectedEntries.contains("replays[2] has an empty filter"))
         #expect(contents.rejectedEntries.contains { $0.hasPrefix("replays[3] has an invalid filter: status") })
@@ -284,7 +287,8 @@ struct ReplayRestartTests {
         #expect(contents.rejectedEntries.contains("replays[7] has delivered 1.5, not an integer from 0 to 281474976710656"))
         #expect(contents.rejectedEntries.contains("replays[8] has kind bogus, not one of replay, redelivery, recovered"))
         #expect(contents.rejectedEntries.contains("replays[9] is not a complete job"))
-        #expect(contents.rejectedEntries.last == "replays[10] has an invalid filter: colour is not a filter field")
+        #expect(contents.rejectedEntries.contains("replays[10] has an invalid filter: colour is not a filter field"))
+        #expect(contents.rejectedEntries.last?.hasPrefix("replays[11] has invalid ids") == true)
 
         try harness.start()
         let copies = try Self.copiesAside(harness)

@@ -305,14 +305,22 @@ struct ReplayTests {
         let job = try Self.waitForJob(harness, id, status: "completed")
         #expect(job["delivered"] == 2)
         #expect(job["kind"] == "redelivery")
+        #expect(job["ids"] == .array([.string(ids[0]), .string(ids[2])]))
+        #expect(job["idCount"] == 2)
         let remaining = try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? []
         #expect(remaining.compactMap { $0.objectValue?["portOut"] } == ["pout_bad1"])
 
         let byFilter = try Self.admin(harness, "POST", "/admin/dead-letters/redeliver", body: #"{"destination": "d1"}"#)
         #expect(byFilter.status == 202)
         let filterJob = try #require(try Self.json(byFilter)["id"]?.stringValue)
-        #expect(try Self.waitForJob(harness, filterJob, status: "completed")["delivered"] == 1)
+        let finishedFilterJob = try Self.waitForJob(harness, filterJob, status: "completed")
+        #expect(finishedFilterJob["delivered"] == 1)
+        #expect(finishedFilterJob["ids"] == nil)
         try harness.restart()
+        // The ids are saved with the job.
+        let restored = try Self.json(try Self.admin(harness, "GET", "/admin/replays/\(id)"))
+        #expect(restored["ids"] == .array([.string(ids[0]), .string(ids[2])]))
+        #expect(restored["idCount"] == 2)
         #expect((try Self.json(try Self.admin(harness, "GET", "/admin/dead-letters"))["data"]?.arrayValue ?? []).isEmpty)
         var dumped: [String] = []
         try JournalCommands.dump(dataDirectory: harness.directory.path + "/data", bodies: false, deadLettersOnly: true) {

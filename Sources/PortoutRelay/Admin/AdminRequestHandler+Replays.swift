@@ -262,7 +262,7 @@ extension AdminRequestHandler {
             chosen = self.deadLetters.matching(filter)
         }
         filter.deadLetteredOnly = true
-        guard let job = self.replays.startRedelivery(chosen, filter: filter) else {
+        guard let job = self.replays.startRedelivery(chosen, filter: filter, byIDs: object["ids"] != nil) else {
             return respond(HTTPResponse(error: self.tooManyReplays()))
         }
         self.logger.info(

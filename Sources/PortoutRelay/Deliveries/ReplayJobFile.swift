@@ -91,6 +91,7 @@ struct ReplayJobFile: Sendable {
         let progress = job.progress.withLock { $0 }
         var object = JSONObject([
             ("id", .string(job.id)), ("kind", .string(job.kind)), ("filter", job.filter.jsonValue),
+        ] + job.idMembers + [
             ("createdAtMs", .number(Double(job.createdAtMs))), ("status", .string(progress.status.rawValue)),
             ("cancelRequested", .bool(progress.isCancelRequested)),
         ])
@@ -157,6 +158,20 @@ struct ReplayJobFile: Sendable {
         case .success(let parsed):
             filter = parsed
         }
+        var ids: [String] = []
+        var idCount = 0
+        if object["ids"] != nil || object["idCount"] != nil {
+            let listed = object["ids"]?.arrayValue?.compactMap(\.stringValue)
+            guard kind == "redelivery", let listed, listed.count == object["ids"]?.arrayValue?.count,
+                listed.count <= ReplayJob.maxListedIDs, let count = object["idCount"]?.intValue,
+                (max(listed.count, 1)...Self.maxCount).contains(count)
+            else {
+                return .failure(EntryFault(
+                    "has invalid ids: only a redelivery has them, as up to \(ReplayJob.maxListedIDs) strings "
+                        + "and their count"))
+            }
+            (ids, idCount) = (listed, count)
+        }
         var progress = ReplayJob.Progress()
         progress.status = status
         progress.isCancelRequested = object["cancelRequested"]?.boolValue ?? false
@@ -171,7 +186,9 @@ struct ReplayJobFile: Sendable {
             }
             progress[keyPath: field] = count
         }
-        return .success(ReplayJob(id: id, kind: kind, filter: filter, createdAtMs: Int64(createdAtMs), progress: progress))
+        return .success(ReplayJob(
+            id: id, kind: kind, filter: filter, deadLetterIDs: ids, deadLetterIDCount: idCount,
+            createdAtMs: Int64(createdAtMs), progress: progress))
     }
 
     /// The largest count an entry may hold, far above any real count and far below overflow.

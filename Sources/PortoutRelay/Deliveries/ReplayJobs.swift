@@ -70,23 +70,46 @@ final class ReplayJob: Sendable {
     /// `replay` for a journal replay, `redelivery` for dead letters chosen from the list, or `recoveredKind`.
     let kind: String
     let filter: DeliveryFilter
+    /// For a redelivery of dead letters given by id, the first `maxListedIDs` of those ids and their count.
+    /// The filter of such a job is only `deadLetteredOnly`, so the ids are what tell it apart.
+    let deadLetterIDs: [String]
+    let deadLetterIDCount: Int
     let createdAtMs: Int64
     let progress = Locked<Progress>(Progress())
 
-    init(kind: String, filter: DeliveryFilter) {
+    /// Ids kept per job, so that a job file of 500 finished jobs stays small when each named 10,000.
+    static let maxListedIDs = 100
+
+    init(kind: String, filter: DeliveryFilter, deadLetterIDs: [String] = []) {
         self.id = "rpl_" + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         self.kind = kind
         self.filter = filter
+        self.deadLetterIDs = Array(deadLetterIDs.prefix(Self.maxListedIDs))
+        self.deadLetterIDCount = deadLetterIDs.count
         self.createdAtMs = WallClock.milliseconds()
     }
 
     /// Recreates a job saved before a restart.
-    init(id: String, kind: String, filter: DeliveryFilter, createdAtMs: Int64, progress: Progress) {
+    init(
+        id: String, kind: String, filter: DeliveryFilter, deadLetterIDs: [String] = [], deadLetterIDCount: Int = 0,
+        createdAtMs: Int64, progress: Progress
+    ) {
         self.id = id
         self.kind = kind
         self.filter = filter
+        self.deadLetterIDs = deadLetterIDs
+        self.deadLetterIDCount = deadLetterIDCount
         self.createdAtMs = createdAtMs
         self.progress.withLock { $0 = progress }
+    }
+
+    /// The ids and their count as the API and the job file write them, or nothing for a job not given ids.
+    var idMembers: [(key: String, value: JSONValue)] {
+        guard self.deadLetterIDCount > 0 else { return [] }
+        return [
+            ("ids", .array(self.deadLetterIDs.map { .string($0) })),
+            ("idCount", .number(Double(self.deadLetterIDCount))),
+        ]
     }
 
     var isFinished: Bool {
@@ -101,6 +124,7 @@ final class ReplayJob: Sendable {
             ("kind", .string(self.kind)),
             ("status", .string(progress.status.rawValue)),
             ("filter", self.filter.jsonValue),
+        ] + self.idMembers + [
             ("createdAt", .string(RFC3339.format(epochMilliseconds: self.createdAtMs))),
             ("finishedAt", progress.finishedAtMs.map { .string(RFC3339.format(epochMilliseconds: $0)) } ?? .null),
             ("cancelRequested", .bool(progress.isCancelRequested)),
@@ -367,7 +391,7 @@ final class ReplayJobs: Sendable {
     ) {
         let dataDirectory = self.dataDirectory
         self.scans.async {
-            // Requests queued behind others when the stop began are answered at once, not after a read each.
+            // Requests queued behind others when the stop began get their response at once, not after a read each.
             guard !self.stopping.load(ordering: .relaxed) else {
                 return completion(.failure(.stopped))
             }
@@ -411,8 +435,8 @@ final class ReplayJobs: Sendable {
 
     /// Starts a redelivery of dead letters already chosen from the list, which needs no scan. Returns nil, as
     /// `startReplay` does, when too many jobs are unfinished.
-    func startRedelivery(_ chosen: [DeadLetter], filter: DeliveryFilter) -> ReplayJob? {
-        let job = ReplayJob(kind: "redelivery", filter: filter)
+    func startRedelivery(_ chosen: [DeadLetter], filter: DeliveryFilter, byIDs: Bool) -> ReplayJob? {
+        let job = ReplayJob(kind: "redelivery", filter: filter, deadLetterIDs: byIDs ? chosen.map(\.id) : [])
         guard self.registry.add(job) else { return nil }
         let matches = chosen.map { ReplayScan.Match(event: $0.event, destination: $0.destination) }
         self.scans.async {
