@@ -46,9 +46,9 @@ public final class Relay: Sendable {
         let deadLetters = DeadLetterIndex()
         var order = EventSequenceCheck()
         var goneDestinations = GoneDestinations()
-        // Events come before their replays, so a replayed delivery of an event older than the first one read is of
-        // an event that retention removed. Its dead letter is not listed: without the event it cannot be sent.
-        var firstEventSequence: UInt64?
+        // Events come before their replays, so a replayed delivery of an event older than every event read so far
+        // is of an event that retention removed. Its dead letter is not listed: without the event it cannot be sent.
+        var oldestEventSequence: UInt64?
         let journal = try Journal.open(
             directory: journalDirectory, segmentBytes: config.journal.segmentBytes, logger: logger,
             // The subscription is the port-out index's, built on the lane, and an id and type matter only to an
@@ -58,7 +58,7 @@ public final class Relay: Sendable {
         ) { record, location in
             switch record {
             case .event(let event):
-                firstEventSequence = firstEventSequence ?? event.sequence
+                oldestEventSequence = min(oldestEventSequence ?? event.sequence, event.sequence)
                 order.note(event.sequence)
                 state.restore(event)
                 unsettled.add(event, at: location)
@@ -66,7 +66,7 @@ public final class Relay: Sendable {
                 state.reserveSequences(through: attempt.eventSequence)
                 goneDestinations.note(attempt)
                 if let deadLetter = unsettled.apply(attempt) {
-                    if deadLetter.event.sequence >= firstEventSequence ?? .max {
+                    if deadLetter.event.sequence >= oldestEventSequence ?? .max {
                         deadLetters.add(deadLetter)
                     }
                 } else if attempt.outcome.isFinal {

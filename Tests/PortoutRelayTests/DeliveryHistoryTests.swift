@@ -132,11 +132,74 @@ import Testing
         defer { harness.finish() }
         #expect(harness.relay?.deadLetters.count == 1)
         #expect(harness.relay?.deadLetters.matching(DeliveryFilter()).map(\.id) == ["dl_2_crm"])
+        harness.stop()
+        var dumped: [String] = []
+        try JournalCommands.dump(dataDirectory: directory.path + "/data", bodies: false, deadLettersOnly: true) {
+            dumped.append($0)
+        }
+        #expect(dumped.count == 1)
+        #expect(dumped.first?.contains(#""sequence":2"#) == true)
     }
 
     @Test func withdrawnCopyOfRemovedEvent() throws {
-        let found = try Self.history([Self.replay(1, "rpl_a"), .attempt(Self.attempt(1, 1, .cancelled))])
+        let found = try Self.history([
+            .event(Self.event(2)), Self.replay(1, "rpl_a"), .attempt(Self.attempt(1, 0, .cancelled)),
+        ])
+        #expect(found.map(\.key.sequence) == [1, 2])
         #expect(found.first?.state == .withdrawn)
+        #expect(found.first?.isEventRemoved == true)
+        #expect(Self.stepNames(found.first) == ["rpl_a", "cancelled"])
+    }
+
+    /// Replays of removed events come after newer events, so they displace kept deliveries of those events.
+    @Test func removedEventsPageInOrder() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let data = try Self.write([
+            .event(Self.event(5)), .event(Self.event(6)), Self.replay(2, "rpl_a"), Self.replay(1, "rpl_a"),
+        ], in: directory)
+        var after: DeliveryKey?
+        var pages: [[UInt64]] = []
+        var more = true
+        while more && pages.count < 10 {
+            let page = try DeliveryHistory.page(
+                dataDirectory: data, filter: DeliveryFilter(), after: after, limit: 1
+            ).get()
+            pages.append(page.deliveries.map(\.key.sequence))
+            after = page.deliveries.last?.key
+            more = page.hasMore
+        }
+        #expect(pages == [[1], [2], [5], [6]])
+    }
+
+    /// A 410 disables the destination, so its step names no next attempt time. A withdrawal of a copy that was
+    /// in flight keeps the failed attempt's details, and one of a copy never sent has none.
+    @Test func stepsAsJSON() throws {
+        var gone = Self.attempt(1, 1, .retryScheduled)
+        gone.httpStatus = 410
+        var inFlight = Self.attempt(1, 2, .cancelled)
+        inFlight.error = "timed out; withdrawn instead of retried"
+        let found = try Self.history([
+            .event(Self.event(1)), .attempt(gone), .attempt(Self.attempt(1, 2, .delivered)), Self.replay(1, "rpl_a"),
+            .attempt(inFlight), Self.replay(1, "rpl_b"), .attempt(Self.attempt(1, 0, .cancelled)),
+        ])
+        let steps = found.first?.jsonValue.objectValue?["steps"]?.arrayValue?.compactMap(\.objectValue) ?? []
+        let kinds: [JSONValue?] = ["attempt", "attempt", "queuedByReplay", "withdrawn", "queuedByReplay", "withdrawn"]
+        #expect(steps.map { $0["kind"] } == kinds)
+        #expect(steps.first?["nextAttemptAt"] == .null)
+        #expect(steps.first?["httpStatus"] == 410)
+        #expect(steps[3]["attempt"] == 2)
+        #expect(steps[3]["error"] == "timed out; withdrawn instead of retried")
+        #expect(steps[5]["attempt"] == nil)
+        #expect(found.first?.state == .delivered)
+    }
+
+    @Test func jobKeepsFirstHundredIDs() {
+        let ids = (1...150).map { "dl_\($0)_crm" }
+        let job = ReplayJob(kind: "redelivery", filter: DeliveryFilter(), deadLetterIDs: ids)
+        #expect(job.deadLetterIDs == Array(ids.prefix(100)))
+        #expect(job.deadLetterIDCount == 150)
+        #expect(job.jsonValue.objectValue?["idCount"] == 150)
     }
 
     /// A damaged record is missing from the page, and the page lists the damage so that the command can report it.

@@ -245,6 +245,20 @@ struct ReplayRestartTests {
     /// A complete, finished job as `replays.json` saves it, for tests that put bad entries beside it.
     static let goodEntry = #"{"id": "rpl_good", "kind": "replay", "filter": {"tenant": "t1"}, "createdAtMs": 5, "status": "completed"}"#
 
+    /// Jobs with ids that only a redelivery has, or with fewer or more ids than their count, listed 11 to 13.
+    static var entriesWithBadIDs: [String] {
+        func redelivery(_ id: String, _ ids: String) -> String {
+            #"{"id": "\#(id)", "kind": "redelivery", "filter": {"deadLetteredOnly": true}, "createdAtMs": 5, "#
+                + #""status": "completed", \#(ids)}"#
+        }
+        let replayWithIDs = #"{"id": "rpl_ids", "kind": "replay", "filter": {"tenant": "t1"}, "createdAtMs": 5, "#
+            + #""status": "completed", "ids": ["dl_1_d1"], "idCount": 1}"#
+        return [
+            replayWithIDs, redelivery("rpl_few", #""ids": ["dl_1_d1", "dl_2_d1"], "idCount": 1"#),
+            redelivery("rpl_more", #""ids": ["dl_1_d1"], "idCount": 3"#),
+        ]
+    }
+
     /// Entries that are not complete jobs, have an empty filter or repeat an id are left out. The others are
     /// restored, and the file is copied aside as it was.
     @Test func badEntriesAreLeftOut() throws {
@@ -267,9 +281,8 @@ struct ReplayRestartTests {
             good.replacingOccurrences(of: "rpl_good", with: "rpl_wide")
                 .replacingOccurrences(of: #"{"tenant": "t1"}"#, with: #"{"tenant": "t1", "colour": "blue"}"#),
             // Only a redelivery is given ids, and it keeps their count with them.
-            good.replacingOccurrences(of: "rpl_good", with: "rpl_ids")
-                .replacingOccurrences(of: "\"completed\"}", with: #""completed", "ids": ["dl_1_d1"]}"#),
-        ]
+        ] + Self.entriesWithBadIDs
+
         let text = #"{"replays": ["# + entries.joined(separator: ", ") + "]}"
         try Data(text.utf8).write(to: URL(fileURLWithPath: Self.jobFile(harness).path))
         // A copy that was never finished is not taken for a copy of the same bytes.
@@ -277,7 +290,7 @@ struct ReplayRestartTests {
 
         let contents = try Self.jobFile(harness).load()
         #expect(contents.jobs.map(\.id) == ["rpl_good"])
-        #expect(contents.rejectedEntries.count == 11)
+        #expect(contents.rejectedEntries.count == 13)
         #expect(contents.rejectedEntries.first == "replays[0] is not a complete job")
         #expect(contents.rejectedEntries.contains("replays[2] has an empty filter"))
         #expect(contents.rejectedEntries.contains { $0.hasPrefix("replays[3] has an invalid filter: status") })
@@ -288,7 +301,9 @@ struct ReplayRestartTests {
         #expect(contents.rejectedEntries.contains("replays[8] has kind bogus, not one of replay, redelivery, recovered"))
         #expect(contents.rejectedEntries.contains("replays[9] is not a complete job"))
         #expect(contents.rejectedEntries.contains("replays[10] has an invalid filter: colour is not a filter field"))
-        #expect(contents.rejectedEntries.last?.hasPrefix("replays[11] has invalid ids") == true)
+        for index in 11...13 {
+            #expect(contents.rejectedEntries.contains { $0.hasPrefix("replays[\(index)] has invalid ids") }, "\(index)")
+        }
 
         try harness.start()
         let copies = try Self.copiesAside(harness)

@@ -422,6 +422,40 @@ struct ReplayTests {
         #expect(printed == listed)
     }
 
+    /// Each read takes the whole journal, so at most two wait or run, and a third request is turned away at once.
+    @Test func deliveryHistoryReadsAreLimited() throws {
+        let harness = try RelayHarness(destinations: "[]")
+        defer { harness.finish() }
+        let release = DispatchSemaphore(value: 0)
+        let holding = DispatchSemaphore(value: 0)
+        let replays = try #require(harness.relay?.replays)
+        let adminPort = harness.adminPort
+        // Holds the scan queue, as a long replay scan would.
+        DispatchQueue.global().async {
+            replays.runExclusively {
+                holding.signal()
+                release.wait()
+            }
+        }
+        holding.wait()
+        let statuses = Locked<[Int]>([])
+        let group = DispatchGroup()
+        for _ in 0..<2 {
+            DispatchQueue.global().async(group: group) {
+                let status = (try? LoopbackClient(port: adminPort).request("GET", "/admin/deliveries"))??.status ?? 0
+                statuses.withLock { $0.append(status) }
+            }
+        }
+        #expect(waitUntil { replays.queuedHistoryReads == 2 })
+        let turnedAway = try Self.admin(harness, "GET", "/admin/deliveries")
+        #expect(turnedAway.status == 429)
+        #expect(try Self.json(turnedAway)["code"] == "deliveryHistoryBusy")
+        release.signal()
+        group.wait()
+        #expect(statuses.withLock { $0 } == [200, 200])
+        #expect(try Self.admin(harness, "GET", "/admin/deliveries").status == 200)
+    }
+
     @Test func cancelledRedeliveryKeepsDeadLetters() throws {
         let sink = try RecordingSink { _, _ in .init(status: 400) }
         defer { sink.shutdown() }

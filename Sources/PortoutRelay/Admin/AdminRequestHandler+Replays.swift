@@ -105,33 +105,54 @@ extension AdminRequestHandler {
 
     /// `GET /admin/deliveries`: each delivery the filter takes, with every attempt and replay of it that the
     /// journal holds, oldest event first. Filter fields, `limit` and `startingAfter` as query parameters.
-    func listDeliveries(query: Substring?, respond: @escaping @Sendable (HTTPResponse) -> Void) {
+    func listDeliveries(query: Substring?, peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void) {
         let parsed: ListQuery
         switch Self.listQuery(query, idPrefix: DeliveryHistory.Delivery.idPrefix) {
         case .failure(let error): return respond(HTTPResponse(error: error))
         case .success(let query): parsed = query
         }
         let logger = self.logger
-        self.replays.history(parsed.filter, after: parsed.after, limit: parsed.limit) { result in
+        let started = self.replays.history(parsed.filter, after: parsed.after, limit: parsed.limit) { result in
             switch result {
             case .failure(.stopped):
                 respond(HTTPResponse(error: .serviceUnavailable(
-                    code: "relayStopping", "The relay is stopping; ask again once it has started.",
-                    retryAfterSeconds: 1)))
+                    code: "shuttingDown", "The relay is shutting down. Retry the request after it restarts.",
+                    retryAfterSeconds: 5)))
             case .failure(let failure):
-                logger.warning(
-                    "delivery history not read",
-                    ["error": .string(failure.description), "filter": parsed.filter.jsonValue])
-                respond(HTTPResponse(error: .serviceUnavailable(
-                    code: "journalUnreadable", "The delivery history could not be read: \(failure.description).",
-                    retryAfterSeconds: 1)))
+                let isTransient = if case .journal(_, isTransient: true) = failure { true } else { false }
+                logger.error(
+                    "delivery history read failed",
+                    ["error": .string(failure.description), "transient": .bool(isTransient),
+                     "filter": parsed.filter.jsonValue, "peer": .string(peer)])
+                respond(HTTPResponse(error: isTransient
+                    ? .serviceUnavailable(
+                        code: "journalReadUnavailable", "The delivery history could not be read for now.",
+                        retryAfterSeconds: 1)
+                    : APIError(
+                        status: 500, type: "internalError", code: "journalReadFailed",
+                        message: "The delivery history could not be read: \(failure.description).")))
             case .success(let page):
+                if !page.damage.isEmpty {
+                    logger.warning(
+                        "delivery history read from a damaged journal",
+                        ["damage": .array(page.damage.map { .string($0.description) }),
+                         "effect": "steps in the damaged records are missing",
+                         "action": "run portout-relay journal verify"])
+                }
                 respond(HTTPResponse(status: 200, json: [
                     "object": "list", "data": .array(page.deliveries.map(\.jsonValue)),
                     "hasMore": .bool(page.hasMore),
                     "nextStartingAfter": page.hasMore ? .string(page.deliveries.last!.id) : .null,
+                    "journalDamaged": .bool(!page.damage.isEmpty),
                 ]))
             }
+        }
+        if !started {
+            respond(HTTPResponse(error: APIError(
+                status: 429, type: "rateLimited", code: "deliveryHistoryBusy",
+                message: "\(ReplayJobs.maxHistoryReads) delivery history reads are queued or running, and each "
+                    + "reads the whole journal.",
+                hint: "Retry after one has finished.")))
         }
     }
 

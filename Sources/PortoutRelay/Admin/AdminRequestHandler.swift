@@ -143,7 +143,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
         case .deadLetters:
             respond(self.listDeadLetters(query: request.head.query))
         case .deliveries:
-            self.listDeliveries(query: request.head.query, respond: respond)
+            self.listDeliveries(query: request.head.query, peer: peer, respond: respond)
         case .redeliver:
             self.redeliver(body: request.body, peer: peer, respond: respond)
         case .stalled:

@@ -60,6 +60,9 @@ public enum JournalCommands {
         // Dead letters by event and destination; a replay takes one off the list until it settles.
         var deadLetters: [DeliveryKey: JSONValue] = [:]
         var suspended: [DeliveryKey: JSONValue] = [:]
+        // As at a start, a dead letter of an event older than every event read so far is of an event that
+        // retention removed, which cannot be sent again, so it is not listed.
+        var oldestEventSequence: UInt64?
         defer {
             for key in deadLetters.keys.sorted() {
                 output(JSONWriter.encodeString(deadLetters[key]!))
@@ -68,6 +71,7 @@ public enum JournalCommands {
         return try self.forEachRecord(dataDirectory) { record, location in
             switch record {
             case .event(let event):
+                oldestEventSequence = min(oldestEventSequence ?? event.sequence, event.sequence)
                 if deadLettersOnly {
                     var stored = event
                     if !bodies { stored.body = [] }
@@ -81,6 +85,8 @@ public enum JournalCommands {
                 }
                 let key = DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination)
                 switch attempt.outcome {
+                case .deadLettered where attempt.eventSequence < oldestEventSequence ?? .max:
+                    suspended[key] = nil
                 case .deadLettered:
                     var value = self.describe(attempt)
                     if let event = events[attempt.eventSequence], case .object(var object) = value {
@@ -141,8 +147,8 @@ public enum JournalCommands {
                     unsettled.removeValue(forKey: "\(attempt.eventSequence)/\(attempt.destination)")
                 }
             case .replay(let replay):
-                // A replay journals every match, and the engine then leaves a delivery still unsettled with its
-                // owner, as a restart does, so only a settled one was queued again.
+                // The engine queues a replayed delivery only if it is settled, so a replay record of an unsettled
+                // one added nothing.
                 let key = "\(replay.event.sequence)/\(replay.destination)"
                 if unsettled[key] == nil {
                     replayed += 1

@@ -418,7 +418,7 @@ public enum RelayCommand {
         }
         switch DeliveryHistory.page(dataDirectory: dataDirectory, filter: filter, after: after, limit: limit) {
         case .failure(let failure):
-            throw CommandError("the deliveries could not be listed: \(failure.description)")
+            throw CommandError(failure.description)
         case .success(let page):
             for delivery in page.deliveries {
                 output(JSONWriter.encodeString(delivery.jsonValue))

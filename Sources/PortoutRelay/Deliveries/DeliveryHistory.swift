@@ -11,12 +11,12 @@ enum DeliveryHistory {
     enum State: String, Sendable {
         /// Not attempted yet, or queued again by a replay and not attempted since.
         case pending
-        /// The last attempt failed and another is due.
+        /// The last attempt failed and another is due, or after a 410, waits for the destination's resume.
         case retrying
         case delivered
         case deadLettered
-        /// Queued by a replay whose withdrawal left nothing to go back to, because retention removed the
-        /// event and everything before the replay.
+        /// Known only from a replay of an event that retention removed, with everything before that replay,
+        /// and not queued by any replay the journal still holds, as when its copy was withdrawn.
         case withdrawn
     }
 
@@ -54,8 +54,17 @@ enum DeliveryHistory {
             let steps: [JSONValue] = self.steps.map { step in
                 switch step {
                 case .attempt(let attempt) where attempt.outcome == .cancelled:
-                    // Journaled as an attempt, but nothing was sent: a cancelled replay withdrew its copy.
-                    return .object(JSONObject([("kind", "withdrawn"), ("at", time(attempt.atMs))]))
+                    // A cancelled replay withdrew its copy. An attempt that was in flight then failed and keeps
+                    // its number, status and error, where a copy never sent has attempt 0.
+                    var members: [(key: String, value: JSONValue)] = [("kind", "withdrawn"), ("at", time(attempt.atMs))]
+                    if attempt.attempt > 0 {
+                        members += [
+                            ("attempt", .number(Double(attempt.attempt))),
+                            ("httpStatus", attempt.httpStatus.map { .number(Double($0)) } ?? .null),
+                            ("error", attempt.error.isEmpty ? .null : .string(attempt.error)),
+                        ]
+                    }
+                    return .object(JSONObject(members))
                 case .attempt(let attempt):
                     return .object(JSONObject([
                         ("kind", "attempt"), ("at", time(attempt.atMs)), ("attempt", .number(Double(attempt.attempt))),
@@ -115,30 +124,34 @@ enum DeliveryHistory {
     /// Only `limit + 1` deliveries are kept while reading, so the memory a request takes does not grow with the
     /// journal. `shouldStop` is polled between records.
     ///
-    /// NOTE: every page reads the whole journal, 1.5 to 1.8 s for 1,000,000 events in a release build on a
-    /// 2-core machine, so walking a large journal page by page costs that much for each page.
+    /// NOTE: every page reads the whole journal: 1.5 to 1.8 s for 1,000,000 events (written by `portout-bench
+    /// journal --records 1000000 --destinations a,b`) in a release build on a 2-core AMD EPYC machine.
+    /// Walking a large journal page by page costs that much for each page.
     static func page(
         dataDirectory: String, filter: DeliveryFilter, after: DeliveryKey?, limit: Int,
         shouldStop: () -> Bool = { false }
     ) -> Result<Page, ReplayScan.Failure> {
         var kept: [DeliveryKey: Delivery] = [:]
-        // The largest kept key, which the next smaller candidate displaces once `limit + 1` are kept.
+        // The largest kept key, which the next smaller candidate displaces once `limit + 1` are kept. Replays of
+        // removed events come after newer events, so a displacement happens whenever such a replay matches.
         var largest: DeliveryKey?
         var scanned = 0
         var stopped = false
-        // Events come before their replays, so a replay of an event older than the first one read is of an
+        // Events come before their replays, so a replay of an event older than every event read so far is of an
         // event that retention removed. Its delivery starts at the replay, as it does at a restart.
-        var firstEventSequence: UInt64?
+        var oldestEventSequence: UInt64?
         func keep(_ delivery: Delivery) {
             let key = delivery.key
             guard after.map({ key > $0 }) ?? true, kept[key] == nil else { return }
             if kept.count > limit {
-                // Events come in sequence order except in a damaged journal, so this is rare.
                 guard let current = largest, key < current else { return }
                 kept[current] = nil
+                kept[key] = delivery
+                largest = kept.keys.max()
+            } else {
+                kept[key] = delivery
+                largest = max(largest ?? key, key)
             }
-            kept[key] = delivery
-            largest = kept.keys.max()
         }
         let damage: [JournalCommands.SegmentDamage]
         do {
@@ -151,7 +164,7 @@ enum DeliveryHistory {
                 }
                 switch record {
                 case .event(let event):
-                    firstEventSequence = firstEventSequence ?? event.sequence
+                    oldestEventSequence = min(oldestEventSequence ?? event.sequence, event.sequence)
                     let summary = EventSummary(event, location: location)
                     for destination in event.destinations where filter.matches(summary, destination: destination) {
                         keep(Delivery(event: summary, destination: destination))
@@ -160,7 +173,7 @@ enum DeliveryHistory {
                     kept[DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination)]?.apply(attempt)
                 case .replay(let replay):
                     let key = DeliveryKey(sequence: replay.event.sequence, destination: replay.destination)
-                    if kept[key] == nil, replay.event.sequence < firstEventSequence ?? .max,
+                    if kept[key] == nil, replay.event.sequence < oldestEventSequence ?? .max,
                         filter.matches(replay.event, destination: replay.destination)
                     {
                         // Settled as far as the journal shows, so the replay applies.
@@ -174,7 +187,7 @@ enum DeliveryHistory {
                 }
             }
         } catch {
-            return .failure(.journal(error.description))
+            return .failure(.journal(error.description, isTransient: error.isTransient))
         }
         if stopped {
             return .failure(.stopped)

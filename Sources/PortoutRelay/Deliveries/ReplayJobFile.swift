@@ -164,7 +164,8 @@ struct ReplayJobFile: Sendable {
             let listed = object["ids"]?.arrayValue?.compactMap(\.stringValue)
             guard kind == "redelivery", let listed, listed.count == object["ids"]?.arrayValue?.count,
                 listed.count <= ReplayJob.maxListedIDs, let count = object["idCount"]?.intValue,
-                (max(listed.count, 1)...Self.maxCount).contains(count)
+                (max(listed.count, 1)...Self.maxCount).contains(count),
+                count == listed.count || listed.count == ReplayJob.maxListedIDs
             else {
                 return .failure(EntryFault(
                     "has invalid ids: only a redelivery has them, as up to \(ReplayJob.maxListedIDs) strings "

@@ -70,14 +70,16 @@ final class ReplayJob: Sendable {
     /// `replay` for a journal replay, `redelivery` for dead letters chosen from the list, or `recoveredKind`.
     let kind: String
     let filter: DeliveryFilter
-    /// For a redelivery of dead letters given by id, the first `maxListedIDs` of those ids and their count.
-    /// The filter of such a job is only `deadLetteredOnly`, so the ids are what tell it apart.
+    /// For a redelivery of dead letters given by id, the first `maxListedIDs` of those ids in id order. The
+    /// filter of such a job is only `deadLetteredOnly`, so the ids are what tell it apart.
     let deadLetterIDs: [String]
+    /// The number of dead letters a redelivery was given by id, or 0.
     let deadLetterIDCount: Int
     let createdAtMs: Int64
     let progress = Locked<Progress>(Progress())
 
-    /// Ids kept per job, so that a job file of 500 finished jobs stays small when each named 10,000.
+    /// The maximum number of ids a job keeps, so that a job file of 500 finished jobs stays small when each
+    /// was given 10,000.
     static let maxListedIDs = 100
 
     init(kind: String, filter: DeliveryFilter, deadLetterIDs: [String] = []) {
@@ -343,6 +345,7 @@ final class ReplayJobs: Sendable {
     /// Set once the relay begins to stop. Work cut short then leaves its job as it was, for the next start to
     /// carry on, instead of failing it.
     private let stopping = Atomic<Bool>(false)
+    private let historyReads = Atomic<Int>(0)
 
     init(
         registry: ReplayRegistry, dataDirectory: String, journal: Journal, engine: DeliveryEngine,
@@ -383,14 +386,29 @@ final class ReplayJobs: Sendable {
         }
     }
 
+    /// The maximum number of delivery history reads queued or running at once. Each reads the whole journal on
+    /// the scan queue, so more would hold up replays and retention behind a dashboard that polls.
+    static let maxHistoryReads = 2
+
+    /// The delivery history reads queued or running now.
+    var queuedHistoryReads: Int {
+        self.historyReads.load(ordering: .relaxed)
+    }
+
     /// Reads a page of delivery histories. It takes the scan queue like a replay, so that the reads of the
-    /// journal that admin requests start run one at a time and never beside a retention pass.
+    /// journal that admin requests start run one at a time and never beside a retention pass. Returns false,
+    /// and reads nothing, while `maxHistoryReads` reads are queued or running.
     func history(
         _ filter: DeliveryFilter, after: DeliveryKey?, limit: Int,
         completion: @escaping @Sendable (Result<DeliveryHistory.Page, ReplayScan.Failure>) -> Void
-    ) {
+    ) -> Bool {
+        guard self.historyReads.add(1, ordering: .relaxed).newValue <= Self.maxHistoryReads else {
+            self.historyReads.subtract(1, ordering: .relaxed)
+            return false
+        }
         let dataDirectory = self.dataDirectory
         self.scans.async {
+            defer { self.historyReads.subtract(1, ordering: .relaxed) }
             // Requests queued behind others when the stop began get their response at once, not after a read each.
             guard !self.stopping.load(ordering: .relaxed) else {
                 return completion(.failure(.stopped))
@@ -399,6 +417,7 @@ final class ReplayJobs: Sendable {
                 self.stopping.load(ordering: .relaxed)
             })
         }
+        return true
     }
 
     /// Starts a replay: scans the journal on a background queue, then queues the matches. Returns nil, and

@@ -16,7 +16,8 @@ enum ReplayScan {
     enum Failure: Error, Equatable, CustomStringConvertible {
         case tooManyMatches
         case stopped
-        case journal(String)
+        /// The journal could not be read, and whether the cause may pass, such as running out of descriptors.
+        case journal(String, isTransient: Bool)
 
         var description: String {
             switch self {
@@ -24,7 +25,7 @@ enum ReplayScan {
                 return "the filter matches more than \(ReplayScan.maxDeliveries) deliveries; narrow it, for example with from and to"
             case .stopped:
                 return "the scan was cancelled"
-            case .journal(let reason):
+            case .journal(let reason, _):
                 return "the journal could not be read: \(reason)"
             }
         }
@@ -85,7 +86,7 @@ enum ReplayScan {
                 }
             }
         } catch {
-            return .failure(.journal(error.description))
+            return .failure(.journal(error.description, isTransient: error.isTransient))
         }
         if let failure {
             return .failure(failure)
