@@ -1202,6 +1202,11 @@ struct ReplayCommandTests {
         defer { sink.shutdown() }
         let (harness, configPath, url) = try Self.startPaused(sink)
         defer { harness.finish() }
+        // A dry run names a held destination only when a match goes to it.
+        let preview = try Self.run(["--config", configPath, "--admin-url", url, "--port-out", "pout_cli", "--dry-run"])
+        #expect(preview.lines.contains { $0.hasPrefix("destination t1/d1 is paused") }, "\(preview.lines)")
+        let nothing = try Self.run(["--config", configPath, "--admin-url", url, "--port-out", "pout_none", "--dry-run"])
+        #expect(nothing.lines == ["0 deliveries match"])
         let result = try Self.run(["--config", configPath, "--admin-url", url, "--port-out", "pout_cli", "--wait", "1"])
         #expect(result.status == 1, "\(result.lines)")
         #expect(result.lines.contains { $0.hasPrefix("destination t1/d1 is paused") }, "\(result.lines)")

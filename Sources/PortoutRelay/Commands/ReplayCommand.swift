@@ -176,12 +176,21 @@ struct OnlineReplay {
         }
         if self.dryRun {
             let count = Int(created["count"]?.numberValue ?? 0)
+            let sample = (created["sample"]?.arrayValue ?? []).compactMap(\.objectValue)
             self.progress.line(ReplayProgressPrinter.matching(count))
-            for match in created["sample"]?.arrayValue ?? [] {
-                self.progress.line(JSONWriter.encodeString(match))
+            for match in sample {
+                self.progress.line(JSONWriter.encodeString(.object(match)))
             }
             if count > 0 {
-                self.warnAboutHeldDestinations(client)
+                // A sample that holds every match names exactly the destinations the replay would send to.
+                let targeted = count <= sample.count
+                    ? Set(sample.compactMap { match in
+                        match["tenant"]?.stringValue.flatMap { tenant in
+                            match["destination"]?.stringValue.map { tenant + "/" + $0 }
+                        }
+                    })
+                    : nil
+                self.warnAboutHeldDestinations(client, among: targeted)
             }
             return 0
         }
@@ -212,7 +221,7 @@ struct OnlineReplay {
             DispatchSemaphore(value: 0).wait()
         }
         self.progress.line("replay \(id) started; Ctrl-C cancels it")
-        self.warnAboutHeldDestinations(client)
+        self.warnAboutHeldDestinations(client, among: nil)
         return try self.follow(id, client: client)
     }
 
@@ -282,13 +291,15 @@ struct OnlineReplay {
     }
 
     /// Says which destinations of the filter are paused or disabled, since their deliveries wait until resumed.
-    private func warnAboutHeldDestinations(_ client: HTTPClient) {
+    /// With `targeted`, `tenant/destination` keys, it names only those among them.
+    private func warnAboutHeldDestinations(_ client: HTTPClient, among targeted: Set<String>?) {
         guard let list = try? self.call(client, "GET", "/admin/destinations") else { return }
         for destination in list["data"]?.arrayValue?.compactMap(\.objectValue) ?? [] {
             guard let tenant = destination["tenant"]?.stringValue, let id = destination["id"]?.stringValue,
                 let mode = destination["mode"]?.stringValue, mode != "active",
                 self.filter.tenant == nil || self.filter.tenant == tenant,
-                self.filter.destination == nil || self.filter.destination == id
+                self.filter.destination == nil || self.filter.destination == id,
+                targeted?.contains(tenant + "/" + id) ?? true
             else { continue }
             self.progress.line(
                 "destination \(tenant)/\(id) is \(mode); its deliveries wait until it is resumed "
