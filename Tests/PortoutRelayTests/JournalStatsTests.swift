@@ -15,8 +15,8 @@ struct JournalStatsTests {
         return (summary, damage)
     }
 
-    /// A replay record of a delivery still unsettled queued nothing, as the replay's own `alreadyPending` count
-    /// says, so it is not counted as a replayed delivery.
+    /// A replay record of a delivery still unsettled queued nothing, which the replay counts as `alreadyPending`,
+    /// so it is not counted as a replayed delivery.
     @Test func replayOfPendingNotCounted() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }

@@ -182,7 +182,7 @@ struct OnlineReplay {
                 self.progress.line(JSONWriter.encodeString(.object(match)))
             }
             if count > 0 {
-                // A sample that holds every match names exactly the destinations the replay would send to.
+                // A sample that contains every match names exactly the destinations the replay would send to.
                 let targeted = count <= sample.count
                     ? Set(sample.compactMap { match in
                         match["tenant"]?.stringValue.flatMap { tenant in
