@@ -19,7 +19,8 @@ public enum RelayCommand {
                         check every journal frame; exit status 1 if any segment is damaged
           journal dump --data-dir DIR [--bodies] [--dead-letters]
                         print one JSON line per record; --dead-letters lists only deliveries that gave up
-          journal deliveries --data-dir DIR [filter flags as for replay] [--limit N] [--starting-after ID]
+          journal deliveries --data-dir DIR [replay's filter flags but --dead-lettered-only] [--limit N]
+                             [--starting-after ID]
                         print one JSON line per delivery, oldest event first, with each attempt and replay of it
                         (at most N, default 1000)
           journal stats --data-dir DIR [--retention-seconds N]
@@ -28,8 +29,7 @@ public enum RelayCommand {
                         takes --config FILE in place of --data-dir and reads dataDir from it
           replay [--config FILE] [--admin-url URL] [--tenant ID] [--destination ID] [--port-out ID]
                  [--event ID] [--status S[,S...]] [--type TYPE] [--from TIME] [--to TIME] [--dead-lettered-only]
-                 [--dry-run]
-                 [--wait SECONDS]
+                 [--dry-run] [--wait SECONDS]
                         replay matching deliveries through the running relay's admin listener (address and token
                         from the config) and show progress until the job ends, or for at most SECONDS, after
                         which the job goes on in the relay; TIME is RFC 3339, such as 2026-11-02T09:00:00Z
