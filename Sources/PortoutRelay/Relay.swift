@@ -46,9 +46,9 @@ public final class Relay: Sendable {
         let deadLetters = DeadLetterIndex()
         var order = EventSequenceCheck()
         var goneDestinations = GoneDestinations()
-        // Events come before their replays, so a replayed delivery of an event older than every event read so far
-        // is of an event that retention removed. Its dead letter is not listed: without the event it cannot be sent.
-        var oldestEventSequence: UInt64?
+        // A dead letter of an event that retention removed is not listed, because without the event it cannot be
+        // sent again.
+        var removedEvents = RemovedEventCheck()
         let journal = try Journal.open(
             directory: journalDirectory, segmentBytes: config.journal.segmentBytes, logger: logger,
             // The subscription is the port-out index's, built on the lane, and an id and type matter only to an
@@ -58,7 +58,7 @@ public final class Relay: Sendable {
         ) { record, location in
             switch record {
             case .event(let event):
-                oldestEventSequence = min(oldestEventSequence ?? event.sequence, event.sequence)
+                removedEvents.note(event.sequence)
                 order.note(event.sequence)
                 state.restore(event)
                 unsettled.add(event, at: location)
@@ -66,7 +66,7 @@ public final class Relay: Sendable {
                 state.reserveSequences(through: attempt.eventSequence)
                 goneDestinations.note(attempt)
                 if let deadLetter = unsettled.apply(attempt) {
-                    if deadLetter.event.sequence >= oldestEventSequence ?? .max {
+                    if !removedEvents.isRemoved(deadLetter.event.sequence) {
                         deadLetters.add(deadLetter)
                     }
                 } else if attempt.outcome.isFinal {

@@ -346,7 +346,7 @@ struct ReplayTests {
         let sink = try RecordingSink { index, received in
             switch received.portOut {
             case "pout_flaky" where index == 0: return .init(status: 503)
-            case "pout_refused" where rejecting.load(ordering: .relaxed): return .init(status: 400)
+            case "pout_rejected" where rejecting.load(ordering: .relaxed): return .init(status: 400)
             default: return .init(status: 204)
             }
         }
@@ -355,8 +355,8 @@ struct ReplayTests {
         defer { harness.finish() }
         #expect(try harness.post(Events.portOut("pout_flaky", status: "initiated")).status == 202)
         #expect(waitUntil { sink.received.count == 2 })
-        let refusedEvent = Events.portOut("pout_refused", status: "initiated", eventID: "evt_refused")
-        #expect(try harness.post(refusedEvent).status == 202)
+        let rejectedEvent = Events.portOut("pout_rejected", status: "initiated", eventID: "evt_rejected")
+        #expect(try harness.post(rejectedEvent).status == 202)
         #expect(try harness.post(Events.portOut("pout_flaky", status: "processing")).status == 202)
         // Attempts reach the journal a moment after the sink responds to them.
         let settled: [JSONValue?] = ["delivered", "deadLettered", "delivered"]
@@ -372,20 +372,20 @@ struct ReplayTests {
         #expect(firstTry?["error"] == "destination answered 503")
         #expect(flaky.first?["event"] == "evt_pout_flaky_initiated")
 
-        let refused = try Self.deliveries(harness, "event=evt_refused")
-        #expect(refused.map { $0["portOut"] } == ["pout_refused"])
-        #expect(refused.first?["state"] == "deadLettered")
-        let refusedID = try #require(refused.first?["id"]?.stringValue)
+        let rejected = try Self.deliveries(harness, "event=evt_rejected")
+        #expect(rejected.map { $0["portOut"] } == ["pout_rejected"])
+        #expect(rejected.first?["state"] == "deadLettered")
+        let rejectedID = try #require(rejected.first?["id"]?.stringValue)
 
         // The redelivery's copy is part of the same delivery, after the dead letter.
         rejecting.store(false, ordering: .relaxed)
-        let deadLetterID = refusedID.replacingOccurrences(of: "dlv_", with: "dl_")
+        let deadLetterID = rejectedID.replacingOccurrences(of: "dlv_", with: "dl_")
         let job = try Self.json(try Self.admin(
             harness, "POST", "/admin/dead-letters/redeliver", body: #"{"ids": ["\#(deadLetterID)"]}"#))
         let jobID = try #require(job["id"]?.stringValue)
         _ = try Self.waitForJob(harness, jobID, status: "completed")
-        #expect(waitUntil { (try? Self.deliveries(harness, "event=evt_refused").first?["state"]) == "delivered" })
-        let redelivered = try Self.deliveries(harness, "event=evt_refused").first
+        #expect(waitUntil { (try? Self.deliveries(harness, "event=evt_rejected").first?["state"]) == "delivered" })
+        let redelivered = try Self.deliveries(harness, "event=evt_rejected").first
         #expect(Self.steps(redelivered) == ["deadLettered", "queuedByReplay", "delivered"])
         #expect(redelivered?["steps"]?.arrayValue?[1].objectValue?["replay"] == .string(jobID))
 
@@ -394,10 +394,10 @@ struct ReplayTests {
         let first = try Self.json(try Self.admin(harness, "GET", "/admin/deliveries?limit=2"))
         let firstIDs = (first["data"]?.arrayValue ?? []).compactMap { $0.objectValue?["id"]?.stringValue }
         #expect(firstIDs.count == 2)
-        #expect(firstIDs[1] == refusedID)
+        #expect(firstIDs[1] == rejectedID)
         #expect(first["hasMore"] == true)
-        #expect(first["nextStartingAfter"] == .string(refusedID))
-        let secondPath = "/admin/deliveries?limit=2&startingAfter=\(refusedID)"
+        #expect(first["nextStartingAfter"] == .string(rejectedID))
+        let secondPath = "/admin/deliveries?limit=2&startingAfter=\(rejectedID)"
         let second = try Self.json(try Self.admin(harness, "GET", secondPath))
         #expect(second["data"]?.arrayValue?.compactMap { $0.objectValue?["status"] } == ["processing"])
         #expect(second["hasMore"] == false)

@@ -356,28 +356,17 @@ extension AdminRequestHandler {
     }
 
     static func matchJSON(_ match: ReplayScan.Match) -> JSONValue {
-        .object(JSONObject(self.eventMembers(match.event) + [("destination", .string(match.destination))]))
+        .object(JSONObject(match.event.jsonMembers + [("destination", .string(match.destination))]))
     }
 
     static func deadLetterJSON(_ deadLetter: DeadLetter) -> JSONValue {
         .object(JSONObject(
-            [("object", "deadLetter"), ("id", .string(deadLetter.id))] + self.eventMembers(deadLetter.event) + [
+            [("object", "deadLetter"), ("id", .string(deadLetter.id))] + deadLetter.event.jsonMembers + [
                 ("destination", .string(deadLetter.destination)),
                 ("deadLetteredAt", .string(RFC3339.format(epochMilliseconds: deadLetter.deadLetteredAtMs))),
                 ("attempts", .number(Double(deadLetter.attempts))),
                 ("httpStatus", deadLetter.httpStatus.map { .number(Double($0)) } ?? .null),
                 ("reason", .string(deadLetter.reason)),
             ]))
-    }
-
-    static func eventMembers(_ event: EventSummary) -> [(key: String, value: JSONValue)] {
-        [
-            ("tenant", .string(event.tenant)),
-            ("event", .string(event.eventID)),
-            ("type", .string(event.type)),
-            ("portOut", event.portOutID.isEmpty ? .null : .string(event.portOutID)),
-            ("status", event.status.map { .string($0.rawValue) } ?? .null),
-            ("acceptedAt", .string(RFC3339.format(epochMilliseconds: event.acceptedAtMs))),
-        ]
     }
 }

@@ -60,9 +60,8 @@ public enum JournalCommands {
         // Dead letters by event and destination; a replay takes one off the list until it settles.
         var deadLetters: [DeliveryKey: JSONValue] = [:]
         var suspended: [DeliveryKey: JSONValue] = [:]
-        // As at a start, a dead letter of an event older than every event read so far is of an event that
-        // retention removed, which cannot be sent again, so it is not listed.
-        var oldestEventSequence: UInt64?
+        // As at a start, a dead letter of an event that retention removed is not listed, because it cannot be sent.
+        var removedEvents = RemovedEventCheck()
         defer {
             for key in deadLetters.keys.sorted() {
                 output(JSONWriter.encodeString(deadLetters[key]!))
@@ -71,7 +70,7 @@ public enum JournalCommands {
         return try self.forEachRecord(dataDirectory) { record, location in
             switch record {
             case .event(let event):
-                oldestEventSequence = min(oldestEventSequence ?? event.sequence, event.sequence)
+                removedEvents.note(event.sequence)
                 if deadLettersOnly {
                     var stored = event
                     if !bodies { stored.body = [] }
@@ -85,7 +84,7 @@ public enum JournalCommands {
                 }
                 let key = DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination)
                 switch attempt.outcome {
-                case .deadLettered where attempt.eventSequence < oldestEventSequence ?? .max:
+                case .deadLettered where removedEvents.isRemoved(attempt.eventSequence):
                     suspended[key] = nil
                 case .deadLettered:
                     var value = self.describe(attempt)

@@ -11,12 +11,12 @@ enum DeliveryHistory {
     enum State: String, Sendable {
         /// Not attempted yet, or queued again by a replay and not attempted since.
         case pending
-        /// The last attempt failed and another is due, or after a 410, waits for the destination's resume.
+        /// The last attempt failed. The next is due at a set time, or after a 410, once the destination resumes.
         case retrying
         case delivered
         case deadLettered
-        /// Known only from a replay of an event that retention removed, with everything before that replay,
-        /// and not queued by any replay the journal still holds, as when its copy was withdrawn.
+        /// Queued by a replay of an event that retention removed, and then withdrawn, so the journal has no
+        /// earlier state to return to.
         case withdrawn
     }
 
@@ -84,7 +84,7 @@ enum DeliveryHistory {
                 }
             }
             return .object(JSONObject(
-                [("object", "delivery"), ("id", .string(self.id))] + AdminRequestHandler.eventMembers(self.event) + [
+                [("object", "delivery"), ("id", .string(self.id))] + self.event.jsonMembers + [
                     ("destination", .string(self.destination)), ("state", .string(self.state.rawValue)),
                     ("eventRemoved", .bool(self.isEventRemoved)), ("steps", .array(steps)),
                 ]))
@@ -131,25 +131,24 @@ enum DeliveryHistory {
         dataDirectory: String, filter: DeliveryFilter, after: DeliveryKey?, limit: Int,
         shouldStop: () -> Bool = { false }
     ) -> Result<Page, ReplayScan.Failure> {
-        var kept: [DeliveryKey: Delivery] = [:]
-        // The largest kept key, which the next smaller candidate displaces once `limit + 1` are kept. Replays of
-        // removed events come after newer events, so a displacement happens whenever such a replay matches.
+        var candidates: [DeliveryKey: Delivery] = [:]
+        // The largest candidate key, which the next smaller candidate displaces once there are `limit + 1`.
+        // Replays of removed events come after newer events, so a displacement happens whenever one matches.
         var largest: DeliveryKey?
         var scanned = 0
         var stopped = false
-        // Events come before their replays, so a replay of an event older than every event read so far is of an
-        // event that retention removed. Its delivery starts at the replay, as it does at a restart.
-        var oldestEventSequence: UInt64?
+        // A delivery of an event that retention removed starts at its replay, as it does at a restart.
+        var removedEvents = RemovedEventCheck()
         func keep(_ delivery: Delivery) {
             let key = delivery.key
-            guard after.map({ key > $0 }) ?? true, kept[key] == nil else { return }
-            if kept.count > limit {
+            guard after.map({ key > $0 }) ?? true, candidates[key] == nil else { return }
+            if candidates.count > limit {
                 guard let current = largest, key < current else { return }
-                kept[current] = nil
-                kept[key] = delivery
-                largest = kept.keys.max()
+                candidates[current] = nil
+                candidates[key] = delivery
+                largest = candidates.keys.max()
             } else {
-                kept[key] = delivery
+                candidates[key] = delivery
                 largest = max(largest ?? key, key)
             }
         }
@@ -164,26 +163,27 @@ enum DeliveryHistory {
                 }
                 switch record {
                 case .event(let event):
-                    oldestEventSequence = min(oldestEventSequence ?? event.sequence, event.sequence)
+                    removedEvents.note(event.sequence)
                     let summary = EventSummary(event, location: location)
                     for destination in event.destinations where filter.matches(summary, destination: destination) {
                         keep(Delivery(event: summary, destination: destination))
                     }
                 case .attempt(let attempt):
-                    kept[DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination)]?.apply(attempt)
+                    let key = DeliveryKey(sequence: attempt.eventSequence, destination: attempt.destination)
+                    candidates[key]?.apply(attempt)
                 case .replay(let replay):
                     let key = DeliveryKey(sequence: replay.event.sequence, destination: replay.destination)
-                    if kept[key] == nil, replay.event.sequence < oldestEventSequence ?? .max,
+                    if candidates[key] == nil, removedEvents.isRemoved(replay.event.sequence),
                         filter.matches(replay.event, destination: replay.destination)
                     {
-                        // Settled as far as the journal shows, so the replay applies.
+                        // Settled as far as the journal shows, so the replay below applies to it.
                         // NOTE: if retention also removed the record of an earlier replay that queued this copy,
                         // a later replay that found it pending is credited with it here, as in a restart's counts.
                         keep(Delivery(
                             event: replay.event, destination: replay.destination, state: .withdrawn,
                             isEventRemoved: true))
                     }
-                    kept[key]?.applyReplay(replay)
+                    candidates[key]?.applyReplay(replay)
                 }
             }
         } catch {
@@ -192,7 +192,7 @@ enum DeliveryHistory {
         if stopped {
             return .failure(.stopped)
         }
-        let ordered = kept.values.sorted { $0.key < $1.key }
+        let ordered = candidates.values.sorted { $0.key < $1.key }
         return .success(Page(
             deliveries: Array(ordered.prefix(limit)), hasMore: ordered.count > limit, scannedRecords: scanned,
             damage: damage))
@@ -216,5 +216,33 @@ extension DeliveryKey {
         let destination = String(rest[rest.index(after: separator)...])
         guard !destination.isEmpty else { return nil }
         self.init(sequence: sequence, destination: destination)
+    }
+}
+
+/// The oldest event sequence read so far in a pass over the journal. Events come before their attempts and
+/// replays, so an attempt or replay whose event is older than every event read belongs to a removed event.
+struct RemovedEventCheck {
+    private var oldest: UInt64?
+
+    mutating func note(_ sequence: UInt64) {
+        self.oldest = min(self.oldest ?? sequence, sequence)
+    }
+
+    func isRemoved(_ sequence: UInt64) -> Bool {
+        sequence < self.oldest ?? .max
+    }
+}
+
+extension EventSummary {
+    /// The event's fields as every admin list of deliveries and dead letters shows them.
+    var jsonMembers: [(key: String, value: JSONValue)] {
+        [
+            ("tenant", .string(self.tenant)),
+            ("event", .string(self.eventID)),
+            ("type", .string(self.type)),
+            ("portOut", self.portOutID.isEmpty ? .null : .string(self.portOutID)),
+            ("status", self.status.map { .string($0.rawValue) } ?? .null),
+            ("acceptedAt", .string(RFC3339.format(epochMilliseconds: self.acceptedAtMs))),
+        ]
     }
 }
