@@ -11,9 +11,10 @@ public enum DestinationControlError: Error, Sendable, Equatable {
 }
 
 extension DeliveryEngine {
-    /// Returns every destination's statistics with the acceptance time of its oldest unsettled delivery, and the
-    /// destinations that are not configured but still have deliveries. Only the delivery thread can read the
-    /// queues, so once the engine has stopped the times are missing and the second list is the one at the stop.
+    /// Returns every destination's statistics with the acceptance time of its oldest unsettled delivery and
+    /// whether its mode is unknown, and the destinations that are not configured but still have deliveries. Only
+    /// the delivery thread can read the queues and modes, so once the engine has stopped the times are missing,
+    /// no mode counts as unknown, and the second list is the one at the stop.
     public func snapshot(
         _ completion: @escaping @Sendable ([DestinationStatistics], [UnconfiguredDestinationStatistics]) -> Void
     ) {
@@ -22,7 +23,14 @@ extension DeliveryEngine {
             if running {
                 for index in statistics.indices {
                     let key = Self.key(tenant: statistics[index].tenant, destination: statistics[index].destination)
-                    statistics[index].oldestPendingAcceptedAtMs = self.loop.destinations[key]?.queue.oldestAcceptedAtMs
+                    let runtime = self.loop.destinations[key]
+                    statistics[index].oldestPendingAcceptedAtMs = runtime?.queue.oldestAcceptedAtMs
+                    // Every pause for an unknown mode carries the reason saved in `unknownModes`, and an operator's
+                    // resume, or pause with a reason of their own, replaces it.
+                    if let runtime, let unknown = self.loop.unknownModes {
+                        statistics[index].isModeUnknown =
+                            runtime.mode == .paused && runtime.modeReason == unknown.reason
+                    }
                 }
                 self.publishUnconfigured()
             }

@@ -623,8 +623,12 @@ public struct DestinationStatistics: Sendable, Equatable {
     public var lastError: String?
     public var lastErrorAtMs: Int64?
     public var lastDeliveredAtMs: Int64?
-    /// When the oldest unsettled delivery's event was accepted; set only by `DeliveryEngine.snapshot`.
+    /// When the oldest unsettled delivery's event was accepted, or when a replay queued it; set only by
+    /// `DeliveryEngine.snapshot`.
     public var oldestPendingAcceptedAtMs: Int64?
+    /// Whether the relay paused the destination because its saved mode could not be read. An operator's resume,
+    /// or a pause with a reason, ends it. Set only by `DeliveryEngine.snapshot`.
+    public var isModeUnknown = false
 
     public init(tenant: String, destination: String) {
         self.tenant = tenant

@@ -32,6 +32,11 @@ struct AdminTests {
         return try #require(client.request(method, path, headers: headers, body: Array(body.utf8)))
     }
 
+    static func metricsLines(_ harness: RelayHarness, token: String? = AdminTests.token) throws -> Set<String> {
+        let page = try Self.admin(harness, "GET", "/metrics", token: token)
+        return Set(String(decoding: page.body, as: UTF8.self).split(separator: "\n").map(String.init))
+    }
+
     static func destinationState(_ harness: RelayHarness, tenant: String = "t1", id: String = "d1") throws -> JSONObject {
         try #require(try Self.admin(harness, "GET", "/admin/destinations/\(tenant)/\(id)").json?.objectValue)
     }
@@ -218,12 +223,18 @@ struct AdminTests {
         let aside = try #require(names.first { $0.hasPrefix("destinations.json.unreadable-") })
         #expect(try Data(contentsOf: URL(fileURLWithPath: dataDirectory + "/" + aside)) == Data(damaged))
 
-        // The pause was saved, so a second start keeps it without another unreadable file.
+        let unknownModeLine = #"portout_destination_mode_unknown{tenant="t1",destination="d1"} "#
+        #expect(try Self.metricsLines(harness).contains(unknownModeLine + "1"))
+
+        // The pause was saved, so a second start keeps it without another unreadable file, and the mode still
+        // counts as unknown.
         try harness.restart()
         #expect(try Self.destinationState(harness)["mode"] == "paused")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dataDirectory).filter { $0.contains(".unreadable-") }.count == 1)
+        #expect(try Self.metricsLines(harness).contains(unknownModeLine + "1"))
         #expect(try Self.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
         #expect(waitUntil { sink.received.count == 1 })
+        #expect(try Self.metricsLines(harness).contains(unknownModeLine + "0"))
     }
 
     /// A start that cannot save the pauses after an unreadable destinations.json leaves the unreadable file in
@@ -463,6 +474,8 @@ struct AdminTests {
 
         try harness.start()
         #expect(harness.relay!.deliveryStatistics().first?.mode == .paused)
+        let unknownModeLine = #"portout_destination_mode_unknown{tenant="t1",destination="d1"} 1"#
+        #expect(try Self.metricsLines(harness, token: nil).contains(unknownModeLine))
         #expect(try harness.post(Events.portOut("pout_a", status: "initiated")).status == 202)
         Thread.sleep(forTimeInterval: 0.5)
         #expect(sink.received.count == 0)

@@ -22,7 +22,7 @@ struct AlertRulesTests {
     @Test func rulesPassPromtoolCheck() throws {
         let result = try Self.promtool(["check", "rules", Self.rulesPath])
         #expect(result.status == 0, "promtool check rules: \(result.output)")
-        #expect(result.output.contains("SUCCESS: 16 rules found"), "promtool check rules: \(result.output)")
+        #expect(result.output.contains("SUCCESS: 19 rules found"), "promtool check rules: \(result.output)")
     }
 
     @Test func rulesPassTheirUnitTests() throws {
@@ -36,7 +36,7 @@ struct AlertRulesTests {
         let rules = try String(contentsOfFile: Self.rulesPath, encoding: .utf8)
         let alerts = Self.matches(#"- alert: (\w+)"#, in: rules, group: 1)
         let runbooks = Self.matches(#"runbook: "deploy/README\.md#(\w+)""#, in: rules, group: 1)
-        #expect(alerts.count == 16)
+        #expect(alerts.count == 19)
         #expect(runbooks.count == alerts.count, "every alert needs a runbook annotation")
         for runbook in runbooks {
             #expect(sections.contains(runbook), "deploy/README.md has no section for #\(runbook)")
@@ -73,6 +73,11 @@ struct AlertRulesTests {
         #expect(try harness.post(Events.portOut("pout_alert_b", status: "initiated")).status == 202)
         let forged = try harness.post(Events.portOut("pout_alert_c", status: "initiated"), secret: "whsec_d3Jvbmc=")
         #expect(forged.status == 401)
+        #expect(try harness.post(Events.portOut("pout_alert_d", status: "transferred")).status == 422)
+        for _ in 0..<2 {
+            let unknownTenant = try harness.post(Events.portOut("pout_alert_e", status: "initiated"), tenant: "nobody")
+            #expect(unknownTenant.status == 404)
+        }
         let settled = waitUntil {
             let statistics = Dictionary(
                 uniqueKeysWithValues: harness.relay!.deliveryStatistics().map { ($0.destination, $0) })
@@ -89,64 +94,37 @@ struct AlertRulesTests {
         let after = try Self.scrape(harness)
         Self.expectRulesUseExportedSeries(after)
 
-        let tests = Self.scrapedCase(before: before, after: after)
-        let directory = harness.directory
-        let path = directory.file("alerts-scraped-test.yml")
-        try tests.write(toFile: path, atomically: true, encoding: .utf8)
-        let result = try Self.promtool(["test", "rules", path])
-        #expect(result.status == 0, "promtool test rules: \(result.output)")
-    }
-
-    /// Returns the page's samples by series, as `name{label="value",…}`.
-    static func scrape(_ harness: RelayHarness) throws -> [String: Double] {
-        let response = try AdminTests.admin(harness, "GET", "/metrics")
-        try #require(response.status == 200)
-        var samples: [String: Double] = [:]
-        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
-            let separator = try #require(line.lastIndex(of: " "), "sample line without a value: \(line)")
-            let value = try #require(Double(line[line.index(after: separator)...]), "sample value: \(line)")
-            samples[String(line[..<separator])] = value
-        }
-        return samples
-    }
-
-    /// Returns a promtool test file: every series scraped after the activity, as a Prometheus scraping the relay
-    /// once a minute would store it, and the alerts expected at 25 minutes and at 4 hours 10 minutes. Nothing
-    /// changes after minute 1, so an alert that waits for a rate stays silent.
-    ///
-    /// Each series has its value from the first scrape at minute 0 and from the second from minute 1 on, except
-    /// the oldest pending age, which a relay that delivers nothing reports 60 s higher each minute.
-    static func scrapedCase(before: [String: Double], after: [String: Double]) -> String {
-        var series = ["      - series: 'up{job=\"portout-relay\", instance=\"\(Self.instance)\"}'\n        values: '1x300'"]
-        for (name, value) in after.sorted(by: { $0.key < $1.key }) {
-            let labelled = Self.withScrapeLabels(name)
-            let values: String
-            if name.hasPrefix("portout_delivery_oldest_pending_age_seconds") {
-                values = value > 0 ? "0+60x300" : "0x300"
-            } else {
-                values = "\(Self.format(before[name] ?? 0)) \(Self.format(value))x300"
-            }
-            series.append("      - series: '\(labelled)'\n        values: '\(values)'")
-        }
+        let labels = "instance: \"\(Self.instance)\", job: portout-relay, tenant: t1"
         let silent = [
             "PortoutRelayDown", "PortoutRelayRestarting", "PortoutRelayWebhooksUnavailable",
             "PortoutRelayJournalWriteFailures", "PortoutRelaySignaturesRejected", "PortoutRelayDeliveryBacklogCritical",
-            "PortoutRelayDestinationPaused", "PortoutRelayBreakerOpen", "PortoutRelayUnconfiguredDeliveries",
-            "PortoutRelaySlowJournalSync", "PortoutRelayConnectionsRejected", "PortoutRelayRequestBufferFull",
-            "PortoutRelayStalledPortOuts",
-        ].map { "      - eval_time: 25m\n        alertname: \($0)" }
-        let labels = "instance: \"\(Self.instance)\", job: portout-relay, tenant: t1"
-        return """
-            rule_files:
-              - \(Self.rulesPath)
-            evaluation_interval: 1m
-            tests:
-              - name: metrics scraped from a relay
-                interval: 1m
-                input_series:
-            \(series.joined(separator: "\n"))
-                alert_rule_test:
-            \(silent.joined(separator: "\n"))
+            "PortoutRelayDestinationModeUnknown", "PortoutRelayDestinationPaused", "PortoutRelayBreakerOpen",
+            "PortoutRelayUnconfiguredDeliveries", "PortoutRelaySlowJournalSync", "PortoutRelayConnectionsRejected",
+            "PortoutRelayRequestBufferFull", "PortoutRelayStalledPortOuts",
+        ]
+        let expected = """
+                  - eval_time: 25m
+                    alertname: PortoutRelayEventsInvalid
+                    exp_alerts:
+                      - exp_labels: {severity: ticket, instance: "\(Self.instance)", tenant: t1}
+                        exp_annotations:
+                          summary: "portout-relay \(Self.instance) rejected correctly signed events of tenant t1"
+                          description: >-
+                            Events that passed the signature check were rejected as invalid (400, 409, 415 or 422) in
+                            the last 30 minutes. The carrier gets the same answer on every retry, so these events are
+                            lost until it resends them in a form the relay accepts.
+                          runbook: "deploy/README.md#portoutrelayeventsinvalid"
+                  - eval_time: 25m
+                    alertname: PortoutRelayUnknownTenant
+                    exp_alerts:
+                      - exp_labels: {severity: ticket, instance: "\(Self.instance)"}
+                        exp_annotations:
+                          summary: "portout-relay \(Self.instance) answers 404 to webhooks for tenants it does not have"
+                          description: >-
+                            Webhooks keep arriving at /webhooks/{tenant} paths of tenants that the configuration does
+                            not name. A reload that removed or renamed a tenant, or a wrong URL at the carrier, loses
+                            those events.
+                          runbook: "deploy/README.md#portoutrelayunknowntenant"
                   - eval_time: 25m
                     alertname: PortoutRelayDeliveryBacklog
                     exp_alerts:
@@ -154,8 +132,9 @@ struct AlertRulesTests {
                         exp_annotations:
                           summary: "t1/failing has had a delivery pending for over 15 minutes"
                           description: >-
-                            The destination is active but its oldest unsettled delivery was accepted 25m 0s ago: it is
-                            failing, slow or rate-limited.
+                            The destination has been active for 15 minutes or more, but its oldest unsettled delivery
+                            has waited 25m 0s since its event was accepted or replayed: the destination is failing, slow
+                            or rate-limited.
                           runbook: "deploy/README.md#portoutrelaydeliverybacklog"
                   - eval_time: 25m
                     alertname: PortoutRelayDestinationDisabled
@@ -184,7 +163,8 @@ struct AlertRulesTests {
                         exp_annotations:
                           summary: "t1/paused has been paused for over 4 hours"
                           description: >-
-                            An operator paused the destination and its deliveries are held until it is resumed.
+                            Its deliveries are held until it is resumed. GET /admin/destinations gives the reason of
+                            the pause as modeReason.
                           runbook: "deploy/README.md#portoutrelaydestinationpaused"
                   - eval_time: 4h10m
                     alertname: PortoutRelayUnconfiguredDeliveries
@@ -206,6 +186,109 @@ struct AlertRulesTests {
                             The carrier has sent no newer status for these port outs within stalledAfterSeconds.
                             GET /admin/stalled lists them.
                           runbook: "deploy/README.md#portoutrelaystalledportouts"
+            """
+        try Self.expectAlerts(before: before, after: after, silentAt25Minutes: silent, expected: expected, in: harness)
+    }
+
+    /// Starts a relay on a destinations.json that cannot be read, so that it pauses every destination, and
+    /// checks that the mode-unknown page fires on its metrics until an operator resumes the destination.
+    @Test func lostModesFireOnScrapedMetrics() throws {
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: AdminTests.destination(sink.url), extra: AdminTests.tokenConfig)
+        defer { harness.finish() }
+        harness.stop()
+        let modesFile = harness.directory.path + "/data/destinations.json"
+        try "not JSON".write(toFile: modesFile, atomically: true, encoding: .utf8)
+        try harness.start()
+        let before = try Self.scrape(harness)
+        #expect(try harness.post(Events.portOut("pout_lost", status: "initiated")).status == 202)
+        let after = try Self.scrape(harness)
+        #expect(after[#"portout_destination_mode_unknown{tenant="t1",destination="d1"}"#] == 1)
+
+        let labels = "instance: \"\(Self.instance)\", job: portout-relay, tenant: t1"
+        let silent = [
+            "PortoutRelayDeliveryBacklog", "PortoutRelayDeliveryBacklogCritical", "PortoutRelayDestinationDisabled",
+            "PortoutRelayDestinationPaused",
+        ]
+        let expected = """
+                  - eval_time: 25m
+                    alertname: PortoutRelayDestinationModeUnknown
+                    exp_alerts:
+                      - exp_labels: {severity: page, \(labels), destination: d1}
+                        exp_annotations:
+                          summary: "t1/d1 is paused because its saved mode was lost"
+                          description: >-
+                            destinations.json could not be read at a start, so the relay paused every destination
+                            rather than send to one that an operator had paused or a 410 had disabled. Nothing is sent
+                            to this destination until an operator resumes it.
+                          runbook: "deploy/README.md#portoutrelaydestinationmodeunknown"
+            """
+        try Self.expectAlerts(before: before, after: after, silentAt25Minutes: silent, expected: expected, in: harness)
+
+        #expect(try AdminTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume").status == 200)
+        #expect(try Self.scrape(harness)[#"portout_destination_mode_unknown{tenant="t1",destination="d1"}"#] == 0)
+    }
+
+    /// Writes a promtool test of the scraped samples with the expected alerts, and runs it.
+    static func expectAlerts(
+        before: [String: Double], after: [String: Double], silentAt25Minutes silent: [String], expected: String,
+        in harness: RelayHarness
+    ) throws {
+        let tests = Self.scrapedCase(before: before, after: after, silentAt25Minutes: silent, expected: expected)
+        let path = harness.directory.file("alerts-scraped-test.yml")
+        try tests.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try Self.promtool(["test", "rules", path])
+        #expect(result.status == 0, "promtool test rules: \(result.output)")
+    }
+
+    /// Returns the page's samples by series, as `name{label="value",…}`.
+    static func scrape(_ harness: RelayHarness) throws -> [String: Double] {
+        let response = try AdminTests.admin(harness, "GET", "/metrics")
+        try #require(response.status == 200)
+        var samples: [String: Double] = [:]
+        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            let separator = try #require(line.lastIndex(of: " "), "sample line without a value: \(line)")
+            let value = try #require(Double(line[line.index(after: separator)...]), "sample value: \(line)")
+            samples[String(line[..<separator])] = value
+        }
+        return samples
+    }
+
+    /// Returns a promtool test file: every series scraped after the activity, as a Prometheus scraping the relay
+    /// once a minute would store it, the alerts in `silent` checked for silence at 25 minutes, and the `expected`
+    /// entries of `alert_rule_test`. Nothing changes after minute 1, so an alert that waits for a rate stays silent.
+    ///
+    /// Each series has its value from the first scrape at minute 0 and from the second from minute 1 on, except
+    /// the oldest pending age, which a relay that delivers nothing reports 60 s higher each minute.
+    static func scrapedCase(
+        before: [String: Double], after: [String: Double], silentAt25Minutes silent: [String], expected: String
+    ) -> String {
+        let up = "up{job=\"portout-relay\", instance=\"\(Self.instance)\"}"
+        var series = ["      - series: '\(up)'\n        values: '1x300'"]
+        for (name, value) in after.sorted(by: { $0.key < $1.key }) {
+            let labelled = Self.withScrapeLabels(name)
+            let values: String
+            if name.hasPrefix("portout_delivery_oldest_pending_age_seconds") {
+                values = value > 0 ? "0+60x300" : "0x300"
+            } else {
+                values = "\(Self.format(before[name] ?? 0)) \(Self.format(value))x300"
+            }
+            series.append("      - series: '\(labelled)'\n        values: '\(values)'")
+        }
+        let silentTests = silent.map { "      - eval_time: 25m\n        alertname: \($0)" }
+        return """
+            rule_files:
+              - \(Self.rulesPath)
+            evaluation_interval: 1m
+            tests:
+              - name: metrics scraped from a relay
+                interval: 1m
+                input_series:
+            \(series.joined(separator: "\n"))
+                alert_rule_test:
+            \(silentTests.joined(separator: "\n"))
+            \(expected)
 
             """
     }
@@ -239,7 +322,7 @@ struct AlertRulesTests {
             }
         }
         let expressions = Self.ruleExpressions()
-        #expect(expressions.count == 16)
+        #expect(expressions.count == 19)
         for expression in expressions {
             let names = Self.matches(#"portout_[a-z_]+"#, in: expression)
             let labelsOfExpression = names.reduce(into: Set<String>()) { labels, name in

@@ -115,7 +115,8 @@ struct MetricsPage: Sendable {
         gauge("portout_delivery_in_flight", "Delivery attempts in flight.") { Double($0.inFlight) }
         gauge(
             "portout_delivery_oldest_pending_age_seconds",
-            "Seconds since the oldest unsettled delivery's event was accepted; 0 when none is pending."
+            "Seconds since the oldest unsettled delivery's event was accepted, or since a replay queued it; 0 when "
+                + "none is pending."
         ) { statistics in
             statistics.oldestPendingAcceptedAtMs.map { Double(max(0, nowMs - $0)) / 1000 } ?? 0
         }
@@ -128,6 +129,10 @@ struct MetricsPage: Sendable {
             samples: destinations.flatMap { statistics in
                 DestinationMode.allCases.map { ([statistics.tenant, statistics.destination, $0.rawValue], statistics.mode == $0 ? 1 : 0) }
             })
+        gauge(
+            "portout_destination_mode_unknown",
+            "1 while the destination is paused because its saved mode could not be read, until an operator resumes it."
+        ) { $0.isModeUnknown ? 1 : 0 }
         gauge("portout_destination_breaker_open", "1 while the destination gets one delivery at a time after failures.") {
             $0.isBreakerOpen ? 1 : 0
         }
