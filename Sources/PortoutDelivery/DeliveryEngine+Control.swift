@@ -11,10 +11,10 @@ public enum DestinationControlError: Error, Sendable, Equatable {
 }
 
 extension DeliveryEngine {
-    /// Returns every destination's statistics with the acceptance time of its oldest unsettled delivery and
-    /// whether its mode is unknown, and the destinations that are not configured but still have deliveries. Only
-    /// the delivery thread can read the queues and modes, so once the engine has stopped the times are missing,
-    /// no mode counts as unknown, and the second list is the one at the stop.
+    /// Returns every destination's statistics with the acceptance time of its oldest unsettled delivery, the time
+    /// its mode changed and whether the mode is unknown, and the destinations that are not configured but still
+    /// have deliveries. Only the delivery thread can read the queues and modes, so once the engine has stopped
+    /// these fields are missing, and the second list is the one at the stop.
     public func snapshot(
         _ completion: @escaping @Sendable ([DestinationStatistics], [UnconfiguredDestinationStatistics]) -> Void
     ) {
@@ -25,6 +25,7 @@ extension DeliveryEngine {
                     let key = Self.key(tenant: statistics[index].tenant, destination: statistics[index].destination)
                     let runtime = self.loop.destinations[key]
                     statistics[index].oldestPendingAcceptedAtMs = runtime?.queue.oldestAcceptedAtMs
+                    statistics[index].modeChangedAtMs = runtime?.modeChangedAtMs ?? 0
                     // Every pause for an unknown mode carries the reason saved in `unknownModes`, and an operator's
                     // resume, or pause with a reason of their own, replaces it.
                     if let runtime, let unknown = self.loop.unknownModes {

@@ -28,4 +28,19 @@ struct WriteHealthTests {
         health.recordFailure(atMs: 31_000)
         #expect(!health.isFailing(nowMs: 36_000, windowMs: 5000))
     }
+
+    /// The age of the write in flight grows until it returns, however it ends, so a write that never returns shows.
+    @Test func inFlightAgeCountsFromBegin() {
+        let health = WriteHealth()
+        #expect(health.inFlightSeconds(nowMs: 5000) == 0)
+        health.beginWrite(atMs: 10_000)
+        #expect(health.inFlightSeconds(nowMs: 10_000) == 0)
+        #expect(health.inFlightSeconds(nowMs: 25_500) == 15.5)
+        health.recordSuccess()
+        #expect(health.inFlightSeconds(nowMs: 30_000) == 0)
+        health.beginWrite(atMs: 40_000)
+        #expect(health.inFlightSeconds(nowMs: 41_000) == 1)
+        health.recordFailure(atMs: 41_000)
+        #expect(health.inFlightSeconds(nowMs: 50_000) == 0)
+    }
 }

@@ -94,6 +94,8 @@ struct AdminTests {
         #expect(syncCount?.hasSuffix(" 0") == false)
         #expect(lines.contains { $0.hasPrefix("portout_journal_bytes ") })
         #expect(lines.contains(#"portout_http_connection_rejections_total{limit="maxConnectionsPerClient"} 0"#))
+        #expect(lines.contains("portout_journal_write_in_progress_seconds 0"))
+        #expect(lines.contains(#"portout_destination_mode_changed_timestamp_seconds{tenant="t1",destination="d1"} 0"#))
 
         let directory = harness.directory
         let page = directory.file("metrics.txt")
@@ -135,11 +137,19 @@ struct AdminTests {
         #expect(sink.received.isEmpty)
         #expect(try Self.destinationState(harness)["queueDepth"] == 3)
 
+        let changed = try #require(Self.metricsLines(harness).first {
+            $0.hasPrefix(#"portout_destination_mode_changed_timestamp_seconds{tenant="t1",destination="d1"} "#)
+        })
+        let changedSeconds = try #require(Double(changed.split(separator: " ").last ?? ""))
+        #expect(abs(changedSeconds - Date().timeIntervalSince1970) < 60, "\(changed)")
+
         try harness.restart()
         Thread.sleep(forTimeInterval: 0.5)
         #expect(sink.received.isEmpty)
         let restored = try Self.destinationState(harness)
         #expect(restored["mode"] == "paused")
+        // The time of the pause comes back from destinations.json, so alerts on a long pause survive restarts.
+        #expect(try Self.metricsLines(harness).contains(changed))
         #expect(restored["queueDepth"] == 3)
         #expect((restored["oldestPendingAgeSeconds"]?.numberValue ?? -1) >= 0)
 

@@ -8,6 +8,9 @@ public final class WriteHealth: Sendable {
     /// When the last failure came, on `nowMs()`'s clock, or 0 after a success.
     private let failedAtMs = Atomic<Int64>(0)
     private let writesInFlight = Atomic<Int>(0)
+    /// When the writes in flight began, on `nowMs()`'s clock, or 0 when none is. Meant for one writer, as the
+    /// journal's, where writes never overlap.
+    private let inFlightSinceMs = Atomic<Int64>(0)
 
     public init() {}
 
@@ -16,18 +19,34 @@ public final class WriteHealth: Sendable {
         Int64(DispatchTime.now().uptimeNanoseconds / 1_000_000)
     }
 
-    public func beginWrite() {
-        self.writesInFlight.add(1, ordering: .relaxed)
+    public func beginWrite(atMs: Int64 = WriteHealth.nowMs()) {
+        if self.writesInFlight.add(1, ordering: .relaxed).newValue == 1 {
+            self.inFlightSinceMs.store(max(atMs, 1), ordering: .relaxed)
+        }
     }
 
     public func recordSuccess() {
-        self.writesInFlight.subtract(1, ordering: .relaxed)
+        self.endWrite()
         self.failedAtMs.store(0, ordering: .relaxed)
     }
 
     public func recordFailure(atMs: Int64) {
-        self.writesInFlight.subtract(1, ordering: .relaxed)
+        self.endWrite()
         self.failedAtMs.store(max(atMs, 1), ordering: .relaxed)
+    }
+
+    private func endWrite() {
+        if self.writesInFlight.subtract(1, ordering: .relaxed).newValue == 0 {
+            self.inFlightSinceMs.store(0, ordering: .relaxed)
+        }
+    }
+
+    /// Returns how long the write in flight has taken until `nowMs`, in seconds, or 0 when none is in flight. A
+    /// disk that stops responding shows here, since the writer then never returns to count a failure.
+    public func inFlightSeconds(nowMs: Int64) -> Double {
+        let sinceMs = self.inFlightSinceMs.load(ordering: .relaxed)
+        guard sinceMs != 0 else { return 0 }
+        return Double(max(0, nowMs - sinceMs)) / 1000
     }
 
     /// Returns whether a write failed, none has succeeded since, and either the failure is within `windowMs`

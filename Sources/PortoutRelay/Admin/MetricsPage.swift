@@ -92,6 +92,11 @@ struct MetricsPage: Sendable {
         page.counter(
             "portout_journal_write_failures_total", help: "Journal batches whose write or sync failed since start.",
             value: metrics.writeFailures.value)
+        page.gauge(
+            "portout_journal_write_in_progress_seconds",
+            help: "Seconds that the journal write or fdatasync in progress has taken so far; 0 when none is in "
+                + "progress.",
+            samples: [([], metrics.writes.inFlightSeconds(nowMs: WriteHealth.nowMs()))])
         page.histogram("portout_journal_fsync_seconds", help: "Duration of each journal fdatasync.", metrics.syncDuration)
         page.histogram(
             "portout_journal_group_commit_records", help: "Records written in one journal batch.", metrics.groupCommitRecords)
@@ -129,6 +134,11 @@ struct MetricsPage: Sendable {
             samples: destinations.flatMap { statistics in
                 DestinationMode.allCases.map { ([statistics.tenant, statistics.destination, $0.rawValue], statistics.mode == $0 ? 1 : 0) }
             })
+        gauge(
+            "portout_destination_mode_changed_timestamp_seconds",
+            "When the destination's mode last changed, in seconds since the Unix epoch, across restarts; 0 when it has "
+                + "not changed since the destination was configured."
+        ) { Double($0.modeChangedAtMs) / 1000 }
         gauge(
             "portout_destination_mode_unknown",
             "1 while the destination is paused because its saved mode could not be read, until an operator resumes it."
