@@ -24,8 +24,12 @@ deps:
 run-deps: deps
 	@tools/ensure-packages pip $(RUN_PIP_PACKAGES)
 
-# promtool checks the metrics page in the tests.
+# promtool checks the metrics page and the alerting rules in the tests. The frozen-disk test makes an ext4 file
+# system on a loop device (e2fsprogs) and freezes it (fsfreeze, from util-linux).
+TEST_PACKAGES := e2fsprogs util-linux
+
 test-deps: deps
+	@tools/ensure-packages apt $(TEST_PACKAGES)
 	@tools/ensure-packages pip $(PIP_PACKAGES)
 	@tools/ensure-promtool .build/tools/promtool
 

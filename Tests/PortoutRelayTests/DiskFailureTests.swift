@@ -2,6 +2,7 @@ import Foundation
 import PortoutCore
 import PortoutJournal
 import PortoutTestSupport
+import Synchronization
 import Testing
 
 @testable import PortoutRelay
@@ -173,5 +174,65 @@ struct DiskFailureTests {
         harness.stop()
         #expect(try JournalCommands.verify(dataDirectory: harness.directory.path + "/data") { _ in })
         #expect(try Self.eventCount(harness.directory.path + "/data") == 3)
+    }
+
+    /// A disk that stops responding fails no write, so the relay shows the write in progress and how long it has
+    /// taken. The disk is an ext4 file system on a loop device, frozen with fsfreeze, which blocks every write to
+    /// it until it is thawed.
+    @Test(.enabled(if: getuid() == 0, "a loop device, mount and fsfreeze need root"))
+    func frozenDiskShowsWriteInProgress() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let image = directory.file("disk.img")
+        #expect(FileManager.default.createFile(atPath: image, contents: nil))
+        try FileHandle(forWritingAtPath: image)!.truncate(atOffset: 128 << 20)
+        let (attached, device) = runProgramCapturingOutput(
+            "/usr/sbin/losetup", ["-f", "--show", image], inputPath: "/dev/null")
+        try #require(attached == 0, "losetup: \(device)")
+        let loop = device.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = runProgram("/usr/sbin/losetup", ["-d", loop]) }
+        try #require(runProgram("/usr/sbin/mkfs.ext4", ["-q", loop]) == 0)
+        let mount = directory.path + "/data"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        try #require(runProgram("/bin/mount", [loop, mount]) == 0)
+        defer { _ = runProgram("/bin/umount", [mount]) }
+
+        let harness = try RelayHarness(destinations: "[]", extra: AdminTests.tokenConfig, directory: directory)
+        defer { harness.stop() }
+        #expect(try harness.post(Events.portOut("pout_frozen", status: "initiated")).status == 202)
+        #expect(Self.writeInProgressSeconds(harness) == 0)
+
+        try #require(runProgram("/usr/sbin/fsfreeze", ["-f", mount]) == 0)
+        // Thawed before the relay stops, which would otherwise wait for the blocked write forever.
+        var thawed = false
+        defer {
+            if !thawed { _ = runProgram("/usr/sbin/fsfreeze", ["-u", mount]) }
+        }
+        let port = harness.port
+        let body = Events.portOut("pout_frozen", status: "processing")
+        let headers = [("Content-Type", "application/json")]
+            + RelayHarness.standardWebhooksHeaders(body, secret: RelayHarness.inboundSecret, id: "msg_frozen")
+        let answered = DispatchSemaphore(value: 0)
+        let status = Mutex<Int?>(nil)
+        DispatchQueue.global().async {
+            let response = try? LoopbackClient(port: port).request("POST", "/webhooks/t1", headers: headers, body: body)
+            status.withLock { $0 = response?.status }
+            answered.signal()
+        }
+        #expect(waitUntil(timeoutSeconds: 20) { Self.writeInProgressSeconds(harness) ?? 0 >= 1.5 })
+        #expect(answered.wait(timeout: .now()) == .timedOut, "the event was acknowledged while the disk was frozen")
+
+        #expect(runProgram("/usr/sbin/fsfreeze", ["-u", mount]) == 0)
+        thawed = true
+        #expect(answered.wait(timeout: .now() + 20) == .success)
+        #expect(status.withLock { $0 } == 202)
+        #expect(waitUntil { Self.writeInProgressSeconds(harness) == 0 })
+    }
+
+    /// Returns `portout_journal_write_in_progress_seconds` from the admin listener's metrics page.
+    static func writeInProgressSeconds(_ harness: RelayHarness) -> Double? {
+        guard let lines = try? AdminTests.metricsLines(harness) else { return nil }
+        let prefix = "portout_journal_write_in_progress_seconds "
+        return lines.first { $0.hasPrefix(prefix) }.flatMap { Double($0.dropFirst(prefix.count)) }
     }
 }
