@@ -141,7 +141,8 @@ struct MetricsPage: Sendable {
         ) { Double($0.modeChangedAtMs) / 1000 }
         gauge(
             "portout_destination_mode_unknown",
-            "1 while the destination is paused because its saved mode could not be read, until an operator resumes it."
+            "1 while the destination is paused because its saved mode could not be read, until an operator resumes it "
+                + "or pauses it with a reason."
         ) { $0.isModeUnknown ? 1 : 0 }
         gauge("portout_destination_breaker_open", "1 while the destination gets one delivery at a time after failures.") {
             $0.isBreakerOpen ? 1 : 0
