@@ -310,7 +310,7 @@ extension DeliveryEngine {
     /// Applies the modes saved before the last stop. Runs in `init`, before the delivery thread starts.
     func restoreModes() {
         guard let controlFile = self.controlFile else { return }
-        let contents: DestinationControlFile.Contents
+        var contents: DestinationControlFile.Contents
         do {
             contents = try controlFile.load()
         } catch {
@@ -324,6 +324,12 @@ extension DeliveryEngine {
             let nowMs = WallClock.milliseconds()
             for (key, runtime) in self.loop.destinations where contents.entries[key] == nil {
                 runtime.modeChangedAtMs = nowMs
+            }
+            // Nor does it give the time of a pause or disable it names. A paused destination sends nothing, so a
+            // 410 in the journal came before its pause. The alerts on a long pause then count from now, not from
+            // the Unix epoch.
+            for key in contents.entries.keys where contents.entries[key]?.changedAtMs == 0 {
+                contents.entries[key]?.changedAtMs = nowMs
             }
         }
         var savesAfterApplying = !contents.namesEveryDestination

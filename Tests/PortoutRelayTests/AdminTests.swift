@@ -409,9 +409,10 @@ struct AdminTests {
 
     /// A 410 from a destination paused before it, whose disable was never saved, disables it at the next start.
     /// A file from a version that saved held destinations only shows no resume, so its unnamed destinations are
-    /// taken as resumed after any 410 before the start.
-    @Test(arguments: [true, false])
-    func journaled410AgainstSavedFile(pausedBefore: Bool) throws {
+    /// taken as resumed after any 410 before the start. Nor does it give the time of a pause it names, which is
+    /// taken as after the 410, since a paused destination sends nothing, and counts from the start.
+    @Test(arguments: ["pausedBefore", "notNamedInOlderFile", "pausedInOlderFile"])
+    func journaled410AgainstSavedFile(file kind: String) throws {
         let sink = try RecordingSink { _, _ in .init(status: 410) }
         defer { sink.shutdown() }
         let harness = try RelayHarness(destinations: Self.destination(sink.url))
@@ -423,11 +424,27 @@ struct AdminTests {
         harness.stop()
         try FileManager.default.removeItem(atPath: path + ".tmp")
         let paused = #"{"tenant": "t1", "destination": "d1", "mode": "paused", "reason": "r", "changedAtMs": 1}"#
-        let file = pausedBefore ? #"{"version": 2, "destinations": [\#(paused)]}"# : #"{"destinations": []}"#
-        try file.write(toFile: path, atomically: true, encoding: .utf8)
+        let pausedWithoutTime = #"{"tenant": "t1", "destination": "d1", "mode": "paused", "reason": "r"}"#
+        let files = [
+            "pausedBefore": #"{"version": 2, "destinations": [\#(paused)]}"#,
+            "notNamedInOlderFile": #"{"destinations": []}"#,
+            "pausedInOlderFile": #"{"destinations": [\#(pausedWithoutTime)]}"#,
+        ]
+        try #require(files[kind]).write(toFile: path, atomically: true, encoding: .utf8)
 
+        let startedAtMs = WallClock.milliseconds()
         try harness.start()
-        #expect(harness.relay!.deliveryStatistics().first?.mode == (pausedBefore ? .disabled : .active))
+        let expected: [String: DestinationMode] = [
+            "pausedBefore": .disabled, "notNamedInOlderFile": .active, "pausedInOlderFile": .paused,
+        ]
+        #expect(harness.relay!.deliveryStatistics().first?.mode == expected[kind])
+        if kind == "pausedInOlderFile" {
+            let changed = try #require(Self.metricsLines(harness, token: nil).first {
+                $0.hasPrefix(#"portout_destination_mode_changed_timestamp_seconds{tenant="t1",destination="d1"} "#)
+            })
+            let changedSeconds = try #require(Double(changed.split(separator: " ").last ?? ""))
+            #expect(changedSeconds >= Double(startedAtMs) / 1000, "\(changed)")
+        }
         // The start saves the file in the version that names every destination, with their times.
         #expect(try String(contentsOfFile: path, encoding: .utf8).contains(#""version":2"#))
     }

@@ -177,8 +177,8 @@ struct DiskFailureTests {
     }
 
     /// A disk that stops responding fails no write, so the relay shows the write in progress and how long it has
-    /// taken. The disk is an ext4 file system on a loop device, frozen with fsfreeze, which blocks every write to
-    /// it until it is thawed.
+    /// taken. A pause, whose save blocks the delivery thread, does not stop the metrics page either. The disk is an
+    /// ext4 file system on a loop device, frozen with fsfreeze, which blocks every write to it until it is thawed.
     @Test(.enabled(if: getuid() == 0, "a loop device, mount and fsfreeze need root"))
     func frozenDiskShowsWriteInProgress() throws {
         let directory = TemporaryDirectory()
@@ -197,7 +197,10 @@ struct DiskFailureTests {
         try #require(runProgram("/bin/mount", [loop, mount]) == 0)
         defer { _ = runProgram("/bin/umount", [mount]) }
 
-        let harness = try RelayHarness(destinations: "[]", extra: AdminTests.tokenConfig, directory: directory)
+        let sink = try RecordingSink()
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(
+            destinations: AdminTests.destination(sink.url), extra: AdminTests.tokenConfig, directory: directory)
         defer { harness.stop() }
         #expect(try harness.post(Events.portOut("pout_frozen", status: "initiated")).status == 202)
         #expect(Self.writeInProgressSeconds(harness) == 0)
@@ -222,11 +225,30 @@ struct DiskFailureTests {
         #expect(waitUntil(timeoutSeconds: 20) { Self.writeInProgressSeconds(harness) ?? 0 >= 1.5 })
         #expect(answered.wait(timeout: .now()) == .timedOut, "the event was acknowledged while the disk was frozen")
 
+        let adminPort = harness.adminPort
+        let paused = DispatchSemaphore(value: 0)
+        let pauseStatus = Mutex<Int?>(nil)
+        DispatchQueue.global().async {
+            let client = try? LoopbackClient(port: adminPort)
+            let response = client?.request(
+                "POST", "/admin/destinations/t1/d1/pause", headers: [("Authorization", "Bearer \(AdminTests.token)")])
+            pauseStatus.withLock { $0 = response?.status }
+            paused.signal()
+        }
+        #expect(waitUntil(timeoutSeconds: 20) {
+            (try? AdminTests.metricsLines(harness).contains("portout_delivery_thread_blocked 1")) == true
+        })
+        #expect(Self.writeInProgressSeconds(harness) ?? 0 >= 1.5)
+        #expect(paused.wait(timeout: .now()) == .timedOut, "the pause was saved while the disk was frozen")
+
         #expect(runProgram("/usr/sbin/fsfreeze", ["-u", mount]) == 0)
         thawed = true
         #expect(answered.wait(timeout: .now() + 20) == .success)
         #expect(status.withLock { $0 } == 202)
+        #expect(paused.wait(timeout: .now() + 20) == .success)
+        #expect(pauseStatus.withLock { $0 } == 200)
         #expect(waitUntil { Self.writeInProgressSeconds(harness) == 0 })
+        #expect(try AdminTests.metricsLines(harness).contains("portout_delivery_thread_blocked 0"))
     }
 
     /// Returns `portout_journal_write_in_progress_seconds` from the admin listener's metrics page.

@@ -13,16 +13,67 @@ struct MetricsPage: Sendable {
     let stalled: StalledPortOuts
     let deadLetters: DeadLetterIndex
     let startedAtMs: Int64
+    /// The fields of the last snapshot that only the delivery thread can read, by `tenant/destination`.
+    let lastSnapshot = Locked<[String: DestinationStatistics]>([:])
+
+    /// How long a page waits for the delivery thread before it uses the last snapshot's fields instead.
+    static let snapshotTimeoutSeconds = 2.0
 
     /// Renders the page; destination gauges come from the delivery thread, so the text arrives in `completion`.
+    ///
+    /// The delivery thread can block, as when saving destinations.json on a disk that stopped responding. The
+    /// page then comes after `snapshotTimeoutSeconds` with the counts as they are and the other destination fields
+    /// from the last snapshot, so that a scrape still shows the journal write in progress.
     func render(_ completion: @escaping @Sendable (String) -> Void) {
+        let rendered = Locked(false)
+        let finish = { @Sendable (render: () -> String) in
+            let isFirst = rendered.withLock { done in
+                defer { done = true }
+                return !done
+            }
+            if isFirst {
+                completion(render())
+            }
+        }
         self.engine.snapshot { destinations, unconfigured in
-            completion(self.text(destinations: destinations, unconfigured: unconfigured, nowMs: WallClock.milliseconds()))
+            self.remember(destinations)
+            finish {
+                self.text(
+                    destinations: destinations, unconfigured: unconfigured, isSnapshotLate: false,
+                    nowMs: WallClock.milliseconds())
+            }
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + Self.snapshotTimeoutSeconds) {
+            finish {
+                self.text(
+                    destinations: self.withLastSnapshot(self.engine.statistics()),
+                    unconfigured: self.engine.unconfiguredStatistics(), isSnapshotLate: true,
+                    nowMs: WallClock.milliseconds())
+            }
+        }
+    }
+
+    private func remember(_ destinations: [DestinationStatistics]) {
+        let byKey = Dictionary(destinations.map { ("\($0.tenant)/\($0.destination)", $0) }) { _, last in last }
+        self.lastSnapshot.withLock { $0 = byKey }
+    }
+
+    /// Returns `destinations` with the fields that only a snapshot sets copied from the last one.
+    private func withLastSnapshot(_ destinations: [DestinationStatistics]) -> [DestinationStatistics] {
+        let last = self.lastSnapshot.withLock { $0 }
+        return destinations.map { statistics in
+            guard let earlier = last["\(statistics.tenant)/\(statistics.destination)"] else { return statistics }
+            var merged = statistics
+            merged.oldestPendingAcceptedAtMs = earlier.oldestPendingAcceptedAtMs
+            merged.modeChangedAtMs = earlier.modeChangedAtMs
+            merged.isModeUnknown = earlier.isModeUnknown
+            return merged
         }
     }
 
     private func text(
-        destinations: [DestinationStatistics], unconfigured: [UnconfiguredDestinationStatistics], nowMs: Int64
+        destinations: [DestinationStatistics], unconfigured: [UnconfiguredDestinationStatistics],
+        isSnapshotLate: Bool, nowMs: Int64
     ) -> String {
         var page = PrometheusText()
         page.gauge(
@@ -68,6 +119,11 @@ struct MetricsPage: Sendable {
             "portout_dead_letters_listed", help: "Dead letters not yet redelivered, as GET /admin/dead-letters lists them.",
             samples: [([], Double(self.deadLetters.count))])
         self.journalMetrics(into: &page)
+        page.gauge(
+            "portout_delivery_thread_blocked",
+            help: "1 when the delivery thread did not respond to this scrape within 2 s, so that destination gauges "
+                + "other than counts come from its last response; nothing is delivered while it is blocked.",
+            samples: [([], isSnapshotLate ? 1 : 0)])
         self.deliveryMetrics(destinations, nowMs: nowMs, into: &page)
         page.gauge(
             "portout_delivery_unconfigured_queue_depth",

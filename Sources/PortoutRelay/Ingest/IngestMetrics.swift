@@ -45,6 +45,11 @@ final class IngestMetrics: Sendable {
         TenantCounters(family: self, tenant: tenant)
     }
 
+    init() {
+        // Present at 0 from the start, so that a rate over it counts the first such request too.
+        _ = self.requests.labels("", "unknownTenant")
+    }
+
     /// Counts a request for a tenant that is not configured. The path's tenant is not used as a label, since any
     /// client could create label values with it.
     func countUnknownTenant() {
