@@ -11,10 +11,9 @@ public enum DestinationControlError: Error, Sendable, Equatable {
 }
 
 extension DeliveryEngine {
-    /// Returns every destination's statistics with the acceptance time of its oldest unsettled delivery, the time
-    /// its mode changed and whether the mode is unknown, and the destinations that are not configured but still
-    /// have deliveries. Only the delivery thread can read the queues and modes, so once the engine has stopped
-    /// these fields are missing, and the second list is the one at the stop.
+    /// Returns every destination's statistics with the acceptance time of its oldest unsettled delivery, and the
+    /// destinations that are not configured but still have deliveries. Only the delivery thread can read the
+    /// queues, so once the engine has stopped the times are missing and the second list is the one at the stop.
     public func snapshot(
         _ completion: @escaping @Sendable ([DestinationStatistics], [UnconfiguredDestinationStatistics]) -> Void
     ) {
@@ -23,15 +22,7 @@ extension DeliveryEngine {
             if running {
                 for index in statistics.indices {
                     let key = Self.key(tenant: statistics[index].tenant, destination: statistics[index].destination)
-                    let runtime = self.loop.destinations[key]
-                    statistics[index].oldestPendingAcceptedAtMs = runtime?.queue.oldestAcceptedAtMs
-                    statistics[index].modeChangedAtMs = runtime?.modeChangedAtMs ?? 0
-                    // Every pause for an unknown mode carries the reason saved in `unknownModes`, and an operator's
-                    // resume, or pause with a reason of their own, replaces it.
-                    if let runtime, let unknown = self.loop.unknownModes {
-                        statistics[index].isModeUnknown =
-                            runtime.mode == .paused && runtime.modeReason == unknown.reason
-                    }
+                    statistics[index].oldestPendingAcceptedAtMs = self.loop.destinations[key]?.queue.oldestAcceptedAtMs
                 }
                 self.publishUnconfigured()
             }
@@ -152,9 +143,12 @@ extension DeliveryEngine {
         runtime.mode = mode
         runtime.modeReason = reason
         runtime.modeChangedAtMs = WallClock.milliseconds()
+        let isModeUnknown = self.isModeUnknown(runtime)
         self.updateCounters(key) { statistics in
             statistics.mode = mode
             statistics.modeReason = reason
+            statistics.modeChangedAtMs = runtime.modeChangedAtMs
+            statistics.isModeUnknown = isModeUnknown
             statistics.consecutiveFailures = runtime.consecutiveFailures
             statistics.isBreakerOpen = runtime.isBreakerOpen
         }
@@ -162,6 +156,14 @@ extension DeliveryEngine {
         curl_multi_wakeup(self.loop.multi)
         guard let controlFile = self.controlFile else { return nil }
         return self.saveModesReportingFailure(controlFile, runtime: runtime)
+    }
+
+    /// Returns whether the relay paused `runtime` because its saved mode could not be read. Every such pause carries
+    /// the reason saved in `unknownModes`, and an operator's resume, or pause with a reason of their own, replaces
+    /// it.
+    func isModeUnknown(_ runtime: DestinationRuntime) -> Bool {
+        guard let unknown = self.loop.unknownModes else { return false }
+        return runtime.mode == .paused && runtime.modeReason == unknown.reason
     }
 
     /// Saves the modes after `runtime` changed, and returns the error, which it logs, if the save failed.

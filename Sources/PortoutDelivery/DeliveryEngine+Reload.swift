@@ -95,6 +95,8 @@ extension DeliveryEngine {
                     ?? DestinationStatistics(tenant: runtime.tenant, destination: runtime.config.id)
                 statistics.mode = runtime.mode
                 statistics.modeReason = runtime.modeReason
+                statistics.modeChangedAtMs = runtime.modeChangedAtMs
+                statistics.isModeUnknown = self.isModeUnknown(runtime)
                 statistics.pending = runtime.queue.count
                 statistics.inFlight = runtime.queue.inFlight
                 statistics.consecutiveFailures = runtime.consecutiveFailures

@@ -240,6 +240,15 @@ struct DiskFailureTests {
         })
         #expect(Self.writeInProgressSeconds(harness) ?? 0 >= 1.5)
         #expect(paused.wait(timeout: .now()) == .timedOut, "the pause was saved while the disk was frozen")
+        // The page made without the delivery thread shows the pause, with its time, and no age for an empty queue.
+        let blockedPage = try AdminTests.metricsLines(harness)
+        #expect(blockedPage.contains(#"portout_destination_mode{tenant="t1",destination="d1",mode="paused"} 1"#))
+        #expect(blockedPage.contains(#"portout_delivery_oldest_pending_age_seconds{tenant="t1",destination="d1"} 0"#))
+        let changed = try #require(blockedPage.first {
+            $0.hasPrefix(#"portout_destination_mode_changed_timestamp_seconds{tenant="t1",destination="d1"} "#)
+        })
+        let changedSeconds = try #require(Double(changed.split(separator: " ").last ?? ""))
+        #expect(abs(changedSeconds - Date().timeIntervalSince1970) < 60, "\(changed)")
 
         #expect(runProgram("/usr/sbin/fsfreeze", ["-u", mount]) == 0)
         thawed = true

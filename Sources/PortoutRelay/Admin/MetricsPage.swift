@@ -13,17 +13,17 @@ struct MetricsPage: Sendable {
     let stalled: StalledPortOuts
     let deadLetters: DeadLetterIndex
     let startedAtMs: Int64
-    /// The fields of the last snapshot that only the delivery thread can read, by `tenant/destination`.
-    let lastSnapshot = Locked<[String: DestinationStatistics]>([:])
+    /// Each destination's oldest pending acceptance time in the last snapshot, by `tenant/destination`.
+    let lastOldestPending = Locked<[String: Int64]>([:])
 
-    /// How long a page waits for the delivery thread before it uses the last snapshot's fields instead.
+    /// How long a page waits for the delivery thread before it uses the last snapshot's times instead.
     static let snapshotTimeoutSeconds = 2.0
 
     /// Renders the page; destination gauges come from the delivery thread, so the text arrives in `completion`.
     ///
     /// The delivery thread can block, as when saving destinations.json on a disk that stopped responding. The
-    /// page then comes after `snapshotTimeoutSeconds` with the counts as they are and the other destination fields
-    /// from the last snapshot, so that a scrape still shows the journal write in progress.
+    /// page then comes after `snapshotTimeoutSeconds` with every destination gauge as it is, but the oldest pending
+    /// delivery's age from the last snapshot, so that a scrape still shows the journal write in progress.
     func render(_ completion: @escaping @Sendable (String) -> Void) {
         let rendered = Locked(false)
         let finish = { @Sendable (render: () -> String) in
@@ -54,19 +54,22 @@ struct MetricsPage: Sendable {
     }
 
     private func remember(_ destinations: [DestinationStatistics]) {
-        let byKey = Dictionary(destinations.map { ("\($0.tenant)/\($0.destination)", $0) }) { _, last in last }
-        self.lastSnapshot.withLock { $0 = byKey }
+        var byKey: [String: Int64] = [:]
+        for statistics in destinations {
+            byKey["\(statistics.tenant)/\(statistics.destination)"] = statistics.oldestPendingAcceptedAtMs
+        }
+        self.lastOldestPending.withLock { $0 = byKey }
     }
 
-    /// Returns `destinations` with the fields that only a snapshot sets copied from the last one.
+    /// Returns `destinations` with the oldest pending acceptance time of the last snapshot, for those that still
+    /// have deliveries pending. A destination that the last snapshot did not show gets none, so its age reads 0.
     private func withLastSnapshot(_ destinations: [DestinationStatistics]) -> [DestinationStatistics] {
-        let last = self.lastSnapshot.withLock { $0 }
+        let last = self.lastOldestPending.withLock { $0 }
         return destinations.map { statistics in
-            guard let earlier = last["\(statistics.tenant)/\(statistics.destination)"] else { return statistics }
             var merged = statistics
-            merged.oldestPendingAcceptedAtMs = earlier.oldestPendingAcceptedAtMs
-            merged.modeChangedAtMs = earlier.modeChangedAtMs
-            merged.isModeUnknown = earlier.isModeUnknown
+            if statistics.pending > 0 {
+                merged.oldestPendingAcceptedAtMs = last["\(statistics.tenant)/\(statistics.destination)"]
+            }
             return merged
         }
     }
@@ -121,8 +124,8 @@ struct MetricsPage: Sendable {
         self.journalMetrics(into: &page)
         page.gauge(
             "portout_delivery_thread_blocked",
-            help: "1 when the delivery thread did not respond to this scrape within 2 s, so that destination gauges "
-                + "other than counts come from its last response; nothing is delivered while it is blocked.",
+            help: "1 when the delivery thread did not respond to this scrape within 2 s, so that the oldest pending "
+                + "ages come from its last response; nothing is delivered while it is blocked.",
             samples: [([], isSnapshotLate ? 1 : 0)])
         self.deliveryMetrics(destinations, nowMs: nowMs, into: &page)
         page.gauge(
