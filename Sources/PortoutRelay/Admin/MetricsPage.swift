@@ -13,17 +13,14 @@ struct MetricsPage: Sendable {
     let stalled: StalledPortOuts
     let deadLetters: DeadLetterIndex
     let startedAtMs: Int64
-    /// Each destination's oldest pending acceptance time in the last snapshot, by `tenant/destination`.
-    let lastOldestPending = Locked<[String: Int64]>([:])
-
-    /// How long a page waits for the delivery thread before it uses the last snapshot's times instead.
+    /// How long a page waits for the delivery thread before it renders without it.
     static let snapshotTimeoutSeconds = 2.0
 
     /// Renders the page; destination gauges come from the delivery thread, so the text arrives in `completion`.
     ///
     /// The delivery thread can block, as when saving destinations.json on a disk that stopped responding. The
-    /// page then comes after `snapshotTimeoutSeconds` with every destination gauge as it is, but the oldest pending
-    /// delivery's age from the last snapshot, so that a scrape still shows the journal write in progress.
+    /// page then comes after `snapshotTimeoutSeconds` with every destination gauge but the oldest pending ages, which
+    /// only that thread can read, so that a scrape still shows the journal write in progress.
     func render(_ completion: @escaping @Sendable (String) -> Void) {
         let rendered = Locked(false)
         let finish = { @Sendable (render: () -> String) in
@@ -36,7 +33,6 @@ struct MetricsPage: Sendable {
             }
         }
         self.engine.snapshot { destinations, unconfigured in
-            self.remember(destinations)
             finish {
                 self.text(
                     destinations: destinations, unconfigured: unconfigured, isSnapshotLate: false,
@@ -46,31 +42,10 @@ struct MetricsPage: Sendable {
         DispatchQueue.global().asyncAfter(deadline: .now() + Self.snapshotTimeoutSeconds) {
             finish {
                 self.text(
-                    destinations: self.withLastSnapshot(self.engine.statistics()),
+                    destinations: self.engine.statistics(),
                     unconfigured: self.engine.unconfiguredStatistics(), isSnapshotLate: true,
                     nowMs: WallClock.milliseconds())
             }
-        }
-    }
-
-    private func remember(_ destinations: [DestinationStatistics]) {
-        var byKey: [String: Int64] = [:]
-        for statistics in destinations {
-            byKey["\(statistics.tenant)/\(statistics.destination)"] = statistics.oldestPendingAcceptedAtMs
-        }
-        self.lastOldestPending.withLock { $0 = byKey }
-    }
-
-    /// Returns `destinations` with the oldest pending acceptance time of the last snapshot, for those that still
-    /// have deliveries pending. A destination that the last snapshot did not show gets none, so its age reads 0.
-    private func withLastSnapshot(_ destinations: [DestinationStatistics]) -> [DestinationStatistics] {
-        let last = self.lastOldestPending.withLock { $0 }
-        return destinations.map { statistics in
-            var merged = statistics
-            if statistics.pending > 0 {
-                merged.oldestPendingAcceptedAtMs = last["\(statistics.tenant)/\(statistics.destination)"]
-            }
-            return merged
         }
     }
 
@@ -124,10 +99,10 @@ struct MetricsPage: Sendable {
         self.journalMetrics(into: &page)
         page.gauge(
             "portout_delivery_thread_blocked",
-            help: "1 when the delivery thread did not respond to this scrape within 2 s, so that the oldest pending "
-                + "ages come from its last response; nothing is delivered while it is blocked.",
+            help: "1 when the delivery thread did not respond to this scrape within 2 s, so that the page leaves out "
+                + "the oldest pending ages, which only that thread reads; nothing is delivered while it is blocked.",
             samples: [([], isSnapshotLate ? 1 : 0)])
-        self.deliveryMetrics(destinations, nowMs: nowMs, into: &page)
+        self.deliveryMetrics(destinations, withOldestPending: !isSnapshotLate, nowMs: nowMs, into: &page)
         page.gauge(
             "portout_delivery_unconfigured_queue_depth",
             help: "Unsettled deliveries kept for a destination the configuration does not name. Nothing is sent to it "
@@ -161,7 +136,9 @@ struct MetricsPage: Sendable {
             "portout_journal_group_commit_records", help: "Records written in one journal batch.", metrics.groupCommitRecords)
     }
 
-    private func deliveryMetrics(_ destinations: [DestinationStatistics], nowMs: Int64, into page: inout PrometheusText) {
+    private func deliveryMetrics(
+        _ destinations: [DestinationStatistics], withOldestPending: Bool, nowMs: Int64, into page: inout PrometheusText
+    ) {
         let labelNames = ["tenant", "destination"]
         func gauge(_ name: String, _ help: String, _ value: (DestinationStatistics) -> Double) {
             page.gauge(
@@ -177,12 +154,14 @@ struct MetricsPage: Sendable {
             labelNames: labelNames, samples: destinations.map { ([$0.tenant, $0.destination], Double($0.deadLettered)) })
         gauge("portout_delivery_queue_depth", "Deliveries not yet settled, in flight included.") { Double($0.pending) }
         gauge("portout_delivery_in_flight", "Delivery attempts in flight.") { Double($0.inFlight) }
-        gauge(
-            "portout_delivery_oldest_pending_age_seconds",
-            "Seconds since the oldest unsettled delivery's event was accepted, or since a replay queued it; 0 when "
-                + "none is pending."
-        ) { statistics in
-            statistics.oldestPendingAcceptedAtMs.map { Double(max(0, nowMs - $0)) / 1000 } ?? 0
+        if withOldestPending {
+            gauge(
+                "portout_delivery_oldest_pending_age_seconds",
+                "Seconds since the oldest unsettled delivery's event was accepted, or since a replay queued it; 0 when "
+                    + "none is pending."
+            ) { statistics in
+                statistics.oldestPendingAcceptedAtMs.map { Double(max(0, nowMs - $0)) / 1000 } ?? 0
+            }
         }
         gauge("portout_delivery_consecutive_failures", "Failed attempts since the destination's last success.") {
             Double($0.consecutiveFailures)
