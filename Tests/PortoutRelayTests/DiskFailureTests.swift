@@ -218,18 +218,23 @@ struct DiskFailureTests {
         let answered = DispatchSemaphore(value: 0)
         let status = Mutex<Int?>(nil)
         DispatchQueue.global().async {
-            let response = try? LoopbackClient(port: port).request("POST", "/webhooks/t1", headers: headers, body: body)
+            let client = try? LoopbackClient(port: port, readTimeoutSeconds: 60)
+            let response = client?.request("POST", "/webhooks/t1", headers: headers, body: body)
             status.withLock { $0 = response?.status }
             answered.signal()
         }
         #expect(waitUntil(timeoutSeconds: 20) { Self.writeInProgressSeconds(harness) ?? 0 >= 1.5 })
         #expect(answered.wait(timeout: .now()) == .timedOut, "the event was acknowledged while the disk was frozen")
+        // Readiness fails once the write has taken 5 s, so that a load balancer stops sending webhooks here.
+        let readiness = try harness.client()
+        #expect(readiness.request("GET", "/readyz")?.status == 200)
+        #expect(waitUntil(timeoutSeconds: 20) { readiness.request("GET", "/readyz")?.status == 503 })
 
         let adminPort = harness.adminPort
         let paused = DispatchSemaphore(value: 0)
         let pauseStatus = Mutex<Int?>(nil)
         DispatchQueue.global().async {
-            let client = try? LoopbackClient(port: adminPort)
+            let client = try? LoopbackClient(port: adminPort, readTimeoutSeconds: 60)
             let response = client?.request(
                 "POST", "/admin/destinations/t1/d1/pause", headers: [("Authorization", "Bearer \(AdminTests.token)")])
             pauseStatus.withLock { $0 = response?.status }
@@ -258,9 +263,10 @@ struct DiskFailureTests {
         #expect(paused.wait(timeout: .now() + 20) == .success)
         #expect(pauseStatus.withLock { $0 } == 200)
         #expect(waitUntil { Self.writeInProgressSeconds(harness) == 0 })
+        #expect(readiness.request("GET", "/readyz")?.status == 200)
         let page = try AdminTests.metricsLines(harness)
         #expect(page.contains("portout_delivery_thread_blocked 0"))
-        // The paused destination holds the event accepted after the thaw, so its age is back.
+        // The event accepted after the thaw waits for the paused destination, so its age is back.
         let agePrefix = #"portout_delivery_oldest_pending_age_seconds{tenant="t1",destination="d1"} "#
         #expect(page.contains { $0.hasPrefix(agePrefix) })
     }

@@ -7,6 +7,9 @@ struct RelayRequestHandler: HTTPRequestHandler {
     let readAPI: PortOutReadAPI
     let forwarder: PortOutForwarder
 
+    /// How long a journal write may take before `/readyz` returns 503, where a healthy `fdatasync` takes milliseconds.
+    static let stalledWriteSeconds = 5.0
+
     private enum Route {
         case webhook(tenant: String)
         case health
@@ -83,14 +86,20 @@ struct RelayRequestHandler: HTTPRequestHandler {
             // A failure counts for as long as the Retry-After that the 503s carry.
             let nowMs = WriteHealth.nowMs()
             let windowMs = Int64(self.ingestor.retryAfterSeconds) * 1000
-            if !self.ingestor.eventWrites.isFailing(nowMs: nowMs, windowMs: windowMs)
-                && !self.ingestor.journal.metrics.writes.isFailing(nowMs: nowMs, windowMs: windowMs)
+            let journalWrites = self.ingestor.journal.metrics.writes
+            if self.ingestor.eventWrites.isFailing(nowMs: nowMs, windowMs: windowMs)
+                || journalWrites.isFailing(nowMs: nowMs, windowMs: windowMs)
             {
-                responder.respond(HTTPResponse(status: 200, json: ["status": "ready"]))
-            } else {
                 responder.respond(HTTPResponse(
                     status: 503,
                     json: ["status": "notReady", "reason": "the last journal write failed"]))
+            } else if journalWrites.inFlightSeconds(nowMs: nowMs) >= Self.stalledWriteSeconds {
+                // A disk that stops responding fails no write, and every acknowledgement waits for it meanwhile.
+                responder.respond(HTTPResponse(
+                    status: 503,
+                    json: ["status": "notReady", "reason": "a journal write has not returned for 5 s or more"]))
+            } else {
+                responder.respond(HTTPResponse(status: 200, json: ["status": "ready"]))
             }
         case .openAPI:
             var headers = HTTPHeaders()
