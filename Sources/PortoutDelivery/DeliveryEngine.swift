@@ -629,8 +629,8 @@ public struct DestinationStatistics: Sendable, Equatable {
     /// Whether the relay paused the destination because its saved mode could not be read. An operator's resume,
     /// or a pause with a reason, ends it.
     public var isModeUnknown = false
-    /// When the mode last changed, in Unix milliseconds, carried across restarts by destinations.json; 0 when it
-    /// has not changed since the destination was configured.
+    /// When the mode last changed, in Unix milliseconds, carried across restarts by destinations.json. It is 0 when
+    /// the mode has not changed since the destination was configured.
     public var modeChangedAtMs: Int64 = 0
 
     public init(tenant: String, destination: String) {

@@ -185,7 +185,9 @@ struct DiskFailureTests {
         defer { directory.remove() }
         let image = directory.file("disk.img")
         #expect(FileManager.default.createFile(atPath: image, contents: nil))
-        try FileHandle(forWritingAtPath: image)!.truncate(atOffset: 128 << 20)
+        let imageFile = try #require(FileHandle(forWritingAtPath: image))
+        try imageFile.truncate(atOffset: 128 << 20)
+        try imageFile.close()
         let (attached, device) = runProgramCapturingOutput(
             "/usr/sbin/losetup", ["-f", "--show", image], inputPath: "/dev/null")
         try #require(attached == 0, "losetup: \(device)")

@@ -97,10 +97,12 @@ struct MetricsPage: Sendable {
             "portout_dead_letters_listed", help: "Dead letters not yet redelivered, as GET /admin/dead-letters lists them.",
             samples: [([], Double(self.deadLetters.count))])
         self.journalMetrics(into: &page)
+        let timeout = Int(Self.snapshotTimeoutSeconds)
         page.gauge(
             "portout_delivery_thread_blocked",
-            help: "1 when the delivery thread did not respond to this scrape within 2 s, so that the page leaves out "
-                + "the oldest pending ages, which only that thread reads; nothing is delivered while it is blocked.",
+            help: "1 when the delivery thread did not respond to this scrape within \(timeout) s, so that the page "
+                + "leaves out the oldest pending ages, which only that thread reads. Nothing is delivered while it is "
+                + "blocked.",
             samples: [([], isSnapshotLate ? 1 : 0)])
         self.deliveryMetrics(destinations, withOldestPending: !isSnapshotLate, nowMs: nowMs, into: &page)
         page.gauge(
@@ -128,7 +130,7 @@ struct MetricsPage: Sendable {
             value: metrics.writeFailures.value)
         page.gauge(
             "portout_journal_write_in_progress_seconds",
-            help: "Seconds that the journal write or fdatasync in progress has taken so far; 0 when none is in "
+            help: "Seconds that the journal write or fdatasync in progress has taken so far, or 0 when none is in "
                 + "progress.",
             samples: [([], metrics.writes.inFlightSeconds(nowMs: WriteHealth.nowMs()))])
         page.histogram("portout_journal_fsync_seconds", help: "Duration of each journal fdatasync.", metrics.syncDuration)

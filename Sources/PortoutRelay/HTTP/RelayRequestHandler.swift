@@ -97,7 +97,11 @@ struct RelayRequestHandler: HTTPRequestHandler {
                 // A disk that stops responding fails no write, and every acknowledgement waits for it meanwhile.
                 responder.respond(HTTPResponse(
                     status: 503,
-                    json: ["status": "notReady", "reason": "a journal write has not returned for 5 s or more"]))
+                    json: [
+                        "status": "notReady",
+                        "reason": .string(
+                            "a journal write has not returned for \(Int(Self.stalledWriteSeconds)) s or more"),
+                    ]))
             } else {
                 responder.respond(HTTPResponse(status: 200, json: ["status": "ready"]))
             }
