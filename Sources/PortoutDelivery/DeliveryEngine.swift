@@ -335,9 +335,16 @@ public final class DeliveryEngine: Sendable {
     /// Outcomes are advisory: if a crash loses one, the attempt is made again after the restart, which
     /// at-least-once delivery allows. So they are not synced on their own, and a failed write is only logged.
     /// `durable` syncs the batch. A replay record held among the outcomes needs that, since no retry makes up
-    /// for its loss.
-    func journalOutcomes(force: Bool, durable: Bool = false) {
-        guard let heldSince = self.loop.outcomesHeldSinceMs else { return }
+    /// for its loss. `written` runs on the journal's writer thread once the batch is written, with the error if
+    /// it failed, or at once when nothing is held.
+    func journalOutcomes(
+        force: Bool, durable: Bool = false, written: (@Sendable (JournalError?) -> Void)? = nil
+    ) {
+        guard let heldSince = self.loop.outcomesHeldSinceMs else {
+            written?(nil)
+            return
+        }
+        precondition(force || written == nil, "a caller waiting for the write must force it")
         let isDue = force || self.loop.outcomes.count >= Self.outcomeBatchRecords || self.loop.inFlightCount == 0
             || WallClock.milliseconds() - heldSince >= Self.outcomeHoldMs
         guard isDue else { return }
@@ -353,7 +360,9 @@ public final class DeliveryEngine: Sendable {
                 if !changes.isEmpty {
                     observer?.journaled(changes)
                 }
+                written?(nil)
             case .failure(let error):
+                written?(error)
                 let deadLetters = changes.count(where: \.isDeadLetter)
                 logger.error(
                     "delivery outcomes not journaled",
@@ -616,6 +625,8 @@ public struct DestinationStatistics: Sendable, Equatable {
     public var delivered = 0
     public var retries = 0
     public var deadLettered = 0
+    /// Deliveries that an operator abandoned, which are on the dead-letter list but not counted in `deadLettered`.
+    public var abandoned = 0
     /// Failed attempts since the last success.
     public var consecutiveFailures = 0
     /// Whether the failures reached the breaker threshold, so deliveries go out one at a time.

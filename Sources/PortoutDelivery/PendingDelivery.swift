@@ -90,6 +90,9 @@ public struct DeliveryKey: Hashable, Sendable, Comparable {
 public enum DeadLetterChange: Sendable, Equatable {
     /// A delivery gave up.
     case deadLettered(PendingDelivery, AttemptRecord)
+    /// An operator gave a held delivery up (`DeliveryEngine.abandonWaiting`). It is listed like a dead letter, but
+    /// not reported on its own, since one request may abandon a destination's whole backlog.
+    case abandoned(PendingDelivery, AttemptRecord)
     /// A replayed delivery went out or was withdrawn, so the dead letter it replaced is dropped or listed again.
     case replaySettled(DeliveryKey, AttemptOutcome)
     /// A replay's copy was journaled again behind its owner's final outcome. If that outcome was a dead letter,
@@ -112,7 +115,10 @@ public enum DeadLetterChange: Sendable, Equatable {
 
     /// Whether the change is a delivery that gave up.
     public var isDeadLetter: Bool {
-        if case .deadLettered = self { true } else { false }
+        switch self {
+        case .deadLettered, .abandoned: true
+        case .replaySettled, .replayQueued: false
+        }
     }
 }
 

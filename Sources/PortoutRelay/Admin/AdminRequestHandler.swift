@@ -43,6 +43,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
         case destination(tenant: String, id: String)
         case pause(tenant: String, id: String)
         case resume(tenant: String, id: String)
+        case abandon(tenant: String, id: String)
         case replays
         case replay(id: String)
         case deadLetters
@@ -54,7 +55,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
             switch self {
             case .metrics, .destinations, .unconfiguredDestinations, .destination, .deadLetters, .deliveries, .stalled:
                 return ["GET", "HEAD"]
-            case .pause, .resume, .redeliver: return ["POST"]
+            case .pause, .resume, .abandon, .redeliver: return ["POST"]
             case .replays: return ["GET", "HEAD", "POST"]
             case .replay: return ["GET", "HEAD", "DELETE"]
             }
@@ -72,6 +73,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
             case ("destinations", 2): return .destination(tenant: rest[0], id: rest[1])
             case ("destinations", 3) where rest[2] == "pause": return .pause(tenant: rest[0], id: rest[1])
             case ("destinations", 3) where rest[2] == "resume": return .resume(tenant: rest[0], id: rest[1])
+            case ("destinations", 3) where rest[2] == "abandon": return .abandon(tenant: rest[0], id: rest[1])
             case ("replays", 0): return .replays
             case ("replays", 1): return .replay(id: rest[0])
             case ("dead-letters", 0): return .deadLetters
@@ -134,6 +136,8 @@ struct AdminRequestHandler: HTTPRequestHandler {
             }
         case .pause(let tenant, let id), .resume(let tenant, let id):
             self.changeMode(route, tenant: tenant, id: id, body: request.body, peer: peer, respond: respond)
+        case .abandon(let tenant, let id):
+            self.abandon(tenant: tenant, id: id, body: request.body, peer: peer, respond: respond)
         case .replays where request.head.method == "POST":
             self.startReplay(body: request.body, peer: peer, respond: respond)
         case .replays:
@@ -156,24 +160,15 @@ struct AdminRequestHandler: HTTPRequestHandler {
         respond: @escaping @Sendable (HTTPResponse) -> Void
     ) {
         let mode: DestinationMode = route == .pause(tenant: tenant, id: id) ? .paused : .active
-        var reason: String?
         // Only a pause takes a reason; a resume takes no body fields.
-        switch Self.bodyObject(body, known: mode == .paused ? ["reason"] : []) {
+        let givenReason: String?
+        switch Self.reasonBody(body, known: mode == .paused ? ["reason"] : []) {
         case .failure(let error):
             return respond(HTTPResponse(error: error))
-        case .success(let object):
-            if let given = object["reason"] {
-                guard let text = given.stringValue, text.utf8.count <= 500 else {
-                    return respond(HTTPResponse(error: .unprocessable(
-                        code: "invalidParameters", "The request is invalid.",
-                        details: [ValidationIssue(field: "reason", message: "must be a string of at most 500 bytes")])))
-                }
-                // An empty reason is taken as none, so it neither erases a kept reason nor records a blank one.
-                reason = text.allSatisfy(\.isWhitespace) ? nil : text
-            }
+        case .success(let reason):
+            givenReason = reason
         }
         let logger = self.logger
-        let givenReason = reason
         self.engine.setMode(tenant: tenant, destination: id, mode: mode, reason: givenReason) { result in
             let action = mode == .paused ? "pause destination" : "resume destination"
             switch result {
@@ -188,8 +183,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
             case .failure(.notFound):
                 respond(HTTPResponse(error: .notFound("No destination \(id) in tenant \(tenant).")))
             case .failure(.stopped):
-                respond(HTTPResponse(error: .serviceUnavailable(
-                    code: "shuttingDown", "The relay is shutting down; nothing was changed.", retryAfterSeconds: 5)))
+                respond(HTTPResponse(error: Self.shuttingDown))
             case .failure(.notSaved(let error)):
                 logger.error(
                     "admin action not saved",
@@ -201,6 +195,28 @@ struct AdminRequestHandler: HTTPRequestHandler {
                         + "The relay tries again every 5 s and at its stop, and logs destination modes saved once "
                         + "a save succeeds; a crash before then loses the change.")))
             }
+        }
+    }
+
+    /// The answer to a change requested while the relay stops, which the stopped delivery thread can no longer make.
+    static let shuttingDown = APIError.serviceUnavailable(
+        code: "shuttingDown", "The relay is shutting down; nothing was changed.", retryAfterSeconds: 5)
+
+    /// The longest `reason` that a pause or an abandonment takes, in bytes.
+    static let maxReasonBytes = 500
+
+    /// Parses an optional JSON object body whose fields are `known`, and returns its `reason`. A reason of
+    /// whitespace only is taken as none, so that it neither erases a kept reason nor records a blank one.
+    static func reasonBody(_ body: [UInt8], known: [String]) -> Result<String?, APIError> {
+        Self.bodyObject(body, known: known).flatMap { object in
+            guard let given = object["reason"] else { return .success(nil) }
+            guard let text = given.stringValue, text.utf8.count <= Self.maxReasonBytes else {
+                return .failure(.unprocessable(
+                    code: "invalidParameters", "The request is invalid.",
+                    details: [ValidationIssue(
+                        field: "reason", message: "must be a string of at most \(Self.maxReasonBytes) bytes")]))
+            }
+            return .success(text.allSatisfy(\.isWhitespace) ? nil : text)
         }
     }
 
@@ -260,6 +276,7 @@ struct AdminRequestHandler: HTTPRequestHandler {
             ("delivered", .number(Double(statistics.delivered))),
             ("retries", .number(Double(statistics.retries))),
             ("deadLettered", .number(Double(statistics.deadLettered))),
+            ("abandoned", .number(Double(statistics.abandoned))),
         ]))
     }
 }

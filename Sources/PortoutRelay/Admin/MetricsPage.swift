@@ -154,6 +154,10 @@ struct MetricsPage: Sendable {
         page.counter(
             "portout_dead_letters_total", help: "Deliveries that gave up and were dead-lettered.",
             labelNames: labelNames, samples: destinations.map { ([$0.tenant, $0.destination], Double($0.deadLettered)) })
+        page.counter(
+            "portout_delivery_abandoned_total",
+            help: "Held deliveries that an operator abandoned, which are dead letters but not in portout_dead_letters_total.",
+            labelNames: labelNames, samples: destinations.map { ([$0.tenant, $0.destination], Double($0.abandoned)) })
         gauge("portout_delivery_queue_depth", "Deliveries not yet settled, in flight included.") { Double($0.pending) }
         gauge("portout_delivery_in_flight", "Delivery attempts in flight.") { Double($0.inFlight) }
         if withOldestPending {

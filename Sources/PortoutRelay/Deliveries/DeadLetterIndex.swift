@@ -91,7 +91,7 @@ final class DeadLetterIndex: Sendable {
     }
 
     /// Gives up a reservation whose event could not be read.
-    func abandon(_ key: DeliveryKey) {
+    func dropReservation(_ key: DeliveryKey) {
         self.lists.withLock { _ = $0.unread.removeValue(forKey: key) }
     }
 

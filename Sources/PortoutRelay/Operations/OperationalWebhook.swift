@@ -184,42 +184,59 @@ struct RelayDeliveryObserver: DeliveryObserver {
     }
 
     func journaled(_ changes: [DeadLetterChange]) {
+        var abandoned: [(PendingDelivery, AttemptRecord)] = []
         for change in changes {
             switch change {
             case .deadLettered(let delivery, let attempt):
-                self.deadLetters.reserve(
-                    DeliveryKey(sequence: delivery.sequence, destination: delivery.destination),
-                    segment: delivery.location.segment)
-                self.list(delivery, attempt: attempt, retries: 0)
+                self.reserve(delivery)
+                self.list(delivery, attempt: attempt, retries: 0, reports: true)
+            case .abandoned(let delivery, let attempt):
+                self.reserve(delivery)
+                abandoned.append((delivery, attempt))
             case .replaySettled(let key, let outcome):
                 self.deadLetters.replaySettled(key, outcome: outcome)
             case .replayQueued(let key):
                 self.deadLetters.suspend(key)
             }
         }
+        guard !abandoned.isEmpty else { return }
+        let unlisted = abandoned
+        // One request can abandon a whole backlog, and reading each event back here would hold up the journal's
+        // writer, and every webhook waiting on it, for as long.
+        DispatchQueue.global().async {
+            for (delivery, attempt) in unlisted {
+                self.list(delivery, attempt: attempt, retries: 0, reports: false)
+            }
+        }
+    }
+
+    private func reserve(_ delivery: PendingDelivery) {
+        self.deadLetters.reserve(
+            DeliveryKey(sequence: delivery.sequence, destination: delivery.destination), segment: delivery.location.segment)
     }
 
     /// Seconds between tries to list a dead letter whose event read failed transiently. A delivery that gave up
     /// because the relay ran out of file descriptors usually reaches here while it still has none.
     static let listingRetrySeconds: [Double] = [1, 5, 30, 120, 600]
 
-    /// Adds a dead letter to the list and reports it. Dead letters are rare, so the event's type and status are
-    /// read back from the journal here instead of being carried by every pending delivery.
+    /// Adds a dead letter to the list, and with `reports` sends it to the operational webhook. Dead letters are
+    /// rare, so the event's type and status are read back from the journal here instead of being carried by every
+    /// pending delivery.
     ///
     /// The dead letter took its place on the list in `journaled`, so a replay that queues its event again while
     /// the read is retried still applies to it.
-    private func list(_ delivery: PendingDelivery, attempt: AttemptRecord, retries: Int) {
+    private func list(_ delivery: PendingDelivery, attempt: AttemptRecord, retries: Int, reports: Bool) {
         let record: JournalRecord
         do {
             record = try self.readEvent(delivery.location)
         } catch {
             if error.isTransient && retries < Self.listingRetrySeconds.count {
                 DispatchQueue.global().asyncAfter(deadline: .now() + Self.listingRetrySeconds[retries]) {
-                    self.list(delivery, attempt: attempt, retries: retries + 1)
+                    self.list(delivery, attempt: attempt, retries: retries + 1, reports: reports)
                 }
                 return
             }
-            self.deadLetters.abandon(DeliveryKey(sequence: delivery.sequence, destination: delivery.destination))
+            self.deadLetters.dropReservation(DeliveryKey(sequence: delivery.sequence, destination: delivery.destination))
             self.logger.error(
                 "dead letter not listed",
                 ["event": .string(delivery.eventID), "destination": .string(delivery.destination),
@@ -229,12 +246,12 @@ struct RelayDeliveryObserver: DeliveryObserver {
         }
         guard case .event(let event) = record else {
             // Delivery locations come from event records, so this is a journal that changed under the relay.
-            return self.deadLetters.abandon(DeliveryKey(sequence: delivery.sequence, destination: delivery.destination))
+            return self.deadLetters.dropReservation(DeliveryKey(sequence: delivery.sequence, destination: delivery.destination))
         }
         let deadLetter = DeadLetter(
             event: EventSummary(event, location: delivery.location), destination: delivery.destination, attempt: attempt)
         // A dead letter that a replay delivered while its event was read is not reported: it is gone already.
-        guard self.deadLetters.fill(deadLetter) else { return }
+        guard self.deadLetters.fill(deadLetter), reports else { return }
         self.operational.send(type: "deadLetter.created", data: AdminRequestHandler.deadLetterJSON(deadLetter))
     }
 
