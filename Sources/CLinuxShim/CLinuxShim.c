@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CLinuxShim.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -22,4 +23,8 @@ int portout_mutex_init_adaptive(pthread_mutex_t *mutex) {
     int status = pthread_mutex_init(mutex, &attributes);
     pthread_mutexattr_destroy(&attributes);
     return status;
+}
+
+void portout_release_free_memory(void) {
+    malloc_trim(0);
 }

@@ -1,10 +1,13 @@
+import CCurl
 import PortoutCore
 import PortoutJournal
 
-/// What abandoning a destination's deliveries did.
+/// The result of abandoning a destination's waiting deliveries.
 public struct Abandonment: Sendable, Equatable {
     /// Deliveries dead-lettered by the request.
     public var abandoned = 0
+    /// Deliveries still waiting, because one request abandons at most `DeliveryEngine.maxAbandonedPerRequest`.
+    public var remaining = 0
     /// Attempts in flight, which were left to settle as usual: one that fails waits for a retry like any other.
     public var inFlight = 0
     /// Whether the configuration names the destination. Deliveries of a destination it does not name were held
@@ -22,20 +25,27 @@ public enum AbandonError: Error, Sendable, Equatable {
     case active
     /// The engine has stopped, as it does during shutdown.
     case stopped
-    /// The deliveries left memory, but their records could not be journaled, so the next start queues them
-    /// again.
+    /// The records could not be journaled, so the deliveries were put back in their queues.
     case notJournaled(String)
 }
 
 extension DeliveryEngine {
+    /// The most deliveries one abandonment takes. Their records are written and synced in one batch, so webhooks
+    /// wait behind it, and the records and the dead-letter list's reads of their events add to memory meanwhile.
+    public static let maxAbandonedPerRequest = 100_000
+
     /// Dead-letters every delivery waiting for a destination that is paused, disabled or no longer configured,
     /// so that an operator can give up on a destination gone for good. Held deliveries otherwise stay in memory
     /// and keep their journal segments from retention for as long as the destination stays held.
     ///
-    /// Each delivery is journaled as a dead letter with its attempts so far, no status and `reason`, and goes on
+    /// Each delivery is journaled as a dead letter with its attempts so far, no HTTP status and `reason`, and goes on
     /// the dead-letter list, from which a redelivery can send it again. Unlike a dead letter that gave up, it is
     /// not reported to the operational webhook one by one, since an operator asked for all of them at once.
-    /// `completion` runs once the records are durable, on the journal's writer thread.
+    /// `completion` runs on the delivery thread once the records are durable, or once the deliveries are back in
+    /// their queues after a failed write.
+    ///
+    /// One request abandons at most `maxAbandonedPerRequest` deliveries, a little more when it ends inside a
+    /// port out's lane, and reports how many remain.
     public func abandonWaiting(
         tenant: String, destination: String, reason: String,
         completion: @escaping @Sendable (Result<Abandonment, AbandonError>) -> Void
@@ -54,15 +64,25 @@ extension DeliveryEngine {
             let now = WallClock.milliseconds()
             var result = Abandonment()
             result.isConfigured = configured != nil
-            var removed = runtime?.queue.removeWaiting { _ in true } ?? []
+            let limit = Self.maxAbandonedPerRequest
+            var removed = runtime?.queue.removeWaiting(limit: limit) { _ in true } ?? []
             result.inFlight = runtime?.queue.inFlight ?? 0
+            result.remaining = (runtime?.queue.count ?? 0) - result.inFlight
             if self.loop.unconfigured[key] != nil {
                 // Changed in place, since a copy of a large queue would be copied again on its first change.
-                removed += self.loop.unconfigured[key]!.removeWaiting { _ in true }
+                removed += self.loop.unconfigured[key]!.removeWaiting(limit: limit - removed.count) { _ in true }
+                result.remaining += self.loop.unconfigured[key]!.count
                 if self.loop.unconfigured[key]!.count == 0 {
                     self.loop.unconfigured[key] = nil
                 }
             }
+            result.abandoned = removed.count
+            if let runtime {
+                self.updateCounters(key) { $0.pending = runtime.queue.count }
+            }
+            guard !removed.isEmpty else { return completion(.success(result)) }
+            var records: [AttemptRecord] = []
+            records.reserveCapacity(removed.count)
             for delivery in removed {
                 let record = AttemptRecord(
                     eventSequence: delivery.sequence, tenant: delivery.tenant, destination: delivery.destination,
@@ -70,20 +90,51 @@ extension DeliveryEngine {
                     nextAttemptAtMs: nil, error: reason)
                 self.loop.hold(.attempt(record), nowMs: now)
                 self.loop.heldChanges.append(.abandoned(delivery, record))
-                self.observer?.settled(delivery, attempt: record)
+                records.append(record)
             }
-            result.abandoned = removed.count
-            if let runtime {
-                self.updateCounters(key) { statistics in
-                    statistics.pending = runtime.queue.count
-                    statistics.abandoned += removed.count
+            // Until the records are written, retention must still keep the events' segments, which the queue no
+            // longer names, so that a failed write can put the deliveries back.
+            let token = self.loop.abandonmentsInWrite.insert(removed.lazy.map(\.location.segment).min()!)
+            let abandonment = result
+            let deliveries = removed
+            let journaled = records
+            self.journalOutcomes(force: true, durable: true) { error in
+                self.perform { running in
+                    if running {
+                        self.loop.abandonmentsInWrite.remove(token)
+                    }
+                    if let error {
+                        if running {
+                            self.restore(deliveries, key: key)
+                        }
+                        return completion(.failure(.notJournaled(error.description)))
+                    }
+                    for (delivery, record) in zip(deliveries, journaled) {
+                        self.observer?.settled(delivery, attempt: record)
+                    }
+                    self.updateCounters(key) { $0.abandoned += deliveries.count }
+                    completion(.success(abandonment))
                 }
             }
-            guard !removed.isEmpty else { return completion(.success(result)) }
-            let abandonment = result
-            self.journalOutcomes(force: true, durable: true) { error in
-                completion(error.map { .failure(.notJournaled($0.description)) } ?? .success(abandonment))
+        }
+    }
+
+    /// Puts back deliveries whose abandonment could not be journaled, where a restart would find them.
+    ///
+    /// NOTE: a replay submitted while the write was pending found them settled and may have queued copies, which
+    /// then go out as well. A lane whose later status went in flight meanwhile, after a resume, sends the earlier
+    /// one after it.
+    private func restore(_ deliveries: [PendingDelivery], key: String) {
+        if let runtime = self.loop.runtime(key) {
+            for delivery in deliveries {
+                runtime.queue.enqueue(delivery)
+            }
+            self.updateCounters(key) { $0.pending = runtime.queue.count }
+        } else {
+            for delivery in deliveries {
+                self.loop.unconfigured[key, default: DeliveryQueue()].enqueue(delivery)
             }
         }
+        curl_multi_wakeup(self.loop.multi)
     }
 }

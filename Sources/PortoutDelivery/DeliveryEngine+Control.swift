@@ -64,7 +64,8 @@ extension DeliveryEngine {
             guard running else { return completion(nil, false) }
             let runtimes = Array(self.loop.destinations.values) + Array(self.loop.detached.values)
             let queues = runtimes.map(\.queue) + Array(self.loop.unconfigured.values)
-            completion(queues.compactMap(\.oldestSegment).min(), true)
+            let pinned = [self.loop.abandonmentsInWrite.oldest].compactMap { $0 }
+            completion((queues.compactMap(\.oldestSegment) + pinned).min(), true)
         }
     }
 

@@ -39,6 +39,8 @@ final class DeliveryLoop: @unchecked Sendable {
     /// Threads with multi handles of their own, and the transfers each has in flight.
     private var workers: [CurlWorker] = []
     private var workerInFlight: [Int] = []
+    /// The oldest event segment of each abandonment whose records are being written, which retention keeps.
+    var abandonmentsInWrite = SegmentPins()
     /// Attempt records settled and not yet journaled; `DeliveryEngine.journalOutcomes` writes them in batches.
     var outcomes: [JournalRecord] = []
     /// When the oldest record in `outcomes` was added; nil while it is empty.
@@ -171,4 +173,25 @@ final class DeliveryLoop: @unchecked Sendable {
 /// documents as safe from any thread, hence `@unchecked Sendable`.
 private struct WakeTarget: @unchecked Sendable {
     let multi: UnsafeMutableRawPointer
+}
+
+/// Segments kept from retention while something that names them is in progress, each under its own token.
+struct SegmentPins {
+    private var pins: [Int: UInt64] = [:]
+    private var nextToken = 0
+
+    /// Pins `segment` and returns the token that removes the pin.
+    mutating func insert(_ segment: UInt64) -> Int {
+        self.nextToken += 1
+        self.pins[self.nextToken] = segment
+        return self.nextToken
+    }
+
+    mutating func remove(_ token: Int) {
+        self.pins.removeValue(forKey: token)
+    }
+
+    var oldest: UInt64? {
+        self.pins.values.min()
+    }
 }

@@ -203,10 +203,14 @@ struct DeliveryQueue {
         self.lanes.values.count { $0.isHeadInFlight && matches($0.first) }
     }
 
-    /// Removes and returns the deliveries that match and are not in flight, as cancelling a replay does.
-    mutating func removeWaiting(where shouldRemove: (PendingDelivery) -> Bool) -> [PendingDelivery] {
+    /// Removes and returns the deliveries that match and are not in flight, as cancelling a replay does. With a
+    /// `limit`, it stops at the first lane after which at least that many are removed.
+    mutating func removeWaiting(
+        limit: Int = .max, where shouldRemove: (PendingDelivery) -> Bool
+    ) -> [PendingDelivery] {
         var removed: [PendingDelivery] = []
         for key in Array(self.lanes.keys) {
+            guard removed.count < limit else { break }
             var lane = self.lanes[key]!
             let firstMovable = lane.head + (lane.isHeadInFlight ? 1 : 0)
             let before = lane.items.count
@@ -228,6 +232,12 @@ struct DeliveryQueue {
             self.lanes[key] = lane
         }
         self.count -= removed.count
+        if self.count == 0 {
+            // Frees the emptied table's capacity and the schedule's stale entries, which both grow with the largest
+            // backlog the queue ever had.
+            self.lanes = [:]
+            self.schedule = MinHeap()
+        }
         return removed
     }
 }

@@ -197,6 +197,47 @@ struct DeliveryQueueTests {
         #expect(queue.takeDue(nowMs: 0)?.sequence == 3)
     }
 
+    /// A limited removal takes whole lanes, so it never leaves a port out's later status waiting without the
+    /// earlier one, and it leaves a head in flight in place.
+    @Test func removeWaitingLimitTakesWholeLanes() {
+        var queue = DeliveryQueue()
+        for (sequence, key) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
+            queue.enqueue(Self.delivery(UInt64(sequence), key: key))
+        }
+        let taken = queue.takeDue(nowMs: 0)
+        #expect(taken?.sequence == 1)
+
+        let removed = queue.removeWaiting(limit: 2) { _ in true }
+        let sequences = Set(removed.map(\.sequence))
+        #expect(removed.count >= 2)
+        #expect(removed.count <= 3)
+        #expect(sequences.contains(3) == sequences.contains(4))
+        #expect(sequences.contains(5) == sequences.contains(6))
+        #expect(queue.count == 6 - removed.count)
+        #expect(queue.inFlight == 1)
+
+        let rest = queue.removeWaiting { _ in true }
+        #expect(removed.count + rest.count == 5)
+        #expect(queue.count == 1)
+        queue.settle(key: "a", retryAtMs: nil, attempts: 1)
+        #expect(queue.count == 0)
+        #expect(queue.nextDueMs() == nil)
+    }
+
+    /// A queue emptied by a removal starts over and hands out new deliveries as before.
+    @Test func removeWaitingEmptiedQueueTakesMore() {
+        var queue = DeliveryQueue()
+        for sequence in 1...4 {
+            queue.enqueue(Self.delivery(UInt64(sequence), key: "p\(sequence % 2)", due: 50))
+        }
+        #expect(queue.removeWaiting { _ in true }.count == 4)
+        #expect(queue.count == 0)
+        #expect(queue.nextDueMs() == nil)
+        queue.enqueue(Self.delivery(9, key: "p1"))
+        #expect(queue.nextDueMs() == 0)
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 9)
+    }
+
     @Test func madeDueRetriesKeepLaneOrder() {
         var queue = DeliveryQueue()
         queue.enqueue(Self.delivery(1, key: "a"))

@@ -118,6 +118,43 @@ struct DiskFailureTests {
         #expect(!journal.metrics.writes.isFailing(nowMs: WriteHealth.nowMs(), windowMs: 60_000))
     }
 
+    /// An abandonment whose records cannot be written puts the deliveries back, where retention and a restart
+    /// still find them, and abandons them once the disk has space again.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func failedAbandonmentPutsDeliveriesBack() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let mount = try Self.mountTmpfs(in: directory)
+        defer { _ = runProgram("/bin/umount", ["-l", mount]) }
+        let sink = try RecordingSink { _, _ in .init(status: 503) }
+        defer { sink.shutdown() }
+        let harness = try RelayHarness(destinations: AbandonTests.destinations(["d1"], url: sink.url), directory: directory)
+        defer { harness.stop() }
+        #expect(try AdminTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
+        // More records than the segment's last page takes, so that the abandonment needs a page the full disk lacks.
+        let count = 60
+        for index in 0..<count {
+            #expect(try harness.post(Events.portOut("pout_back\(index)", status: "initiated")).status == 202)
+        }
+        let filler = Self.fill(mount)
+
+        let failed = try AbandonTests.abandon(harness, "d1")
+        #expect(failed.status == 500)
+        #expect(failed.json?.objectValue?["code"] == "abandonmentNotJournaled")
+        let statistics = try #require(harness.relay!.deliveryStatistics().first)
+        #expect(statistics.pending == count)
+        #expect(statistics.abandoned == 0)
+        #expect(AbandonTests.oldestPendingSegment(harness) != nil)
+        #expect(try AbandonTests.deadLetters(harness).isEmpty)
+
+        try FileManager.default.removeItem(atPath: filler)
+        let abandoned = try AbandonTests.abandon(harness, "d1")
+        #expect(abandoned.status == 200)
+        #expect(abandoned.json?.objectValue?["abandoned"] == .number(Double(count)))
+        #expect(try AbandonTests.deadLetters(harness).count == count)
+        #expect(AbandonTests.oldestPendingSegment(harness) == nil)
+    }
+
     /// A file size limit makes journal writes fail with EFBIG. The relay responds 503 as for a full disk, and a
     /// start under the same limit works, instead of SIGXFSZ ending the process.
     @Test func fileSizeLimitGives503() throws {
@@ -176,13 +213,9 @@ struct DiskFailureTests {
         #expect(try Self.eventCount(harness.directory.path + "/data") == 3)
     }
 
-    /// A disk that stops responding fails no write, so the relay shows the write in progress and how long it has
-    /// taken. A pause, whose save blocks the delivery thread, does not stop the metrics page either. The disk is an
-    /// ext4 file system on a loop device, frozen with fsfreeze, which blocks every write to it until it is thawed.
-    @Test(.enabled(if: getuid() == 0, "a loop device, mount and fsfreeze need root"))
-    func frozenDiskShowsWriteInProgress() throws {
-        let directory = TemporaryDirectory()
-        defer { directory.remove() }
+    /// Mounts a 128 MiB ext4 file system on a loop device at `data` in `directory`, which fsfreeze can freeze, and
+    /// returns its path with the function that unmounts and detaches it.
+    static func mountFreezableDisk(in directory: TemporaryDirectory) throws -> (mount: String, detach: () -> Void) {
         let image = directory.file("disk.img")
         #expect(FileManager.default.createFile(atPath: image, contents: nil))
         let imageFile = try #require(FileHandle(forWritingAtPath: image))
@@ -192,12 +225,75 @@ struct DiskFailureTests {
             "/usr/sbin/losetup", ["-f", "--show", image], inputPath: "/dev/null")
         try #require(attached == 0, "losetup: \(device)")
         let loop = device.trimmingCharacters(in: .whitespacesAndNewlines)
-        defer { _ = runProgram("/usr/sbin/losetup", ["-d", loop]) }
-        try #require(runProgram("/usr/sbin/mkfs.ext4", ["-q", loop]) == 0)
         let mount = directory.path + "/data"
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        try #require(runProgram("/bin/mount", [loop, mount]) == 0)
-        defer { _ = runProgram("/bin/umount", [mount]) }
+        do {
+            try #require(runProgram("/usr/sbin/mkfs.ext4", ["-q", loop]) == 0)
+            try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+            try #require(runProgram("/bin/mount", [loop, mount]) == 0)
+        } catch {
+            _ = runProgram("/usr/sbin/losetup", ["-d", loop])
+            throw error
+        }
+        return (mount, {
+            _ = runProgram("/bin/umount", [mount])
+            _ = runProgram("/usr/sbin/losetup", ["-d", loop])
+        })
+    }
+
+    /// While an abandonment's records wait for a frozen disk, the events' segments stay pinned against retention,
+    /// and the answer comes once the disk thaws.
+    @Test(.enabled(if: getuid() == 0, "a loop device, mount and fsfreeze need root"))
+    func abandonmentPinsSegmentsUntilWritten() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (mount, detach) = try Self.mountFreezableDisk(in: directory)
+        defer { detach() }
+        let sink = try RecordingSink { _, _ in .init(status: 503) }
+        defer { sink.shutdown() }
+        let first = try RelayHarness(destinations: AbandonTests.destinations(["d1"], url: sink.url), directory: directory)
+        #expect(try first.post(Events.portOut("pout_pin", status: "initiated")).status == 202)
+        #expect(waitUntil { first.relay!.deliveryStatistics().first?.retries ?? 0 >= 1 })
+        first.stop()
+        // Not configured since this start, so the abandonment needs no pause, which would save to the frozen disk.
+        let harness = try RelayHarness(destinations: "[]", directory: directory)
+        defer { harness.stop() }
+        #expect(AbandonTests.oldestPendingSegment(harness) != nil)
+
+        try #require(runProgram("/usr/sbin/fsfreeze", ["-f", mount]) == 0)
+        var thawed = false
+        defer {
+            if !thawed { _ = runProgram("/usr/sbin/fsfreeze", ["-u", mount]) }
+        }
+        let adminPort = harness.adminPort
+        let answered = DispatchSemaphore(value: 0)
+        let status = Mutex<Int?>(nil)
+        DispatchQueue.global().async {
+            let client = try? LoopbackClient(port: adminPort, readTimeoutSeconds: 60)
+            let response = client?.request("POST", "/admin/destinations/t1/d1/abandon")
+            status.withLock { $0 = response?.status }
+            answered.signal()
+        }
+        #expect(waitUntil(timeoutSeconds: 20) { Self.writeInProgressSeconds(harness) ?? 0 >= 0.5 })
+        #expect(try ReloadAndShutdownTests.unconfiguredDestinations(harness).isEmpty)
+        #expect(AbandonTests.oldestPendingSegment(harness) != nil)
+        #expect(answered.wait(timeout: .now()) == .timedOut, "the abandonment was answered while the disk was frozen")
+
+        #expect(runProgram("/usr/sbin/fsfreeze", ["-u", mount]) == 0)
+        thawed = true
+        #expect(answered.wait(timeout: .now() + 20) == .success)
+        #expect(status.withLock { $0 } == 200)
+        #expect(AbandonTests.oldestPendingSegment(harness) == nil)
+    }
+
+    /// A disk that stops responding fails no write, so the relay shows the write in progress and how long it has
+    /// taken. A pause, whose save blocks the delivery thread, does not stop the metrics page either. The disk is an
+    /// ext4 file system on a loop device, frozen with fsfreeze, which blocks every write to it until it is thawed.
+    @Test(.enabled(if: getuid() == 0, "a loop device, mount and fsfreeze need root"))
+    func frozenDiskShowsWriteInProgress() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let (mount, detach) = try Self.mountFreezableDisk(in: directory)
+        defer { detach() }
 
         let sink = try RecordingSink()
         defer { sink.shutdown() }

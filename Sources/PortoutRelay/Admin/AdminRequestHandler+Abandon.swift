@@ -3,7 +3,7 @@ import PortoutDelivery
 import PortoutHTTP
 
 extension AdminRequestHandler {
-    /// The reason journaled with each abandoned delivery, which the dead-letter list shows.
+    /// Returns the reason journaled with each abandoned delivery, which the dead-letter list shows.
     static func abandonmentReason(_ given: String?) -> String {
         given.map { "abandoned by an operator: \($0)" } ?? "abandoned by an operator"
     }
@@ -21,6 +21,7 @@ extension AdminRequestHandler {
             reason = Self.abandonmentReason(given)
         }
         let logger = self.logger
+        let deadLetters = self.deadLetters
         self.engine.abandonWaiting(tenant: tenant, destination: id, reason: reason) { result in
             switch result {
             case .success(let abandonment):
@@ -28,14 +29,18 @@ extension AdminRequestHandler {
                     "admin action",
                     ["action": "abandon deliveries", "tenant": .string(tenant), "destination": .string(id),
                      "reason": .string(reason), "abandoned": .number(Double(abandonment.abandoned)),
+                     "remaining": .number(Double(abandonment.remaining)),
                      "inFlight": .number(Double(abandonment.inFlight)), "configured": .bool(abandonment.isConfigured),
                      "peer": .string(peer)])
-                respond(HTTPResponse(status: 200, json: .object(JSONObject([
+                let answer = HTTPResponse(status: 200, json: .object(JSONObject([
                     ("object", "abandonment"), ("tenant", .string(tenant)), ("destination", .string(id)),
                     ("configured", .bool(abandonment.isConfigured)),
                     ("abandoned", .number(Double(abandonment.abandoned))),
+                    ("remaining", .number(Double(abandonment.remaining))),
                     ("inFlight", .number(Double(abandonment.inFlight))), ("reason", .string(reason)),
-                ]))))
+                ])))
+                // Sent once the dead letters are listed, so that a redelivery requested next finds them all.
+                deadLetters.inListingOrder { respond(answer) }
             case .failure(.notFound):
                 respond(HTTPResponse(error: .notFound(
                     "No destination \(id) in tenant \(tenant), and no deliveries held for one of that name.")))
@@ -53,8 +58,8 @@ extension AdminRequestHandler {
                      "error": .string(error), "peer": .string(peer)])
                 respond(HTTPResponse(error: APIError(
                     status: 500, type: "internalError", code: "abandonmentNotJournaled",
-                    message: "The deliveries left memory, but their records could not be journaled: \(error). "
-                        + "The next start queues them again.")))
+                    message: "Nothing was abandoned, because the records could not be journaled: \(error). The "
+                        + "deliveries wait as before; retry once the journal's disk accepts writes.")))
             }
         }
     }

@@ -1,3 +1,4 @@
+import Dispatch
 import PortoutCore
 import PortoutDelivery
 import PortoutJournal
@@ -55,6 +56,14 @@ final class DeadLetterIndex: Sendable {
     }
 
     private let lists = Locked<Lists>(Lists())
+    /// Reads back the events of abandoned deliveries, one abandonment after another, off the journal's writer.
+    private let backgroundListing = DispatchQueue(label: "portout.dead-letter-listing")
+
+    /// Runs `work` after every listing queued before it, so that an abandonment's response waits until its dead
+    /// letters are on the list.
+    func inListingOrder(_ work: @escaping @Sendable () -> Void) {
+        self.backgroundListing.async(execute: work)
+    }
 
     /// Lists a dead letter rebuilt from the journal at start.
     func add(_ deadLetter: DeadLetter) {
