@@ -30,7 +30,7 @@ public enum AbandonError: Error, Sendable, Equatable {
 }
 
 extension DeliveryEngine {
-    /// The most deliveries one abandonment takes. Their records are written and synced in one batch, so webhooks
+    /// The maximum number of deliveries one abandonment takes. Their records are written and synced in one batch, so webhooks
     /// wait behind it, and the records and the dead-letter list's reads of their events add to memory meanwhile.
     public static let maxAbandonedPerRequest = 100_000
 
@@ -93,8 +93,8 @@ extension DeliveryEngine {
                 records.append(record)
             }
             // Until the records are written, retention must still keep the events' segments, which the queue no
-            // longer names, so that a failed write can put the deliveries back.
-            let token = self.loop.abandonmentsInWrite.insert(removed.lazy.map(\.location.segment).min()!)
+            // longer names, so that a failed write can put the deliveries back where a restart finds them.
+            let token = self.loop.abandonmentsInWrite.insert(key: key, deliveries: removed)
             let abandonment = result
             let deliveries = removed
             let journaled = records
@@ -119,21 +119,28 @@ extension DeliveryEngine {
         }
     }
 
-    /// Puts back deliveries whose abandonment could not be journaled, where a restart would find them.
+    /// Puts back deliveries whose abandonment could not be journaled, where a restart would find them. A copy of
+    /// a replay cancelled meanwhile is withdrawn instead, as the cancellation would have done.
     ///
     /// NOTE: a replay submitted while the write was pending found them settled and may have queued copies, which
-    /// then go out as well. A lane whose later status went in flight meanwhile, after a resume, sends the earlier
-    /// one after it.
+    /// then go out as well. A reload that configured the destination meanwhile, as an active one, may have sent a
+    /// port out's later status ahead of an earlier one put back here.
     private func restore(_ deliveries: [PendingDelivery], key: String) {
-        if let runtime = self.loop.runtime(key) {
-            for delivery in deliveries {
+        let now = WallClock.milliseconds()
+        let runtime = self.loop.runtime(key)
+        for delivery in deliveries {
+            if let replayID = delivery.replayID, self.loop.cancelledReplays.contains(replayID) {
+                let record = AttemptRecord.withdrawal(of: delivery, replayID: replayID, atMs: now)
+                self.loop.hold(record, of: delivery, nowMs: now)
+                self.observer?.settled(delivery, attempt: record)
+            } else if let runtime {
                 runtime.queue.enqueue(delivery)
-            }
-            self.updateCounters(key) { $0.pending = runtime.queue.count }
-        } else {
-            for delivery in deliveries {
+            } else {
                 self.loop.unconfigured[key, default: DeliveryQueue()].enqueue(delivery)
             }
+        }
+        if let runtime {
+            self.updateCounters(key) { $0.pending = runtime.queue.count }
         }
         curl_multi_wakeup(self.loop.multi)
     }

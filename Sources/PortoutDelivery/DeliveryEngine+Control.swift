@@ -8,6 +8,9 @@ public enum DestinationControlError: Error, Sendable, Equatable {
     case stopped
     /// The change was made in memory but could not be saved, so it would not survive a restart.
     case notSaved(String)
+    /// A resume came while an abandonment of the destination was being journaled. If that write failed, the
+    /// deliveries put back could go out after later statuses that the resume had sent meanwhile.
+    case abandonmentInWrite
 }
 
 extension DeliveryEngine {
@@ -64,7 +67,7 @@ extension DeliveryEngine {
             guard running else { return completion(nil, false) }
             let runtimes = Array(self.loop.destinations.values) + Array(self.loop.detached.values)
             let queues = runtimes.map(\.queue) + Array(self.loop.unconfigured.values)
-            let pinned = [self.loop.abandonmentsInWrite.oldest].compactMap { $0 }
+            let pinned = [self.loop.abandonmentsInWrite.oldestSegment].compactMap { $0 }
             completion((queues.compactMap(\.oldestSegment) + pinned).min(), true)
         }
     }
@@ -85,6 +88,9 @@ extension DeliveryEngine {
             guard running else { return completion(.failure(.stopped)) }
             let key = Self.key(tenant: tenant, destination: destination)
             guard let runtime = self.loop.destinations[key] else { return completion(.failure(.notFound)) }
+            if mode == .active && self.loop.abandonmentsInWrite.contains(key: key) {
+                return completion(.failure(.abandonmentInWrite))
+            }
             if mode == .active {
                 runtime.consecutiveFailures = 0
                 let advanced = runtime.queue.makeWaitingDue(nowMs: WallClock.milliseconds())

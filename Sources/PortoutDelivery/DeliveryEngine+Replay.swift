@@ -137,6 +137,8 @@ extension DeliveryEngine {
             for key in Array(self.loop.unconfigured.keys) {
                 withdraw(self.loop.unconfigured[key]!.removeWaiting { $0.replayID == replayID })
             }
+            // Abandoned copies whose records are being written settle with that write, like an attempt in flight.
+            inFlight += self.loop.abandonmentsInWrite.count(ofReplay: replayID)
             completion((withdrawn, inFlight))
         }
     }

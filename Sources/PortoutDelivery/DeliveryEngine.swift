@@ -363,12 +363,15 @@ public final class DeliveryEngine: Sendable {
                 written?(nil)
             case .failure(let error):
                 written?(error)
-                let deadLetters = changes.count(where: \.isDeadLetter)
+                let abandoned = changes.count { if case .abandoned = $0 { true } else { false } }
+                let deadLetters = changes.count(where: \.isDeadLetter) - abandoned
                 logger.error(
                     "delivery outcomes not journaled",
                     ["error": .string(error.description), "records": .number(Double(count)),
-                     "deadLetters": .number(Double(deadLetters)),
-                     "effect": "these attempts are made again after the next start, and their dead letters not listed"])
+                     "deadLetters": .number(Double(deadLetters)), "abandoned": .number(Double(abandoned)),
+                     "effect": .string(
+                        "these attempts are made again after the next start, and their dead letters not listed; "
+                            + "abandoned deliveries wait in their queues again")])
             }
         }
         if durable {

@@ -39,8 +39,7 @@ final class DeliveryLoop: @unchecked Sendable {
     /// Threads with multi handles of their own, and the transfers each has in flight.
     private var workers: [CurlWorker] = []
     private var workerInFlight: [Int] = []
-    /// The oldest event segment of each abandonment whose records are being written, which retention keeps.
-    var abandonmentsInWrite = SegmentPins()
+    var abandonmentsInWrite = AbandonmentsInWrite()
     /// Attempt records settled and not yet journaled; `DeliveryEngine.journalOutcomes` writes them in batches.
     var outcomes: [JournalRecord] = []
     /// When the oldest record in `outcomes` was added; nil while it is empty.
@@ -175,23 +174,48 @@ private struct WakeTarget: @unchecked Sendable {
     let multi: UnsafeMutableRawPointer
 }
 
-/// Segments kept from retention while something that names them is in progress, each under its own token.
-struct SegmentPins {
-    private var pins: [Int: UInt64] = [:]
-    private var nextToken = 0
+/// The abandonments whose records are being written, each under its own token. Their deliveries are in no queue
+/// meanwhile. Retention must still keep their events' segments, and a cancelled replay must wait for its copies
+/// among them. A resume must wait too, or it could send a later status before an earlier one that a failed write
+/// puts back.
+struct AbandonmentsInWrite {
+    private struct Entry {
+        var key: String
+        var oldestSegment: UInt64
+        /// The replayed deliveries among them, by replay id.
+        var replays: [String: Int]
+    }
 
-    /// Pins `segment` and returns the token that removes the pin.
-    mutating func insert(_ segment: UInt64) -> Int {
-        self.nextToken += 1
-        self.pins[self.nextToken] = segment
-        return self.nextToken
+    private var entries: [Int: Entry] = [:]
+    private var lastToken = 0
+
+    /// Records the deliveries of one abandonment of destination `key` and returns the token that removes them.
+    mutating func insert(key: String, deliveries: [PendingDelivery]) -> Int {
+        var replays: [String: Int] = [:]
+        for delivery in deliveries {
+            if let replayID = delivery.replayID {
+                replays[replayID, default: 0] += 1
+            }
+        }
+        self.lastToken += 1
+        self.entries[self.lastToken] = Entry(
+            key: key, oldestSegment: deliveries.lazy.map(\.location.segment).min() ?? .max, replays: replays)
+        return self.lastToken
     }
 
     mutating func remove(_ token: Int) {
-        self.pins.removeValue(forKey: token)
+        self.entries.removeValue(forKey: token)
     }
 
-    var oldest: UInt64? {
-        self.pins.values.min()
+    var oldestSegment: UInt64? {
+        self.entries.values.lazy.map(\.oldestSegment).min()
+    }
+
+    func contains(key: String) -> Bool {
+        self.entries.values.contains { $0.key == key }
+    }
+
+    func count(ofReplay replayID: String) -> Int {
+        self.entries.values.reduce(0) { $0 + ($1.replays[replayID] ?? 0) }
     }
 }

@@ -240,8 +240,8 @@ struct DiskFailureTests {
         })
     }
 
-    /// While an abandonment's records wait for a frozen disk, the events' segments stay pinned against retention,
-    /// and the answer comes once the disk thaws.
+    /// While an abandonment's records wait for a frozen disk, the events' segments stay pinned against retention
+    /// and a resume is refused, and the answer comes once the disk thaws.
     @Test(.enabled(if: getuid() == 0, "a loop device, mount and fsfreeze need root"))
     func abandonmentPinsSegmentsUntilWritten() throws {
         let directory = TemporaryDirectory()
@@ -250,14 +250,13 @@ struct DiskFailureTests {
         defer { detach() }
         let sink = try RecordingSink { _, _ in .init(status: 503) }
         defer { sink.shutdown() }
-        let first = try RelayHarness(destinations: AbandonTests.destinations(["d1"], url: sink.url), directory: directory)
-        #expect(try first.post(Events.portOut("pout_pin", status: "initiated")).status == 202)
-        #expect(waitUntil { first.relay!.deliveryStatistics().first?.retries ?? 0 >= 1 })
-        first.stop()
-        // Not configured since this start, so the abandonment needs no pause, which would save to the frozen disk.
-        let harness = try RelayHarness(destinations: "[]", directory: directory)
+        let harness = try RelayHarness(destinations: AbandonTests.destinations(["d1"], url: sink.url), directory: directory)
         defer { harness.stop() }
-        #expect(AbandonTests.oldestPendingSegment(harness) != nil)
+        #expect(try harness.post(Events.portOut("pout_pin", status: "initiated")).status == 202)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.retries ?? 0 >= 1 })
+        // Paused before the freeze, since a pause saves destinations.json on the disk.
+        #expect(try AdminTests.admin(harness, "POST", "/admin/destinations/t1/d1/pause", token: nil).status == 200)
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.inFlight == 0 })
 
         try #require(runProgram("/usr/sbin/fsfreeze", ["-f", mount]) == 0)
         var thawed = false
@@ -274,8 +273,11 @@ struct DiskFailureTests {
             answered.signal()
         }
         #expect(waitUntil(timeoutSeconds: 20) { Self.writeInProgressSeconds(harness) ?? 0 >= 0.5 })
-        #expect(try ReloadAndShutdownTests.unconfiguredDestinations(harness).isEmpty)
+        #expect(harness.relay!.deliveryStatistics().first?.pending == 0)
         #expect(AbandonTests.oldestPendingSegment(harness) != nil)
+        let resume = try AdminTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume", token: nil)
+        #expect(resume.status == 409)
+        #expect(resume.json?.objectValue?["code"] == "abandonmentInProgress")
         #expect(answered.wait(timeout: .now()) == .timedOut, "the abandonment was answered while the disk was frozen")
 
         #expect(runProgram("/usr/sbin/fsfreeze", ["-u", mount]) == 0)
@@ -283,6 +285,7 @@ struct DiskFailureTests {
         #expect(answered.wait(timeout: .now() + 20) == .success)
         #expect(status.withLock { $0 } == 200)
         #expect(AbandonTests.oldestPendingSegment(harness) == nil)
+        #expect(try AdminTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume", token: nil).status == 200)
     }
 
     /// A disk that stops responding fails no write, so the relay shows the write in progress and how long it has

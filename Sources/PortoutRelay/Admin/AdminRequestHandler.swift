@@ -184,6 +184,11 @@ struct AdminRequestHandler: HTTPRequestHandler {
                 respond(HTTPResponse(error: .notFound("No destination \(id) in tenant \(tenant).")))
             case .failure(.stopped):
                 respond(HTTPResponse(error: Self.shuttingDown))
+            case .failure(.abandonmentInWrite):
+                respond(HTTPResponse(error: .conflict(
+                    code: "abandonmentInProgress",
+                    "An abandonment of destination \(id) of tenant \(tenant) is being journaled. Retry the resume in "
+                        + "a moment.")))
             case .failure(.notSaved(let error)):
                 logger.error(
                     "admin action not saved",
