@@ -25,7 +25,9 @@ public enum AbandonError: Error, Sendable, Equatable {
     case active
     /// The engine has stopped, as it does during shutdown.
     case stopped
-    /// The records could not be journaled, so the deliveries were put back in their queues.
+    /// The records could not be journaled. The deliveries were put back in their queues, or withdrawn if they
+    /// were copies of a replay cancelled meanwhile, and if the engine had stopped, the journal holds them for the
+    /// next start.
     case notJournaled(String)
 }
 
@@ -41,11 +43,11 @@ extension DeliveryEngine {
     /// Each delivery is journaled as a dead letter with its attempts so far, no HTTP status and `reason`, and goes on
     /// the dead-letter list, from which a redelivery can send it again. Unlike a dead letter that gave up, it is
     /// not reported to the operational webhook one by one, since an operator asked for all of them at once.
-    /// `completion` runs on the delivery thread once the records are durable, or once the deliveries are back in
-    /// their queues after a failed write.
+    /// `completion` runs once the records are durable, or once the deliveries are back in their queues after a
+    /// failed write: on the delivery thread, or, once the engine has stopped, on the thread that ended the write.
     ///
-    /// One request abandons at most `maxAbandonedPerRequest` deliveries, a little more when it ends inside a
-    /// port out's lane, and reports how many remain.
+    /// One request abandons about `maxAbandonedPerRequest` deliveries, whole port outs at a time, so a little more
+    /// when the last lane it takes is long, and reports how many remain.
     public func abandonWaiting(
         tenant: String, destination: String, reason: String,
         completion: @escaping @Sendable (Result<Abandonment, AbandonError>) -> Void
@@ -122,22 +124,36 @@ extension DeliveryEngine {
     /// Puts back deliveries whose abandonment could not be journaled, where a restart would find them. A copy of
     /// a replay cancelled meanwhile is withdrawn instead, as the cancellation would have done.
     ///
+    /// A copy put back for a destination that a reload removed meanwhile is marked stranded, as that reload marked
+    /// the copies it found.
+    ///
     /// NOTE: a replay submitted while the write was pending found them settled and may have queued copies, which
     /// then go out as well. A reload that configured the destination meanwhile, as an active one, may have sent a
     /// port out's later status ahead of an earlier one put back here.
     private func restore(_ deliveries: [PendingDelivery], key: String) {
         let now = WallClock.milliseconds()
         let runtime = self.loop.runtime(key)
-        for delivery in deliveries {
+        let isConfigured = self.loop.destinations[key] != nil
+        var stranded: [String: Int] = [:]
+        for var delivery in deliveries {
             if let replayID = delivery.replayID, self.loop.cancelledReplays.contains(replayID) {
                 let record = AttemptRecord.withdrawal(of: delivery, replayID: replayID, atMs: now)
                 self.loop.hold(record, of: delivery, nowMs: now)
                 self.observer?.settled(delivery, attempt: record)
-            } else if let runtime {
+                continue
+            }
+            if !isConfigured, let replayID = delivery.replayID, !delivery.isStranded {
+                delivery.isStranded = true
+                stranded[replayID, default: 0] += 1
+            }
+            if let runtime {
                 runtime.queue.enqueue(delivery)
             } else {
                 self.loop.unconfigured[key, default: DeliveryQueue()].enqueue(delivery)
             }
+        }
+        if !stranded.isEmpty {
+            self.observer?.stranded(stranded)
         }
         if let runtime {
             self.updateCounters(key) { $0.pending = runtime.queue.count }

@@ -335,8 +335,8 @@ public final class DeliveryEngine: Sendable {
     /// Outcomes are advisory: if a crash loses one, the attempt is made again after the restart, which
     /// at-least-once delivery allows. So they are not synced on their own, and a failed write is only logged.
     /// `durable` syncs the batch. A replay record held among the outcomes needs that, since no retry makes up
-    /// for its loss. `written` runs on the journal's writer thread once the batch is written, with the error if
-    /// it failed, or at once when nothing is held.
+    /// for its loss. `written` gets the write's error, or nil once the batch is written: on the journal's writer
+    /// thread, on another thread when the journal refuses the batch at once, or at once when nothing is held.
     func journalOutcomes(
         force: Bool, durable: Bool = false, written: (@Sendable (JournalError?) -> Void)? = nil
     ) {

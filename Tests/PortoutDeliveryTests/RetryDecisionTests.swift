@@ -224,20 +224,6 @@ struct DeliveryQueueTests {
         #expect(queue.nextDueMs() == nil)
     }
 
-    /// A queue emptied by a removal starts over and hands out new deliveries as before.
-    @Test func removeWaitingEmptiedQueueTakesMore() {
-        var queue = DeliveryQueue()
-        for sequence in 1...4 {
-            queue.enqueue(Self.delivery(UInt64(sequence), key: "p\(sequence % 2)", due: 50))
-        }
-        #expect(queue.removeWaiting { _ in true }.count == 4)
-        #expect(queue.count == 0)
-        #expect(queue.nextDueMs() == nil)
-        queue.enqueue(Self.delivery(9, key: "p1"))
-        #expect(queue.nextDueMs() == 0)
-        #expect(queue.takeDue(nowMs: 0)?.sequence == 9)
-    }
-
     @Test func madeDueRetriesKeepLaneOrder() {
         var queue = DeliveryQueue()
         queue.enqueue(Self.delivery(1, key: "a"))

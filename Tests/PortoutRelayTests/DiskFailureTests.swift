@@ -148,6 +148,10 @@ struct DiskFailureTests {
         #expect(try AbandonTests.deadLetters(harness).isEmpty)
 
         try FileManager.default.removeItem(atPath: filler)
+        try harness.restart()
+        // Restored deliveries reach the queue on the delivery thread's first turn.
+        #expect(waitUntil { harness.relay!.deliveryStatistics().first?.pending == count })
+        #expect(try AbandonTests.deadLetters(harness).isEmpty)
         let abandoned = try AbandonTests.abandon(harness, "d1")
         #expect(abandoned.status == 200)
         #expect(abandoned.json?.objectValue?["abandoned"] == .number(Double(count)))

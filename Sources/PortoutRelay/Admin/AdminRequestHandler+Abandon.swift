@@ -59,7 +59,8 @@ extension AdminRequestHandler {
                 respond(HTTPResponse(error: APIError(
                     status: 500, type: "internalError", code: "abandonmentNotJournaled",
                     message: "Nothing was abandoned, because the records could not be journaled: \(error). The "
-                        + "deliveries wait as before; retry once the journal's disk accepts writes.")))
+                        + "deliveries wait as before, except copies of a replay cancelled meanwhile, which were "
+                        + "withdrawn. Retry once the journal's disk accepts writes.")))
             }
         }
     }

@@ -208,8 +208,11 @@ struct RelayDeliveryObserver: DeliveryObserver {
                 self.list(delivery, attempt: attempt, retries: 0, reports: false)
             }
             // The allocator keeps what the abandonment freed: 300,000 abandoned deliveries left 150 MiB of free
-            // memory in the process until it was returned this way.
-            releaseFreeMemory()
+            // memory in the process until it was returned this way. malloc_trim locks each arena in turn, so a
+            // small abandonment, which frees little, skips it.
+            if unlisted.count >= Self.freeMemoryAfterAbandoned {
+                releaseFreeMemory()
+            }
         }
     }
 
@@ -217,6 +220,9 @@ struct RelayDeliveryObserver: DeliveryObserver {
         self.deadLetters.reserve(
             DeliveryKey(sequence: delivery.sequence, destination: delivery.destination), segment: delivery.location.segment)
     }
+
+    /// The smallest abandonment after which the allocator's free memory is returned to the kernel.
+    static let freeMemoryAfterAbandoned = 10_000
 
     /// Seconds between tries to list a dead letter whose event read failed transiently. A delivery that gave up
     /// because the relay ran out of file descriptors usually reaches here while it still has none.
