@@ -26,8 +26,8 @@ public enum AbandonError: Error, Sendable, Equatable {
     /// The engine has stopped, as it does during shutdown.
     case stopped
     /// The records could not be journaled. The deliveries were put back in their queues, or withdrawn if they
-    /// were copies of a replay cancelled meanwhile, and if the engine had stopped, the journal holds them for the
-    /// next start.
+    /// were copies of a replay cancelled meanwhile. If the engine had stopped, the next start restores them from the
+    /// journal.
     case notJournaled(String)
 }
 
