@@ -323,9 +323,11 @@ final class HTTPConnection: EventLoopHandler {
     }
 
     private func reject(_ error: HTTPParseError) {
-        self.owner.server.logger.info(
-            "request rejected",
-            ["reason": .string(error.reason), "status": .number(Double(error.status)), "peer": .string(self.peer)])
+        if !self.owner.server.handler.rejected(error, peer: self.peer) {
+            self.owner.server.logger.info(
+                "request rejected",
+                ["reason": .string(error.reason), "status": .number(Double(error.status)), "peer": .string(self.peer)])
+        }
         let apiError: APIError
         switch error.status {
         case 413: apiError = .payloadTooLarge(limit: self.configuration.parserLimits.maxBodyBytes)

@@ -13,6 +13,18 @@ public protocol HTTPRequestHandler: Sendable {
     ///
     /// Called on an event-loop thread, so it must not block; slow work goes elsewhere and responds later.
     func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder)
+
+    /// Reports a request that the server rejected with `error.status` because it could not be parsed or was over
+    /// a limit, with its head when that was read, as for a body over the limit. Returns whether it logged the
+    /// rejection, so that the server does not log it again. Called on an event-loop thread, so it must
+    /// not block.
+    func rejected(_ error: HTTPParseError, peer: String) -> Bool
+}
+
+extension HTTPRequestHandler {
+    public func rejected(_ error: HTTPParseError, peer: String) -> Bool {
+        false
+    }
 }
 
 /// Sends the response to one request; safe to pass to and call from any thread.

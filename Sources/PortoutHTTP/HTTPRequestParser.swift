@@ -3,10 +3,18 @@ public struct HTTPParseError: Error, Sendable, Equatable, CustomStringConvertibl
     /// 400, 413, 431 or 505.
     public let status: Int
     public let reason: String
+    /// The request's head, when it was parsed before the failure, as for a body over the limit.
+    public var head: HTTPRequestHead?
 
-    public init(status: Int, reason: String) {
+    public init(status: Int, reason: String, head: HTTPRequestHead? = nil) {
         self.status = status
         self.reason = reason
+        self.head = head
+    }
+
+    /// Compares the status and reason, which are what a caller decides on. The head only locates the failure.
+    public static func == (lhs: HTTPParseError, rhs: HTTPParseError) -> Bool {
+        lhs.status == rhs.status && lhs.reason == rhs.reason
     }
 
     static func badRequest(_ reason: String) -> HTTPParseError {
@@ -106,7 +114,8 @@ public struct HTTPRequestParser: Sendable {
                     self.state = .contentLength(head, remaining: 0)
                 case .contentLength(let length):
                     if length > self.limits.maxBodyBytes {
-                        return self.fail(HTTPParseError(status: 413, reason: "Content-Length \(length) exceeds the body limit"))
+                        return self.fail(HTTPParseError(
+                            status: 413, reason: "Content-Length \(length) exceeds the body limit", head: head))
                     }
                     self.body.reserveCapacity(length)
                     self.state = .contentLength(head, remaining: length)
@@ -135,7 +144,8 @@ public struct HTTPRequestParser: Sendable {
             case .needMoreData:
                 self.state = .chunked(head, decoder)
                 return .needMoreData
-            case .failure(let error):
+            case .failure(var error):
+                error.head = head
                 return self.fail(error)
             case .done(let trailers):
                 return self.complete(head, trailers: trailers)

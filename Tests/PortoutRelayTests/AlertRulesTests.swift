@@ -22,7 +22,7 @@ struct AlertRulesTests {
     @Test func rulesPassPromtoolCheck() throws {
         let result = try Self.promtool(["check", "rules", Self.rulesPath])
         #expect(result.status == 0, "promtool check rules: \(result.output)")
-        #expect(result.output.contains("SUCCESS: 21 rules found"), "promtool check rules: \(result.output)")
+        #expect(result.output.contains("SUCCESS: 22 rules found"), "promtool check rules: \(result.output)")
     }
 
     @Test func rulesPassTheirUnitTests() throws {
@@ -36,7 +36,7 @@ struct AlertRulesTests {
         let rules = try String(contentsOfFile: Self.rulesPath, encoding: .utf8)
         let alerts = Self.matches(#"- alert: (\w+)"#, in: rules, group: 1)
         let runbooks = Self.matches(#"runbook: "deploy/README\.md#(\w+)""#, in: rules, group: 1)
-        #expect(alerts.count == 21)
+        #expect(alerts.count == 22)
         #expect(runbooks.count == alerts.count, "every alert needs a runbook annotation")
         for runbook in runbooks {
             #expect(sections.contains(runbook), "deploy/README.md has no section for #\(runbook)")
@@ -77,6 +77,7 @@ struct AlertRulesTests {
         for _ in 0..<2 {
             let unknownTenant = try harness.post(Events.portOut("pout_alert_e", status: "initiated"), tenant: "nobody")
             #expect(unknownTenant.status == 404)
+            #expect(try harness.post([UInt8](repeating: UInt8(ascii: "x"), count: 300_000)).status == 413)
         }
         let settled = waitUntil {
             let statistics = Dictionary(
@@ -127,6 +128,16 @@ struct AlertRulesTests {
                             not name. A reload that removed or renamed a tenant, or a wrong URL at the carrier, loses
                             those events.
                           runbook: "deploy/README.md#portoutrelayunknowntenant"
+                  - eval_time: 25m
+                    alertname: PortoutRelayWebhooksTooLarge
+                    exp_alerts:
+                      - exp_labels: {severity: ticket, instance: "\(Self.instance)", tenant: t1}
+                        exp_annotations:
+                          summary: "portout-relay \(Self.instance) answers 413 to webhooks of tenant t1"
+                          description: >-
+                            Webhook bodies over limits.maxBodyBytes got 413 at least twice in 30 minutes. The carrier
+                            gets the same answer on every retry, so those events are lost until the limit is raised.
+                          runbook: "deploy/README.md#portoutrelaywebhookstoolarge"
                   - eval_time: 25m
                     alertname: PortoutRelayDeliveryBacklog
                     exp_alerts:
@@ -330,7 +341,7 @@ struct AlertRulesTests {
             }
         }
         let expressions = Self.ruleExpressions()
-        #expect(expressions.count == 21)
+        #expect(expressions.count == 22)
         for expression in expressions {
             let names = Self.matches(#"portout_[a-z_]+"#, in: expression)
             let labelsOfExpression = names.reduce(into: Set<String>()) { labels, name in

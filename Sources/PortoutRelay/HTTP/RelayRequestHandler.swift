@@ -74,6 +74,19 @@ struct RelayRequestHandler: HTTPRequestHandler {
         }
     }
 
+    /// Counts a webhook whose body was over `limits.maxBodyBytes`. The carrier gets the same 413 on every retry, so
+    /// the event is lost unless someone raises the limit, and the count is what an alert can see.
+    func rejected(_ error: HTTPParseError, peer: String) -> Bool {
+        guard error.status == 413, let head = error.head, case .webhook(let tenant)? = Self.route(head.path)?.0,
+            let counters = self.ingestor.counters(tenant: tenant)
+        else { return false }
+        counters.tooLarge.increment()
+        self.ingestor.logger.warning(
+            "webhook rejected",
+            ["reason": .string(error.reason), "status": 413, "tenant": .string(tenant), "peer": .string(peer)])
+        return true
+    }
+
     func handle(_ request: HTTPRequest, peer: String, responder: HTTPResponder) {
         guard let (route, _) = Self.route(request.head.path) else {
             responder.respond(HTTPResponse(error: .notFound("No resource at \(request.head.path).")))

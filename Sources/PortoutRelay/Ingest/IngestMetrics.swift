@@ -4,7 +4,8 @@ import PortoutCore
 final class IngestMetrics: Sendable {
     let requests = CounterFamily(
         name: "portout_webhook_requests_total",
-        help: "Webhook requests by tenant and outcome: accepted, duplicate, signatureFailed, invalid, unavailable, unknownTenant.",
+        help: "Webhook requests by tenant and outcome: accepted, duplicate, signatureFailed, invalid, tooLarge, unavailable, "
+            + "unknownTenant.",
         labelNames: ["tenant", "outcome"])
     let signatureFailures = CounterFamily(
         name: "portout_signature_failures_total", help: "Webhooks rejected with 401 for a missing, wrong or expired signature.",
@@ -24,6 +25,8 @@ final class IngestMetrics: Sendable {
         let duplicate: Counter
         let signatureFailed: Counter
         let invalid: Counter
+        /// Bodies over `limits.maxBodyBytes`, answered 413 before the signature could be checked.
+        let tooLarge: Counter
         let unavailable: Counter
         let signatureFailures: Counter
         let duplicates: Counter
@@ -34,6 +37,7 @@ final class IngestMetrics: Sendable {
             self.duplicate = family.requests.labels(tenant, "duplicate")
             self.signatureFailed = family.requests.labels(tenant, "signatureFailed")
             self.invalid = family.requests.labels(tenant, "invalid")
+            self.tooLarge = family.requests.labels(tenant, "tooLarge")
             self.unavailable = family.requests.labels(tenant, "unavailable")
             self.signatureFailures = family.signatureFailures.labels(tenant)
             self.duplicates = family.duplicates.labels(tenant)

@@ -57,6 +57,11 @@ final class Ingestor: Sendable {
         self.tenants.withLock { $0[id] != nil }
     }
 
+    /// Returns the counters of a configured tenant, or nil for an unknown one.
+    func counters(tenant id: String) -> IngestMetrics.TenantCounters? {
+        self.tenants.withLock { $0[id]?.counters }
+    }
+
     /// Takes one webhook request for `tenantID` and calls `respond` exactly once.
     func ingest(
         tenantID: String, request: HTTPRequest, peer: String, respond: @escaping @Sendable (HTTPResponse) -> Void
