@@ -323,6 +323,11 @@ final class HTTPConnection: EventLoopHandler {
     }
 
     private func reject(_ error: HTTPParseError) {
+        if let head = error.head, self.requestMethod.isEmpty {
+            // A body announced over the limit fails before the head is handed on, so the access log takes it here.
+            self.requestMethod = head.method
+            self.requestPath = head.path
+        }
         if !self.owner.server.handler.rejected(error, peer: self.peer) {
             self.owner.server.logger.info(
                 "request rejected",

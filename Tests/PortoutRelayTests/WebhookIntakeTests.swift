@@ -229,14 +229,15 @@ struct WebhookIntakeTests {
     }
 
     /// A body over the limit gets 413 before its signature can be checked, announced by `Content-Length` or found
-    /// while the chunks are read. Each counts as `tooLarge` for a configured tenant, for the alert that would
-    /// otherwise see nothing, and one for an unknown tenant counts nowhere.
+    /// while the chunks are read. A POST counts as `tooLarge` for a configured tenant, for the alert that would
+    /// otherwise see nothing, and as `unknownTenant` for another. Other methods are no webhooks and count nowhere.
     @Test func oversizedWebhookCountsAsTooLarge() throws {
         let harness = try RelayHarness(extra: #""limits": {"maxBodyBytes": 1024}"#)
         defer { harness.finish() }
         let large = [UInt8](repeating: UInt8(ascii: "x"), count: 2048)
         #expect(try harness.post(large).status == 413)
         #expect(try harness.post(large, tenant: "nobody").status == 413)
+        #expect(try harness.client().request("PUT", "/webhooks/t1", body: large)?.status == 413)
         let chunked = try harness.client()
         chunked.send(
             "POST /webhooks/t1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -247,6 +248,7 @@ struct WebhookIntakeTests {
         let lines = try AdminTests.metricsLines(harness, token: nil)
         #expect(lines.contains(#"portout_webhook_requests_total{tenant="t1",outcome="tooLarge"} 2"#))
         #expect(lines.contains(#"portout_webhook_requests_total{tenant="t1",outcome="accepted"} 1"#))
+        #expect(lines.contains(#"portout_webhook_requests_total{tenant="",outcome="unknownTenant"} 1"#))
         #expect(!lines.contains { $0.hasPrefix(#"portout_webhook_requests_total{tenant="nobody""#) })
     }
 

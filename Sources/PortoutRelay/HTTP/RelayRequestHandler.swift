@@ -75,14 +75,25 @@ struct RelayRequestHandler: HTTPRequestHandler {
     }
 
     /// Counts a webhook whose body was over `limits.maxBodyBytes`. The carrier gets the same 413 on every retry, so
-    /// the event is lost unless someone raises the limit, and the count is what an alert can see.
+    /// the event is lost unless someone raises the limit, and the count is what an alert can see. One for a tenant
+    /// that is not configured counts as `unknownTenant`, as it would with a smaller body, since that is what
+    /// loses it.
+    ///
+    /// The log message differs from other webhook rejections, so that a flood of large bodies, whose lines the
+    /// logger suppresses beyond 50 a second, does not hide those.
     func rejected(_ error: HTTPParseError, peer: String) -> Bool {
-        guard error.status == 413, let head = error.head, case .webhook(let tenant)? = Self.route(head.path)?.0,
-            let counters = self.ingestor.counters(tenant: tenant)
+        guard error.status == 413, let head = error.head, head.method == "POST",
+            case .webhook(let tenant)? = Self.route(head.path)?.0
         else { return false }
+        guard let counters = self.ingestor.counters(tenant: tenant) else {
+            self.ingestor.metrics.countUnknownTenant()
+            self.ingestor.logger.info(
+                "webhook rejected", ["reason": "unknown tenant", "status": 413, "tenant": .string(tenant), "peer": .string(peer)])
+            return true
+        }
         counters.tooLarge.increment()
         self.ingestor.logger.warning(
-            "webhook rejected",
+            "webhook body over the limit",
             ["reason": .string(error.reason), "status": 413, "tenant": .string(tenant), "peer": .string(peer)])
         return true
     }
