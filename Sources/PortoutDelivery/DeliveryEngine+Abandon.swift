@@ -32,8 +32,9 @@ public enum AbandonError: Error, Sendable, Equatable {
 }
 
 extension DeliveryEngine {
-    /// The maximum number of deliveries one abandonment takes. Their records are written and synced in one batch, so webhooks
-    /// wait behind it, and the records and the dead-letter list's reads of their events add to memory meanwhile.
+    /// The maximum number of deliveries one abandonment takes, short of finishing a lane. Their records are written
+    /// and synced in one batch, so webhooks wait behind it, and the records and the dead-letter list's reads of
+    /// their events add to memory meanwhile.
     public static let maxAbandonedPerRequest = 100_000
 
     /// Dead-letters every delivery waiting for a destination that is paused, disabled or no longer configured,

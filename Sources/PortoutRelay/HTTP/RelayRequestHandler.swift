@@ -88,7 +88,8 @@ struct RelayRequestHandler: HTTPRequestHandler {
         guard let counters = self.ingestor.counters(tenant: tenant) else {
             self.ingestor.metrics.countUnknownTenant()
             self.ingestor.logger.info(
-                "webhook rejected", ["reason": "unknown tenant", "status": 413, "tenant": .string(tenant), "peer": .string(peer)])
+                "webhook rejected",
+                ["reason": "unknown tenant", "status": 413, "tenant": .string(tenant), "peer": .string(peer)])
             return true
         }
         counters.tooLarge.increment()
