@@ -323,7 +323,7 @@ final class HTTPConnection: EventLoopHandler {
     }
 
     private func reject(_ error: HTTPParseError) {
-        if let head = error.head, self.requestMethod.isEmpty {
+        if let head = error.head {
             // A body announced over the limit fails before the head is handed on, so the access log takes it here.
             self.requestMethod = head.method
             self.requestPath = head.path
@@ -357,6 +357,10 @@ final class HTTPConnection: EventLoopHandler {
         if self.owner.server.accessLog.load(ordering: .relaxed) {
             self.logAccess(response)
         }
+        // Cleared with the access log off too, since a reload can turn it on between two requests.
+        self.requestMethod = ""
+        self.requestPath = ""
+        self.requestStartedAt = 0
         let close = response.closeConnection || !self.keepAlive || self.owner.isDraining
         var response = response
         if self.isHTTP10 && !close {
@@ -398,9 +402,6 @@ final class HTTPConnection: EventLoopHandler {
             ["method": .string(self.requestMethod), "path": .string(String(self.requestPath)),
              "status": .number(Double(response.status)), "bytes": .number(Double(response.body.count)),
              "milliseconds": .number(Double(self.owner.loop.now - started)), "peer": .string(self.peer)])
-        self.requestMethod = ""
-        self.requestPath = ""
-        self.requestStartedAt = 0
     }
 
     private func queue(_ bytes: [UInt8]) {

@@ -224,6 +224,21 @@ struct DeliveryQueueTests {
         #expect(queue.nextDueMs() == nil)
     }
 
+    /// A queue that a removal emptied takes and hands out new deliveries as before.
+    @Test func removeWaitingEmptiedQueueTakesMore() {
+        var queue = DeliveryQueue()
+        for sequence in 1...4 {
+            queue.enqueue(Self.delivery(UInt64(sequence), key: "p\(sequence % 2)", due: 50))
+        }
+        #expect(queue.removeWaiting { _ in true }.count == 4)
+        #expect(queue.count == 0)
+        queue.enqueue(Self.delivery(9, key: "p1"))
+        #expect(queue.count == 1)
+        #expect(queue.takeDue(nowMs: 0)?.sequence == 9)
+        queue.settle(key: "p1", retryAtMs: nil, attempts: 1)
+        #expect(queue.count == 0)
+    }
+
     @Test func madeDueRetriesKeepLaneOrder() {
         var queue = DeliveryQueue()
         queue.enqueue(Self.delivery(1, key: "a"))

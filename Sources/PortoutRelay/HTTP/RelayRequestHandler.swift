@@ -79,8 +79,8 @@ struct RelayRequestHandler: HTTPRequestHandler {
     /// that is not configured counts as `unknownTenant`, as it would with a smaller body, since that is what
     /// loses it.
     ///
-    /// The log message differs from other webhook rejections, so that a flood of large bodies, whose lines the
-    /// logger suppresses beyond 50 a second, does not hide those.
+    /// For a configured tenant, the log message differs from other webhook rejections, so that a flood of large
+    /// bodies, whose lines the logger suppresses beyond 50 a second, does not hide those.
     func rejected(_ error: HTTPParseError, peer: String) -> Bool {
         guard error.status == 413, let head = error.head, head.method == "POST",
             case .webhook(let tenant)? = Self.route(head.path)?.0
