@@ -43,7 +43,7 @@ public final class DeliveryEngine: Sendable {
         var deliveries: [PendingDelivery] = []
         /// Work queued for the delivery thread; each closure is passed whether the thread still runs.
         var commands: [@Sendable (Bool) -> Void] = []
-        /// Set by `shutdown`: when in-flight attempts are abandoned.
+        /// Set by `shutdown`: when in-flight attempts are cut off.
         var stopDeadlineMs: Int64?
         /// Cleared by `stopStartingAttempts` or `shutdown`.
         var startsAttempts = true
@@ -162,7 +162,7 @@ public final class DeliveryEngine: Sendable {
     }
 
     /// Stops starting attempts, gives those in flight up to `graceMs` to finish and journals their outcomes.
-    /// Attempts still in flight after that are abandoned unrecorded, so they are made again after a restart.
+    /// Attempts still in flight after that are cut off unrecorded, so they are made again after a restart.
     public func shutdown(graceMs: Int64 = 0) {
         let alreadyStopping = self.inbox.withLock { inbox -> Bool in
             inbox.startsAttempts = false
@@ -225,7 +225,7 @@ public final class DeliveryEngine: Sendable {
     private func stop() {
         self.journalOutcomes(force: true)
         self.retryModesSave(nowMs: WallClock.milliseconds(), force: true)
-        let abandoned = self.loop.inFlightCount
+        let cutOff = self.loop.inFlightCount
         self.loop.cancelAll()
         self.publishUnconfigured()
         let late = self.inbox.withLock { inbox in
@@ -237,10 +237,11 @@ public final class DeliveryEngine: Sendable {
         for command in late {
             command(false)
         }
-        if abandoned > 0 {
+        if cutOff > 0 {
             self.logger.warning(
-                "in-flight deliveries abandoned at shutdown",
-                ["deliveries": .number(Double(abandoned)), "reason": "the shutdown grace period ended"])
+                "in-flight deliveries cut off at shutdown",
+                ["deliveries": .number(Double(cutOff)), "reason": "the shutdown grace period ended",
+                 "effect": "made again after the next start"])
         }
         self.stopped.signal()
     }

@@ -104,10 +104,15 @@ struct AbandonTests {
         let delivery = try #require(history["data"]?.arrayValue?.first?.objectValue)
         #expect(delivery["state"] == "deadLettered")
         let step = try #require(delivery["steps"]?.arrayValue?.last?.objectValue)
-        #expect(step["kind"] == "attempt")
-        #expect(step["attempt"] == 0)
-        #expect(step["httpStatus"] == .null)
-        #expect(step["error"] == "abandoned by an operator: billing retired")
+        #expect(step["kind"] == "abandoned")
+        #expect(step["attempts"] == 0)
+        #expect(step["reason"] == "abandoned by an operator: billing retired")
+        // The retried delivery keeps its attempt steps, and the abandonment follows them.
+        let retried = try ReplayTests.json(try ReplayTests.admin(harness, "GET", "/admin/deliveries?portOut=pout_a"))
+        let first = try #require(retried["data"]?.arrayValue?.first?.objectValue)
+        let kinds = (first["steps"]?.arrayValue ?? []).compactMap { $0.objectValue?["kind"]?.stringValue }
+        #expect(kinds == Array(repeating: "attempt", count: attemptsOfFirst) + ["abandoned"])
+        #expect(first["steps"]?.arrayValue?.last?.objectValue?["attempts"] == .number(Double(attemptsOfFirst)))
 
         failing.store(false, ordering: .relaxed)
         #expect(try AdminTests.admin(harness, "POST", "/admin/destinations/t1/d1/resume", token: nil).status == 200)

@@ -74,7 +74,7 @@ final class RelayHarness {
         self.relay!.adminPort
     }
 
-    /// Stops the relay; without a grace period, connections are cut and in-flight deliveries abandoned at once.
+    /// Stops the relay; without a grace period, connections and in-flight deliveries are cut off at once.
     func stop(graceSeconds: Int = 0) {
         self.relay?.shutdown(graceSeconds: graceSeconds)
         self.relay = nil

@@ -51,8 +51,23 @@ enum DeliveryHistory {
             func time(_ milliseconds: Int64) -> JSONValue {
                 .string(RFC3339.format(epochMilliseconds: milliseconds))
             }
+            // The number of the last attempt step since the delivery was last queued. An abandonment's record is a
+            // dead letter that repeats it, where every attempt's record counts one higher.
+            var lastAttempt = 0
             let steps: [JSONValue] = self.steps.map { step in
+                defer {
+                    switch step {
+                    case .attempt(let attempt): lastAttempt = max(lastAttempt, attempt.attempt)
+                    case .queuedByReplay: lastAttempt = 0
+                    }
+                }
                 switch step {
+                case .attempt(let attempt)
+                where attempt.outcome == .deadLettered && attempt.httpStatus == nil && attempt.attempt <= lastAttempt:
+                    return .object(JSONObject([
+                        ("kind", "abandoned"), ("at", time(attempt.atMs)), ("attempts", .number(Double(attempt.attempt))),
+                        ("reason", .string(attempt.error)),
+                    ]))
                 case .attempt(let attempt) where attempt.outcome == .cancelled:
                     // A cancelled replay withdrew its copy. An attempt that was in flight then failed and keeps
                     // its number, status and error, where a copy never sent has attempt 0.
