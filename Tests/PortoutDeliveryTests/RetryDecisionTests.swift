@@ -204,8 +204,8 @@ struct DeliveryQueueTests {
         for (sequence, key) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
             queue.enqueue(Self.delivery(UInt64(sequence), key: key))
         }
-        let taken = queue.takeDue(nowMs: 0)
-        #expect(taken?.sequence == 1)
+        let inFlightHead = queue.takeDue(nowMs: 0)
+        #expect(inFlightHead?.sequence == 1)
 
         let removed = queue.removeWaiting(limit: 2) { _ in true }
         let sequences = Set(removed.map(\.sequence))

@@ -125,7 +125,7 @@ struct AbandonTests {
         #expect(redelivered.filter { $0.portOut == "pout_a" }.map(\.status) == ["initiated", "processing"])
         #expect(redelivered.filter { $0.portOut == "pout_b" }.map(\.status) == ["initiated"])
         #expect(waitUntil { (try? Self.deadLetters(harness).isEmpty) == true })
-        // The operational webhook hears of the redelivery, but heard of no abandoned delivery.
+        // The operational webhook received the redelivery's event, and none for an abandoned delivery.
         #expect(waitUntil { operations.received.contains { $0.json?["type"]?.stringValue == "replay.finished" } })
         #expect(operations.received.allSatisfy { $0.json?["type"]?.stringValue != "deadLetter.created" })
     }

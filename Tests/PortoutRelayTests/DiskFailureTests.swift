@@ -245,7 +245,7 @@ struct DiskFailureTests {
     }
 
     /// While an abandonment's records wait for a frozen disk, the events' segments stay pinned against retention
-    /// and a resume is refused, and the answer comes once the disk thaws.
+    /// and a resume gets 409. The abandonment's response arrives once the disk thaws.
     @Test(.enabled(if: getuid() == 0, "a loop device, mount and fsfreeze need root"))
     func abandonmentPinsSegmentsUntilWritten() throws {
         let directory = TemporaryDirectory()

@@ -109,6 +109,10 @@ public struct APIError: Error, Sendable {
         APIError(status: 409, type: "conflict", code: code, message: message, details: details)
     }
 
+    public static func internalError(code: String, _ message: String) -> APIError {
+        APIError(status: 500, type: "internalError", code: code, message: message)
+    }
+
     public static func serviceUnavailable(code: String, _ message: String, retryAfterSeconds: Int) -> APIError {
         APIError(
             status: 503, type: "serviceUnavailable", code: code, message: message,

@@ -188,8 +188,7 @@ final class PortOutReadAPI: Sendable {
                 code: "journalReadUnavailable", "The port out could not be read from the journal for now.",
                 retryAfterSeconds: 1))
         }
-        return HTTPResponse(error: APIError(
-            status: 500, type: "internalError", code: "journalReadFailed",
-            message: "The port out could not be read from the journal."))
+        return HTTPResponse(error: .internalError(
+            code: "journalReadFailed", "The port out could not be read from the journal."))
     }
 }

@@ -32,7 +32,7 @@ extension AdminRequestHandler {
                      "remaining": .number(Double(abandonment.remaining)),
                      "inFlight": .number(Double(abandonment.inFlight)), "configured": .bool(abandonment.isConfigured),
                      "peer": .string(peer)])
-                let answer = HTTPResponse(status: 200, json: .object(JSONObject([
+                let response = HTTPResponse(status: 200, json: .object(JSONObject([
                     ("object", "abandonment"), ("tenant", .string(tenant)), ("destination", .string(id)),
                     ("configured", .bool(abandonment.isConfigured)),
                     ("abandoned", .number(Double(abandonment.abandoned))),
@@ -40,7 +40,7 @@ extension AdminRequestHandler {
                     ("inFlight", .number(Double(abandonment.inFlight))), ("reason", .string(reason)),
                 ])))
                 // Sent once the dead letters are listed, so that a redelivery requested next finds them all.
-                deadLetters.inListingOrder { respond(answer) }
+                deadLetters.inListingOrder { respond(response) }
             case .failure(.notFound):
                 respond(HTTPResponse(error: .notFound(
                     "No destination \(id) in tenant \(tenant), and no deliveries held for one of that name.")))
@@ -56,9 +56,9 @@ extension AdminRequestHandler {
                     "admin action not journaled",
                     ["action": "abandon deliveries", "tenant": .string(tenant), "destination": .string(id),
                      "error": .string(error), "peer": .string(peer)])
-                respond(HTTPResponse(error: APIError(
-                    status: 500, type: "internalError", code: "abandonmentNotJournaled",
-                    message: "Nothing was abandoned, because the records could not be journaled: \(error). The "
+                respond(HTTPResponse(error: .internalError(
+                    code: "abandonmentNotJournaled",
+                    "Nothing was abandoned, because the records could not be journaled: \(error). The "
                         + "deliveries wait as before, except copies of a replay cancelled meanwhile, which were "
                         + "withdrawn. Retry once the journal's disk accepts writes.")))
             }

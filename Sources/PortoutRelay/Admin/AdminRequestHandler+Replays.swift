@@ -128,9 +128,8 @@ extension AdminRequestHandler {
                     ? .serviceUnavailable(
                         code: "journalReadUnavailable", "The delivery history could not be read for now.",
                         retryAfterSeconds: 1)
-                    : APIError(
-                        status: 500, type: "internalError", code: "journalReadFailed",
-                        message: "The delivery history could not be read: \(failure.description).")))
+                    : .internalError(
+                        code: "journalReadFailed", "The delivery history could not be read: \(failure.description).")))
             case .success(let page):
                 if !page.damage.isEmpty {
                     logger.warning(

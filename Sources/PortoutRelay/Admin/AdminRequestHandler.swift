@@ -194,16 +194,17 @@ struct AdminRequestHandler: HTTPRequestHandler {
                     "admin action not saved",
                     ["action": .string(action), "tenant": .string(tenant), "destination": .string(id),
                      "error": .string(error), "peer": .string(peer)])
-                respond(HTTPResponse(error: APIError(
-                    status: 500, type: "internalError", code: "modeNotSaved",
-                    message: "The destination is \(mode.rawValue) now, but the change could not be saved: \(error). "
+                respond(HTTPResponse(error: .internalError(
+                    code: "modeNotSaved",
+                    "The destination is \(mode.rawValue) now, but the change could not be saved: \(error). "
                         + "The relay tries again every 5 s and at its stop, and logs destination modes saved once "
                         + "a save succeeds; a crash before then loses the change.")))
             }
         }
     }
 
-    /// The answer to a change requested while the relay stops, which the stopped delivery thread can no longer make.
+    /// The response to a change requested while the relay stops, which the stopped delivery thread can no longer
+    /// make.
     static let shuttingDown = APIError.serviceUnavailable(
         code: "shuttingDown", "The relay is shutting down; nothing was changed.", retryAfterSeconds: 5)
 

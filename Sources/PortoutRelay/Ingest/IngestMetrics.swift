@@ -25,7 +25,7 @@ final class IngestMetrics: Sendable {
         let duplicate: Counter
         let signatureFailed: Counter
         let invalid: Counter
-        /// Bodies over `limits.maxBodyBytes`, answered 413 before the signature could be checked.
+        /// Bodies over `limits.maxBodyBytes`, rejected with 413 before the signature could be checked.
         let tooLarge: Counter
         let unavailable: Counter
         let signatureFailures: Counter
